@@ -1,0 +1,7 @@
+//! (being written)
+
+use super::AgentRouter;
+
+pub fn routes() -> AgentRouter {
+    AgentRouter::new()
+}

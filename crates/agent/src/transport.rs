@@ -1,0 +1,448 @@
+//! Where the agent listens and how a byte stream becomes an HTTP/2 session:
+//! Unix socket (host-process mode), character device (virtio-serial in a VM)
+//! or vsock, each followed by the hello handshake and an h2c server.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use hearth_agent_protocol::handshake::{Hello, LineScanner, H2_PREFACE_LINE, HELLO_PREFIX};
+use hearth_agent_protocol::PROTOCOL_VERSION;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Agent;
+
+/// HTTP/2 flow-control windows: large enough that one stream can move
+/// hundreds of MiB/s over a local socket without waiting on WINDOW_UPDATEs.
+const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+const CONN_WINDOW: u32 = 64 * 1024 * 1024;
+const MAX_FRAME: u32 = 1024 * 1024;
+
+/// A place the agent serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `unix:/path/to/socket`
+    Unix(PathBuf),
+    /// `chardev:/dev/virtio-ports/hearth.agent`
+    CharDev(PathBuf),
+    /// `vsock:1024`
+    Vsock(u32),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, rest) = s.split_once(':').ok_or_else(|| {
+            format!("listen address {s:?} must be unix:PATH, chardev:PATH or vsock:PORT")
+        })?;
+        match kind {
+            "unix" if !rest.is_empty() => Ok(ListenAddr::Unix(rest.into())),
+            "chardev" if !rest.is_empty() => Ok(ListenAddr::CharDev(rest.into())),
+            "vsock" => rest
+                .parse()
+                .map(ListenAddr::Vsock)
+                .map_err(|_| format!("vsock port {rest:?} is not a number")),
+            _ => Err(format!(
+                "listen address {s:?} must be unix:PATH, chardev:PATH or vsock:PORT"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("bind {0}")]
+    Bind(PathBuf, #[source] io::Error),
+    #[error("bind vsock port {0}")]
+    BindVsock(u32, #[source] io::Error),
+    #[error("accept")]
+    Accept(#[source] io::Error),
+}
+
+/// Serves `addr` until `shutdown` fires.
+pub async fn serve(
+    agent: Arc<Agent>,
+    addr: ListenAddr,
+    shutdown: CancellationToken,
+) -> Result<(), TransportError> {
+    match addr {
+        ListenAddr::Unix(path) => serve_unix(agent, &path, shutdown).await,
+        ListenAddr::CharDev(path) => {
+            serve_chardev(agent, &path, shutdown).await;
+            Ok(())
+        }
+        ListenAddr::Vsock(port) => serve_vsock(agent, port, shutdown).await,
+    }
+}
+
+async fn serve_unix(
+    agent: Arc<Agent>,
+    path: &Path,
+    shutdown: CancellationToken,
+) -> Result<(), TransportError> {
+    // A stale socket from a previous run would make bind fail.
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(|e| TransportError::Bind(path.into(), e))?;
+    tracing::info!(path = %path.display(), "serving on unix socket");
+    loop {
+        let conn = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            conn = listener.accept() => conn,
+        };
+        match conn {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_stream(agent.clone(), stream, shutdown.clone()));
+            }
+            // Out of fds or similar: keep serving the connections we have.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_vsock(
+    agent: Arc<Agent>,
+    port: u32,
+    shutdown: CancellationToken,
+) -> Result<(), TransportError> {
+    let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
+    let listener =
+        tokio_vsock::VsockListener::bind(addr).map_err(|e| TransportError::BindVsock(port, e))?;
+    tracing::info!(port, "serving on vsock");
+    loop {
+        let conn = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            conn = listener.accept() => conn,
+        };
+        match conn {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_stream(agent.clone(), stream, shutdown.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "vsock accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The virtio-serial port is one long-lived device, not a listener: serve it,
+/// and when the session ends (host gone, snapshot restored into a new host
+/// connection, garbage on the line) open it again and wait for a new hello.
+async fn serve_chardev(agent: Arc<Agent>, path: &Path, shutdown: CancellationToken) {
+    tracing::info!(path = %path.display(), "serving on character device");
+    let mut backoff = Duration::from_millis(10);
+    while !shutdown.is_cancelled() {
+        let dev = match CharDev::open(path) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, path = %path.display(), "device not ready");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(10);
+        serve_stream(agent.clone(), dev, shutdown.clone()).await;
+    }
+}
+
+/// Runs the handshake and then one HTTP/2 session on `io`.
+pub async fn serve_stream<IO>(agent: Arc<Agent>, mut io: IO, shutdown: CancellationToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let prefix = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = accept_handshake(&mut io) => match r {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "handshake ended");
+                return;
+            }
+        },
+    };
+    let io = Prefixed { prefix, inner: io };
+    let service = TowerToHyperService::new(crate::router(agent));
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_send_buf_size(4 * 1024 * 1024)
+        .max_concurrent_streams(4096)
+        .enable_connect_protocol();
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "session ended");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+        }
+    }
+}
+
+/// Skips stale bytes up to a hello, answers every hello, and returns the bytes
+/// that start the HTTP/2 session (the preface line and what followed it).
+async fn accept_handshake<IO>(io: &mut IO) -> io::Result<Bytes>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    enum Line {
+        Hello(Hello),
+        Preface,
+    }
+    let mut scanner = LineScanner::default();
+    let mut greeted = false;
+    let mut buf = vec![0u8; 8192];
+    let mut eof_backoff = Duration::from_millis(5);
+    loop {
+        let n = io.read(&mut buf).await?;
+        if n == 0 {
+            // A character device reads 0 while no host is attached; a socket
+            // means the peer left. Either way nothing was said yet.
+            if greeted {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            tokio::time::sleep(eof_backoff).await;
+            eof_backoff = (eof_backoff * 2).min(Duration::from_millis(200));
+            continue;
+        }
+        let mut chunk = &buf[..n];
+        loop {
+            let hit = scanner.feed(chunk, |line| {
+                if greeted && line == H2_PREFACE_LINE {
+                    return Some(Line::Preface);
+                }
+                Hello::parse(line, HELLO_PREFIX).map(Line::Hello)
+            });
+            match hit {
+                None => break,
+                Some((Line::Hello(h), rest)) => {
+                    let ready = Hello {
+                        generation: h.generation,
+                        protocol_version: PROTOCOL_VERSION,
+                    };
+                    io.write_all(ready.ready_line().as_bytes()).await?;
+                    io.flush().await?;
+                    greeted = true;
+                    chunk = rest;
+                }
+                Some((Line::Preface, rest)) => {
+                    let mut out = Vec::with_capacity(H2_PREFACE_LINE.len() + 1 + rest.len());
+                    out.extend_from_slice(H2_PREFACE_LINE);
+                    out.push(b'\n');
+                    out.extend_from_slice(rest);
+                    return Ok(Bytes::from(out));
+                }
+            }
+        }
+    }
+}
+
+/// A stream that yields `prefix` before reading from `inner`.
+struct Prefixed<IO> {
+    prefix: Bytes,
+    inner: IO,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A character device driven by the tokio reactor. Opened non-blocking: a
+/// virtio-serial write blocks while no host is attached, and a blocked PID 1
+/// would hang the whole guest.
+struct CharDev {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl CharDev {
+    fn open(path: &Path) -> io::Result<CharDev> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)?;
+        // SAFETY: the fd is owned by the OwnedFd moved into the AsyncFd, so it
+        // stays open and the same for the AsyncFd's whole life.
+        let fd = unsafe { AsyncFd::register(OwnedFd::from(file)) }?;
+        Ok(CharDev { fd })
+    }
+}
+
+impl AsyncRead for CharDev {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let res = guard.try_io(|fd| {
+                // SAFETY: reading into an initialized buffer of the given length.
+                let n = unsafe {
+                    libc::read(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len())
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match res {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for CharDev {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            let res = guard.try_io(|fd| {
+                // SAFETY: writing from a valid slice of the given length.
+                let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match res {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_addresses() {
+        assert_eq!(
+            "unix:/tmp/a.sock".parse(),
+            Ok(ListenAddr::Unix("/tmp/a.sock".into()))
+        );
+        assert_eq!("vsock:1024".parse(), Ok(ListenAddr::Vsock(1024)));
+        assert_eq!(
+            "chardev:/dev/virtio-ports/hearth.agent".parse(),
+            Ok(ListenAddr::CharDev("/dev/virtio-ports/hearth.agent".into()))
+        );
+        assert!("tcp:1".parse::<ListenAddr>().is_err());
+        assert!("vsock:x".parse::<ListenAddr>().is_err());
+        assert!("unix:".parse::<ListenAddr>().is_err());
+    }
+
+    #[tokio::test]
+    async fn handshake_skips_stale_bytes_and_answers_every_hello() {
+        let (mut host, mut guest) = tokio::io::duplex(4096);
+        let task = tokio::spawn(async move { accept_handshake(&mut guest).await });
+        host.write_all(b"garbage\x00\x01\nHEARTH-HELLO 5 1\nHEARTH-HELLO 6 1\n")
+            .await
+            .unwrap();
+        host.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nrest")
+            .await
+            .unwrap();
+        let prefix = task.await.unwrap().unwrap();
+        assert_eq!(&prefix[..], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nrest");
+        let mut answer = vec![0u8; 64];
+        let n = host.read(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert_eq!(
+            answer,
+            format!("HEARTH-READY 5 {PROTOCOL_VERSION}\nHEARTH-READY 6 {PROTOCOL_VERSION}\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn preface_before_hello_is_ignored() {
+        let (mut host, mut guest) = tokio::io::duplex(4096);
+        let task = tokio::spawn(async move { accept_handshake(&mut guest).await });
+        host.write_all(b"PRI * HTTP/2.0\r\nHEARTH-HELLO 9 1\nPRI * HTTP/2.0\r\nX")
+            .await
+            .unwrap();
+        let prefix = task.await.unwrap().unwrap();
+        assert_eq!(&prefix[..], b"PRI * HTTP/2.0\r\nX");
+    }
+}
