@@ -206,7 +206,7 @@ impl AgentClient {
         Ok(NdjsonStream::new(resp.into_body()))
     }
 
-    /// A request with a raw body.
+    /// A request with a raw body; `uri` is path and query, like `call`'s.
     pub(crate) async fn send_raw(
         &self,
         method: Method,
@@ -216,7 +216,7 @@ impl AgentClient {
     ) -> ClientResult<Response<Incoming>> {
         let req = Request::builder()
             .method(method)
-            .uri(uri)
+            .uri(format!("{BASE}{uri}"))
             .header(http::header::CONTENT_TYPE, content_type)
             .body(body)
             .map_err(|e| AgentClientError::Handshake(format!("build request: {e}")))?;

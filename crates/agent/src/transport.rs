@@ -102,7 +102,7 @@ async fn serve_unix(
         };
         match conn {
             Ok((stream, _)) => {
-                tokio::spawn(serve_stream(agent.clone(), stream, shutdown.clone()));
+                tokio::spawn(serve_stream(agent.clone(), stream, false, shutdown.clone()));
             }
             // Out of fds or similar: keep serving the connections we have.
             Err(e) => {
@@ -129,7 +129,7 @@ async fn serve_vsock(
         };
         match conn {
             Ok((stream, _)) => {
-                tokio::spawn(serve_stream(agent.clone(), stream, shutdown.clone()));
+                tokio::spawn(serve_stream(agent.clone(), stream, false, shutdown.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "vsock accept failed");
@@ -159,18 +159,23 @@ async fn serve_chardev(agent: Arc<Agent>, path: &Path, shutdown: CancellationTok
             }
         };
         backoff = Duration::from_millis(10);
-        serve_stream(agent.clone(), dev, shutdown.clone()).await;
+        serve_stream(agent.clone(), dev, true, shutdown.clone()).await;
     }
 }
 
-/// Runs the handshake and then one HTTP/2 session on `io`.
-pub async fn serve_stream<IO>(agent: Arc<Agent>, mut io: IO, shutdown: CancellationToken)
-where
+/// Runs the handshake and then one HTTP/2 session on `io`. `device`: a read
+/// of 0 bytes means "no host attached yet" rather than "peer gone".
+pub async fn serve_stream<IO>(
+    agent: Arc<Agent>,
+    mut io: IO,
+    device: bool,
+    shutdown: CancellationToken,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let prefix = tokio::select! {
         _ = shutdown.cancelled() => return,
-        r = accept_handshake(&mut io) => match r {
+        r = accept_handshake(&mut io, device) => match r {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(error = %e, "handshake ended");
@@ -205,7 +210,7 @@ where
 
 /// Skips stale bytes up to a hello, answers every hello, and returns the bytes
 /// that start the HTTP/2 session (the preface line and what followed it).
-async fn accept_handshake<IO>(io: &mut IO) -> io::Result<Bytes>
+async fn accept_handshake<IO>(io: &mut IO, device: bool) -> io::Result<Bytes>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -222,7 +227,7 @@ where
         if n == 0 {
             // A character device reads 0 while no host is attached; a socket
             // means the peer left. Either way nothing was said yet.
-            if greeted {
+            if greeted || !device {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             tokio::time::sleep(eof_backoff).await;
@@ -312,12 +317,24 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
 /// A character device driven by the tokio reactor. Opened non-blocking: a
 /// virtio-serial write blocks while no host is attached, and a blocked PID 1
 /// would hang the whole guest.
-struct CharDev {
+#[derive(Debug)]
+pub struct CharDev {
     fd: AsyncFd<OwnedFd>,
 }
 
 impl CharDev {
-    fn open(path: &Path) -> io::Result<CharDev> {
+    /// Wraps an open descriptor (made non-blocking here), e.g. a PTY master
+    /// that stands in for QEMU's side of a virtio-serial port in tests.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<CharDev> {
+        let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        // SAFETY: the OwnedFd moves into the AsyncFd and lives exactly as long.
+        let fd = unsafe { AsyncFd::register(fd) }?;
+        Ok(CharDev { fd })
+    }
+
+    pub fn open(path: &Path) -> io::Result<CharDev> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -417,7 +434,7 @@ mod tests {
     #[tokio::test]
     async fn handshake_skips_stale_bytes_and_answers_every_hello() {
         let (mut host, mut guest) = tokio::io::duplex(4096);
-        let task = tokio::spawn(async move { accept_handshake(&mut guest).await });
+        let task = tokio::spawn(async move { accept_handshake(&mut guest, false).await });
         host.write_all(b"garbage\x00\x01\nHEARTH-HELLO 5 1\nHEARTH-HELLO 6 1\n")
             .await
             .unwrap();
@@ -438,7 +455,7 @@ mod tests {
     #[tokio::test]
     async fn preface_before_hello_is_ignored() {
         let (mut host, mut guest) = tokio::io::duplex(4096);
-        let task = tokio::spawn(async move { accept_handshake(&mut guest).await });
+        let task = tokio::spawn(async move { accept_handshake(&mut guest, false).await });
         host.write_all(b"PRI * HTTP/2.0\r\nHEARTH-HELLO 9 1\nPRI * HTTP/2.0\r\nX")
             .await
             .unwrap();

@@ -12,6 +12,7 @@ pub struct AgentProcess {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     binary: PathBuf,
+    wrapper: Vec<String>,
     extra_args: Vec<String>,
     child: Option<Child>,
 }
@@ -20,12 +21,23 @@ impl AgentProcess {
     /// Starts `binary` (pass `env!("CARGO_BIN_EXE_hearth-agent")`) with
     /// `extra_args` and waits until its socket answers.
     pub async fn start(binary: &Path, extra_args: &[&str]) -> anyhow::Result<AgentProcess> {
+        Self::start_wrapped(&[], binary, extra_args).await
+    }
+
+    /// Like [`AgentProcess::start`], run under `wrapper` (e.g. `unshare
+    /// --pid --fork` to make the agent PID 1 of a new namespace).
+    pub async fn start_wrapped(
+        wrapper: &[&str],
+        binary: &Path,
+        extra_args: &[&str],
+    ) -> anyhow::Result<AgentProcess> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("agent.sock");
         let mut p = AgentProcess {
             dir,
             socket,
             binary: binary.to_path_buf(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
@@ -35,7 +47,15 @@ impl AgentProcess {
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&self.socket);
-        let child = Command::new(&self.binary)
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = cmd
             .arg("--listen")
             .arg(format!("unix:{}", self.socket.display()))
             .arg("--default-cwd")
