@@ -7,14 +7,15 @@
 use std::io;
 use std::pin::pin;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use hearth_agent_protocol::{
     routes, ArchiveRequest, FileEntry, ListResponse, MkdirRequest, RemoveRequest, RenameRequest,
     TreeNode, WatchEvent, WriteFileRequest, WriteManyRequest, WriteManyResponse, WriteResult,
 };
 use http::Method;
 use http_body::Frame;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::OwnedPermit;
 
@@ -88,10 +89,25 @@ impl AgentClient {
     where
         R: AsyncRead + Send + 'static,
     {
+        let chunks = tokio_util::io::ReaderStream::with_capacity(reader, UPLOAD_CHUNK);
+        self.write_file_raw_stream(path, mode, chunks).await
+    }
+
+    /// Like [`AgentClient::write_file_raw`], from a stream of chunks: the
+    /// zero-copy form when the caller already holds `Bytes`.
+    pub async fn write_file_raw_stream<S>(
+        &self,
+        path: &str,
+        mode: Option<u32>,
+        chunks: S,
+    ) -> ClientResult<WriteResult>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + 'static,
+    {
         let (tx, body) = channel_body();
         let uri = raw_write_uri(path.as_bytes(), mode);
         let mut send = pin!(self.send_raw(Method::PUT, &uri, OCTET_STREAM, body));
-        let mut upload = pin!(pump(reader, tx));
+        let mut upload = pin!(pump(chunks, tx));
         let mut uploaded = false;
         let resp = loop {
             tokio::select! {
@@ -250,7 +266,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Copies `reader` into the upload body; returns the bytes sent.
-async fn pump<R: AsyncRead>(reader: R, tx: FrameSender) -> io::Result<u64> {
+async fn pump<S: Stream<Item = io::Result<Bytes>>>(chunks: S, tx: FrameSender) -> io::Result<u64> {
     let gone = || {
         io::Error::new(
             io::ErrorKind::BrokenPipe,
@@ -260,15 +276,10 @@ async fn pump<R: AsyncRead>(reader: R, tx: FrameSender) -> io::Result<u64> {
     // Reserved up front so the abort frame can be queued synchronously in Drop.
     let permit = tx.clone().reserve_owned().await.map_err(|_| gone())?;
     let mut abort = AbortOnDrop(Some(permit));
-    let mut reader = pin!(reader);
-    let mut buf = BytesMut::with_capacity(UPLOAD_CHUNK);
+    let mut chunks = pin!(chunks);
     let mut total = 0u64;
-    loop {
-        buf.reserve(UPLOAD_CHUNK);
-        if reader.read_buf(&mut buf).await? == 0 {
-            break;
-        }
-        let chunk = buf.split().freeze();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
         total += chunk.len() as u64;
         tx.send(Ok(Frame::data(chunk))).await.map_err(|_| gone())?;
     }
@@ -299,7 +310,7 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut writer, b"partial")
             .await
             .unwrap();
-        let pumping = tokio::spawn(pump(reader, tx));
+        let pumping = tokio::spawn(pump(tokio_util::io::ReaderStream::new(reader), tx));
         let first = rx.recv().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"partial"));
         pumping.abort();
@@ -314,7 +325,9 @@ mod tests {
     #[tokio::test]
     async fn finished_upload_ends_the_body_cleanly() {
         let (tx, mut rx) = mpsc::channel(4);
-        let n = pump(&b"all of it"[..], tx).await.unwrap();
+        let n = pump(tokio_util::io::ReaderStream::new(&b"all of it"[..]), tx)
+            .await
+            .unwrap();
         assert_eq!(n, 9);
         assert_eq!(
             rx.recv().await.unwrap().unwrap().into_data().unwrap(),

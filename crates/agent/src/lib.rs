@@ -12,6 +12,7 @@ pub mod pid1;
 pub mod spawn;
 pub mod stream;
 pub mod transport;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,6 +97,20 @@ pub fn router(agent: Arc<Agent>) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(agent)
+}
+
+/// Keeps 1 MiB transfer buffers on the heap and freed memory in the process
+/// for a while: glibc would otherwise mmap and unmap every buffer, and each
+/// first touch of fresh pages costs a fault (expensive in a VM), which made
+/// large file transfers stall at random. Bounded, so an idle guest's agent
+/// still returns memory.
+pub fn tune_allocator() {
+    // SAFETY: mallopt only adjusts allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+    }
 }
 
 /// Runs the agent until shutdown: PID 1 duties when applicable, then serves

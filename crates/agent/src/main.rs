@@ -32,6 +32,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    hearth_agent::tune_allocator();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))

@@ -19,11 +19,12 @@ use std::time::Duration;
 use hearth_agent_protocol::ErrorCode;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{Pid, Uid, User};
+use nix::unistd::{Pid, Uid};
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
 use crate::error::{HandlerError, HandlerResult};
+use crate::users::{self, PasswdEntry};
 use crate::Agent;
 
 /// PATH for guest commands: the template's venv first.
@@ -206,29 +207,32 @@ pub struct RunAs {
 }
 
 impl RunAs {
-    fn from_user(u: User) -> RunAs {
+    fn from_entry(u: PasswdEntry) -> RunAs {
         RunAs {
-            uid: u.uid.as_raw(),
-            gid: u.gid.as_raw(),
+            uid: u.uid,
+            gid: u.gid,
             name: u.name,
-            home: u.dir,
+            home: u.home,
             shell: u.shell,
         }
     }
 }
 
+const PASSWD: &str = "/etc/passwd";
+
 /// Resolves the user a request runs as.
 pub fn resolve_user(agent: &Agent, requested: Option<&str>) -> HandlerResult<RunAs> {
+    let passwd = Path::new(PASSWD);
     let lookup = |name: &str| -> HandlerResult<Option<RunAs>> {
-        User::from_name(name)
-            .map(|u| u.map(RunAs::from_user))
+        users::by_name(passwd, name)
+            .map(|u| u.map(RunAs::from_entry))
             .map_err(|e| HandlerError::internal(format!("look up user {name}: {e}")))
     };
     if let Some(name) = requested.filter(|n| !n.is_empty()) {
         let user = match name.parse::<u32>() {
-            Ok(uid) => User::from_uid(Uid::from_raw(uid))
+            Ok(uid) => users::by_uid(passwd, uid)
                 .map_err(|e| HandlerError::internal(format!("look up uid {uid}: {e}")))?
-                .map(RunAs::from_user),
+                .map(RunAs::from_entry),
             Err(_) => lookup(name)?,
         };
         let user = user.ok_or_else(|| {
@@ -255,10 +259,10 @@ pub fn resolve_user(agent: &Agent, requested: Option<&str>) -> HandlerResult<Run
         }
     }
     let me = Uid::effective();
-    Ok(User::from_uid(me)
+    Ok(users::by_uid(passwd, me.as_raw())
         .ok()
         .flatten()
-        .map(RunAs::from_user)
+        .map(RunAs::from_entry)
         .unwrap_or_else(|| RunAs {
             uid: me.as_raw(),
             gid: nix::unistd::Gid::effective().as_raw(),

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use super::AgentRouter;
 use crate::error::{HandlerError, HandlerResult};
 use crate::extract::{JsonBody, QueryArgs, QueryPath};
-use crate::stream::reader_response;
+use crate::stream::file_response;
 
 /// Mode of a new file when the request names none and nothing is replaced.
 const DEFAULT_FILE_MODE: u32 = 0o644;
@@ -87,10 +87,10 @@ async fn read(QueryPath(path): QueryPath) -> HandlerResult<Response> {
     if ft.is_fifo() || ft.is_socket() {
         return Err(coded(ErrorCode::BadRequest, &path, "not a regular file"));
     }
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| HandlerError::io(&e, &path))?;
-    Ok(reader_response(file, OCTET_STREAM))
+    let file = std::fs::File::open(&path).map_err(|e| HandlerError::io(&e, &path))?;
+    // Devices and /proc files report sizes that are not their content's.
+    let len = ft.is_file().then_some(meta.len()).filter(|&l| l > 0);
+    Ok(file_response(file, len, OCTET_STREAM))
 }
 
 async fn write(JsonBody(req): JsonBody<WriteFileRequest>) -> HandlerResult<Json<WriteResult>> {
