@@ -137,3 +137,46 @@ async fn pid1_shuts_down_on_sigterm() {
         "agent still running after SIGTERM ({status:?})"
     );
 }
+
+#[tokio::test]
+async fn pid1_init_sets_hostname_and_clock() {
+    if !is_root() {
+        eprintln!("skipped: unshare --pid needs root");
+        return;
+    }
+    // A UTS namespace of its own, so the hostname change stays in it. The
+    // clock is not namespaced: it is set to the current time, a no-op.
+    let mut wrapper = UNSHARE.to_vec();
+    wrapper.insert(1, "--uts");
+    let agent = AgentProcess::start_wrapped(&wrapper, AGENT.as_ref(), &[])
+        .await
+        .unwrap();
+    let c = agent.client();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let r = c
+        .init(&hearth_agent_protocol::InitRequest {
+            sandbox_id: "sbx_pid1".into(),
+            hostname: Some("sbx-pid1".into()),
+            clock_unix_ms: Some(now.as_millis() as i64),
+            entropy: Some(vec![1u8; 32].into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(r.hostname_set && r.clock_set && r.entropy_added, "{r:?}");
+    let out = c
+        .exec(&ExecRequest {
+            command: "hostname".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.stdout.0, b"sbx-pid1\n");
+    assert_ne!(
+        nix::unistd::gethostname().unwrap(),
+        "sbx-pid1",
+        "host hostname must not change"
+    );
+}
