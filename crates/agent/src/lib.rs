@@ -8,6 +8,8 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod init;
+pub mod net;
 pub mod pid1;
 pub mod spawn;
 pub mod stream;
@@ -118,6 +120,7 @@ pub fn tune_allocator() {
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if config.pid1 {
         pid1::setup_system()?;
+        pid1::link_virtio_ports();
     } else {
         pid1::become_subreaper();
     }

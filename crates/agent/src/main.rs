@@ -33,6 +33,14 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     hearth_agent::tune_allocator();
+    if hearth_agent::init::is_init_invocation() {
+        // The kernel gives /init no arguments; a failure here has nobody to
+        // report to but the console, and PID 1 must not just exit.
+        if let Err(e) = hearth_agent::init::boot_into_sandbox() {
+            eprintln!("hearth-agent: init failed: {}", error_chain(&e));
+            hearth_agent::pid1::power_off(false);
+        }
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
@@ -75,4 +83,15 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

@@ -27,7 +27,12 @@ pub enum Pid1Error {
 /// namespace.
 pub fn setup_system() -> Result<(), Pid1Error> {
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount_fs("proc", "/proc", nodev, None)?;
+    // Already this namespace's /proc when it names us as 1 (init mode set
+    // it up); a fresh PID namespace still sees its parent's.
+    let own_proc = std::fs::read_link("/proc/self").is_ok_and(|p| p.as_os_str() == "1");
+    if !own_proc {
+        mount_fs("proc", "/proc", nodev, None)?;
+    }
     let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let is_mounted = |target: &str| mounted.lines().any(|l| l.split(' ').nth(4) == Some(target));
     let table: [(&'static str, &'static str, MsFlags, Option<&str>); 5] = [
@@ -76,6 +81,30 @@ fn mount_fs(
             source,
         }
     })
+}
+
+/// Without udev nothing creates `/dev/virtio-ports/<name>`: link each
+/// virtio-serial port by the name the host gave it, from sysfs.
+pub fn link_virtio_ports() {
+    let Ok(ports) = std::fs::read_dir("/sys/class/virtio-ports") else {
+        return;
+    };
+    let _ = std::fs::create_dir_all("/dev/virtio-ports");
+    for port in ports.flatten() {
+        let dev = port.file_name();
+        let Ok(name) = std::fs::read_to_string(port.path().join("name")) else {
+            continue;
+        };
+        let name = name.trim();
+        if name.is_empty() || name.contains('/') {
+            continue;
+        }
+        let link = Path::new("/dev/virtio-ports").join(name);
+        let _ = std::fs::remove_file(&link);
+        if let Err(e) = std::os::unix::fs::symlink(Path::new("..").join(&dev), &link) {
+            tracing::warn!(port = name, error = %e, "cannot link virtio port");
+        }
+    }
 }
 
 /// Outside PID 1, adopt orphaned grandchildren (a command that forks a daemon
