@@ -2,13 +2,14 @@
 //! Unix socket (host-process mode), character device (virtio-serial in a VM)
 //! or vsock, each followed by the hello handshake and an h2c server.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -320,6 +321,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
 #[derive(Debug)]
 pub struct CharDev {
     fd: AsyncFd<OwnedFd>,
+    retry: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl CharDev {
@@ -331,7 +333,7 @@ impl CharDev {
         nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
         // SAFETY: the OwnedFd moves into the AsyncFd and lives exactly as long.
         let fd = unsafe { AsyncFd::register(fd) }?;
-        Ok(CharDev { fd })
+        Ok(CharDev { fd, retry: None })
     }
 
     pub fn open(path: &Path) -> io::Result<CharDev> {
@@ -344,64 +346,99 @@ impl CharDev {
         // SAFETY: the fd is owned by the OwnedFd moved into the AsyncFd, so it
         // stays open and the same for the AsyncFd's whole life.
         let fd = unsafe { AsyncFd::register(OwnedFd::from(file)) }?;
-        Ok(CharDev { fd })
+        Ok(CharDev { fd, retry: None })
+    }
+}
+
+/// How often a pending device read or write is retried even without a
+/// readiness event: the virtio console's wakeups are not always delivered
+/// as the edge epoll waits for (seen under QEMU 7.2: an answer stuck until the
+/// host wrote again), and a stuck PID 1 channel loses the whole guest.
+const CHARDEV_RETRY: Duration = Duration::from_millis(20);
+
+impl CharDev {
+    fn raw_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: reading into an initialized buffer of the given length.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn raw_write(&self, data: &[u8]) -> io::Result<usize> {
+        // SAFETY: writing from a valid slice of the given length.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Wakes the task after [`CHARDEV_RETRY`] in case no readiness event comes.
+    fn arm_retry(&mut self, cx: &mut Context<'_>) {
+        let retry = self
+            .retry
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CHARDEV_RETRY)));
+        if retry.as_mut().poll(cx).is_ready() {
+            retry
+                .as_mut()
+                .reset(tokio::time::Instant::now() + CHARDEV_RETRY);
+            cx.waker().wake_by_ref();
+        }
     }
 }
 
 impl AsyncRead for CharDev {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            let res = guard.try_io(|fd| {
-                // SAFETY: reading into an initialized buffer of the given length.
-                let n = unsafe {
-                    libc::read(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len())
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match res {
-                Ok(Ok(n)) => {
+        // Try first, wait second: readiness is a hint here, not the truth.
+        // Two rounds: a stale "ready" is cleared and the waker registered.
+        for _ in 0..2 {
+            match self.raw_read(buf.initialize_unfilled()) {
+                Ok(n) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
+                Err(_) => {}
+            }
+            match self.fd.poll_read_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
             }
         }
+        self.arm_retry(cx);
+        Poll::Pending
     }
 }
 
 impl AsyncWrite for CharDev {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
-            let res = guard.try_io(|fd| {
-                // SAFETY: writing from a valid slice of the given length.
-                let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match res {
-                Ok(r) => return Poll::Ready(r),
-                Err(_would_block) => continue,
+        for _ in 0..2 {
+            match self.raw_write(data) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
+                Err(_) => {}
+            }
+            match self.fd.poll_write_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
             }
         }
+        self.arm_retry(cx);
+        Poll::Pending
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
