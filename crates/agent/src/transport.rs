@@ -322,6 +322,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
 pub struct CharDev {
     fd: AsyncFd<OwnedFd>,
     retry: Option<Pin<Box<tokio::time::Sleep>>>,
+    retry_delay: Duration,
 }
 
 impl CharDev {
@@ -333,7 +334,11 @@ impl CharDev {
         nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
         // SAFETY: the OwnedFd moves into the AsyncFd and lives exactly as long.
         let fd = unsafe { AsyncFd::register(fd) }?;
-        Ok(CharDev { fd, retry: None })
+        Ok(CharDev {
+            fd,
+            retry: None,
+            retry_delay: CHARDEV_RETRY,
+        })
     }
 
     pub fn open(path: &Path) -> io::Result<CharDev> {
@@ -346,7 +351,11 @@ impl CharDev {
         // SAFETY: the fd is owned by the OwnedFd moved into the AsyncFd, so it
         // stays open and the same for the AsyncFd's whole life.
         let fd = unsafe { AsyncFd::register(OwnedFd::from(file)) }?;
-        Ok(CharDev { fd, retry: None })
+        Ok(CharDev {
+            fd,
+            retry: None,
+            retry_delay: CHARDEV_RETRY,
+        })
     }
 }
 
@@ -355,6 +364,9 @@ impl CharDev {
 /// as the edge epoll waits for (seen under QEMU 7.2: an answer stuck until the
 /// host wrote again), and a stuck PID 1 channel loses the whole guest.
 const CHARDEV_RETRY: Duration = Duration::from_millis(20);
+/// The retry backs off to this while nothing moves (an idle channel), so an
+/// idle guest is not woken 50 times a second.
+const CHARDEV_RETRY_MAX: Duration = Duration::from_millis(250);
 
 impl CharDev {
     fn raw_read(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -377,17 +389,26 @@ impl CharDev {
         }
     }
 
-    /// Wakes the task after [`CHARDEV_RETRY`] in case no readiness event comes.
+    /// Wakes the task after the retry delay in case no readiness event
+    /// comes; the delay doubles while nothing moves.
     fn arm_retry(&mut self, cx: &mut Context<'_>) {
+        let delay = self.retry_delay;
         let retry = self
             .retry
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CHARDEV_RETRY)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
         if retry.as_mut().poll(cx).is_ready() {
-            retry
-                .as_mut()
-                .reset(tokio::time::Instant::now() + CHARDEV_RETRY);
+            self.retry_delay = (delay * 2).min(CHARDEV_RETRY_MAX);
+            let next = tokio::time::Instant::now() + self.retry_delay;
+            if let Some(r) = self.retry.as_mut() {
+                r.as_mut().reset(next);
+            }
             cx.waker().wake_by_ref();
         }
+    }
+
+    fn made_progress(&mut self) {
+        self.retry_delay = CHARDEV_RETRY;
+        self.retry = None;
     }
 }
 
@@ -403,6 +424,7 @@ impl AsyncRead for CharDev {
             match self.raw_read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     buf.advance(n);
+                    self.made_progress();
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
@@ -427,7 +449,10 @@ impl AsyncWrite for CharDev {
     ) -> Poll<io::Result<usize>> {
         for _ in 0..2 {
             match self.raw_write(data) {
-                Ok(n) => return Poll::Ready(Ok(n)),
+                Ok(n) => {
+                    self.made_progress();
+                    return Poll::Ready(Ok(n));
+                }
                 Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
                 Err(_) => {}
             }
