@@ -321,8 +321,47 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
 #[derive(Debug)]
 pub struct CharDev {
     fd: AsyncFd<OwnedFd>,
-    retry: Option<Pin<Box<tokio::time::Sleep>>>,
-    retry_delay: Duration,
+    read_retry: Retry,
+    write_retry: Retry,
+}
+
+/// A timer that wakes a pending read or write, backing off while nothing
+/// moves. Reads and writes keep their own: progress on one must not drop
+/// the other's wakeup.
+#[derive(Debug)]
+struct Retry {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    delay: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            sleep: None,
+            delay: CHARDEV_RETRY,
+        }
+    }
+}
+
+impl Retry {
+    fn arm(&mut self, cx: &mut Context<'_>) {
+        let delay = self.delay;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.delay = (delay * 2).min(CHARDEV_RETRY_MAX);
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.delay);
+            cx.waker().wake_by_ref();
+        }
+    }
+
+    fn reset(&mut self) {
+        self.delay = CHARDEV_RETRY;
+        self.sleep = None;
+    }
 }
 
 impl CharDev {
@@ -336,8 +375,8 @@ impl CharDev {
         let fd = unsafe { AsyncFd::register(fd) }?;
         Ok(CharDev {
             fd,
-            retry: None,
-            retry_delay: CHARDEV_RETRY,
+            read_retry: Retry::default(),
+            write_retry: Retry::default(),
         })
     }
 
@@ -353,8 +392,8 @@ impl CharDev {
         let fd = unsafe { AsyncFd::register(OwnedFd::from(file)) }?;
         Ok(CharDev {
             fd,
-            retry: None,
-            retry_delay: CHARDEV_RETRY,
+            read_retry: Retry::default(),
+            write_retry: Retry::default(),
         })
     }
 }
@@ -388,28 +427,6 @@ impl CharDev {
             Ok(n as usize)
         }
     }
-
-    /// Wakes the task after the retry delay in case no readiness event
-    /// comes; the delay doubles while nothing moves.
-    fn arm_retry(&mut self, cx: &mut Context<'_>) {
-        let delay = self.retry_delay;
-        let retry = self
-            .retry
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
-        if retry.as_mut().poll(cx).is_ready() {
-            self.retry_delay = (delay * 2).min(CHARDEV_RETRY_MAX);
-            let next = tokio::time::Instant::now() + self.retry_delay;
-            if let Some(r) = self.retry.as_mut() {
-                r.as_mut().reset(next);
-            }
-            cx.waker().wake_by_ref();
-        }
-    }
-
-    fn made_progress(&mut self) {
-        self.retry_delay = CHARDEV_RETRY;
-        self.retry = None;
-    }
 }
 
 impl AsyncRead for CharDev {
@@ -424,7 +441,7 @@ impl AsyncRead for CharDev {
             match self.raw_read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     buf.advance(n);
-                    self.made_progress();
+                    self.read_retry.reset();
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
@@ -436,7 +453,7 @@ impl AsyncRead for CharDev {
                 Poll::Pending => break,
             }
         }
-        self.arm_retry(cx);
+        self.read_retry.arm(cx);
         Poll::Pending
     }
 }
@@ -450,7 +467,7 @@ impl AsyncWrite for CharDev {
         for _ in 0..2 {
             match self.raw_write(data) {
                 Ok(n) => {
-                    self.made_progress();
+                    self.write_retry.reset();
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
@@ -462,7 +479,7 @@ impl AsyncWrite for CharDev {
                 Poll::Pending => break,
             }
         }
-        self.arm_retry(cx);
+        self.write_retry.arm(cx);
         Poll::Pending
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
