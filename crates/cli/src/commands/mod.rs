@@ -1,0 +1,51 @@
+//! The command tree. Each top-level subcommand lives in its own module with
+//! an `Args` type and a `run` function; add new ones (`serve`, `up`, ...) to
+//! [`Command`] and [`run`].
+
+pub mod image;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "hearth", version, about = "Self-hosted microVM sandboxes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build guest kernels, initramfs and root filesystem images.
+    Image(image::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Image(args) => image::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_tree_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn image_build_takes_a_target_and_a_data_dir() {
+        let cli = Cli::try_parse_from(["hearth", "image", "build", "minimal", "--data-dir", "/x"])
+            .unwrap();
+        let Command::Image(image::Args {
+            command: image::ImageCommand::Build {
+                target, data_dir, ..
+            },
+        }) = cli.command;
+        assert_eq!(target, image::Target::Minimal);
+        assert_eq!(data_dir, std::path::PathBuf::from("/x"));
+        assert!(Cli::try_parse_from(["hearth", "image", "build", "alpine"]).is_err());
+    }
+}
