@@ -119,11 +119,15 @@ async fn firecracker_connect(s: &mut UnixStream, port: u32) -> ClientResult<()> 
     }
 }
 
-/// Sends hellos (a new generation every [`HELLO_RETRY_MS`]) until the agent
+/// Sends hellos (a new generation each time, 10 ms apart doubling up to
+/// [`HELLO_RETRY_MS`]) until the agent
 /// answers the latest one; skips everything before that answer.
 async fn hello<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> ClientResult<()> {
     let mut scanner = LineScanner::default();
     let mut buf = [0u8; 512];
+    // A guest just restored from a snapshot swallows the first hellos while
+    // its old session dies: retry fast at first, then back off.
+    let mut retry = Duration::from_millis(10);
     loop {
         let me = Hello {
             generation: next_generation(),
@@ -132,7 +136,8 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> ClientResult<()>
         s.write_all(me.hello_line().as_bytes())
             .await
             .map_err(|e| AgentClientError::Handshake(format!("send hello: {e}")))?;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(HELLO_RETRY_MS);
+        let deadline = tokio::time::Instant::now() + retry;
+        retry = (retry * 2).min(Duration::from_millis(HELLO_RETRY_MS));
         loop {
             let n = match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
                 Err(_) => break, // resend with a new generation

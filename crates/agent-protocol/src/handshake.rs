@@ -23,7 +23,8 @@ pub const READY_PREFIX: &str = "HEARTH-READY ";
 pub const MAX_LINE: usize = 128;
 /// First line of the HTTP/2 client connection preface, without its `\n`.
 pub const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r";
-/// How often the host resends its hello while no answer came.
+/// Longest pause between the host's hellos while no answer came (it starts
+/// at 10 ms and doubles).
 pub const HELLO_RETRY_MS: u64 = 250;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -408,6 +408,15 @@ const CHARDEV_RETRY: Duration = Duration::from_millis(20);
 const CHARDEV_RETRY_MAX: Duration = Duration::from_millis(250);
 
 impl CharDev {
+    /// Swaps the reactor registration for one on a duplicate descriptor of
+    /// the same open port (closing the port would discard buffered input).
+    fn reregister(&mut self) -> io::Result<()> {
+        let dup = self.fd.get_ref().try_clone()?;
+        // SAFETY: `dup` is owned by the new AsyncFd for its whole life.
+        self.fd = unsafe { AsyncFd::register(dup) }?;
+        Ok(())
+    }
+
     fn raw_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: reading into an initialized buffer of the given length.
         let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -430,6 +439,12 @@ impl CharDev {
 }
 
 impl AsyncRead for CharDev {
+    /// A read never reports end of stream. A virtio console reads 0 bytes
+    /// while no host is attached, and the guest learns of a disconnect and a
+    /// reconnect late: treating 0 as EOF ended sessions that a new host had
+    /// already started, and reopening the port then discarded the new host's
+    /// first bytes. A new host's hello instead ends a stale session as a
+    /// protocol error, and the port is reopened then.
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -439,6 +454,7 @@ impl AsyncRead for CharDev {
         // Two rounds: a stale "ready" is cleared and the waker registered.
         for _ in 0..2 {
             match self.raw_read(buf.initialize_unfilled()) {
+                Ok(0) => break, // no host attached: wait on the timer
                 Ok(n) => {
                     buf.advance(n);
                     self.read_retry.reset();
@@ -446,6 +462,17 @@ impl AsyncRead for CharDev {
                 }
                 Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
                 Err(_) => {}
+            }
+            // A host is attached (no data, but not 0). A hang-up seen earlier
+            // stays set in the reactor for good and would make readiness
+            // useless: register a fresh descriptor to get real events again.
+            if let Poll::Ready(Ok(guard)) = self.fd.poll_read_ready(cx) {
+                if guard.ready().is_read_closed() {
+                    drop(guard);
+                    if let Err(e) = self.reregister() {
+                        return Poll::Ready(Err(e));
+                    }
+                }
             }
             match self.fd.poll_read_ready(cx) {
                 Poll::Ready(Ok(mut guard)) => guard.clear_ready(),

@@ -121,6 +121,15 @@ fn add_entropy(bytes: &[u8], credit: bool) -> std::io::Result<bool> {
         // SAFETY: `info` is a valid rand_pool_info: two ints then `buf_size` bytes.
         let rc = unsafe { libc::ioctl(f.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) };
         if rc == 0 {
+            // Credited entropy is not used until the next reseed; force it,
+            // so clones restored from one snapshot diverge at once.
+            // RNDRESEEDCRNG = _IO('R', 0x07)
+            const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+            // SAFETY: RNDRESEEDCRNG takes no argument.
+            let rc = unsafe { libc::ioctl(f.as_raw_fd(), RNDRESEEDCRNG) };
+            if rc != 0 {
+                tracing::warn!(error = %std::io::Error::last_os_error(), "RNDRESEEDCRNG failed");
+            }
             return Ok(true);
         }
         tracing::warn!(error = %std::io::Error::last_os_error(), "RNDADDENTROPY failed; mixing only");

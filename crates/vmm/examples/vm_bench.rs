@@ -1,0 +1,324 @@
+//! VM benchmarks of the QEMU driver, each printed as a ratio against a
+//! floor measured in the same run:
+//!
+//! 1. fast clone to first exec answered vs cold boot to first exec answered;
+//! 2. our fast clone vs a hand-scripted raw QEMU clone of the same files
+//!    (spawn with `-incoming defer`, bare QMP `migrate-incoming exec:cat`
+//!    and `cont`, a raw hello probe, then the same exec);
+//! 3. full snapshot and restore wall times of a 256 MiB VM (vs QEMU's own
+//!    migrate / incoming time inside them);
+//! 4. host RSS of an idle restored 1 GiB VM (vs the same VM cold booted).
+//!
+//! `cargo run --release -p hearth-vmm --example vm_bench [-- ROUNDS]`.
+//! Artifacts come from `hearth-image` (or `HEARTH_TEST_{KERNEL,INITRD,BASE}`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hearth_agent_client::{AgentClient, Connector};
+use hearth_agent_protocol::ExecRequest;
+use hearth_vmm::{
+    AfterSnapshot, MemoryBacking, QemuVm, QemuVmm, SnapshotManifest, SnapshotOptions, VmSpec,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+async fn exec_true(agent: &AgentClient) -> Result<()> {
+    let r = agent
+        .exec(&ExecRequest {
+            command: "true".into(),
+            ..Default::default()
+        })
+        .await?;
+    anyhow::ensure!(r.exit_code == 0, "true exited {}", r.exit_code);
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
+}
+
+/// The floor of a clone: the same files and arguments driven by hand, with
+/// QEMU loading the state itself and the least QMP that starts the guest.
+async fn raw_clone(
+    manifest: &SnapshotManifest,
+    snap: &Path,
+    dir: &Path,
+) -> Result<(u32, Duration)> {
+    let started = Instant::now();
+    std::fs::create_dir_all(dir)?;
+    let old_dir = manifest.spec.dir.display().to_string();
+    let new_dir = dir.display().to_string();
+    let disk = dir.join("disk.ext4");
+    let snap_disk = snap.join("disk.ext4");
+    let disk2 = disk.clone();
+    tokio::task::spawn_blocking(move || hearth_vmm::snapshot::sparse_copy(&snap_disk, &disk2))
+        .await??;
+    let mut args: Vec<String> = manifest
+        .vmm_args
+        .iter()
+        .map(|a| {
+            if a.starts_with("memory-backend-file") {
+                format!(
+                    "memory-backend-file,id=mem,mem-path={},size={}M,share=off",
+                    snap.join("memory.ram").display(),
+                    manifest.spec.memory_mb
+                )
+            } else {
+                a.replace(
+                    &manifest.spec.disk.display().to_string(),
+                    &disk.display().to_string(),
+                )
+                .replace(&old_dir, &new_dir)
+            }
+        })
+        .collect();
+    args.extend(["-incoming".into(), "defer".into()]);
+    let child = std::process::Command::new("qemu-system-x86_64")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join("vmm.log"))?)
+        .stderr(std::fs::File::create(dir.join("vmm.err"))?)
+        .spawn()?;
+    let pid = child.id();
+    let qmp_path = dir.join("qmp.sock");
+    let stream = loop {
+        if let Ok(s) = tokio::net::UnixStream::connect(&qmp_path).await {
+            break s;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(20), "no qmp socket");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    lines.next_line().await?; // greeting
+    let incoming = format!(
+        "{{\"execute\":\"qmp_capabilities\"}}\n\
+         {{\"execute\":\"migrate-set-capabilities\",\"arguments\":{{\"capabilities\":[{{\"capability\":\"x-ignore-shared\",\"state\":true}}]}}}}\n\
+         {{\"execute\":\"migrate-incoming\",\"arguments\":{{\"uri\":\"exec:cat {}\"}}}}\n",
+        snap.join("state.bin").display()
+    );
+    w.write_all(incoming.as_bytes()).await?;
+    for _ in 0..3 {
+        let mut reply;
+        loop {
+            reply = lines.next_line().await?.context("qmp closed")?;
+            if reply.contains("\"return\"") || reply.contains("\"error\"") {
+                break;
+            }
+        }
+        anyhow::ensure!(!reply.contains("\"error\""), "qmp: {reply}");
+    }
+    loop {
+        w.write_all(b"{\"execute\":\"query-status\"}\n").await?;
+        let mut reply;
+        loop {
+            reply = lines.next_line().await?.context("qmp closed")?;
+            if reply.contains("\"return\"") {
+                break;
+            }
+        }
+        if !reply.contains("inmigrate") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    w.write_all(b"{\"execute\":\"cont\"}\n").await?;
+    // The floor gets the same fast hello probe the driver uses, so the
+    // ratio measures the driver, not the client's 250 ms hello cadence.
+    raw_probe(&dir.join("agent.sock")).await?;
+    let agent = AgentClient::new(Connector::Unix(dir.join("agent.sock")));
+    exec_true(&agent).await?;
+    let took = started.elapsed();
+    drop(w);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let mut child = child;
+    let _ = child.wait();
+    Ok((pid, took))
+}
+
+/// Hellos every 10 ms on a raw connection until one is answered.
+async fn raw_probe(sock: &Path) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::UnixStream::connect(sock).await?;
+    let mut buf = [0u8; 1024];
+    let mut seen = String::new();
+    for gen in 1u64.. {
+        s.write_all(
+            format!(
+                "HEARTH-HELLO {gen} {}\n",
+                hearth_agent_protocol::PROTOCOL_VERSION
+            )
+            .as_bytes(),
+        )
+        .await?;
+        let until = tokio::time::Instant::now() + Duration::from_millis(10);
+        while let Ok(n) = tokio::time::timeout_at(until, s.read(&mut buf)).await {
+            let n = n?;
+            anyhow::ensure!(n > 0, "agent socket closed");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if seen.contains("HEARTH-READY ") {
+                return Ok(());
+            }
+        }
+    }
+    unreachable!("the loop above only ends by returning")
+}
+
+async fn boot(vmm: &QemuVmm, sb: &common::Sandboxes, spec: VmSpec) -> Result<QemuVm> {
+    let vm = vmm.boot_vm(spec).await?;
+    sb.track(vm.pid());
+    Ok(vm)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(3);
+    let vmm = common::driver();
+    let sb = common::Sandboxes::new();
+    println!("accel: {}, rounds: {rounds}", vmm.accel());
+
+    // 1. cold boot to first exec answered.
+    let mut cold = Vec::new();
+    for i in 0..rounds {
+        let t = Instant::now();
+        let vm = boot(&vmm, &sb, sb.spec(&format!("cold{i}"))).await?;
+        exec_true(&vm.agent()).await?;
+        cold.push(ms(t.elapsed()));
+        vm.destroy().await?;
+    }
+
+    // Template for the clones.
+    let mut spec = sb.spec("template");
+    spec.memory = MemoryBacking::SharedFile;
+    let vm = boot(&vmm, &sb, spec).await?;
+    exec_true(&vm.agent()).await?;
+    let snap = sb.path().join("template-snap");
+    let info = vm
+        .snapshot(&snap, SnapshotOptions::template().then(AfterSnapshot::Exit))
+        .await?;
+    vm.destroy().await?;
+
+    let mut fast = Vec::new();
+    let mut raw = Vec::new();
+    for i in 0..rounds {
+        let t = Instant::now();
+        let c = vmm
+            .restore_vm(&snap, sb.restore_spec(&format!("clone{i}")))
+            .await?;
+        sb.track(c.pid());
+        exec_true(&c.agent()).await?;
+        fast.push(ms(t.elapsed()));
+        c.destroy().await?;
+
+        let dir = sb.path().join(format!("raw{i}"));
+        let (pid, took) = raw_clone(&info.manifest, &snap, &dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "raw clone; qemu said: {}",
+                    std::fs::read_to_string(dir.join("vmm.err")).unwrap_or_default()
+                )
+            })?;
+        sb.track(pid);
+        raw.push(ms(took));
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let worst = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    println!(
+        "worst: cold {:.0} ms, fast clone {:.0} ms, raw clone {:.0} ms",
+        worst(&cold),
+        worst(&fast),
+        worst(&raw)
+    );
+    let (cold_m, fast_m, raw_m) = (median(cold), median(fast), median(raw));
+    println!(
+        "cold boot -> exec answered: p50 {cold_m:.0} ms; fast clone -> exec answered: p50 {fast_m:.0} ms; ratio fast/cold = {:.3}",
+        fast_m / cold_m
+    );
+    println!(
+        "raw qemu clone -> exec answered (floor): p50 {raw_m:.0} ms; ratio ours/raw = {:.2}",
+        fast_m / raw_m
+    );
+
+    // 3. Full snapshot + restore of a 256 MiB VM.
+    let mut spec = sb.spec("full256");
+    spec.memory_mb = 256;
+    let vm = boot(&vmm, &sb, spec).await?;
+    exec_true(&vm.agent()).await?;
+    let snap256 = sb.path().join("snap256");
+    let t = Instant::now();
+    let info = vm.snapshot(&snap256, SnapshotOptions::full()).await?;
+    let snap_ms = ms(t.elapsed());
+    vm.destroy().await?;
+    let t = Instant::now();
+    let r = vmm
+        .restore_vm(&snap256, sb.restore_spec("restored256"))
+        .await?;
+    sb.track(r.pid());
+    exec_true(&r.agent()).await?;
+    let restore_ms = ms(t.elapsed());
+    r.destroy().await?;
+    println!(
+        "full snapshot 256 MiB: {snap_ms:.0} ms wall (qemu migrate {} ms inside; ratio {:.2}), state {} MiB",
+        info.manifest.timings.migrate_ms,
+        snap_ms / info.manifest.timings.migrate_ms.max(1) as f64,
+        info.manifest.state_bytes >> 20
+    );
+    println!("full restore 256 MiB -> exec answered: {restore_ms:.0} ms wall");
+
+    // 4. RSS of an idle restored 1 GiB VM vs the same VM cold booted.
+    let mut spec = sb.spec("big");
+    spec.memory_mb = 1024;
+    let vm = boot(&vmm, &sb, spec).await?;
+    exec_true(&vm.agent()).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cold_rss = rss_kib(vm.pid())?;
+    let snap1g = sb.path().join("snap1g");
+    vm.snapshot(&snap1g, SnapshotOptions::full().then(AfterSnapshot::Exit))
+        .await?;
+    vm.destroy().await?;
+    let mut spec = sb.restore_spec("big-restored");
+    spec.memory_mb = 1024;
+    let r = vmm.restore_vm(&snap1g, spec).await?;
+    sb.track(r.pid());
+    exec_true(&r.agent()).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restored_rss = rss_kib(r.pid())?;
+    r.destroy().await?;
+    println!(
+        "idle 1 GiB VM host RSS: restored {} MiB, cold booted {} MiB (ratio {:.2})",
+        restored_rss >> 10,
+        cold_rss >> 10,
+        restored_rss as f64 / cold_rss as f64
+    );
+    Ok(())
+}

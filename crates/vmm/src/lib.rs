@@ -1,0 +1,139 @@
+//! Backend-neutral virtual machine control for Hearth: the [`Vmm`] and [`Vm`]
+//! traits, the [`VmSpec`] a sandbox VM is made from, and the QEMU driver.
+//!
+//! The trait is split in two, the way Cloud Hypervisor's `hypervisor` crate
+//! splits `Hypervisor` from `Vm`: a [`Vmm`] is the driver (shared, one per
+//! server: capabilities, boot, restore, re-adopt), and each call that starts
+//! a machine hands back a [`Vm`] that owns exactly one running VMM process
+//! (pause, resume, snapshot, destroy, agent channel). A lifecycle actor then
+//! holds its own `Box<dyn Vm>` and never names the sandbox again on every
+//! call, and a second driver (Firecracker) only implements the same two
+//! traits.
+//!
+//! Both traits are object safe (`Arc<dyn Vmm>`, `Box<dyn Vm>`): async methods
+//! return a boxed [`VmmFuture`]. The allocation per call is noise next to a
+//! VM operation, and it keeps the crate free of an `async-trait` macro.
+
+pub mod error;
+pub mod host;
+pub mod qemu;
+pub mod qmp;
+pub mod snapshot;
+pub mod spec;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+
+use hearth_agent_client::AgentClient;
+use serde::{Deserialize, Serialize};
+
+pub use error::{BackendError, VmmError};
+pub use host::{Accel, HostInfo};
+pub use qemu::{AccelChoice, MachineKind, QemuConfig, QemuError, QemuVm, QemuVmm};
+pub use snapshot::{AfterSnapshot, SnapshotInfo, SnapshotKind, SnapshotManifest, SnapshotOptions};
+pub use spec::{MemoryBacking, RunLayout, VmSpec};
+
+/// What every async driver call returns: boxed so the traits stay object safe.
+pub type VmmFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, VmmError>> + Send + 'a>>;
+
+/// What a driver can do on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Driver name, e.g. `qemu`.
+    pub backend: String,
+    /// The accelerator VMs of this driver run on.
+    pub accel: Accel,
+    /// True when `accel` is KVM.
+    pub kvm: bool,
+    /// Template snapshots whose clones map the template's RAM file
+    /// copy-on-write ([`SnapshotKind::Template`]).
+    pub fast_clone: bool,
+    /// Memory + device state snapshots ([`SnapshotKind::Full`]).
+    pub full_snapshot: bool,
+    /// Pause and resume of a running VM in memory.
+    pub pause: bool,
+    /// A new driver instance can take over a VM started by an earlier one.
+    pub adopt: bool,
+    /// Largest vCPU count a VM may have here.
+    pub max_vcpus: u32,
+    /// Memory available for new VMs when the driver was created, MiB.
+    pub available_memory_mb: u64,
+}
+
+/// What a VM is doing, as far as its driver knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    Running,
+    Paused,
+    /// The VMM process exited (snapshot with [`AfterSnapshot::Exit`]);
+    /// only `destroy` is left to do.
+    Exited,
+    Destroyed,
+}
+
+impl VmState {
+    pub fn can_pause(self) -> bool {
+        self == VmState::Running
+    }
+    pub fn can_resume(self) -> bool {
+        self == VmState::Paused
+    }
+    pub fn can_snapshot(self) -> bool {
+        matches!(self, VmState::Running | VmState::Paused)
+    }
+    pub fn is_live(self) -> bool {
+        matches!(self, VmState::Running | VmState::Paused)
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::Exited => "exited",
+            VmState::Destroyed => "destroyed",
+        })
+    }
+}
+
+/// A VM driver: starts machines and takes over machines an earlier driver
+/// instance started.
+pub trait Vmm: Send + Sync + std::fmt::Debug {
+    fn capabilities(&self) -> Capabilities;
+
+    /// Cold boot: validates `spec` against the host, starts the VMM, waits
+    /// for the agent and hands it its identity (`init`).
+    fn boot(&self, spec: VmSpec) -> VmmFuture<'_, Box<dyn Vm>>;
+
+    /// Starts a new VM from a snapshot directory written by [`Vm::snapshot`]
+    /// (either kind), with `spec`'s id, directory and disk path, then hands
+    /// the agent a fresh identity, clock and entropy.
+    fn restore<'a>(&'a self, snapshot: &'a Path, spec: VmSpec) -> VmmFuture<'a, Box<dyn Vm>>;
+
+    /// Takes over a VM still running from its directory (after a server
+    /// restart).
+    fn adopt<'a>(&'a self, dir: &'a Path) -> VmmFuture<'a, Box<dyn Vm>>;
+}
+
+/// One running VM and the VMM process behind it.
+pub trait Vm: Send + Sync + std::fmt::Debug {
+    fn id(&self) -> &str;
+    fn spec(&self) -> &VmSpec;
+    /// Host pid of the VMM process.
+    fn pid(&self) -> u32;
+    fn state(&self) -> VmState;
+    /// A client of the guest agent (cheap to clone; connects on demand).
+    fn agent(&self) -> AgentClient;
+
+    fn pause(&self) -> VmmFuture<'_, ()>;
+    fn resume(&self) -> VmmFuture<'_, ()>;
+    /// Writes a snapshot into `dest` (created; must not hold one already).
+    fn snapshot<'a>(&'a self, dest: &'a Path, opts: SnapshotOptions)
+        -> VmmFuture<'a, SnapshotInfo>;
+    /// Stops the VMM and removes every file and socket the VM had in its
+    /// directory (and the directory when nothing else is left in it).
+    fn destroy(&self) -> VmmFuture<'_, ()>;
+}
