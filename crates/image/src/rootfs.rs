@@ -103,8 +103,8 @@ impl FromStr for Recipe {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "minimal" => Ok(Recipe::Minimal),
-            // `miosa-sandbox` is the MIOSA API's name for the default template.
-            "debian" | "miosa-sandbox" => Ok(Recipe::Debian),
+            // The default template; `miosa-sandbox` is the MIOSA API's name for it.
+            "debian" | "default" | "miosa-sandbox" => Ok(Recipe::Debian),
             other => Err(UnknownRecipe(other.to_owned())),
         }
     }

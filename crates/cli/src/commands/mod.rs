@@ -3,6 +3,7 @@
 //! [`Command`] and [`run`].
 
 pub mod image;
+pub mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -17,11 +18,14 @@ pub struct Cli {
 pub enum Command {
     /// Build guest kernels, initramfs and root filesystem images.
     Image(image::Args),
+    /// Build everything and run a demo sandbox in a real VM.
+    Up(up::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Image(args) => image::run(args),
+        Command::Up(args) => up::run(args),
     }
 }
 
@@ -43,7 +47,10 @@ mod tests {
             command: image::ImageCommand::Build {
                 target, data_dir, ..
             },
-        }) = cli.command;
+        }) = cli.command
+        else {
+            panic!("parsed as another command");
+        };
         assert_eq!(target, image::Target::Minimal);
         assert_eq!(data_dir, std::path::PathBuf::from("/x"));
         assert!(Cli::try_parse_from(["hearth", "image", "build", "alpine"]).is_err());

@@ -68,8 +68,12 @@ pub fn debian_image() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let store = ImageStore::new(data_dir());
-    let agent = hearth_image::static_agent_binary().ok()?;
     let build = std::env::var("HEARTH_TEST_BUILD_DEBIAN").is_ok_and(|v| v == "1");
+    let agent = match hearth_image::static_agent_binary() {
+        Ok(a) => a,
+        Err(e) if build => panic!("static agent build failed: {e}"),
+        Err(_) => return None,
+    };
     if !build {
         // Only use it if present: find the newest image whose manifest says debian.
         let images = data_dir().join("images");
@@ -88,7 +92,12 @@ pub fn debian_image() -> Option<PathBuf> {
         found.sort();
         return found.pop().map(|(_, p)| p);
     }
-    store.rootfs(Recipe::Debian, &agent).ok()
+    // Asked to build it: a failure must fail the test, not skip it.
+    Some(
+        store
+            .rootfs(Recipe::Debian, &agent)
+            .expect("HEARTH_TEST_BUILD_DEBIAN=1 but the debian image build failed"),
+    )
 }
 
 pub fn driver() -> QemuVmm {
