@@ -22,6 +22,9 @@ pub struct Args {
     /// Root filesystem of the demo sandbox: `default` (debian) or `minimal`.
     #[arg(long, default_value = "default")]
     pub template: String,
+    /// Also run this shell command in the demo sandbox and print its output.
+    #[arg(long)]
+    pub run: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -59,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(demo(&data_dir, kernel.vmlinuz, initrd, base))
+    runtime.block_on(demo(&data_dir, kernel.vmlinuz, initrd, base, args.run))
 }
 
 async fn demo(
@@ -67,6 +70,7 @@ async fn demo(
     kernel: PathBuf,
     initrd: PathBuf,
     base: PathBuf,
+    run: Option<String>,
 ) -> anyhow::Result<()> {
     let vmm = QemuVmm::new(QemuConfig::default());
     let id = format!("demo-{}", std::process::id());
@@ -91,14 +95,17 @@ async fn demo(
         "sandbox running, agent answered after {} ms",
         t.elapsed().as_millis()
     );
-    let result = exercise(&vm.agent()).await;
+    let result = exercise(&vm.agent(), run).await;
     vm.destroy().await.context("destroy the demo sandbox")?;
     result?;
     println!("demo sandbox destroyed. Hearth works on this machine.");
     Ok(())
 }
 
-async fn exercise(agent: &hearth_agent_client::AgentClient) -> anyhow::Result<()> {
+async fn exercise(
+    agent: &hearth_agent_client::AgentClient,
+    run: Option<String>,
+) -> anyhow::Result<()> {
     let r = agent
         .exec(&ExecRequest {
             command: "python3 -c 'import platform; print(\"hello from\", platform.python_version(), \"in\", platform.node())' 2>/dev/null || echo hello from busybox $(uname -r)".into(),
@@ -122,5 +129,20 @@ async fn exercise(agent: &hearth_agent_client::AgentClient) -> anyhow::Result<()
         "file /workspace/hello.txt: {}",
         String::from_utf8_lossy(&back)
     );
+    if let Some(command) = run {
+        let r = agent
+            .exec(&ExecRequest {
+                command: command.clone(),
+                timeout_ms: Some(120_000),
+                ..Default::default()
+            })
+            .await?;
+        println!("$ {command}  (exit {})", r.exit_code);
+        print!(
+            "{}{}",
+            String::from_utf8_lossy(&r.stdout.0),
+            String::from_utf8_lossy(&r.stderr.0)
+        );
+    }
     Ok(())
 }
