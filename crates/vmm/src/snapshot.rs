@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -164,52 +163,12 @@ pub struct SnapshotInfo {
     pub manifest: SnapshotManifest,
 }
 
-/// Copies `src` to `dst` keeping holes: only the data extents
-/// (`SEEK_DATA`/`SEEK_HOLE`) are copied, with `copy_file_range`. Returns the
-/// number of data bytes copied. Blocking: call from `spawn_blocking`.
+/// Copies a disk keeping it sparse (reflink where the filesystem can, else
+/// only the data extents); the image store's copy, so snapshots and sandbox
+/// disks share one implementation. Returns the data bytes copied. Blocking:
+/// call from `spawn_blocking`.
 pub fn sparse_copy(src: &Path, dst: &Path) -> io::Result<u64> {
-    use nix::unistd::{lseek, Whence};
-    use std::os::fd::AsRawFd;
-
-    let input = File::open(src)?;
-    let len = input.metadata()?.len();
-    let output = File::create(dst)?;
-    output.set_len(len)?;
-    let raw = input.as_raw_fd();
-    let mut copied = 0u64;
-    let mut pos: i64 = 0;
-    let end = len as i64;
-    while pos < end {
-        let data = match lseek(raw, pos, Whence::SeekData) {
-            Ok(d) => d,
-            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
-            Err(e) => return Err(e.into()),
-        };
-        let hole = lseek(raw, data, Whence::SeekHole).map_err(io::Error::from)?;
-        let mut off_in = data;
-        let mut off_out = data;
-        while off_in < hole {
-            let want = (hole - off_in) as usize;
-            let n = nix::fcntl::copy_file_range(
-                input.as_fd(),
-                Some(&mut off_in),
-                output.as_fd(),
-                Some(&mut off_out),
-                want,
-            )
-            .map_err(io::Error::from)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{} shrank while being copied", src.display()),
-                ));
-            }
-            copied += n as u64;
-        }
-        pos = hole;
-    }
-    output.sync_all()?;
-    Ok(copied)
+    hearth_image::sparse_copy(src, dst).map_err(io::Error::other)
 }
 
 /// fsyncs a directory so the names in it are durable.

@@ -174,10 +174,16 @@ mod tests {
         let sid = nix::unistd::getsid(Some(Pid::from_raw(p.pid()))).unwrap();
         assert_eq!(sid.as_raw(), p.pid());
         assert!(is_alive(p.pid()));
-        assert!(cmdline(p.pid())
-            .unwrap()
+        // Right after fork the child still shows the parent's command line.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !cmdline(p.pid())
+            .unwrap_or_default()
             .iter()
-            .any(|a| a.contains("sleep")));
+            .any(|a| a.contains("sleep"))
+        {
+            assert!(std::time::Instant::now() < deadline, "child never exec'd");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         // stdout goes to the log: wait for the line before stopping it.
         for _ in 0..500 {
             if std::fs::read_to_string(&log).unwrap() == "hi\n" {
