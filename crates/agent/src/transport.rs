@@ -103,7 +103,7 @@ async fn serve_unix(
         };
         match conn {
             Ok((stream, _)) => {
-                tokio::spawn(serve_stream(agent.clone(), stream, false, shutdown.clone()));
+                tokio::spawn(serve_stream(agent.clone(), stream, shutdown.clone()));
             }
             // Out of fds or similar: keep serving the connections we have.
             Err(e) => {
@@ -130,7 +130,7 @@ async fn serve_vsock(
         };
         match conn {
             Ok((stream, _)) => {
-                tokio::spawn(serve_stream(agent.clone(), stream, false, shutdown.clone()));
+                tokio::spawn(serve_stream(agent.clone(), stream, shutdown.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "vsock accept failed");
@@ -160,23 +160,18 @@ async fn serve_chardev(agent: Arc<Agent>, path: &Path, shutdown: CancellationTok
             }
         };
         backoff = Duration::from_millis(10);
-        serve_stream(agent.clone(), dev, true, shutdown.clone()).await;
+        serve_stream(agent.clone(), dev, shutdown.clone()).await;
     }
 }
 
-/// Runs the handshake and then one HTTP/2 session on `io`. `device`: a read
-/// of 0 bytes means "no host attached yet" rather than "peer gone".
-pub async fn serve_stream<IO>(
-    agent: Arc<Agent>,
-    mut io: IO,
-    device: bool,
-    shutdown: CancellationToken,
-) where
+/// Runs the handshake and then one HTTP/2 session on `io`.
+pub async fn serve_stream<IO>(agent: Arc<Agent>, mut io: IO, shutdown: CancellationToken)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let prefix = tokio::select! {
         _ = shutdown.cancelled() => return,
-        r = accept_handshake(&mut io, device) => match r {
+        r = accept_handshake(&mut io) => match r {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(error = %e, "handshake ended");
@@ -211,7 +206,7 @@ pub async fn serve_stream<IO>(
 
 /// Skips stale bytes up to a hello, answers every hello, and returns the bytes
 /// that start the HTTP/2 session (the preface line and what followed it).
-async fn accept_handshake<IO>(io: &mut IO, device: bool) -> io::Result<Bytes>
+async fn accept_handshake<IO>(io: &mut IO) -> io::Result<Bytes>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -222,18 +217,11 @@ where
     let mut scanner = LineScanner::default();
     let mut greeted = false;
     let mut buf = vec![0u8; 8192];
-    let mut eof_backoff = Duration::from_millis(5);
     loop {
+        // A socket peer that left; a `CharDev` never reads 0 (it waits for a host).
         let n = io.read(&mut buf).await?;
         if n == 0 {
-            // A character device reads 0 while no host is attached; a socket
-            // means the peer left. Either way nothing was said yet.
-            if greeted || !device {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            tokio::time::sleep(eof_backoff).await;
-            eof_backoff = (eof_backoff * 2).min(Duration::from_millis(200));
-            continue;
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
         let mut chunk = &buf[..n];
         loop {
@@ -540,7 +528,7 @@ mod tests {
     #[tokio::test]
     async fn handshake_skips_stale_bytes_and_answers_every_hello() {
         let (mut host, mut guest) = tokio::io::duplex(4096);
-        let task = tokio::spawn(async move { accept_handshake(&mut guest, false).await });
+        let task = tokio::spawn(async move { accept_handshake(&mut guest).await });
         host.write_all(b"garbage\x00\x01\nHEARTH-HELLO 5 1\nHEARTH-HELLO 6 1\n")
             .await
             .unwrap();
@@ -561,7 +549,7 @@ mod tests {
     #[tokio::test]
     async fn preface_before_hello_is_ignored() {
         let (mut host, mut guest) = tokio::io::duplex(4096);
-        let task = tokio::spawn(async move { accept_handshake(&mut guest, false).await });
+        let task = tokio::spawn(async move { accept_handshake(&mut guest).await });
         host.write_all(b"PRI * HTTP/2.0\r\nHEARTH-HELLO 9 1\nPRI * HTTP/2.0\r\nX")
             .await
             .unwrap();
