@@ -160,6 +160,25 @@ fn cached(layout: &Layout, digest: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+enum Cached {
+    Found(PathBuf),
+    /// Not built yet: the lock that makes this builder the only one.
+    Build(nix::fcntl::Flock<std::fs::File>),
+}
+
+/// The image if it exists; else the artifact lock, after looking once more
+/// (another builder may have finished while this one waited for the lock).
+fn cached_or_lock(layout: &Layout, digest: &str) -> Result<Cached, ImageError> {
+    if let Some(path) = cached(layout, digest) {
+        return Ok(Cached::Found(path));
+    }
+    let lock = lock_artifact(&layout.locks(), &format!("image-{digest}"))?;
+    Ok(match cached(layout, digest) {
+        Some(path) => Cached::Found(path),
+        None => Cached::Build(lock),
+    })
+}
+
 fn ensure_minimal(layout: &Layout, agent: &Path) -> Result<PathBuf, ImageError> {
     if !agent.is_file() {
         return Err(ImageError::AgentMissing {
@@ -177,13 +196,10 @@ fn ensure_minimal(layout: &Layout, agent: &Path) -> Result<PathBuf, ImageError> 
     ]);
     let description = RecipeDescription::new(Recipe::Minimal, inputs);
     let digest = description.digest();
-    if let Some(path) = cached(layout, &digest) {
-        return Ok(path);
-    }
-    let _lock = lock_artifact(&layout.locks(), &format!("image-{digest}"))?;
-    if let Some(path) = cached(layout, &digest) {
-        return Ok(path);
-    }
+    let _lock = match cached_or_lock(layout, &digest)? {
+        Cached::Found(path) => return Ok(path),
+        Cached::Build(lock) => lock,
+    };
 
     let step = Step::start("building minimal rootfs");
     let started = Instant::now();
@@ -300,13 +316,10 @@ fn populate_minimal(tree: &Path, busybox: &Path, agent: &Path) -> Result<(), Ima
 fn ensure_debian(layout: &Layout) -> Result<PathBuf, ImageError> {
     let description = RecipeDescription::new(Recipe::Debian, BTreeMap::new());
     let digest = description.digest();
-    if let Some(path) = cached(layout, &digest) {
-        return Ok(path);
-    }
-    let _lock = lock_artifact(&layout.locks(), &format!("image-{digest}"))?;
-    if let Some(path) = cached(layout, &digest) {
-        return Ok(path);
-    }
+    let _lock = match cached_or_lock(layout, &digest)? {
+        Cached::Found(path) => return Ok(path),
+        Cached::Build(lock) => lock,
+    };
 
     let step = Step::start("building debian rootfs");
     let started = Instant::now();
