@@ -136,4 +136,7 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
     /// Stops the VMM and removes every file and socket the VM had in its
     /// directory (and the directory when nothing else is left in it).
     fn destroy(&self) -> VmmFuture<'_, ()>;
+    /// Resolves when the VMM process has exited (for whatever reason), with
+    /// its exit status: how a supervisor learns that a VM died.
+    fn exited(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
 }

@@ -9,8 +9,10 @@ mod args;
 mod process;
 
 use std::fs::File;
+use std::future::Future;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
@@ -261,15 +263,11 @@ impl QemuVmm {
         let vm = self.launch(spec, args, false).await.map_err(boot_err)?;
         vm.set_state(VmState::Running);
         let timeout = Duration::from_millis(vm.spec.boot_timeout_ms);
-        if let Err(e) = vm.wait_agent(timeout, "boot").await {
+        if let Err(e) = vm.wait_agent_and_init(timeout, "boot").await {
             vm.teardown(false).await;
             return Err(boot_err(e));
         }
         let agent_ms = started.elapsed().as_millis();
-        if let Err(e) = vm.init_identity().await {
-            vm.teardown(false).await;
-            return Err(boot_err(e));
-        }
         tracing::info!(
             pid = vm.process.pid(),
             accel = %self.accel,
@@ -385,13 +383,7 @@ impl QemuVmm {
         vm.set_state(VmState::Running);
         let timeout = Duration::from_millis(vm.spec.boot_timeout_ms);
         let agent_started = Instant::now();
-        if let Err(e) = vm.wait_agent(timeout, "restore").await {
-            vm.teardown(true).await;
-            return Err(restore_err(e));
-        }
-        let agent_ms = agent_started.elapsed().as_millis() as u64;
-        let init_started = Instant::now();
-        if let Err(e) = vm.init_identity().await {
+        if let Err(e) = vm.wait_agent_and_init(timeout, "restore").await {
             vm.teardown(true).await;
             return Err(restore_err(e));
         }
@@ -401,8 +393,7 @@ impl QemuVmm {
             copy_ms,
             launch_ms,
             incoming_ms,
-            agent_ms,
-            init_ms = init_started.elapsed().as_millis() as u64,
+            agent_ms = agent_started.elapsed().as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "vm restored"
         );
@@ -792,10 +783,26 @@ impl QemuVm {
         self.qmp_run(&qmp::QueryStatus {}).await
     }
 
-    /// Polls the agent until it answers, the VMM exits, or `timeout`.
-    async fn wait_agent(&self, timeout: Duration, stage: &'static str) -> Result<(), QemuError> {
+    /// Waits until the agent answers, the VMM exits, or `timeout`, and
+    /// hands it its identity: id, hostname, env, host clock and fresh
+    /// entropy (so restored clones never share random state). `init` is the
+    /// first request on the channel: it is idempotent, so a connection that
+    /// fails is simply retried, and a restore saves a round trip.
+    async fn wait_agent_and_init(
+        &self,
+        timeout: Duration,
+        stage: &'static str,
+    ) -> Result<(), QemuError> {
         let started = Instant::now();
         let deadline = started + timeout;
+        let entropy = random_bytes(32).map_err(io_err("read", Path::new("/dev/urandom")))?;
+        let mut req = InitRequest {
+            sandbox_id: self.spec.id.clone(),
+            hostname: Some(self.spec.hostname().to_string()),
+            env: self.spec.env.clone(),
+            clock_unix_ms: None,
+            entropy: Some(Base64Bytes::from(entropy)),
+        };
         let mut last: Option<AgentClientError> = None;
         tokio::select! {
             status = self.process.exited() => {
@@ -812,12 +819,14 @@ impl QemuVm {
                     last,
                 });
             }
+            req.clock_unix_ms = Some(now_ms());
             tokio::select! {
                 status = self.process.exited() => {
                     return Err(self.exited_error(status, stage));
                 }
-                r = tokio::time::timeout(remaining, self.agent.health()) => match r {
+                r = tokio::time::timeout(remaining, self.agent.init(&req)) => match r {
                     Ok(Ok(_)) => return Ok(()),
+                    Ok(Err(e)) if !e.is_connection() => return Err(QemuError::Agent(e)),
                     Ok(Err(e)) => {
                         last = Some(e);
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -826,21 +835,6 @@ impl QemuVm {
                 },
             }
         }
-    }
-
-    /// Hands the agent its identity: id, hostname, env, host clock, fresh
-    /// entropy (so restored clones never share random state).
-    async fn init_identity(&self) -> Result<(), QemuError> {
-        let entropy = random_bytes(32).map_err(io_err("read", Path::new("/dev/urandom")))?;
-        let req = InitRequest {
-            sandbox_id: self.spec.id.clone(),
-            hostname: Some(self.spec.hostname().to_string()),
-            env: self.spec.env.clone(),
-            clock_unix_ms: Some(now_ms()),
-            entropy: Some(Base64Bytes::from(entropy)),
-        };
-        self.agent.init(&req).await.map_err(QemuError::Agent)?;
-        Ok(())
     }
 
     /// Loads a migration file into a VM started with `-incoming defer` and
@@ -1268,5 +1262,8 @@ impl Vm for QemuVm {
     }
     fn destroy(&self) -> VmmFuture<'_, ()> {
         Box::pin(QemuVm::destroy(self))
+    }
+    fn exited(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+        Box::pin(self.process.exited())
     }
 }
