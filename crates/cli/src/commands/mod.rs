@@ -3,6 +3,7 @@
 //! [`Command`] and [`run`].
 
 pub mod image;
+pub mod serve;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -20,12 +21,15 @@ pub enum Command {
     Image(image::Args),
     /// Build everything and run a demo sandbox in a real VM.
     Up(up::Args),
+    /// Run the control plane (REST API on 127.0.0.1:7070 by default).
+    Serve(serve::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Image(args) => image::run(args),
         Command::Up(args) => up::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

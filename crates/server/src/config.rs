@@ -1,0 +1,276 @@
+//! Server configuration, loaded in one place: defaults (zero-config works),
+//! then a TOML file, then `HEARTH_*` environment variables; the CLI applies
+//! its flags last. Validated as a whole, every bad field at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hearth_vmm::{AccelChoice, QemuConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the REST API.
+    pub listen: SocketAddr,
+    /// Images, sandboxes, snapshots and the store live here.
+    pub data_dir: PathBuf,
+    /// SQLite file; default `<data_dir>/hearth.db`.
+    pub database: Option<PathBuf>,
+    /// Where kernels and images are built and cached; default `data_dir`
+    /// (several data directories can share one image cache).
+    pub images_dir: Option<PathBuf>,
+    /// How clients reach this server (for `ws_url`s); default
+    /// `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Largest JSON request body.
+    pub max_json_body_bytes: usize,
+    /// Output kept in memory per exec stream before `truncated: true`.
+    pub exec_output_cap_bytes: usize,
+    /// Deadline of a cold boot, from spawn to the agent's first answer.
+    pub boot_timeout_ms: u64,
+    /// How often a live SSE stream sends `: heartbeat`.
+    pub sse_heartbeat_ms: u64,
+    /// How long idempotent responses are replayed.
+    pub idempotency_ttl_sec: u64,
+    pub rates: Rates,
+    pub vmm: VmmConfig,
+}
+
+/// Prices used by the usage endpoints, in cents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rates {
+    pub vcpu_hour_cents: f64,
+    pub memory_gib_hour_cents: f64,
+    pub paused_disk_gib_hour_cents: f64,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Rates {
+            vcpu_hour_cents: 5.0,
+            memory_gib_hour_cents: 1.25,
+            paused_disk_gib_hour_cents: 0.02,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmmConfig {
+    pub qemu: QemuConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("./data"),
+            database: None,
+            images_dir: None,
+            public_url: None,
+            max_json_body_bytes: 64 << 20,
+            exec_output_cap_bytes: 16 << 20,
+            boot_timeout_ms: 120_000,
+            sse_heartbeat_ms: 15_000,
+            idempotency_ttl_sec: 24 * 3600,
+            rates: Rates::default(),
+            vmm: VmmConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse config file {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("environment variable {name}={value:?}: {reason}")]
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl ServerConfig {
+    /// Defaults, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<ServerConfig, ConfigError> {
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+            }
+            None => ServerConfig::default(),
+        };
+        cfg.apply_env(|name| std::env::var(name).ok())?;
+        Ok(cfg)
+    }
+
+    /// Applies `HEARTH_LISTEN`, `HEARTH_DATA_DIR`, `HEARTH_DATABASE`,
+    /// `HEARTH_IMAGES_DIR`, `HEARTH_PUBLIC_URL` and `HEARTH_ACCEL` (auto|kvm|tcg).
+    pub fn apply_env(
+        &mut self,
+        get: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = get("HEARTH_LISTEN") {
+            self.listen = v.parse().map_err(|e| ConfigError::Env {
+                name: "HEARTH_LISTEN",
+                value: v.clone(),
+                reason: format!("{e}"),
+            })?;
+        }
+        if let Some(v) = get("HEARTH_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("HEARTH_DATABASE") {
+            self.database = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("HEARTH_IMAGES_DIR") {
+            self.images_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("HEARTH_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = get("HEARTH_ACCEL") {
+            self.vmm.qemu.accel = match v.as_str() {
+                "auto" => AccelChoice::Auto,
+                "kvm" => AccelChoice::Kvm,
+                "tcg" => AccelChoice::Tcg,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "HEARTH_ACCEL",
+                        value: v,
+                        reason: "expected auto, kvm or tcg".into(),
+                    })
+                }
+            };
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut bad = Vec::new();
+        if self.max_json_body_bytes < 1024 {
+            bad.push("max_json_body_bytes must be at least 1024".to_string());
+        }
+        if self.sse_heartbeat_ms == 0 {
+            bad.push("sse_heartbeat_ms must be positive".into());
+        }
+        if self.boot_timeout_ms < 1000 {
+            bad.push("boot_timeout_ms must be at least 1000".into());
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bad.push(format!(
+                    "public_url {url:?} must start with http:// or https://"
+                ));
+            }
+        }
+        for (name, v) in [
+            ("rates.vcpu_hour_cents", self.rates.vcpu_hour_cents),
+            (
+                "rates.memory_gib_hour_cents",
+                self.rates.memory_gib_hour_cents,
+            ),
+            (
+                "rates.paused_disk_gib_hour_cents",
+                self.rates.paused_disk_gib_hour_cents,
+            ),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                bad.push(format!("{name} must be a non-negative number"));
+            }
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(bad))
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.database
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("hearth.db"))
+    }
+
+    pub fn images_dir(&self) -> PathBuf {
+        self.images_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.clone())
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_zero_config() {
+        let c = ServerConfig::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.database_path(), PathBuf::from("./data/hearth.db"));
+        c.validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("hearth.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\ndata_dir = \"/srv/hearth\"\n[rates]\nvcpu_hour_cents = 7.5\n[vmm.qemu]\naccel = \"tcg\"\n",
+        )
+        .expect("write");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let mut c: ServerConfig = toml::from_str(&text).expect("parse");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.rates.vcpu_hour_cents, 7.5);
+        assert_eq!(c.vmm.qemu.accel, AccelChoice::Tcg);
+        c.apply_env(|n| (n == "HEARTH_LISTEN").then(|| "127.0.0.1:7171".to_string()))
+            .expect("env");
+        assert_eq!(c.listen.port(), 7171);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/hearth"));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_rejected() {
+        assert!(toml::from_str::<ServerConfig>("lisen = \"x\"").is_err());
+        let mut c = ServerConfig::default();
+        let err = c
+            .apply_env(|n| (n == "HEARTH_ACCEL").then(|| "hvf".to_string()))
+            .expect_err("bad accel");
+        assert!(err.to_string().contains("HEARTH_ACCEL"));
+        c.rates.vcpu_hour_cents = -1.0;
+        c.public_url = Some("ftp://x".into());
+        match c.validate() {
+            Err(ConfigError::Invalid(v)) => assert_eq!(v.len(), 2),
+            other => panic!("expected two problems, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! One lifecycle actor per sandbox: a task that owns the sandbox's VM and
+//! runs its operations (boot, pause, resume, destroy) one at a time from a
+//! queue, so two pauses, or a pause and a destroy, can never interleave.
+//! Between operations it watches the VMM process: a VM that dies puts the
+//! sandbox in `error` with `metadata.last_error` and an event at once.
+//!
+//! Exec, files and terminals do not queue here: they talk to the agent
+//! through the handle's client while the sandbox is `running`.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Instant;
+
+use hearth_agent_client::AgentClient;
+use hearth_vmm::{SnapshotOptions, Vm, VmSpec};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::templates::ResolvedTemplate;
+use super::Core;
+use crate::error::{ApiError, ApiResult};
+use crate::model::{BootPath, SandboxRecord, SandboxState};
+
+/// Why a pause happens (it is reported in the event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    Request,
+    Timeout,
+    Idle,
+}
+
+impl PauseReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Request => "request",
+            PauseReason::Timeout => "timeout",
+            PauseReason::Idle => "idle",
+        }
+    }
+}
+
+type Reply = oneshot::Sender<ApiResult<SandboxRecord>>;
+
+#[derive(Debug)]
+pub enum Op {
+    Boot {
+        reply: Option<Reply>,
+    },
+    Pause {
+        reason: PauseReason,
+        reply: Option<Reply>,
+    },
+    Resume {
+        reply: Option<Reply>,
+    },
+    Destroy {
+        reason: &'static str,
+        reply: Option<Reply>,
+    },
+}
+
+/// What the rest of the server holds of a live sandbox.
+#[derive(Debug)]
+pub struct SandboxHandle {
+    pub id: String,
+    pub tenant_id: String,
+    record: StdMutex<SandboxRecord>,
+    /// Serializes store writes of this record, so the last write is the
+    /// newest state.
+    persist: tokio::sync::Mutex<()>,
+    ops: mpsc::UnboundedSender<Op>,
+    agent: StdMutex<Option<AgentClient>>,
+    /// When `last_activity_at` was last written to the store.
+    activity_persisted_at: AtomicI64,
+}
+
+impl SandboxHandle {
+    pub fn record(&self) -> SandboxRecord {
+        self.record
+            .lock()
+            .expect("record lock is never poisoned")
+            .clone()
+    }
+
+    pub fn state(&self) -> SandboxState {
+        self.record
+            .lock()
+            .expect("record lock is never poisoned")
+            .state
+    }
+
+    /// The agent client while the sandbox runs.
+    pub fn agent(&self) -> Option<AgentClient> {
+        self.agent
+            .lock()
+            .expect("agent lock is never poisoned")
+            .clone()
+    }
+
+    fn set_agent(&self, agent: Option<AgentClient>) {
+        *self.agent.lock().expect("agent lock is never poisoned") = agent;
+    }
+
+    /// Queues an operation; the answer comes when the actor has run it.
+    pub async fn call(&self, make: impl FnOnce(Reply) -> Op) -> ApiResult<SandboxRecord> {
+        let (tx, rx) = oneshot::channel();
+        self.ops
+            .send(make(tx))
+            .map_err(|_| ApiError::sandbox_not_found(&self.id))?;
+        rx.await
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("sandbox actor {} ended", self.id)))?
+    }
+
+    /// Queues an operation without waiting for it.
+    pub fn send(&self, op: Op) {
+        let _ = self.ops.send(op);
+    }
+}
+
+impl Core {
+    /// Registers a live sandbox and starts its actor, owning `vm` if one
+    /// already runs (re-adopted at start).
+    pub(crate) fn spawn_actor(
+        self: &Arc<Core>,
+        record: SandboxRecord,
+        vm: Option<Box<dyn Vm>>,
+    ) -> Arc<SandboxHandle> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = Arc::new(SandboxHandle {
+            id: record.id.clone(),
+            tenant_id: record.tenant_id.clone(),
+            activity_persisted_at: AtomicI64::new(record.last_activity_at),
+            record: StdMutex::new(record),
+            persist: tokio::sync::Mutex::new(()),
+            ops: tx,
+            agent: StdMutex::new(vm.as_ref().map(|v| v.agent())),
+        });
+        self.insert_handle(handle.clone());
+        let core = self.clone();
+        let h = handle.clone();
+        tokio::spawn(async move {
+            let span = tracing::info_span!("sandbox", sandbox_id = %h.id);
+            tracing::Instrument::instrument(run(core, h, rx, vm), span).await;
+        });
+        handle
+    }
+
+    /// Applies `change` to the sandbox's record and writes it through to
+    /// the store; a state change also switches the usage interval and the
+    /// timers follow the new deadlines.
+    pub(crate) async fn commit(
+        &self,
+        h: &SandboxHandle,
+        change: impl FnOnce(&mut SandboxRecord),
+    ) -> ApiResult<SandboxRecord> {
+        let _write = h.persist.lock().await;
+        let (before, after) = {
+            let mut r = h.record.lock().expect("record lock is never poisoned");
+            let before = r.clone();
+            change(&mut r);
+            (before, r.clone())
+        };
+        if let Err(e) = self.store.update_sandbox(&after).await {
+            *h.record.lock().expect("record lock is never poisoned") = before;
+            return Err(e.into());
+        }
+        h.activity_persisted_at
+            .store(after.last_activity_at, Ordering::Relaxed);
+        if before.state != after.state {
+            self.metrics.state_changed(Some(before.state), after.state);
+            if let Err(e) = super::metering::switch(self, &after).await {
+                tracing::warn!(error = %e, "usage interval not recorded");
+            }
+        }
+        self.timers.schedule(&after.id, after.next_deadline());
+        Ok(after)
+    }
+
+    /// Records activity (exec, file write, terminal input, preview
+    /// traffic): the idle clock starts over. Written to the store at most
+    /// every few seconds; the timer wheel sees it at once.
+    pub fn touch(&self, h: &SandboxHandle) {
+        let now = self.now_ms();
+        let next = {
+            let mut r = h.record.lock().expect("record lock is never poisoned");
+            r.last_activity_at = now;
+            r.next_deadline()
+        };
+        self.timers.schedule(&h.id, next);
+        let persisted = h.activity_persisted_at.load(Ordering::Relaxed);
+        if now - persisted >= ACTIVITY_PERSIST_MS {
+            h.activity_persisted_at.store(now, Ordering::Relaxed);
+            let rec = h.record();
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Ok(Some(mut stored)) = store.get_sandbox(&rec.id).await {
+                    if stored.state == rec.state && stored.last_activity_at < rec.last_activity_at {
+                        stored.last_activity_at = rec.last_activity_at;
+                        let _ = store.update_sandbox(&stored).await;
+                    }
+                }
+            });
+        }
+    }
+
+    fn vm_spec(&self, rec: &SandboxRecord, tpl: &ResolvedTemplate) -> VmSpec {
+        let mut spec = VmSpec::new(
+            &rec.id,
+            &self.sandboxes_dir(),
+            &tpl.kernel,
+            &tpl.initrd,
+            &tpl.base_image,
+        );
+        spec.vcpus = rec.cpu_count;
+        spec.memory_mb = rec.memory_mb;
+        spec.egress = rec.egress;
+        spec.env = rec.env.clone();
+        // Ids carry `_`, which hostnames may not.
+        spec.hostname = Some(rec.id.replace('_', "-"));
+        spec.boot_timeout_ms = self.config.boot_timeout_ms;
+        spec
+    }
+}
+
+/// How often activity is written to the store at most (per sandbox).
+const ACTIVITY_PERSIST_MS: i64 = 5_000;
+
+enum Next {
+    Op(Option<Op>),
+    Died(String),
+}
+
+async fn run(
+    core: Arc<Core>,
+    h: Arc<SandboxHandle>,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    mut vm: Option<Box<dyn Vm>>,
+) {
+    loop {
+        let next = match &vm {
+            Some(v) => tokio::select! {
+                op = rx.recv() => Next::Op(op),
+                status = v.exited() => Next::Died(status),
+            },
+            None => Next::Op(rx.recv().await),
+        };
+        let op = match next {
+            Next::Op(Some(op)) => op,
+            Next::Op(None) => return,
+            Next::Died(status) => {
+                if let Some(dead) = vm.take() {
+                    vm_died(&core, &h, dead, &status).await;
+                }
+                continue;
+            }
+        };
+        let (result, reply) = match op {
+            Op::Boot { reply } => (boot(&core, &h, &mut vm).await, reply),
+            Op::Pause { reason, reply } => (pause(&core, &h, &mut vm, reason).await, reply),
+            Op::Resume { reply } => (resume(&core, &h, &mut vm).await, reply),
+            Op::Destroy { reason, reply } => {
+                let r = destroy(&core, &h, &mut vm, reason).await;
+                let done = r.is_ok();
+                if let Some(tx) = reply {
+                    let _ = tx.send(r);
+                }
+                if done {
+                    core.remove_handle(&h.id);
+                    core.timers.schedule(&h.id, None);
+                    // Later queued operations find the sandbox destroyed.
+                    while let Ok(op) = rx.try_recv() {
+                        answer_destroyed(&h, op);
+                    }
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Some(tx) = reply {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+fn answer_destroyed(h: &SandboxHandle, op: Op) {
+    let reply = match op {
+        Op::Boot { reply }
+        | Op::Pause { reply, .. }
+        | Op::Resume { reply }
+        | Op::Destroy { reply, .. } => reply,
+    };
+    if let Some(tx) = reply {
+        let _ = tx.send(Ok(h.record()));
+    }
+}
+
+async fn fail(core: &Core, h: &SandboxHandle, message: String) -> ApiResult<SandboxRecord> {
+    h.set_agent(None);
+    let rec = core
+        .commit(h, |r| {
+            r.state = SandboxState::Error;
+            r.metadata.insert(
+                "last_error".into(),
+                serde_json::Value::String(message.clone()),
+            );
+        })
+        .await?;
+    core.events
+        .emit_logged(
+            &h.tenant_id,
+            Some(&h.id),
+            "sandbox.error",
+            json!({ "error": message }),
+        )
+        .await;
+    Ok(rec)
+}
+
+async fn vm_died(core: &Core, h: &SandboxHandle, dead: Box<dyn Vm>, status: &str) {
+    let tail = tail_of(&dead.spec().layout().console_log);
+    tracing::error!(status, "vmm exited unexpectedly");
+    let message = if tail.is_empty() {
+        format!("vmm exited unexpectedly ({status})")
+    } else {
+        format!("vmm exited unexpectedly ({status}); console: {tail}")
+    };
+    let _ = fail(core, h, message).await;
+    if let Err(e) = dead.destroy().await {
+        tracing::warn!(error = %e, "clean up after a dead vmm");
+    }
+}
+
+/// The last lines of a console log, for error messages.
+fn tail_of(path: &std::path::Path) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+async fn boot(
+    core: &Arc<Core>,
+    h: &SandboxHandle,
+    vm: &mut Option<Box<dyn Vm>>,
+) -> ApiResult<SandboxRecord> {
+    let rec = h.record();
+    if rec.state != SandboxState::Provisioning {
+        return Ok(rec);
+    }
+    let started = Instant::now();
+    let tpl = match core.templates.resolve(&rec.template_id).await {
+        Ok(t) => t,
+        Err(e) => return fail_boot(core, h, error_chain(&e)).await,
+    };
+    let spec = core.vm_spec(&rec, &tpl);
+    let dir = spec.dir.clone();
+    let disk = spec.disk.clone();
+    let size = u64::from(rec.disk_size_mb);
+    let made = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        hearth_image::create_sparse_ext4(&disk, size)?;
+        Ok(())
+    })
+    .await;
+    match made {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return fail_boot(core, h, format!("sandbox disk: {e:#}")).await,
+        Err(e) => return fail_boot(core, h, format!("sandbox disk: {e}")).await,
+    }
+    let booted = core.vmm.boot(spec.clone()).await;
+    let new_vm = match booted {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&spec.disk);
+            let _ = std::fs::remove_dir(&spec.dir);
+            return fail_boot(core, h, error_chain(&e)).await;
+        }
+    };
+    let boot_ms = started.elapsed().as_millis() as u64;
+    core.metrics.observe_boot(boot_ms);
+    h.set_agent(Some(new_vm.agent()));
+    *vm = Some(new_vm);
+    let now = core.now_ms();
+    let rec = core
+        .commit(h, |r| {
+            r.state = SandboxState::Running;
+            r.template_version = tpl.version.clone();
+            r.started_at = Some(now);
+            r.boot_ms = Some(boot_ms);
+            r.boot_path = Some(BootPath::Cold);
+            r.deadline_at = Some(now + i64::from(r.timeout_sec) * 1000);
+            r.last_activity_at = now;
+        })
+        .await?;
+    tracing::info!(boot_ms, "sandbox running");
+    core.events
+        .emit_logged(
+            &h.tenant_id,
+            Some(&h.id),
+            "sandbox.running",
+            json!({ "boot_ms": boot_ms, "boot_path": "cold" }),
+        )
+        .await;
+    Ok(rec)
+}
+
+async fn fail_boot(core: &Core, h: &SandboxHandle, message: String) -> ApiResult<SandboxRecord> {
+    tracing::warn!(error = %message, "sandbox failed to start");
+    fail(core, h, message.clone()).await?;
+    Err(ApiError {
+        // The client learns that and why the boot failed; internals such as
+        // host paths stay in the log and in the sandbox's last_error.
+        ..ApiError::new(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "sandbox_start_failed",
+            format!(
+                "sandbox {} failed to start; see its metadata.last_error",
+                h.id
+            ),
+        )
+    })
+}
+
+async fn pause(
+    core: &Arc<Core>,
+    h: &SandboxHandle,
+    vm: &mut Option<Box<dyn Vm>>,
+    reason: PauseReason,
+) -> ApiResult<SandboxRecord> {
+    let rec = h.record();
+    if rec.state == SandboxState::Paused {
+        return Ok(rec);
+    }
+    let Some(running) = vm.as_ref().filter(|_| rec.state.can_pause()) else {
+        return Err(ApiError::invalid_state(&h.id, rec.state, "pause"));
+    };
+    let started = Instant::now();
+    core.commit(h, |r| r.state = SandboxState::Snapshotting)
+        .await?;
+    let dest = core.paused_dir(&h.id);
+    let _ = std::fs::remove_dir_all(&dest);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(ApiError::internal)?;
+    }
+    let snap = running
+        .snapshot(
+            &dest,
+            SnapshotOptions::full().then(hearth_vmm::AfterSnapshot::Exit),
+        )
+        .await;
+    if let Err(e) = snap {
+        let _ = std::fs::remove_dir_all(&dest);
+        let alive = running.state().is_live();
+        tracing::warn!(error = %error_chain(&e), alive, "pause failed");
+        if alive {
+            core.commit(h, |r| r.state = SandboxState::Running).await?;
+            return Err(ApiError::internal(e));
+        }
+        if let Some(dead) = vm.take() {
+            let _ = dead.destroy().await;
+        }
+        fail(core, h, format!("pause failed: {}", error_chain(&e))).await?;
+        return Err(ApiError::internal(e));
+    }
+    if let Some(stopped) = vm.take() {
+        if let Err(e) = stopped.destroy().await {
+            tracing::warn!(error = %e, "clean up after pause");
+        }
+    }
+    h.set_agent(None);
+    let now = core.now_ms();
+    let rec = core
+        .commit(h, |r| {
+            r.state = SandboxState::Paused;
+            r.paused_at = Some(now);
+        })
+        .await?;
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        reason = reason.as_str(),
+        "sandbox paused"
+    );
+    core.events
+        .emit_logged(
+            &h.tenant_id,
+            Some(&h.id),
+            "sandbox.paused",
+            json!({ "reason": reason.as_str() }),
+        )
+        .await;
+    Ok(rec)
+}
+
+async fn resume(
+    core: &Arc<Core>,
+    h: &SandboxHandle,
+    vm: &mut Option<Box<dyn Vm>>,
+) -> ApiResult<SandboxRecord> {
+    let rec = h.record();
+    if rec.state == SandboxState::Running {
+        return Ok(rec);
+    }
+    if !rec.state.can_resume() {
+        return Err(ApiError::invalid_state(&h.id, rec.state, "resume"));
+    }
+    let started = Instant::now();
+    let tpl = core
+        .templates
+        .resolve(&rec.template_id)
+        .await
+        .map_err(ApiError::internal)?;
+    let spec = core.vm_spec(&rec, &tpl);
+    let snap = core.paused_dir(&h.id);
+    std::fs::create_dir_all(&spec.dir).map_err(ApiError::internal)?;
+    let restored = match core.vmm.restore(&snap, spec).await {
+        Ok(v) => v,
+        Err(e) => {
+            // The snapshot stays: a later resume may succeed.
+            tracing::warn!(error = %error_chain(&e), "resume failed");
+            return Err(ApiError::internal(e));
+        }
+    };
+    let boot_ms = started.elapsed().as_millis() as u64;
+    core.metrics.observe_boot(boot_ms);
+    h.set_agent(Some(restored.agent()));
+    *vm = Some(restored);
+    let _ = std::fs::remove_dir_all(&snap);
+    let now = core.now_ms();
+    let rec = core
+        .commit(h, |r| {
+            r.state = SandboxState::Running;
+            r.paused_at = None;
+            r.boot_ms = Some(boot_ms);
+            r.boot_path = Some(BootPath::Snapshot);
+            r.deadline_at = Some(now + i64::from(r.timeout_sec) * 1000);
+            r.last_activity_at = now;
+        })
+        .await?;
+    core.events
+        .emit_logged(
+            &h.tenant_id,
+            Some(&h.id),
+            "sandbox.resumed",
+            json!({ "boot_ms": boot_ms, "boot_path": "snapshot" }),
+        )
+        .await;
+    Ok(rec)
+}
+
+async fn destroy(
+    core: &Arc<Core>,
+    h: &SandboxHandle,
+    vm: &mut Option<Box<dyn Vm>>,
+    reason: &'static str,
+) -> ApiResult<SandboxRecord> {
+    h.set_agent(None);
+    if let Some(v) = vm.take() {
+        if let Err(e) = v.destroy().await {
+            tracing::warn!(error = %error_chain(&e), "vm destroy");
+        }
+    }
+    let paused = core.paused_dir(&h.id);
+    let dir = core.sandboxes_dir().join(&h.id);
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&paused);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+    let now = core.now_ms();
+    let rec = core
+        .commit(h, |r| {
+            r.state = SandboxState::Destroyed;
+            r.destroyed_at = Some(now);
+            r.deadline_at = None;
+        })
+        .await?;
+    tracing::info!(reason, "sandbox destroyed");
+    core.events
+        .emit_logged(
+            &h.tenant_id,
+            Some(&h.id),
+            "sandbox.destroyed",
+            json!({ "reason": reason }),
+        )
+        .await;
+    Ok(rec)
+}

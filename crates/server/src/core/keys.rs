@@ -1,0 +1,140 @@
+//! API keys and tenants: `hk_` keys stored as hashes, each bound to a
+//! tenant; the first start creates an admin key. Lookups are cached in
+//! memory (one server owns the store), revocations drop the cache entry.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::RwLock;
+
+use super::ids::{hash_secret, new_api_key, new_id};
+use super::Core;
+use crate::error::{ApiError, ApiResult};
+use crate::model::ApiKeyRecord;
+
+/// The tenant of the first admin key.
+pub const DEFAULT_TENANT: &str = "ten_default";
+
+/// Who is calling: the tenant every object lookup is scoped to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant_id: String,
+    pub key_id: String,
+    pub admin: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache(RwLock<HashMap<String, ApiKeyRecord>>);
+
+/// A key just created: the only time its plain text exists.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub record: ApiKeyRecord,
+    pub key: String,
+}
+
+impl Core {
+    /// The caller behind a bearer key, or 401.
+    pub async fn authenticate(&self, key: &str) -> ApiResult<Caller> {
+        if !key.starts_with("hk_") {
+            return Err(ApiError::unauthorized("invalid API key"));
+        }
+        let hash = hash_secret(key);
+        let cached = self
+            .keys
+            .0
+            .read()
+            .expect("key cache lock is never poisoned")
+            .get(&hash)
+            .cloned();
+        let rec = match cached {
+            Some(r) => r,
+            None => {
+                let r = self
+                    .store
+                    .api_key_by_hash(&hash)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+                self.keys
+                    .0
+                    .write()
+                    .expect("key cache lock is never poisoned")
+                    .insert(hash, r.clone());
+                r
+            }
+        };
+        Ok(Caller {
+            tenant_id: rec.tenant_id,
+            key_id: rec.id,
+            admin: rec.admin,
+        })
+    }
+
+    /// Creates a key for `tenant_id` (created if new).
+    pub async fn create_api_key(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        admin: bool,
+    ) -> ApiResult<NewKey> {
+        let now = self.now_ms();
+        self.store.ensure_tenant(tenant_id, tenant_id, now).await?;
+        let key = new_api_key();
+        let record = ApiKeyRecord {
+            id: new_id("key"),
+            tenant_id: tenant_id.to_string(),
+            name: name.to_string(),
+            prefix: key.chars().take(10).collect(),
+            hash: hash_secret(&key),
+            admin,
+            created_at: now,
+            revoked_at: None,
+        };
+        self.store.insert_api_key(&record).await?;
+        Ok(NewKey { record, key })
+    }
+
+    pub async fn list_api_keys(&self, caller: &Caller) -> ApiResult<Vec<ApiKeyRecord>> {
+        Ok(self.store.list_api_keys(&caller.tenant_id).await?)
+    }
+
+    /// Revokes one of the caller's tenant's keys; 404 for anything else.
+    pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> ApiResult<()> {
+        if !self
+            .store
+            .revoke_api_key(&caller.tenant_id, id, self.now_ms())
+            .await?
+        {
+            return Err(ApiError::not_found("api key"));
+        }
+        self.keys
+            .0
+            .write()
+            .expect("key cache lock is never poisoned")
+            .retain(|_, r| r.id != id);
+        Ok(())
+    }
+
+    /// On the very first start (no key at all), creates the admin key and
+    /// writes it to `path` (mode 0600). Returns it so the caller prints it
+    /// once; `None` on every later start.
+    pub async fn bootstrap_admin_key(&self, path: &Path) -> anyhow::Result<Option<String>> {
+        if self.store.count_api_keys().await? > 0 {
+            return Ok(None);
+        }
+        let new = self
+            .create_api_key(DEFAULT_TENANT, "admin", true)
+            .await
+            .map_err(|e| anyhow::anyhow!("create admin key: {e}"))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        writeln!(f, "{}", new.key)?;
+        f.sync_all()?;
+        Ok(Some(new.key))
+    }
+}

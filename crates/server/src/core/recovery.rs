@@ -1,0 +1,128 @@
+//! Start-up reconciliation of the store with the VMM processes that
+//! survived the previous server (they run in their own sessions): running
+//! sandboxes are re-adopted; paused ones stay paused; operations that were
+//! in flight end in a clear state; nothing is left orphaned.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::Core;
+use crate::model::{SandboxRecord, SandboxState};
+use crate::store::StoreResult;
+
+pub(crate) async fn recover(core: &Arc<Core>) -> StoreResult<()> {
+    let live = core.store.live_sandboxes().await?;
+    let mut adopted = 0usize;
+    let mut failed = 0usize;
+    for rec in live {
+        let id = rec.id.clone();
+        match recover_one(core, rec).await {
+            Ok(true) => adopted += 1,
+            Ok(false) => {}
+            Err(e) => {
+                failed += 1;
+                tracing::error!(sandbox_id = %id, error = %e, "recovery failed");
+            }
+        }
+    }
+    tracing::info!(adopted, failed, "recovery done");
+    Ok(())
+}
+
+/// Brings one stored sandbox back under an actor. True when a running VM
+/// was re-adopted.
+async fn recover_one(core: &Arc<Core>, mut rec: SandboxRecord) -> StoreResult<bool> {
+    let dir = core.sandboxes_dir().join(&rec.id);
+    let paused_snapshot = core.paused_dir(&rec.id);
+    let paused_ok = hearth_vmm::SnapshotManifest::load(&paused_snapshot).is_ok();
+    let vm = if dir.join("vm.json").exists() {
+        match core.vmm.adopt(&dir).await {
+            Ok(vm) => Some(vm),
+            Err(e) => {
+                tracing::warn!(sandbox_id = %rec.id, error = %e, "vm not re-adopted");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let before = rec.state;
+    let mut error: Option<String> = None;
+    let mut keep_vm = false;
+    match (before, vm.is_some()) {
+        (SandboxState::Running, true) => keep_vm = true,
+        // A snapshot (pause) was in flight: the VM is whole, so it goes on
+        // running; a half-written snapshot is dropped below.
+        (SandboxState::Snapshotting, true) => {
+            keep_vm = true;
+            rec.state = SandboxState::Running;
+        }
+        (SandboxState::Snapshotting, false) if paused_ok => {
+            rec.state = SandboxState::Paused;
+            rec.paused_at = Some(core.now_ms());
+        }
+        (SandboxState::Running | SandboxState::Snapshotting, false) => {
+            error = Some("the sandbox's VM did not survive a server restart".into());
+        }
+        (SandboxState::Provisioning, _) => {
+            error = Some("the server restarted while the sandbox was starting".into());
+        }
+        (SandboxState::Paused, _) if !paused_ok => {
+            error = Some("the paused sandbox's snapshot is missing or unreadable".into());
+        }
+        _ => {}
+    }
+    let mut vm = vm;
+    if keep_vm {
+        if let Some(v) = &vm {
+            // A VM stopped for a snapshot that never finished.
+            if v.state() == hearth_vmm::VmState::Paused {
+                if let Err(e) = v.resume().await {
+                    error = Some(format!("resume the re-adopted VM: {e}"));
+                    keep_vm = false;
+                }
+            }
+        }
+    }
+    if !keep_vm {
+        if let Some(v) = vm.take() {
+            let _ = v.destroy().await;
+        }
+    }
+    if rec.state != SandboxState::Paused && paused_snapshot.exists() && keep_vm {
+        let _ = std::fs::remove_dir_all(&paused_snapshot);
+    }
+    if let Some(msg) = &error {
+        rec.state = SandboxState::Error;
+        rec.metadata
+            .insert("last_error".into(), serde_json::Value::String(msg.clone()));
+    }
+    let changed = rec.state != before || error.is_some();
+    let now = core.now_ms();
+    if keep_vm && rec.deadline_at.is_none() {
+        rec.deadline_at = Some(now + i64::from(rec.timeout_sec) * 1000);
+    }
+    core.store.update_sandbox(&rec).await?;
+    core.metrics.state_changed(None, rec.state);
+    if changed {
+        if let Err(e) = super::metering::switch(core, &rec).await {
+            tracing::warn!(error = %e, "usage interval not recorded");
+        }
+    }
+    if let Some(msg) = error {
+        core.events
+            .emit_logged(
+                &rec.tenant_id,
+                Some(&rec.id),
+                "sandbox.error",
+                json!({ "error": msg }),
+            )
+            .await;
+    }
+    let next = rec.next_deadline();
+    let id = rec.id.clone();
+    core.spawn_actor(rec, if keep_vm { vm } else { None });
+    core.timers.schedule(&id, next);
+    Ok(keep_vm)
+}

@@ -1,0 +1,323 @@
+//! Sandbox operations: create, read, list, update, lifecycle calls that go
+//! through the sandbox's actor, and access to its agent for exec and files.
+//! Every lookup is scoped to the caller's tenant: another tenant's sandbox
+//! is "not found", never "forbidden".
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hearth_agent_client::AgentClient;
+use serde_json::json;
+
+use super::actor::{Op, PauseReason, SandboxHandle};
+use super::ids::new_id;
+use super::keys::Caller;
+use super::Core;
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::model::{SandboxRecord, SandboxState};
+use crate::store::{Page, SandboxFilter, StoreError};
+
+/// A validated create request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateParams {
+    pub template_id: String,
+    pub cpu_count: u32,
+    pub memory_mb: u32,
+    pub disk_size_mb: u32,
+    pub timeout_sec: u32,
+    pub idle_timeout_sec: u32,
+    pub always_on: bool,
+    pub persistent: bool,
+    pub egress: bool,
+    pub env: BTreeMap<String, String>,
+    pub secret_env: Vec<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub tags: Vec<String>,
+    pub name: Option<String>,
+    pub external_workspace_id: Option<String>,
+    pub external_user_id: Option<String>,
+    pub external_project_id: Option<String>,
+}
+
+/// A validated PATCH.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PatchParams {
+    pub name: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub timeout_sec: Option<u32>,
+    pub idle_timeout_sec: Option<u32>,
+    pub always_on: Option<bool>,
+}
+
+impl Core {
+    /// Creates a sandbox and starts booting it. With `wait`, answers once
+    /// it runs (or failed); without, at once in `provisioning`.
+    pub async fn create_sandbox(
+        self: &Arc<Core>,
+        caller: &Caller,
+        p: CreateParams,
+        wait: bool,
+    ) -> ApiResult<SandboxRecord> {
+        let canonical = self.templates.canonical(&p.template_id).ok_or_else(|| {
+            ApiError::field(
+                "template_id",
+                format!("unknown template {:?}", p.template_id),
+            )
+        })?;
+        let caps = self.vmm.capabilities();
+        let mut bad = Vec::new();
+        if p.cpu_count > caps.max_vcpus {
+            bad.push(FieldError::new(
+                "cpu_count",
+                format!("this host gives at most {} vCPUs", caps.max_vcpus),
+            ));
+        }
+        if u64::from(p.memory_mb) > caps.available_memory_mb {
+            bad.push(FieldError::new(
+                "memory_mb",
+                format!("this host has {} MiB available", caps.available_memory_mb),
+            ));
+        }
+        if !bad.is_empty() {
+            return Err(ApiError::validation(bad));
+        }
+        let now = self.now_ms();
+        let rec = SandboxRecord {
+            id: new_id("sbx"),
+            tenant_id: caller.tenant_id.clone(),
+            name: p.name,
+            state: SandboxState::Provisioning,
+            template_id: canonical,
+            template_version: String::new(),
+            cpu_count: p.cpu_count,
+            memory_mb: p.memory_mb,
+            disk_size_mb: p.disk_size_mb,
+            timeout_sec: p.timeout_sec,
+            idle_timeout_sec: p.idle_timeout_sec,
+            always_on: p.always_on,
+            persistent: p.persistent,
+            egress: p.egress,
+            env: p.env,
+            secret_env: p.secret_env,
+            metadata: p.metadata,
+            tags: p.tags,
+            external_workspace_id: p.external_workspace_id,
+            external_user_id: p.external_user_id,
+            external_project_id: p.external_project_id,
+            boot_ms: None,
+            boot_path: None,
+            created_at: now,
+            started_at: None,
+            paused_at: None,
+            destroyed_at: None,
+            deadline_at: None,
+            last_activity_at: now,
+        };
+        match self.store.insert_sandbox(&rec).await {
+            Err(StoreError::Duplicate(_)) => {
+                return Err(ApiError::conflict(
+                    "conflict",
+                    format!(
+                        "a sandbox named {:?} already exists",
+                        rec.name.as_deref().unwrap_or_default()
+                    ),
+                ))
+            }
+            r => r?,
+        }
+        self.metrics.state_changed(None, SandboxState::Provisioning);
+        tracing::info!(sandbox_id = %rec.id, template = %rec.template_id, "sandbox created");
+        self.events
+            .emit_logged(
+                &rec.tenant_id,
+                Some(&rec.id),
+                "sandbox.created",
+                json!({ "template_id": rec.template_id }),
+            )
+            .await;
+        let h = self.spawn_actor(rec.clone(), None);
+        if wait {
+            h.call(|tx| Op::Boot { reply: Some(tx) }).await
+        } else {
+            h.send(Op::Boot { reply: None });
+            Ok(rec)
+        }
+    }
+
+    /// The record of one of the caller's sandboxes (destroyed ones too).
+    pub async fn get_sandbox(&self, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
+        if let Some(h) = self.handle(id) {
+            if h.tenant_id == caller.tenant_id {
+                return Ok(h.record());
+            }
+            return Err(ApiError::sandbox_not_found(id));
+        }
+        match self.store.get_sandbox(id).await? {
+            Some(r) if r.tenant_id == caller.tenant_id => Ok(r),
+            _ => Err(ApiError::sandbox_not_found(id)),
+        }
+    }
+
+    pub async fn sandbox_by_name(&self, caller: &Caller, name: &str) -> ApiResult<SandboxRecord> {
+        let rec = self
+            .store
+            .sandbox_by_name(&caller.tenant_id, name)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(name))?;
+        // The live copy is fresher than the store's.
+        Ok(self.handle(&rec.id).map(|h| h.record()).unwrap_or(rec))
+    }
+
+    pub async fn list_sandboxes(
+        &self,
+        caller: &Caller,
+        filter: &SandboxFilter,
+        page: Page,
+    ) -> ApiResult<(Vec<SandboxRecord>, u64)> {
+        let (list, total) = self
+            .store
+            .list_sandboxes(&caller.tenant_id, filter, page)
+            .await?;
+        let list = list
+            .into_iter()
+            .map(|r| self.handle(&r.id).map(|h| h.record()).unwrap_or(r))
+            .collect();
+        Ok((list, total))
+    }
+
+    /// The live handle of one of the caller's sandboxes.
+    fn live(&self, caller: &Caller, id: &str) -> Option<Arc<SandboxHandle>> {
+        self.handle(id).filter(|h| h.tenant_id == caller.tenant_id)
+    }
+
+    pub async fn patch_sandbox(
+        &self,
+        caller: &Caller,
+        id: &str,
+        p: PatchParams,
+    ) -> ApiResult<SandboxRecord> {
+        let Some(h) = self.live(caller, id) else {
+            // A destroyed sandbox is read-only.
+            let rec = self.get_sandbox(caller, id).await?;
+            return Err(ApiError::invalid_state(id, rec.state, "update"));
+        };
+        let now = self.now_ms();
+        self.commit(&h, |r| {
+            if let Some(name) = p.name {
+                r.name = name;
+            }
+            if let Some(tags) = p.tags {
+                r.tags = tags;
+            }
+            if let Some(meta) = p.metadata {
+                for (k, v) in meta {
+                    if v.is_null() {
+                        r.metadata.remove(&k);
+                    } else {
+                        r.metadata.insert(k, v);
+                    }
+                }
+            }
+            if let Some(t) = p.timeout_sec {
+                r.timeout_sec = t;
+                if r.state.timers_run() {
+                    r.deadline_at = Some(now + i64::from(t) * 1000);
+                }
+            }
+            if let Some(t) = p.idle_timeout_sec {
+                r.idle_timeout_sec = t;
+            }
+            if let Some(a) = p.always_on {
+                r.always_on = a;
+            }
+        })
+        .await
+    }
+
+    /// Destroys a sandbox; destroying a destroyed one answers its record.
+    pub async fn destroy_sandbox(&self, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
+        match self.live(caller, id) {
+            Some(h) => {
+                h.call(|tx| Op::Destroy {
+                    reason: "request",
+                    reply: Some(tx),
+                })
+                .await
+            }
+            None => self.get_sandbox(caller, id).await,
+        }
+    }
+
+    pub async fn pause_sandbox(&self, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
+        let h = self.live_or_state_error(caller, id, "pause").await?;
+        h.call(|tx| Op::Pause {
+            reason: PauseReason::Request,
+            reply: Some(tx),
+        })
+        .await
+    }
+
+    pub async fn resume_sandbox(&self, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
+        let h = self.live_or_state_error(caller, id, "resume").await?;
+        h.call(|tx| Op::Resume { reply: Some(tx) }).await
+    }
+
+    async fn live_or_state_error(
+        &self,
+        caller: &Caller,
+        id: &str,
+        op: &str,
+    ) -> ApiResult<Arc<SandboxHandle>> {
+        match self.live(caller, id) {
+            Some(h) => Ok(h),
+            None => {
+                let rec = self.get_sandbox(caller, id).await?;
+                Err(ApiError::invalid_state(id, rec.state, op))
+            }
+        }
+    }
+
+    /// Resets the timeout deadline to `timeout_sec` from now.
+    pub async fn extend_sandbox(
+        &self,
+        caller: &Caller,
+        id: &str,
+        timeout_sec: u32,
+    ) -> ApiResult<SandboxRecord> {
+        let h = self.live_or_state_error(caller, id, "extend").await?;
+        let state = h.state();
+        if !state.timers_run() {
+            return Err(ApiError::invalid_state(id, state, "extend"));
+        }
+        let now = self.now_ms();
+        self.commit(&h, |r| {
+            r.timeout_sec = timeout_sec;
+            r.deadline_at = Some(now + i64::from(timeout_sec) * 1000);
+        })
+        .await
+    }
+
+    /// The agent of a running sandbox of the caller's, for exec, files,
+    /// processes and terminals; `activity` resets the idle clock.
+    pub async fn agent(
+        &self,
+        caller: &Caller,
+        id: &str,
+        activity: bool,
+    ) -> ApiResult<(Arc<SandboxHandle>, AgentClient)> {
+        let Some(h) = self.live(caller, id) else {
+            let rec = self.get_sandbox(caller, id).await?;
+            return Err(ApiError::not_running(id, rec.state));
+        };
+        let state = h.state();
+        let agent = match (state.can_exec(), h.agent()) {
+            (true, Some(a)) => a,
+            _ => return Err(ApiError::not_running(id, state)),
+        };
+        if activity {
+            self.touch(&h);
+        }
+        Ok((h, agent))
+    }
+}

@@ -1,0 +1,111 @@
+//! The Hearth control plane: `hearth serve`. An axum server over the REST
+//! API of API.md, a SQLite store, and one lifecycle actor per sandbox
+//! driving the VMM (QEMU) driver.
+//!
+//! Layout: [`routes`] translate HTTP, [`core`] holds every operation,
+//! [`store`] persists, [`model`] names the domain objects.
+
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod routes;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hearth_vmm::QemuVmm;
+
+pub use config::ServerConfig;
+
+use crate::core::clock::SystemClock;
+use crate::core::templates::ImageTemplates;
+use crate::core::Core;
+use crate::store::SqliteStore;
+
+/// What `serve` reports once it listens.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub url: String,
+    /// Set only on the very first start: the admin key, shown once.
+    pub admin_key: Option<String>,
+    pub admin_key_file: std::path::PathBuf,
+}
+
+/// Runs the server until `shutdown` resolves (or SIGINT/SIGTERM when
+/// `None`). Sandboxes keep running across a restart and are re-adopted.
+pub async fn serve(config: ServerConfig, on_started: impl FnOnce(&Started)) -> anyhow::Result<()> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
+    let store = Arc::new(SqliteStore::open(&config.database_path()).await?);
+    let vmm = Arc::new(QemuVmm::new(config.vmm.qemu.clone()));
+    let templates = Arc::new(ImageTemplates::new(&config.images_dir()));
+    let core = Core::new(
+        config.clone(),
+        store.clone(),
+        vmm,
+        templates,
+        Arc::new(SystemClock),
+    )?;
+    let key_file = core.data_dir().join("admin.key");
+    let admin_key = core.bootstrap_admin_key(&key_file).await?;
+    core.start().await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %core.data_dir().display(), "hearth serving");
+    on_started(&Started {
+        url: format!("http://{addr}"),
+        admin_key,
+        admin_key_file: key_file,
+    });
+    spawn_housekeeping(core.clone());
+    let app = routes::router(core.clone());
+    let stop = core.shutdown_token();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down; sandboxes keep running");
+            stop.cancel();
+        })
+        .await?;
+    core.shutdown();
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Drops idempotent responses past their TTL, hourly.
+fn spawn_housekeeping(core: Arc<Core>) {
+    let stop = core.shutdown_token();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    let before = core.now_ms() - (core.config.idempotency_ttl_sec * 1000) as i64;
+                    if let Err(e) = core.store.prune_idempotency(before).await {
+                        tracing::warn!(error = %e, "prune idempotency keys");
+                    }
+                }
+            }
+        }
+    });
+}

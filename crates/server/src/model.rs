@@ -1,0 +1,338 @@
+//! The control plane's domain objects as they are stored and served: the
+//! sandbox record with its lifecycle state machine, API keys, events and
+//! usage intervals.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a sandbox is in its life. Transitions are checked by the
+/// predicates below; anything else is a typed `InvalidState` error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxState {
+    Provisioning,
+    Running,
+    Paused,
+    Snapshotting,
+    Destroyed,
+    Error,
+}
+
+impl SandboxState {
+    pub const ALL: [SandboxState; 6] = [
+        SandboxState::Provisioning,
+        SandboxState::Running,
+        SandboxState::Paused,
+        SandboxState::Snapshotting,
+        SandboxState::Destroyed,
+        SandboxState::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::Provisioning => "provisioning",
+            SandboxState::Running => "running",
+            SandboxState::Paused => "paused",
+            SandboxState::Snapshotting => "snapshotting",
+            SandboxState::Destroyed => "destroyed",
+            SandboxState::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SandboxState> {
+        SandboxState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Exec, files, processes and terminals need a running guest.
+    pub fn can_exec(self) -> bool {
+        self == SandboxState::Running
+    }
+    pub fn can_pause(self) -> bool {
+        self == SandboxState::Running
+    }
+    pub fn can_resume(self) -> bool {
+        self == SandboxState::Paused
+    }
+    /// Destroy is allowed from every state but the terminal one, and is
+    /// idempotent there (answered, not an error).
+    pub fn can_destroy(self) -> bool {
+        self != SandboxState::Destroyed
+    }
+    pub fn is_terminal(self) -> bool {
+        self == SandboxState::Destroyed
+    }
+    /// States in which a VMM process is expected to be alive.
+    pub fn has_vm(self) -> bool {
+        matches!(self, SandboxState::Running | SandboxState::Snapshotting)
+    }
+    /// States whose clocks (timeout, idle) run.
+    pub fn timers_run(self) -> bool {
+        self == SandboxState::Running
+    }
+}
+
+impl std::fmt::Display for SandboxState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a sandbox's VM came up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootPath {
+    Cold,
+    Snapshot,
+}
+
+impl BootPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootPath::Cold => "cold",
+            BootPath::Snapshot => "snapshot",
+        }
+    }
+    pub fn parse(s: &str) -> Option<BootPath> {
+        match s {
+            "cold" => Some(BootPath::Cold),
+            "snapshot" => Some(BootPath::Snapshot),
+            _ => None,
+        }
+    }
+}
+
+/// One sandbox, as stored. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: Option<String>,
+    pub state: SandboxState,
+    pub template_id: String,
+    pub template_version: String,
+    pub cpu_count: u32,
+    pub memory_mb: u32,
+    pub disk_size_mb: u32,
+    pub timeout_sec: u32,
+    pub idle_timeout_sec: u32,
+    pub always_on: bool,
+    pub persistent: bool,
+    pub egress: bool,
+    pub env: BTreeMap<String, String>,
+    pub secret_env: Vec<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub tags: Vec<String>,
+    pub external_workspace_id: Option<String>,
+    pub external_user_id: Option<String>,
+    pub external_project_id: Option<String>,
+    pub boot_ms: Option<u64>,
+    pub boot_path: Option<BootPath>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub paused_at: Option<i64>,
+    pub destroyed_at: Option<i64>,
+    /// When `timeout_sec` fires (running only; `None` with `always_on`).
+    pub deadline_at: Option<i64>,
+    /// Last exec, file write, terminal input or preview request.
+    pub last_activity_at: i64,
+}
+
+impl SandboxRecord {
+    /// Milliseconds left before the timeout fires, exactly, at `now`.
+    pub fn timeout_remaining_ms(&self, now: i64) -> Option<i64> {
+        if self.always_on || !self.state.timers_run() {
+            return None;
+        }
+        self.deadline_at.map(|d| (d - now).max(0))
+    }
+
+    /// When the idle timeout fires, if it is on and running.
+    pub fn idle_deadline(&self) -> Option<i64> {
+        if self.always_on || self.idle_timeout_sec == 0 || !self.state.timers_run() {
+            return None;
+        }
+        Some(self.last_activity_at + i64::from(self.idle_timeout_sec) * 1000)
+    }
+
+    /// The earliest moment a timer of this sandbox fires, if any.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let timeout = if self.always_on || !self.state.timers_run() {
+            None
+        } else {
+            self.deadline_at
+        };
+        match (timeout, self.idle_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// What a timer does at `now`, if anything is due.
+    pub fn due(&self, now: i64) -> Option<Expiry> {
+        if self.always_on || !self.state.timers_run() {
+            return None;
+        }
+        if self.deadline_at.is_some_and(|d| d <= now) {
+            return Some(if self.persistent {
+                Expiry::TimeoutPause
+            } else {
+                Expiry::TimeoutDestroy
+            });
+        }
+        if self.idle_deadline().is_some_and(|d| d <= now) {
+            return Some(Expiry::IdlePause);
+        }
+        None
+    }
+
+    pub fn last_error(&self) -> Option<&str> {
+        self.metadata.get("last_error").and_then(|v| v.as_str())
+    }
+}
+
+/// What a fired timer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// `timeout_sec` ran out on a non-persistent sandbox.
+    TimeoutDestroy,
+    /// `timeout_sec` ran out on a persistent sandbox.
+    TimeoutPause,
+    /// `idle_timeout_sec` passed without activity.
+    IdlePause,
+}
+
+/// An API key as stored (the key itself only as a hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// The first characters of the key, shown to identify it.
+    pub prefix: String,
+    pub hash: String,
+    pub admin: bool,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// An entry of the append-only event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Monotonic sequence: the SSE `id:` and what `Last-Event-ID` names.
+    pub seq: i64,
+    pub id: String,
+    pub tenant_id: String,
+    pub sandbox_id: Option<String>,
+    pub kind: String,
+    pub ts: i64,
+    pub data: serde_json::Value,
+}
+
+/// One stretch of time a sandbox spent in one billable state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageInterval {
+    pub sandbox_id: String,
+    pub tenant_id: String,
+    pub state: SandboxState,
+    pub cpu_count: u32,
+    pub memory_mb: u32,
+    pub disk_size_mb: u32,
+    pub external_workspace_id: Option<String>,
+    pub external_user_id: Option<String>,
+    pub external_project_id: Option<String>,
+    pub template_id: String,
+    pub started_at: i64,
+    /// `None` while the interval is still open.
+    pub ended_at: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn record(now: i64) -> SandboxRecord {
+        SandboxRecord {
+            id: "sbx_test".into(),
+            tenant_id: "ten_a".into(),
+            name: None,
+            state: SandboxState::Running,
+            template_id: "minimal".into(),
+            template_version: "1".into(),
+            cpu_count: 1,
+            memory_mb: 256,
+            disk_size_mb: 512,
+            timeout_sec: 60,
+            idle_timeout_sec: 0,
+            always_on: false,
+            persistent: false,
+            egress: true,
+            env: BTreeMap::new(),
+            secret_env: vec![],
+            metadata: serde_json::Map::new(),
+            tags: vec![],
+            external_workspace_id: None,
+            external_user_id: None,
+            external_project_id: None,
+            boot_ms: None,
+            boot_path: None,
+            created_at: now,
+            started_at: Some(now),
+            paused_at: None,
+            destroyed_at: None,
+            deadline_at: Some(now + 60_000),
+            last_activity_at: now,
+        }
+    }
+
+    #[test]
+    fn states_round_trip_and_guard_transitions() {
+        for s in SandboxState::ALL {
+            assert_eq!(SandboxState::parse(s.as_str()), Some(s));
+        }
+        assert!(SandboxState::Running.can_pause());
+        assert!(!SandboxState::Provisioning.can_pause());
+        assert!(!SandboxState::Paused.can_exec());
+        assert!(SandboxState::Paused.can_resume());
+        assert!(!SandboxState::Destroyed.can_destroy());
+        assert!(SandboxState::Error.can_destroy());
+    }
+
+    #[test]
+    fn timeout_remaining_is_exact_and_stops_when_not_running() {
+        let mut r = record(1_000);
+        assert_eq!(r.timeout_remaining_ms(1_000), Some(60_000));
+        assert_eq!(r.timeout_remaining_ms(31_234), Some(29_766));
+        assert_eq!(r.timeout_remaining_ms(99_000), Some(0));
+        r.state = SandboxState::Paused;
+        assert_eq!(r.timeout_remaining_ms(1_000), None);
+        r.state = SandboxState::Running;
+        r.always_on = true;
+        assert_eq!(r.timeout_remaining_ms(1_000), None);
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn timeout_destroys_or_pauses_when_persistent() {
+        let mut r = record(0);
+        assert_eq!(r.due(59_999), None);
+        assert_eq!(r.due(60_000), Some(Expiry::TimeoutDestroy));
+        r.persistent = true;
+        assert_eq!(r.due(60_000), Some(Expiry::TimeoutPause));
+    }
+
+    #[test]
+    fn idle_timeout_follows_activity() {
+        let mut r = record(0);
+        r.idle_timeout_sec = 10;
+        assert_eq!(r.next_deadline(), Some(10_000));
+        assert_eq!(r.due(10_000), Some(Expiry::IdlePause));
+        r.last_activity_at = 5_000;
+        assert_eq!(r.due(10_000), None);
+        assert_eq!(r.next_deadline(), Some(15_000));
+        // The timeout still wins when it comes first.
+        r.deadline_at = Some(12_000);
+        assert_eq!(r.next_deadline(), Some(12_000));
+        assert_eq!(r.due(13_000), Some(Expiry::TimeoutDestroy));
+    }
+}

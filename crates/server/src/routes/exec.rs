@@ -1,0 +1,288 @@
+//! `/sandboxes/{id}/exec` (unary) and `/exec/stream` (SSE), proxied to the
+//! guest agent. Output streams through as the agent sends it.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::Router;
+use base64::Engine;
+use hearth_agent_client::NdjsonStream;
+use hearth_agent_protocol::{Base64Bytes, ExecRequest, OutputEvent, StreamKind};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{data, sse, ApiJson, AppState};
+use crate::core::keys::Caller;
+use crate::error::{ApiError, ApiResult, FieldError};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sandboxes/{id}/exec", post(exec))
+        .route("/sandboxes/{id}/exec/stream", post(exec_stream))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ExecBody {
+    pub command: Option<String>,
+    pub cmd: Option<String>,
+    pub cwd: Option<String>,
+    pub env: BTreeMap<String, String>,
+    /// Seconds, 1-86400, default 60.
+    pub timeout: Option<f64>,
+    pub timeout_sec: Option<f64>,
+    pub user: Option<String>,
+    pub stdin: Option<String>,
+    pub stdin_base64: Option<String>,
+}
+
+impl ExecBody {
+    pub fn validate(self, output_cap: usize) -> ApiResult<ExecRequest> {
+        let mut bad = Vec::new();
+        let command = self.command.or(self.cmd).unwrap_or_default();
+        if command.trim().is_empty() {
+            bad.push(FieldError::new("command", "is required"));
+        }
+        if command.contains('\0') {
+            bad.push(FieldError::new("command", "cannot hold NUL"));
+        }
+        let timeout = self.timeout.or(self.timeout_sec).unwrap_or(60.0);
+        if !(1.0..=86400.0).contains(&timeout) {
+            bad.push(FieldError::new(
+                "timeout",
+                "must be between 1 and 86400 seconds",
+            ));
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                bad.push(FieldError::new(format!("env.{k}"), "invalid name"));
+            }
+        }
+        let stdin = match (self.stdin, self.stdin_base64) {
+            (Some(s), _) => Some(Base64Bytes::from(s.into_bytes())),
+            (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
+                Ok(v) => Some(Base64Bytes::from(v)),
+                Err(_) => {
+                    bad.push(FieldError::new("stdin_base64", "is not valid base64"));
+                    None
+                }
+            },
+            _ => None,
+        };
+        if !bad.is_empty() {
+            return Err(ApiError::validation(bad));
+        }
+        Ok(ExecRequest {
+            command,
+            cwd: self.cwd.filter(|c| !c.is_empty()),
+            env: self.env,
+            user: self.user.filter(|u| !u.is_empty()),
+            stdin,
+            timeout_ms: Some((timeout * 1000.0) as u64),
+            max_output_bytes: Some(output_cap as u64),
+        })
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn exec(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ExecBody>,
+) -> ApiResult<impl IntoResponse> {
+    let req = body.validate(state.config.exec_output_cap_bytes)?;
+    let (h, agent) = state.agent(&caller, &id, true).await?;
+    let started = Instant::now();
+    state
+        .events
+        .emit_logged(
+            &h.tenant_id,
+            Some(&id),
+            "sandbox.exec.started",
+            json!({ "command": req.command }),
+        )
+        .await;
+    let r = agent.exec(&req).await?;
+    state
+        .metrics
+        .exec
+        .observe_ms(started.elapsed().as_secs_f64() * 1000.0);
+    state
+        .events
+        .emit_logged(
+            &h.tenant_id,
+            Some(&id),
+            "sandbox.exec.completed",
+            json!({ "exit_code": r.exit_code, "duration_ms": r.duration_ms, "timed_out": r.timed_out }),
+        )
+        .await;
+    Ok(data(json!({
+        "stdout": text(r.stdout.as_slice()),
+        "stderr": text(r.stderr.as_slice()),
+        "exit_code": r.exit_code,
+        "duration_ms": r.duration_ms,
+        "timed_out": r.timed_out,
+        "truncated": r.stdout_truncated || r.stderr_truncated,
+    })))
+}
+
+/// One agent output event as an SSE frame (`None`: nothing to send).
+pub fn output_frame(ev: &OutputEvent) -> Option<axum::response::sse::Event> {
+    match ev {
+        OutputEvent::Output { seq, stream, data } => {
+            let kind = match stream {
+                StreamKind::Stdout => "stdout",
+                StreamKind::Stderr => "stderr",
+            };
+            let chunk = text(data.as_slice());
+            let line = chunk.strip_suffix('\n').unwrap_or(&chunk).to_string();
+            Some(sse::frame(
+                kind,
+                Some(*seq as i64),
+                json!({ "line": line, "data": chunk, "seq": seq }),
+            ))
+        }
+        OutputEvent::Dropped { bytes } => {
+            Some(sse::frame("dropped", None, json!({ "bytes": bytes })))
+        }
+        OutputEvent::Exit {
+            exit_code,
+            signal,
+            timed_out,
+            duration_ms,
+        } => Some(sse::frame(
+            "exit",
+            None,
+            json!({ "exit_code": exit_code, "signal": signal, "timed_out": timed_out, "duration_ms": duration_ms }),
+        )),
+    }
+}
+
+async fn exec_stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ExecBody>,
+) -> ApiResult<impl IntoResponse> {
+    let req = body.validate(state.config.exec_output_cap_bytes)?;
+    let (h, agent) = state.agent(&caller, &id, true).await?;
+    let mut stream = agent.exec_stream(&req).await?;
+    state
+        .events
+        .emit_logged(
+            &h.tenant_id,
+            Some(&id),
+            "sandbox.exec.started",
+            json!({ "command": req.command, "stream": true }),
+        )
+        .await;
+    let core = state.clone();
+    let tenant = h.tenant_id.clone();
+    let events = async_stream(move |tx| async move {
+        let started = Instant::now();
+        if let Some(done) = forward_output(&mut stream, &tx).await {
+            core.metrics
+                .exec
+                .observe_ms(started.elapsed().as_secs_f64() * 1000.0);
+            core.events
+                .emit_logged(&tenant, Some(&id), "sandbox.exec.completed", done)
+                .await;
+        }
+    });
+    Ok(sse::response(events, sse::heartbeat_of(&state)))
+}
+
+/// The sending side of an SSE stream made by [`async_stream`].
+pub type FrameSender = tokio::sync::mpsc::Sender<Result<axum::response::sse::Event, Infallible>>;
+
+/// Forwards agent output as SSE frames until the exit frame (whose
+/// `{exit_code, duration_ms, timed_out}` is returned), an agent failure
+/// (sent as an `error` frame), or the client leaving. A quiet process sends
+/// nothing for a long time, so a client that left is noticed at once.
+pub async fn forward_output(
+    output: &mut NdjsonStream<OutputEvent>,
+    tx: &FrameSender,
+) -> Option<serde_json::Value> {
+    loop {
+        let item = tokio::select! {
+            item = output.next() => item,
+            _ = tx.closed() => return None,
+        };
+        match item? {
+            Ok(ev) => {
+                let exit = match &ev {
+                    OutputEvent::Exit {
+                        exit_code,
+                        timed_out,
+                        duration_ms,
+                        ..
+                    } => Some(json!({
+                        "exit_code": exit_code,
+                        "duration_ms": duration_ms,
+                        "timed_out": timed_out,
+                    })),
+                    _ => None,
+                };
+                if let Some(f) = output_frame(&ev) {
+                    if tx.send(Ok(f)).await.is_err() {
+                        return None;
+                    }
+                }
+                if exit.is_some() {
+                    return exit;
+                }
+            }
+            Err(e) => {
+                let err = ApiError::from(e);
+                let _ = tx
+                    .send(Ok(sse::frame(
+                        "error",
+                        None,
+                        json!({ "code": err.code, "message": err.message }),
+                    )))
+                    .await;
+                return None;
+            }
+        }
+    }
+}
+
+/// A stream fed by a task through a bounded channel: the task stops when
+/// the client goes away (send fails).
+pub fn async_stream<F, Fut>(
+    f: F,
+) -> tokio_stream::wrappers::ReceiverStream<Result<axum::response::sse::Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<axum::response::sse::Event, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_body_validation() {
+        let b: ExecBody = serde_json::from_value(json!({"command": "echo hi"})).expect("body");
+        let r = b.validate(1024).expect("valid");
+        assert_eq!(r.timeout_ms, Some(60_000));
+        let b: ExecBody =
+            serde_json::from_value(json!({"command": "", "timeout": 0, "stdin_base64": "!!"}))
+                .expect("body");
+        let e = b.validate(1024).expect_err("invalid");
+        let fields: Vec<&str> = e.details.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(fields, ["command", "timeout", "stdin_base64"]);
+    }
+}

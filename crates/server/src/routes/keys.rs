@@ -1,0 +1,95 @@
+//! `/api-keys`: list, create (the plain key is answered once), revoke.
+//! An admin key may create keys for another tenant (`tenant_id`); every
+//! other key only for its own.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{data, ApiJson, AppState};
+use crate::core::clock::rfc3339;
+use crate::core::keys::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::model::ApiKeyRecord;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api-keys", get(list).post(create))
+        .route("/api-keys/{id}", delete(revoke))
+}
+
+fn view(k: &ApiKeyRecord) -> serde_json::Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "tenant_id": k.tenant_id,
+        "admin": k.admin,
+        "created_at": rfc3339(k.created_at),
+    })
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<impl IntoResponse> {
+    let keys = state.list_api_keys(&caller).await?;
+    Ok(data(keys.iter().map(view).collect::<Vec<_>>()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CreateKeyBody {
+    pub name: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+fn valid_tenant(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 64
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateKeyBody>,
+) -> ApiResult<impl IntoResponse> {
+    let name = body.name.unwrap_or_else(|| "key".into());
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::field("name", "must be 1-128 characters"));
+    }
+    let tenant = match body.tenant_id.filter(|t| *t != caller.tenant_id) {
+        None => caller.tenant_id.clone(),
+        Some(_) if !caller.admin => {
+            return Err(ApiError::forbidden(
+                "only an admin key can create keys for another tenant",
+            ))
+        }
+        Some(t) if !valid_tenant(&t) => {
+            return Err(ApiError::field(
+                "tenant_id",
+                "letters, digits, _ and -, at most 64",
+            ))
+        }
+        Some(t) => t,
+    };
+    let new = state.create_api_key(&tenant, &name, false).await?;
+    let mut v = view(&new.record);
+    v["key"] = json!(new.key);
+    Ok((StatusCode::CREATED, data(v)))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    if id == caller.key_id {
+        return Err(ApiError::conflict("conflict", "a key cannot revoke itself"));
+    }
+    state.revoke_api_key(&caller, &id).await?;
+    Ok(data(json!({ "id": id, "revoked": true })))
+}

@@ -1,0 +1,269 @@
+//! The REST API of API.md: one file per resource, handlers that extract,
+//! validate, call one `Core` operation and convert the result. This module
+//! builds the router and owns the cross-cutting layers: request ids,
+//! metrics, authentication, idempotency, and the JSON extractor that turns
+//! every bad body into the error envelope.
+
+pub mod env;
+pub mod events;
+pub mod exec;
+pub mod files;
+pub mod idempotency;
+pub mod keys;
+pub mod openapi;
+pub mod processes;
+pub mod request_id;
+pub mod sandboxes;
+pub mod sse;
+pub mod system;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::core::keys::Caller;
+use crate::core::Core;
+use crate::error::{ApiError, FieldError};
+
+pub type AppState = Arc<Core>;
+
+/// The whole HTTP application.
+pub fn router(core: AppState) -> Router {
+    let api = Router::new()
+        .merge(sandboxes::routes())
+        .merge(exec::routes())
+        .merge(processes::routes())
+        .merge(files::routes())
+        .merge(env::routes())
+        .merge(events::routes())
+        .merge(keys::routes())
+        .merge(system::authed_routes())
+        .route_layer(middleware::from_fn_with_state(
+            core.clone(),
+            idempotency::layer,
+        ))
+        .route_layer(middleware::from_fn_with_state(core.clone(), authenticate));
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(system::public_routes())
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(middleware::from_fn_with_state(core.clone(), observe))
+        .layer(middleware::from_fn(request_id::layer))
+        // Bodies are limited where they are read (ApiJson, raw uploads).
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(core)
+}
+
+/// Records the request's duration under its route template.
+async fn observe(State(core): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    core.metrics
+        .observe_request(&method, &route, resp.status().as_u16(), ms);
+    tracing::debug!(%method, %route, status = resp.status().as_u16(), ms, "request");
+    resp
+}
+
+/// `Authorization: Bearer hk_...` (or `X-API-Key`) to a [`Caller`] in the
+/// request's extensions; 401 without a valid key.
+async fn authenticate(State(core): State<AppState>, mut req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let key = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(|s| s.trim().to_string());
+    let Some(key) = key else {
+        return ApiError::unauthorized("missing API key (Authorization: Bearer <key>)")
+            .into_response();
+    };
+    match core.authenticate(&key).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("missing API key"))
+    }
+}
+
+/// A JSON body: size-limited (413), parsed with the path of the first bad
+/// field (422 naming it), syntax errors 400. An empty body is `{}`, so
+/// routes whose fields are all optional accept no body at all. Unknown
+/// fields are ignored (API.md).
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.config.max_json_body_bytes;
+        let bytes = read_limited(req.into_body(), limit).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Reads a whole body, refusing (413) past `limit` bytes without reading
+/// the rest.
+pub async fn read_limited(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::too_large(limit))
+        }
+        Err(e) => Err(ApiError::bad_request(format!("read request body: {e}"))),
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::bad_request(format!("malformed JSON: {inner}"));
+        }
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        // serde's message carries "at line 1 column 9"; the field says where.
+        let msg = inner.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        ApiError::validation(vec![FieldError::new(field, msg)])
+    })
+}
+
+/// `{"data": value}`.
+pub fn data<T: Serialize>(value: T) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "data": value }))
+}
+
+/// `{"data": [...], "page": {page, page_size, total}}`.
+pub fn page<T: Serialize>(
+    items: Vec<T>,
+    page: u32,
+    page_size: u32,
+    total: u64,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "data": items,
+        "page": { "page": page, "page_size": page_size, "total": total },
+    }))
+}
+
+/// `page` and `page_size` from a query, checked against API.md's limits.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PageQuery {
+    pub page: Option<String>,
+    pub page_size: Option<String>,
+}
+
+pub fn parse_page(
+    page: Option<&str>,
+    page_size: Option<&str>,
+) -> Result<crate::store::Page, ApiError> {
+    let mut bad = Vec::new();
+    let page_n = match page {
+        None | Some("") => 1,
+        Some(p) => match p.parse::<u32>() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                bad.push(FieldError::new("page", "must be an integer >= 1"));
+                1
+            }
+        },
+    };
+    let size = match page_size {
+        None | Some("") => 20,
+        Some(p) => match p.parse::<u32>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => {
+                bad.push(FieldError::new("page_size", "must be an integer 1-100"));
+                20
+            }
+        },
+    };
+    if bad.is_empty() {
+        Ok(crate::store::Page {
+            page: page_n,
+            page_size: size,
+        })
+    } else {
+        Err(ApiError::validation(bad))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        cpu_count: Option<u32>,
+        name: Option<String>,
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = parse_json::<Body>(br#"{"cpu_count": "two"}"#).expect_err("type error");
+        assert_eq!(e.status, http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.details[0].field, "cpu_count");
+        let e = parse_json::<Body>(br#"{"cpu_count": 1"#).expect_err("syntax");
+        assert_eq!(e.status, http::StatusCode::BAD_REQUEST);
+        let ok = parse_json::<Body>(b"").expect("empty is {}");
+        assert!(ok.cpu_count.is_none());
+        let ok =
+            parse_json::<Body>(br#"{"auto_start": true, "name": "x"}"#).expect("unknown ignored");
+        assert_eq!(ok.name.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn pages_are_checked() {
+        let p = parse_page(None, None).expect("defaults");
+        assert_eq!((p.page, p.page_size), (1, 20));
+        let e = parse_page(Some("0"), Some("101")).expect_err("both bad");
+        assert_eq!(e.details.len(), 2);
+    }
+}

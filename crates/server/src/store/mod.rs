@@ -1,0 +1,159 @@
+//! Everything that must survive a restart lives behind [`Store`]: tenants,
+//! API keys, sandboxes, the event log, idempotent responses and usage
+//! intervals. [`SqliteStore`] is the implementation (one file in the data
+//! directory, WAL, migrations at start); the trait is the seam for a
+//! Postgres store later and for fakes in tests.
+
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+use crate::model::{ApiKeyRecord, EventRecord, SandboxRecord, SandboxState, UsageInterval};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("open store {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrate store")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("store query")]
+    Query(#[from] sqlx::Error),
+    #[error("corrupt {what} in store")]
+    Corrupt {
+        what: &'static str,
+        #[source]
+        source: Option<serde_json::Error>,
+    },
+    /// A uniqueness rule was broken (a live sandbox name, an idempotency key).
+    #[error("{0} already exists")]
+    Duplicate(&'static str),
+}
+
+/// Which sandboxes a list returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxFilter {
+    pub state: Option<SandboxState>,
+    /// Every tag must be present.
+    pub tags: Vec<String>,
+    pub external_workspace_id: Option<String>,
+    pub external_user_id: Option<String>,
+    pub external_project_id: Option<String>,
+    pub template_id: Option<String>,
+}
+
+/// A page request: 1-based page number and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: u32,
+    pub page_size: u32,
+}
+
+impl Page {
+    pub fn offset(self) -> u64 {
+        u64::from(self.page.saturating_sub(1)) * u64::from(self.page_size)
+    }
+}
+
+/// A stored response to an idempotent mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentResponse {
+    /// Method, path and body hash of the first request.
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// A new event before the store gives it its sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: String,
+    pub tenant_id: String,
+    pub sandbox_id: Option<String>,
+    pub kind: String,
+    pub ts: i64,
+    pub data: serde_json::Value,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    // Tenants and keys.
+    async fn ensure_tenant(&self, id: &str, name: &str, now: i64) -> StoreResult<()>;
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
+    async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    async fn list_api_keys(&self, tenant_id: &str) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Marks a key revoked; false when the tenant has no such live key.
+    async fn revoke_api_key(&self, tenant_id: &str, id: &str, now: i64) -> StoreResult<bool>;
+    async fn count_api_keys(&self) -> StoreResult<u64>;
+
+    // Sandboxes.
+    async fn insert_sandbox(&self, s: &SandboxRecord) -> StoreResult<()>;
+    async fn update_sandbox(&self, s: &SandboxRecord) -> StoreResult<()>;
+    async fn get_sandbox(&self, id: &str) -> StoreResult<Option<SandboxRecord>>;
+    async fn sandbox_by_name(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> StoreResult<Option<SandboxRecord>>;
+    async fn list_sandboxes(
+        &self,
+        tenant_id: &str,
+        filter: &SandboxFilter,
+        page: Page,
+    ) -> StoreResult<(Vec<SandboxRecord>, u64)>;
+    /// Every sandbox not destroyed, of every tenant (recovery at start).
+    async fn live_sandboxes(&self) -> StoreResult<Vec<SandboxRecord>>;
+
+    // Events.
+    async fn append_event(&self, e: &NewEvent) -> StoreResult<EventRecord>;
+    /// Events of a tenant (one sandbox's, when given) after `after_seq`.
+    async fn events_after(
+        &self,
+        tenant_id: &str,
+        sandbox_id: Option<&str>,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>>;
+
+    // Idempotency.
+    async fn idempotent_response(
+        &self,
+        tenant_id: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotentResponse>>;
+    /// Stores the first response under a key; `Duplicate` if one exists.
+    async fn put_idempotent_response(
+        &self,
+        tenant_id: &str,
+        key: &str,
+        resp: &IdempotentResponse,
+    ) -> StoreResult<()>;
+    /// Forgets responses created before `before`.
+    async fn prune_idempotency(&self, before: i64) -> StoreResult<u64>;
+
+    // Usage.
+    /// Closes the sandbox's open interval (if any) at `at` and opens `next`.
+    async fn switch_usage(
+        &self,
+        sandbox_id: &str,
+        at: i64,
+        next: Option<&UsageInterval>,
+    ) -> StoreResult<()>;
+    /// Intervals of a tenant (one sandbox's, when given) that overlap
+    /// `[from, to)`.
+    async fn usage_intervals(
+        &self,
+        tenant_id: &str,
+        sandbox_id: Option<&str>,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<UsageInterval>>;
+}

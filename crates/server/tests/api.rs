@@ -1,0 +1,866 @@
+//! Router and lifecycle tests against the real server with agents in
+//! place of VMs (see `common`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use serde_json::{json, Value};
+
+async fn body(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let v = resp.json().await.unwrap_or(Value::Null);
+    (status, v)
+}
+
+#[tokio::test]
+async fn create_exec_destroy() {
+    let srv = TestServer::start().await;
+    let sbx = srv
+        .create_sandbox(json!({"env": {"GREETING": "hi"}, "tags": ["t1"]}))
+        .await;
+    let id = sbx["id"].as_str().expect("id").to_string();
+    assert!(id.starts_with("sbx_"));
+    assert_eq!(sbx["state"], "running");
+    assert_eq!(sbx["status"], "running");
+    assert_eq!(sbx["boot_path"], "cold");
+    assert!(sbx["boot_ms"].as_u64().is_some());
+    assert_eq!(sbx["env_keys"], json!(["GREETING"]));
+    let remaining = sbx["timeout_remaining_ms"].as_i64().expect("remaining");
+    assert!(remaining > 290_000 && remaining <= 300_000, "{remaining}");
+
+    let (st, v) = body(
+        srv.client
+            .post(srv.url(&format!("/api/v1/sandboxes/{id}/exec")))
+            .json(&json!({"command": "echo $GREETING; echo err >&2; exit 3"}))
+            .send()
+            .await
+            .expect("exec"),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["stdout"], "hi\n");
+    assert_eq!(v["data"]["stderr"], "err\n");
+    assert_eq!(v["data"]["exit_code"], 3);
+    assert_eq!(v["data"]["timed_out"], false);
+
+    let (st, v) = body(
+        srv.client
+            .post(srv.url(&format!("/api/v1/sandboxes/{id}/exec")))
+            .json(&json!({"command": "sleep 5", "timeout": 1}))
+            .send()
+            .await
+            .expect("exec"),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["timed_out"], true);
+    assert_eq!(v["data"]["exit_code"], -1);
+
+    // Streamed exec: stdout frames then an exit frame.
+    let text = srv
+        .client
+        .post(srv.url(&format!("/api/v1/sandboxes/{id}/exec/stream")))
+        .json(&json!({"command": "echo one; echo two"}))
+        .send()
+        .await
+        .expect("stream")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("event: stdout"), "{text}");
+    assert!(text.contains("\"line\":\"one"), "{text}");
+    assert!(text.contains("event: exit"), "{text}");
+    assert!(text.contains("\"exit_code\":0"), "{text}");
+
+    let (st, v) = body(
+        srv.client
+            .delete(srv.url(&format!("/api/v1/sandboxes/{id}")))
+            .send()
+            .await
+            .expect("delete"),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(v["data"]["state"], "destroyed");
+    assert!(v["data"]["destroyed_at"].is_string());
+    // Idempotent, and the id stays readable.
+    let (st, v) = body(
+        srv.client
+            .delete(srv.url(&format!("/api/v1/sandboxes/{id}")))
+            .send()
+            .await
+            .expect("delete"),
+    )
+    .await;
+    assert_eq!((st, v["data"]["state"].clone()), (200, json!("destroyed")));
+    let (st, v) = body(
+        srv.client
+            .post(srv.url(&format!("/api/v1/sandboxes/{id}/exec")))
+            .json(&json!({"command": "true"}))
+            .send()
+            .await
+            .expect("exec"),
+    )
+    .await;
+    assert_eq!(st, 409);
+    assert_eq!(v["error"]["code"], "sandbox_not_running");
+
+    // Events were recorded in order.
+    let (st, v) = body(
+        srv.client
+            .get(srv.url(&format!("/api/v1/sandboxes/{id}/events")))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("events"),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let kinds: Vec<&str> = v["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"sandbox.created"));
+    assert_eq!(kinds.get(1), Some(&"sandbox.running"));
+    assert!(kinds.contains(&"sandbox.exec.completed"));
+    assert_eq!(kinds.last(), Some(&"sandbox.destroyed"));
+}
+
+#[tokio::test]
+async fn auth_and_tenants() {
+    let srv = TestServer::start().await;
+    let anon = reqwest::Client::new();
+    let (st, v) = body(
+        anon.get(srv.url("/api/v1/sandboxes"))
+            .send()
+            .await
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(st, 401);
+    assert_eq!(v["error"]["code"], "unauthorized");
+    assert!(v["error"]["request_id"]
+        .as_str()
+        .expect("rid")
+        .starts_with("req_"));
+    let (st, _) = body(
+        srv.client_with("hk_notakey")
+            .get(srv.url("/api/v1/sandboxes"))
+            .send()
+            .await
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(st, 401);
+    let (st, v) = body(anon.get(srv.url("/healthz")).send().await.expect("req")).await;
+    assert_eq!((st, v["status"].clone()), (200, json!("ok")));
+
+    // A second tenant's key.
+    let (st, v) = body(
+        srv.client
+            .post(srv.url("/api/v1/api-keys"))
+            .json(&json!({"name": "other", "tenant_id": "ten_other"}))
+            .send()
+            .await
+            .expect("key"),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let other_key = v["data"]["key"].as_str().expect("key").to_string();
+    assert!(other_key.starts_with("hk_"));
+    let other = srv.client_with(&other_key);
+
+    let sbx = srv.create_sandbox(json!({})).await;
+    let id = sbx["id"].as_str().expect("id");
+    for (method, path) in [
+        ("GET", format!("/api/v1/sandboxes/{id}")),
+        ("DELETE", format!("/api/v1/sandboxes/{id}")),
+        ("POST", format!("/api/v1/sandboxes/{id}/exec")),
+        ("POST", format!("/api/v1/sandboxes/{id}/pause")),
+    ] {
+        let req = match method {
+            "GET" => other.get(srv.url(&path)),
+            "DELETE" => other.delete(srv.url(&path)),
+            _ => other.post(srv.url(&path)).json(&json!({"command": "true"})),
+        };
+        let (st, v) = body(req.send().await.expect("req")).await;
+        assert_eq!(st, 404, "{method} {path}: {v}");
+    }
+    let (_, v) = body(
+        other
+            .get(srv.url("/api/v1/sandboxes"))
+            .send()
+            .await
+            .expect("list"),
+    )
+    .await;
+    assert_eq!(v["page"]["total"], 0);
+    // The other tenant cannot mint keys elsewhere.
+    let (st, _) = body(
+        other
+            .post(srv.url("/api/v1/api-keys"))
+            .json(&json!({"tenant_id": "ten_default"}))
+            .send()
+            .await
+            .expect("key"),
+    )
+    .await;
+    assert_eq!(st, 403);
+    // Revoked keys stop working at once.
+    let (_, v) = body(
+        other
+            .get(srv.url("/api/v1/api-keys"))
+            .send()
+            .await
+            .expect("keys"),
+    )
+    .await;
+    let key_id = v["data"][0]["id"].as_str().expect("key id").to_string();
+    let (st, _) = body(
+        srv.client
+            .delete(srv.url(&format!("/api/v1/api-keys/{key_id}")))
+            .send()
+            .await
+            .expect("revoke"),
+    )
+    .await;
+    assert_eq!(st, 404, "admin of another tenant does not see the key");
+    let second = {
+        let (_, v) = body(
+            other
+                .post(srv.url("/api/v1/api-keys"))
+                .json(&json!({"name": "second"}))
+                .send()
+                .await
+                .expect("key"),
+        )
+        .await;
+        v["data"]["key"].as_str().expect("key").to_string()
+    };
+    let (st, _) = body(
+        srv.client_with(&second)
+            .delete(srv.url(&format!("/api/v1/api-keys/{key_id}")))
+            .send()
+            .await
+            .expect("revoke"),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, _) = body(
+        other
+            .get(srv.url("/api/v1/sandboxes"))
+            .send()
+            .await
+            .expect("list"),
+    )
+    .await;
+    assert_eq!(st, 401);
+}
+
+#[tokio::test]
+async fn validation_errors_name_fields() {
+    let srv = TestServer::start().await;
+    let (st, v) = body(
+        srv.client
+            .post(srv.url("/api/v1/sandboxes"))
+            .json(&json!({"cpu_count": 99, "memory_mb": "lots", "template_id": "minimal"}))
+            .send()
+            .await
+            .expect("create"),
+    )
+    .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["code"], "validation_error");
+    assert_eq!(v["error"]["details"][0]["field"], "memory_mb");
+
+    let (st, v) = body(
+        srv.client
+            .post(srv.url("/api/v1/sandboxes"))
+            .json(&json!({"cpu_count": 99, "timeout_sec": 0, "template_id": "minimal"}))
+            .send()
+            .await
+            .expect("create"),
+    )
+    .await;
+    assert_eq!(st, 422);
+    let fields: Vec<&str> = v["error"]["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .filter_map(|d| d["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["cpu_count", "timeout_sec"]);
+
+    let (st, v) = body(
+        srv.client
+            .post(srv.url("/api/v1/sandboxes"))
+            .json(&json!({"template_id": "nope"}))
+            .send()
+            .await
+            .expect("create"),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["details"][0]["field"].clone()),
+        (422, json!("template_id"))
+    );
+
+    // Unknown fields are ignored (MIOSA clients send extras).
+    let sbx = srv
+        .create_sandbox(json!({"auto_start": true, "region": "eu", "size": "xs"}))
+        .await;
+    assert_eq!(sbx["memory_mb"], 512);
+
+    // Malformed JSON and oversized bodies.
+    let (st, v) = body(
+        srv.client
+            .post(srv.url("/api/v1/sandboxes"))
+            .header("content-type", "application/json")
+            .body("{\"cpu_count\": ")
+            .send()
+            .await
+            .expect("create"),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (400, json!("bad_request"))
+    );
+    let big = vec![b' '; 65 << 20];
+    let (st, v) = body(
+        srv.client
+            .post(srv.url("/api/v1/sandboxes"))
+            .header("content-type", "application/json")
+            .body(big)
+            .send()
+            .await
+            .expect("create"),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (413, json!("payload_too_large"))
+    );
+    // The server is still healthy.
+    let (st, _) = body(
+        srv.client
+            .get(srv.url("/healthz"))
+            .send()
+            .await
+            .expect("health"),
+    )
+    .await;
+    assert_eq!(st, 200);
+
+    let (st, v) = body(
+        srv.client
+            .get(srv.url("/api/v1/sandboxes/sbx_doesnotexist"))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (404, json!("sandbox_not_found"))
+    );
+    let (st, _) = body(
+        srv.client
+            .get(srv.url("/api/v1/sandboxes?page_size=500"))
+            .send()
+            .await
+            .expect("list"),
+    )
+    .await;
+    assert_eq!(st, 422);
+}
+
+#[tokio::test]
+async fn list_filters_pages_and_names() {
+    let srv = TestServer::start().await;
+    for i in 0..5 {
+        let tags = if i % 2 == 0 {
+            json!(["even", "x"])
+        } else {
+            json!(["odd"])
+        };
+        srv.create_sandbox(json!({
+            "name": format!("box-{i}"),
+            "tags": tags,
+            "external_workspace_id": if i < 2 { "ws1" } else { "ws2" },
+            "always_on": true,
+        }))
+        .await;
+    }
+    let get = |q: &str| {
+        srv.client
+            .get(srv.url(&format!("/api/v1/sandboxes?{q}")))
+            .send()
+    };
+    let (_, v) = body(get("tags=even,x").await.expect("list")).await;
+    assert_eq!(v["page"]["total"], 3);
+    let (_, v) = body(get("external_workspace_id=ws1").await.expect("list")).await;
+    assert_eq!(v["page"]["total"], 2);
+    let (_, v) = body(get("page=2&page_size=2").await.expect("list")).await;
+    assert_eq!(v["data"].as_array().expect("list").len(), 2);
+    assert_eq!(v["page"], json!({"page": 2, "page_size": 2, "total": 5}));
+    let (_, v) = body(
+        get("state=running&template_id=minimal")
+            .await
+            .expect("list"),
+    )
+    .await;
+    assert_eq!(v["page"]["total"], 5);
+    assert!(v["data"][0]["timeout_remaining_ms"].is_null(), "always_on");
+
+    let (st, v) = body(
+        srv.client
+            .get(srv.url("/api/v1/sandboxes/by-name/box-3"))
+            .send()
+            .await
+            .expect("by name"),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let id = v["data"]["id"].as_str().expect("id").to_string();
+    // Names are unique among live sandboxes.
+    let (st, v) = body(
+        srv.client
+            .post(srv.url("/api/v1/sandboxes"))
+            .json(&json!({"name": "box-3", "template_id": "minimal"}))
+            .send()
+            .await
+            .expect("create"),
+    )
+    .await;
+    assert_eq!(st, 409, "{v}");
+
+    // PATCH: mutable fields change, external ids do not.
+    let (st, v) = body(
+        srv.client
+            .patch(srv.url(&format!("/api/v1/sandboxes/{id}")))
+            .json(&json!({"name": "renamed", "metadata": {"k": "v"}, "always_on": false, "timeout_sec": 60}))
+            .send()
+            .await
+            .expect("patch"),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["name"], "renamed");
+    assert_eq!(v["data"]["metadata"]["k"], "v");
+    let remaining = v["data"]["timeout_remaining_ms"]
+        .as_i64()
+        .expect("remaining");
+    assert!(remaining <= 60_000 && remaining > 55_000, "{remaining}");
+    let (st, v) = body(
+        srv.client
+            .patch(srv.url(&format!("/api/v1/sandboxes/{id}")))
+            .json(&json!({"external_workspace_id": "ws9"}))
+            .send()
+            .await
+            .expect("patch"),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["details"][0]["field"].clone()),
+        (422, json!("external_workspace_id"))
+    );
+
+    // Extend resets the deadline.
+    let (st, v) = body(
+        srv.client
+            .post(srv.url(&format!("/api/v1/sandboxes/{id}/extend")))
+            .json(&json!({"timeout_sec": 600}))
+            .send()
+            .await
+            .expect("extend"),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(
+        v["data"]["timeout_remaining_ms"]
+            .as_i64()
+            .expect("remaining")
+            > 595_000
+    );
+    let (_, v) = body(
+        srv.client
+            .get(srv.url(&format!("/api/v1/sandboxes/{id}/readiness")))
+            .send()
+            .await
+            .expect("ready"),
+    )
+    .await;
+    assert_eq!(v["data"], json!({"ready": true, "state": "running"}));
+}
+
+#[tokio::test]
+async fn idempotency_replays_and_conflicts() {
+    let srv = TestServer::start().await;
+    let send = |key: &'static str, body: Value| {
+        srv.client
+            .post(srv.url("/api/v1/sandboxes"))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let b = json!({"template_id": "minimal", "name": "idem"});
+    // Concurrent duplicates create one sandbox.
+    let (r1, r2) = tokio::join!(send("k1", b.clone()), send("k1", b.clone()));
+    let (s1, v1) = body(r1.expect("1")).await;
+    let (s2, v2) = body(r2.expect("2")).await;
+    assert_eq!((s1, s2), (201, 201), "{v1} {v2}");
+    assert_eq!(v1["data"]["id"], v2["data"]["id"]);
+    let (_, list) = body(
+        srv.client
+            .get(srv.url("/api/v1/sandboxes"))
+            .send()
+            .await
+            .expect("list"),
+    )
+    .await;
+    assert_eq!(list["page"]["total"], 1);
+    // Same key, different body.
+    let (st, v) = body(
+        send("k1", json!({"template_id": "minimal"}))
+            .await
+            .expect("3"),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (409, json!("idempotency_key_reused"))
+    );
+    // The key in the body works too.
+    let b2 = json!({"template_id": "minimal", "idempotency_key": "k2"});
+    let (_, a) = body(
+        srv.client
+            .post(srv.url("/api/v1/sandboxes"))
+            .json(&b2)
+            .send()
+            .await
+            .expect("a"),
+    )
+    .await;
+    let (_, c) = body(
+        srv.client
+            .post(srv.url("/api/v1/sandboxes"))
+            .json(&b2)
+            .send()
+            .await
+            .expect("b"),
+    )
+    .await;
+    assert_eq!(a["data"]["id"], c["data"]["id"]);
+}
+
+async fn wait_state(srv: &TestServer, id: &str, want: &str, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (_, v) = body(
+            srv.client
+                .get(srv.url(&format!("/api/v1/sandboxes/{id}")))
+                .send()
+                .await
+                .expect("get"),
+        )
+        .await;
+        if v["data"]["state"] == want {
+            return v["data"].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never became {want}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn timeouts_and_idle_timeouts_fire() {
+    let srv = TestServer::start().await;
+    let a = srv.create_sandbox(json!({"timeout_sec": 1})).await;
+    let b = srv
+        .create_sandbox(json!({"timeout_sec": 1, "persistent": true}))
+        .await;
+    let c = srv
+        .create_sandbox(json!({"idle_timeout_sec": 2, "timeout_sec": 600}))
+        .await;
+    let d = srv
+        .create_sandbox(json!({"timeout_sec": 1, "always_on": true}))
+        .await;
+    let id = |v: &Value| v["id"].as_str().expect("id").to_string();
+    wait_state(&srv, &id(&a), "destroyed", Duration::from_secs(5)).await;
+    let paused = wait_state(&srv, &id(&b), "paused", Duration::from_secs(5)).await;
+    assert!(paused["paused_at"].is_string());
+    // Activity keeps c awake past its idle timeout.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (st, _) = body(
+            srv.client
+                .post(srv.url(&format!("/api/v1/sandboxes/{}/exec", id(&c))))
+                .json(&json!({"command": "true"}))
+                .send()
+                .await
+                .expect("exec"),
+        )
+        .await;
+        assert_eq!(st, 200, "idle timeout fired despite activity");
+    }
+    wait_state(&srv, &id(&c), "paused", Duration::from_secs(5)).await;
+    let (_, v) = body(
+        srv.client
+            .get(srv.url(&format!("/api/v1/sandboxes/{}", id(&d))))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(v["data"]["state"], "running", "always_on never times out");
+
+    // Resume a paused sandbox: snapshot boot path, exec works again.
+    let (st, v) = body(
+        srv.client
+            .post(srv.url(&format!("/api/v1/sandboxes/{}/resume", id(&b))))
+            .send()
+            .await
+            .expect("resume"),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["boot_path"], "snapshot");
+    let (_, v) = body(
+        srv.client
+            .get(srv.url(&format!("/api/v1/sandboxes/{}/events", id(&b))))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("events"),
+    )
+    .await;
+    let kinds: Vec<&str> = v["data"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(kinds.contains(&"sandbox.timeout"), "{kinds:?}");
+    assert!(kinds.contains(&"sandbox.paused"), "{kinds:?}");
+    assert!(kinds.contains(&"sandbox.resumed"), "{kinds:?}");
+
+    // Usage: b ran, was paused, runs again.
+    let (st, v) = body(
+        srv.client
+            .get(srv.url(&format!("/api/v1/sandboxes/{}/usage", id(&b))))
+            .send()
+            .await
+            .expect("usage"),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        v["data"]["runtime_sec"].as_f64().expect("runtime") >= 1.0,
+        "{v}"
+    );
+    assert!(
+        v["data"]["paused_disk_mb_ms"].as_u64().expect("disk") > 0,
+        "{v}"
+    );
+    let (st, v) = body(
+        srv.client
+            .get(srv.url("/api/v1/usage?group_by=sandbox_id"))
+            .send()
+            .await
+            .expect("usage"),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["groups"].as_array().expect("groups").len(), 4);
+}
+
+#[tokio::test]
+async fn concurrent_pauses_are_serialized_and_dead_vms_become_errors() {
+    let srv = TestServer::start().await;
+    let sbx = srv.create_sandbox(json!({})).await;
+    let id = sbx["id"].as_str().expect("id").to_string();
+    let pause = || {
+        srv.client
+            .post(srv.url(&format!("/api/v1/sandboxes/{id}/pause")))
+            .send()
+    };
+    let (a, b) = tokio::join!(pause(), pause());
+    let (sa, va) = body(a.expect("a")).await;
+    let (sb, vb) = body(b.expect("b")).await;
+    assert_eq!((sa, sb), (200, 200), "{va} {vb}");
+    assert_eq!(va["data"]["state"], "paused");
+    assert_eq!(vb["data"]["state"], "paused");
+    let (st, v) = body(
+        srv.client
+            .post(srv.url(&format!("/api/v1/sandboxes/{id}/exec")))
+            .json(&json!({"command": "true"}))
+            .send()
+            .await
+            .expect("exec"),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (409, json!("sandbox_not_running"))
+    );
+    let (st, v) = body(
+        srv.client
+            .post(srv.url(&format!("/api/v1/sandboxes/{id}/resume")))
+            .send()
+            .await
+            .expect("resume"),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+
+    // Kill the "VMM" (the fake VM is the agent process: the command's
+    // parent): the sandbox goes to error within 2 s.
+    let _ = srv
+        .client
+        .post(srv.url(&format!("/api/v1/sandboxes/{id}/exec")))
+        .json(&json!({"command": "kill -9 $PPID"}))
+        .send()
+        .await;
+    let errored = wait_state(&srv, &id, "error", Duration::from_secs(2)).await;
+    assert!(
+        errored["metadata"]["last_error"]
+            .as_str()
+            .expect("last_error")
+            .contains("exited unexpectedly"),
+        "{errored}"
+    );
+}
+
+#[tokio::test]
+async fn event_stream_resumes_from_last_event_id() {
+    let srv = TestServer::start().await;
+    let sbx = srv.create_sandbox(json!({})).await;
+    let id = sbx["id"].as_str().expect("id").to_string();
+    // Read the first frames of the live tenant-wide stream.
+    let resp = srv
+        .client
+        .get(srv.url("/api/v1/events/stream?types=sandbox.*"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut seen = String::new();
+    use futures_util::StreamExt;
+    while !seen.contains("sandbox.running") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("frame in time")
+            .expect("chunk")
+            .expect("bytes");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let created_id: i64 = seen
+        .lines()
+        .skip_while(|l| *l != "event: sandbox.created")
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("id line")
+        .parse()
+        .expect("seq");
+    drop(stream);
+    // Resume after the created event: the next frame is running.
+    let resp = srv
+        .client
+        .get(srv.url(&format!("/api/v1/sandboxes/{id}/events")))
+        .header("last-event-id", created_id.to_string())
+        .send()
+        .await
+        .expect("stream");
+    let mut stream = resp.bytes_stream();
+    let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("frame")
+        .expect("chunk")
+        .expect("bytes");
+    let text = String::from_utf8_lossy(&chunk);
+    assert!(text.starts_with("event: sandbox.running"), "{text}");
+    assert!(text.contains("\"type\":\"sandbox.running\""), "{text}");
+}
+
+#[tokio::test]
+async fn timers_follow_a_controlled_clock() {
+    use hearth_server::core::clock::{Clock, ManualClock};
+    let clock = std::sync::Arc::new(ManualClock::new(1_700_000_000_000));
+    let srv = TestServer::start_with_clock(clock.clone() as std::sync::Arc<dyn Clock>).await;
+    let a = srv.create_sandbox(json!({"timeout_sec": 3600})).await;
+    let b = srv
+        .create_sandbox(json!({"timeout_sec": 3600, "idle_timeout_sec": 600}))
+        .await;
+    let id = |v: &Value| v["id"].as_str().expect("id").to_string();
+    assert_eq!(a["timeout_remaining_ms"], 3_600_000, "exact at creation");
+    // Ten minutes pass: b idles out, a has exactly 50 minutes left.
+    clock.advance(600_000);
+    srv.core.timers.poke();
+    wait_state(&srv, &id(&b), "paused", Duration::from_secs(5)).await;
+    let (_, v) = body(
+        srv.client
+            .get(srv.url(&format!("/api/v1/sandboxes/{}", id(&a))))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(v["data"]["timeout_remaining_ms"], 3_000_000);
+    assert_eq!(v["data"]["state"], "running");
+    // The rest of the hour: a is destroyed.
+    clock.advance(3_000_000);
+    srv.core.timers.poke();
+    wait_state(&srv, &id(&a), "destroyed", Duration::from_secs(5)).await;
+
+    // Metrics saw all of it.
+    let text = reqwest::get(srv.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("hearth_sandboxes{state=\"paused\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hearth_sandboxes{state=\"destroyed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hearth_boot_duration_seconds_count 2"),
+        "{text}"
+    );
+    assert!(text.contains("route=\"/api/v1/sandboxes\""), "{text}");
+}
+
+#[tokio::test]
+async fn sse_streams_send_heartbeats() {
+    let srv = TestServer::start_with(|c| c.sse_heartbeat_ms = 200).await;
+    let resp = srv
+        .client
+        .get(srv.url("/api/v1/events/stream?types=nothing.*"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(
+        resp.headers()["content-type"].to_str().expect("ct"),
+        "text/event-stream"
+    );
+    use futures_util::StreamExt;
+    let mut s = resp.bytes_stream();
+    let chunk = tokio::time::timeout(Duration::from_secs(3), s.next())
+        .await
+        .expect("heartbeat in time")
+        .expect("chunk")
+        .expect("bytes");
+    assert_eq!(String::from_utf8_lossy(&chunk), ": heartbeat\n\n");
+}

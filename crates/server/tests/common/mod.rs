@@ -1,0 +1,424 @@
+//! A real `hearth serve` (router, store, actors, timers) on a free port,
+//! whose sandboxes are real `hearth-agent` processes on Unix sockets instead
+//! of VMs. Router and lifecycle tests run in seconds on it; the VM-backed
+//! end-to-end tests live in the CLI crate and use the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hearth_agent_client::{AgentClient, Connector};
+use hearth_server::config::ServerConfig;
+use hearth_server::core::clock::{Clock, SystemClock};
+use hearth_server::core::templates::{ResolvedTemplate, TemplateError, Templates};
+use hearth_server::core::Core;
+use hearth_server::store::SqliteStore;
+use hearth_vmm::{
+    Accel, Capabilities, SnapshotInfo, SnapshotManifest, SnapshotOptions, Vm, VmSpec, VmState, Vmm,
+    VmmError, VmmFuture,
+};
+use tokio::sync::watch;
+
+/// The `hearth-agent` binary next to this test's target directory (built
+/// on demand when missing).
+pub fn agent_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe");
+        // target/<profile>/deps/<test> -> target/<profile>/hearth-agent
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir")
+            .to_path_buf();
+        let bin = profile_dir.join("hearth-agent");
+        if !bin.exists() {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-p", "hearth-agent"])
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+                .status()
+                .expect("cargo build hearth-agent");
+            assert!(status.success(), "building hearth-agent failed");
+        }
+        bin
+    })
+    .clone()
+}
+
+/// Knobs a test turns on the fake driver.
+#[derive(Debug, Default)]
+pub struct FakeKnobs {
+    pub fail_boot: AtomicBool,
+    pub boot_delay_ms: AtomicU32,
+}
+
+#[derive(Debug)]
+pub struct FakeVmm {
+    pub knobs: Arc<FakeKnobs>,
+}
+
+#[derive(Debug)]
+pub struct FakeVm {
+    spec: VmSpec,
+    pid: u32,
+    socket: PathBuf,
+    exit: watch::Receiver<Option<String>>,
+    state: Mutex<VmState>,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn_agent(spec: VmSpec) -> Result<FakeVm, VmmError> {
+    let err = |e: String| VmmError::InvalidSpec(vec![e]);
+    let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
+    let socket = dir.path().join("agent.sock");
+    let work = dir.path().join("workspace");
+    std::fs::create_dir_all(&work).map_err(|e| err(e.to_string()))?;
+    let mut child = tokio::process::Command::new(agent_binary())
+        .arg("--listen")
+        .arg(format!("unix:{}", socket.display()))
+        .arg("--default-cwd")
+        .arg(&work)
+        .env("HEARTH_AGENT_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| err(e.to_string()))?;
+    let pid = child.id().unwrap_or(0);
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let s = child.wait().await;
+        let _ = tx.send(Some(format!("{s:?}")));
+    });
+    let client = AgentClient::new(Connector::Unix(socket.clone()));
+    for _ in 0..200 {
+        if client.health().await.is_ok() {
+            // Like the real driver: the agent learns its identity and env.
+            let init = hearth_agent_protocol::InitRequest {
+                sandbox_id: spec.id.clone(),
+                hostname: None,
+                env: spec.env.clone(),
+                clock_unix_ms: None,
+                entropy: None,
+            };
+            client.init(&init).await.map_err(|e| err(e.to_string()))?;
+            return Ok(FakeVm {
+                spec,
+                pid,
+                socket,
+                exit: rx,
+                state: Mutex::new(VmState::Running),
+                _dir: dir,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(err("fake agent did not answer".into()))
+}
+
+impl Vmm for FakeVmm {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: "fake".into(),
+            accel: Accel::Tcg,
+            kvm: false,
+            fast_clone: false,
+            full_snapshot: true,
+            pause: true,
+            adopt: false,
+            max_vcpus: 8,
+            available_memory_mb: 16_384,
+        }
+    }
+
+    fn boot(&self, spec: VmSpec) -> VmmFuture<'_, Box<dyn Vm>> {
+        Box::pin(async move {
+            let delay = self.knobs.boot_delay_ms.load(Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(u64::from(delay))).await;
+            if self.knobs.fail_boot.load(Ordering::SeqCst) {
+                return Err(VmmError::InvalidSpec(vec!["fake boot failure".into()]));
+            }
+            Ok(Box::new(spawn_agent(spec).await?) as Box<dyn Vm>)
+        })
+    }
+
+    fn restore<'a>(&'a self, snapshot: &'a Path, spec: VmSpec) -> VmmFuture<'a, Box<dyn Vm>> {
+        Box::pin(async move {
+            if !snapshot.join("fake-snapshot").exists() {
+                return Err(VmmError::InvalidSpec(vec!["no fake snapshot".into()]));
+            }
+            Ok(Box::new(spawn_agent(spec).await?) as Box<dyn Vm>)
+        })
+    }
+
+    fn adopt<'a>(&'a self, _dir: &'a Path) -> VmmFuture<'a, Box<dyn Vm>> {
+        Box::pin(async move {
+            Err(VmmError::InvalidSpec(vec![
+                "fake vms are not adopted".into()
+            ]))
+        })
+    }
+}
+
+impl Vm for FakeVm {
+    fn id(&self) -> &str {
+        &self.spec.id
+    }
+    fn spec(&self) -> &VmSpec {
+        &self.spec
+    }
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn state(&self) -> VmState {
+        *self.state.lock().expect("state")
+    }
+    fn agent(&self) -> AgentClient {
+        AgentClient::new(Connector::Unix(self.socket.clone()))
+    }
+    fn pause(&self) -> VmmFuture<'_, ()> {
+        Box::pin(async move {
+            *self.state.lock().expect("state") = VmState::Paused;
+            Ok(())
+        })
+    }
+    fn resume(&self) -> VmmFuture<'_, ()> {
+        Box::pin(async move {
+            *self.state.lock().expect("state") = VmState::Running;
+            Ok(())
+        })
+    }
+    fn snapshot<'a>(
+        &'a self,
+        dest: &'a Path,
+        _opts: SnapshotOptions,
+    ) -> VmmFuture<'a, SnapshotInfo> {
+        Box::pin(async move {
+            std::fs::create_dir_all(dest)
+                .map_err(|e| VmmError::InvalidSpec(vec![e.to_string()]))?;
+            std::fs::write(dest.join("fake-snapshot"), b"x")
+                .map_err(|e| VmmError::InvalidSpec(vec![e.to_string()]))?;
+            let manifest = SnapshotManifest {
+                format: 1,
+                kind: hearth_vmm::SnapshotKind::Full,
+                spec: self.spec.clone(),
+                vmm_args: vec![],
+                vmm_binary: "fake".into(),
+                vmm_version: "fake".into(),
+                accel: Accel::Tcg,
+                state_file: "fake-snapshot".into(),
+                state_bytes: 1,
+                memory_file: None,
+                memory_bytes: None,
+                disk_file: "fake-snapshot".into(),
+                disk_bytes: 1,
+                created_at_ms: 0,
+                timings: Default::default(),
+            };
+            std::fs::write(
+                dest.join("manifest.json"),
+                serde_json::to_vec(&manifest).expect("manifest json"),
+            )
+            .map_err(|e| VmmError::InvalidSpec(vec![e.to_string()]))?;
+            Ok(SnapshotInfo {
+                dir: dest.to_path_buf(),
+                manifest,
+            })
+        })
+    }
+    fn destroy(&self) -> VmmFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            *self.state.lock().expect("state") = VmState::Destroyed;
+            Ok(())
+        })
+    }
+    fn exited(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + '_>> {
+        let mut rx = self.exit.clone();
+        Box::pin(async move {
+            let status = rx.wait_for(|s| s.is_some()).await.map(|s| s.clone());
+            match status {
+                Ok(s) => s.unwrap_or_default(),
+                Err(_) => std::future::pending().await,
+            }
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct FakeTemplates;
+
+#[async_trait]
+impl Templates for FakeTemplates {
+    fn canonical(&self, id: &str) -> Option<String> {
+        match id {
+            "minimal" => Some("minimal".into()),
+            "default" | "debian" | "miosa-sandbox" => Some("default".into()),
+            _ => None,
+        }
+    }
+    async fn resolve(&self, id: &str) -> Result<ResolvedTemplate, TemplateError> {
+        let id = self
+            .canonical(id)
+            .ok_or_else(|| TemplateError::Unknown(id.to_string()))?;
+        Ok(ResolvedTemplate {
+            id,
+            version: "fake1".into(),
+            kernel: "/nonexistent/vmlinuz".into(),
+            initrd: "/nonexistent/initrd".into(),
+            base_image: "/nonexistent/base.ext4".into(),
+        })
+    }
+}
+
+/// A running server and a client for it.
+#[derive(Debug)]
+pub struct TestServer {
+    pub base: String,
+    pub admin_key: String,
+    pub client: reqwest::Client,
+    pub core: Arc<Core>,
+    pub knobs: Arc<FakeKnobs>,
+    pub dir: tempfile::TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        Self::start_full(tweak, Arc::new(SystemClock)).await
+    }
+
+    /// A server whose clock the test moves ([`hearth_server::core::clock::ManualClock`]).
+    pub async fn start_with_clock(clock: Arc<dyn Clock>) -> TestServer {
+        Self::start_full(|_| {}, clock).await
+    }
+
+    async fn start_full(
+        tweak: impl FnOnce(&mut ServerConfig),
+        clock: Arc<dyn Clock>,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = ServerConfig {
+            data_dir: dir.path().join("data"),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..ServerConfig::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        config.listen = addr;
+        config.public_url = Some(format!("http://{addr}"));
+        tweak(&mut config);
+        std::fs::create_dir_all(&config.data_dir).expect("data dir");
+        let store = Arc::new(
+            SqliteStore::open(&config.database_path())
+                .await
+                .expect("store"),
+        );
+        let knobs = Arc::new(FakeKnobs::default());
+        let vmm = Arc::new(FakeVmm {
+            knobs: knobs.clone(),
+        });
+        let core =
+            Core::new(config.clone(), store, vmm, Arc::new(FakeTemplates), clock).expect("core");
+        let admin_key = core
+            .bootstrap_admin_key(&core.data_dir().join("admin.key"))
+            .await
+            .expect("admin key")
+            .expect("first start makes a key");
+        core.start().await.expect("start");
+        let app = hearth_server::routes::router(core.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let client = reqwest::Client::builder()
+            .default_headers({
+                let mut h = reqwest::header::HeaderMap::new();
+                h.insert(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {admin_key}").parse().expect("header"),
+                );
+                h
+            })
+            .build()
+            .expect("client");
+        TestServer {
+            base: format!("http://{addr}"),
+            admin_key,
+            client,
+            core,
+            knobs,
+            dir,
+            server,
+        }
+    }
+
+    /// `path` is `/api/v1/...` (or any path on the server).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Creates a sandbox (minimal template unless the body says otherwise)
+    /// and returns the sandbox object.
+    pub async fn create_sandbox(&self, body: serde_json::Value) -> serde_json::Value {
+        let mut body = body;
+        if body.get("template_id").is_none() {
+            body["template_id"] = "minimal".into();
+        }
+        let resp = self
+            .client
+            .post(self.url("/api/v1/sandboxes"))
+            .json(&body)
+            .send()
+            .await
+            .expect("create");
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(status, 201, "create failed: {v}");
+        v["data"].clone()
+    }
+
+    /// A client authenticated with another key.
+    pub fn client_with(&self, key: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .default_headers({
+                let mut h = reqwest::header::HeaderMap::new();
+                h.insert(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {key}").parse().expect("header"),
+                );
+                h
+            })
+            .build()
+            .expect("client")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.server.abort();
+        self.core.shutdown();
+    }
+}
+
+impl Drop for FakeVm {
+    fn drop(&mut self) {
+        // Like a VMM process, the agent would outlive the test otherwise.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
