@@ -1,0 +1,217 @@
+//! An in-process `hearth serve` with real QEMU VMs, shared by the API
+//! benchmarks: a fresh data dir (store, sandboxes) over the workspace's image
+//! cache, and one `minimal` sandbox to aim requests at.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+
+/// A running server and the admin key to call it with.
+#[derive(Debug)]
+pub struct BenchServer {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    pub admin_key: String,
+    /// A keep-alive HTTP/1.1 client, as a MIOSA SDK would hold.
+    pub http: reqwest::Client,
+    /// Set by [`BenchServer::start_with_core`] only.
+    core: Option<Arc<hearth_server::core::Core>>,
+    _data_dir: tempfile::TempDir,
+}
+
+/// Kernels and images: `HEARTH_DATA_DIR`, else the workspace's `./data`
+/// (built there on first use, as `bench/run vm` does).
+fn images_dir() -> PathBuf {
+    std::env::var_os("HEARTH_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data"))
+}
+
+/// A fresh data dir and the config of a loopback server on it.
+fn bench_config() -> anyhow::Result<(tempfile::TempDir, hearth_server::ServerConfig)> {
+    let data_dir = tempfile::Builder::new()
+        .prefix("hearth-bench-")
+        .tempdir()
+        .context("create data dir")?;
+    let config = hearth_server::ServerConfig {
+        data_dir: data_dir.path().to_path_buf(),
+        images_dir: Some(images_dir()),
+        listen: "127.0.0.1:0".parse()?,
+        ..Default::default()
+    };
+    Ok((data_dir, config))
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(None)
+        .build()?)
+}
+
+/// Server warnings and errors on stderr (`RUST_LOG` overrides), so a
+/// misbehaving server shows in the bench output.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+impl BenchServer {
+    /// Starts `hearth_server::serve` on a free loopback port in a spawned
+    /// task; it runs until the process exits.
+    pub async fn start() -> anyhow::Result<BenchServer> {
+        let (data_dir, config) = bench_config()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut server = tokio::spawn(hearth_server::serve(config, move |s| {
+            let _ = tx.send(s.clone());
+        }));
+        let started = tokio::select! {
+            s = rx => s.ok(),
+            r = &mut server => {
+                r.context("server task")?.context("hearth serve")?;
+                None
+            }
+        };
+        let started = started.context("hearth serve stopped before it listened")?;
+        let admin_key = started
+            .admin_key
+            .context("a fresh data dir must print its admin key")?;
+        Ok(BenchServer {
+            url: started.url,
+            admin_key,
+            http: http_client()?,
+            core: None,
+            _data_dir: data_dir,
+        })
+    }
+
+    /// The same server as [`BenchServer::start`], assembled from its parts
+    /// the way `hearth_server::serve` does (store, QEMU driver, templates,
+    /// core, router), so the bench keeps the [`Core`] and can reach a
+    /// sandbox's agent client. That client is the only way to the guest
+    /// while the server runs: QEMU's agent chardev takes one connection at
+    /// a time and the server holds it, so a second client on `agent.sock`
+    /// never gets an answer. Keep this in step with `serve` (less its
+    /// hourly housekeeping and signal handling, which a bench never needs).
+    ///
+    /// [`Core`]: hearth_server::core::Core
+    pub async fn start_with_core() -> anyhow::Result<BenchServer> {
+        use hearth_server::core::{clock::SystemClock, templates::ImageTemplates, Core};
+        let (data_dir, config) = bench_config()?;
+        config.validate()?;
+        let store =
+            Arc::new(hearth_server::store::SqliteStore::open(&config.database_path()).await?);
+        let vmm = Arc::new(hearth_vmm::QemuVmm::new(config.vmm.qemu.clone()));
+        let templates = Arc::new(ImageTemplates::new(&config.images_dir()));
+        let core = Core::new(config.clone(), store, vmm, templates, Arc::new(SystemClock))?;
+        let admin_key = core
+            .bootstrap_admin_key(&core.data_dir().join("admin.key"))
+            .await?
+            .context("a fresh data dir must make an admin key")?;
+        core.start().await?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let app = hearth_server::routes::router(core.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                eprintln!("server stopped: {e}");
+            }
+        });
+        Ok(BenchServer {
+            url: format!("http://{addr}"),
+            admin_key,
+            http: http_client()?,
+            core: Some(core),
+            _data_dir: data_dir,
+        })
+    }
+
+    /// The server's own agent client of a running sandbox (the connection
+    /// its exec handler uses); needs [`BenchServer::start_with_core`].
+    pub fn agent(&self, id: &str) -> anyhow::Result<hearth_agent_client::AgentClient> {
+        let core = self
+            .core
+            .as_ref()
+            .context("start the server with start_with_core to reach agents")?;
+        core.handle(id)
+            .and_then(|h| h.agent())
+            .with_context(|| format!("sandbox {id} has no agent client (not running?)"))
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.url)
+    }
+
+    /// Creates a `minimal` sandbox and waits for it to run; its id.
+    pub async fn create_sandbox(&self) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .post(self.api("/sandboxes"))
+            .bearer_auth(&self.admin_key)
+            .json(&json!({
+                "template_id": "minimal",
+                "memory_mb": 256,
+                "disk_size_mb": 512,
+                "timeout_sec": 600,
+            }))
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .context("POST /sandboxes")?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.context("create answer")?;
+        anyhow::ensure!(
+            status == reqwest::StatusCode::CREATED,
+            "POST /sandboxes answered {status}: {body}"
+        );
+        let state = &body["data"]["state"];
+        anyhow::ensure!(state == "running", "created sandbox is {state}: {body}");
+        let id = body["data"]["id"]
+            .as_str()
+            .context("create answer has no data.id")?;
+        Ok(id.to_string())
+    }
+
+    /// Destroys the sandbox, so no VM outlives the bench.
+    pub async fn destroy(&self, id: &str) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .delete(self.api(&format!("/sandboxes/{id}")))
+            .bearer_auth(&self.admin_key)
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .with_context(|| format!("DELETE /sandboxes/{id}"))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        anyhow::ensure!(
+            status.is_success(),
+            "DELETE /sandboxes/{id} answered {status}: {body}"
+        );
+        Ok(())
+    }
+
+    /// Runs `body` against one fresh `minimal` sandbox, and destroys it
+    /// whether `body` succeeded or not.
+    pub async fn with_sandbox<T, F>(&self, body: impl FnOnce(String) -> F) -> anyhow::Result<T>
+    where
+        F: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let id = self.create_sandbox().await?;
+        let out = body(id.clone()).await;
+        let destroyed = self.destroy(&id).await;
+        let out = out?;
+        destroyed?;
+        Ok(out)
+    }
+}
