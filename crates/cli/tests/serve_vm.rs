@@ -155,6 +155,16 @@ fn qemu_running_for(id: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "boots real VMs; run with --run-ignored (scripts/test does)"]
 async fn serve_creates_execs_pauses_times_out_and_readopts_real_vms() {
+    // The images first (on a fresh machine: minutes), so the create below
+    // measures a boot, not a build.
+    for target in ["initramfs", "minimal"] {
+        let built = Command::new(HEARTH)
+            .args(["image", "build", target, "--data-dir"])
+            .arg(images_dir())
+            .status()
+            .expect("hearth image build");
+        assert!(built.success(), "hearth image build {target} failed");
+    }
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data");
     let port = free_port();
@@ -361,4 +371,181 @@ async fn serve_creates_execs_pauses_times_out_and_readopts_real_vms() {
         !data.join("sandboxes").join(&id).exists(),
         "destroy leaves no directory"
     );
+}
+
+/// Builds the images and starts a fresh server; returns it with its API.
+async fn fresh_server(tmp: &Path) -> (Server, Api) {
+    for target in ["initramfs", "minimal"] {
+        let built = Command::new(HEARTH)
+            .args(["image", "build", target, "--data-dir"])
+            .arg(images_dir())
+            .status()
+            .expect("hearth image build");
+        assert!(built.success(), "hearth image build {target} failed");
+    }
+    let data = tmp.join("data");
+    let server = Server::start(&data, free_port());
+    server.wait_healthy().await;
+    let key = std::fs::read_to_string(data.join("admin.key"))
+        .expect("admin key")
+        .trim()
+        .to_string();
+    let api = Api {
+        c: reqwest::Client::new(),
+        base: server.base.clone(),
+        key,
+    };
+    (server, api)
+}
+
+fn count(v: &Value) -> u64 {
+    v["stdout"]
+        .as_str()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots real VMs; run with --run-ignored (scripts/test does)"]
+async fn snapshots_restore_fork_and_warm_templates_on_real_vms() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (server, api) = fresh_server(tmp.path()).await;
+    let spec = json!({"template_id": "minimal", "memory_mb": 256, "disk_size_mb": 512, "timeout_sec": 900});
+    let (st, v) = api.call("POST", "/sandboxes", Some(spec.clone())).await;
+    assert_eq!(st, 201, "create: {v}\n{}", server.log());
+    let id = v["data"]["id"].as_str().expect("id").to_string();
+    assert_eq!(v["data"]["boot_path"], "cold");
+
+    // A file and a process counting in memory (and into a file).
+    api.exec(&id, "echo original > /workspace/f").await;
+    let (st, v) = api
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/processes"),
+            Some(json!({"command": "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let at_snapshot = count(&api.exec(&id, "cat /tmp/count").await);
+    assert!(at_snapshot > 0);
+    let (st, v) = api
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/snapshots"),
+            Some(json!({"comment": "c"})),
+        )
+        .await;
+    assert_eq!(st, 201, "snapshot: {v}");
+    let sid = v["data"]["id"].as_str().expect("sid").to_string();
+    assert_eq!(v["data"]["status"], "ready");
+    let size = v["data"]["size_bytes"].as_u64().expect("size");
+    println!(
+        "snapshot of an idle 256 MiB sandbox: {} KiB on disk",
+        size / 1024
+    );
+
+    api.exec(&id, "echo changed > /workspace/f").await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let later = count(&api.exec(&id, "cat /tmp/count").await);
+    assert!(later > at_snapshot + 5, "{later} vs {at_snapshot}");
+
+    let (st, v) = api
+        .call("POST", &format!("/sandboxes/{id}/restore/{sid}"), None)
+        .await;
+    assert_eq!(st, 200, "restore: {v}");
+    assert_eq!(v["data"]["id"], json!(id));
+    assert_eq!(
+        api.exec(&id, "cat /workspace/f").await["stdout"],
+        "original\n"
+    );
+    let resumed = count(&api.exec(&id, "cat /tmp/count").await);
+    assert!(
+        resumed >= at_snapshot && resumed < later,
+        "counter resumes from its saved value: {resumed} (snapshot {at_snapshot}, later {later})"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        count(&api.exec(&id, "cat /tmp/count").await) > resumed,
+        "and goes on counting"
+    );
+
+    // Two forks of one snapshot: own disks, own names, own random state.
+    let mut forks = Vec::new();
+    for name in ["fork-a", "fork-b"] {
+        let (st, v) = api
+            .call(
+                "POST",
+                &format!("/sandboxes/{id}/fork"),
+                Some(json!({"snapshot_id": sid, "name": name})),
+            )
+            .await;
+        assert_eq!(st, 201, "fork: {v}");
+        assert_eq!(v["data"]["boot_path"], "snapshot");
+        forks.push(v["data"]["id"].as_str().expect("id").to_string());
+    }
+    let (a, b) = (&forks[0], &forks[1]);
+    assert_eq!(
+        api.exec(a, "cat /workspace/f").await["stdout"],
+        "original\n"
+    );
+    api.exec(a, "echo only-a > /workspace/f").await;
+    assert_eq!(
+        api.exec(b, "cat /workspace/f").await["stdout"],
+        "original\n"
+    );
+    let host_a = api.exec(a, "hostname").await["stdout"].clone();
+    let host_b = api.exec(b, "hostname").await["stdout"].clone();
+    assert_ne!(host_a, host_b);
+    let rand = "head -c 16 /dev/urandom | od -An -tx1";
+    assert_ne!(
+        api.exec(a, rand).await["stdout"],
+        api.exec(b, rand).await["stdout"]
+    );
+
+    // Deleting a snapshot removes its files.
+    let (st, _) = api
+        .call("DELETE", &format!("/sandboxes/{id}/snapshots/{sid}"), None)
+        .await;
+    assert_eq!(st, 200);
+    for f in &forks {
+        api.call("DELETE", &format!("/sandboxes/{f}"), None).await;
+    }
+    api.call("DELETE", &format!("/sandboxes/{id}"), None).await;
+
+    // The first cold boot of this shape built its template snapshot in the
+    // background: the next create clones it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, v) = api.call("GET", "/sandbox-templates/minimal", None).await;
+        if v["data"]["warm_shapes"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no template snapshot: {v}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let started = Instant::now();
+    let (st, v) = api.call("POST", "/sandboxes", Some(spec.clone())).await;
+    assert_eq!(st, 201, "{v}");
+    let warm = v["data"]["id"].as_str().expect("id").to_string();
+    assert_eq!(v["data"]["boot_path"], "snapshot");
+    let r = api.exec(&warm, "echo warm; hostname").await;
+    println!(
+        "warm create -> exec answered: {} ms (boot_ms {})",
+        started.elapsed().as_millis(),
+        v["data"]["boot_ms"]
+    );
+    assert_eq!(r["stdout"], format!("warm\n{}\n", warm.replace('_', "-")));
+    api.call("DELETE", &format!("/sandboxes/{warm}"), None)
+        .await;
+    assert!(!qemu_running_for(&warm));
 }

@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub boot_timeout_ms: u64,
     /// How often a live SSE stream sends `: heartbeat`.
     pub sse_heartbeat_ms: u64,
+    /// Create from a template snapshot (built in the background after the
+    /// first cold boot of each template and VM shape).
+    pub warm_boot: bool,
     /// How long idempotent responses are replayed.
     pub idempotency_ttl_sec: u64,
     pub rates: Rates,
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             exec_output_cap_bytes: 16 << 20,
             boot_timeout_ms: 120_000,
             sse_heartbeat_ms: 15_000,
+            warm_boot: true,
             idempotency_ttl_sec: 24 * 3600,
             rates: Rates::default(),
             vmm: VmmConfig::default(),

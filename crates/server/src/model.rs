@@ -229,6 +229,47 @@ pub struct EventRecord {
     pub data: serde_json::Value,
 }
 
+/// Where a snapshot is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotStatus {
+    Creating,
+    Ready,
+    Failed,
+}
+
+impl SnapshotStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotStatus::Creating => "creating",
+            SnapshotStatus::Ready => "ready",
+            SnapshotStatus::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<SnapshotStatus> {
+        match s {
+            "creating" => Some(SnapshotStatus::Creating),
+            "ready" => Some(SnapshotStatus::Ready),
+            "failed" => Some(SnapshotStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A user-visible snapshot of a sandbox: memory, device state and disk,
+/// in `<data>/snapshots/<id>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub sandbox_id: String,
+    pub status: SnapshotStatus,
+    pub comment: Option<String>,
+    pub size_bytes: u64,
+    pub error: Option<String>,
+    pub created_at: i64,
+}
+
 /// One stretch of time a sandbox spent in one billable state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageInterval {

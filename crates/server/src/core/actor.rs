@@ -7,16 +7,18 @@
 //! Exec, files and terminals do not queue here: they talk to the agent
 //! through the handle's client while the sandbox is `running`.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
 use hearth_agent_client::AgentClient;
-use hearth_vmm::{SnapshotOptions, Vm, VmSpec};
+use hearth_vmm::{SnapshotManifest, SnapshotOptions, Vm, VmSpec};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::templates::ResolvedTemplate;
+use super::warm::Shape;
 use super::Core;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{BootPath, SandboxRecord, SandboxState};
@@ -43,7 +45,20 @@ type Reply = oneshot::Sender<ApiResult<SandboxRecord>>;
 
 #[derive(Debug)]
 pub enum Op {
+    /// First start: from `snapshot` (a fork) or the template (warm when its
+    /// template snapshot exists, else cold).
     Boot {
+        snapshot: Option<PathBuf>,
+        reply: Option<Reply>,
+    },
+    /// A full snapshot into `dest`; the sandbox keeps running.
+    Snapshot {
+        dest: PathBuf,
+        reply: Option<Reply>,
+    },
+    /// Rolls the sandbox back to the snapshot in `from`.
+    Restore {
+        from: PathBuf,
         reply: Option<Reply>,
     },
     Pause {
@@ -255,7 +270,9 @@ async fn run(
             }
         };
         let (result, reply) = match op {
-            Op::Boot { reply } => (boot(&core, &h, &mut vm).await, reply),
+            Op::Boot { snapshot, reply } => (boot(&core, &h, &mut vm, snapshot).await, reply),
+            Op::Snapshot { dest, reply } => (snapshot(&core, &h, &mut vm, &dest).await, reply),
+            Op::Restore { from, reply } => (restore(&core, &h, &mut vm, &from).await, reply),
             Op::Pause { reason, reply } => (pause(&core, &h, &mut vm, reason).await, reply),
             Op::Resume { reply } => (resume(&core, &h, &mut vm).await, reply),
             Op::Destroy { reason, reply } => {
@@ -284,7 +301,9 @@ async fn run(
 
 fn answer_destroyed(h: &SandboxHandle, op: Op) {
     let reply = match op {
-        Op::Boot { reply }
+        Op::Boot { reply, .. }
+        | Op::Snapshot { reply, .. }
+        | Op::Restore { reply, .. }
         | Op::Pause { reply, .. }
         | Op::Resume { reply }
         | Op::Destroy { reply, .. } => reply,
@@ -349,10 +368,34 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Creates the sandbox disk and cold-boots `spec`.
+async fn cold_boot(core: &Core, spec: &VmSpec, disk_size_mb: u32) -> Result<Box<dyn Vm>, String> {
+    let dir = spec.dir.clone();
+    let disk = spec.disk.clone();
+    let size = u64::from(disk_size_mb);
+    let made = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        hearth_image::create_sparse_ext4(&disk, size)?;
+        Ok(())
+    })
+    .await;
+    match made {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("sandbox disk: {e:#}")),
+        Err(e) => return Err(format!("sandbox disk: {e}")),
+    }
+    core.vmm.boot(spec.clone()).await.map_err(|e| {
+        let _ = std::fs::remove_file(&spec.disk);
+        let _ = std::fs::remove_dir(&spec.dir);
+        error_chain(&e)
+    })
+}
+
 async fn boot(
     core: &Arc<Core>,
     h: &SandboxHandle,
     vm: &mut Option<Box<dyn Vm>>,
+    fork_from: Option<PathBuf>,
 ) -> ApiResult<SandboxRecord> {
     let rec = h.record();
     if rec.state != SandboxState::Provisioning {
@@ -364,28 +407,38 @@ async fn boot(
         Err(e) => return fail_boot(core, h, error_chain(&e)).await,
     };
     let spec = core.vm_spec(&rec, &tpl);
-    let dir = spec.dir.clone();
-    let disk = spec.disk.clone();
-    let size = u64::from(rec.disk_size_mb);
-    let made = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        std::fs::create_dir_all(&dir)?;
-        hearth_image::create_sparse_ext4(&disk, size)?;
-        Ok(())
-    })
-    .await;
-    match made {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return fail_boot(core, h, format!("sandbox disk: {e:#}")).await,
-        Err(e) => return fail_boot(core, h, format!("sandbox disk: {e}")).await,
+    if let Err(e) = std::fs::create_dir_all(&spec.dir) {
+        return fail_boot(core, h, format!("sandbox directory: {e}")).await;
     }
-    let booted = core.vmm.boot(spec.clone()).await;
-    let new_vm = match booted {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_file(&spec.disk);
-            let _ = std::fs::remove_dir(&spec.dir);
-            return fail_boot(core, h, error_chain(&e)).await;
-        }
+    let shape = Shape {
+        template_id: tpl.id.clone(),
+        version: tpl.version.clone(),
+        cpu_count: rec.cpu_count,
+        memory_mb: rec.memory_mb,
+        disk_size_mb: rec.disk_size_mb,
+    };
+    let forked = fork_from.is_some();
+    let from = fork_from.or_else(|| core.warm_snapshot(&shape));
+    let restored = match &from {
+        Some(snap) => match core.vmm.restore(snap, spec.clone()).await {
+            Ok(v) => Some(v),
+            Err(e) if forked => return fail_boot(core, h, error_chain(&e)).await,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "warm boot failed; booting cold");
+                None
+            }
+        },
+        None => None,
+    };
+    let (new_vm, path) = match restored {
+        Some(v) => (v, BootPath::Snapshot),
+        None => match cold_boot(core, &spec, rec.disk_size_mb).await {
+            Ok(v) => {
+                core.ensure_warm(shape, tpl.clone());
+                (v, BootPath::Cold)
+            }
+            Err(msg) => return fail_boot(core, h, msg).await,
+        },
     };
     let boot_ms = started.elapsed().as_millis() as u64;
     core.metrics.observe_boot(boot_ms);
@@ -398,18 +451,177 @@ async fn boot(
             r.template_version = tpl.version.clone();
             r.started_at = Some(now);
             r.boot_ms = Some(boot_ms);
-            r.boot_path = Some(BootPath::Cold);
+            r.boot_path = Some(path);
             r.deadline_at = Some(now + i64::from(r.timeout_sec) * 1000);
             r.last_activity_at = now;
         })
         .await?;
-    tracing::info!(boot_ms, "sandbox running");
+    tracing::info!(boot_ms, boot_path = path.as_str(), "sandbox running");
     core.events
         .emit_logged(
             &h.tenant_id,
             Some(&h.id),
             "sandbox.running",
-            json!({ "boot_ms": boot_ms, "boot_path": "cold" }),
+            json!({ "boot_ms": boot_ms, "boot_path": path.as_str() }),
+        )
+        .await;
+    Ok(rec)
+}
+
+/// A full snapshot of the running sandbox into `dest` (written whole or
+/// not at all); the VM continues.
+async fn snapshot(
+    core: &Arc<Core>,
+    h: &SandboxHandle,
+    vm: &mut Option<Box<dyn Vm>>,
+    dest: &Path,
+) -> ApiResult<SandboxRecord> {
+    let rec = h.record();
+    let Some(running) = vm.as_ref().filter(|_| rec.state == SandboxState::Running) else {
+        return Err(ApiError::not_running(&h.id, rec.state));
+    };
+    core.commit(h, |r| r.state = SandboxState::Snapshotting)
+        .await?;
+    let staging = dest.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    if let Some(parent) = staging.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let res = running.snapshot(&staging, SnapshotOptions::full()).await;
+    let res = res.map_err(ApiError::internal).and_then(|_| {
+        std::fs::rename(&staging, dest).map_err(ApiError::internal)?;
+        hearth_vmm::snapshot::sync_dir(dest.parent().unwrap_or(dest)).map_err(ApiError::internal)
+    });
+    if res.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    let alive = running.state().is_live();
+    let rec = core
+        .commit(h, |r| {
+            r.state = if alive {
+                SandboxState::Running
+            } else {
+                SandboxState::Error
+            }
+        })
+        .await?;
+    res.map(|_| rec)
+}
+
+/// Rolls back to the snapshot in `from`. The current state is saved first,
+/// so a snapshot that does not restore leaves the sandbox as it was.
+async fn restore(
+    core: &Arc<Core>,
+    h: &SandboxHandle,
+    vm: &mut Option<Box<dyn Vm>>,
+    from: &Path,
+) -> ApiResult<SandboxRecord> {
+    let rec = h.record();
+    if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
+        return Err(ApiError::invalid_state(&h.id, rec.state, "restore"));
+    }
+    let manifest = SnapshotManifest::load(from)
+        .and_then(|m| m.check_files(from).map(|_| m))
+        .map_err(|e| {
+            ApiError::conflict(
+                "snapshot_corrupt",
+                format!("snapshot cannot be restored: {e}"),
+            )
+        })?;
+    if manifest.spec.vcpus != rec.cpu_count || manifest.spec.memory_mb != rec.memory_mb {
+        return Err(ApiError::conflict(
+            "invalid_state",
+            "the snapshot was taken of a VM of another size",
+        ));
+    }
+    let started = Instant::now();
+    let tpl = core
+        .templates
+        .resolve(&rec.template_id)
+        .await
+        .map_err(ApiError::internal)?;
+    let spec = core.vm_spec(&rec, &tpl);
+    // Save what runs now (or keep the paused snapshot) to fall back on.
+    let rollback = core.data_dir().join("rollback").join(&h.id);
+    let _ = std::fs::remove_dir_all(&rollback);
+    std::fs::create_dir_all(rollback.parent().unwrap_or(&rollback)).map_err(ApiError::internal)?;
+    let fallback: PathBuf = match vm.take() {
+        Some(running) => {
+            let saved = running
+                .snapshot(
+                    &rollback,
+                    SnapshotOptions::full().then(hearth_vmm::AfterSnapshot::Exit),
+                )
+                .await;
+            if let Err(e) = saved {
+                let alive = running.state().is_live();
+                if alive {
+                    *vm = Some(running);
+                } else {
+                    let _ = running.destroy().await;
+                }
+                let _ = std::fs::remove_dir_all(&rollback);
+                return Err(ApiError::internal(e));
+            }
+            let _ = running.destroy().await;
+            rollback.clone()
+        }
+        None => core.paused_dir(&h.id),
+    };
+    h.set_agent(None);
+    std::fs::create_dir_all(&spec.dir).map_err(ApiError::internal)?;
+    let restored = match core.vmm.restore(from, spec.clone()).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "restore failed; going back");
+            if fallback == rollback {
+                match core.vmm.restore(&rollback, spec).await {
+                    Ok(v) => {
+                        h.set_agent(Some(v.agent()));
+                        *vm = Some(v);
+                    }
+                    Err(e2) => {
+                        fail(
+                            core,
+                            h,
+                            format!(
+                                "restore failed and so did the way back: {}",
+                                error_chain(&e2)
+                            ),
+                        )
+                        .await?;
+                    }
+                }
+                let _ = std::fs::remove_dir_all(&rollback);
+            }
+            return Err(ApiError::conflict(
+                "snapshot_corrupt",
+                format!("snapshot cannot be restored: {}", error_chain(&e)),
+            ));
+        }
+    };
+    let _ = std::fs::remove_dir_all(&rollback);
+    let _ = std::fs::remove_dir_all(core.paused_dir(&h.id));
+    let boot_ms = started.elapsed().as_millis() as u64;
+    h.set_agent(Some(restored.agent()));
+    *vm = Some(restored);
+    let now = core.now_ms();
+    let rec = core
+        .commit(h, |r| {
+            r.state = SandboxState::Running;
+            r.paused_at = None;
+            r.boot_ms = Some(boot_ms);
+            r.boot_path = Some(BootPath::Snapshot);
+            r.deadline_at = Some(now + i64::from(r.timeout_sec) * 1000);
+            r.last_activity_at = now;
+        })
+        .await?;
+    core.events
+        .emit_logged(
+            &h.tenant_id,
+            Some(&h.id),
+            "sandbox.restored",
+            json!({ "boot_ms": boot_ms }),
         )
         .await;
     Ok(rec)

@@ -12,8 +12,10 @@ pub mod keys;
 pub mod metering;
 pub mod recovery;
 pub mod sandboxes;
+pub mod snapshots;
 pub mod templates;
 pub mod timers;
+pub mod warm;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,6 +46,8 @@ pub struct Core {
     pub metrics: crate::metrics::Metrics,
     keys: KeyCache,
     pub(crate) idempotency_locks: idempotency::Locks,
+    pub(crate) warm_builds: warm::WarmBuilds,
+    pub(crate) snapshots_in_use: snapshots::InUse,
     /// Live (not destroyed) sandboxes by id.
     sandboxes: RwLock<HashMap<String, Arc<SandboxHandle>>>,
     /// Absolute data directory.
@@ -70,6 +74,8 @@ impl Core {
             metrics: crate::metrics::Metrics::default(),
             keys: KeyCache::default(),
             idempotency_locks: idempotency::Locks::default(),
+            warm_builds: warm::WarmBuilds::default(),
+            snapshots_in_use: snapshots::InUse::default(),
             sandboxes: RwLock::new(HashMap::new()),
             data_dir,
             shutdown: CancellationToken::new(),

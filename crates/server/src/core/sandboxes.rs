@@ -114,7 +114,21 @@ impl Core {
             deadline_at: None,
             last_activity_at: now,
         };
-        match self.store.insert_sandbox(&rec).await {
+        if wait {
+            self.start_new(rec, None).await
+        } else {
+            let h = self.register_new(&rec).await?;
+            h.send(Op::Boot {
+                snapshot: None,
+                reply: None,
+            });
+            Ok(rec)
+        }
+    }
+
+    /// Stores a new sandbox record and starts its actor.
+    async fn register_new(self: &Arc<Core>, rec: &SandboxRecord) -> ApiResult<Arc<SandboxHandle>> {
+        match self.store.insert_sandbox(rec).await {
             Err(StoreError::Duplicate(_)) => {
                 return Err(ApiError::conflict(
                     "conflict",
@@ -136,13 +150,22 @@ impl Core {
                 json!({ "template_id": rec.template_id }),
             )
             .await;
-        let h = self.spawn_actor(rec.clone(), None);
-        if wait {
-            h.call(|tx| Op::Boot { reply: Some(tx) }).await
-        } else {
-            h.send(Op::Boot { reply: None });
-            Ok(rec)
-        }
+        Ok(self.spawn_actor(rec.clone(), None))
+    }
+
+    /// Registers a new sandbox and boots it (from `snapshot` when given),
+    /// answering once it runs or failed.
+    pub(crate) async fn start_new(
+        self: &Arc<Core>,
+        rec: SandboxRecord,
+        snapshot: Option<std::path::PathBuf>,
+    ) -> ApiResult<SandboxRecord> {
+        let h = self.register_new(&rec).await?;
+        h.call(|tx| Op::Boot {
+            snapshot,
+            reply: Some(tx),
+        })
+        .await
     }
 
     /// The record of one of the caller's sandboxes (destroyed ones too).

@@ -14,8 +14,10 @@ pub mod openapi;
 pub mod processes;
 pub mod request_id;
 pub mod sandboxes;
+pub mod snapshots;
 pub mod sse;
 pub mod system;
+pub mod templates;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,6 +41,8 @@ pub type AppState = Arc<Core>;
 pub fn router(core: AppState) -> Router {
     let api = Router::new()
         .merge(sandboxes::routes())
+        .merge(snapshots::routes())
+        .merge(templates::routes())
         .merge(exec::routes())
         .merge(processes::routes())
         .merge(files::routes())

@@ -208,6 +208,8 @@ const EVENTS: &str = "Events";
 const USAGE: &str = "Usage";
 const KEYS: &str = "API keys";
 const SYSTEM: &str = "System";
+const SNAP: &str = "Snapshots";
+const TPL: &str = "Templates";
 
 /// The tags in document order, with their descriptions.
 pub const TAGS: &[(&str, &str)] = &[
@@ -220,6 +222,14 @@ pub const TAGS: &[(&str, &str)] = &[
         "The guest file system. Paths are absolute guest paths.",
     ),
     (ENV, "Sandbox environment variables."),
+    (
+        SNAP,
+        "Snapshots of a sandbox's memory and disk; restore and fork.",
+    ),
+    (
+        TPL,
+        "Templates sandboxes start from (built-in; BuildSpec builds answer 501).",
+    ),
     (EVENTS, "Lifecycle and activity events."),
     (USAGE, "Metered usage."),
     (KEYS, "API keys."),
@@ -291,6 +301,32 @@ pub const ROUTES: &[RouteDoc] = &[
         USAGE,
     )
     .query(&USAGE_PERIOD),
+    // Snapshots
+    post(
+        "/api/v1/sandboxes/{id}/snapshots",
+        "Snapshot a running sandbox (it keeps running)",
+        SNAP,
+    )
+    .status(201),
+    get("/api/v1/sandboxes/{id}/snapshots", "List a sandbox's snapshots", SNAP).reply(Reply::List),
+    get("/api/v1/sandboxes/{id}/snapshots/{sid}", "Get a snapshot", SNAP),
+    delete("/api/v1/sandboxes/{id}/snapshots/{sid}", "Delete a snapshot", SNAP),
+    post(
+        "/api/v1/sandboxes/{id}/restore/{sid}",
+        "Roll the sandbox back to a snapshot (or, with as_new, make a new sandbox)",
+        SNAP,
+    )
+    .reply(Reply::Sandbox),
+    post(
+        "/api/v1/sandboxes/{id}/fork",
+        "A new sandbox from a snapshot of this one",
+        SNAP,
+    )
+    .reply(Reply::Sandbox)
+    .status(201),
+    // Templates
+    get("/api/v1/sandbox-templates", "List templates", TPL).reply(Reply::List),
+    get("/api/v1/sandbox-templates/{tid}", "Get a template", TPL),
     // Exec
     post("/api/v1/sandboxes/{id}/exec", "Run a command", EXEC),
     post(
@@ -555,7 +591,11 @@ fn path_param_description(path: &str, name: &str) -> &'static str {
         "id" => "Sandbox id (`sbx_...`).",
         "name" => "Sandbox name.",
         "pid" => "Process id.",
+        "tid" if path.starts_with("/api/v1/sandbox-templates/") => {
+            "Template id (`default`, `minimal`)."
+        }
         "tid" => "Terminal id.",
+        "sid" => "Snapshot id (`snap_...`).",
         "path" => "Guest path without its leading `/`; may span several segments.",
         _ => "",
     }

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 
 pub use sqlite::SqliteStore;
 
-use crate::model::{ApiKeyRecord, EventRecord, SandboxRecord, SandboxState, UsageInterval};
+use crate::model::{
+    ApiKeyRecord, EventRecord, SandboxRecord, SandboxState, SnapshotRecord, UsageInterval,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -111,6 +113,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<(Vec<SandboxRecord>, u64)>;
     /// Every sandbox not destroyed, of every tenant (recovery at start).
     async fn live_sandboxes(&self) -> StoreResult<Vec<SandboxRecord>>;
+
+    // Snapshots.
+    /// Inserts or replaces a snapshot record.
+    async fn put_snapshot(&self, s: &SnapshotRecord) -> StoreResult<()>;
+    async fn get_snapshot(&self, id: &str) -> StoreResult<Option<SnapshotRecord>>;
+    async fn list_snapshots(&self, sandbox_id: &str) -> StoreResult<Vec<SnapshotRecord>>;
+    async fn delete_snapshot(&self, id: &str) -> StoreResult<bool>;
 
     // Events.
     async fn append_event(&self, e: &NewEvent) -> StoreResult<EventRecord>;

@@ -15,7 +15,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{IdempotentResponse, NewEvent, Page, SandboxFilter, Store, StoreError, StoreResult};
 use crate::model::{
-    ApiKeyRecord, BootPath, EventRecord, SandboxRecord, SandboxState, UsageInterval,
+    ApiKeyRecord, BootPath, EventRecord, SandboxRecord, SandboxState, SnapshotRecord,
+    SnapshotStatus, UsageInterval,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -119,6 +120,23 @@ fn sandbox_from_row(r: &SqliteRow) -> StoreResult<SandboxRecord> {
         destroyed_at: r.try_get("destroyed_at")?,
         deadline_at: r.try_get("deadline_at")?,
         last_activity_at: r.try_get("last_activity_at")?,
+    })
+}
+
+fn snapshot_from_row(r: &SqliteRow) -> StoreResult<SnapshotRecord> {
+    let status: String = r.try_get("status")?;
+    Ok(SnapshotRecord {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        sandbox_id: r.try_get("sandbox_id")?,
+        status: SnapshotStatus::parse(&status).ok_or(StoreError::Corrupt {
+            what: "snapshot status",
+            source: None,
+        })?,
+        comment: r.try_get("comment")?,
+        size_bytes: r.try_get::<i64, _>("size_bytes")? as u64,
+        error: r.try_get("error")?,
+        created_at: r.try_get("created_at")?,
     })
 }
 
@@ -389,6 +407,54 @@ impl Store for SqliteStore {
             .iter()
             .map(sandbox_from_row)
             .collect()
+    }
+
+    async fn put_snapshot(&self, s: &SnapshotRecord) -> StoreResult<()> {
+        sqlx::query(
+            "REPLACE INTO snapshots (id, tenant_id, sandbox_id, status, comment, size_bytes, error, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id)
+        .bind(&s.tenant_id)
+        .bind(&s.sandbox_id)
+        .bind(s.status.as_str())
+        .bind(&s.comment)
+        .bind(s.size_bytes as i64)
+        .bind(&s.error)
+        .bind(s.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_snapshot(&self, id: &str) -> StoreResult<Option<SnapshotRecord>> {
+        sqlx::query("SELECT * FROM snapshots WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(snapshot_from_row)
+            .transpose()
+    }
+
+    async fn list_snapshots(&self, sandbox_id: &str) -> StoreResult<Vec<SnapshotRecord>> {
+        sqlx::query(
+            "SELECT * FROM snapshots WHERE sandbox_id = ? ORDER BY created_at DESC, id DESC",
+        )
+        .bind(sandbox_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(snapshot_from_row)
+        .collect()
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM snapshots WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn append_event(&self, e: &NewEvent) -> StoreResult<EventRecord> {

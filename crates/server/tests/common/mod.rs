@@ -85,6 +85,8 @@ async fn spawn_agent(spec: VmSpec) -> Result<FakeVm, VmmError> {
         .arg(&work)
         .env("HEARTH_AGENT_LOG", "warn")
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .kill_on_drop(false)
         .spawn()
         .map_err(|e| err(e.to_string()))?;

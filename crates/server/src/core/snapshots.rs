@@ -1,0 +1,277 @@
+//! User-visible snapshots: create (the sandbox keeps running), list, get,
+//! delete, restore in place or as a new sandbox, and fork. A snapshot is
+//! `<data>/snapshots/<id>/` (manifest, device state and memory, sparse disk
+//! copy), written under a staging name and renamed whole, fsynced before it
+//! is `ready`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex};
+
+use serde_json::json;
+
+use super::actor::Op;
+use super::ids::new_id;
+use super::keys::Caller;
+use super::Core;
+use crate::error::{ApiError, ApiResult};
+use crate::model::{SandboxRecord, SandboxState, SnapshotRecord, SnapshotStatus};
+
+/// Snapshots a restore or fork is reading right now (they cannot be
+/// deleted meanwhile).
+#[derive(Debug, Default)]
+pub struct InUse(StdMutex<HashMap<String, usize>>);
+
+/// Marks a snapshot in use until dropped.
+#[derive(Debug)]
+pub struct InUseGuard<'a> {
+    set: &'a InUse,
+    id: String,
+}
+
+impl InUse {
+    fn hold(&self, id: &str) -> InUseGuard<'_> {
+        *self
+            .0
+            .lock()
+            .expect("in-use lock is never poisoned")
+            .entry(id.to_string())
+            .or_default() += 1;
+        InUseGuard {
+            set: self,
+            id: id.to_string(),
+        }
+    }
+    fn is_used(&self, id: &str) -> bool {
+        self.0
+            .lock()
+            .expect("in-use lock is never poisoned")
+            .get(id)
+            .is_some_and(|n| *n > 0)
+    }
+}
+
+impl Drop for InUseGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.set.0.lock().expect("in-use lock is never poisoned");
+        if let Some(n) = map.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// Bytes a directory's files really occupy on disk (sparse files count
+/// only their data).
+pub fn disk_usage(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.blocks() * 512)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+impl Core {
+    pub fn snapshot_dir(&self, id: &str) -> PathBuf {
+        self.data_dir().join("snapshots").join(id)
+    }
+
+    /// Takes a snapshot of a running sandbox; answers once it is ready.
+    pub async fn create_snapshot(
+        &self,
+        caller: &Caller,
+        sandbox_id: &str,
+        comment: Option<String>,
+    ) -> ApiResult<SnapshotRecord> {
+        let rec = self.get_sandbox(caller, sandbox_id).await?;
+        let Some(h) = self.handle(sandbox_id).filter(|_| rec.state.can_exec()) else {
+            return Err(ApiError::not_running(sandbox_id, rec.state));
+        };
+        let mut snap = SnapshotRecord {
+            id: new_id("snap"),
+            tenant_id: caller.tenant_id.clone(),
+            sandbox_id: sandbox_id.to_string(),
+            status: SnapshotStatus::Creating,
+            comment,
+            size_bytes: 0,
+            error: None,
+            created_at: self.now_ms(),
+        };
+        self.store.put_snapshot(&snap).await?;
+        let dest = self.snapshot_dir(&snap.id);
+        let res = h
+            .call(|tx| Op::Snapshot {
+                dest: dest.clone(),
+                reply: Some(tx),
+            })
+            .await;
+        match res {
+            Ok(_) => {
+                snap.status = SnapshotStatus::Ready;
+                snap.size_bytes = disk_usage(&dest);
+                self.store.put_snapshot(&snap).await?;
+                self.events
+                    .emit_logged(
+                        &snap.tenant_id,
+                        Some(sandbox_id),
+                        "sandbox.snapshot.ready",
+                        json!({ "snapshot_id": snap.id, "size_bytes": snap.size_bytes }),
+                    )
+                    .await;
+                Ok(snap)
+            }
+            Err(e) => {
+                snap.status = SnapshotStatus::Failed;
+                snap.error = Some(e.message.clone());
+                self.store.put_snapshot(&snap).await?;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn list_snapshots(
+        &self,
+        caller: &Caller,
+        sandbox_id: &str,
+    ) -> ApiResult<Vec<SnapshotRecord>> {
+        self.get_sandbox(caller, sandbox_id).await?;
+        Ok(self.store.list_snapshots(sandbox_id).await?)
+    }
+
+    /// One snapshot of one of the caller's sandboxes.
+    pub async fn get_snapshot(
+        &self,
+        caller: &Caller,
+        sandbox_id: &str,
+        id: &str,
+    ) -> ApiResult<SnapshotRecord> {
+        self.get_sandbox(caller, sandbox_id).await?;
+        match self.store.get_snapshot(id).await? {
+            Some(s) if s.tenant_id == caller.tenant_id && s.sandbox_id == sandbox_id => Ok(s),
+            _ => Err(ApiError::new(
+                http::StatusCode::NOT_FOUND,
+                "snapshot_not_found",
+                format!("snapshot {id} not found"),
+            )),
+        }
+    }
+
+    pub async fn delete_snapshot(
+        &self,
+        caller: &Caller,
+        sandbox_id: &str,
+        id: &str,
+    ) -> ApiResult<SnapshotRecord> {
+        let snap = self.get_snapshot(caller, sandbox_id, id).await?;
+        if self.snapshots_in_use.is_used(id) {
+            return Err(ApiError::conflict(
+                "snapshot_in_use",
+                format!("snapshot {id} is being restored"),
+            ));
+        }
+        let dir = self.snapshot_dir(id);
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+            .await
+            .map_err(ApiError::internal)?
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(ApiError::internal(e)),
+            })?;
+        self.store.delete_snapshot(id).await?;
+        Ok(snap)
+    }
+
+    fn ready_snapshot(snap: &SnapshotRecord) -> ApiResult<()> {
+        if snap.status != SnapshotStatus::Ready {
+            return Err(ApiError::conflict(
+                "invalid_state",
+                format!("snapshot {} is {}", snap.id, snap.status.as_str()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rolls a sandbox back to one of its snapshots (same id).
+    pub async fn restore_snapshot(
+        &self,
+        caller: &Caller,
+        sandbox_id: &str,
+        id: &str,
+    ) -> ApiResult<SandboxRecord> {
+        let snap = self.get_snapshot(caller, sandbox_id, id).await?;
+        Self::ready_snapshot(&snap)?;
+        let rec = self.get_sandbox(caller, sandbox_id).await?;
+        let Some(h) = self.handle(sandbox_id) else {
+            return Err(ApiError::invalid_state(sandbox_id, rec.state, "restore"));
+        };
+        let _using = self.snapshots_in_use.hold(id);
+        h.call(|tx| Op::Restore {
+            from: self.snapshot_dir(id),
+            reply: Some(tx),
+        })
+        .await
+    }
+
+    /// A new sandbox from a snapshot of `source` (taken now when `snapshot`
+    /// is `None`; the source keeps running). Same template and size as the
+    /// source; `name`, `timeout_sec` and `metadata` may differ.
+    pub async fn fork_sandbox(
+        self: &Arc<Core>,
+        caller: &Caller,
+        source_id: &str,
+        snapshot: Option<&str>,
+        overrides: ForkOverrides,
+    ) -> ApiResult<SandboxRecord> {
+        let source = self.get_sandbox(caller, source_id).await?;
+        if source.state == SandboxState::Destroyed {
+            return Err(ApiError::invalid_state(source_id, source.state, "fork"));
+        }
+        let snap = match snapshot {
+            Some(id) => self.get_snapshot(caller, source_id, id).await?,
+            None => {
+                self.create_snapshot(caller, source_id, Some("fork".into()))
+                    .await?
+            }
+        };
+        Self::ready_snapshot(&snap)?;
+        let _using = self.snapshots_in_use.hold(&snap.id);
+        let now = self.now_ms();
+        let mut rec = source.clone();
+        rec.id = new_id("sbx");
+        rec.state = SandboxState::Provisioning;
+        rec.name = overrides.name;
+        if let Some(t) = overrides.timeout_sec {
+            rec.timeout_sec = t;
+        }
+        if let Some(m) = overrides.metadata {
+            rec.metadata = m;
+        }
+        rec.metadata.remove("last_error");
+        rec.metadata.insert("forked_from".into(), json!(source_id));
+        rec.metadata.insert("snapshot_id".into(), json!(snap.id));
+        rec.boot_ms = None;
+        rec.boot_path = None;
+        rec.created_at = now;
+        rec.started_at = None;
+        rec.paused_at = None;
+        rec.destroyed_at = None;
+        rec.deadline_at = None;
+        rec.last_activity_at = now;
+        self.start_new(rec, Some(self.snapshot_dir(&snap.id))).await
+    }
+}
+
+/// What a fork may change from its source.
+#[derive(Debug, Clone, Default)]
+pub struct ForkOverrides {
+    pub name: Option<String>,
+    pub timeout_sec: Option<u32>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}

@@ -1,0 +1,255 @@
+//! Snapshots, restore, fork and warm boot through the API, on the server
+//! with agents in place of VMs (see `common`). The real-VM versions (memory
+//! and disk really coming back) are in the CLI crate's tests.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use serde_json::{json, Value};
+
+async fn call(srv: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let url = srv.url(&format!("/api/v1{path}"));
+    let mut req = match method {
+        "GET" => srv.client.get(url),
+        "POST" => srv.client.post(url),
+        "DELETE" => srv.client.delete(url),
+        m => panic!("{m}"),
+    };
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn snapshot_list_restore_fork_and_delete() {
+    let srv = TestServer::start().await;
+    let sbx = srv.create_sandbox(json!({"name": "src"})).await;
+    let id = sbx["id"].as_str().expect("id").to_string();
+
+    let (st, v) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/snapshots"),
+        Some(json!({"comment": "first"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let snap = v["data"].clone();
+    let sid = snap["id"].as_str().expect("sid").to_string();
+    assert!(sid.starts_with("snap_"));
+    assert_eq!(snap["status"], "ready");
+    assert_eq!(snap["comment"], "first");
+    assert!(snap["size_bytes"].as_u64().expect("size") > 0);
+    assert!(srv.core.snapshot_dir(&sid).join("manifest.json").is_file());
+
+    let (_, v) = call(&srv, "GET", &format!("/sandboxes/{id}/snapshots"), None).await;
+    assert_eq!(v["data"].as_array().expect("list").len(), 1);
+    let (st, v) = call(
+        &srv,
+        "GET",
+        &format!("/sandboxes/{id}/snapshots/{sid}"),
+        None,
+    )
+    .await;
+    assert_eq!((st, v["data"]["id"].clone()), (200, json!(sid)));
+    // The sandbox kept running.
+    let (_, v) = call(&srv, "GET", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(v["data"]["state"], "running");
+
+    // Restore in place: same id, back from the snapshot.
+    let (st, v) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/restore/{sid}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["id"], json!(id));
+    assert_eq!(v["data"]["boot_path"], "snapshot");
+    let (st, _) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/exec"),
+        Some(json!({"command": "true"})),
+    )
+    .await;
+    assert_eq!(st, 200);
+
+    // Fork from the snapshot and on the fly.
+    let (st, v) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/fork"),
+        Some(json!({"snapshot_id": sid, "name": "child"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let child = v["data"].clone();
+    assert_ne!(child["id"], json!(id));
+    assert_eq!(child["name"], "child");
+    assert_eq!(child["metadata"]["forked_from"], json!(id));
+    assert_eq!(child["boot_path"], "snapshot");
+    let (st, v) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/fork"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (_, v) = call(&srv, "GET", &format!("/sandboxes/{id}/snapshots"), None).await;
+    assert_eq!(
+        v["data"].as_array().expect("list").len(),
+        2,
+        "fork took a snapshot"
+    );
+    let (st, v) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/restore/{sid}"),
+        Some(json!({"as_new": true})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_ne!(v["data"]["id"], json!(id));
+
+    // Another tenant sees none of it.
+    let (_, k) = call(
+        &srv,
+        "POST",
+        "/api-keys",
+        Some(json!({"tenant_id": "ten_x"})),
+    )
+    .await;
+    let other = srv.client_with(k["data"]["key"].as_str().expect("key"));
+    for path in [
+        format!("/api/v1/sandboxes/{id}/snapshots/{sid}"),
+        format!("/api/v1/sandboxes/{id}/snapshots"),
+    ] {
+        let st = other
+            .get(srv.url(&path))
+            .send()
+            .await
+            .expect("get")
+            .status();
+        assert_eq!(st, 404, "{path}");
+    }
+    let st = other
+        .post(srv.url(&format!("/api/v1/sandboxes/{id}/restore/{sid}")))
+        .send()
+        .await
+        .expect("restore")
+        .status();
+    assert_eq!(st, 404);
+
+    // Delete; then it is gone.
+    let (st, _) = call(
+        &srv,
+        "DELETE",
+        &format!("/sandboxes/{id}/snapshots/{sid}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(!srv.core.snapshot_dir(&sid).exists());
+    let (st, v) = call(
+        &srv,
+        "GET",
+        &format!("/sandboxes/{id}/snapshots/{sid}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (404, json!("snapshot_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn corrupt_snapshots_and_bad_states_are_refused() {
+    let srv = TestServer::start().await;
+    let sbx = srv.create_sandbox(json!({})).await;
+    let id = sbx["id"].as_str().expect("id").to_string();
+    let (_, v) = call(&srv, "POST", &format!("/sandboxes/{id}/snapshots"), None).await;
+    let sid = v["data"]["id"].as_str().expect("sid").to_string();
+    std::fs::remove_file(srv.core.snapshot_dir(&sid).join("manifest.json")).expect("corrupt it");
+    let (st, v) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/restore/{sid}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (409, json!("snapshot_corrupt")),
+        "{v}"
+    );
+    let (_, v) = call(&srv, "GET", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(v["data"]["state"], "running", "the sandbox keeps its state");
+    let (st, _) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/exec"),
+        Some(json!({"command": "true"})),
+    )
+    .await;
+    assert_eq!(st, 200);
+
+    call(&srv, "DELETE", &format!("/sandboxes/{id}"), None).await;
+    let (st, v) = call(&srv, "POST", &format!("/sandboxes/{id}/snapshots"), None).await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (409, json!("sandbox_not_running"))
+    );
+    let (st, _) = call(&srv, "POST", &format!("/sandboxes/{id}/fork"), None).await;
+    assert_eq!(st, 409);
+}
+
+#[tokio::test]
+async fn second_create_of_a_shape_boots_warm() {
+    let srv = TestServer::start().await;
+    let first = srv.create_sandbox(json!({"memory_mb": 512})).await;
+    assert_eq!(first["boot_path"], "cold");
+    // The template snapshot is built in the background after a cold boot.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = call(&srv, "GET", "/sandbox-templates/minimal", None).await;
+        if !v["data"]["warm_shapes"]
+            .as_array()
+            .expect("shapes")
+            .is_empty()
+        {
+            assert_eq!(v["data"]["warm_shapes"][0], "1c-512m-3072d");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no warm snapshot: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = srv.create_sandbox(json!({"memory_mb": 512})).await;
+    assert_eq!(second["boot_path"], "snapshot");
+    let other_shape = srv.create_sandbox(json!({"memory_mb": 1024})).await;
+    assert_eq!(other_shape["boot_path"], "cold", "a new shape boots cold");
+    let (_, v) = call(&srv, "GET", "/sandbox-templates", None).await;
+    assert_eq!(v["default_template_id"], "default");
+    let (st, v) = call(
+        &srv,
+        "POST",
+        "/sandbox-templates",
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (501, json!("not_implemented"))
+    );
+}
