@@ -30,8 +30,12 @@ fn images_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data"))
 }
 
-/// A fresh data dir and the config of a loopback server on it.
-fn bench_config() -> anyhow::Result<(tempfile::TempDir, hearth_server::ServerConfig)> {
+/// A fresh data dir and the config of a loopback server on it. Warm boot
+/// is off unless asked for: its background template build (a second VM
+/// booting) would disturb whatever a bench measures.
+fn bench_config(
+    warm_boot: bool,
+) -> anyhow::Result<(tempfile::TempDir, hearth_server::ServerConfig)> {
     let data_dir = tempfile::Builder::new()
         .prefix("hearth-bench-")
         .tempdir()
@@ -40,6 +44,7 @@ fn bench_config() -> anyhow::Result<(tempfile::TempDir, hearth_server::ServerCon
         data_dir: data_dir.path().to_path_buf(),
         images_dir: Some(images_dir()),
         listen: "127.0.0.1:0".parse()?,
+        warm_boot,
         ..Default::default()
     };
     Ok((data_dir, config))
@@ -68,7 +73,12 @@ impl BenchServer {
     /// Starts `hearth_server::serve` on a free loopback port in a spawned
     /// task; it runs until the process exits.
     pub async fn start() -> anyhow::Result<BenchServer> {
-        let (data_dir, config) = bench_config()?;
+        Self::start_opts(false).await
+    }
+
+    /// [`BenchServer::start`] with warm boot (template snapshots) on or off.
+    pub async fn start_opts(warm_boot: bool) -> anyhow::Result<BenchServer> {
+        let (data_dir, config) = bench_config(warm_boot)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut server = tokio::spawn(hearth_server::serve(config, move |s| {
             let _ = tx.send(s.clone());
@@ -105,7 +115,7 @@ impl BenchServer {
     /// [`Core`]: hearth_server::core::Core
     pub async fn start_with_core() -> anyhow::Result<BenchServer> {
         use hearth_server::core::{clock::SystemClock, templates::ImageTemplates, Core};
-        let (data_dir, config) = bench_config()?;
+        let (data_dir, config) = bench_config(false)?;
         config.validate()?;
         let store =
             Arc::new(hearth_server::store::SqliteStore::open(&config.database_path()).await?);

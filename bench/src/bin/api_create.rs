@@ -1,0 +1,136 @@
+//! Create to first exec answered, through the REST API: from a template
+//! snapshot (warm: the fast-clone form) vs a cold boot of the same image,
+//! in one run. Target: p50 ratio <= 0.05.
+//!
+//! Two in-process servers over the same image cache: one with warm boot
+//! off (every create boots cold: the floor), one with it on, whose first
+//! create builds the template snapshot in the background; the warm rounds
+//! start once it is ready. Each round: POST /sandboxes, POST .../exec
+//! `true`, then DELETE (not timed).
+//!
+//! Usage: `api-create [WARM_ROUNDS] [COLD_ROUNDS]` (default 10 and 3).
+
+#[path = "../server.rs"]
+#[allow(dead_code)] // each API bench uses part of it
+mod server;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use server::BenchServer;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// One create + first exec; returns (wall ms, boot_path, boot_ms) and the id.
+async fn create_and_exec(s: &BenchServer) -> anyhow::Result<(f64, String, u64, String)> {
+    let t = Instant::now();
+    let resp = s
+        .http
+        .post(s.api("/sandboxes"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"template_id": "minimal", "memory_mb": 256, "disk_size_mb": 512, "timeout_sec": 600}))
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await?;
+    let status = resp.status();
+    let body: Value = resp.json().await?;
+    anyhow::ensure!(status == 201, "create answered {status}: {body}");
+    let id = body["data"]["id"].as_str().context("id")?.to_string();
+    let resp = s
+        .http
+        .post(s.api(&format!("/sandboxes/{id}/exec")))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"command": "true"}))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "exec answered {}", resp.status());
+    let wall = ms(t.elapsed());
+    let path = body["data"]["boot_path"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    let boot_ms = body["data"]["boot_ms"].as_u64().unwrap_or(0);
+    Ok((wall, path, boot_ms, id))
+}
+
+async fn wait_warm(s: &BenchServer) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let v: Value = s
+            .http
+            .get(s.api("/sandbox-templates/minimal"))
+            .bearer_auth(&s.admin_key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if v["data"]["warm_shapes"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "template snapshot never appeared: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    server::init_tracing();
+    let mut args = std::env::args().skip(1);
+    let warm_rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10);
+    let cold_rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+    anyhow::ensure!(
+        warm_rounds > 0 && cold_rounds > 0,
+        "rounds must be positive"
+    );
+
+    let cold_server = BenchServer::start_opts(false).await?;
+    let mut cold = Vec::new();
+    for _ in 0..cold_rounds {
+        let (wall, path, _, id) = create_and_exec(&cold_server).await?;
+        anyhow::ensure!(path == "cold", "floor booted {path}");
+        cold_server.destroy(&id).await?;
+        cold.push(wall);
+    }
+
+    let warm_server = BenchServer::start_opts(true).await?;
+    let (_, path, _, first) = create_and_exec(&warm_server).await?;
+    anyhow::ensure!(
+        path == "cold",
+        "first create of a shape boots cold, got {path}"
+    );
+    warm_server.destroy(&first).await?;
+    wait_warm(&warm_server).await?;
+    let mut warm = Vec::new();
+    let mut boots = Vec::new();
+    for _ in 0..warm_rounds {
+        let (wall, path, boot_ms, id) = create_and_exec(&warm_server).await?;
+        anyhow::ensure!(path == "snapshot", "warm create booted {path}");
+        warm_server.destroy(&id).await?;
+        warm.push(wall);
+        boots.push(boot_ms as f64);
+    }
+    let (c, w) = (median(cold), median(warm.clone()));
+    println!(
+        "create -> first exec through the API: warm p50 {w:.0} ms (max {:.0}; server boot_ms p50 {:.0}), cold p50 {c:.0} ms; ratio warm/cold = {:.3} (target <= 0.05)",
+        warm.iter().cloned().fold(0.0, f64::max),
+        median(boots),
+        w / c
+    );
+    Ok(())
+}
