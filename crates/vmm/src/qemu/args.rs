@@ -211,6 +211,21 @@ pub(crate) fn rewrite_for_restore(
     )))
     .collect();
 
+    // A VM that was itself restored ran with `-incoming defer`: a snapshot
+    // of it is restored the same way, so that pair is dropped here and added
+    // back once below. Any other `-incoming` is not ours.
+    let args: Vec<&String> = {
+        let mut kept = Vec::with_capacity(args.len());
+        let mut it = args.iter().peekable();
+        while let Some(a) = it.next() {
+            if a == "-incoming" && it.peek().is_some_and(|v| v.as_str() == "defer") {
+                it.next();
+                continue;
+            }
+            kept.push(a);
+        }
+        kept
+    };
     let mut out = Vec::with_capacity(args.len() + 2);
     let (mut saw_mem, mut saw_net) = (false, false);
     let mut prev: Option<&str> = None;
@@ -381,6 +396,75 @@ mod tests {
             }
             assert_eq!(o, e, "arg {i}");
         }
+    }
+
+    #[test]
+    fn a_restored_vm_can_be_restored_again() {
+        let a = spec("/d/sandboxes", "a");
+        let b = spec("/d/sandboxes", "b");
+        let c = spec("/d/sandboxes", "c");
+        let rw = |from: &VmSpec,
+                  to: &VmSpec|
+         -> (RunLayout, RunLayout, std::path::PathBuf, std::path::PathBuf) {
+            (
+                from.layout(),
+                to.layout(),
+                from.disk.clone(),
+                to.disk.clone(),
+            )
+        };
+        let first = build(&a, &a.layout(), Accel::Tcg, MachineKind::Microvm, None);
+        let (ol, nl, od, nd) = rw(&a, &b);
+        let restored = rewrite_for_restore(
+            &first,
+            &Rewrite {
+                old_layout: &ol,
+                old_disk: &od,
+                new_layout: &nl,
+                new_disk: &nd,
+                ram: Ram::Anonymous,
+                memory_mb: 256,
+                egress: true,
+            },
+        )
+        .unwrap();
+        // A snapshot of the restored VM stores its args, `-incoming` included.
+        let (ol, nl, od, nd) = rw(&b, &c);
+        let again = rewrite_for_restore(
+            &restored,
+            &Rewrite {
+                old_layout: &ol,
+                old_disk: &od,
+                new_layout: &nl,
+                new_disk: &nd,
+                ram: Ram::Anonymous,
+                memory_mb: 256,
+                egress: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(again.iter().filter(|a| *a == "-incoming").count(), 1);
+        assert_eq!(again.len(), restored.len());
+        assert!(
+            again.iter().all(|x| !x.contains("/d/sandboxes/b/")),
+            "{again:?}"
+        );
+        let mut foreign = first.clone();
+        foreign.extend(["-incoming".to_string(), "tcp:0:4444".to_string()]);
+        let (ol, nl, od, nd) = rw(&a, &b);
+        let err = rewrite_for_restore(
+            &foreign,
+            &Rewrite {
+                old_layout: &ol,
+                old_disk: &od,
+                new_layout: &nl,
+                new_disk: &nd,
+                ram: Ram::Anonymous,
+                memory_mb: 256,
+                egress: true,
+            },
+        );
+        assert!(err.is_err(), "an -incoming we did not write is refused");
     }
 
     #[test]
