@@ -270,6 +270,18 @@ async fn serve_creates_execs_pauses_times_out_and_readopts_real_vms() {
         "kept across pause\n"
     );
 
+    // Again: a resumed VM pauses and resumes like any other.
+    for step in ["pause", "resume"] {
+        let (st, v) = api
+            .call("POST", &format!("/sandboxes/{id}/{step}"), None)
+            .await;
+        assert_eq!(st, 200, "second {step}: {v}\n{}", server.log());
+    }
+    assert_eq!(
+        api.exec(&id, "cat /workspace/note.txt").await["stdout"],
+        "kept across pause\n"
+    );
+
     // A short timeout really destroys the VM.
     let mut short = spec.clone();
     short["timeout_sec"] = json!(3);
@@ -322,7 +334,7 @@ async fn serve_creates_execs_pauses_times_out_and_readopts_real_vms() {
     let (st, v) = api
         .call("POST", &format!("/sandboxes/{paused_id}/resume"), None)
         .await;
-    assert_eq!(st, 200, "{v}");
+    assert_eq!(st, 200, "{v}\n{}", server.log());
     assert_eq!(
         api.exec(&paused_id, "cat /workspace/p").await["stdout"],
         "still-here\n"

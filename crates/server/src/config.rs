@@ -34,6 +34,9 @@ pub struct ServerConfig {
     /// Create from a template snapshot (built in the background after the
     /// first cold boot of each template and VM shape).
     pub warm_boot: bool,
+    /// VMs per template and shape kept cloned and warmed up ahead of
+    /// creates (each holds its memory while it waits). 0 = off.
+    pub warm_pool_size: usize,
     /// How long idempotent responses are replayed.
     pub idempotency_ttl_sec: u64,
     pub rates: Rates,
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             boot_timeout_ms: 120_000,
             sse_heartbeat_ms: 15_000,
             warm_boot: true,
+            warm_pool_size: 0,
             idempotency_ttl_sec: 24 * 3600,
             rates: Rates::default(),
             vmm: VmmConfig::default(),

@@ -75,6 +75,8 @@ pub async fn serve(config: ServerConfig, on_started: impl FnOnce(&Started)) -> a
         })
         .await?;
     core.shutdown();
+    // Pooled VMs belong to no sandbox: they go with the server.
+    core.drain_pool().await;
     store.close().await;
     Ok(())
 }

@@ -253,3 +253,54 @@ async fn second_create_of_a_shape_boots_warm() {
         (501, json!("not_implemented"))
     );
 }
+
+#[tokio::test]
+async fn warm_pool_hands_out_precloned_vms_with_the_creates_env() {
+    let srv = TestServer::start_with(|c| c.warm_pool_size = 1).await;
+    let first = srv.create_sandbox(json!({})).await;
+    assert_eq!(first["boot_path"], "cold");
+    // The template snapshot, then one pooled clone of it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let pooled = std::fs::read_dir(srv.core.sandboxes_dir())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        // first sandbox + the pooled VM's directory
+        if pooled >= 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "pool never filled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting: Vec<String> = std::fs::read_dir(srv.core.sandboxes_dir())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.as_str() != first["id"].as_str().expect("id"))
+        .collect();
+    let taken = srv.create_sandbox(json!({"env": {"WHO": "pooled"}})).await;
+    assert_eq!(taken["boot_path"], "snapshot");
+    let id = taken["id"].as_str().expect("id");
+    assert!(
+        waiting.iter().any(|w| w == id),
+        "{id} is the pooled VM ({waiting:?})"
+    );
+    let (st, v) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/exec"),
+        Some(json!({"command": "echo $WHO"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["data"]["stdout"], "pooled\n",
+        "the create's env reached the pooled VM"
+    );
+    // Egress off is never served from the pool.
+    let off = srv
+        .create_sandbox(json!({"network": {"egress": false}}))
+        .await;
+    assert_ne!(off["id"], json!(id));
+}

@@ -218,21 +218,33 @@ impl Core {
         }
     }
 
-    fn vm_spec(&self, rec: &SandboxRecord, tpl: &ResolvedTemplate) -> VmSpec {
+    /// A VM of `tpl` with this id and size, in `sandboxes/<id>/`.
+    pub(crate) fn base_spec(
+        &self,
+        id: &str,
+        tpl: &ResolvedTemplate,
+        vcpus: u32,
+        memory_mb: u32,
+    ) -> VmSpec {
         let mut spec = VmSpec::new(
-            &rec.id,
+            id,
             &self.sandboxes_dir(),
             &tpl.kernel,
             &tpl.initrd,
             &tpl.base_image,
         );
-        spec.vcpus = rec.cpu_count;
-        spec.memory_mb = rec.memory_mb;
+        spec.vcpus = vcpus;
+        spec.memory_mb = memory_mb;
+        // Ids carry `_`, which hostnames may not.
+        spec.hostname = Some(id.replace('_', "-"));
+        spec.boot_timeout_ms = self.config.boot_timeout_ms;
+        spec
+    }
+
+    fn vm_spec(&self, rec: &SandboxRecord, tpl: &ResolvedTemplate) -> VmSpec {
+        let mut spec = self.base_spec(&rec.id, tpl, rec.cpu_count, rec.memory_mb);
         spec.egress = rec.egress;
         spec.env = rec.env.clone();
-        // Ids carry `_`, which hostnames may not.
-        spec.hostname = Some(rec.id.replace('_', "-"));
-        spec.boot_timeout_ms = self.config.boot_timeout_ms;
         spec
     }
 }
@@ -406,6 +418,29 @@ async fn boot(
         Ok(t) => t,
         Err(e) => return fail_boot(core, h, error_chain(&e)).await,
     };
+    if let Some(pooled) = vm.as_ref() {
+        // A warm-pool VM, cloned and warmed up ahead: it only needs this
+        // sandbox's env (its id, hostname and entropy are its own already).
+        let init = hearth_agent_protocol::InitRequest {
+            sandbox_id: rec.id.clone(),
+            hostname: Some(rec.id.replace('_', "-")),
+            env: rec.env.clone(),
+            clock_unix_ms: Some(chrono::Utc::now().timestamp_millis()),
+            entropy: Some(hearth_agent_protocol::Base64Bytes::from(
+                rand::random::<[u8; 32]>().to_vec(),
+            )),
+        };
+        match pooled.agent().init(&init).await {
+            Ok(_) => return running(core, h, &tpl, started, BootPath::Snapshot).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "warm-pool VM did not take its identity; booting");
+                if let Some(v) = vm.take() {
+                    let _ = v.destroy().await;
+                }
+                h.set_agent(None);
+            }
+        }
+    }
     let spec = core.vm_spec(&rec, &tpl);
     if let Err(e) = std::fs::create_dir_all(&spec.dir) {
         return fail_boot(core, h, format!("sandbox directory: {e}")).await;
@@ -431,7 +466,13 @@ async fn boot(
         None => None,
     };
     let (new_vm, path) = match restored {
-        Some(v) => (v, BootPath::Snapshot),
+        Some(v) => {
+            if !forked {
+                // Keeps the warm pool (if any) topped up.
+                core.ensure_warm(shape, tpl.clone());
+            }
+            (v, BootPath::Snapshot)
+        }
         None => match cold_boot(core, &spec, rec.disk_size_mb).await {
             Ok(v) => {
                 core.ensure_warm(shape, tpl.clone());
@@ -440,10 +481,21 @@ async fn boot(
             Err(msg) => return fail_boot(core, h, msg).await,
         },
     };
-    let boot_ms = started.elapsed().as_millis() as u64;
-    core.metrics.observe_boot(boot_ms);
     h.set_agent(Some(new_vm.agent()));
     *vm = Some(new_vm);
+    running(core, h, &tpl, started, path).await
+}
+
+/// A first boot is done: the sandbox runs.
+async fn running(
+    core: &Arc<Core>,
+    h: &SandboxHandle,
+    tpl: &ResolvedTemplate,
+    started: Instant,
+    path: BootPath,
+) -> ApiResult<SandboxRecord> {
+    let boot_ms = started.elapsed().as_millis() as u64;
+    core.metrics.observe_boot(boot_ms);
     let now = core.now_ms();
     let rec = core
         .commit(h, |r| {

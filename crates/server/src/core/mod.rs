@@ -47,6 +47,7 @@ pub struct Core {
     keys: KeyCache,
     pub(crate) idempotency_locks: idempotency::Locks,
     pub(crate) warm_builds: warm::WarmBuilds,
+    pub(crate) warm_pool: warm::WarmPool,
     pub(crate) snapshots_in_use: snapshots::InUse,
     /// Live (not destroyed) sandboxes by id.
     sandboxes: RwLock<HashMap<String, Arc<SandboxHandle>>>,
@@ -75,6 +76,7 @@ impl Core {
             keys: KeyCache::default(),
             idempotency_locks: idempotency::Locks::default(),
             warm_builds: warm::WarmBuilds::default(),
+            warm_pool: warm::WarmPool::default(),
             snapshots_in_use: snapshots::InUse::default(),
             sandboxes: RwLock::new(HashMap::new()),
             data_dir,

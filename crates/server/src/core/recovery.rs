@@ -13,6 +13,7 @@ use crate::store::StoreResult;
 
 pub(crate) async fn recover(core: &Arc<Core>) -> StoreResult<()> {
     let live = core.store.live_sandboxes().await?;
+    reap_orphans(core, &live).await;
     let mut adopted = 0usize;
     let mut failed = 0usize;
     for rec in live {
@@ -28,6 +29,32 @@ pub(crate) async fn recover(core: &Arc<Core>) -> StoreResult<()> {
     }
     tracing::info!(adopted, failed, "recovery done");
     Ok(())
+}
+
+/// VM directories no live sandbox owns (warm-pool VMs and template build
+/// VMs of an earlier run, a destroy cut short): their VMMs are stopped and
+/// the directories removed.
+async fn reap_orphans(core: &Arc<Core>, live: &[SandboxRecord]) {
+    let Ok(entries) = std::fs::read_dir(core.sandboxes_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if live.iter().any(|r| r.id == name) {
+            continue;
+        }
+        let dir = entry.path();
+        if dir.join("vm.json").exists() {
+            if let Ok(vm) = core.vmm.adopt(&dir).await {
+                let _ = vm.destroy().await;
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "orphan directory not removed");
+        } else {
+            tracing::info!(dir = %dir.display(), "orphan VM directory reaped");
+        }
+    }
 }
 
 /// Brings one stored sandbox back under an actor. True when a running VM

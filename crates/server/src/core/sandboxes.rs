@@ -83,7 +83,7 @@ impl Core {
             return Err(ApiError::validation(bad));
         }
         let now = self.now_ms();
-        let rec = SandboxRecord {
+        let mut rec = SandboxRecord {
             id: new_id("sbx"),
             tenant_id: caller.tenant_id.clone(),
             name: p.name,
@@ -115,9 +115,19 @@ impl Core {
             last_activity_at: now,
         };
         if wait {
+            if let Some(pooled) = self.pooled_for(&rec).await {
+                rec.id = pooled.id;
+                let h = self.register_new(&rec, Some(pooled.vm)).await?;
+                return h
+                    .call(|tx| Op::Boot {
+                        snapshot: None,
+                        reply: Some(tx),
+                    })
+                    .await;
+            }
             self.start_new(rec, None).await
         } else {
-            let h = self.register_new(&rec).await?;
+            let h = self.register_new(&rec, None).await?;
             h.send(Op::Boot {
                 snapshot: None,
                 reply: None,
@@ -126,9 +136,36 @@ impl Core {
         }
     }
 
-    /// Stores a new sandbox record and starts its actor.
-    async fn register_new(self: &Arc<Core>, rec: &SandboxRecord) -> ApiResult<Arc<SandboxHandle>> {
-        match self.store.insert_sandbox(rec).await {
+    /// A warm-pool VM for a create like `rec`, if the pool has one.
+    async fn pooled_for(self: &Arc<Core>, rec: &SandboxRecord) -> Option<super::warm::Pooled> {
+        if self.config.warm_pool_size == 0 || !self.config.warm_boot || !rec.egress {
+            return None;
+        }
+        let tpl = self.templates.resolve(&rec.template_id).await.ok()?;
+        let shape = super::warm::Shape {
+            template_id: tpl.id.clone(),
+            version: tpl.version.clone(),
+            cpu_count: rec.cpu_count,
+            memory_mb: rec.memory_mb,
+            disk_size_mb: rec.disk_size_mb,
+        };
+        self.take_pooled(&shape, &tpl)
+    }
+
+    /// Stores a new sandbox record and starts its actor (owning `vm`, a
+    /// warm-pool VM, when given).
+    async fn register_new(
+        self: &Arc<Core>,
+        rec: &SandboxRecord,
+        vm: Option<Box<dyn hearth_vmm::Vm>>,
+    ) -> ApiResult<Arc<SandboxHandle>> {
+        let inserted = self.store.insert_sandbox(rec).await;
+        if inserted.is_err() {
+            if let Some(vm) = vm.as_ref() {
+                let _ = vm.destroy().await;
+            }
+        }
+        match inserted {
             Err(StoreError::Duplicate(_)) => {
                 return Err(ApiError::conflict(
                     "conflict",
@@ -150,7 +187,7 @@ impl Core {
                 json!({ "template_id": rec.template_id }),
             )
             .await;
-        Ok(self.spawn_actor(rec.clone(), None))
+        Ok(self.spawn_actor(rec.clone(), vm))
     }
 
     /// Registers a new sandbox and boots it (from `snapshot` when given),
@@ -160,7 +197,7 @@ impl Core {
         rec: SandboxRecord,
         snapshot: Option<std::path::PathBuf>,
     ) -> ApiResult<SandboxRecord> {
-        let h = self.register_new(&rec).await?;
+        let h = self.register_new(&rec, None).await?;
         h.call(|tx| Op::Boot {
             snapshot,
             reply: Some(tx),

@@ -10,12 +10,12 @@
 //! template's sandbox disk, and growing a mounted ext4 from the host is not
 //! built yet.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
-use hearth_vmm::{AfterSnapshot, MemoryBacking, SnapshotManifest, SnapshotOptions, VmSpec};
+use hearth_vmm::{AfterSnapshot, MemoryBacking, SnapshotManifest, SnapshotOptions, Vm};
 
 use super::templates::ResolvedTemplate;
 use super::Core;
@@ -43,9 +43,49 @@ impl Shape {
     }
 }
 
+/// Runs what a clone's first requests will run, so the guest's page and
+/// dentry caches already hold the shell, the workspace and the exec path
+/// when the snapshot is taken: a clone's first exec then reads nothing from
+/// disk. Best effort.
+async fn prewarm(agent: &hearth_agent_client::AgentClient) {
+    for command in [
+        "true",
+        "cd /workspace && ls -la >/dev/null; echo ok >/dev/null",
+        "true",
+    ] {
+        let req = hearth_agent_protocol::ExecRequest {
+            command: command.into(),
+            timeout_ms: Some(30_000),
+            ..Default::default()
+        };
+        if let Err(e) = agent.exec(&req).await {
+            tracing::debug!(error = %e, "template prewarm exec");
+        }
+    }
+}
+
 /// Builds in flight, so a shape is built once at a time.
 #[derive(Debug, Default)]
 pub struct WarmBuilds(StdMutex<HashSet<Shape>>);
+
+/// A VM already cloned from a template snapshot and warmed up (its first
+/// exec, the slow one under TCG, is done), waiting for a create. Its id is
+/// the id the sandbox that takes it will have: the VM's directory and
+/// hostname are already right.
+#[derive(Debug)]
+pub struct Pooled {
+    pub id: String,
+    pub vm: Box<dyn Vm>,
+}
+
+/// Pre-cloned VMs per shape (`warm_pool_size` each; 0 = off). They serve
+/// creates with egress on (the default); they have no store record until
+/// taken, and a restarted server destroys any left behind.
+#[derive(Debug, Default)]
+pub struct WarmPool {
+    vms: StdMutex<HashMap<Shape, Vec<Pooled>>>,
+    filling: StdMutex<HashSet<Shape>>,
+}
 
 impl Core {
     /// The ready template snapshot of `shape`, if any.
@@ -57,7 +97,11 @@ impl Core {
     /// Starts building `shape`'s template snapshot unless it exists or is
     /// being built.
     pub fn ensure_warm(self: &Arc<Core>, shape: Shape, tpl: ResolvedTemplate) {
-        if !self.config.warm_boot || self.warm_snapshot(&shape).is_some() {
+        if !self.config.warm_boot {
+            return;
+        }
+        if self.warm_snapshot(&shape).is_some() {
+            self.refill_pool(shape, tpl);
             return;
         }
         {
@@ -80,17 +124,126 @@ impl Core {
                 .expect("warm lock is never poisoned")
                 .remove(&shape);
             match res {
-                Ok(dir) => tracing::info!(
-                    template = %shape.template_id,
-                    dir = %dir.display(),
-                    ms = started.elapsed().as_millis() as u64,
-                    "template snapshot ready"
-                ),
+                Ok(dir) => {
+                    tracing::info!(
+                        template = %shape.template_id,
+                        dir = %dir.display(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "template snapshot ready"
+                    );
+                    core.refill_pool(shape.clone(), tpl.clone());
+                }
                 Err(e) => {
                     tracing::warn!(template = %shape.template_id, error = %format!("{e:#}"), "template snapshot failed")
                 }
             }
         });
+    }
+
+    /// A pooled VM of `shape`, if one is ready; the pool refills itself.
+    pub fn take_pooled(self: &Arc<Core>, shape: &Shape, tpl: &ResolvedTemplate) -> Option<Pooled> {
+        if self.config.warm_pool_size == 0 {
+            return None;
+        }
+        let got = self
+            .warm_pool
+            .vms
+            .lock()
+            .expect("pool lock is never poisoned")
+            .get_mut(shape)
+            .and_then(Vec::pop);
+        self.refill_pool(shape.clone(), tpl.clone());
+        got
+    }
+
+    /// Clones VMs of `shape` from its template snapshot until the pool
+    /// holds `warm_pool_size` of them (one filler task per shape).
+    pub fn refill_pool(self: &Arc<Core>, shape: Shape, tpl: ResolvedTemplate) {
+        let want = self.config.warm_pool_size;
+        if want == 0 || self.warm_snapshot(&shape).is_none() {
+            return;
+        }
+        if !self
+            .warm_pool
+            .filling
+            .lock()
+            .expect("pool lock is never poisoned")
+            .insert(shape.clone())
+        {
+            return;
+        }
+        let core = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let have = core
+                    .warm_pool
+                    .vms
+                    .lock()
+                    .expect("pool lock is never poisoned")
+                    .get(&shape)
+                    .map_or(0, Vec::len);
+                if have >= want || core.shutdown_token().is_cancelled() {
+                    break;
+                }
+                match core.clone_for_pool(&shape, &tpl).await {
+                    Ok(p) => core
+                        .warm_pool
+                        .vms
+                        .lock()
+                        .expect("pool lock is never poisoned")
+                        .entry(shape.clone())
+                        .or_default()
+                        .push(p),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "warm pool clone failed");
+                        break;
+                    }
+                }
+            }
+            core.warm_pool
+                .filling
+                .lock()
+                .expect("pool lock is never poisoned")
+                .remove(&shape);
+        });
+    }
+
+    async fn clone_for_pool(
+        &self,
+        shape: &Shape,
+        tpl: &ResolvedTemplate,
+    ) -> anyhow::Result<Pooled> {
+        let snap = self
+            .warm_snapshot(shape)
+            .ok_or_else(|| anyhow::anyhow!("template snapshot is gone"))?;
+        let id = super::ids::new_id("sbx");
+        let spec = self.base_spec(&id, tpl, shape.cpu_count, shape.memory_mb);
+        std::fs::create_dir_all(&spec.dir)?;
+        let vm = match self.vmm.restore(&snap, spec.clone()).await {
+            Ok(vm) => vm,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&spec.dir);
+                return Err(e.into());
+            }
+        };
+        // The first exec of a fresh clone is the slow one: pay it here.
+        prewarm(&vm.agent()).await;
+        Ok(Pooled { id, vm })
+    }
+
+    /// Destroys every pooled VM (server shutdown).
+    pub async fn drain_pool(&self) {
+        let all: Vec<Pooled> = self
+            .warm_pool
+            .vms
+            .lock()
+            .expect("pool lock is never poisoned")
+            .drain()
+            .flat_map(|(_, v)| v)
+            .collect();
+        for p in all {
+            let _ = p.vm.destroy().await;
+        }
     }
 
     /// Boots a build VM with its RAM in a file, waits for its agent, and
@@ -103,17 +256,8 @@ impl Core {
             std::fs::create_dir_all(parent)?;
         }
         let id = format!("tpl-{}", super::ids::new_id("b").replace('_', "-"));
-        let mut spec = VmSpec::new(
-            &id,
-            &self.sandboxes_dir(),
-            &tpl.kernel,
-            &tpl.initrd,
-            &tpl.base_image,
-        );
-        spec.vcpus = shape.cpu_count;
-        spec.memory_mb = shape.memory_mb;
+        let mut spec = self.base_spec(&id, tpl, shape.cpu_count, shape.memory_mb);
         spec.memory = MemoryBacking::SharedFile;
-        spec.boot_timeout_ms = self.config.boot_timeout_ms;
         let dir = spec.dir.clone();
         let disk = spec.disk.clone();
         let size = u64::from(shape.disk_size_mb);
@@ -130,6 +274,7 @@ impl Core {
                 return Err(e.into());
             }
         };
+        prewarm(&vm.agent()).await;
         let snap = vm
             .snapshot(
                 &staging,
