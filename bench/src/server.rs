@@ -36,6 +36,14 @@ fn images_dir() -> PathBuf {
 fn bench_config(
     warm_boot: bool,
 ) -> anyhow::Result<(tempfile::TempDir, hearth_server::ServerConfig)> {
+    bench_config_pool(warm_boot, 0)
+}
+
+/// [`bench_config`] with a warm pool of `warm_pool_size` VMs per shape.
+fn bench_config_pool(
+    warm_boot: bool,
+    warm_pool_size: usize,
+) -> anyhow::Result<(tempfile::TempDir, hearth_server::ServerConfig)> {
     let data_dir = tempfile::Builder::new()
         .prefix("hearth-bench-")
         .tempdir()
@@ -45,6 +53,7 @@ fn bench_config(
         images_dir: Some(images_dir()),
         listen: "127.0.0.1:0".parse()?,
         warm_boot,
+        warm_pool_size,
         ..Default::default()
     };
     Ok((data_dir, config))
@@ -78,7 +87,12 @@ impl BenchServer {
 
     /// [`BenchServer::start`] with warm boot (template snapshots) on or off.
     pub async fn start_opts(warm_boot: bool) -> anyhow::Result<BenchServer> {
-        let (data_dir, config) = bench_config(warm_boot)?;
+        Self::start_pool(warm_boot, 0).await
+    }
+
+    /// Warm boot plus a warm pool of `pool` pre-cloned VMs per shape.
+    pub async fn start_pool(warm_boot: bool, pool: usize) -> anyhow::Result<BenchServer> {
+        let (data_dir, config) = bench_config_pool(warm_boot, pool)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut server = tokio::spawn(hearth_server::serve(config, move |s| {
             let _ = tx.send(s.clone());
