@@ -205,14 +205,12 @@ impl Core {
         let persisted = h.activity_persisted_at.load(Ordering::Relaxed);
         if now - persisted >= ACTIVITY_PERSIST_MS {
             h.activity_persisted_at.store(now, Ordering::Relaxed);
-            let rec = h.record();
             let store = self.store.clone();
+            let id = h.id.clone();
             tokio::spawn(async move {
-                if let Ok(Some(mut stored)) = store.get_sandbox(&rec.id).await {
-                    if stored.state == rec.state && stored.last_activity_at < rec.last_activity_at {
-                        stored.last_activity_at = rec.last_activity_at;
-                        let _ = store.update_sandbox(&stored).await;
-                    }
+                // One column: a concurrent commit's other fields are safe.
+                if let Err(e) = store.touch_sandbox(&id, now).await {
+                    tracing::debug!(error = %e, "activity not persisted");
                 }
             });
         }
@@ -248,6 +246,9 @@ impl Core {
         spec
     }
 }
+
+/// When a pause that failed (the VM still runs) is tried again by a timer.
+const PAUSE_RETRY_MS: i64 = 60_000;
 
 /// How often activity is written to the store at most (per sandbox).
 const ACTIVITY_PERSIST_MS: i64 = 5_000;
@@ -728,7 +729,17 @@ async fn pause(
         let alive = running.state().is_live();
         tracing::warn!(error = %error_chain(&e), alive, "pause failed");
         if alive {
-            core.commit(h, |r| r.state = SandboxState::Running).await?;
+            // A timer asked for this pause: without a later deadline it
+            // would fire again at once, over and over. Try again in a while.
+            let retry = core.now_ms() + PAUSE_RETRY_MS;
+            core.commit(h, |r| {
+                r.state = SandboxState::Running;
+                if r.deadline_at.is_some_and(|d| d < retry) {
+                    r.deadline_at = Some(retry);
+                }
+                r.last_activity_at = r.last_activity_at.max(core.now_ms());
+            })
+            .await?;
             return Err(ApiError::internal(e));
         }
         if let Some(dead) = vm.take() {

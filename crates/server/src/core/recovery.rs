@@ -40,7 +40,10 @@ async fn reap_orphans(core: &Arc<Core>, live: &[SandboxRecord]) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if live.iter().any(|r| r.id == name) {
+        // Only directories this server makes (sandboxes, template builds):
+        // anything else in the directory is not ours to stop.
+        let ours = name.starts_with("sbx_") || name.starts_with("tpl-");
+        if !ours || live.iter().any(|r| r.id == name) {
             continue;
         }
         let dir = entry.path();

@@ -99,6 +99,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // Sandboxes.
     async fn insert_sandbox(&self, s: &SandboxRecord) -> StoreResult<()>;
     async fn update_sandbox(&self, s: &SandboxRecord) -> StoreResult<()>;
+    /// Moves `last_activity_at` forward (never back), touching nothing else.
+    async fn touch_sandbox(&self, id: &str, at: i64) -> StoreResult<()>;
     async fn get_sandbox(&self, id: &str) -> StoreResult<Option<SandboxRecord>>;
     async fn sandbox_by_name(
         &self,

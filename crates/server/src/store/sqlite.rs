@@ -321,6 +321,17 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn touch_sandbox(&self, id: &str, at: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sandboxes SET last_activity_at = MAX(last_activity_at, ?) WHERE id = ?",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn get_sandbox(&self, id: &str) -> StoreResult<Option<SandboxRecord>> {
         sqlx::query("SELECT * FROM sandboxes WHERE id = ?")
             .bind(id)
