@@ -59,6 +59,26 @@ fn bench_config_pool(
     Ok((data_dir, config))
 }
 
+impl Drop for BenchServer {
+    /// VMs outlive their server by design; a bench's must not outlive the
+    /// bench (a warm-pool VM, or a sandbox left by a failed run).
+    fn drop(&mut self) {
+        let Ok(dirs) = std::fs::read_dir(self._data_dir.path().join("sandboxes")) else {
+            return;
+        };
+        for d in dirs.flatten() {
+            let pid = std::fs::read_to_string(d.path().join("vmm.pid")).unwrap_or_default();
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: killpg only sends a signal; the VMM is the leader
+                // of its own process group (it runs in its own session).
+                unsafe {
+                    libc::killpg(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
 fn http_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .http1_only()

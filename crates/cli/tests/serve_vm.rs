@@ -84,10 +84,30 @@ impl Server {
     }
 }
 
+/// Kills every VMM whose pidfile is under `data/sandboxes/`: VMs outlive
+/// the server by design, so a failed test would leave them running.
+fn kill_vms(data: &Path) {
+    let Ok(dirs) = std::fs::read_dir(data.join("sandboxes")) else {
+        return;
+    };
+    for d in dirs.flatten() {
+        let pid = std::fs::read_to_string(d.path().join("vmm.pid")).unwrap_or_default();
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            kill_vms(&self.data);
+        }
     }
 }
 
