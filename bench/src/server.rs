@@ -192,6 +192,11 @@ impl BenchServer {
             .with_context(|| format!("sandbox {id} has no agent client (not running?)"))
     }
 
+    /// The server's data directory (sandboxes/, snapshots/).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
     pub fn api(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.url)
     }

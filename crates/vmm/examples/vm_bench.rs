@@ -161,6 +161,130 @@ async fn raw_clone(
     Ok((pid, took))
 }
 
+type QmpLines = tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>;
+type QmpWriter = tokio::net::unix::OwnedWriteHalf;
+
+/// Starts QEMU by hand with `args` and opens its QMP socket in `dir`.
+async fn raw_spawn(
+    args: &[String],
+    dir: &Path,
+) -> Result<(std::process::Child, QmpLines, QmpWriter)> {
+    let started = Instant::now();
+    let child = std::process::Command::new("qemu-system-x86_64")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join("vmm.log"))?)
+        .stderr(std::fs::File::create(dir.join("vmm.err"))?)
+        .spawn()?;
+    let qmp_path = dir.join("qmp.sock");
+    let stream = loop {
+        if let Ok(s) = tokio::net::UnixStream::connect(&qmp_path).await {
+            break s;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(20), "no qmp socket");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let (r, w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    lines.next_line().await?; // greeting
+    let mut w = w;
+    raw_qmp(&mut lines, &mut w, "{\"execute\":\"qmp_capabilities\"}").await?;
+    Ok((child, lines, w))
+}
+
+/// One QMP command by hand; its `return` line.
+async fn raw_qmp(lines: &mut QmpLines, w: &mut QmpWriter, cmd: &str) -> Result<String> {
+    w.write_all(format!("{cmd}\n").as_bytes()).await?;
+    loop {
+        let reply = lines.next_line().await?.context("qmp closed")?;
+        anyhow::ensure!(!reply.contains("\"error\""), "qmp {cmd}: {reply}");
+        if reply.contains("\"return\"") {
+            return Ok(reply);
+        }
+    }
+}
+
+/// The floor of pause + resume: the same VM arguments driven by hand.
+/// Boots a VM (not timed), then times QMP stop, migrate to a file, quit;
+/// a new QEMU with `-incoming defer`, migrate-incoming from the file, cont,
+/// the agent answering a hello, and an exec.
+async fn raw_pause_resume(
+    vm_args: &[String],
+    old: &VmSpec,
+    dir: &Path,
+) -> Result<(Vec<u32>, Duration)> {
+    std::fs::create_dir_all(dir)?;
+    let old_dir = old.dir.display().to_string();
+    let disk = dir.join("disk.ext4");
+    hearth_image::create_sparse_ext4(&disk, 256)?;
+    let args: Vec<String> = vm_args
+        .iter()
+        .map(|a| {
+            a.replace(&old.disk.display().to_string(), &disk.display().to_string())
+                .replace(&old_dir, &dir.display().to_string())
+        })
+        .collect();
+    let (mut first, mut lines, mut w) = raw_spawn(&args, dir).await?;
+    let mut pids = vec![first.id()];
+    raw_probe(&dir.join("agent.sock")).await?;
+    exec_true(&AgentClient::new(Connector::Unix(dir.join("agent.sock")))).await?;
+
+    let state = dir.join("state.bin");
+    let started = Instant::now();
+    raw_qmp(&mut lines, &mut w, "{\"execute\":\"stop\"}").await?;
+    raw_qmp(
+        &mut lines,
+        &mut w,
+        &format!(
+            "{{\"execute\":\"migrate\",\"arguments\":{{\"uri\":\"exec:cat > {}\"}}}}",
+            state.display()
+        ),
+    )
+    .await?;
+    loop {
+        let r = raw_qmp(&mut lines, &mut w, "{\"execute\":\"query-migrate\"}").await?;
+        if r.contains("\"completed\"") {
+            break;
+        }
+        anyhow::ensure!(!r.contains("\"failed\""), "migrate failed: {r}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    std::fs::File::open(&state)?.sync_all()?;
+    let _ = first.kill();
+    let _ = first.wait();
+    drop((lines, w));
+    let _ = std::fs::remove_file(dir.join("qmp.sock"));
+    let _ = std::fs::remove_file(dir.join("agent.sock"));
+
+    let mut incoming = args.clone();
+    incoming.extend(["-incoming".into(), "defer".into()]);
+    let (mut second, mut lines, mut w) = raw_spawn(&incoming, dir).await?;
+    pids.push(second.id());
+    raw_qmp(
+        &mut lines,
+        &mut w,
+        &format!(
+            "{{\"execute\":\"migrate-incoming\",\"arguments\":{{\"uri\":\"exec:cat {}\"}}}}",
+            state.display()
+        ),
+    )
+    .await?;
+    loop {
+        let r = raw_qmp(&mut lines, &mut w, "{\"execute\":\"query-status\"}").await?;
+        if !r.contains("inmigrate") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    raw_qmp(&mut lines, &mut w, "{\"execute\":\"cont\"}").await?;
+    raw_probe(&dir.join("agent.sock")).await?;
+    exec_true(&AgentClient::new(Connector::Unix(dir.join("agent.sock")))).await?;
+    let took = started.elapsed();
+    let _ = second.kill();
+    let _ = second.wait();
+    Ok((pids, took))
+}
+
 /// Hellos every 10 ms on a raw connection until one is answered.
 async fn raw_probe(sock: &Path) -> Result<()> {
     use tokio::io::AsyncReadExt;
@@ -294,6 +418,66 @@ async fn main() -> Result<()> {
         info.manifest.state_bytes >> 20
     );
     println!("full restore 256 MiB -> exec answered: {restore_ms:.0} ms wall");
+
+    // 3b. Pause (to disk, VMM exits) + resume of a 256 MiB VM vs the same
+    // done by hand with raw QEMU and QMP.
+    let mut ours = Vec::new();
+    let mut floor = Vec::new();
+    for i in 0..rounds {
+        let spec = sb.spec(&format!("pr{i}"));
+        let vm = boot(&vmm, &sb, spec.clone()).await?;
+        exec_true(&vm.agent()).await?;
+        let snap = sb.path().join(format!("pr{i}-snap"));
+        let t = Instant::now();
+        vm.snapshot(&snap, SnapshotOptions::full().then(AfterSnapshot::Exit))
+            .await?;
+        vm.destroy().await?;
+        let r = vmm
+            .restore_vm(&snap, sb.restore_spec(&format!("pr{i}")))
+            .await?;
+        sb.track(r.pid());
+        exec_true(&r.agent()).await?;
+        ours.push(ms(t.elapsed()));
+        let args = r.vmm_args().to_vec();
+        let restored_spec = r.spec().clone();
+        r.destroy().await?;
+        // The floor runs the arguments of a cold boot of the same VM.
+        let args: Vec<String> = {
+            let mut out = Vec::new();
+            let mut skip = false;
+            for a in args {
+                if skip {
+                    skip = false;
+                    continue;
+                }
+                if a == "-incoming" {
+                    skip = true;
+                    continue;
+                }
+                out.push(a);
+            }
+            out
+        };
+        let dir = sb.path().join(format!("rawpr{i}"));
+        let (pids, took) = raw_pause_resume(&args, &restored_spec, &dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "raw pause/resume; qemu said: {}",
+                    std::fs::read_to_string(dir.join("vmm.err")).unwrap_or_default()
+                )
+            })?;
+        for p in pids {
+            sb.track(p);
+        }
+        floor.push(ms(took));
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let (ours_m, floor_m) = (median(ours), median(floor));
+    println!(
+        "pause + resume 256 MiB -> exec answered: p50 {ours_m:.0} ms; raw qemu migrate-to-file + -incoming: p50 {floor_m:.0} ms; ratio {:.2} (target <= 1.2)",
+        ours_m / floor_m
+    );
 
     // 4. RSS of an idle restored 1 GiB VM vs the same VM cold booted.
     let mut spec = sb.spec("big");
