@@ -655,29 +655,7 @@ async fn restore(
     };
     let _ = std::fs::remove_dir_all(&rollback);
     let _ = std::fs::remove_dir_all(core.paused_dir(&h.id));
-    let boot_ms = started.elapsed().as_millis() as u64;
-    h.set_agent(Some(restored.agent()));
-    *vm = Some(restored);
-    let now = core.now_ms();
-    let rec = core
-        .commit(h, |r| {
-            r.state = SandboxState::Running;
-            r.paused_at = None;
-            r.boot_ms = Some(boot_ms);
-            r.boot_path = Some(BootPath::Snapshot);
-            r.deadline_at = Some(now + i64::from(r.timeout_sec) * 1000);
-            r.last_activity_at = now;
-        })
-        .await?;
-    core.events
-        .emit_logged(
-            &h.tenant_id,
-            Some(&h.id),
-            "sandbox.restored",
-            json!({ "boot_ms": boot_ms }),
-        )
-        .await;
-    Ok(rec)
+    back_from_snapshot(core, h, vm, restored, started, "sandbox.restored").await
 }
 
 async fn fail_boot(core: &Core, h: &SandboxHandle, message: String) -> ApiResult<SandboxRecord> {
@@ -806,11 +784,24 @@ async fn resume(
             return Err(ApiError::internal(e));
         }
     };
+    let _ = std::fs::remove_dir_all(&snap);
+    back_from_snapshot(core, h, vm, restored, started, "sandbox.resumed").await
+}
+
+/// A VM restored from a snapshot (resume, restore in place) takes over:
+/// the sandbox runs again with fresh clocks, and `event` says how.
+async fn back_from_snapshot(
+    core: &Arc<Core>,
+    h: &SandboxHandle,
+    vm: &mut Option<Box<dyn Vm>>,
+    restored: Box<dyn Vm>,
+    started: Instant,
+    event: &str,
+) -> ApiResult<SandboxRecord> {
     let boot_ms = started.elapsed().as_millis() as u64;
     core.metrics.observe_boot(boot_ms);
     h.set_agent(Some(restored.agent()));
     *vm = Some(restored);
-    let _ = std::fs::remove_dir_all(&snap);
     let now = core.now_ms();
     let rec = core
         .commit(h, |r| {
@@ -826,7 +817,7 @@ async fn resume(
         .emit_logged(
             &h.tenant_id,
             Some(&h.id),
-            "sandbox.resumed",
+            event,
             json!({ "boot_ms": boot_ms, "boot_path": "snapshot" }),
         )
         .await;
