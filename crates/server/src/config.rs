@@ -37,6 +37,8 @@ pub struct ServerConfig {
     /// VMs per template and shape kept cloned and warmed up ahead of
     /// creates (each holds its memory while it waits). 0 = off.
     pub warm_pool_size: usize,
+    /// Longest a template build may take, boot to ready (snapshot aside).
+    pub template_build_timeout_sec: u64,
     /// How long idempotent responses are replayed.
     pub idempotency_ttl_sec: u64,
     pub rates: Rates,
@@ -82,6 +84,7 @@ impl Default for ServerConfig {
             sse_heartbeat_ms: 15_000,
             warm_boot: true,
             warm_pool_size: 0,
+            template_build_timeout_sec: 3600,
             idempotency_ttl_sec: 24 * 3600,
             rates: Rates::default(),
             vmm: VmmConfig::default(),

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod routes;
 pub mod store;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;

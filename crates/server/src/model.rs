@@ -270,6 +270,104 @@ pub struct SnapshotRecord {
     pub created_at: i64,
 }
 
+/// A template built from a [`BuildSpec`]: a name in a tenant, and versions
+/// (one per build) under `<data>/templates/<id>/v<n>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// Where a template build is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildState {
+    Queued,
+    Building,
+    Snapshotting,
+    Ready,
+    Failed,
+}
+
+impl BuildState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildState::Queued => "queued",
+            BuildState::Building => "building",
+            BuildState::Snapshotting => "snapshotting",
+            BuildState::Ready => "ready",
+            BuildState::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<BuildState> {
+        match s {
+            "queued" => Some(BuildState::Queued),
+            "building" => Some(BuildState::Building),
+            "snapshotting" => Some(BuildState::Snapshotting),
+            "ready" => Some(BuildState::Ready),
+            "failed" => Some(BuildState::Failed),
+            _ => None,
+        }
+    }
+    pub fn is_final(self) -> bool {
+        matches!(self, BuildState::Ready | BuildState::Failed)
+    }
+}
+
+/// One build step: a shell command, or a file put in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildStep {
+    Run(String),
+    Copy(CopyStep),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyStep {
+    /// Absolute, or relative to the spec's `workdir`.
+    pub path: String,
+    pub content_base64: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+/// A validated BuildSpec (API.md), defaults filled in. `from` is `minimal`,
+/// `debian`, or the id of a custom template (names are resolved when the
+/// build is created, so a version never changes under a rebuild).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildSpec {
+    pub from: String,
+    pub packages: Vec<String>,
+    pub steps: Vec<BuildStep>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: String,
+    pub user: Option<String>,
+    pub start_cmd: Option<String>,
+    pub ready_cmd: Option<String>,
+    /// How long `ready_cmd` may keep failing before the build fails.
+    pub ready_timeout_sec: u32,
+    pub cpu_count: u32,
+    pub memory_mb: u32,
+    pub disk_size_mb: u32,
+}
+
+/// One build of a template: version `version` when it is `ready`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRecord {
+    pub id: String,
+    pub template_id: String,
+    pub tenant_id: String,
+    pub version: u32,
+    pub state: BuildState,
+    pub spec: BuildSpec,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
 /// One stretch of time a sandbox spent in one billable state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageInterval {

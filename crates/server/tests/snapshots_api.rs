@@ -241,17 +241,6 @@ async fn second_create_of_a_shape_boots_warm() {
     assert_eq!(other_shape["boot_path"], "cold", "a new shape boots cold");
     let (_, v) = call(&srv, "GET", "/sandbox-templates", None).await;
     assert_eq!(v["default_template_id"], "default");
-    let (st, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates",
-        Some(json!({"name": "x"})),
-    )
-    .await;
-    assert_eq!(
-        (st, v["error"]["code"].clone()),
-        (501, json!("not_implemented"))
-    );
 }
 
 #[tokio::test]

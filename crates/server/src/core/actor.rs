@@ -415,7 +415,7 @@ async fn boot(
         return Ok(rec);
     }
     let started = Instant::now();
-    let tpl = match core.templates.resolve(&rec.template_id).await {
+    let tpl = match core.resolve_template(&rec.template_id).await {
         Ok(t) => t,
         Err(e) => return fail_boot(core, h, error_chain(&e)).await,
     };
@@ -453,12 +453,22 @@ async fn boot(
         memory_mb: rec.memory_mb,
         disk_size_mb: rec.disk_size_mb,
     };
+    // A fork, or a custom template (its version's snapshot is all there
+    // is of it), must restore: booting the base image would be wrong.
     let forked = fork_from.is_some();
+    let must_restore = forked || tpl.custom;
     let from = fork_from.or_else(|| core.warm_snapshot(&shape));
+    if from.is_none() && tpl.custom {
+        let msg = format!(
+            "template {} {} has no snapshot for {} vCPU, {} MiB, {} MiB disk",
+            tpl.id, tpl.version, rec.cpu_count, rec.memory_mb, rec.disk_size_mb
+        );
+        return fail_boot(core, h, msg).await;
+    }
     let restored = match &from {
         Some(snap) => match core.vmm.restore(snap, spec.clone()).await {
             Ok(v) => Some(v),
-            Err(e) if forked => return fail_boot(core, h, error_chain(&e)).await,
+            Err(e) if must_restore => return fail_boot(core, h, error_chain(&e)).await,
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "warm boot failed; booting cold");
                 None
@@ -589,8 +599,7 @@ async fn restore(
     }
     let started = Instant::now();
     let tpl = core
-        .templates
-        .resolve(&rec.template_id)
+        .resolve_template(&rec.template_id)
         .await
         .map_err(ApiError::internal)?;
     let spec = core.vm_spec(&rec, &tpl);
@@ -769,8 +778,7 @@ async fn resume(
     }
     let started = Instant::now();
     let tpl = core
-        .templates
-        .resolve(&rec.template_id)
+        .resolve_template(&rec.template_id)
         .await
         .map_err(ApiError::internal)?;
     let spec = core.vm_spec(&rec, &tpl);

@@ -4,6 +4,7 @@
 //! actor per live sandbox.
 
 pub mod actor;
+pub mod builds;
 pub mod clock;
 pub mod events;
 pub mod idempotency;
@@ -47,6 +48,7 @@ pub struct Core {
     keys: KeyCache,
     pub(crate) idempotency_locks: idempotency::Locks,
     pub(crate) warm_builds: warm::WarmBuilds,
+    pub(crate) builds: builds::Builds,
     pub(crate) warm_pool: warm::WarmPool,
     pub(crate) snapshots_in_use: snapshots::InUse,
     /// Live (not destroyed) sandboxes by id.
@@ -76,6 +78,7 @@ impl Core {
             keys: KeyCache::default(),
             idempotency_locks: idempotency::Locks::default(),
             warm_builds: warm::WarmBuilds::default(),
+            builds: builds::Builds::default(),
             warm_pool: warm::WarmPool::default(),
             snapshots_in_use: snapshots::InUse::default(),
             sandboxes: RwLock::new(HashMap::new()),

@@ -14,6 +14,7 @@ use crate::store::StoreResult;
 pub(crate) async fn recover(core: &Arc<Core>) -> StoreResult<()> {
     let live = core.store.live_sandboxes().await?;
     reap_orphans(core, &live).await;
+    core.fail_interrupted_builds().await;
     let mut adopted = 0usize;
     let mut failed = 0usize;
     for rec in live {

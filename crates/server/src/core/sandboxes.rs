@@ -21,6 +21,8 @@ use crate::store::{Page, SandboxFilter, StoreError};
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateParams {
     pub template_id: String,
+    /// Any of `size`, `cpu_count`, `memory_mb`, `disk_size_mb` was given.
+    pub explicit_shape: bool,
     pub cpu_count: u32,
     pub memory_mb: u32,
     pub disk_size_mb: u32,
@@ -59,12 +61,11 @@ impl Core {
         p: CreateParams,
         wait: bool,
     ) -> ApiResult<SandboxRecord> {
-        let canonical = self.templates.canonical(&p.template_id).ok_or_else(|| {
-            ApiError::field(
-                "template_id",
-                format!("unknown template {:?}", p.template_id),
-            )
-        })?;
+        let mut p = p;
+        let canonical = match self.templates.canonical(&p.template_id) {
+            Some(c) => c,
+            None => self.custom_template_for(caller, &mut p).await?,
+        };
         let caps = self.vmm.capabilities();
         let mut bad = Vec::new();
         if p.cpu_count > caps.max_vcpus {
@@ -136,12 +137,56 @@ impl Core {
         }
     }
 
+    /// The id of custom template `p.template_id` (an id or a name), whose
+    /// newest ready version gives the VM shape: a create may leave the
+    /// shape out, or ask for exactly the template's.
+    async fn custom_template_for(
+        &self,
+        caller: &Caller,
+        p: &mut CreateParams,
+    ) -> ApiResult<String> {
+        let unknown = || {
+            ApiError::field(
+                "template_id",
+                format!("unknown template {:?}", p.template_id),
+            )
+        };
+        let info = self
+            .find_template(caller, &p.template_id)
+            .await?
+            .ok_or_else(unknown)?;
+        let Some(build) = info.latest_ready() else {
+            let state = info.builds.first().map_or("none", |b| b.state.as_str());
+            return Err(ApiError::field(
+                "template_id",
+                format!(
+                    "template {:?} has no ready version yet (latest build: {state})",
+                    info.template.name
+                ),
+            ));
+        };
+        let s = &build.spec;
+        let want = (s.cpu_count, s.memory_mb, s.disk_size_mb);
+        if p.explicit_shape && (p.cpu_count, p.memory_mb, p.disk_size_mb) != want {
+            return Err(ApiError::field(
+                "cpu_count",
+                format!(
+                    "template {:?} is built for {} vCPU, {} MiB memory and {} MiB disk; \
+                     leave the size out or rebuild the template with another one",
+                    info.template.name, want.0, want.1, want.2
+                ),
+            ));
+        }
+        (p.cpu_count, p.memory_mb, p.disk_size_mb) = want;
+        Ok(info.template.id)
+    }
+
     /// A warm-pool VM for a create like `rec`, if the pool has one.
     async fn pooled_for(self: &Arc<Core>, rec: &SandboxRecord) -> Option<super::warm::Pooled> {
         if self.config.warm_pool_size == 0 || !self.config.warm_boot || !rec.egress {
             return None;
         }
-        let tpl = self.templates.resolve(&rec.template_id).await.ok()?;
+        let tpl = self.resolve_template(&rec.template_id).await.ok()?;
         let shape = super::warm::Shape {
             template_id: tpl.id.clone(),
             version: tpl.version.clone(),

@@ -1,8 +1,7 @@
-//! Template ids to the files a VM boots from. Until templates become built
-//! snapshots (the templates issue), a template id names a root filesystem
-//! recipe: `minimal`, or `default` (the Debian image; `debian` and
-//! `miosa-sandbox` are aliases). Artifacts are built on first use and cached
-//! by the image store.
+//! Built-in template ids to the files a VM boots from: `minimal`, or
+//! `default` (the Debian image; `debian` and `miosa-sandbox` are aliases).
+//! Artifacts are built on first use and cached by the image store. Custom
+//! templates (built from a BuildSpec) live in `builds`, on top of these.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +20,9 @@ pub struct ResolvedTemplate {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub base_image: PathBuf,
+    /// Built from a BuildSpec: its sandboxes only ever restore the
+    /// version's snapshot (booting the base image would miss the build).
+    pub custom: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +128,7 @@ impl Templates for ImageTemplates {
             kernel: kernel.clone(),
             initrd: initrd.clone(),
             base_image: base.clone(),
+            custom: false,
         })
     }
 }

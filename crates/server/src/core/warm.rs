@@ -31,7 +31,7 @@ pub struct Shape {
 }
 
 impl Shape {
-    fn dir(&self, data_dir: &Path) -> PathBuf {
+    pub(crate) fn dir(&self, data_dir: &Path) -> PathBuf {
         data_dir
             .join("templates")
             .join(&self.template_id)
@@ -102,6 +102,10 @@ impl Core {
         }
         if self.warm_snapshot(&shape).is_some() {
             self.refill_pool(shape, tpl);
+            return;
+        }
+        if tpl.custom {
+            // Only a build makes a custom template's snapshot.
             return;
         }
         {
@@ -249,15 +253,27 @@ impl Core {
     /// Boots a build VM with its RAM in a file, waits for its agent, and
     /// writes the template snapshot (the VM exits with it).
     async fn build_warm(&self, shape: &Shape, tpl: &ResolvedTemplate) -> anyhow::Result<PathBuf> {
-        let dest = shape.dir(self.data_dir());
-        let staging = dest.with_extension("partial");
-        let _ = std::fs::remove_dir_all(&staging);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
+        let vm = self
+            .boot_build_vm(shape, tpl, &std::collections::BTreeMap::new(), false)
+            .await?;
+        self.snapshot_build_vm(vm, shape).await
+    }
+
+    /// A VM of `tpl` and `shape` with its RAM in a file, ready to become a
+    /// template snapshot; its directory starts with `tpl-` (a restarted
+    /// server reaps those).
+    pub(crate) async fn boot_build_vm(
+        &self,
+        shape: &Shape,
+        tpl: &ResolvedTemplate,
+        env: &std::collections::BTreeMap<String, String>,
+        egress: bool,
+    ) -> anyhow::Result<Box<dyn Vm>> {
         let id = format!("tpl-{}", super::ids::new_id("b").replace('_', "-"));
         let mut spec = self.base_spec(&id, tpl, shape.cpu_count, shape.memory_mb);
         spec.memory = MemoryBacking::SharedFile;
+        spec.egress = egress;
+        spec.env = env.clone();
         let dir = spec.dir.clone();
         let disk = spec.disk.clone();
         let size = u64::from(shape.disk_size_mb);
@@ -267,13 +283,28 @@ impl Core {
             Ok(())
         })
         .await??;
-        let vm = match self.vmm.boot(spec.clone()).await {
-            Ok(vm) => vm,
+        match self.vmm.boot(spec.clone()).await {
+            Ok(vm) => Ok(vm),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&spec.dir);
-                return Err(e.into());
+                Err(e.into())
             }
-        };
+        }
+    }
+
+    /// Warms `vm` up and writes it as `shape`'s template snapshot, which
+    /// appears whole or not at all; the VM is gone afterwards either way.
+    pub(crate) async fn snapshot_build_vm(
+        &self,
+        vm: Box<dyn Vm>,
+        shape: &Shape,
+    ) -> anyhow::Result<PathBuf> {
+        let dest = shape.dir(self.data_dir());
+        let staging = dest.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&staging);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         prewarm(&vm.agent()).await;
         let snap = vm
             .snapshot(
@@ -282,12 +313,11 @@ impl Core {
             )
             .await;
         let _ = vm.destroy().await;
-        let _ = std::fs::remove_dir_all(&spec.dir);
+        let _ = std::fs::remove_dir_all(&vm.spec().dir);
         if let Err(e) = snap {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e.into());
         }
-        // Appears whole or not at all.
         std::fs::rename(&staging, &dest)?;
         Ok(dest)
     }

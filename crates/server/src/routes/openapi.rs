@@ -327,6 +327,34 @@ pub const ROUTES: &[RouteDoc] = &[
     // Templates
     get("/api/v1/sandbox-templates", "List templates", TPL).reply(Reply::List),
     get("/api/v1/sandbox-templates/{tid}", "Get a template", TPL),
+    post(
+        "/api/v1/sandbox-templates",
+        "Create a template from a BuildSpec and queue its first build",
+        TPL,
+    )
+    .status(202),
+    post(
+        "/api/v1/sandbox-templates/validate",
+        "Check a BuildSpec without building it",
+        TPL,
+    ),
+    post(
+        "/api/v1/sandbox-templates/{tid}/builds",
+        "Build the next version of a template (body: optional build_spec)",
+        TPL,
+    )
+    .status(202),
+    get(
+        "/api/v1/sandbox-template-builds/{bid}",
+        "Get a template build",
+        TPL,
+    ),
+    get(
+        "/api/v1/sandbox-template-builds/{bid}/logs/stream",
+        "Stream a build's log: `log` frames, then `done`",
+        TPL,
+    )
+    .reply(Reply::Sse),
     // Exec
     post("/api/v1/sandboxes/{id}/exec", "Run a command", EXEC),
     post(
@@ -592,8 +620,9 @@ fn path_param_description(path: &str, name: &str) -> &'static str {
         "name" => "Sandbox name.",
         "pid" => "Process id.",
         "tid" if path.starts_with("/api/v1/sandbox-templates/") => {
-            "Template id (`default`, `minimal`)."
+            "Template id or name (`default`, `minimal`, `tpl_...`)."
         }
+        "bid" => "Template build id (`bld_...`).",
         "tid" => "Terminal id.",
         "sid" => "Snapshot id (`snap_...`).",
         "path" => "Guest path without its leading `/`; may span several segments.",

@@ -19,6 +19,7 @@ use crate::core::sandboxes::{CreateParams, PatchParams};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::{SandboxRecord, SandboxState};
 use crate::store::SandboxFilter;
+use crate::validate::{check_env, check_label, range};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -151,59 +152,6 @@ pub fn size_preset(size: &str) -> Option<(u32, u32, u32)> {
 
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 
-fn range(
-    bad: &mut Vec<FieldError>,
-    field: &str,
-    v: Option<i64>,
-    lo: i64,
-    hi: i64,
-    default: u32,
-) -> u32 {
-    match v {
-        None => default,
-        Some(n) if (lo..=hi).contains(&n) => n as u32,
-        Some(_) => {
-            bad.push(FieldError::new(
-                field,
-                format!("must be between {lo} and {hi}"),
-            ));
-            default
-        }
-    }
-}
-
-fn check_label(bad: &mut Vec<FieldError>, field: &str, v: &Option<String>, max: usize) {
-    if let Some(s) = v {
-        if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
-            bad.push(FieldError::new(
-                field,
-                format!("must be 1-{max} characters without control characters"),
-            ));
-        }
-    }
-}
-
-fn check_env(bad: &mut Vec<FieldError>, field: &str, env: &BTreeMap<String, String>) {
-    for (k, v) in env {
-        let valid = !k.is_empty()
-            && k.len() <= 256
-            && !k.starts_with(|c: char| c.is_ascii_digit())
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            bad.push(FieldError::new(
-                format!("{field}.{k}"),
-                "names are letters, digits and _ (not starting with a digit)",
-            ));
-        }
-        if v.contains('\0') {
-            bad.push(FieldError::new(
-                format!("{field}.{k}"),
-                "values cannot hold NUL",
-            ));
-        }
-    }
-}
-
 fn check_tags(bad: &mut Vec<FieldError>, tags: &[String]) {
     if tags.len() > 50 {
         bad.push(FieldError::new("tags", "at most 50 tags"));
@@ -287,8 +235,14 @@ impl CreateBody {
         if !bad.is_empty() {
             return Err(ApiError::validation(bad));
         }
+        let explicit_shape = self.size.is_some()
+            || self.cpu_count.is_some()
+            || self.memory_mb.is_some()
+            || self.disk_size_mb.is_some()
+            || self.disk_mb.is_some();
         Ok(CreateParams {
             template_id,
+            explicit_shape,
             cpu_count,
             memory_mb,
             disk_size_mb,

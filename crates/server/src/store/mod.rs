@@ -11,7 +11,8 @@ use async_trait::async_trait;
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    ApiKeyRecord, EventRecord, SandboxRecord, SandboxState, SnapshotRecord, UsageInterval,
+    ApiKeyRecord, BuildRecord, EventRecord, SandboxRecord, SandboxState, SnapshotRecord,
+    TemplateRecord, UsageInterval,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +123,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_snapshot(&self, id: &str) -> StoreResult<Option<SnapshotRecord>>;
     async fn list_snapshots(&self, sandbox_id: &str) -> StoreResult<Vec<SnapshotRecord>>;
     async fn delete_snapshot(&self, id: &str) -> StoreResult<bool>;
+    // Templates built from a BuildSpec, and their builds.
+    /// Inserts a template; a name taken in the tenant is `Duplicate`.
+    async fn insert_template(&self, t: &TemplateRecord) -> StoreResult<()>;
+    async fn get_template(&self, id: &str) -> StoreResult<Option<TemplateRecord>>;
+    async fn template_by_name(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> StoreResult<Option<TemplateRecord>>;
+    async fn list_templates(&self, tenant_id: &str) -> StoreResult<Vec<TemplateRecord>>;
+    /// Inserts a build as the template's next version; returns that version.
+    async fn insert_build(&self, b: &BuildRecord) -> StoreResult<u32>;
+    /// Writes a build's state, error and times.
+    async fn update_build(&self, b: &BuildRecord) -> StoreResult<()>;
+    async fn get_build(&self, id: &str) -> StoreResult<Option<BuildRecord>>;
+    /// A template's builds, newest version first.
+    async fn list_builds(&self, template_id: &str) -> StoreResult<Vec<BuildRecord>>;
+    /// Marks every build that is not finished as failed with `error`.
+    async fn fail_unfinished_builds(&self, error: &str, now: i64) -> StoreResult<u64>;
 
     // Events.
     async fn append_event(&self, e: &NewEvent) -> StoreResult<EventRecord>;

@@ -15,8 +15,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{IdempotentResponse, NewEvent, Page, SandboxFilter, Store, StoreError, StoreResult};
 use crate::model::{
-    ApiKeyRecord, BootPath, EventRecord, SandboxRecord, SandboxState, SnapshotRecord,
-    SnapshotStatus, UsageInterval,
+    ApiKeyRecord, BootPath, BuildRecord, BuildState, EventRecord, SandboxRecord, SandboxState,
+    SnapshotRecord, SnapshotStatus, TemplateRecord, UsageInterval,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -137,6 +137,34 @@ fn snapshot_from_row(r: &SqliteRow) -> StoreResult<SnapshotRecord> {
         size_bytes: r.try_get::<i64, _>("size_bytes")? as u64,
         error: r.try_get("error")?,
         created_at: r.try_get("created_at")?,
+    })
+}
+
+fn template_from_row(r: &SqliteRow) -> StoreResult<TemplateRecord> {
+    Ok(TemplateRecord {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        name: r.try_get("name")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn build_from_row(r: &SqliteRow) -> StoreResult<BuildRecord> {
+    let state: String = r.try_get("state")?;
+    Ok(BuildRecord {
+        id: r.try_get("id")?,
+        template_id: r.try_get("template_id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        version: r.try_get::<i64, _>("version")? as u32,
+        state: BuildState::parse(&state).ok_or(StoreError::Corrupt {
+            what: "build state",
+            source: None,
+        })?,
+        spec: from_json(r.try_get("spec")?, "build spec")?,
+        error: r.try_get("error")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
     })
 }
 
@@ -466,6 +494,132 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_template(&self, t: &TemplateRecord) -> StoreResult<()> {
+        let r = sqlx::query(
+            "INSERT INTO templates (id, tenant_id, name, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.tenant_id)
+        .bind(&t.name)
+        .bind(t.created_at)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate("template name")),
+            r => r.map(|_| ()).map_err(StoreError::from),
+        }
+    }
+
+    async fn get_template(&self, id: &str) -> StoreResult<Option<TemplateRecord>> {
+        sqlx::query("SELECT * FROM templates WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(template_from_row)
+            .transpose()
+    }
+
+    async fn template_by_name(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> StoreResult<Option<TemplateRecord>> {
+        sqlx::query("SELECT * FROM templates WHERE tenant_id = ? AND name = ?")
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(template_from_row)
+            .transpose()
+    }
+
+    async fn list_templates(&self, tenant_id: &str) -> StoreResult<Vec<TemplateRecord>> {
+        sqlx::query("SELECT * FROM templates WHERE tenant_id = ? ORDER BY created_at, id")
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(template_from_row)
+            .collect()
+    }
+
+    async fn insert_build(&self, b: &BuildRecord) -> StoreResult<u32> {
+        let spec = serde_json::to_string(&b.spec).map_err(|e| StoreError::Corrupt {
+            what: "build spec",
+            source: Some(e),
+        })?;
+        // One statement: two concurrent builds never get the same version.
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO template_builds \
+             (id, template_id, tenant_id, version, state, spec, error, created_at, started_at, finished_at) \
+             VALUES (?, ?, ?, \
+             (SELECT COALESCE(MAX(version), 0) + 1 FROM template_builds WHERE template_id = ?), \
+             ?, ?, ?, ?, ?, ?) RETURNING version",
+        )
+        .bind(&b.id)
+        .bind(&b.template_id)
+        .bind(&b.tenant_id)
+        .bind(&b.template_id)
+        .bind(b.state.as_str())
+        .bind(spec)
+        .bind(&b.error)
+        .bind(b.created_at)
+        .bind(b.started_at)
+        .bind(b.finished_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(version as u32)
+    }
+
+    async fn update_build(&self, b: &BuildRecord) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE template_builds SET state = ?, error = ?, started_at = ?, finished_at = ? \
+             WHERE id = ?",
+        )
+        .bind(b.state.as_str())
+        .bind(&b.error)
+        .bind(b.started_at)
+        .bind(b.finished_at)
+        .bind(&b.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_build(&self, id: &str) -> StoreResult<Option<BuildRecord>> {
+        sqlx::query("SELECT * FROM template_builds WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(build_from_row)
+            .transpose()
+    }
+
+    async fn list_builds(&self, template_id: &str) -> StoreResult<Vec<BuildRecord>> {
+        sqlx::query("SELECT * FROM template_builds WHERE template_id = ? ORDER BY version DESC")
+            .bind(template_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(build_from_row)
+            .collect()
+    }
+
+    async fn fail_unfinished_builds(&self, error: &str, now: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE template_builds SET state = 'failed', error = ?, finished_at = ? \
+             WHERE state NOT IN ('ready', 'failed')",
+        )
+        .bind(error)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     async fn append_event(&self, e: &NewEvent) -> StoreResult<EventRecord> {
@@ -856,5 +1010,86 @@ mod tests {
             .await
             .expect("usage");
         assert!(none.is_empty());
+    }
+
+    #[tokio::test]
+    async fn templates_and_numbered_builds() {
+        let store = SqliteStore::in_memory().await.expect("store");
+        let t = TemplateRecord {
+            id: "tpl_1".into(),
+            tenant_id: "a".into(),
+            name: "web".into(),
+            created_at: 1,
+        };
+        store.insert_template(&t).await.expect("insert");
+        let dup = TemplateRecord {
+            id: "tpl_2".into(),
+            ..t.clone()
+        };
+        assert!(matches!(
+            store.insert_template(&dup).await,
+            Err(StoreError::Duplicate(_))
+        ));
+        let other_tenant = TemplateRecord {
+            id: "tpl_3".into(),
+            tenant_id: "b".into(),
+            ..t.clone()
+        };
+        store.insert_template(&other_tenant).await.expect("b");
+        assert_eq!(
+            store.template_by_name("a", "web").await.expect("by name"),
+            Some(t.clone())
+        );
+        assert_eq!(
+            store.list_templates("a").await.expect("list"),
+            vec![t.clone()]
+        );
+
+        let spec = crate::model::BuildSpec {
+            from: "minimal".into(),
+            packages: vec![],
+            steps: vec![crate::model::BuildStep::Run("echo hi".into())],
+            env: BTreeMap::new(),
+            workdir: "/workspace".into(),
+            user: None,
+            start_cmd: None,
+            ready_cmd: Some("true".into()),
+            ready_timeout_sec: 60,
+            cpu_count: 1,
+            memory_mb: 256,
+            disk_size_mb: 512,
+        };
+        let build = |id: &str| BuildRecord {
+            id: id.into(),
+            template_id: "tpl_1".into(),
+            tenant_id: "a".into(),
+            version: 0,
+            state: BuildState::Queued,
+            spec: spec.clone(),
+            error: None,
+            created_at: 2,
+            started_at: None,
+            finished_at: None,
+        };
+        assert_eq!(store.insert_build(&build("bld_1")).await.expect("b1"), 1);
+        assert_eq!(store.insert_build(&build("bld_2")).await.expect("b2"), 2);
+        let mut b1 = store.get_build("bld_1").await.expect("get").expect("some");
+        assert_eq!((b1.version, b1.spec.clone()), (1, spec.clone()));
+        b1.state = BuildState::Ready;
+        b1.finished_at = Some(9);
+        store.update_build(&b1).await.expect("update");
+        assert_eq!(
+            store
+                .fail_unfinished_builds("restarted", 10)
+                .await
+                .expect("fail"),
+            1
+        );
+        let all = store.list_builds("tpl_1").await.expect("list builds");
+        assert_eq!(
+            all.iter().map(|b| (b.version, b.state)).collect::<Vec<_>>(),
+            vec![(2, BuildState::Failed), (1, BuildState::Ready)]
+        );
+        assert_eq!(all[0].error.as_deref(), Some("restarted"));
     }
 }

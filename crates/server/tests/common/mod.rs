@@ -276,6 +276,7 @@ impl Templates for FakeTemplates {
             kernel: "/nonexistent/vmlinuz".into(),
             initrd: "/nonexistent/initrd".into(),
             base_image: "/nonexistent/base.ext4".into(),
+            custom: false,
         })
     }
 }
