@@ -110,7 +110,11 @@ pub trait Vmm: Send + Sync + std::fmt::Debug {
 
     /// Starts a new VM from a snapshot directory written by [`Vm::snapshot`]
     /// (either kind), with `spec`'s id, directory and disk path, then hands
-    /// the agent a fresh identity, clock and entropy.
+    /// the agent a fresh identity, clock and entropy. RAM is private to the
+    /// VM unless `spec.memory` is `SharedFile` (full snapshots only): then
+    /// it lives in the VM's own file, and the VM can be snapshotted as a
+    /// template (how a full snapshot becomes a fast-clone one, and how
+    /// templates stack).
     fn restore<'a>(&'a self, snapshot: &'a Path, spec: VmSpec) -> VmmFuture<'a, Box<dyn Vm>>;
 
     /// Takes over a VM still running from its directory (after a server

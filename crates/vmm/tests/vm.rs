@@ -636,3 +636,91 @@ async fn guest_poweroff_shows_as_exited_and_destroy_cleans_up() -> anyhow::Resul
     assert!(!dir.exists());
     Ok(())
 }
+
+#[tokio::test]
+async fn restores_with_shared_memory_become_templates_and_stack() -> anyhow::Result<()> {
+    let _serial = common::serial().await;
+    let sb = Sandboxes::new();
+    let vmm: Arc<dyn Vmm> = Arc::new(common::driver());
+    let vm = vmm.boot(sb.spec("src")).await?;
+    sb.track(vm.pid());
+    sh(&vm.agent(), "echo layer0 > /workspace/0.txt").await?;
+    start_counter(&vm.agent(), "/tmp/count").await?;
+    let full = sb.path().join("full");
+    vm.snapshot(&full, SnapshotOptions::full()).await?;
+    vm.destroy().await?;
+
+    // A full snapshot restored into shared-file RAM, then written as a
+    // template snapshot: the fast-clone form of it.
+    let mut spec = sb.restore_spec("conv");
+    spec.memory = MemoryBacking::SharedFile;
+    let conv = vmm.restore(&full, spec).await?;
+    sb.track(conv.pid());
+    sh(&conv.agent(), "echo layer1 > /workspace/1.txt").await?;
+    let t1 = sb.path().join("t1");
+    let info = conv
+        .snapshot(&t1, SnapshotOptions::template().then(AfterSnapshot::Exit))
+        .await?;
+    assert_eq!(info.manifest.kind, SnapshotKind::Template);
+    conv.destroy().await?;
+
+    let probe = vmm
+        .restore(&t1, sb.restore_spec("probe"))
+        .await
+        .map_err(|e| anyhow::anyhow!("PROBE {e:?}"))?;
+    sb.track(probe.pid());
+    eprintln!(
+        "PROBE OK {}",
+        sh(&probe.agent(), "cat /workspace/1.txt").await?
+    );
+    probe.destroy().await?;
+    let cp = sb.path().join("copy.ram");
+    hearth_vmm::snapshot::sparse_copy(&t1.join("memory.ram"), &cp)?;
+    eprintln!(
+        "COPY EQUAL {}",
+        std::fs::read(&cp)? == std::fs::read(t1.join("memory.ram"))?
+    );
+    // A template goes one layer up through a full snapshot of a clone;
+    // restoring it straight into shared memory is refused.
+    let t1_ram = std::fs::read(t1.join("memory.ram"))?;
+    let mut shared = sb.restore_spec("refused");
+    shared.memory = MemoryBacking::SharedFile;
+    assert!(matches!(
+        vmm.restore(&t1, shared).await,
+        Err(hearth_vmm::VmmError::InvalidSpec(_))
+    ));
+    let mid = vmm.restore(&t1, sb.restore_spec("mid")).await?;
+    sb.track(mid.pid());
+    let full2 = sb.path().join("full2");
+    mid.snapshot(&full2, SnapshotOptions::full().then(AfterSnapshot::Exit))
+        .await?;
+    mid.destroy().await?;
+    let mut spec = sb.restore_spec("layer");
+    spec.memory = MemoryBacking::SharedFile;
+    let layer = vmm.restore(&full2, spec).await?;
+    sb.track(layer.pid());
+    sh(&layer.agent(), "echo layer2 > /workspace/2.txt").await?;
+    let t2 = sb.path().join("t2");
+    layer
+        .snapshot(&t2, SnapshotOptions::template().then(AfterSnapshot::Exit))
+        .await?;
+    layer.destroy().await?;
+    assert!(
+        std::fs::read(t1.join("memory.ram"))? == t1_ram,
+        "the lower template's RAM is untouched"
+    );
+
+    // A plain clone of the top layer has all of it, the process included.
+    let clone = vmm.restore(&t2, sb.restore_spec("clone")).await?;
+    sb.track(clone.pid());
+    let a = clone.agent();
+    assert_eq!(
+        sh(&a, "cat /workspace/0.txt /workspace/1.txt /workspace/2.txt").await?,
+        "layer0\nlayer1\nlayer2\n"
+    );
+    let first = counter(&a, "/tmp/count").await?;
+    common_wait(&a, "/tmp/count", first).await?;
+    assert_eq!(sh(&a, "hostname").await?.trim(), "clone");
+    clone.destroy().await?;
+    Ok(())
+}

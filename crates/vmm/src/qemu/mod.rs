@@ -318,23 +318,41 @@ impl QemuVmm {
             return Err(VmmError::InvalidSpec(mismatch));
         }
         // The guest already runs this kernel from this base: the snapshot's
-        // files are the truth, and the restored VM's RAM is never shared.
+        // files are the truth.
         spec.kernel = old.kernel.clone();
         spec.initrd = old.initrd.clone();
         spec.base_image = old.base_image.clone();
         spec.kernel_args = old.kernel_args.clone();
-        spec.memory = MemoryBacking::Anonymous;
         spec.validate()?;
         spec.check_host(&HostInfo::probe())?;
 
+        // RAM: anonymous (loaded from the stream) or the template's file
+        // mapped privately; or, when the spec asks for shared-file memory,
+        // a file of the VM's own filled from a full snapshot's stream, so
+        // this VM can be snapshotted as a template. (QEMU 7.2 brings a
+        // template's RAM file, copied and mapped shared, back as zeros under
+        // x-ignore-shared: a template goes through a full snapshot first.)
+        let shared = spec.memory == MemoryBacking::SharedFile;
+        if shared && manifest.kind == SnapshotKind::Template {
+            return Err(VmmError::InvalidSpec(vec![
+                "a template snapshot restores into private memory only; \
+                 take a full snapshot of the clone to get shared memory"
+                    .into(),
+            ]));
+        }
         let new_layout = spec.layout();
         let memory_path = snap.join(manifest.memory_file.as_deref().unwrap_or(MEMORY_FILE));
-        let ram = match manifest.kind {
-            SnapshotKind::Full => Ram::Anonymous,
-            SnapshotKind::Template => Ram::File {
+        let ram = match (manifest.kind, shared) {
+            (SnapshotKind::Full, false) => Ram::Anonymous,
+            (SnapshotKind::Template, false) => Ram::File {
                 path: &memory_path,
                 share: false,
             },
+            (SnapshotKind::Full, true) => Ram::File {
+                path: &new_layout.memory_file,
+                share: true,
+            },
+            (SnapshotKind::Template, true) => unreachable!("refused above"),
         };
         let args = args::rewrite_for_restore(
             &manifest.vmm_args,
