@@ -132,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Fork of a running 1 GiB sandbox (snapshot taken on the fly, then a
     // new VM restored from it); the source keeps running.
-    let (fork_ms, snap_bytes, disk_bytes) = fork_1g(&cold_server).await?;
+    let fork = fork_1g(&cold_server).await?;
 
     // With a warm pool of one: creates take a VM cloned and warmed up ahead.
     let pool_server = BenchServer::start_pool(true, 1).await?;
@@ -167,9 +167,17 @@ async fn main() -> anyhow::Result<()> {
         p / c
     );
     println!(
-        "fork of a running 1 GiB sandbox: {fork_ms:.0} ms wall; snapshot {} MiB on disk, the fork's own disk {} MiB on disk",
-        snap_bytes >> 20,
-        disk_bytes >> 20
+        "fork of a running 1 GiB sandbox: {:.0} ms wall; snapshot {} MiB on disk, the fork's own disk {} MiB on disk",
+        fork.on_the_fly_ms,
+        fork.snap_bytes >> 20,
+        fork.disk_bytes >> 20
+    );
+    println!(
+        "fork of that snapshot -> first exec: restored whole {:.0} ms; from its fast-clone form p50 {:.0} ms (ratio {:.2}; the form takes {} MiB more on disk)",
+        fork.full_exec_ms,
+        fork.fast_exec_ms,
+        fork.fast_exec_ms / fork.full_exec_ms,
+        fork.fast_bytes >> 20
     );
     Ok(())
 }
@@ -182,7 +190,7 @@ fn allocated(path: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-async fn fork_1g(s: &BenchServer) -> anyhow::Result<(f64, u64, u64)> {
+async fn fork_1g(s: &BenchServer) -> anyhow::Result<Fork> {
     let post = |path: String, body: Value| {
         s.http
             .post(s.api(&path))
@@ -222,6 +230,73 @@ async fn fork_1g(s: &BenchServer) -> anyhow::Result<(f64, u64, u64)> {
         .sum();
     let disk = allocated(&s.data_dir().join("sandboxes").join(&fork).join("disk.ext4"));
     s.destroy(&fork).await?;
+
+    // Forks of that snapshot by id: the first restores it whole and then
+    // writes its fast-clone form; later ones clone that form.
+    let fork_exec = |label: &'static str| {
+        let post = &post;
+        let snap = snap.clone();
+        let id = id.clone();
+        async move {
+            let t = Instant::now();
+            let resp = post(
+                format!("/sandboxes/{id}/fork"),
+                json!({"snapshot_id": snap}),
+            )
+            .await?;
+            let status = resp.status();
+            let f: Value = resp.json().await?;
+            anyhow::ensure!(status == 201, "{label} fork answered {status}: {f}");
+            let fork = f["data"]["id"].as_str().context("fork id")?.to_string();
+            let r = post(
+                format!("/sandboxes/{fork}/exec"),
+                json!({"command": "true"}),
+            )
+            .await?;
+            anyhow::ensure!(
+                r.status() == 200,
+                "{label} fork exec answered {}",
+                r.status()
+            );
+            Ok::<_, anyhow::Error>((ms(t.elapsed()), fork))
+        }
+    };
+    let (full_ms, f1) = fork_exec("full").await?;
+    s.destroy(&f1).await?;
+    let fast = snap_dir.join("fast").join("manifest.json");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !fast.exists() {
+        anyhow::ensure!(Instant::now() < deadline, "no fast-clone form of {snap}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let fast_bytes: u64 = std::fs::read_dir(snap_dir.join("fast"))?
+        .flatten()
+        .map(|e| allocated(&e.path()))
+        .sum();
+    let mut fast_ms = Vec::new();
+    for _ in 0..3 {
+        let (t, f) = fork_exec("fast").await?;
+        s.destroy(&f).await?;
+        fast_ms.push(t);
+    }
     s.destroy(&id).await?;
-    Ok((wall, snap_bytes, disk))
+    Ok(Fork {
+        on_the_fly_ms: wall,
+        snap_bytes,
+        disk_bytes: disk,
+        full_exec_ms: full_ms,
+        fast_exec_ms: median(fast_ms),
+        fast_bytes,
+    })
+}
+
+struct Fork {
+    on_the_fly_ms: f64,
+    snap_bytes: u64,
+    disk_bytes: u64,
+    /// Fork by snapshot id, restored whole, to its first exec answered.
+    full_exec_ms: f64,
+    /// The same from the fast-clone form (p50 of 3).
+    fast_exec_ms: f64,
+    fast_bytes: u64,
 }

@@ -537,6 +537,49 @@ async fn snapshots_restore_fork_and_warm_templates_on_real_vms() {
         api.exec(b, rand).await["stdout"]
     );
 
+    // The first fork turned the snapshot into its fast-clone form in the
+    // background; a later fork clones that, with the same state.
+    let fast = tmp
+        .path()
+        .join("data/snapshots")
+        .join(&sid)
+        .join("fast/manifest.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !fast.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no fast-clone form of {sid}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let started = Instant::now();
+    let (st, v) = api
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/fork"),
+            Some(json!({"snapshot_id": sid, "name": "fork-c"})),
+        )
+        .await;
+    assert_eq!(st, 201, "fork from the fast form: {v}");
+    let c = v["data"]["id"].as_str().expect("id").to_string();
+    let c_file = api.exec(&c, "cat /workspace/f").await["stdout"].clone();
+    println!(
+        "fork from the fast-clone form -> exec: {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(c_file, "original\n");
+    assert_eq!(
+        api.exec(&c, "hostname").await["stdout"],
+        format!("{}\n", c.replace('_', "-"))
+    );
+    let c_count = count(&api.exec(&c, "cat /tmp/count").await);
+    assert!(
+        c_count >= at_snapshot && c_count < later,
+        "the counter comes back near its saved value: {c_count} (snapshot {at_snapshot}, later {later})"
+    );
+    forks.push(c);
+
     // Deleting a snapshot removes its files.
     let (st, _) = api
         .call("DELETE", &format!("/sandboxes/{id}/snapshots/{sid}"), None)
@@ -671,6 +714,49 @@ async fn a_built_template_clones_with_its_files_and_running_server_on_real_vms()
         "the clone has its own identity"
     );
     api.call("DELETE", &format!("/sandboxes/{id}"), None).await;
+
+    // A template on top of it: the server it started still runs, and the
+    // new step's file joins the old ones.
+    let started = Instant::now();
+    let (st, v) = api
+        .call(
+            "POST",
+            "/sandbox-templates",
+            Some(json!({"name": "site2", "build_spec": {
+                "from": "site",
+                "steps": [{"run": "echo second > /workspace/second.txt"}],
+                "ready_cmd": "busybox wget -q -O- http://127.0.0.1:8080/ | grep -q hello",
+            }})),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    let b = wait_build(
+        &api,
+        v["data"]["build"]["id"].as_str().expect("id"),
+        Duration::from_secs(300),
+    )
+    .await;
+    assert_eq!(b["state"], "ready", "{b}\n{}", server.log());
+    println!(
+        "template build on a built template: {} ms",
+        started.elapsed().as_millis()
+    );
+    let (st, v) = api
+        .call("POST", "/sandboxes", Some(json!({"template_id": "site2"})))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let id2 = v["data"]["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        api.exec(&id2, "cat /workspace/notes.txt /workspace/second.txt")
+            .await["stdout"],
+        "copied\nsecond\n"
+    );
+    assert_eq!(
+        api.exec(&id2, "busybox wget -q -O- http://127.0.0.1:8080/")
+            .await["stdout"],
+        "hello-from-template\n"
+    );
+    api.call("DELETE", &format!("/sandboxes/{id2}"), None).await;
 
     // A ready_cmd that never succeeds fails the build, with its log, and
     // leaves no build VM behind.

@@ -334,11 +334,15 @@ pub struct CopyStep {
 }
 
 /// A validated BuildSpec (API.md), defaults filled in. `from` is `minimal`,
-/// `debian`, or the id of a custom template (names are resolved when the
-/// build is created, so a version never changes under a rebuild).
+/// `default` (Debian), or the id of a custom template with the version
+/// built on (names and versions are resolved when the build is created, so
+/// a version never changes under a rebuild of its base).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildSpec {
     pub from: String,
+    /// The version of custom template `from` this build starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<u32>,
     pub packages: Vec<String>,
     pub steps: Vec<BuildStep>,
     pub env: BTreeMap<String, String>,

@@ -478,3 +478,107 @@ async fn bad_specs_names_and_other_tenants_are_refused() {
     assert_eq!(st, 422, "another tenant's template name is unknown");
     wait_build(&srv, &build_id).await;
 }
+
+#[tokio::test]
+async fn templates_stack_on_custom_templates() {
+    let srv = TestServer::start().await;
+    let work = tempfile::tempdir().expect("workdir");
+    let base = spec_in(
+        work.path(),
+        json!({"env": {"FROM_BASE": "1", "SHARED": "base"}, "steps": [{"run": "echo base > base.txt"}]}),
+    );
+    let (st, v) = call(
+        &srv,
+        "POST",
+        "/sandbox-templates",
+        Some(json!({"name": "base", "build_spec": base})),
+    )
+    .await;
+    assert_eq!(st, 202, "{v}");
+    let base_id = v["data"]["id"].as_str().expect("id").to_string();
+    let b = wait_build(&srv, v["data"]["build"]["id"].as_str().expect("id")).await;
+    assert_eq!(b["state"], "ready", "{b}");
+
+    // A size that differs from the base's is refused; packages on a chain
+    // that starts at minimal too.
+    for (extra, field) in [
+        (json!({"memory_mb": 512}), "build_spec.cpu_count"),
+        (json!({"packages": ["git"]}), "build_spec.packages"),
+    ] {
+        let mut spec = json!({"from": "base"});
+        for (k, v) in extra.as_object().expect("object") {
+            spec[k] = v.clone();
+        }
+        let (st, v) = call(
+            &srv,
+            "POST",
+            "/sandbox-templates",
+            Some(json!({"name": "child", "build_spec": spec})),
+        )
+        .await;
+        assert_eq!(st, 422, "{v}");
+        assert_eq!(v["error"]["details"][0]["field"], field, "{v}");
+    }
+
+    let child = json!({
+        "from": "base",
+        "workdir": work.path().to_str().expect("utf8"),
+        "env": {"SHARED": "child"},
+        "steps": [{"run": "test -f base.txt && echo child > child.txt"}],
+    });
+    let (st, v) = call(
+        &srv,
+        "POST",
+        "/sandbox-templates/validate",
+        Some(json!({"build_spec": child})),
+    )
+    .await;
+    assert_eq!((st, v["data"]["valid"].clone()), (200, json!(true)), "{v}");
+    let (st, v) = call(
+        &srv,
+        "POST",
+        "/sandbox-templates",
+        Some(json!({"name": "child", "build_spec": child})),
+    )
+    .await;
+    assert_eq!(st, 202, "{v}");
+    let spec = &v["data"]["build"]["build_spec"];
+    assert_eq!(spec["from"], base_id.as_str(), "pinned to the base's id");
+    assert_eq!(spec["from_version"], 1);
+    assert_eq!(spec["memory_mb"], 256, "the base's size");
+    assert_eq!(spec["env"], json!({"FROM_BASE": "1", "SHARED": "child"}));
+    let b = wait_build(&srv, v["data"]["build"]["id"].as_str().expect("id")).await;
+    assert_eq!(b["state"], "ready", "{b}");
+    let frames = log_frames(&srv, b["id"].as_str().expect("id"), None).await;
+    assert!(
+        serde_json::to_string(&frames)
+            .expect("json")
+            .contains(&format!("restoring {base_id} v1")),
+        "{frames:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("child.txt")).expect("child step"),
+        "child\n"
+    );
+
+    // A sandbox of it has both templates' env, under its own.
+    let (st, s) = call(
+        &srv,
+        "POST",
+        "/sandboxes",
+        Some(json!({"template_id": "child", "env": {"OWN": "x"}})),
+    )
+    .await;
+    assert_eq!(st, 201, "{s}");
+    assert_eq!(s["data"]["boot_path"], "snapshot");
+    let id = s["data"]["id"].as_str().expect("id");
+    let (st, r) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/exec"),
+        Some(json!({"command": "echo $FROM_BASE $SHARED $OWN"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["data"]["stdout"], "1 child x\n");
+}

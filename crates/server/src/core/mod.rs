@@ -51,6 +51,8 @@ pub struct Core {
     pub(crate) builds: builds::Builds,
     pub(crate) warm_pool: warm::WarmPool,
     pub(crate) snapshots_in_use: snapshots::InUse,
+    /// Snapshots whose fast-clone form is being written.
+    pub(crate) fast_forks: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Live (not destroyed) sandboxes by id.
     sandboxes: RwLock<HashMap<String, Arc<SandboxHandle>>>,
     /// Absolute data directory.
@@ -81,6 +83,7 @@ impl Core {
             builds: builds::Builds::default(),
             warm_pool: warm::WarmPool::default(),
             snapshots_in_use: snapshots::InUse::default(),
+            fast_forks: Default::default(),
             sandboxes: RwLock::new(HashMap::new()),
             data_dir,
             shutdown: CancellationToken::new(),

@@ -178,6 +178,10 @@ impl Core {
             ));
         }
         (p.cpu_count, p.memory_mb, p.disk_size_mb) = want;
+        // The template's env, under the create's own.
+        let mut env = s.env.clone();
+        env.extend(std::mem::take(&mut p.env));
+        p.env = env;
         Ok(info.template.id)
     }
 

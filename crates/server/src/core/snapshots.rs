@@ -264,7 +264,95 @@ impl Core {
         rec.destroyed_at = None;
         rec.deadline_at = None;
         rec.last_activity_at = now;
-        self.start_new(rec, Some(self.snapshot_dir(&snap.id))).await
+        let fast = self.fast_fork_dir(&snap.id);
+        if hearth_vmm::SnapshotManifest::load(&fast).is_ok() {
+            return self.start_new(rec, Some(fast)).await;
+        }
+        let forked = self
+            .start_new(rec.clone(), Some(self.snapshot_dir(&snap.id)))
+            .await;
+        // A snapshot taken just for this fork is not worth converting.
+        if forked.is_ok() && snapshot.is_some() {
+            self.make_fast_fork(snap.id.clone(), rec);
+        }
+        forked
+    }
+
+    /// The fast-clone form of snapshot `id`, inside its directory.
+    fn fast_fork_dir(&self, id: &str) -> PathBuf {
+        self.snapshot_dir(id).join("fast")
+    }
+
+    /// After the first fork of snapshot `id` (a full snapshot, restored
+    /// whole), writes its fast-clone form in the background: a clone of it
+    /// with RAM in a file, saved as a template snapshot. Later forks map
+    /// that RAM instead of loading it, like a create from a template. The
+    /// clone runs for the moment it takes to save it, so later forks start
+    /// from a state a fraction of a second past the snapshot's.
+    fn make_fast_fork(self: &Arc<Core>, id: String, like: SandboxRecord) {
+        if !self
+            .fast_forks
+            .lock()
+            .expect("fast fork lock is never poisoned")
+            .insert(id.clone())
+        {
+            return;
+        }
+        let core = self.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let res = core.write_fast_fork(&id, &like).await;
+            core.fast_forks
+                .lock()
+                .expect("fast fork lock is never poisoned")
+                .remove(&id);
+            match res {
+                Ok(()) => tracing::info!(
+                    snapshot_id = %id,
+                    ms = started.elapsed().as_millis() as u64,
+                    "fast-clone form of a forked snapshot ready"
+                ),
+                Err(e) => {
+                    tracing::warn!(snapshot_id = %id, error = %format!("{e:#}"), "fast-clone form not written")
+                }
+            }
+        });
+    }
+
+    async fn write_fast_fork(&self, id: &str, like: &SandboxRecord) -> anyhow::Result<()> {
+        let _using = self.snapshots_in_use.hold(id);
+        let full = self.snapshot_dir(id);
+        if !full.is_dir() {
+            anyhow::bail!("the snapshot was deleted");
+        }
+        let tpl = self.resolve_template(&like.template_id).await?;
+        let shape = super::warm::Shape {
+            template_id: tpl.id.clone(),
+            version: tpl.version.clone(),
+            cpu_count: like.cpu_count,
+            memory_mb: like.memory_mb,
+            disk_size_mb: like.disk_size_mb,
+        };
+        let vm = self
+            .restore_shared(&full, &tpl, &shape, &like.env, like.egress)
+            .await?;
+        let dest = self.fast_fork_dir(id);
+        let staging = dest.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&staging);
+        let snap = vm
+            .snapshot(
+                &staging,
+                hearth_vmm::SnapshotOptions::template().then(hearth_vmm::AfterSnapshot::Exit),
+            )
+            .await;
+        let _ = vm.destroy().await;
+        let _ = std::fs::remove_dir_all(&vm.spec().dir);
+        if let Err(e) = snap {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e.into());
+        }
+        std::fs::rename(&staging, &dest)?;
+        Ok(())
     }
 }
 

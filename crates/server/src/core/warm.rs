@@ -321,4 +321,58 @@ impl Core {
         std::fs::rename(&staging, &dest)?;
         Ok(dest)
     }
+
+    /// A build VM (RAM in its own file, id `tpl-...`) restored from full
+    /// snapshot `full`: a clone that can become a template snapshot.
+    pub(crate) async fn restore_shared(
+        &self,
+        full: &Path,
+        tpl: &ResolvedTemplate,
+        shape: &Shape,
+        env: &std::collections::BTreeMap<String, String>,
+        egress: bool,
+    ) -> anyhow::Result<Box<dyn Vm>> {
+        let id = format!("tpl-{}", super::ids::new_id("c").replace('_', "-"));
+        let mut spec = self.base_spec(&id, tpl, shape.cpu_count, shape.memory_mb);
+        spec.memory = MemoryBacking::SharedFile;
+        spec.egress = egress;
+        spec.env = env.clone();
+        std::fs::create_dir_all(&spec.dir)?;
+        match self.vmm.restore(full, spec.clone()).await {
+            Ok(vm) => Ok(vm),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&spec.dir);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A build VM restored from template snapshot `template`. QEMU brings a
+    /// template back into shared RAM only from a full snapshot, so this
+    /// clones it, writes the clone as a full snapshot, and restores that.
+    pub(crate) async fn restore_template_shared(
+        &self,
+        template: &Path,
+        tpl: &ResolvedTemplate,
+        shape: &Shape,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> anyhow::Result<Box<dyn Vm>> {
+        let id = format!("tpl-{}", super::ids::new_id("m").replace('_', "-"));
+        let mut spec = self.base_spec(&id, tpl, shape.cpu_count, shape.memory_mb);
+        spec.env = env.clone();
+        std::fs::create_dir_all(&spec.dir)?;
+        let result = async {
+            let mid = self.vmm.restore(template, spec.clone()).await?;
+            let full = spec.dir.join("full");
+            let snap = mid
+                .snapshot(&full, SnapshotOptions::full().then(AfterSnapshot::Exit))
+                .await;
+            let _ = mid.destroy().await;
+            snap?;
+            self.restore_shared(&full, tpl, shape, env, true).await
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&spec.dir);
+        result
+    }
 }

@@ -120,6 +120,12 @@ fn parse_step(bad: &mut Vec<FieldError>, i: usize, v: serde_json::Value) -> Opti
 }
 
 impl BuildSpecBody {
+    /// Whether the VM size was given (a build on a custom template takes
+    /// that template's size otherwise).
+    pub fn shape_given(&self) -> bool {
+        self.cpu_count.is_some() || self.memory_mb.is_some() || self.disk_size_mb.is_some()
+    }
+
     /// The spec with defaults filled in, or every bad field.
     pub fn check(self) -> Result<BuildSpec, Vec<FieldError>> {
         let mut bad = Vec::new();
@@ -219,6 +225,7 @@ impl BuildSpecBody {
         }
         Ok(BuildSpec {
             from,
+            from_version: None,
             packages,
             steps,
             env,
@@ -370,6 +377,7 @@ async fn create(
     ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<Response> {
     let mut bad: Vec<FieldError> = check_name(&body.name).into_iter().collect();
+    let shape_given = body.build_spec.shape_given();
     let spec = match body.build_spec.check() {
         Ok(s) => Some(s),
         Err(e) => {
@@ -380,7 +388,9 @@ async fn create(
     let Some(spec) = spec.filter(|_| bad.is_empty()) else {
         return Err(ApiError::validation(bad));
     };
-    let (info, build) = state.create_template(&caller, &body.name, spec).await?;
+    let (info, build) = state
+        .create_template(&caller, &body.name, spec, shape_given)
+        .await?;
     let mut view = custom_view(&info);
     view["build"] = build_view(&build);
     Ok((StatusCode::ACCEPTED, data(view)).into_response())
@@ -388,7 +398,7 @@ async fn create(
 
 async fn validate(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiJson(body): ApiJson<SpecOnly>,
 ) -> ApiResult<impl IntoResponse> {
     let mut errors: Vec<FieldError> = body
@@ -397,28 +407,22 @@ async fn validate(
         .and_then(check_name)
         .into_iter()
         .collect();
-    let spec = match body.build_spec.unwrap_or_default().check() {
-        Ok(s) => Some(s),
+    let spec_body = body.build_spec.unwrap_or_default();
+    let shape_given = spec_body.shape_given();
+    let spec = match spec_body.check() {
+        Ok(s) => match state.check_from(&caller, s, shape_given).await {
+            Ok(s) => Some(s),
+            Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+                errors.extend(e.details);
+                None
+            }
+            Err(e) => return Err(e),
+        },
         Err(e) => {
             errors.extend(e);
             None
         }
     };
-    if let Some(s) = &spec {
-        if state.templates.canonical(&s.from).is_none() {
-            errors.push(FieldError::new(
-                "build_spec.from",
-                "use \"minimal\" or \"debian\" (building on a custom template is not implemented yet)",
-            ));
-        } else if state.templates.canonical(&s.from).as_deref() == Some("minimal")
-            && !s.packages.is_empty()
-        {
-            errors.push(FieldError::new(
-                "build_spec.packages",
-                "packages need a Debian base (from: \"debian\"); minimal has no apt",
-            ));
-        }
-    }
     let valid = errors.is_empty();
     Ok(data(json!({
         "valid": valid,
@@ -440,7 +444,10 @@ async fn rebuild(
         parse_json(&bytes)?
     };
     let spec = match body.build_spec {
-        Some(b) => Some(b.check().map_err(ApiError::validation)?),
+        Some(b) => {
+            let given = b.shape_given();
+            Some((b.check().map_err(ApiError::validation)?, given))
+        }
         None => None,
     };
     let build = state.rebuild_template(&caller, &id, spec).await?;

@@ -1047,6 +1047,7 @@ mod tests {
 
         let spec = crate::model::BuildSpec {
             from: "minimal".into(),
+            from_version: None,
             packages: vec![],
             steps: vec![crate::model::BuildStep::Run("echo hi".into())],
             env: BTreeMap::new(),

@@ -135,6 +135,7 @@ impl Core {
         caller: &Caller,
         name: &str,
         spec: BuildSpec,
+        shape_given: bool,
     ) -> ApiResult<(TemplateInfo, BuildRecord)> {
         if self.templates.canonical(name).is_some() || name.starts_with("tpl_") {
             return Err(ApiError::field(
@@ -142,7 +143,7 @@ impl Core {
                 format!("{name:?} is a built-in template or a template id"),
             ));
         }
-        let spec = self.check_from(caller, spec).await?;
+        let spec = self.check_from(caller, spec, shape_given).await?;
         let template = TemplateRecord {
             id: new_id("tpl"),
             tenant_id: caller.tenant_id.clone(),
@@ -172,7 +173,7 @@ impl Core {
         self: &Arc<Core>,
         caller: &Caller,
         id_or_name: &str,
-        spec: Option<BuildSpec>,
+        spec: Option<(BuildSpec, bool)>,
     ) -> ApiResult<BuildRecord> {
         let info = self
             .find_template(caller, id_or_name)
@@ -180,7 +181,7 @@ impl Core {
             .ok_or_else(|| ApiError::not_found("template"))?;
         let spec =
             match spec {
-                Some(s) => self.check_from(caller, s).await?,
+                Some((s, shape_given)) => self.check_from(caller, s, shape_given).await?,
                 None => info.builds.first().map(|b| b.spec.clone()).ok_or_else(|| {
                     ApiError::field("build_spec", "the template has no build yet")
                 })?,
@@ -238,7 +239,7 @@ impl Core {
             .iter()
             .find(|b| b.state == BuildState::Ready)
             .ok_or_else(unknown)?;
-        let base = self.templates.resolve(&b.spec.from).await?;
+        let base = Box::pin(self.resolve_template(&b.spec.from)).await?;
         Ok(ResolvedTemplate {
             id: id.to_string(),
             version: format!("v{}", b.version),
@@ -247,28 +248,96 @@ impl Core {
         })
     }
 
-    /// `spec.from` as a built-in template's canonical id.
-    async fn check_from(&self, _caller: &Caller, mut spec: BuildSpec) -> ApiResult<BuildSpec> {
-        match self.templates.canonical(&spec.from) {
-            Some(c) => {
-                if c == "minimal" && !spec.packages.is_empty() {
-                    return Err(ApiError::field(
-                        "build_spec.packages",
-                        "packages need a Debian base (from: \"debian\"); minimal has no apt",
-                    ));
-                }
-                spec.from = c;
-                Ok(spec)
+    /// Resolves `spec.from`: a built-in template's canonical id, or one of
+    /// the caller's custom templates, pinned to its newest ready version,
+    /// whose size and env the build inherits (a size given must match).
+    pub async fn check_from(
+        &self,
+        caller: &Caller,
+        mut spec: BuildSpec,
+        shape_given: bool,
+    ) -> ApiResult<BuildSpec> {
+        if let Some(c) = self.templates.canonical(&spec.from) {
+            if c == "minimal" && !spec.packages.is_empty() {
+                return Err(ApiError::field(
+                    "build_spec.packages",
+                    "packages need a Debian base (from: \"debian\"); minimal has no apt",
+                ));
             }
-            None => Err(ApiError::field(
-                "build_spec.from",
-                format!(
-                    "{:?} is not a base this server builds on: use \"minimal\" or \"debian\" \
-                     (building on a custom template is not implemented yet)",
-                    spec.from
-                ),
-            )),
+            spec.from = c;
+            spec.from_version = None;
+            return Ok(spec);
         }
+        let info = self
+            .find_template(caller, &spec.from)
+            .await?
+            .ok_or_else(|| {
+                ApiError::field(
+                    "build_spec.from",
+                    format!(
+                        "{:?} is neither minimal, debian nor one of your templates",
+                        spec.from
+                    ),
+                )
+            })?;
+        let parent = info.latest_ready().ok_or_else(|| {
+            ApiError::field(
+                "build_spec.from",
+                format!("template {:?} has no ready version yet", info.template.name),
+            )
+        })?;
+        let want = (
+            parent.spec.cpu_count,
+            parent.spec.memory_mb,
+            parent.spec.disk_size_mb,
+        );
+        if shape_given && (spec.cpu_count, spec.memory_mb, spec.disk_size_mb) != want {
+            return Err(ApiError::field(
+                "build_spec.cpu_count",
+                format!(
+                    "template {:?} is built for {} vCPU, {} MiB memory and {} MiB disk; \
+                     a build on it has that size",
+                    info.template.name, want.0, want.1, want.2
+                ),
+            ));
+        }
+        if !spec.packages.is_empty() && self.root_base(parent).await? == "minimal" {
+            return Err(ApiError::field(
+                "build_spec.packages",
+                "packages need a Debian base; this template is built on minimal",
+            ));
+        }
+        (spec.cpu_count, spec.memory_mb, spec.disk_size_mb) = want;
+        let mut env = parent.spec.env.clone();
+        env.extend(std::mem::take(&mut spec.env));
+        spec.env = env;
+        spec.from_version = Some(parent.version);
+        spec.from = info.template.id.clone();
+        Ok(spec)
+    }
+
+    /// The built-in template at the bottom of `b`'s chain of bases.
+    async fn root_base(&self, b: &BuildRecord) -> ApiResult<String> {
+        let mut spec = b.spec.clone();
+        // Each base is an older version, so the chain ends; the bound only
+        // guards against a corrupt store.
+        for _ in 0..64 {
+            if !spec.from.starts_with("tpl_") {
+                return Ok(spec.from);
+            }
+            let builds = self.store.list_builds(&spec.from).await?;
+            let Some(next) = builds
+                .into_iter()
+                .find(|x| Some(x.version) == spec.from_version)
+            else {
+                break;
+            };
+            spec = next.spec;
+        }
+        Err(ApiError::internal(anyhow::anyhow!(
+            "template chain of {} does not end in a built-in template",
+            b.template_id
+        )))
     }
 
     async fn queue_build(
@@ -374,17 +443,25 @@ impl Core {
             spec.from, spec.cpu_count, spec.memory_mb, spec.disk_size_mb
         ));
         let base = self
-            .templates
-            .resolve(&spec.from)
+            .resolve_template(&spec.from)
             .await
             .map_err(|e| format!("base template: {}", error_chain(&e)))?;
         let shape = build_shape(&b.template_id, b.version, &spec);
-        let vm = self
-            .boot_build_vm(&shape, &base, &spec.env, true)
-            .await
-            .map_err(|e| format!("boot the build VM: {e:#}"))?;
+        let vm = match spec.from_version {
+            Some(v) => {
+                let parent = build_shape(&spec.from, v, &spec).dir(self.data_dir());
+                sys(format!("restoring {} v{v}", spec.from));
+                self.restore_template_shared(&parent, &base, &shape, &spec.env)
+                    .await
+                    .map_err(|e| format!("restore the base template: {e:#}"))?
+            }
+            None => self
+                .boot_build_vm(&shape, &base, &spec.env, true)
+                .await
+                .map_err(|e| format!("boot the build VM: {e:#}"))?,
+        };
         sys(format!(
-            "build VM booted in {} ms",
+            "build VM up in {} ms",
             started.elapsed().as_millis()
         ));
         let limit = Duration::from_secs(self.config.template_build_timeout_sec);
