@@ -809,3 +809,139 @@ async fn a_built_template_clones_with_its_files_and_running_server_on_real_vms()
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "build VMs left: {leftovers:?}");
 }
+
+/// A small tmpfs (needs root, as CI has), unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size_mb: u64) -> SmallDisk {
+        std::fs::create_dir_all(at).expect("mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(ok.success(), "mounting a tmpfs needs root");
+        SmallDisk(at.to_path_buf())
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let s = nix::sys::statvfs::statvfs(&self.0).expect("statvfs");
+        s.blocks_available() * s.fragment_size()
+    }
+
+    /// Fills the disk until `leave` bytes are free.
+    fn fill(&self, leave: u64) -> PathBuf {
+        let filler = self.0.join("filler");
+        let size = self.free_bytes().saturating_sub(leave);
+        let ok = Command::new("fallocate")
+            .args(["-l", &size.to_string()])
+            .arg(&filler)
+            .status()
+            .expect("fallocate");
+        assert!(ok.success());
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots real VMs; run with --run-ignored (scripts/test does)"]
+async fn a_snapshot_that_fills_the_disk_fails_and_the_sandbox_runs_on() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // The images are built (or found) by fresh_server's first call; this
+    // server's data directory lives on a 600 MiB disk.
+    drop(fresh_server(tmp.path()).await);
+    let disk = SmallDisk::mount(&tmp.path().join("small"), 600);
+    let data = disk.0.join("data");
+    let server = Server::start(&data, free_port());
+    server.wait_healthy().await;
+    let key = std::fs::read_to_string(data.join("admin.key"))
+        .expect("admin key")
+        .trim()
+        .to_string();
+    let api = Api {
+        c: reqwest::Client::new(),
+        base: server.base.clone(),
+        key,
+    };
+    let (st, v) = api
+        .call(
+            "POST",
+            "/sandboxes",
+            Some(json!({"template_id": "minimal", "memory_mb": 256, "disk_size_mb": 512, "timeout_sec": 600})),
+        )
+        .await;
+    assert_eq!(st, 201, "create: {v}\n{}", server.log());
+    let id = v["data"]["id"].as_str().expect("id").to_string();
+    api.exec(&id, "head -c 1000000 /dev/urandom > /workspace/keep && md5sum /workspace/keep > /workspace/keep.md5")
+        .await;
+
+    // 20 MiB free: the RAM state alone is several times that.
+    let filler = disk.fill(20 << 20);
+    let (st, v) = api
+        .call("POST", &format!("/sandboxes/{id}/snapshots"), None)
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (507, Some("insufficient_storage")),
+        "a snapshot on a full disk fails and says why: {v}"
+    );
+    // Nothing half-written is left, and the sandbox runs on unharmed.
+    let left: Vec<_> = std::fs::read_dir(data.join("snapshots"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "snapshot files left: {left:?}");
+    let (_, s) = api.call("GET", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(s["data"]["state"], "running", "{s}");
+    let r = api.exec(&id, "md5sum -c /workspace/keep.md5").await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let (_, list) = api
+        .call("GET", &format!("/sandboxes/{id}/snapshots"), None)
+        .await;
+    assert!(
+        list["data"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|s| s["status"] == "failed"),
+        "{list}"
+    );
+
+    // A pause writes the same state: it fails the same way, and the
+    // sandbox keeps running.
+    let (st, v) = api
+        .call("POST", &format!("/sandboxes/{id}/pause"), None)
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (507, Some("insufficient_storage")),
+        "{v}\n{}",
+        server.log()
+    );
+    let (_, s) = api.call("GET", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(s["data"]["state"], "running", "{s}");
+    assert_eq!(
+        api.exec(&id, "md5sum -c /workspace/keep.md5").await["exit_code"],
+        0
+    );
+    assert!(
+        !data.join("paused").join(&id).exists(),
+        "no half-written pause state"
+    );
+
+    // With room again, the next snapshot works.
+    std::fs::remove_file(filler).expect("unfill");
+    let (st, v) = api
+        .call("POST", &format!("/sandboxes/{id}/snapshots"), None)
+        .await;
+    assert_eq!(st, 201, "{v}\n{}", server.log());
+    assert_eq!(v["data"]["status"], "ready");
+    api.call("DELETE", &format!("/sandboxes/{id}"), None).await;
+    drop(server);
+}

@@ -120,6 +120,37 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
+    /// A failure writing a snapshot: 507 `insufficient_storage` when the
+    /// host disk is full (the client can free space or wait), else
+    /// [`ApiError::internal`].
+    pub fn from_snapshot_error(err: &(dyn std::error::Error + 'static), what: &str) -> ApiError {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+        let mut full = false;
+        let mut chain = String::new();
+        while let Some(e) = cur {
+            let io_full = e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.raw_os_error() == Some(28));
+            full |= io_full || e.to_string().contains("No space left on device");
+            if !chain.is_empty() {
+                chain.push_str(": ");
+            }
+            chain.push_str(&e.to_string());
+            cur = e.source();
+        }
+        if full {
+            return ApiError {
+                internal: Some(chain),
+                ..ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    format!("the host disk is full: {what} failed and left nothing behind; the sandbox keeps running"),
+                )
+            };
+        }
+        ApiError::internal(anyhow::anyhow!(chain))
+    }
+
     /// A failure the client cannot act on: logged with its whole cause
     /// chain, answered as a bare "internal error".
     pub fn internal(err: impl Into<anyhow::Error>) -> ApiError {

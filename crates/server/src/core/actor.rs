@@ -551,10 +551,13 @@ async fn snapshot(
         let _ = std::fs::create_dir_all(parent);
     }
     let res = running.snapshot(&staging, SnapshotOptions::full()).await;
-    let res = res.map_err(ApiError::internal).and_then(|_| {
-        std::fs::rename(&staging, dest).map_err(ApiError::internal)?;
-        hearth_vmm::snapshot::sync_dir(dest.parent().unwrap_or(dest)).map_err(ApiError::internal)
-    });
+    let res = res
+        .map_err(|e| ApiError::from_snapshot_error(&e, "the snapshot"))
+        .and_then(|_| {
+            std::fs::rename(&staging, dest).map_err(ApiError::internal)?;
+            hearth_vmm::snapshot::sync_dir(dest.parent().unwrap_or(dest))
+                .map_err(ApiError::internal)
+        });
     if res.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
     }
@@ -727,7 +730,7 @@ async fn pause(
                 r.last_activity_at = r.last_activity_at.max(core.now_ms());
             })
             .await?;
-            return Err(ApiError::internal(e));
+            return Err(ApiError::from_snapshot_error(&e, "the pause"));
         }
         if let Some(dead) = vm.take() {
             let _ = dead.destroy().await;

@@ -565,6 +565,14 @@ fn remove_disk_and_dir(layout: &RunLayout, disk: &Path, remove_disk: bool) {
     let _ = std::fs::remove_dir(&layout.dir);
 }
 
+/// Whether the filesystem holding `path` has (almost) no room left.
+fn disk_is_full(path: &Path) -> bool {
+    let dir = path.parent().unwrap_or(path);
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| s.blocks_available() * s.fragment_size() < (1 << 20))
+        .unwrap_or(false)
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
@@ -926,10 +934,16 @@ impl QemuVm {
             match info.status.as_deref() {
                 Some("completed") => break,
                 Some(s @ ("failed" | "cancelled")) => {
+                    let mut desc = info.error_desc.unwrap_or_default();
+                    // QEMU does not always say why a write failed; a full
+                    // disk is the common reason, and it shows.
+                    if !desc.contains("No space left") && disk_is_full(path) {
+                        desc = format!("No space left on device ({desc})");
+                    }
                     return Err(QemuError::Migration {
                         status: s.to_string(),
-                        desc: info.error_desc.unwrap_or_default(),
-                    })
+                        desc,
+                    });
                 }
                 _ => {}
             }
