@@ -293,3 +293,87 @@ async fn warm_pool_hands_out_precloned_vms_with_the_creates_env() {
         .await;
     assert_ne!(off["id"], json!(id));
 }
+
+#[tokio::test]
+async fn a_snapshot_being_restored_cannot_be_deleted_and_forks_get_a_fast_form() {
+    let srv = TestServer::start().await;
+    let sbx = srv.create_sandbox(json!({})).await;
+    let id = sbx["id"].as_str().expect("id").to_string();
+    let (st, v) = call(&srv, "POST", &format!("/sandboxes/{id}/snapshots"), None).await;
+    assert_eq!(st, 201, "{v}");
+    let sid = v["data"]["id"].as_str().expect("sid").to_string();
+
+    // A slow restore holds the snapshot: deleting it meanwhile is refused.
+    srv.knobs
+        .boot_delay_ms
+        .store(1500, std::sync::atomic::Ordering::SeqCst);
+    let fork = {
+        let (client, url) = (
+            srv.client.clone(),
+            srv.url(&format!("/api/v1/sandboxes/{id}/fork")),
+        );
+        let sid = sid.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"snapshot_id": sid}))
+                .send()
+                .await
+                .expect("fork")
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (st, v) = call(
+        &srv,
+        "DELETE",
+        &format!("/sandboxes/{id}/snapshots/{sid}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (409, json!("snapshot_in_use")),
+        "{v}"
+    );
+    assert_eq!(fork.await.expect("join"), 201);
+    srv.knobs
+        .boot_delay_ms
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+
+    // After that first fork, the snapshot's fast-clone form is written;
+    // later forks start from it.
+    let fast = srv
+        .core
+        .snapshot_dir(&sid)
+        .join("fast")
+        .join("manifest.json");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !fast.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no fast form");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (st, v) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/fork"),
+        Some(json!({"snapshot_id": sid})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["data"]["boot_path"].clone()),
+        (201, json!("snapshot")),
+        "{v}"
+    );
+    // Nothing holds it now: delete removes it, fast form included.
+    let (st, _) = call(
+        &srv,
+        "DELETE",
+        &format!("/sandboxes/{id}/snapshots/{sid}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(!srv.core.snapshot_dir(&sid).exists());
+}

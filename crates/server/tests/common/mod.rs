@@ -153,6 +153,8 @@ impl Vmm for FakeVmm {
             if !snapshot.join("fake-snapshot").exists() {
                 return Err(VmmError::InvalidSpec(vec!["no fake snapshot".into()]));
             }
+            let delay = self.knobs.boot_delay_ms.load(Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(u64::from(delay))).await;
             Ok(Box::new(spawn_agent(spec).await?) as Box<dyn Vm>)
         })
     }
