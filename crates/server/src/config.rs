@@ -43,6 +43,48 @@ pub struct ServerConfig {
     pub idempotency_ttl_sec: u64,
     pub rates: Rates,
     pub vmm: VmmConfig,
+    pub preview: PreviewConfig,
+}
+
+/// The preview proxy: its own listener, routing `Host:
+/// <slug>.preview.<domain>` to a sandbox port through the agent tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreviewConfig {
+    /// Off: no listener, and preview URLs are still handed out.
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// `localhost` works in browsers and curl with no DNS setup.
+    pub domain: String,
+    /// The port written in preview URLs (a proxy in front may change it);
+    /// default the listener's. 0 leaves the port out.
+    pub public_port: Option<u16>,
+    /// `http` or `https` in preview URLs.
+    pub scheme: String,
+    /// `Content-Security-Policy: frame-ancestors` of every response.
+    pub frame_ancestors: String,
+    /// Larger request bodies are cut with 413.
+    pub max_body_bytes: u64,
+    /// How long the guest app has to start answering a request.
+    pub upstream_timeout_ms: u64,
+    /// Requests per second per client IP on public previews (burst 4x).
+    pub public_rps: u32,
+}
+
+impl Default for PreviewConfig {
+    fn default() -> Self {
+        PreviewConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            domain: "localhost".into(),
+            public_port: None,
+            scheme: "http".into(),
+            frame_ancestors: "'self' localhost:*".into(),
+            max_body_bytes: 1 << 30,
+            upstream_timeout_ms: 60_000,
+            public_rps: 50,
+        }
+    }
 }
 
 /// Prices used by the usage endpoints, in cents.
@@ -88,6 +130,7 @@ impl Default for ServerConfig {
             idempotency_ttl_sec: 24 * 3600,
             rates: Rates::default(),
             vmm: VmmConfig::default(),
+            preview: PreviewConfig::default(),
         }
     }
 }
@@ -137,7 +180,8 @@ impl ServerConfig {
     }
 
     /// Applies `HEARTH_LISTEN`, `HEARTH_DATA_DIR`, `HEARTH_DATABASE`,
-    /// `HEARTH_IMAGES_DIR`, `HEARTH_PUBLIC_URL` and `HEARTH_ACCEL` (auto|kvm|tcg).
+    /// `HEARTH_IMAGES_DIR`, `HEARTH_PUBLIC_URL`, `HEARTH_PREVIEW_LISTEN`,
+    /// `HEARTH_PREVIEW_DOMAIN` and `HEARTH_ACCEL` (auto|kvm|tcg).
     pub fn apply_env(
         &mut self,
         get: impl Fn(&'static str) -> Option<String>,
@@ -157,6 +201,16 @@ impl ServerConfig {
         }
         if let Some(v) = get("HEARTH_IMAGES_DIR") {
             self.images_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("HEARTH_PREVIEW_LISTEN") {
+            self.preview.listen = v.parse().map_err(|e| ConfigError::Env {
+                name: "HEARTH_PREVIEW_LISTEN",
+                value: v.clone(),
+                reason: format!("{e}"),
+            })?;
+        }
+        if let Some(v) = get("HEARTH_PREVIEW_DOMAIN") {
+            self.preview.domain = v;
         }
         if let Some(v) = get("HEARTH_PUBLIC_URL") {
             self.public_url = Some(v);
@@ -185,6 +239,16 @@ impl ServerConfig {
         }
         if self.sse_heartbeat_ms == 0 {
             bad.push("sse_heartbeat_ms must be positive".into());
+        }
+        let p = &self.preview;
+        if p.domain.is_empty() || p.domain.contains(['/', ':', ' ']) {
+            bad.push(format!("preview.domain {:?} is not a host name", p.domain));
+        }
+        if p.scheme != "http" && p.scheme != "https" {
+            bad.push("preview.scheme must be http or https".into());
+        }
+        if p.public_rps == 0 || p.upstream_timeout_ms == 0 {
+            bad.push("preview.public_rps and preview.upstream_timeout_ms must be positive".into());
         }
         if self.boot_timeout_ms < 1000 {
             bad.push("boot_timeout_ms must be at least 1000".into());

@@ -10,6 +10,7 @@ pub mod core;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod proxy;
 pub mod routes;
 pub mod store;
 pub mod validate;
@@ -66,6 +67,18 @@ pub async fn serve(config: ServerConfig, on_started: impl FnOnce(&Started)) -> a
         admin_key_file: key_file,
     });
     spawn_housekeeping(core.clone());
+    if config.preview.enabled {
+        let previews = tokio::net::TcpListener::bind(config.preview.listen)
+            .await
+            .with_context(|| format!("preview proxy: listen on {}", config.preview.listen))?;
+        tracing::info!(addr = %previews.local_addr()?, domain = %config.preview.domain, "preview proxy serving");
+        let (core, stop) = (core.clone(), core.shutdown_token());
+        tokio::spawn(async move {
+            if let Err(e) = proxy::serve(core, previews, stop).await {
+                tracing::error!(error = %e, "preview proxy stopped");
+            }
+        });
+    }
     let app = routes::router(core.clone());
     let stop = core.shutdown_token();
     axum::serve(listener, app)

@@ -372,6 +372,58 @@ pub struct BuildRecord {
     pub finished_at: Option<i64>,
 }
 
+/// Who may open a preview: anyone (rate limited per client IP), or the
+/// owning tenant's API key and share tokens only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Visibility> {
+        match s {
+            "public" => Some(Visibility::Public),
+            "private" => Some(Visibility::Private),
+            _ => None,
+        }
+    }
+}
+
+/// A sandbox port served by the preview proxy at `<slug>.preview.<domain>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub sandbox_id: String,
+    pub port: u16,
+    pub visibility: Visibility,
+    pub slug: String,
+    pub created_at: i64,
+}
+
+/// A share token (stored as its SHA-256): opens one private preview, or
+/// every preview of a sandbox when `preview_id` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewTokenRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub sandbox_id: String,
+    pub preview_id: Option<String>,
+    pub hash: String,
+    pub prefix: String,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub created_at: i64,
+}
+
 /// One stretch of time a sandbox spent in one billable state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageInterval {

@@ -23,6 +23,17 @@ pub fn new_api_key() -> String {
     format!("hk_{}", random_string(40))
 }
 
+/// A preview slug: 20 random lower-case letters and digits (~103 bits), a
+/// valid DNS label that says nothing about the sandbox behind it.
+pub fn new_slug() -> String {
+    random_string(20)
+}
+
+/// A preview share token: `hpt_` + 40 random characters (~206 bits).
+pub fn new_token() -> String {
+    format!("hpt_{}", random_string(40))
+}
+
 /// How a secret is stored: SHA-256, hex. The secrets are long random
 /// strings, so a fast hash is enough (no password stretching needed).
 pub fn hash_secret(secret: &str) -> String {

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod keys;
 pub mod metering;
+pub mod previews;
 pub mod recovery;
 pub mod sandboxes;
 pub mod snapshots;
@@ -53,6 +54,8 @@ pub struct Core {
     pub(crate) snapshots_in_use: snapshots::InUse,
     /// Snapshots whose fast-clone form is being written.
     pub(crate) fast_forks: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The port the preview proxy listens on, once it does.
+    preview_port: std::sync::OnceLock<u16>,
     /// Live (not destroyed) sandboxes by id.
     sandboxes: RwLock<HashMap<String, Arc<SandboxHandle>>>,
     /// Absolute data directory.
@@ -84,6 +87,7 @@ impl Core {
             warm_pool: warm::WarmPool::default(),
             snapshots_in_use: snapshots::InUse::default(),
             fast_forks: Default::default(),
+            preview_port: Default::default(),
             sandboxes: RwLock::new(HashMap::new()),
             data_dir,
             shutdown: CancellationToken::new(),

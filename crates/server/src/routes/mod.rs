@@ -11,6 +11,7 @@ pub mod files;
 pub mod idempotency;
 pub mod keys;
 pub mod openapi;
+pub mod previews;
 pub mod processes;
 pub mod request_id;
 pub mod sandboxes;
@@ -42,6 +43,7 @@ pub fn router(core: AppState) -> Router {
     let api = Router::new()
         .merge(sandboxes::routes())
         .merge(snapshots::routes())
+        .merge(previews::routes())
         .merge(templates::routes())
         .merge(exec::routes())
         .merge(processes::routes())

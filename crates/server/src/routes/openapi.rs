@@ -210,6 +210,7 @@ const KEYS: &str = "API keys";
 const SYSTEM: &str = "System";
 const SNAP: &str = "Snapshots";
 const TPL: &str = "Templates";
+const PREVIEW: &str = "Previews";
 
 /// The tags in document order, with their descriptions.
 pub const TAGS: &[(&str, &str)] = &[
@@ -227,8 +228,12 @@ pub const TAGS: &[(&str, &str)] = &[
         "Snapshots of a sandbox's memory and disk; restore and fork.",
     ),
     (
+        PREVIEW,
+        "Sandbox ports served by the preview proxy, and their share tokens.",
+    ),
+    (
         TPL,
-        "Templates sandboxes start from (built-in; BuildSpec builds answer 501).",
+        "Templates sandboxes start from: built-in ones, and ones built from a BuildSpec.",
     ),
     (EVENTS, "Lifecycle and activity events."),
     (USAGE, "Metered usage."),
@@ -301,6 +306,38 @@ pub const ROUTES: &[RouteDoc] = &[
         USAGE,
     )
     .query(&USAGE_PERIOD),
+    // Previews
+    post(
+        "/api/v1/sandboxes/{id}/previews",
+        "Serve a sandbox port at a preview URL (public or private)",
+        PREVIEW,
+    )
+    .status(201),
+    get("/api/v1/sandboxes/{id}/previews", "List a sandbox's previews", PREVIEW).reply(Reply::List),
+    get("/api/v1/sandboxes/{id}/previews/{prv}", "Get a preview", PREVIEW),
+    delete("/api/v1/sandboxes/{id}/previews/{prv}", "Delete a preview", PREVIEW),
+    post(
+        "/api/v1/sandboxes/{id}/previews/{prv}/share",
+        "Mint a share token (shown once) and its share URL",
+        PREVIEW,
+    )
+    .status(201),
+    delete(
+        "/api/v1/sandboxes/{id}/previews/{prv}/share",
+        "Revoke every share token of a preview",
+        PREVIEW,
+    ),
+    post(
+        "/api/v1/sandboxes/{id}/expose",
+        "The preview URL of a port (a private preview is made when missing)",
+        PREVIEW,
+    ),
+    post(
+        "/api/v1/sandboxes/{id}/preview-token",
+        "A token for one port's preview, or every preview of the sandbox",
+        PREVIEW,
+    )
+    .status(201),
     // Snapshots
     post(
         "/api/v1/sandboxes/{id}/snapshots",
@@ -619,6 +656,7 @@ fn path_param_description(path: &str, name: &str) -> &'static str {
         "id" => "Sandbox id (`sbx_...`).",
         "name" => "Sandbox name.",
         "pid" => "Process id.",
+        "prv" => "Preview id (`prv_...`).",
         "tid" if path.starts_with("/api/v1/sandbox-templates/") => {
             "Template id or name (`default`, `minimal`, `tpl_...`)."
         }

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    ApiKeyRecord, BuildRecord, EventRecord, SandboxRecord, SandboxState, SnapshotRecord,
-    TemplateRecord, UsageInterval,
+    ApiKeyRecord, BuildRecord, EventRecord, PreviewRecord, PreviewTokenRecord, SandboxRecord,
+    SandboxState, SnapshotRecord, TemplateRecord, UsageInterval,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +123,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_snapshot(&self, id: &str) -> StoreResult<Option<SnapshotRecord>>;
     async fn list_snapshots(&self, sandbox_id: &str) -> StoreResult<Vec<SnapshotRecord>>;
     async fn delete_snapshot(&self, id: &str) -> StoreResult<bool>;
+    // Previews and their share tokens.
+    /// Inserts a preview; a port that already has one is `Duplicate`.
+    async fn insert_preview(&self, p: &PreviewRecord) -> StoreResult<()>;
+    async fn get_preview(&self, id: &str) -> StoreResult<Option<PreviewRecord>>;
+    async fn preview_by_slug(&self, slug: &str) -> StoreResult<Option<PreviewRecord>>;
+    async fn list_previews(&self, sandbox_id: &str) -> StoreResult<Vec<PreviewRecord>>;
+    /// Deletes a preview and its tokens.
+    async fn delete_preview(&self, id: &str) -> StoreResult<bool>;
+    async fn insert_preview_token(&self, t: &PreviewTokenRecord) -> StoreResult<()>;
+    async fn preview_token_by_hash(&self, hash: &str) -> StoreResult<Option<PreviewTokenRecord>>;
+    /// Revokes every live token of a preview; how many.
+    async fn revoke_preview_tokens(&self, preview_id: &str, now: i64) -> StoreResult<u64>;
+
     // Templates built from a BuildSpec, and their builds.
     /// Inserts a template; a name taken in the tenant is `Duplicate`.
     async fn insert_template(&self, t: &TemplateRecord) -> StoreResult<()>;

@@ -15,8 +15,9 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{IdempotentResponse, NewEvent, Page, SandboxFilter, Store, StoreError, StoreResult};
 use crate::model::{
-    ApiKeyRecord, BootPath, BuildRecord, BuildState, EventRecord, SandboxRecord, SandboxState,
-    SnapshotRecord, SnapshotStatus, TemplateRecord, UsageInterval,
+    ApiKeyRecord, BootPath, BuildRecord, BuildState, EventRecord, PreviewRecord,
+    PreviewTokenRecord, SandboxRecord, SandboxState, SnapshotRecord, SnapshotStatus,
+    TemplateRecord, UsageInterval, Visibility,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -165,6 +166,36 @@ fn build_from_row(r: &SqliteRow) -> StoreResult<BuildRecord> {
         created_at: r.try_get("created_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
+    })
+}
+
+fn preview_from_row(r: &SqliteRow) -> StoreResult<PreviewRecord> {
+    let visibility: String = r.try_get("visibility")?;
+    Ok(PreviewRecord {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        sandbox_id: r.try_get("sandbox_id")?,
+        port: r.try_get::<i64, _>("port")? as u16,
+        visibility: Visibility::parse(&visibility).ok_or(StoreError::Corrupt {
+            what: "preview visibility",
+            source: None,
+        })?,
+        slug: r.try_get("slug")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn preview_token_from_row(r: &SqliteRow) -> StoreResult<PreviewTokenRecord> {
+    Ok(PreviewTokenRecord {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        sandbox_id: r.try_get("sandbox_id")?,
+        preview_id: r.try_get("preview_id")?,
+        hash: r.try_get("hash")?,
+        prefix: r.try_get("prefix")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        created_at: r.try_get("created_at")?,
     })
 }
 
@@ -494,6 +525,110 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_preview(&self, p: &PreviewRecord) -> StoreResult<()> {
+        let r = sqlx::query(
+            "INSERT INTO previews (id, tenant_id, sandbox_id, port, visibility, slug, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&p.id)
+        .bind(&p.tenant_id)
+        .bind(&p.sandbox_id)
+        .bind(i64::from(p.port))
+        .bind(p.visibility.as_str())
+        .bind(&p.slug)
+        .bind(p.created_at)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate("preview of this port")),
+            r => r.map(|_| ()).map_err(StoreError::from),
+        }
+    }
+
+    async fn get_preview(&self, id: &str) -> StoreResult<Option<PreviewRecord>> {
+        sqlx::query("SELECT * FROM previews WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(preview_from_row)
+            .transpose()
+    }
+
+    async fn preview_by_slug(&self, slug: &str) -> StoreResult<Option<PreviewRecord>> {
+        sqlx::query("SELECT * FROM previews WHERE slug = ?")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(preview_from_row)
+            .transpose()
+    }
+
+    async fn list_previews(&self, sandbox_id: &str) -> StoreResult<Vec<PreviewRecord>> {
+        sqlx::query("SELECT * FROM previews WHERE sandbox_id = ? ORDER BY created_at, id")
+            .bind(sandbox_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(preview_from_row)
+            .collect()
+    }
+
+    async fn delete_preview(&self, id: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM preview_tokens WHERE preview_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let r = sqlx::query("DELETE FROM previews WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_preview_token(&self, t: &PreviewTokenRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO preview_tokens (id, tenant_id, sandbox_id, preview_id, hash, prefix, \
+             expires_at, revoked_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.tenant_id)
+        .bind(&t.sandbox_id)
+        .bind(&t.preview_id)
+        .bind(&t.hash)
+        .bind(&t.prefix)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .bind(t.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn preview_token_by_hash(&self, hash: &str) -> StoreResult<Option<PreviewTokenRecord>> {
+        sqlx::query("SELECT * FROM preview_tokens WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(preview_token_from_row)
+            .transpose()
+    }
+
+    async fn revoke_preview_tokens(&self, preview_id: &str, now: i64) -> StoreResult<u64> {
+        let r = sqlx::query(
+            "UPDATE preview_tokens SET revoked_at = ? WHERE preview_id = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(preview_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     async fn insert_template(&self, t: &TemplateRecord) -> StoreResult<()> {

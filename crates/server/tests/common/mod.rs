@@ -286,6 +286,8 @@ impl Templates for FakeTemplates {
 /// A running server and a client for it.
 #[derive(Debug)]
 pub struct TestServer {
+    /// Where the preview proxy listens.
+    pub preview_addr: std::net::SocketAddr,
     pub base: String,
     pub admin_key: String,
     pub client: reqwest::Client,
@@ -348,6 +350,15 @@ impl TestServer {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
+        let previews = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind previews");
+        let preview_addr = previews.local_addr().expect("addr");
+        tokio::spawn(hearth_server::proxy::serve(
+            core.clone(),
+            previews,
+            core.shutdown_token(),
+        ));
         let client = reqwest::Client::builder()
             .default_headers({
                 let mut h = reqwest::header::HeaderMap::new();
@@ -360,6 +371,7 @@ impl TestServer {
             .build()
             .expect("client");
         TestServer {
+            preview_addr,
             base: format!("http://{addr}"),
             admin_key,
             client,

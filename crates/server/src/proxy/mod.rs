@@ -1,0 +1,480 @@
+//! The preview proxy: its own listener (HTTP/1.1 and HTTP/2), routing by
+//! `Host: <slug>.preview.<domain>` to `127.0.0.1:PORT` in the sandbox
+//! through the agent's tunnel (no network path into a VM exists). Bodies
+//! stream both ways and WebSocket upgrades pass through.
+//!
+//! Private previews take the owning tenant's API key or a share token
+//! (`?preview_token=`, `x-hearth-preview-token`, `x-miosa-preview-token`, or
+//! the cookie the proxy sets on the preview's host so an iframe's later
+//! requests work); the credential never reaches the guest. Public previews
+//! are rate limited per client IP. A request to a paused persistent sandbox
+//! resumes it first; every request resets the sandbox's idle clock.
+
+pub mod pages;
+pub mod ratelimit;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version};
+use axum::response::Response;
+use hyper_util::rt::TokioIo;
+
+use crate::core::keys::Caller;
+use crate::core::previews::TokenCheck;
+use crate::core::Core;
+use crate::model::{PreviewRecord, SandboxState, Visibility};
+use ratelimit::RateLimiter;
+
+/// The cookie that carries a share token on a preview's own host.
+pub const TOKEN_COOKIE: &str = "hearth_preview_token";
+const TOKEN_QUERY: &str = "preview_token";
+const TOKEN_HEADERS: [&str; 2] = ["x-hearth-preview-token", "x-miosa-preview-token"];
+
+#[derive(Debug)]
+struct Proxy {
+    core: Arc<Core>,
+    /// `.preview.<domain>`
+    suffix: String,
+    limiter: RateLimiter,
+}
+
+/// The proxy's router (every path, every method).
+pub fn router(core: Arc<Core>) -> axum::Router {
+    let p = &core.config.preview;
+    let proxy = Proxy {
+        suffix: format!(".preview.{}", p.domain.to_ascii_lowercase()),
+        limiter: RateLimiter::new(p.public_rps, p.public_rps.saturating_mul(4)),
+        core,
+    };
+    axum::Router::new()
+        .fallback(handle)
+        .with_state(Arc::new(proxy))
+}
+
+/// Serves previews on `listener` until `stop`.
+pub async fn serve(
+    core: Arc<Core>,
+    listener: tokio::net::TcpListener,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        core.set_preview_port(addr.port());
+    }
+    let app = router(core).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}
+
+/// The slug of `host` (`<slug>.preview.<domain>[:port]`), if it is one.
+fn slug_of<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.chars().all(|c| c.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let cut = name.len().checked_sub(suffix.len())?;
+    if !name.is_char_boundary(cut) || !name[cut..].eq_ignore_ascii_case(suffix) {
+        return None;
+    }
+    let slug = &name[..cut];
+    (!slug.is_empty() && slug.chars().all(|c| c.is_ascii_alphanumeric())).then_some(slug)
+}
+
+/// Takes the share token out of the request (query, headers, cookie);
+/// returns it and whether it came from the cookie.
+fn take_token(req: &mut Request) -> Option<(String, bool)> {
+    let mut found: Option<(String, bool)> = None;
+    if let Some(q) = req.uri().query() {
+        let mut kept = Vec::new();
+        for pair in q.split('&') {
+            match pair.split_once('=') {
+                Some((TOKEN_QUERY, v)) if found.is_none() => found = Some((v.to_string(), false)),
+                Some((TOKEN_QUERY, _)) => {}
+                _ if pair == TOKEN_QUERY => {}
+                _ => kept.push(pair),
+            }
+        }
+        let path = req.uri().path().to_string();
+        let pq = if kept.is_empty() {
+            path
+        } else {
+            format!("{path}?{}", kept.join("&"))
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = pq.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    for h in TOKEN_HEADERS {
+        if let Some(v) = req.headers_mut().remove(h) {
+            if found.is_none() {
+                found = v.to_str().ok().map(|s| (s.trim().to_string(), false));
+            }
+        }
+    }
+    let cookies: Vec<HeaderValue> = req
+        .headers_mut()
+        .remove(header::COOKIE)
+        .into_iter()
+        .collect();
+    let mut kept = Vec::new();
+    for c in cookies.iter().filter_map(|v| v.to_str().ok()) {
+        for pair in c.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some((TOKEN_COOKIE, v)) => {
+                    if found.is_none() {
+                        found = Some((v.to_string(), true));
+                    }
+                }
+                _ => kept.push(pair.to_string()),
+            }
+        }
+    }
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            req.headers_mut().insert(header::COOKIE, v);
+        }
+    }
+    found.filter(|(t, _)| !t.is_empty())
+}
+
+/// The bearer API key of the request, if any.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|s| s.trim().to_string())
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1), and any the Connection header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        if !(keep_upgrade && n == header::UPGRADE) {
+            headers.remove(n);
+        }
+    }
+    for n in [
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "proxy-authorization",
+    ] {
+        headers.remove(n);
+    }
+    headers.remove(header::CONNECTION);
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+async fn handle(
+    State(proxy): State<Arc<Proxy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+) -> Response {
+    let core = &proxy.core;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let Some(slug) = slug_of(&host, &proxy.suffix) else {
+        return pages::not_found();
+    };
+    let preview = match core.store.preview_by_slug(&slug.to_ascii_lowercase()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return pages::not_found(),
+        Err(e) => {
+            tracing::error!(error = %e, "preview lookup");
+            return pages::bad_gateway("the preview could not be looked up");
+        }
+    };
+    let token = take_token(&mut req);
+    let mut set_cookie = None;
+    match preview.visibility {
+        Visibility::Public => {
+            if !proxy.limiter.allow(peer.ip(), Instant::now()) {
+                return pages::rate_limited();
+            }
+        }
+        Visibility::Private => {
+            let owner_key = match bearer(req.headers()) {
+                Some(k) if k.starts_with("hk_") => core
+                    .authenticate(&k)
+                    .await
+                    .is_ok_and(|c| c.tenant_id == preview.tenant_id),
+                _ => false,
+            };
+            if owner_key {
+                req.headers_mut().remove(header::AUTHORIZATION);
+            } else {
+                match token {
+                    None => return pages::private(),
+                    Some((t, from_cookie)) => match core.check_preview_token(&preview, &t).await {
+                        TokenCheck::Valid { expires_at } => {
+                            if !from_cookie {
+                                set_cookie = Some((t, expires_at));
+                            }
+                        }
+                        TokenCheck::Expired => return pages::token_expired(),
+                        TokenCheck::Revoked => return pages::token_revoked(),
+                        TokenCheck::Invalid => return pages::token_invalid(),
+                    },
+                }
+            }
+        }
+    }
+    let mut resp = forward(core, &preview, peer, &host, req).await;
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "frame-ancestors {}",
+        core.config.preview.frame_ancestors
+    )) {
+        headers.append(header::CONTENT_SECURITY_POLICY, v);
+    }
+    if let Some((t, expires_at)) = set_cookie {
+        let max_age = ((expires_at - core.now_ms()) / 1000).max(0);
+        let cookie = format!(
+            "{TOKEN_COOKIE}={t}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=None"
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+/// Sends `req` to the preview's port in its sandbox and streams the answer.
+async fn forward(
+    core: &Arc<Core>,
+    preview: &PreviewRecord,
+    peer: SocketAddr,
+    host: &str,
+    mut req: Request,
+) -> Response {
+    let cfg = &core.config.preview;
+    let caller = Caller {
+        tenant_id: preview.tenant_id.clone(),
+        key_id: "preview".into(),
+        admin: false,
+    };
+    // Wake a paused persistent sandbox; anything else not running says so.
+    let rec = match core.get_sandbox(&caller, &preview.sandbox_id).await {
+        Ok(r) => r,
+        Err(_) => return pages::sandbox_down("gone"),
+    };
+    if rec.state == SandboxState::Paused && rec.persistent {
+        if let Err(e) = core.resume_sandbox(&caller, &rec.id).await {
+            tracing::warn!(sandbox_id = %rec.id, error = %e, "wake on preview request failed");
+            return pages::sandbox_down("paused and could not be resumed");
+        }
+    }
+    let agent = match core.agent(&caller, &preview.sandbox_id, true).await {
+        Ok((_, a)) => a,
+        Err(_) => {
+            let state = core
+                .handle(&preview.sandbox_id)
+                .map(|h| h.state())
+                .unwrap_or(rec.state);
+            return pages::sandbox_down(state.as_str());
+        }
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > cfg.max_body_bytes {
+            return pages::too_large(cfg.max_body_bytes);
+        }
+    }
+    let tunnel = match agent.tunnel(preview.port).await {
+        Ok(t) => t,
+        Err(e) if e.code() == Some(hearth_agent_protocol::ErrorCode::PortClosed) => {
+            return pages::app_not_running(preview.port)
+        }
+        Err(e) => {
+            tracing::warn!(sandbox_id = %preview.sandbox_id, error = %e, "preview tunnel");
+            return pages::bad_gateway("the sandbox's agent did not open a connection");
+        }
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tunnel)).await
+    {
+        Ok(x) => x,
+        Err(e) => return pages::bad_gateway(&format!("connection failed: {e}")),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "preview upstream connection");
+        }
+    });
+
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    if !parts.headers.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let h = &mut parts.headers;
+    let forwarded_for = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    for (name, value) in [
+        ("x-forwarded-for", forwarded_for),
+        ("x-forwarded-proto", cfg.scheme.clone()),
+        ("x-forwarded-host", host.to_string()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    parts.version = Version::HTTP_11;
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    let limit = usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX);
+    let upstream_req = Request::from_parts(parts, http_body_util::Limited::new(body, limit));
+
+    let deadline = Duration::from_millis(cfg.upstream_timeout_ms);
+    let mut resp = match tokio::time::timeout(deadline, sender.send_request(upstream_req)).await {
+        Err(_) => return pages::timeout(deadline.as_secs()),
+        Ok(Err(e)) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_big {
+                return pages::too_large(cfg.max_body_bytes);
+            }
+            return pages::bad_gateway(&format!("{e}"));
+        }
+        Ok(Ok(r)) => r,
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client) = client_upgrade {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client, upstream) {
+                    Ok((c, u)) => {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(c),
+                            &mut TokioIo::new(u),
+                        )
+                        .await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "preview upgrade"),
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, Body::empty());
+        }
+    }
+    strip_hop_by_hop(resp.headers_mut(), false);
+    resp.map(Body::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_come_from_the_preview_host_only() {
+        let s = ".preview.localhost";
+        assert_eq!(slug_of("abc123.preview.localhost:7071", s), Some("abc123"));
+        assert_eq!(slug_of("ABC.Preview.Localhost", s), Some("ABC"));
+        assert_eq!(slug_of("abc.preview.localhost.", s), Some("abc"));
+        for bad in [
+            "preview.localhost",
+            ".preview.localhost",
+            "a.b.preview.localhost",
+            "abc.preview.example.com",
+            "localhost:7071",
+            "",
+        ] {
+            assert_eq!(slug_of(bad, s), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_taken_from_query_headers_and_cookie_and_stripped() {
+        let mut req = Request::builder()
+            .uri("/page?a=1&preview_token=hpt_q&b=2")
+            .header("x-hearth-preview-token", "hpt_h")
+            .header(header::COOKIE, "theme=dark; hearth_preview_token=hpt_c")
+            .body(Body::empty())
+            .expect("test value");
+        assert_eq!(take_token(&mut req), Some(("hpt_q".into(), false)));
+        assert_eq!(req.uri(), "/page?a=1&b=2");
+        assert!(!req.headers().contains_key("x-hearth-preview-token"));
+        assert_eq!(req.headers()[header::COOKIE], "theme=dark");
+
+        let mut req = Request::builder()
+            .uri("/")
+            .header(header::COOKIE, "hearth_preview_token=hpt_c")
+            .body(Body::empty())
+            .expect("test value");
+        assert_eq!(take_token(&mut req), Some(("hpt_c".into(), true)));
+        assert!(!req.headers().contains_key(header::COOKIE));
+
+        let mut req = Request::builder()
+            .uri("/x?preview_token=hpt_only")
+            .header("x-miosa-preview-token", "hpt_m")
+            .body(Body::empty())
+            .expect("test value");
+        assert_eq!(take_token(&mut req), Some(("hpt_only".into(), false)));
+        assert_eq!(req.uri(), "/x");
+        assert!(!req.headers().contains_key("x-miosa-preview-token"));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-app", HeaderValue::from_static("kept"));
+        let mut up = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-app"], "kept");
+        strip_hop_by_hop(&mut up, true);
+        assert_eq!(up[header::CONNECTION], "upgrade");
+        assert_eq!(up[header::UPGRADE], "websocket");
+    }
+}

@@ -1,0 +1,601 @@
+//! Previews through the proxy, on the server with agents in place of VMs
+//! (see `common`): the fake sandbox's agent runs on this host, so its
+//! tunnel reaches an app this test serves on 127.0.0.1. The real-VM
+//! version (an app inside a guest) is in the CLI crate's tests.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message as WsMessage, WebSocketUpgrade};
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+use common::TestServer;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+
+/// What the guest app saw of each request: request line and headers.
+type Seen = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;
+
+/// An app on a free port: `/` echoes, `/slow` sleeps 3 s, `/ws` echoes
+/// WebSocket messages.
+async fn start_app() -> (u16, Seen) {
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new()
+        .route(
+            "/ws",
+            get(|ws: WebSocketUpgrade| async move {
+                ws.on_upgrade(|mut socket| async move {
+                    while let Some(Ok(msg)) = socket.recv().await {
+                        if let WsMessage::Text(t) = msg {
+                            let _ = socket
+                                .send(WsMessage::Text(format!("echo:{t}").into()))
+                                .await;
+                        }
+                    }
+                })
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "late"
+            }),
+        )
+        .fallback(any(move |req: Request| {
+            let log = log.clone();
+            async move {
+                let line = format!("{} {}", req.method(), req.uri());
+                let headers = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                log.lock().expect("test step").push((line.clone(), headers));
+                let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+                    .await
+                    .map(|b| b.len())
+                    .unwrap_or(0);
+                format!("app saw {line} with {body} body bytes").into_response()
+            }
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test step");
+    let port = listener.local_addr().expect("test step").port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, seen)
+}
+
+async fn call(srv: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let url = srv.url(&format!("/api/v1{path}"));
+    let mut req = match method {
+        "GET" => srv.client.get(url),
+        "POST" => srv.client.post(url),
+        "DELETE" => srv.client.delete(url),
+        m => panic!("{m}"),
+    };
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A client that sends `host` to the proxy (no DNS needed).
+fn client_for(host: &str, proxy: SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .resolve(host, proxy)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("test step")
+}
+
+fn host_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .split([':', '/'])
+        .next()
+        .expect("test step")
+        .to_string()
+}
+
+async fn preview(srv: &TestServer, id: &str, port: u16, visibility: &str) -> Value {
+    let (st, v) = call(
+        srv,
+        "POST",
+        &format!("/sandboxes/{id}/previews"),
+        Some(json!({"port": port, "visibility": visibility})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    v["data"].clone()
+}
+
+#[tokio::test]
+async fn public_previews_stream_through_the_proxy_over_http1_and_http2() {
+    let srv = TestServer::start().await;
+    let (port, seen) = start_app().await;
+    let sbx = srv.create_sandbox(json!({})).await;
+    let id = sbx["id"].as_str().expect("test step");
+    let p = preview(&srv, id, port, "public").await;
+    let url = p["url"].as_str().expect("test step").to_string();
+    assert_eq!(
+        url,
+        format!(
+            "http://{}.preview.localhost:{}",
+            p["slug"].as_str().expect("test step"),
+            srv.preview_addr.port()
+        )
+    );
+    let host = host_of(&url);
+    let c = client_for(&host, srv.preview_addr);
+    let resp = c
+        .post(format!("{url}/hello?x=1"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(vec![7u8; 100_000])
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-security-policy"],
+        "frame-ancestors 'self' localhost:*"
+    );
+    assert_eq!(
+        resp.text().await.expect("test step"),
+        "app saw POST /hello?x=1 with 100000 body bytes"
+    );
+    {
+        let seen = seen.lock().expect("test step");
+        let h: std::collections::HashMap<_, _> = seen[0].1.iter().cloned().collect();
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(
+            h["x-forwarded-host"],
+            format!("{host}:{}", srv.preview_addr.port())
+        );
+        assert_eq!(h["host"], format!("{host}:{}", srv.preview_addr.port()));
+    }
+    // HTTP/2 from the client; the guest app still gets HTTP/1.1.
+    let h2 = reqwest::Client::builder()
+        .resolve(&host, srv.preview_addr)
+        .http2_prior_knowledge()
+        .build()
+        .expect("test step");
+    let resp = h2
+        .get(format!("{url}/over-h2"))
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(
+        resp.text().await.expect("test step"),
+        "app saw GET /over-h2 with 0 body bytes"
+    );
+
+    // A WebSocket passes through.
+    let tcp = tokio::net::TcpStream::connect(srv.preview_addr)
+        .await
+        .expect("test step");
+    let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{host}/ws"), tcp)
+        .await
+        .expect("websocket through the proxy");
+    assert_eq!(resp.status(), 101);
+    ws.send(tokio_tungstenite::tungstenite::Message::Text("hi".into()))
+        .await
+        .expect("test step");
+    let got = ws.next().await.expect("test step").expect("test step");
+    assert_eq!(got.into_text().expect("test step").as_str(), "echo:hi");
+
+    // Listing, and no preview twice for one port.
+    let (_, list) = call(&srv, "GET", &format!("/sandboxes/{id}/previews"), None).await;
+    assert_eq!(list["data"][0]["id"], p["id"]);
+    let (st, _) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/previews"),
+        Some(json!({"port": port})),
+    )
+    .await;
+    assert_eq!(st, 409);
+}
+
+#[tokio::test]
+async fn private_previews_take_the_owners_key_or_a_share_token_the_app_never_sees() {
+    let srv = TestServer::start().await;
+    let (port, seen) = start_app().await;
+    let sbx = srv.create_sandbox(json!({})).await;
+    let id = sbx["id"].as_str().expect("test step");
+    let p = preview(&srv, id, port, "private").await;
+    let pid = p["id"].as_str().expect("test step");
+    let url = p["url"].as_str().expect("test step").to_string();
+    let c = client_for(&host_of(&url), srv.preview_addr);
+
+    let resp = c.get(format!("{url}/")).send().await.expect("test step");
+    assert_eq!(resp.status(), 401);
+    assert!(resp
+        .text()
+        .await
+        .expect("test step")
+        .contains("This preview is private"));
+
+    // The owner's API key works, and is not forwarded.
+    let resp = c
+        .get(format!("{url}/with-key"))
+        .bearer_auth(&srv.admin_key)
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 200);
+
+    // A share link: the token works once from the URL, then from the cookie.
+    let (st, share) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/previews/{pid}/share"),
+        Some(json!({"ttl_seconds": 600})),
+    )
+    .await;
+    assert_eq!(st, 201, "{share}");
+    let token = share["preview_token"]
+        .as_str()
+        .expect("test step")
+        .to_string();
+    assert!(token.starts_with("hpt_"));
+    assert_eq!(
+        share["share_url"].as_str().expect("test step"),
+        format!("{url}/?preview_token={token}")
+    );
+    assert_eq!(share["data"]["share_token_prefix"], &token[..12]);
+    let resp = c
+        .get(format!("{url}/page?preview_token={token}&keep=1"))
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("test step")
+        .to_string();
+    assert!(
+        cookie.starts_with(&format!("hearth_preview_token={token};")),
+        "{cookie}"
+    );
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=None"));
+    assert_eq!(
+        resp.text().await.expect("test step"),
+        "app saw GET /page?keep=1 with 0 body bytes"
+    );
+    let resp = c
+        .get(format!("{url}/later"))
+        .header(
+            "cookie",
+            format!("theme=dark; hearth_preview_token={token}"),
+        )
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 200);
+    let resp = c
+        .get(format!("{url}/by-header"))
+        .header("x-miosa-preview-token", &token)
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 200);
+    {
+        let seen = seen.lock().expect("test step");
+        let all = format!("{seen:?}");
+        assert!(!all.contains(&token), "the app saw the token: {all}");
+        assert!(!all.contains(&srv.admin_key), "the app saw the API key");
+        let later = &seen
+            .iter()
+            .find(|(l, _)| l == "GET /later")
+            .expect("test step")
+            .1;
+        assert!(later.contains(&("cookie".into(), "theme=dark".into())));
+    }
+
+    // Another preview's token does not open this one.
+    let (port2, _) = start_app().await;
+    let p2 = preview(&srv, id, port2, "private").await;
+    let (_, share2) = call(
+        &srv,
+        "POST",
+        &format!(
+            "/sandboxes/{id}/previews/{}/share",
+            p2["id"].as_str().expect("test step")
+        ),
+        None,
+    )
+    .await;
+    let other = share2["preview_token"].as_str().expect("test step");
+    let resp = c
+        .get(format!("{url}/?preview_token={other}"))
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 401);
+    assert!(resp
+        .text()
+        .await
+        .expect("test step")
+        .contains("not valid here"));
+
+    // Revoked: 401 with a page that says so.
+    let (st, v) = call(
+        &srv,
+        "DELETE",
+        &format!("/sandboxes/{id}/previews/{pid}/share"),
+        None,
+    )
+    .await;
+    assert_eq!((st, v["data"]["revoked"].clone()), (200, json!(1)));
+    let resp = c
+        .get(format!("{url}/"))
+        .header("cookie", format!("hearth_preview_token={token}"))
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 401);
+    assert!(resp.text().await.expect("test step").contains("revoked"));
+
+    // Expired: likewise.
+    let (_, short) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/previews/{pid}/share"),
+        Some(json!({"ttl_seconds": 1})),
+    )
+    .await;
+    let short = short["preview_token"].as_str().expect("test step");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let resp = c
+        .get(format!("{url}/?preview_token={short}"))
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 401);
+    assert!(resp.text().await.expect("test step").contains("expired"));
+
+    // A TTL past the maximum is refused.
+    let (st, _) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/previews/{pid}/share"),
+        Some(json!({"ttl_seconds": 86_401})),
+    )
+    .await;
+    assert_eq!(st, 422);
+
+    // expose reuses the port's preview; preview-token mints a working link.
+    let (st, v) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/expose"),
+        Some(json!({"port": port})),
+    )
+    .await;
+    assert_eq!((st, v["url"].as_str()), (200, Some(url.as_str())));
+    let (st, v) = call(
+        &srv,
+        "POST",
+        &format!("/sandboxes/{id}/preview-token"),
+        Some(json!({"port": port, "expires_in": 60})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let link = v["url"].as_str().expect("test step");
+    assert_eq!(c.get(link).send().await.expect("test step").status(), 200);
+}
+
+#[tokio::test]
+async fn bad_hosts_closed_ports_slow_apps_big_bodies_and_floods() {
+    let srv = TestServer::start_with(|c| {
+        c.preview.max_body_bytes = 1000;
+        c.preview.upstream_timeout_ms = 500;
+        c.preview.public_rps = 2;
+    })
+    .await;
+    let (port, _) = start_app().await;
+    let sbx = srv.create_sandbox(json!({})).await;
+    let id = sbx["id"].as_str().expect("test step");
+
+    // Unknown slug and non-preview hosts: the same 404 page.
+    for host in ["nosuchslug.preview.localhost", "example.com"] {
+        let resp = client_for(host, srv.preview_addr)
+            .get(format!("http://{host}:{}/", srv.preview_addr.port()))
+            .send()
+            .await
+            .expect("test step");
+        assert_eq!(resp.status(), 404, "{host}");
+        assert!(resp
+            .text()
+            .await
+            .expect("test step")
+            .contains("No preview here"));
+    }
+
+    // Nothing listens on the port yet: 502 and a page saying so; once
+    // something does, sandbox.preview.ready fires.
+    let free = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("test step");
+        l.local_addr().expect("test step").port()
+    };
+    let idle = preview(&srv, id, free, "public").await;
+    let url = idle["url"].as_str().expect("test step");
+    let c = client_for(&host_of(url), srv.preview_addr);
+    let resp = c.get(url).send().await.expect("test step");
+    assert_eq!(resp.status(), 502);
+    assert!(resp
+        .text()
+        .await
+        .expect("test step")
+        .contains(&format!("listens on port {free}")));
+    let _late = std::net::TcpListener::bind(("127.0.0.1", free)).expect("test step");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev: Value = srv
+            .client
+            .get(srv.url(&format!("/api/v1/sandboxes/{id}/events")))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("test step")
+            .json()
+            .await
+            .expect("test step");
+        let ready = ev["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["type"] == "sandbox.preview.ready" && e["data"]["port"] == json!(free));
+        if let Some(e) = ready {
+            assert_eq!(e["data"]["url"], url);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no preview.ready: {ev}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let p = preview(&srv, id, port, "public").await;
+    let url = p["url"].as_str().expect("test step").to_string();
+    let c = client_for(&host_of(&url), srv.preview_addr);
+    // An app that does not answer in time: 504.
+    let resp = c
+        .get(format!("{url}/slow"))
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 504);
+    // A body over the limit: 413, declared or streamed.
+    let resp = c
+        .post(format!("{url}/"))
+        .body(vec![0u8; 5000])
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 413);
+    let chunks = futures_util::stream::iter(
+        (0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 500]))),
+    );
+    let resp = c
+        .post(format!("{url}/"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 413);
+
+    // A flood from one client on a public preview: 429 after the burst.
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        codes.push(
+            c.get(format!("{url}/"))
+                .send()
+                .await
+                .expect("test step")
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(codes.contains(&429), "{codes:?}");
+    assert!(
+        codes.iter().filter(|c| **c == 200).count() <= 9,
+        "{codes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_wakes_a_paused_persistent_sandbox_and_other_tenants_see_nothing() {
+    let srv = TestServer::start().await;
+    let (port, _) = start_app().await;
+    let sbx = srv.create_sandbox(json!({"persistent": true})).await;
+    let id = sbx["id"].as_str().expect("test step");
+    let p = preview(&srv, id, port, "public").await;
+    let url = p["url"].as_str().expect("test step").to_string();
+    let (st, v) = call(&srv, "POST", &format!("/sandboxes/{id}/pause"), None).await;
+    assert_eq!(
+        (st, v["data"]["state"].clone()),
+        (200, json!("paused")),
+        "{v}"
+    );
+    let c = client_for(&host_of(&url), srv.preview_addr);
+    let resp = c
+        .get(format!("{url}/wake"))
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 200);
+    let (_, v) = call(&srv, "GET", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(v["data"]["state"], "running");
+
+    // A paused sandbox that is not persistent stays paused: 503.
+    let other = srv.create_sandbox(json!({})).await;
+    let oid = other["id"].as_str().expect("test step");
+    let op = preview(&srv, oid, port, "public").await;
+    call(&srv, "POST", &format!("/sandboxes/{oid}/pause"), None).await;
+    let ourl = op["url"].as_str().expect("test step");
+    let resp = client_for(&host_of(ourl), srv.preview_addr)
+        .get(ourl)
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 503);
+
+    let (st, v) = call(
+        &srv,
+        "POST",
+        "/api-keys",
+        Some(json!({"name": "other", "tenant_id": "ten_other"})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let stranger = srv.client_with(v["data"]["key"].as_str().expect("test step"));
+    let pid = p["id"].as_str().expect("test step");
+    for path in [
+        format!("/api/v1/sandboxes/{id}/previews"),
+        format!("/api/v1/sandboxes/{id}/previews/{pid}"),
+    ] {
+        let st = stranger
+            .get(srv.url(&path))
+            .send()
+            .await
+            .expect("test step")
+            .status();
+        assert_eq!(st, 404, "{path}");
+    }
+    let st = stranger
+        .post(srv.url(&format!("/api/v1/sandboxes/{id}/previews/{pid}/share")))
+        .send()
+        .await
+        .expect("test step")
+        .status();
+    assert_eq!(st, 404);
+    // Deleting a preview takes its URL away.
+    let (st, _) = call(
+        &srv,
+        "DELETE",
+        &format!("/sandboxes/{id}/previews/{pid}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        c.get(format!("{url}/"))
+            .send()
+            .await
+            .expect("test step")
+            .status(),
+        404
+    );
+}
