@@ -19,6 +19,8 @@ pub struct BenchServer {
     pub http: reqwest::Client,
     /// Set by [`BenchServer::start_with_core`] only.
     core: Option<Arc<hearth_server::core::Core>>,
+    /// The preview proxy; set by [`BenchServer::start_with_core`] only.
+    pub preview_addr: Option<std::net::SocketAddr>,
     _data_dir: tempfile::TempDir,
 }
 
@@ -54,6 +56,10 @@ fn bench_config_pool(
         listen: "127.0.0.1:0".parse()?,
         warm_boot,
         warm_pool_size,
+        preview: hearth_server::config::PreviewConfig {
+            listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        },
         ..Default::default()
     };
     Ok((data_dir, config))
@@ -133,13 +139,14 @@ impl BenchServer {
             admin_key,
             http: http_client()?,
             core: None,
+            preview_addr: None,
             _data_dir: data_dir,
         })
     }
 
     /// The same server as [`BenchServer::start`], assembled from its parts
     /// the way `hearth_server::serve` does (store, QEMU driver, templates,
-    /// core, router), so the bench keeps the [`Core`] and can reach a
+    /// core, router, preview proxy), so the bench keeps the [`Core`] and can reach a
     /// sandbox's agent client. That client is the only way to the guest
     /// while the server runs: QEMU's agent chardev takes one connection at
     /// a time and the server holds it, so a second client on `agent.sock`
@@ -171,10 +178,18 @@ impl BenchServer {
                 eprintln!("server stopped: {e}");
             }
         });
+        let previews = tokio::net::TcpListener::bind(config.preview.listen).await?;
+        let preview_addr = previews.local_addr()?;
+        tokio::spawn(hearth_server::proxy::serve(
+            core.clone(),
+            previews,
+            core.shutdown_token(),
+        ));
         Ok(BenchServer {
             url: format!("http://{addr}"),
             admin_key,
             http: http_client()?,
+            preview_addr: Some(preview_addr),
             core: Some(core),
             _data_dir: data_dir,
         })

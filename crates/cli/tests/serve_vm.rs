@@ -45,6 +45,10 @@ impl Server {
             .arg("--images-dir")
             .arg(images_dir())
             .env("HEARTH_LOG", "info,sqlx=warn")
+            .env(
+                "HEARTH_PREVIEW_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -944,4 +948,132 @@ async fn a_snapshot_that_fills_the_disk_fails_and_the_sandbox_runs_on() {
     assert_eq!(v["data"]["status"], "ready");
     api.call("DELETE", &format!("/sandboxes/{id}"), None).await;
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots real VMs; run with --run-ignored (scripts/test does)"]
+async fn previews_serve_a_guest_app_with_share_tokens_on_real_vms() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (server, api) = fresh_server(tmp.path()).await;
+    let (st, v) = api
+        .call(
+            "POST",
+            "/sandboxes",
+            Some(json!({"template_id": "minimal", "memory_mb": 256, "disk_size_mb": 512, "timeout_sec": 600})),
+        )
+        .await;
+    assert_eq!(st, 201, "create: {v}\n{}", server.log());
+    let id = v["data"]["id"].as_str().expect("id").to_string();
+    // A page, and a CGI script that shows what the app receives.
+    api.exec(
+        &id,
+        "mkdir -p /workspace/www/cgi-bin && echo hello-from-the-guest > /workspace/www/index.html \
+         && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \"query=$QUERY_STRING\"\\nenv | grep -i -e token -e cookie -e ^HTTP_ | sort\\n' \
+            > /workspace/www/cgi-bin/show && chmod +x /workspace/www/cgi-bin/show",
+    )
+    .await;
+
+    // The preview first: nothing listens yet, so the proxy says so.
+    let (st, p) = api
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/previews"),
+            Some(json!({"port": 8080})),
+        )
+        .await;
+    assert_eq!(st, 201, "{p}");
+    let pid = p["data"]["id"].as_str().expect("pid").to_string();
+    let url = p["data"]["url"].as_str().expect("url").to_string();
+    let host = url
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .expect("host")
+        .to_string();
+    let port: u16 = url.rsplit(':').next().expect("port").parse().expect("port");
+    let web = reqwest::Client::builder()
+        .resolve(&host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()
+        .expect("client");
+    let (st, v) = api
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/previews/{pid}/share"),
+            Some(json!({"ttl_seconds": 600})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let token = v["preview_token"].as_str().expect("token").to_string();
+    let share_url = v["share_url"].as_str().expect("share url").to_string();
+    let r = web.get(&share_url).send().await.expect("get");
+    assert_eq!(r.status(), 502);
+    assert!(r.text().await.expect("body").contains("not running yet"));
+
+    let (st, v) = api
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/processes"),
+            Some(json!({"command": "busybox httpd -f -p 8080 -h /workspace/www"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = web.get(&share_url).send().await.expect("get");
+        if r.status() != 502 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .starts_with("hearth_preview_token="));
+    assert_eq!(r.text().await.expect("body"), "hello-from-the-guest\n");
+
+    // Private: nothing without a credential; the token never reaches the
+    // guest (the CGI script prints what it got).
+    assert_eq!(web.get(&url).send().await.expect("get").status(), 401);
+    let started = Instant::now();
+    let shown = web
+        .get(format!("{url}/cgi-bin/show?a=1&preview_token={token}"))
+        .header("cookie", "theme=dark")
+        .send()
+        .await
+        .expect("get");
+    println!(
+        "request through the preview proxy into the guest: {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(shown.status(), 200);
+    let shown = shown.text().await.expect("body");
+    assert!(shown.contains("query=a=1\n"), "{shown}");
+    assert!(!shown.contains(&token), "the guest saw the token: {shown}");
+    let by_cookie = web
+        .get(format!("{url}/cgi-bin/show"))
+        .header(
+            "cookie",
+            format!("hearth_preview_token={token}; theme=dark"),
+        )
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(by_cookie.status(), 200);
+    let by_cookie = by_cookie.text().await.expect("body");
+    assert!(!by_cookie.contains(&token), "{by_cookie}");
+
+    // Revoked: 401, and the page says so.
+    let (st, _) = api
+        .call(
+            "DELETE",
+            &format!("/sandboxes/{id}/previews/{pid}/share"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    let r = web.get(&share_url).send().await.expect("get");
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.expect("body").contains("revoked"));
+    api.call("DELETE", &format!("/sandboxes/{id}"), None).await;
 }

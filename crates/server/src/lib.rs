@@ -81,6 +81,11 @@ pub async fn serve(config: ServerConfig, on_started: impl FnOnce(&Started)) -> a
     }
     let app = routes::router(core.clone());
     let stop = core.shutdown_token();
+    // Streamed answers (SSE, downloads) go out in several writes: no Nagle.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

@@ -64,6 +64,12 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         core.set_preview_port(addr.port());
     }
+    use axum::serve::ListenerExt;
+    // Responses go out as head and body writes: without TCP_NODELAY, Nagle
+    // holds the second until the client's delayed ACK, ~40 ms a request.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let app = router(core).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
