@@ -599,3 +599,103 @@ async fn a_request_wakes_a_paused_persistent_sandbox_and_other_tenants_see_nothi
         404
     );
 }
+
+/// Chromium from `HEARTH_CHROMIUM`, else `chromium` on PATH.
+fn chromium() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("HEARTH_CHROMIUM") {
+        return p.into();
+    }
+    let out = std::process::Command::new("sh")
+        .args(["-c", "command -v chromium || command -v chromium-browser"])
+        .output()
+        .expect("sh");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !path.is_empty(),
+        "this test needs chromium (scripts/setup installs it)"
+    );
+    path.into()
+}
+
+#[tokio::test]
+async fn a_share_link_works_inside_an_iframe_in_headless_chromium() {
+    let srv = TestServer::start().await;
+    // The guest app: a page whose script fetches /data (which needs the
+    // cookie the share link set) and tells its parent what it got.
+    let inner = axum::Router::new()
+        .route(
+            "/",
+            get(|| async {
+                axum::response::Html(
+                    "<!doctype html><p>inner</p><script>\
+                     fetch('/data',{credentials:'include'}).then(r=>r.text())\
+                     .then(t=>parent.postMessage('iframe got: '+t.trim(),'*'))\
+                     </script>",
+                )
+            }),
+        )
+        .route("/data", get(|| async { "secret-data" }));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app_port = l.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(l, inner).await });
+    let sbx = srv.create_sandbox(json!({})).await;
+    let id = sbx["id"].as_str().expect("id");
+    let p = preview(&srv, id, app_port, "private").await;
+    let (st, share) = call(
+        &srv,
+        "POST",
+        &format!(
+            "/sandboxes/{id}/previews/{}/share",
+            p["id"].as_str().expect("id")
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201);
+    let share_url = share["share_url"].as_str().expect("url").to_string();
+
+    // Another site embeds the share URL.
+    let outer_html = format!(
+        "<!doctype html><div id=\"out\">waiting</div><iframe src=\"{share_url}\"></iframe>\
+         <script>addEventListener('message',e=>document.getElementById('out').textContent=e.data)</script>"
+    );
+    let outer = axum::Router::new().route(
+        "/",
+        get(move || {
+            let html = outer_html.clone();
+            async move { axum::response::Html(html) }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let outer_port = l.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(l, outer).await });
+
+    let profile = tempfile::tempdir().expect("profile");
+    let out = tokio::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://localhost:{outer_port}/"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), out)
+        .await
+        .expect("chromium finished")
+        .expect("chromium ran");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<div id=\"out\">iframe got: secret-data</div>"),
+        "the iframe did not load with the share link and its cookie:\n{dom}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

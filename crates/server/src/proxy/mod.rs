@@ -29,7 +29,9 @@ use crate::core::Core;
 use crate::model::{PreviewRecord, SandboxState, Visibility};
 use ratelimit::RateLimiter;
 
-/// The cookie that carries a share token on a preview's own host.
+/// The cookie that carries a share token on a preview's own host. It is
+/// `SameSite=None; Partitioned` (CHIPS), so an iframe inside another site
+/// keeps it even where third-party cookies are blocked.
 pub const TOKEN_COOKIE: &str = "hearth_preview_token";
 const TOKEN_QUERY: &str = "preview_token";
 const TOKEN_HEADERS: [&str; 2] = ["x-hearth-preview-token", "x-miosa-preview-token"];
@@ -266,7 +268,7 @@ async fn handle(
     if let Some((t, expires_at)) = set_cookie {
         let max_age = ((expires_at - core.now_ms()) / 1000).max(0);
         let cookie = format!(
-            "{TOKEN_COOKIE}={t}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=None"
+            "{TOKEN_COOKIE}={t}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=None; Partitioned"
         );
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             headers.append(header::SET_COOKIE, v);
