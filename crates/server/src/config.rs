@@ -59,8 +59,12 @@ pub struct PreviewConfig {
     /// The port written in preview URLs (a proxy in front may change it);
     /// default the listener's. 0 leaves the port out.
     pub public_port: Option<u16>,
-    /// `http` or `https` in preview URLs.
+    /// `http` or `https` in preview URLs (`https` whenever TLS is on; set
+    /// it when a TLS proxy sits in front).
     pub scheme: String,
+    /// PEM certificate chain and private key: the proxy serves HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// `Content-Security-Policy: frame-ancestors` of every response.
     pub frame_ancestors: String,
     /// Larger request bodies are cut with 413.
@@ -71,6 +75,17 @@ pub struct PreviewConfig {
     pub public_rps: u32,
 }
 
+impl PreviewConfig {
+    /// The scheme of preview URLs.
+    pub fn url_scheme(&self) -> &str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            &self.scheme
+        }
+    }
+}
+
 impl Default for PreviewConfig {
     fn default() -> Self {
         PreviewConfig {
@@ -79,6 +94,8 @@ impl Default for PreviewConfig {
             domain: "localhost".into(),
             public_port: None,
             scheme: "http".into(),
+            tls_cert: None,
+            tls_key: None,
             frame_ancestors: "'self' localhost:*".into(),
             max_body_bytes: 1 << 30,
             upstream_timeout_ms: 60_000,
@@ -246,6 +263,9 @@ impl ServerConfig {
         }
         if p.scheme != "http" && p.scheme != "https" {
             bad.push("preview.scheme must be http or https".into());
+        }
+        if p.tls_cert.is_some() != p.tls_key.is_some() {
+            bad.push("preview.tls_cert and preview.tls_key go together".into());
         }
         if p.public_rps == 0 || p.upstream_timeout_ms == 0 {
             bad.push("preview.public_rps and preview.upstream_timeout_ms must be positive".into());

@@ -68,6 +68,9 @@ pub async fn serve(config: ServerConfig, on_started: impl FnOnce(&Started)) -> a
     });
     spawn_housekeeping(core.clone());
     if config.preview.enabled {
+        if let (Some(cert), Some(key)) = (&config.preview.tls_cert, &config.preview.tls_key) {
+            proxy::listener::tls_config(cert, key).context("preview proxy TLS")?;
+        }
         let previews = tokio::net::TcpListener::bind(config.preview.listen)
             .await
             .with_context(|| format!("preview proxy: listen on {}", config.preview.listen))?;

@@ -699,3 +699,59 @@ async fn a_share_link_works_inside_an_iframe_in_headless_chromium() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn previews_serve_https_with_a_configured_certificate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cert = rcgen::generate_simple_self_signed(vec!["*.preview.localhost".to_string()])
+        .expect("certificate");
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.key_pair.serialize_pem());
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, &cert_pem).expect("write cert");
+    std::fs::write(&key_path, key_pem).expect("write key");
+    let srv = TestServer::start_with(|c| {
+        c.preview.tls_cert = Some(cert_path.clone());
+        c.preview.tls_key = Some(key_path.clone());
+    })
+    .await;
+    let (port, seen) = start_app().await;
+    let sbx = srv.create_sandbox(json!({})).await;
+    let p = preview(&srv, sbx["id"].as_str().expect("id"), port, "public").await;
+    let url = p["url"].as_str().expect("url").to_string();
+    assert!(url.starts_with("https://"), "{url}");
+    let host = url
+        .trim_start_matches("https://")
+        .split(':')
+        .next()
+        .expect("host")
+        .to_string();
+    let c = reqwest::Client::builder()
+        .resolve(&host, srv.preview_addr)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("pem"))
+        .build()
+        .expect("client");
+    let resp = c.get(format!("{url}/secure")).send().await.expect("https");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2, "ALPN offers h2");
+    assert_eq!(
+        resp.text().await.expect("body"),
+        "app saw GET /secure with 0 body bytes"
+    );
+    {
+        let seen = seen.lock().expect("seen");
+        assert!(seen[0]
+            .1
+            .contains(&("x-forwarded-proto".to_string(), "https".to_string())));
+    }
+    // Plain HTTP to the TLS port gets nothing useful.
+    let plain = reqwest::Client::builder()
+        .resolve(&host, srv.preview_addr)
+        .build()
+        .expect("client");
+    let r = plain
+        .get(url.replacen("https://", "http://", 1))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(r.map(|r| r.status() != 200).unwrap_or(true));
+}

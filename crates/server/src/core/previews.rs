@@ -50,11 +50,12 @@ impl Core {
             .public_port
             .or_else(|| self.preview_port.get().copied())
             .unwrap_or_else(|| p.listen.port());
-        let default_port = if p.scheme == "https" { 443 } else { 80 };
+        let scheme = p.url_scheme();
+        let default_port = if scheme == "https" { 443 } else { 80 };
         if port == 0 || port == default_port {
-            format!("{}://{slug}.preview.{}", p.scheme, p.domain)
+            format!("{scheme}://{slug}.preview.{}", p.domain)
         } else {
-            format!("{}://{slug}.preview.{}:{port}", p.scheme, p.domain)
+            format!("{scheme}://{slug}.preview.{}:{port}", p.domain)
         }
     }
 

@@ -10,6 +10,7 @@
 //! are rate limited per client IP. A request to a paused persistent sandbox
 //! resumes it first; every request resets the sandbox's idle clock.
 
+pub mod listener;
 pub mod pages;
 pub mod ratelimit;
 
@@ -57,25 +58,27 @@ pub fn router(core: Arc<Core>) -> axum::Router {
         .with_state(Arc::new(proxy))
 }
 
-/// Serves previews on `listener` until `stop`.
+/// Serves previews on `listener` (with TLS when the config names a
+/// certificate and key) until `stop`.
 pub async fn serve(
     core: Arc<Core>,
     listener: tokio::net::TcpListener,
     stop: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
+) -> anyhow::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         core.set_preview_port(addr.port());
     }
-    use axum::serve::ListenerExt;
-    // Responses go out as head and body writes: without TCP_NODELAY, Nagle
-    // holds the second until the client's delayed ACK, ~40 ms a request.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let app = router(core).into_make_service_with_connect_info::<SocketAddr>();
+    let p = &core.config.preview;
+    let tls = match (&p.tls_cert, &p.tls_key) {
+        (Some(cert), Some(key)) => Some(listener::tls_config(cert, key)?),
+        _ => None,
+    };
+    let listener = listener::PreviewListener::new(listener, tls);
+    let app = router(core).into_make_service_with_connect_info::<listener::Peer>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+        .await?;
+    Ok(())
 }
 
 /// The slug of `host` (`<slug>.preview.<domain>[:port]`), if it is one.
@@ -200,7 +203,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 async fn handle(
     State(proxy): State<Arc<Proxy>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(listener::Peer(peer)): ConnectInfo<listener::Peer>,
     mut req: Request,
 ) -> Response {
     let core = &proxy.core;
@@ -359,7 +362,7 @@ async fn forward(
     };
     for (name, value) in [
         ("x-forwarded-for", forwarded_for),
-        ("x-forwarded-proto", cfg.scheme.clone()),
+        ("x-forwarded-proto", cfg.url_scheme().to_string()),
         ("x-forwarded-host", host.to_string()),
     ] {
         if let Ok(v) = HeaderValue::from_str(&value) {
