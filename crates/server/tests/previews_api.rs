@@ -538,6 +538,13 @@ async fn a_request_wakes_a_paused_persistent_sandbox_and_other_tenants_see_nothi
     assert_eq!(resp.status(), 200);
     let (_, v) = call(&srv, "GET", &format!("/sandboxes/{id}"), None).await;
     assert_eq!(v["data"]["state"], "running");
+    // Preview traffic is activity: it resets the idle clock.
+    let before = srv.core.handle(id).expect("live").record().last_activity_at;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let resp = c.get(format!("{url}/again")).send().await.expect("get");
+    assert_eq!(resp.status(), 200);
+    let after = srv.core.handle(id).expect("live").record().last_activity_at;
+    assert!(after > before, "{after} > {before}");
 
     // A paused sandbox that is not persistent stays paused: 503.
     let other = srv.create_sandbox(json!({})).await;
