@@ -72,22 +72,6 @@ async fn start_app() -> (u16, Seen) {
     (port, seen)
 }
 
-async fn call(srv: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let url = srv.url(&format!("/api/v1{path}"));
-    let mut req = match method {
-        "GET" => srv.client.get(url),
-        "POST" => srv.client.post(url),
-        "DELETE" => srv.client.delete(url),
-        m => panic!("{m}"),
-    };
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 /// A client that sends `host` to the proxy (no DNS needed).
 fn client_for(host: &str, proxy: SocketAddr) -> reqwest::Client {
     reqwest::Client::builder()
@@ -106,13 +90,13 @@ fn host_of(url: &str) -> String {
 }
 
 async fn preview(srv: &TestServer, id: &str, port: u16, visibility: &str) -> Value {
-    let (st, v) = call(
-        srv,
-        "POST",
-        &format!("/sandboxes/{id}/previews"),
-        Some(json!({"port": port, "visibility": visibility})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/previews"),
+            Some(json!({"port": port, "visibility": visibility})),
+        )
+        .await;
     assert_eq!(st, 201, "{v}");
     v["data"].clone()
 }
@@ -194,15 +178,17 @@ async fn public_previews_stream_through_the_proxy_over_http1_and_http2() {
     assert_eq!(got.into_text().expect("test step").as_str(), "echo:hi");
 
     // Listing, and no preview twice for one port.
-    let (_, list) = call(&srv, "GET", &format!("/sandboxes/{id}/previews"), None).await;
+    let (_, list) = srv
+        .call("GET", &format!("/sandboxes/{id}/previews"), None)
+        .await;
     assert_eq!(list["data"][0]["id"], p["id"]);
-    let (st, _) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/previews"),
-        Some(json!({"port": port})),
-    )
-    .await;
+    let (st, _) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/previews"),
+            Some(json!({"port": port})),
+        )
+        .await;
     assert_eq!(st, 409);
 }
 
@@ -235,13 +221,13 @@ async fn private_previews_take_the_owners_key_or_a_share_token_the_app_never_see
     assert_eq!(resp.status(), 200);
 
     // A share link: the token works once from the URL, then from the cookie.
-    let (st, share) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/previews/{pid}/share"),
-        Some(json!({"ttl_seconds": 600})),
-    )
-    .await;
+    let (st, share) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/previews/{pid}/share"),
+            Some(json!({"ttl_seconds": 600})),
+        )
+        .await;
     assert_eq!(st, 201, "{share}");
     let token = share["preview_token"]
         .as_str()
@@ -305,16 +291,16 @@ async fn private_previews_take_the_owners_key_or_a_share_token_the_app_never_see
     // Another preview's token does not open this one.
     let (port2, _) = start_app().await;
     let p2 = preview(&srv, id, port2, "private").await;
-    let (_, share2) = call(
-        &srv,
-        "POST",
-        &format!(
-            "/sandboxes/{id}/previews/{}/share",
-            p2["id"].as_str().expect("test step")
-        ),
-        None,
-    )
-    .await;
+    let (_, share2) = srv
+        .call(
+            "POST",
+            &format!(
+                "/sandboxes/{id}/previews/{}/share",
+                p2["id"].as_str().expect("test step")
+            ),
+            None,
+        )
+        .await;
     let other = share2["preview_token"].as_str().expect("test step");
     let resp = c
         .get(format!("{url}/?preview_token={other}"))
@@ -329,13 +315,13 @@ async fn private_previews_take_the_owners_key_or_a_share_token_the_app_never_see
         .contains("not valid here"));
 
     // Revoked: 401 with a page that says so.
-    let (st, v) = call(
-        &srv,
-        "DELETE",
-        &format!("/sandboxes/{id}/previews/{pid}/share"),
-        None,
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "DELETE",
+            &format!("/sandboxes/{id}/previews/{pid}/share"),
+            None,
+        )
+        .await;
     assert_eq!((st, v["data"]["revoked"].clone()), (200, json!(1)));
     let resp = c
         .get(format!("{url}/"))
@@ -347,13 +333,13 @@ async fn private_previews_take_the_owners_key_or_a_share_token_the_app_never_see
     assert!(resp.text().await.expect("test step").contains("revoked"));
 
     // Expired: likewise.
-    let (_, short) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/previews/{pid}/share"),
-        Some(json!({"ttl_seconds": 1})),
-    )
-    .await;
+    let (_, short) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/previews/{pid}/share"),
+            Some(json!({"ttl_seconds": 1})),
+        )
+        .await;
     let short = short["preview_token"].as_str().expect("test step");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let resp = c
@@ -365,31 +351,31 @@ async fn private_previews_take_the_owners_key_or_a_share_token_the_app_never_see
     assert!(resp.text().await.expect("test step").contains("expired"));
 
     // A TTL past the maximum is refused.
-    let (st, _) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/previews/{pid}/share"),
-        Some(json!({"ttl_seconds": 86_401})),
-    )
-    .await;
+    let (st, _) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/previews/{pid}/share"),
+            Some(json!({"ttl_seconds": 86_401})),
+        )
+        .await;
     assert_eq!(st, 422);
 
     // expose reuses the port's preview; preview-token mints a working link.
-    let (st, v) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/expose"),
-        Some(json!({"port": port})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/expose"),
+            Some(json!({"port": port})),
+        )
+        .await;
     assert_eq!((st, v["url"].as_str()), (200, Some(url.as_str())));
-    let (st, v) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/preview-token"),
-        Some(json!({"port": port, "expires_in": 60})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/preview-token"),
+            Some(json!({"port": port, "expires_in": 60})),
+        )
+        .await;
     assert_eq!(st, 201, "{v}");
     let link = v["url"].as_str().expect("test step");
     assert_eq!(c.get(link).send().await.expect("test step").status(), 200);
@@ -523,7 +509,9 @@ async fn a_request_wakes_a_paused_persistent_sandbox_and_other_tenants_see_nothi
     let id = sbx["id"].as_str().expect("test step");
     let p = preview(&srv, id, port, "public").await;
     let url = p["url"].as_str().expect("test step").to_string();
-    let (st, v) = call(&srv, "POST", &format!("/sandboxes/{id}/pause"), None).await;
+    let (st, v) = srv
+        .call("POST", &format!("/sandboxes/{id}/pause"), None)
+        .await;
     assert_eq!(
         (st, v["data"]["state"].clone()),
         (200, json!("paused")),
@@ -536,7 +524,7 @@ async fn a_request_wakes_a_paused_persistent_sandbox_and_other_tenants_see_nothi
         .await
         .expect("test step");
     assert_eq!(resp.status(), 200);
-    let (_, v) = call(&srv, "GET", &format!("/sandboxes/{id}"), None).await;
+    let (_, v) = srv.call("GET", &format!("/sandboxes/{id}"), None).await;
     assert_eq!(v["data"]["state"], "running");
     // Preview traffic is activity: it resets the idle clock.
     let before = srv.core.handle(id).expect("live").record().last_activity_at;
@@ -550,7 +538,8 @@ async fn a_request_wakes_a_paused_persistent_sandbox_and_other_tenants_see_nothi
     let other = srv.create_sandbox(json!({})).await;
     let oid = other["id"].as_str().expect("test step");
     let op = preview(&srv, oid, port, "public").await;
-    call(&srv, "POST", &format!("/sandboxes/{oid}/pause"), None).await;
+    srv.call("POST", &format!("/sandboxes/{oid}/pause"), None)
+        .await;
     let ourl = op["url"].as_str().expect("test step");
     let resp = client_for(&host_of(ourl), srv.preview_addr)
         .get(ourl)
@@ -559,13 +548,13 @@ async fn a_request_wakes_a_paused_persistent_sandbox_and_other_tenants_see_nothi
         .expect("test step");
     assert_eq!(resp.status(), 503);
 
-    let (st, v) = call(
-        &srv,
-        "POST",
-        "/api-keys",
-        Some(json!({"name": "other", "tenant_id": "ten_other"})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/api-keys",
+            Some(json!({"name": "other", "tenant_id": "ten_other"})),
+        )
+        .await;
     assert_eq!(st, 201);
     let stranger = srv.client_with(v["data"]["key"].as_str().expect("test step"));
     let pid = p["id"].as_str().expect("test step");
@@ -589,13 +578,9 @@ async fn a_request_wakes_a_paused_persistent_sandbox_and_other_tenants_see_nothi
         .status();
     assert_eq!(st, 404);
     // Deleting a preview takes its URL away.
-    let (st, _) = call(
-        &srv,
-        "DELETE",
-        &format!("/sandboxes/{id}/previews/{pid}"),
-        None,
-    )
-    .await;
+    let (st, _) = srv
+        .call("DELETE", &format!("/sandboxes/{id}/previews/{pid}"), None)
+        .await;
     assert_eq!(st, 200);
     assert_eq!(
         c.get(format!("{url}/"))
@@ -650,16 +635,16 @@ async fn a_share_link_works_inside_an_iframe_in_headless_chromium() {
     let sbx = srv.create_sandbox(json!({})).await;
     let id = sbx["id"].as_str().expect("id");
     let p = preview(&srv, id, app_port, "private").await;
-    let (st, share) = call(
-        &srv,
-        "POST",
-        &format!(
-            "/sandboxes/{id}/previews/{}/share",
-            p["id"].as_str().expect("id")
-        ),
-        None,
-    )
-    .await;
+    let (st, share) = srv
+        .call(
+            "POST",
+            &format!(
+                "/sandboxes/{id}/previews/{}/share",
+                p["id"].as_str().expect("id")
+            ),
+            None,
+        )
+        .await;
     assert_eq!(st, 201);
     let share_url = share["share_url"].as_str().expect("url").to_string();
 
@@ -681,29 +666,38 @@ async fn a_share_link_works_inside_an_iframe_in_headless_chromium() {
     let outer_port = l.local_addr().expect("addr").port();
     tokio::spawn(async move { axum::serve(l, outer).await });
 
-    let profile = tempfile::tempdir().expect("profile");
-    let out = tokio::process::Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("http://localhost:{outer_port}/"))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), out)
-        .await
-        .expect("chromium finished")
-        .expect("chromium ran");
-    let dom = String::from_utf8_lossy(&out.stdout);
+    // Virtual time can run out before a loaded host serves the iframe:
+    // a few tries, each with a fresh profile (no cookie carried over).
+    let mut dom = String::new();
+    let mut stderr = String::new();
+    for _ in 0..3 {
+        let profile = tempfile::tempdir().expect("profile");
+        let out = tokio::process::Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--virtual-time-budget=30000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("http://localhost:{outer_port}/"))
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(90), out)
+            .await
+            .expect("chromium finished")
+            .expect("chromium ran");
+        dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !dom.contains(">waiting<") {
+            break;
+        }
+    }
     assert!(
         dom.contains("<div id=\"out\">iframe got: secret-data</div>"),
-        "the iframe did not load with the share link and its cookie:\n{dom}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "the iframe did not load with the share link and its cookie:\n{dom}\n{stderr}"
     );
 }
 

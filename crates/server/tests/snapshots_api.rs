@@ -9,35 +9,19 @@ use std::time::Duration;
 use common::TestServer;
 use serde_json::{json, Value};
 
-async fn call(srv: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let url = srv.url(&format!("/api/v1{path}"));
-    let mut req = match method {
-        "GET" => srv.client.get(url),
-        "POST" => srv.client.post(url),
-        "DELETE" => srv.client.delete(url),
-        m => panic!("{m}"),
-    };
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn snapshot_list_restore_fork_and_delete() {
     let srv = TestServer::start().await;
     let sbx = srv.create_sandbox(json!({"name": "src"})).await;
     let id = sbx["id"].as_str().expect("id").to_string();
 
-    let (st, v) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/snapshots"),
-        Some(json!({"comment": "first"})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/snapshots"),
+            Some(json!({"comment": "first"})),
+        )
+        .await;
     assert_eq!(st, 201, "{v}");
     let snap = v["data"].clone();
     let sid = snap["id"].as_str().expect("sid").to_string();
@@ -47,86 +31,74 @@ async fn snapshot_list_restore_fork_and_delete() {
     assert!(snap["size_bytes"].as_u64().expect("size") > 0);
     assert!(srv.core.snapshot_dir(&sid).join("manifest.json").is_file());
 
-    let (_, v) = call(&srv, "GET", &format!("/sandboxes/{id}/snapshots"), None).await;
+    let (_, v) = srv
+        .call("GET", &format!("/sandboxes/{id}/snapshots"), None)
+        .await;
     assert_eq!(v["data"].as_array().expect("list").len(), 1);
-    let (st, v) = call(
-        &srv,
-        "GET",
-        &format!("/sandboxes/{id}/snapshots/{sid}"),
-        None,
-    )
-    .await;
+    let (st, v) = srv
+        .call("GET", &format!("/sandboxes/{id}/snapshots/{sid}"), None)
+        .await;
     assert_eq!((st, v["data"]["id"].clone()), (200, json!(sid)));
     // The sandbox kept running.
-    let (_, v) = call(&srv, "GET", &format!("/sandboxes/{id}"), None).await;
+    let (_, v) = srv.call("GET", &format!("/sandboxes/{id}"), None).await;
     assert_eq!(v["data"]["state"], "running");
 
     // Restore in place: same id, back from the snapshot.
-    let (st, v) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/restore/{sid}"),
-        None,
-    )
-    .await;
+    let (st, v) = srv
+        .call("POST", &format!("/sandboxes/{id}/restore/{sid}"), None)
+        .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["data"]["id"], json!(id));
     assert_eq!(v["data"]["boot_path"], "snapshot");
-    let (st, _) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/exec"),
-        Some(json!({"command": "true"})),
-    )
-    .await;
+    let (st, _) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/exec"),
+            Some(json!({"command": "true"})),
+        )
+        .await;
     assert_eq!(st, 200);
 
     // Fork from the snapshot and on the fly.
-    let (st, v) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/fork"),
-        Some(json!({"snapshot_id": sid, "name": "child"})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/fork"),
+            Some(json!({"snapshot_id": sid, "name": "child"})),
+        )
+        .await;
     assert_eq!(st, 201, "{v}");
     let child = v["data"].clone();
     assert_ne!(child["id"], json!(id));
     assert_eq!(child["name"], "child");
     assert_eq!(child["metadata"]["forked_from"], json!(id));
     assert_eq!(child["boot_path"], "snapshot");
-    let (st, v) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/fork"),
-        Some(json!({})),
-    )
-    .await;
+    let (st, v) = srv
+        .call("POST", &format!("/sandboxes/{id}/fork"), Some(json!({})))
+        .await;
     assert_eq!(st, 201, "{v}");
-    let (_, v) = call(&srv, "GET", &format!("/sandboxes/{id}/snapshots"), None).await;
+    let (_, v) = srv
+        .call("GET", &format!("/sandboxes/{id}/snapshots"), None)
+        .await;
     assert_eq!(
         v["data"].as_array().expect("list").len(),
         2,
         "fork took a snapshot"
     );
-    let (st, v) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/restore/{sid}"),
-        Some(json!({"as_new": true})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/restore/{sid}"),
+            Some(json!({"as_new": true})),
+        )
+        .await;
     assert_eq!(st, 201, "{v}");
     assert_ne!(v["data"]["id"], json!(id));
 
     // Another tenant sees none of it.
-    let (_, k) = call(
-        &srv,
-        "POST",
-        "/api-keys",
-        Some(json!({"tenant_id": "ten_x"})),
-    )
-    .await;
+    let (_, k) = srv
+        .call("POST", "/api-keys", Some(json!({"tenant_id": "ten_x"})))
+        .await;
     let other = srv.client_with(k["data"]["key"].as_str().expect("key"));
     for path in [
         format!("/api/v1/sandboxes/{id}/snapshots/{sid}"),
@@ -149,22 +121,14 @@ async fn snapshot_list_restore_fork_and_delete() {
     assert_eq!(st, 404);
 
     // Delete; then it is gone.
-    let (st, _) = call(
-        &srv,
-        "DELETE",
-        &format!("/sandboxes/{id}/snapshots/{sid}"),
-        None,
-    )
-    .await;
+    let (st, _) = srv
+        .call("DELETE", &format!("/sandboxes/{id}/snapshots/{sid}"), None)
+        .await;
     assert_eq!(st, 200);
     assert!(!srv.core.snapshot_dir(&sid).exists());
-    let (st, v) = call(
-        &srv,
-        "GET",
-        &format!("/sandboxes/{id}/snapshots/{sid}"),
-        None,
-    )
-    .await;
+    let (st, v) = srv
+        .call("GET", &format!("/sandboxes/{id}/snapshots/{sid}"), None)
+        .await;
     assert_eq!(
         (st, v["error"]["code"].clone()),
         (404, json!("snapshot_not_found"))
@@ -176,39 +140,41 @@ async fn corrupt_snapshots_and_bad_states_are_refused() {
     let srv = TestServer::start().await;
     let sbx = srv.create_sandbox(json!({})).await;
     let id = sbx["id"].as_str().expect("id").to_string();
-    let (_, v) = call(&srv, "POST", &format!("/sandboxes/{id}/snapshots"), None).await;
+    let (_, v) = srv
+        .call("POST", &format!("/sandboxes/{id}/snapshots"), None)
+        .await;
     let sid = v["data"]["id"].as_str().expect("sid").to_string();
     std::fs::remove_file(srv.core.snapshot_dir(&sid).join("manifest.json")).expect("corrupt it");
-    let (st, v) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/restore/{sid}"),
-        None,
-    )
-    .await;
+    let (st, v) = srv
+        .call("POST", &format!("/sandboxes/{id}/restore/{sid}"), None)
+        .await;
     assert_eq!(
         (st, v["error"]["code"].clone()),
         (409, json!("snapshot_corrupt")),
         "{v}"
     );
-    let (_, v) = call(&srv, "GET", &format!("/sandboxes/{id}"), None).await;
+    let (_, v) = srv.call("GET", &format!("/sandboxes/{id}"), None).await;
     assert_eq!(v["data"]["state"], "running", "the sandbox keeps its state");
-    let (st, _) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/exec"),
-        Some(json!({"command": "true"})),
-    )
-    .await;
+    let (st, _) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/exec"),
+            Some(json!({"command": "true"})),
+        )
+        .await;
     assert_eq!(st, 200);
 
-    call(&srv, "DELETE", &format!("/sandboxes/{id}"), None).await;
-    let (st, v) = call(&srv, "POST", &format!("/sandboxes/{id}/snapshots"), None).await;
+    srv.call("DELETE", &format!("/sandboxes/{id}"), None).await;
+    let (st, v) = srv
+        .call("POST", &format!("/sandboxes/{id}/snapshots"), None)
+        .await;
     assert_eq!(
         (st, v["error"]["code"].clone()),
         (409, json!("sandbox_not_running"))
     );
-    let (st, _) = call(&srv, "POST", &format!("/sandboxes/{id}/fork"), None).await;
+    let (st, _) = srv
+        .call("POST", &format!("/sandboxes/{id}/fork"), None)
+        .await;
     assert_eq!(st, 409);
 }
 
@@ -220,7 +186,7 @@ async fn second_create_of_a_shape_boots_warm() {
     // The template snapshot is built in the background after a cold boot.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, v) = call(&srv, "GET", "/sandbox-templates/minimal", None).await;
+        let (_, v) = srv.call("GET", "/sandbox-templates/minimal", None).await;
         if !v["data"]["warm_shapes"]
             .as_array()
             .expect("shapes")
@@ -239,7 +205,7 @@ async fn second_create_of_a_shape_boots_warm() {
     assert_eq!(second["boot_path"], "snapshot");
     let other_shape = srv.create_sandbox(json!({"memory_mb": 1024})).await;
     assert_eq!(other_shape["boot_path"], "cold", "a new shape boots cold");
-    let (_, v) = call(&srv, "GET", "/sandbox-templates", None).await;
+    let (_, v) = srv.call("GET", "/sandbox-templates", None).await;
     assert_eq!(v["default_template_id"], "default");
 }
 
@@ -275,13 +241,13 @@ async fn warm_pool_hands_out_precloned_vms_with_the_creates_env() {
         waiting.iter().any(|w| w == id),
         "{id} is the pooled VM ({waiting:?})"
     );
-    let (st, v) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/exec"),
-        Some(json!({"command": "echo $WHO"})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/exec"),
+            Some(json!({"command": "echo $WHO"})),
+        )
+        .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(
         v["data"]["stdout"], "pooled\n",
@@ -299,7 +265,9 @@ async fn a_snapshot_being_restored_cannot_be_deleted_and_forks_get_a_fast_form()
     let srv = TestServer::start().await;
     let sbx = srv.create_sandbox(json!({})).await;
     let id = sbx["id"].as_str().expect("id").to_string();
-    let (st, v) = call(&srv, "POST", &format!("/sandboxes/{id}/snapshots"), None).await;
+    let (st, v) = srv
+        .call("POST", &format!("/sandboxes/{id}/snapshots"), None)
+        .await;
     assert_eq!(st, 201, "{v}");
     let sid = v["data"]["id"].as_str().expect("sid").to_string();
 
@@ -325,13 +293,9 @@ async fn a_snapshot_being_restored_cannot_be_deleted_and_forks_get_a_fast_form()
         })
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let (st, v) = call(
-        &srv,
-        "DELETE",
-        &format!("/sandboxes/{id}/snapshots/{sid}"),
-        None,
-    )
-    .await;
+    let (st, v) = srv
+        .call("DELETE", &format!("/sandboxes/{id}/snapshots/{sid}"), None)
+        .await;
     assert_eq!(
         (st, v["error"]["code"].clone()),
         (409, json!("snapshot_in_use")),
@@ -354,26 +318,22 @@ async fn a_snapshot_being_restored_cannot_be_deleted_and_forks_get_a_fast_form()
         assert!(tokio::time::Instant::now() < deadline, "no fast form");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (st, v) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/fork"),
-        Some(json!({"snapshot_id": sid})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/fork"),
+            Some(json!({"snapshot_id": sid})),
+        )
+        .await;
     assert_eq!(
         (st, v["data"]["boot_path"].clone()),
         (201, json!("snapshot")),
         "{v}"
     );
     // Nothing holds it now: delete removes it, fast form included.
-    let (st, _) = call(
-        &srv,
-        "DELETE",
-        &format!("/sandboxes/{id}/snapshots/{sid}"),
-        None,
-    )
-    .await;
+    let (st, _) = srv
+        .call("DELETE", &format!("/sandboxes/{id}/snapshots/{sid}"), None)
+        .await;
     assert_eq!(st, 200);
     assert!(!srv.core.snapshot_dir(&sid).exists());
 }

@@ -11,25 +11,12 @@ use std::time::Duration;
 use common::TestServer;
 use serde_json::{json, Value};
 
-async fn call(srv: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let url = srv.url(&format!("/api/v1{path}"));
-    let mut req = match method {
-        "GET" => srv.client.get(url),
-        "POST" => srv.client.post(url),
-        m => panic!("{m}"),
-    };
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 /// Polls a build until it is `ready` or `failed`.
 async fn wait_build(srv: &TestServer, id: &str) -> Value {
     for _ in 0..400 {
-        let (st, v) = call(srv, "GET", &format!("/sandbox-template-builds/{id}"), None).await;
+        let (st, v) = srv
+            .call("GET", &format!("/sandbox-template-builds/{id}"), None)
+            .await;
         assert_eq!(st, 200, "{v}");
         if matches!(v["data"]["state"].as_str(), Some("ready" | "failed")) {
             return v["data"].clone();
@@ -103,13 +90,13 @@ async fn build_a_template_and_create_sandboxes_from_it() {
             "ready_cmd": "test -f marker.txt && test \"$GREETING\" = hi",
         }),
     );
-    let (st, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates",
-        Some(json!({"name": "web", "build_spec": spec})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates",
+            Some(json!({"name": "web", "build_spec": spec})),
+        )
+        .await;
     assert_eq!(st, 202, "{v}");
     let tpl_id = v["data"]["id"].as_str().expect("id").to_string();
     assert!(tpl_id.starts_with("tpl_"));
@@ -173,13 +160,13 @@ async fn build_a_template_and_create_sandboxes_from_it() {
     assert_eq!(tail.len(), 2, "one line and the end: {tail:?}");
 
     // The template, by id and by name, and in the list.
-    let (st, t) = call(&srv, "GET", "/sandbox-templates/web", None).await;
+    let (st, t) = srv.call("GET", "/sandbox-templates/web", None).await;
     assert_eq!(st, 200, "{t}");
     assert_eq!(
         (t["data"]["id"].as_str(), t["data"]["version"].as_str()),
         (Some(tpl_id.as_str()), Some("v1"))
     );
-    let (_, list) = call(&srv, "GET", "/sandbox-templates", None).await;
+    let (_, list) = srv.call("GET", "/sandbox-templates", None).await;
     let ids: Vec<&str> = list["data"]
         .as_array()
         .expect("list")
@@ -189,13 +176,9 @@ async fn build_a_template_and_create_sandboxes_from_it() {
     assert_eq!(ids, vec!["default", "minimal", tpl_id.as_str()]);
 
     // A sandbox of it takes the template's shape and restores its snapshot.
-    let (st, s) = call(
-        &srv,
-        "POST",
-        "/sandboxes",
-        Some(json!({"template_id": "web"})),
-    )
-    .await;
+    let (st, s) = srv
+        .call("POST", "/sandboxes", Some(json!({"template_id": "web"})))
+        .await;
     assert_eq!(st, 201, "{s}");
     let s = &s["data"];
     assert_eq!(s["template_id"], tpl_id.as_str());
@@ -206,13 +189,13 @@ async fn build_a_template_and_create_sandboxes_from_it() {
         (Some(1), Some(256))
     );
     // Asking for another size is refused with the reason.
-    let (st, e) = call(
-        &srv,
-        "POST",
-        "/sandboxes",
-        Some(json!({"template_id": tpl_id, "memory_mb": 512})),
-    )
-    .await;
+    let (st, e) = srv
+        .call(
+            "POST",
+            "/sandboxes",
+            Some(json!({"template_id": tpl_id, "memory_mb": 512})),
+        )
+        .await;
     assert_eq!(st, 422, "{e}");
     assert_eq!(e["error"]["details"][0]["field"], "cpu_count", "{e}");
     let msg = e["error"]["details"][0]["message"]
@@ -224,27 +207,21 @@ async fn build_a_template_and_create_sandboxes_from_it() {
     );
 
     // A rebuild is version 2; the name then points at it.
-    let (st, b2) = call(
-        &srv,
-        "POST",
-        &format!("/sandbox-templates/{tpl_id}/builds"),
-        None,
-    )
-    .await;
+    let (st, b2) = srv
+        .call("POST", &format!("/sandbox-templates/{tpl_id}/builds"), None)
+        .await;
     assert_eq!(st, 202, "{b2}");
     assert_eq!(b2["data"]["version"], 2);
     let b2 = wait_build(&srv, b2["data"]["id"].as_str().expect("id")).await;
     assert_eq!(b2["state"], "ready", "{b2}");
-    let (_, t) = call(&srv, "GET", &format!("/sandbox-templates/{tpl_id}"), None).await;
+    let (_, t) = srv
+        .call("GET", &format!("/sandbox-templates/{tpl_id}"), None)
+        .await;
     assert_eq!(t["data"]["version"], "v2");
     assert_eq!(t["data"]["versions"].as_array().map(Vec::len), Some(2));
-    let (st, s2) = call(
-        &srv,
-        "POST",
-        "/sandboxes",
-        Some(json!({"template_id": "web"})),
-    )
-    .await;
+    let (st, s2) = srv
+        .call("POST", "/sandboxes", Some(json!({"template_id": "web"})))
+        .await;
     assert_eq!(st, 201, "{s2}");
     assert_eq!(s2["data"]["template_version"], "v2");
 }
@@ -261,13 +238,13 @@ async fn a_build_whose_ready_cmd_never_succeeds_fails_with_its_log() {
             "ready_timeout_sec": 1,
         }),
     );
-    let (st, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates",
-        Some(json!({"name": "never", "build_spec": spec})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates",
+            Some(json!({"name": "never", "build_spec": spec})),
+        )
+        .await;
     assert_eq!(st, 202, "{v}");
     let build_id = v["data"]["build"]["id"].as_str().expect("id").to_string();
     let b = wait_build(&srv, &build_id).await;
@@ -284,16 +261,12 @@ async fn a_build_whose_ready_cmd_never_succeeds_fails_with_its_log() {
     }
     assert_eq!(frames.last().expect("end").1["state"], "failed");
     // No version exists: creating from it says so.
-    let (st, e) = call(
-        &srv,
-        "POST",
-        "/sandboxes",
-        Some(json!({"template_id": "never"})),
-    )
-    .await;
+    let (st, e) = srv
+        .call("POST", "/sandboxes", Some(json!({"template_id": "never"})))
+        .await;
     assert_eq!(st, 422, "{e}");
     assert!(e.to_string().contains("no ready version"), "{e}");
-    let (_, t) = call(&srv, "GET", "/sandbox-templates/never", None).await;
+    let (_, t) = srv.call("GET", "/sandbox-templates/never", None).await;
     assert_eq!(
         (t["data"]["state"].as_str(), t["data"]["version"].clone()),
         (Some("failed"), Value::Null)
@@ -304,13 +277,13 @@ async fn a_build_whose_ready_cmd_never_succeeds_fails_with_its_log() {
         work.path(),
         json!({"start_cmd": "exit 3", "ready_cmd": "false", "ready_timeout_sec": 600}),
     );
-    let (_, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates",
-        Some(json!({"name": "dies", "build_spec": spec})),
-    )
-    .await;
+    let (_, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates",
+            Some(json!({"name": "dies", "build_spec": spec})),
+        )
+        .await;
     let started = std::time::Instant::now();
     let b = wait_build(&srv, v["data"]["build"]["id"].as_str().expect("id")).await;
     assert_eq!(b["state"], "failed");
@@ -328,13 +301,13 @@ async fn a_build_whose_ready_cmd_never_succeeds_fails_with_its_log() {
         work.path(),
         json!({"steps": [{"run": "echo boom >&2; exit 7"}]}),
     );
-    let (_, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates",
-        Some(json!({"name": "badstep", "build_spec": spec})),
-    )
-    .await;
+    let (_, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates",
+            Some(json!({"name": "badstep", "build_spec": spec})),
+        )
+        .await;
     let b = wait_build(&srv, v["data"]["build"]["id"].as_str().expect("id")).await;
     assert_eq!(
         b["error"], "step 1 (echo boom >&2; exit 7) exited with 7",
@@ -346,13 +319,13 @@ async fn a_build_whose_ready_cmd_never_succeeds_fails_with_its_log() {
 async fn bad_specs_names_and_other_tenants_are_refused() {
     let srv = TestServer::start().await;
     // validate reports every problem without building.
-    let (st, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates/validate",
-        Some(json!({"build_spec": {"from": "minimal", "packages": ["curl"], "cpu_count": 0}})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates/validate",
+            Some(json!({"build_spec": {"from": "minimal", "packages": ["curl"], "cpu_count": 0}})),
+        )
+        .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["data"]["valid"], false);
     let fields: Vec<&str> = v["data"]["errors"]
@@ -362,24 +335,24 @@ async fn bad_specs_names_and_other_tenants_are_refused() {
         .filter_map(|e| e["field"].as_str())
         .collect();
     assert_eq!(fields, vec!["build_spec.cpu_count"]);
-    let (_, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates/validate",
-        Some(json!({"build_spec": {"from": "minimal", "packages": ["curl"]}})),
-    )
-    .await;
+    let (_, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates/validate",
+            Some(json!({"build_spec": {"from": "minimal", "packages": ["curl"]}})),
+        )
+        .await;
     assert_eq!(
         v["data"]["errors"][0]["field"], "build_spec.packages",
         "{v}"
     );
-    let (_, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates/validate",
-        Some(json!({"build_spec": {"steps": [{"run": "make"}]}})),
-    )
-    .await;
+    let (_, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates/validate",
+            Some(json!({"build_spec": {"steps": [{"run": "make"}]}})),
+        )
+        .await;
     assert_eq!(v["data"]["valid"], true, "{v}");
     assert_eq!(v["data"]["build_spec"]["workdir"], "/workspace");
 
@@ -399,17 +372,19 @@ async fn bad_specs_names_and_other_tenants_are_refused() {
             "build_spec.from",
         ),
     ] {
-        let (st, v) = call(&srv, "POST", "/sandbox-templates", Some(body.clone())).await;
+        let (st, v) = srv
+            .call("POST", "/sandbox-templates", Some(body.clone()))
+            .await;
         assert_eq!(st, 422, "{body}: {v}");
         assert_eq!(v["error"]["details"][0]["field"], field, "{body}: {v}");
     }
-    let (st, _) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates",
-        Some(json!({"name": "x", "build_spec": {"form": "debian"}})),
-    )
-    .await;
+    let (st, _) = srv
+        .call(
+            "POST",
+            "/sandbox-templates",
+            Some(json!({"name": "x", "build_spec": {"form": "debian"}})),
+        )
+        .await;
     assert!(
         st == 400 || st == 422,
         "unknown spec fields are refused: {st}"
@@ -418,33 +393,33 @@ async fn bad_specs_names_and_other_tenants_are_refused() {
     // A name is unique in a tenant.
     let work = tempfile::tempdir().expect("workdir");
     let spec = spec_in(work.path(), json!({}));
-    let (st, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates",
-        Some(json!({"name": "dup", "build_spec": spec})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates",
+            Some(json!({"name": "dup", "build_spec": spec})),
+        )
+        .await;
     assert_eq!(st, 202, "{v}");
     let tpl_id = v["data"]["id"].as_str().expect("id").to_string();
     let build_id = v["data"]["build"]["id"].as_str().expect("id").to_string();
-    let (st, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates",
-        Some(json!({"name": "dup", "build_spec": spec})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates",
+            Some(json!({"name": "dup", "build_spec": spec})),
+        )
+        .await;
     assert_eq!(st, 409, "{v}");
 
     // Another tenant sees none of it.
-    let (st, v) = call(
-        &srv,
-        "POST",
-        "/api-keys",
-        Some(json!({"name": "other", "tenant_id": "ten_other"})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/api-keys",
+            Some(json!({"name": "other", "tenant_id": "ten_other"})),
+        )
+        .await;
     assert_eq!(st, 201, "{v}");
     let other = srv.client_with(v["data"]["key"].as_str().expect("key"));
     for path in [
@@ -487,13 +462,13 @@ async fn templates_stack_on_custom_templates() {
         work.path(),
         json!({"env": {"FROM_BASE": "1", "SHARED": "base"}, "steps": [{"run": "echo base > base.txt"}]}),
     );
-    let (st, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates",
-        Some(json!({"name": "base", "build_spec": base})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates",
+            Some(json!({"name": "base", "build_spec": base})),
+        )
+        .await;
     assert_eq!(st, 202, "{v}");
     let base_id = v["data"]["id"].as_str().expect("id").to_string();
     let b = wait_build(&srv, v["data"]["build"]["id"].as_str().expect("id")).await;
@@ -509,13 +484,13 @@ async fn templates_stack_on_custom_templates() {
         for (k, v) in extra.as_object().expect("object") {
             spec[k] = v.clone();
         }
-        let (st, v) = call(
-            &srv,
-            "POST",
-            "/sandbox-templates",
-            Some(json!({"name": "child", "build_spec": spec})),
-        )
-        .await;
+        let (st, v) = srv
+            .call(
+                "POST",
+                "/sandbox-templates",
+                Some(json!({"name": "child", "build_spec": spec})),
+            )
+            .await;
         assert_eq!(st, 422, "{v}");
         assert_eq!(v["error"]["details"][0]["field"], field, "{v}");
     }
@@ -526,21 +501,21 @@ async fn templates_stack_on_custom_templates() {
         "env": {"SHARED": "child"},
         "steps": [{"run": "test -f base.txt && echo child > child.txt"}],
     });
-    let (st, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates/validate",
-        Some(json!({"build_spec": child})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates/validate",
+            Some(json!({"build_spec": child})),
+        )
+        .await;
     assert_eq!((st, v["data"]["valid"].clone()), (200, json!(true)), "{v}");
-    let (st, v) = call(
-        &srv,
-        "POST",
-        "/sandbox-templates",
-        Some(json!({"name": "child", "build_spec": child})),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates",
+            Some(json!({"name": "child", "build_spec": child})),
+        )
+        .await;
     assert_eq!(st, 202, "{v}");
     let spec = &v["data"]["build"]["build_spec"];
     assert_eq!(spec["from"], base_id.as_str(), "pinned to the base's id");
@@ -562,23 +537,23 @@ async fn templates_stack_on_custom_templates() {
     );
 
     // A sandbox of it has both templates' env, under its own.
-    let (st, s) = call(
-        &srv,
-        "POST",
-        "/sandboxes",
-        Some(json!({"template_id": "child", "env": {"OWN": "x"}})),
-    )
-    .await;
+    let (st, s) = srv
+        .call(
+            "POST",
+            "/sandboxes",
+            Some(json!({"template_id": "child", "env": {"OWN": "x"}})),
+        )
+        .await;
     assert_eq!(st, 201, "{s}");
     assert_eq!(s["data"]["boot_path"], "snapshot");
     let id = s["data"]["id"].as_str().expect("id");
-    let (st, r) = call(
-        &srv,
-        "POST",
-        &format!("/sandboxes/{id}/exec"),
-        Some(json!({"command": "echo $FROM_BASE $SHARED $OWN"})),
-    )
-    .await;
+    let (st, r) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/exec"),
+            Some(json!({"command": "echo $FROM_BASE $SHARED $OWN"})),
+        )
+        .await;
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["data"]["stdout"], "1 child x\n");
 }

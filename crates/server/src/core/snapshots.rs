@@ -336,23 +336,7 @@ impl Core {
         let vm = self
             .restore_shared(&full, &tpl, &shape, &like.env, like.egress)
             .await?;
-        let dest = self.fast_fork_dir(id);
-        let staging = dest.with_extension("partial");
-        let _ = std::fs::remove_dir_all(&staging);
-        let snap = vm
-            .snapshot(
-                &staging,
-                hearth_vmm::SnapshotOptions::template().then(hearth_vmm::AfterSnapshot::Exit),
-            )
-            .await;
-        let _ = vm.destroy().await;
-        let _ = std::fs::remove_dir_all(&vm.spec().dir);
-        if let Err(e) = snap {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e.into());
-        }
-        std::fs::rename(&staging, &dest)?;
-        Ok(())
+        self.save_template(vm, &self.fast_fork_dir(id)).await
     }
 }
 

@@ -292,14 +292,21 @@ impl Core {
         }
     }
 
-    /// Warms `vm` up and writes it as `shape`'s template snapshot, which
-    /// appears whole or not at all; the VM is gone afterwards either way.
+    /// Warms `vm` up and writes it as `shape`'s template snapshot.
     pub(crate) async fn snapshot_build_vm(
         &self,
         vm: Box<dyn Vm>,
         shape: &Shape,
     ) -> anyhow::Result<PathBuf> {
         let dest = shape.dir(self.data_dir());
+        self.save_template(vm, &dest).await?;
+        Ok(dest)
+    }
+
+    /// Warms `vm` (RAM in a file) up and writes it as a template snapshot
+    /// in `dest`, which appears whole or not at all; the VM is gone
+    /// afterwards either way.
+    pub(crate) async fn save_template(&self, vm: Box<dyn Vm>, dest: &Path) -> anyhow::Result<()> {
         let staging = dest.with_extension("partial");
         let _ = std::fs::remove_dir_all(&staging);
         if let Some(parent) = dest.parent() {
@@ -318,8 +325,8 @@ impl Core {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e.into());
         }
-        std::fs::rename(&staging, &dest)?;
-        Ok(dest)
+        std::fs::rename(&staging, dest)?;
+        Ok(())
     }
 
     /// A build VM (RAM in its own file, id `tpl-...`) restored from full

@@ -407,6 +407,25 @@ impl TestServer {
         v["data"].clone()
     }
 
+    /// `method path` under `/api/v1` with an optional JSON body, as the
+    /// admin: the status and the JSON answer (`null` when not JSON).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let url = self.url(&format!("/api/v1{path}"));
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// A client authenticated with another key.
     pub fn client_with(&self, key: &str) -> reqwest::Client {
         reqwest::Client::builder()
