@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test]
 async fn snapshot_list_restore_fork_and_delete() {
