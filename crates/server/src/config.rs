@@ -308,10 +308,14 @@ impl ServerConfig {
             .unwrap_or_else(|| self.data_dir.join("hearth.db"))
     }
 
+    /// Absolute: VM specs take absolute paths only, and `--images-dir data`
+    /// is a natural thing to type.
     pub fn images_dir(&self) -> PathBuf {
-        self.images_dir
+        let dir = self
+            .images_dir
             .clone()
-            .unwrap_or_else(|| self.data_dir.clone())
+            .unwrap_or_else(|| self.data_dir.clone());
+        std::path::absolute(&dir).unwrap_or(dir)
     }
 
     pub fn public_url(&self) -> String {
@@ -324,6 +328,17 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_images_dir_becomes_absolute() {
+        let c = ServerConfig {
+            images_dir: Some(PathBuf::from("data")),
+            ..ServerConfig::default()
+        };
+        let dir = c.images_dir();
+        assert!(dir.is_absolute(), "{}", dir.display());
+        assert!(dir.ends_with("data"));
+    }
 
     #[test]
     fn defaults_are_zero_config() {

@@ -231,8 +231,11 @@ impl Core {
             let started = std::time::Instant::now();
             let stop = core.shutdown_token();
             while started.elapsed() < READY_WATCH && !stop.is_cancelled() {
-                let agent = core
-                    .handle(&p.sandbox_id)
+                // A destroyed sandbox has no handle: its port never opens.
+                let Some(h) = core.handle(&p.sandbox_id) else {
+                    return;
+                };
+                let agent = Some(h)
                     .filter(|h| h.state().can_exec())
                     .and_then(|h| h.agent());
                 if let Some(agent) = agent {
