@@ -1,0 +1,590 @@
+"""The asynchronous client: ``AsyncHearth`` and ``AsyncSandbox``; the same
+surface as the sync client with ``await`` and async generators."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Union
+
+import httpx
+
+from . import _base as b
+from ._errors import HearthConnectionError, HearthError, NotFoundError
+from ._models import (
+    EnvVar,
+    Event,
+    ExecResult,
+    FileEntry,
+    Preview,
+    PreviewShare,
+    Process,
+    ProcessLogs,
+    SandboxInfo,
+    Snapshot,
+    WriteResult,
+    from_dict,
+)
+from ._sse import SSEDecoder
+
+
+class AsyncHearth:
+    """Asynchronous Hearth client (see :class:`hearth.Hearth`)."""
+
+    def __init__(
+        self,
+        api_key: Optional[str] = None,
+        base_url: Optional[str] = None,
+        *,
+        timeout: Union[float, httpx.Timeout, None] = None,
+        max_retries: int = 2,
+        retry_backoff: float = 0.2,
+        headers: Optional[Mapping[str, str]] = None,
+        transport: Optional[httpx.AsyncBaseTransport] = None,
+        http_client: Optional[httpx.AsyncClient] = None,
+    ) -> None:
+        self.api_key, self.base_url = b.resolve_config(api_key, base_url)
+        if timeout is None:
+            self.timeout = b.DEFAULT_TIMEOUT
+        elif isinstance(timeout, httpx.Timeout):
+            self.timeout = timeout
+        else:
+            self.timeout = httpx.Timeout(timeout)
+        self.max_retries = max(0, max_retries)
+        self.retry_backoff = retry_backoff
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(
+            base_url=self.base_url + b.API_PREFIX,
+            headers=b.default_headers(self.api_key, headers),
+            timeout=self.timeout,
+            transport=transport,
+        )
+        if http_client is not None:
+            self._http.base_url = self.base_url + b.API_PREFIX
+            self._http.headers.update(b.default_headers(self.api_key, headers))
+        self.sandboxes = AsyncSandboxes(self)
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    close = aclose
+
+    async def __aenter__(self) -> "AsyncHearth":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def _sleep(self, secs: float) -> None:
+        if secs > 0:
+            await asyncio.sleep(secs)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Optional[Mapping[str, Any]] = None,
+        content: Any = None,
+        headers: Optional[Mapping[str, str]] = None,
+        timeout: Optional[httpx.Timeout] = None,
+    ) -> httpx.Response:
+        method = method.upper()
+        retryable = b.is_retryable_request(method, headers)
+        rewind = None
+        is_file = content is not None and hasattr(content, "read")
+        if is_file:
+            try:
+                rewind = content.tell()
+            except Exception:
+                retryable = False
+        attempt = 0
+        while True:
+            if rewind is not None:
+                content.seek(rewind)
+            body = _afile_chunks(content) if is_file else content
+            try:
+                resp = await self._http.request(
+                    method,
+                    path,
+                    json=json,
+                    params=b.clean(params) or None,
+                    content=body,
+                    headers=headers,
+                    timeout=timeout or self.timeout,
+                )
+            except httpx.TransportError as e:
+                if retryable and attempt < self.max_retries:
+                    await self._sleep(b.retry_delay(attempt, self.retry_backoff, None))
+                    attempt += 1
+                    continue
+                raise HearthConnectionError("%s %s: %s" % (method, path, e or type(e).__name__)) from e
+            if resp.status_code < 400:
+                return resp
+            err = b.error_from_response(resp)
+            if retryable and resp.status_code in b.RETRY_STATUSES and attempt < self.max_retries:
+                await self._sleep(b.retry_delay(attempt, self.retry_backoff, err.retry_after))
+                attempt += 1
+                continue
+            raise err
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Optional[Mapping[str, Any]] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        timeout: Optional[httpx.Timeout] = None,
+    ) -> AsyncIterator[httpx.Response]:
+        try:
+            async with self._http.stream(
+                method.upper(),
+                path,
+                json=json,
+                params=b.clean(params) or None,
+                headers=headers,
+                timeout=timeout or b.stream_timeout(self.timeout),
+            ) as resp:
+                if resp.status_code >= 400:
+                    raise b.error_from_response(resp, await resp.aread())
+                yield resp
+        except httpx.TransportError as e:
+            raise HearthConnectionError("%s %s: %s" % (method, path, e or type(e).__name__)) from e
+
+    async def sse(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Optional[Mapping[str, Any]] = None,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> AsyncIterator[Event]:
+        h = {"Accept": "text/event-stream"}
+        h.update(headers or {})
+        async with self.stream(method, path, json=json, params=params, headers=h) as resp:
+            dec = SSEDecoder()
+            async for chunk in resp.aiter_bytes():
+                for ev in dec.feed(chunk):
+                    yield ev
+            for ev in dec.flush():
+                yield ev
+
+    async def _get(self, path: str, **kw: Any) -> Any:
+        return b.unwrap(await self.request("GET", path, **kw))
+
+    async def _post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return b.unwrap(await self.request("POST", path, json=body if body is not None else {}, **kw))
+
+    async def _delete(self, path: str, **kw: Any) -> Any:
+        return b.unwrap(await self.request("DELETE", path, **kw))
+
+
+async def _afile_chunks(f: Any) -> AsyncIterator[bytes]:
+    while True:
+        chunk = f.read(b.UPLOAD_CHUNK)
+        if not chunk:
+            return
+        yield chunk if isinstance(chunk, bytes) else chunk.encode("utf-8")
+
+
+class _CreateCall:
+    """What ``AsyncSandboxes.create`` returns: await it for the sandbox, or
+    use it directly in ``async with`` to destroy the sandbox on exit."""
+
+    def __init__(self, coro: Any) -> None:
+        self._coro = coro
+        self._sbx: Optional["AsyncSandbox"] = None
+
+    def __await__(self):
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> "AsyncSandbox":
+        self._sbx = await self._coro
+        return self._sbx
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._sbx is not None:
+            await self._sbx.__aexit__(exc_type, exc, tb)
+
+
+class AsyncSandboxes:
+    def __init__(self, client: AsyncHearth) -> None:
+        self._c = client
+
+    def create(
+        self,
+        template_id: Optional[str] = None,
+        *,
+        cpu_count: Optional[int] = None,
+        memory_mb: Optional[int] = None,
+        disk_size_mb: Optional[int] = None,
+        timeout_sec: Optional[int] = None,
+        idle_timeout_sec: Optional[int] = None,
+        always_on: Optional[bool] = None,
+        persistent: Optional[bool] = None,
+        env: Optional[Mapping[str, str]] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        tags: Optional[List[str]] = None,
+        name: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+        wait: bool = True,
+        **extra: Any,
+    ) -> _CreateCall:
+        """``sbx = await client.sandboxes.create(...)`` or
+        ``async with client.sandboxes.create(...) as sbx:``."""
+        body = b.create_body(
+            dict(
+                template_id=template_id,
+                cpu_count=cpu_count,
+                memory_mb=memory_mb,
+                disk_size_mb=disk_size_mb,
+                timeout_sec=timeout_sec,
+                idle_timeout_sec=idle_timeout_sec,
+                always_on=always_on,
+                persistent=persistent,
+                env=dict(env) if env is not None else None,
+                metadata=dict(metadata) if metadata is not None else None,
+                tags=list(tags) if tags is not None else None,
+                name=name,
+                **extra,
+            )
+        )
+        key = idempotency_key or b.new_idempotency_key()
+
+        async def run() -> AsyncSandbox:
+            d = await self._c._post(
+                "/sandboxes",
+                body,
+                params={"wait": None if wait else "false"},
+                headers={"Idempotency-Key": key},
+                timeout=b.exec_timeout(self._c.timeout, 270.0),
+            )
+            return AsyncSandbox._from(self._c, d)
+
+        return _CreateCall(run())
+
+    async def get(self, sandbox_id: str) -> "AsyncSandbox":
+        return AsyncSandbox._from(self._c, await self._c._get("/sandboxes/%s" % sandbox_id))
+
+    async def connect(self, sandbox_id: str) -> "AsyncSandbox":
+        return await self.get(sandbox_id)
+
+    async def list(
+        self,
+        *,
+        state: Optional[str] = None,
+        external_workspace_id: Optional[str] = None,
+        tags: Union[List[str], str, None] = None,
+        template_id: Optional[str] = None,
+        page: Optional[int] = None,
+        page_size: Optional[int] = None,
+        **filters: Any,
+    ) -> List["AsyncSandbox"]:
+        if isinstance(tags, (list, tuple)):
+            tags = ",".join(tags)
+        params = dict(
+            state=state,
+            external_workspace_id=external_workspace_id,
+            tags=tags,
+            template_id=template_id,
+            page=page,
+            page_size=page_size,
+            **filters,
+        )
+        items = await self._c._get("/sandboxes", params=params) or []
+        return [AsyncSandbox._from(self._c, d) for d in items]
+
+
+@dataclass(repr=False)
+class AsyncSandbox(SandboxInfo):
+    _client: Any = field(default=None, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return "AsyncSandbox(id=%r, state=%r, template_id=%r)" % (
+            self.id,
+            self.state,
+            self.template_id,
+        )
+
+    @classmethod
+    def _from(cls, client: AsyncHearth, d: Dict[str, Any]) -> "AsyncSandbox":
+        return from_dict(cls, d, _client=client)
+
+    @property
+    def info(self) -> SandboxInfo:
+        return from_dict(SandboxInfo, self.raw)
+
+    @property
+    def _path(self) -> str:
+        return "/sandboxes/%s" % self.id
+
+    @property
+    def exec(self) -> "AsyncExec":
+        return AsyncExec(self)
+
+    @property
+    def files(self) -> "AsyncFiles":
+        return AsyncFiles(self)
+
+    @property
+    def processes(self) -> "AsyncProcesses":
+        return AsyncProcesses(self)
+
+    @property
+    def snapshots(self) -> "AsyncSnapshots":
+        return AsyncSnapshots(self)
+
+    @property
+    def previews(self) -> "AsyncPreviews":
+        return AsyncPreviews(self)
+
+    @property
+    def env(self) -> "AsyncEnv":
+        return AsyncEnv(self)
+
+    @property
+    def events(self) -> "AsyncEvents":
+        return AsyncEvents(self)
+
+    def _set(self, d: Any) -> "AsyncSandbox":
+        if isinstance(d, dict):
+            self._update(d)
+        return self
+
+    async def refresh(self) -> "AsyncSandbox":
+        return self._set(await self._client._get(self._path))
+
+    async def pause(self) -> "AsyncSandbox":
+        return self._set(await self._client._post(self._path + "/pause"))
+
+    async def resume(self) -> "AsyncSandbox":
+        return self._set(await self._client._post(self._path + "/resume"))
+
+    async def extend(self, timeout_sec: int) -> "AsyncSandbox":
+        return self._set(await self._client._post(self._path + "/extend", {"timeout_sec": timeout_sec}))
+
+    async def fork(
+        self,
+        snapshot_id: Optional[str] = None,
+        name: Optional[str] = None,
+        *,
+        timeout_sec: Optional[int] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+    ) -> "AsyncSandbox":
+        body = b.clean(
+            dict(snapshot_id=snapshot_id, name=name, timeout_sec=timeout_sec, metadata=metadata)
+        )
+        d = await self._client._post(
+            self._path + "/fork", body, timeout=b.exec_timeout(self._client.timeout, 270.0)
+        )
+        return AsyncSandbox._from(self._client, d)
+
+    async def destroy(self) -> "AsyncSandbox":
+        return self._set(await self._client._delete(self._path))
+
+    async def __aenter__(self) -> "AsyncSandbox":
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            await self.destroy()
+        except HearthError:
+            if exc_type is None:
+                raise
+
+
+class _APart:
+    def __init__(self, sbx: AsyncSandbox) -> None:
+        self._s = sbx
+        self._c: AsyncHearth = sbx._client
+        self._p = sbx._path
+
+
+class AsyncExec(_APart):
+    async def run(
+        self,
+        cmd: str,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        **extra: Any,
+    ) -> ExecResult:
+        body = b.exec_body(cmd, cwd, env, timeout, extra)
+        d = await self._c._post(self._p + "/exec", body, timeout=b.exec_timeout(self._c.timeout, timeout))
+        return from_dict(ExecResult, d)
+
+    __call__ = run
+
+    async def stream(
+        self,
+        cmd: str,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        **extra: Any,
+    ) -> AsyncIterator[Event]:
+        body = b.exec_body(cmd, cwd, env, timeout, extra)
+        agen = self._c.sse("POST", self._p + "/exec/stream", json=body)
+        try:
+            async for ev in agen:
+                yield ev
+                if ev.event == "exit":
+                    return
+        finally:
+            await agen.aclose()
+
+
+class AsyncFiles(_APart):
+    async def write(self, path: str, data: Any, *, mode: Optional[str] = None) -> WriteResult:
+        raw = b.to_bytes(data)
+        content: Any = raw if raw is not None else data
+        resp = await self._c.request(
+            "PUT",
+            self._p + "/fs/raw",
+            params={"path": path, "mode": mode},
+            content=content,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return from_dict(WriteResult, b.unwrap(resp))
+
+    async def read(self, path: str) -> bytes:
+        resp = await self._c.request("GET", self._p + "/fs/download", params={"path": path})
+        return resp.content
+
+    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return (await self.read(path)).decode(encoding)
+
+    async def list(self, path: str = "/", depth: Optional[int] = None) -> List[FileEntry]:
+        d = await self._c._get(self._p + "/files", params={"path": path, "depth": depth}) or {}
+        return [from_dict(FileEntry, e) for e in d.get("entries", [])]
+
+    async def stat(self, path: str) -> FileEntry:
+        return from_dict(FileEntry, await self._c._post(self._p + "/fs/stat", {"path": path}))
+
+    async def exists(self, path: str) -> bool:
+        try:
+            await self.stat(path)
+            return True
+        except NotFoundError:
+            return False
+
+    async def mkdir(self, path: str, mode: Optional[str] = None) -> FileEntry:
+        body = b.clean({"path": path, "mode": mode})
+        return from_dict(FileEntry, await self._c._post(self._p + "/fs/mkdir", body))
+
+    async def remove(self, path: str, recursive: bool = False) -> Dict[str, Any]:
+        return await self._c._post(self._p + "/fs/remove", {"path": path, "recursive": recursive})
+
+    async def rename(self, src: str, dst: str) -> FileEntry:
+        d = await self._c._post(self._p + "/fs/rename", {"from": src, "to": dst})
+        return from_dict(FileEntry, d)
+
+
+class AsyncProcesses(_APart):
+    async def start(
+        self,
+        cmd: str,
+        *,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        name: Optional[str] = None,
+        user: Optional[str] = None,
+    ) -> Process:
+        body = b.clean({"command": cmd, "cwd": cwd, "env": dict(env) if env else None,
+                        "name": name, "user": user})
+        return from_dict(Process, await self._c._post(self._p + "/processes", body))
+
+    async def list(self) -> List[Process]:
+        items = await self._c._get(self._p + "/processes", params={"page_size": 100}) or []
+        return [from_dict(Process, p) for p in items]
+
+    async def get(self, pid: Union[int, str]) -> Process:
+        return from_dict(Process, await self._c._get(self._p + "/processes/%s" % pid))
+
+    async def logs(self, pid: Union[int, str], tail: Optional[int] = None) -> ProcessLogs:
+        d = await self._c._get(self._p + "/processes/%s/logs" % pid, params={"tail": tail})
+        return from_dict(ProcessLogs, d)
+
+    async def kill(self, pid: Union[int, str]) -> Process:
+        return from_dict(Process, await self._c._delete(self._p + "/processes/%s" % pid))
+
+    async def signal(self, pid: Union[int, str], signal: Union[str, int]) -> Process:
+        d = await self._c._post(self._p + "/processes/%s/signal" % pid, {"signal": signal})
+        return from_dict(Process, d)
+
+    async def send_stdin(self, pid: Union[int, str], data: Optional[str] = None, eof: bool = False) -> Process:
+        body: Dict[str, Any] = b.clean({"data": data})
+        if eof:
+            body["eof"] = True
+        return from_dict(Process, await self._c._post(self._p + "/processes/%s/stdin" % pid, body))
+
+    async def stream(self, pid: Union[int, str]) -> AsyncIterator[Event]:
+        agen = self._c.sse("GET", self._p + "/processes/%s/stream" % pid)
+        try:
+            async for ev in agen:
+                yield ev
+                if ev.event == "exit":
+                    return
+        finally:
+            await agen.aclose()
+
+
+class AsyncSnapshots(_APart):
+    async def create(self, comment: Optional[str] = None) -> Snapshot:
+        d = await self._c._post(self._p + "/snapshots", b.clean({"comment": comment}))
+        return from_dict(Snapshot, d)
+
+    async def list(self) -> List[Snapshot]:
+        return [from_dict(Snapshot, s) for s in await self._c._get(self._p + "/snapshots") or []]
+
+    async def get(self, snapshot_id: str) -> Snapshot:
+        return from_dict(Snapshot, await self._c._get(self._p + "/snapshots/%s" % snapshot_id))
+
+    async def restore(self, snapshot_id: str) -> AsyncSandbox:
+        return self._s._set(await self._c._post(self._p + "/restore/%s" % snapshot_id, {}))
+
+    async def delete(self, snapshot_id: str) -> Dict[str, Any]:
+        return await self._c._delete(self._p + "/snapshots/%s" % snapshot_id)
+
+
+class AsyncPreviews(_APart):
+    async def create(self, port: int, visibility: str = "private") -> Preview:
+        d = await self._c._post(self._p + "/previews", {"port": port, "visibility": visibility})
+        return from_dict(Preview, d)
+
+    async def list(self) -> List[Preview]:
+        return [from_dict(Preview, p) for p in await self._c._get(self._p + "/previews") or []]
+
+    async def get(self, preview_id: str) -> Preview:
+        return from_dict(Preview, await self._c._get(self._p + "/previews/%s" % preview_id))
+
+    async def delete(self, preview_id: str) -> Preview:
+        return from_dict(Preview, await self._c._delete(self._p + "/previews/%s" % preview_id))
+
+    async def share(self, preview_id: str, ttl_seconds: int = 3600) -> PreviewShare:
+        resp = await self._c.request(
+            "POST", self._p + "/previews/%s/share" % preview_id, json={"ttl_seconds": ttl_seconds}
+        )
+        return PreviewShare.from_response(resp.json())
+
+
+class AsyncEnv(_APart):
+    async def list(self) -> List[EnvVar]:
+        d = await self._c._get(self._p + "/env") or {}
+        return [from_dict(EnvVar, v) for v in d.get("vars", [])]
+
+
+class AsyncEvents(_APart):
+    def stream(self, types: Optional[str] = None, after: Optional[int] = None) -> AsyncIterator[Event]:
+        return self._c.sse("GET", self._p + "/events", params={"types": types, "after": after})
+
+    async def list(self, after: Optional[int] = None) -> List[Event]:
+        items = await self._c._get(self._p + "/events", params={"after": after}) or []
+        return [Event(event=e.get("type", "message"), data=e, id=str(e.get("seq"))) for e in items]
