@@ -3,6 +3,7 @@
 //! [`Command`] and [`run`].
 
 pub mod image;
+pub mod sandbox;
 pub mod serve;
 pub mod up;
 
@@ -23,13 +24,18 @@ pub enum Command {
     Up(up::Args),
     /// Run the control plane (REST API on 127.0.0.1:7070 by default).
     Serve(serve::Args),
+    /// Create, list, exec in, copy to and from, and destroy sandboxes.
+    Sandbox(sandbox::Args),
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; `Ok` carries the exit status (`sandbox exec` passes
+/// the command's on).
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Image(args) => image::run(args),
-        Command::Up(args) => up::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Image(args) => image::run(args).map(|()| 0),
+        Command::Up(args) => up::run(args).map(|()| 0),
+        Command::Serve(args) => serve::run(args).map(|()| 0),
+        Command::Sandbox(args) => sandbox::run(args),
     }
 }
 

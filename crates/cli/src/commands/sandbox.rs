@@ -1,0 +1,406 @@
+//! `hearth sandbox ...`: drive a running server's REST API. The server is
+//! `--url` / `HEARTH_BASE_URL` (default http://127.0.0.1:7070); the key is
+//! `--api-key` / `HEARTH_API_KEY`, else `./data/admin.key`. Tables for
+//! people, `--json` for scripts; `exec` streams and exits with the
+//! command's exit code.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args as ClapArgs, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Debug, ClapArgs)]
+#[command(
+    after_help = "Examples:\n  hearth sandbox create --template minimal --memory-mb 256\n  hearth sandbox exec sbx_123 -- python3 -c 'print(42)'\n  hearth sandbox ls --json | jq '.[].id'\n  hearth sandbox cp ./app.py sbx_123:/workspace/app.py\n  hearth sandbox rm sbx_123"
+)]
+pub struct Args {
+    /// Server URL (or HEARTH_BASE_URL).
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// API key (or HEARTH_API_KEY; else ./data/admin.key).
+    #[arg(long, global = true)]
+    pub api_key: Option<String>,
+    /// JSON output for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: SandboxCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Create a sandbox and wait until it runs.
+    Create {
+        #[arg(long, default_value = "default")]
+        template: String,
+        #[arg(long)]
+        cpu_count: Option<u32>,
+        #[arg(long)]
+        memory_mb: Option<u32>,
+        #[arg(long)]
+        disk_mb: Option<u32>,
+        #[arg(long)]
+        timeout_sec: Option<u32>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List sandboxes.
+    Ls {
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Show one sandbox.
+    Get {
+        id: String,
+    },
+    /// Run a command, streaming its output; exits with its exit code.
+    Exec {
+        id: String,
+        /// The command and its arguments (after `--`).
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Copy a file in (`LOCAL ID:/path`) or out (`ID:/path LOCAL`).
+    Cp {
+        from: String,
+        to: String,
+    },
+    /// Destroy a sandbox.
+    Rm {
+        id: String,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    /// Snapshot a running sandbox.
+    Snapshot {
+        id: String,
+    },
+    /// A new sandbox from a snapshot of this one (taken now unless given).
+    Fork {
+        id: String,
+        #[arg(long)]
+        snapshot: Option<String>,
+    },
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Api {
+    fn new(args: &Args) -> anyhow::Result<Api> {
+        let base = args
+            .url
+            .clone()
+            .or_else(|| std::env::var("HEARTH_BASE_URL").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:7070".into());
+        let key = match args
+            .api_key
+            .clone()
+            .or_else(|| std::env::var("HEARTH_API_KEY").ok())
+        {
+            Some(k) => k,
+            None => std::fs::read_to_string(PathBuf::from("data/admin.key"))
+                .map(|k| k.trim().to_string())
+                .context("no API key: pass --api-key, set HEARTH_API_KEY, or run where data/admin.key is")?,
+        };
+        Ok(Api {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+            key,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    /// Sends `req` and returns the JSON answer, or the server's error as a
+    /// one-line message with its request id.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let resp = req
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.context("read the answer")?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let e = &v["error"];
+            let mut msg = e["message"]
+                .as_str()
+                .unwrap_or("request failed")
+                .to_string();
+            if let Some(details) = e["details"].as_array() {
+                for d in details {
+                    msg.push_str(&format!(
+                        "; {}: {}",
+                        d["field"].as_str().unwrap_or("?"),
+                        d["message"].as_str().unwrap_or("")
+                    ));
+                }
+            }
+            bail!(
+                "{msg} ({status}, {}, request {})",
+                e["code"].as_str().unwrap_or("error"),
+                e["request_id"].as_str().unwrap_or("-")
+            );
+        }
+        Ok(v)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(self.url(path)).json(&body)).await
+    }
+}
+
+fn print_table(rows: &[Value]) {
+    println!(
+        "{:<22} {:<12} {:<10} {:>4} {:>7}  NAME",
+        "ID", "STATE", "TEMPLATE", "CPU", "MEM_MB"
+    );
+    for r in rows {
+        println!(
+            "{:<22} {:<12} {:<10} {:>4} {:>7}  {}",
+            r["id"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["template_id"].as_str().unwrap_or(""),
+            r["cpu_count"],
+            r["memory_mb"],
+            r["name"].as_str().unwrap_or("")
+        );
+    }
+}
+
+fn show(json_out: bool, v: &Value) {
+    if json_out {
+        println!("{v}");
+    } else {
+        print_table(std::slice::from_ref(v));
+    }
+}
+
+/// Runs the command; `Ok(code)` is the process exit status.
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> anyhow::Result<u8> {
+    let api = Api::new(&args)?;
+    let j = args.json;
+    match args.command {
+        SandboxCommand::Create {
+            template,
+            cpu_count,
+            memory_mb,
+            disk_mb,
+            timeout_sec,
+            name,
+        } => {
+            let mut body = json!({ "template_id": template });
+            for (k, v) in [
+                ("cpu_count", cpu_count),
+                ("memory_mb", memory_mb),
+                ("disk_size_mb", disk_mb),
+                ("timeout_sec", timeout_sec),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            let v = api.post("/sandboxes", body).await?;
+            show(j, &v["data"]);
+        }
+        SandboxCommand::Ls { state } => {
+            let path = match state {
+                Some(s) => format!("/sandboxes?page_size=100&state={s}"),
+                None => "/sandboxes?page_size=100".into(),
+            };
+            let v = api.get(&path).await?;
+            let rows = v["data"].as_array().cloned().unwrap_or_default();
+            if j {
+                println!("{}", Value::Array(rows));
+            } else {
+                print_table(&rows);
+            }
+        }
+        SandboxCommand::Get { id } => show(j, &api.get(&format!("/sandboxes/{id}")).await?["data"]),
+        SandboxCommand::Rm { id } => {
+            let v = api
+                .send(api.http.delete(api.url(&format!("/sandboxes/{id}"))))
+                .await?;
+            show(j, &v["data"]);
+        }
+        SandboxCommand::Pause { id } => show(
+            j,
+            &api.post(&format!("/sandboxes/{id}/pause"), json!({}))
+                .await?["data"],
+        ),
+        SandboxCommand::Resume { id } => show(
+            j,
+            &api.post(&format!("/sandboxes/{id}/resume"), json!({}))
+                .await?["data"],
+        ),
+        SandboxCommand::Snapshot { id } => {
+            let v = api
+                .post(&format!("/sandboxes/{id}/snapshots"), json!({}))
+                .await?;
+            if j {
+                println!("{}", v["data"]);
+            } else {
+                println!(
+                    "{} {} {} bytes",
+                    v["data"]["id"].as_str().unwrap_or(""),
+                    v["data"]["status"].as_str().unwrap_or(""),
+                    v["data"]["size_bytes"]
+                );
+            }
+        }
+        SandboxCommand::Fork { id, snapshot } => {
+            let body = match snapshot {
+                Some(s) => json!({ "snapshot_id": s }),
+                None => json!({}),
+            };
+            show(
+                j,
+                &api.post(&format!("/sandboxes/{id}/fork"), body).await?["data"],
+            );
+        }
+        SandboxCommand::Exec { id, command } => return exec(&api, &id, &command, j).await,
+        SandboxCommand::Cp { from, to } => cp(&api, &from, &to).await?,
+    }
+    Ok(0)
+}
+
+/// `ID:/path` split, if `s` is one.
+fn remote(s: &str) -> Option<(&str, &str)> {
+    let (id, path) = s.split_once(':')?;
+    (id.starts_with("sbx_") && path.starts_with('/')).then_some((id, path))
+}
+
+async fn cp(api: &Api, from: &str, to: &str) -> anyhow::Result<()> {
+    match (remote(from), remote(to)) {
+        (None, Some((id, path))) => {
+            let data = tokio::fs::read(from)
+                .await
+                .with_context(|| format!("read {from}"))?;
+            api.send(
+                api.http
+                    .put(api.url(&format!("/sandboxes/{id}/fs/raw")))
+                    .query(&[("path", path)])
+                    .body(data),
+            )
+            .await?;
+        }
+        (Some((id, path)), None) => {
+            let resp = api
+                .http
+                .get(api.url(&format!("/sandboxes/{id}/fs/download")))
+                .query(&[("path", path)])
+                .bearer_auth(&api.key)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the server at {}", api.base))?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                let v: Value = resp.json().await.unwrap_or(Value::Null);
+                bail!(
+                    "{} ({status})",
+                    v["error"]["message"].as_str().unwrap_or("download failed")
+                );
+            }
+            let bytes = resp.bytes().await.context("download")?;
+            tokio::fs::write(to, &bytes)
+                .await
+                .with_context(|| format!("write {to}"))?;
+        }
+        _ => bail!("one side of cp is a sandbox path (sbx_...:/path), the other a local file"),
+    }
+    Ok(())
+}
+
+/// Streams `command`'s output; the command's exit code.
+async fn exec(api: &Api, id: &str, command: &[String], json_out: bool) -> anyhow::Result<u8> {
+    let cmd = command
+        .iter()
+        .map(|a| {
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+                && !a.is_empty()
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut resp = api
+        .http
+        .post(api.url(&format!("/sandboxes/{id}/exec/stream")))
+        .bearer_auth(&api.key)
+        .header("accept", "text/event-stream")
+        .json(&json!({ "command": cmd, "timeout": 86_400 }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {}", api.base))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        bail!(
+            "{} ({status}, request {})",
+            v["error"]["message"].as_str().unwrap_or("exec failed"),
+            v["error"]["request_id"].as_str().unwrap_or("-")
+        );
+    }
+    let (mut buf, mut kind) = (String::new(), String::new());
+    let mut code = None;
+    while let Some(chunk) = resp.chunk().await.context("read the output stream")? {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find('\n') {
+            let line: String = buf.drain(..=end).collect();
+            let line = line.trim_end_matches(['\r', '\n']);
+            if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let v: Value = serde_json::from_str(d.trim()).unwrap_or(Value::Null);
+                if json_out {
+                    println!("{v}");
+                }
+                match kind.as_str() {
+                    "stdout" if !json_out => {
+                        let mut o = std::io::stdout().lock();
+                        let _ = o.write_all(v["data"].as_str().unwrap_or("").as_bytes());
+                        let _ = o.flush();
+                    }
+                    "stderr" if !json_out => {
+                        let mut e = std::io::stderr().lock();
+                        let _ = e.write_all(v["data"].as_str().unwrap_or("").as_bytes());
+                        let _ = e.flush();
+                    }
+                    "exit" => code = v["exit_code"].as_i64(),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let code = code.context("the output stream ended without an exit code")?;
+    Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}
