@@ -88,13 +88,18 @@ impl Server {
     }
 }
 
-/// Kills every VMM whose pidfile is under `data/sandboxes/`: VMs outlive
-/// the server by design, so a failed test would leave them running.
-fn kill_vms(data: &Path) {
+/// Kills every VMM whose pidfile is under `data/sandboxes/` (or only the
+/// template build VMs, `tpl-...`, with `builds_only`): VMs outlive the
+/// server by design, so a failed test would leave them running, and a
+/// background build still running when a test ends would too.
+fn kill_vms(data: &Path, builds_only: bool) {
     let Ok(dirs) = std::fs::read_dir(data.join("sandboxes")) else {
         return;
     };
     for d in dirs.flatten() {
+        if builds_only && !d.file_name().to_string_lossy().starts_with("tpl-") {
+            continue;
+        }
         let pid = std::fs::read_to_string(d.path().join("vmm.pid")).unwrap_or_default();
         if let Ok(pid) = pid.trim().parse::<i32>() {
             let _ = nix::sys::signal::killpg(
@@ -109,9 +114,8 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
-            kill_vms(&self.data);
-        }
+        // A build VM never belongs to a sandbox a later server adopts.
+        kill_vms(&self.data, !std::thread::panicking());
     }
 }
 
