@@ -1,6 +1,7 @@
 //! `hearth`: parses arguments, sets up logging, runs one command, and maps
 //! its error (with the whole `source()` chain) to exit status 1.
 
+mod api;
 mod commands;
 
 use std::process::ExitCode;

@@ -5,26 +5,20 @@
 //! command's exit code.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args as ClapArgs, Subcommand};
 use serde_json::{json, Value};
+
+use crate::api::{Api, ClientArgs};
 
 #[derive(Debug, ClapArgs)]
 #[command(
     after_help = "Examples:\n  hearth sandbox create --template minimal --memory-mb 256\n  hearth sandbox exec sbx_123 -- python3 -c 'print(42)'\n  hearth sandbox ls --json | jq '.[].id'\n  hearth sandbox cp ./app.py sbx_123:/workspace/app.py\n  hearth sandbox rm sbx_123"
 )]
 pub struct Args {
-    /// Server URL (or HEARTH_BASE_URL).
-    #[arg(long, global = true)]
-    pub url: Option<String>,
-    /// API key (or HEARTH_API_KEY; else ./data/admin.key).
-    #[arg(long, global = true)]
-    pub api_key: Option<String>,
-    /// JSON output for scripts.
-    #[arg(long, global = true)]
-    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
     #[command(subcommand)]
     pub command: SandboxCommand,
 }
@@ -89,84 +83,6 @@ pub enum SandboxCommand {
     },
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl Api {
-    fn new(args: &Args) -> anyhow::Result<Api> {
-        let base = args
-            .url
-            .clone()
-            .or_else(|| std::env::var("HEARTH_BASE_URL").ok())
-            .unwrap_or_else(|| "http://127.0.0.1:7070".into());
-        let key = match args
-            .api_key
-            .clone()
-            .or_else(|| std::env::var("HEARTH_API_KEY").ok())
-        {
-            Some(k) => k,
-            None => std::fs::read_to_string(PathBuf::from("data/admin.key"))
-                .map(|k| k.trim().to_string())
-                .context("no API key: pass --api-key, set HEARTH_API_KEY, or run where data/admin.key is")?,
-        };
-        Ok(Api {
-            http: reqwest::Client::new(),
-            base: base.trim_end_matches('/').to_string(),
-            key,
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.base)
-    }
-
-    /// Sends `req` and returns the JSON answer, or the server's error as a
-    /// one-line message with its request id.
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let resp = req
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
-        let status = resp.status();
-        let text = resp.text().await.context("read the answer")?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if !status.is_success() {
-            let e = &v["error"];
-            let mut msg = e["message"]
-                .as_str()
-                .unwrap_or("request failed")
-                .to_string();
-            if let Some(details) = e["details"].as_array() {
-                for d in details {
-                    msg.push_str(&format!(
-                        "; {}: {}",
-                        d["field"].as_str().unwrap_or("?"),
-                        d["message"].as_str().unwrap_or("")
-                    ));
-                }
-            }
-            bail!(
-                "{msg} ({status}, {}, request {})",
-                e["code"].as_str().unwrap_or("error"),
-                e["request_id"].as_str().unwrap_or("-")
-            );
-        }
-        Ok(v)
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(self.url(path))).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.send(self.http.post(self.url(path)).json(&body)).await
-    }
-}
-
 fn print_table(rows: &[Value]) {
     println!(
         "{:<22} {:<12} {:<10} {:>4} {:>7}  NAME",
@@ -200,8 +116,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 }
 
 async fn run_async(args: Args) -> anyhow::Result<u8> {
-    let api = Api::new(&args)?;
-    let j = args.json;
+    let api = Api::new(&args.client)?;
+    let j = args.client.json;
     match args.command {
         SandboxCommand::Create {
             template,
@@ -243,9 +159,7 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
         }
         SandboxCommand::Get { id } => show(j, &api.get(&format!("/sandboxes/{id}")).await?["data"]),
         SandboxCommand::Rm { id } => {
-            let v = api
-                .send(api.http.delete(api.url(&format!("/sandboxes/{id}"))))
-                .await?;
+            let v = api.delete(&format!("/sandboxes/{id}")).await?;
             show(j, &v["data"]);
         }
         SandboxCommand::Pause { id } => show(
@@ -311,21 +225,12 @@ async fn cp(api: &Api, from: &str, to: &str) -> anyhow::Result<()> {
         }
         (Some((id, path)), None) => {
             let resp = api
-                .http
-                .get(api.url(&format!("/sandboxes/{id}/fs/download")))
-                .query(&[("path", path)])
-                .bearer_auth(&api.key)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the server at {}", api.base))?;
-            if !resp.status().is_success() {
-                let status = resp.status();
-                let v: Value = resp.json().await.unwrap_or(Value::Null);
-                bail!(
-                    "{} ({status})",
-                    v["error"]["message"].as_str().unwrap_or("download failed")
-                );
-            }
+                .response(
+                    api.http
+                        .get(api.url(&format!("/sandboxes/{id}/fs/download")))
+                        .query(&[("path", path)]),
+                )
+                .await?;
             let bytes = resp.bytes().await.context("download")?;
             tokio::fs::write(to, &bytes)
                 .await
@@ -352,53 +257,31 @@ async fn exec(api: &Api, id: &str, command: &[String], json_out: bool) -> anyhow
         })
         .collect::<Vec<_>>()
         .join(" ");
-    let mut resp = api
-        .http
-        .post(api.url(&format!("/sandboxes/{id}/exec/stream")))
-        .bearer_auth(&api.key)
-        .header("accept", "text/event-stream")
-        .json(&json!({ "command": cmd, "timeout": 86_400 }))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the server at {}", api.base))?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        bail!(
-            "{} ({status}, request {})",
-            v["error"]["message"].as_str().unwrap_or("exec failed"),
-            v["error"]["request_id"].as_str().unwrap_or("-")
-        );
-    }
-    let (mut buf, mut kind) = (String::new(), String::new());
+    let mut events = api
+        .events(
+            api.http
+                .post(api.url(&format!("/sandboxes/{id}/exec/stream")))
+                .json(&json!({ "command": cmd, "timeout": 86_400 })),
+        )
+        .await?;
     let mut code = None;
-    while let Some(chunk) = resp.chunk().await.context("read the output stream")? {
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find('\n') {
-            let line: String = buf.drain(..=end).collect();
-            let line = line.trim_end_matches(['\r', '\n']);
-            if let Some(k) = line.strip_prefix("event:") {
-                kind = k.trim().to_string();
-            } else if let Some(d) = line.strip_prefix("data:") {
-                let v: Value = serde_json::from_str(d.trim()).unwrap_or(Value::Null);
-                if json_out {
-                    println!("{v}");
-                }
-                match kind.as_str() {
-                    "stdout" if !json_out => {
-                        let mut o = std::io::stdout().lock();
-                        let _ = o.write_all(v["data"].as_str().unwrap_or("").as_bytes());
-                        let _ = o.flush();
-                    }
-                    "stderr" if !json_out => {
-                        let mut e = std::io::stderr().lock();
-                        let _ = e.write_all(v["data"].as_str().unwrap_or("").as_bytes());
-                        let _ = e.flush();
-                    }
-                    "exit" => code = v["exit_code"].as_i64(),
-                    _ => {}
-                }
+    while let Some((kind, v)) = events.next().await? {
+        if json_out {
+            println!("{v}");
+        }
+        match kind.as_str() {
+            "stdout" if !json_out => {
+                let mut o = std::io::stdout().lock();
+                let _ = o.write_all(v["data"].as_str().unwrap_or("").as_bytes());
+                let _ = o.flush();
             }
+            "stderr" if !json_out => {
+                let mut e = std::io::stderr().lock();
+                let _ = e.write_all(v["data"].as_str().unwrap_or("").as_bytes());
+                let _ = e.flush();
+            }
+            "exit" => code = v["exit_code"].as_i64(),
+            _ => {}
         }
     }
     let code = code.context("the output stream ended without an exit code")?;

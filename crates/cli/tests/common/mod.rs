@@ -1,0 +1,222 @@
+//! Shared by the CLI's real-VM tests: a real `hearth serve` child process
+//! over the shared image cache, a small JSON client for its API, and a
+//! runner for the `hearth` binary itself. Each test binary uses a part.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const HEARTH: &str = env!("CARGO_BIN_EXE_hearth");
+
+/// The shared image cache (kernel, initramfs, minimal image), as the VM
+/// tests use it.
+pub fn images_dir() -> PathBuf {
+    std::env::var_os("HEARTH_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub data: PathBuf,
+}
+
+impl Server {
+    pub fn start(data: &Path, port: u16) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .expect("log");
+        let child = Command::new(HEARTH)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--images-dir")
+            .arg(images_dir())
+            .env("HEARTH_LOG", "info,sqlx=warn")
+            .env(
+                "HEARTH_PREVIEW_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn hearth serve");
+        Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            data: data.to_path_buf(),
+        }
+    }
+
+    pub async fn wait_healthy(&self) {
+        let c = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = c.get(format!("{}/healthz", self.base)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server never became healthy");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+}
+
+/// Kills every VMM whose pidfile is under `data/sandboxes/` (or only the
+/// template build VMs, `tpl-...`, with `builds_only`): VMs outlive the
+/// server by design, so a failed test would leave them running, and a
+/// background build still running when a test ends would too.
+pub fn kill_vms(data: &Path, builds_only: bool) {
+    let Ok(dirs) = std::fs::read_dir(data.join("sandboxes")) else {
+        return;
+    };
+    for d in dirs.flatten() {
+        if builds_only && !d.file_name().to_string_lossy().starts_with("tpl-") {
+            continue;
+        }
+        let pid = std::fs::read_to_string(d.path().join("vmm.pid")).unwrap_or_default();
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // A build VM never belongs to a sandbox a later server adopts.
+        kill_vms(&self.data, !std::thread::panicking());
+    }
+}
+
+pub struct Api {
+    pub c: reqwest::Client,
+    pub base: String,
+    pub key: String,
+}
+
+impl Api {
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}/api/v1{path}", self.base);
+        let mut req = match method {
+            "GET" => self.c.get(url),
+            "POST" => self.c.post(url),
+            "PATCH" => self.c.patch(url),
+            "DELETE" => self.c.delete(url),
+            other => panic!("method {other}"),
+        }
+        .bearer_auth(&self.key)
+        .timeout(Duration::from_secs(180));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    pub async fn exec(&self, id: &str, command: &str) -> Value {
+        let (st, v) = self
+            .call(
+                "POST",
+                &format!("/sandboxes/{id}/exec"),
+                Some(json!({"command": command})),
+            )
+            .await;
+        assert_eq!(st, 200, "exec {command}: {v}");
+        v["data"].clone()
+    }
+
+    pub async fn wait_state(&self, id: &str, want: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, v) = self.call("GET", &format!("/sandboxes/{id}"), None).await;
+            if v["data"]["state"] == want {
+                return v["data"].clone();
+            }
+            assert!(Instant::now() < deadline, "{id} never became {want}: {v}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+pub fn qemu_running_for(id: &str) -> bool {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("sandboxes/{id}/")])
+        .output()
+        .expect("pgrep");
+    !out.stdout.is_empty()
+}
+
+/// Builds the images and starts a fresh server; returns it with its API.
+pub async fn fresh_server(tmp: &Path) -> (Server, Api) {
+    for target in ["initramfs", "minimal"] {
+        let built = Command::new(HEARTH)
+            .args(["image", "build", target, "--data-dir"])
+            .arg(images_dir())
+            .status()
+            .expect("hearth image build");
+        assert!(built.success(), "hearth image build {target} failed");
+    }
+    let data = tmp.join("data");
+    let server = Server::start(&data, free_port());
+    server.wait_healthy().await;
+    let key = std::fs::read_to_string(data.join("admin.key"))
+        .expect("admin key")
+        .trim()
+        .to_string();
+    let api = Api {
+        c: reqwest::Client::new(),
+        base: server.base.clone(),
+        key,
+    };
+    (server, api)
+}
+
+/// `hearth ARGS...` against `api`'s server: (exit code, stdout, stderr).
+pub fn hearth(api: &Api, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(HEARTH)
+        .args(args)
+        .env("HEARTH_BASE_URL", &api.base)
+        .env("HEARTH_API_KEY", &api.key)
+        .output()
+        .expect("run hearth");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
