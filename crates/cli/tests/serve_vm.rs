@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -622,46 +621,6 @@ async fn a_built_template_clones_with_its_files_and_running_server_on_real_vms()
         })
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "build VMs left: {leftovers:?}");
-}
-
-/// A small tmpfs (needs root, as CI has), unmounted when dropped.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, size_mb: u64) -> SmallDisk {
-        std::fs::create_dir_all(at).expect("mount point");
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
-            .arg(at)
-            .status()
-            .expect("mount");
-        assert!(ok.success(), "mounting a tmpfs needs root");
-        SmallDisk(at.to_path_buf())
-    }
-
-    fn free_bytes(&self) -> u64 {
-        let s = nix::sys::statvfs::statvfs(&self.0).expect("statvfs");
-        s.blocks_available() * s.fragment_size()
-    }
-
-    /// Fills the disk until `leave` bytes are free.
-    fn fill(&self, leave: u64) -> PathBuf {
-        let filler = self.0.join("filler");
-        let size = self.free_bytes().saturating_sub(leave);
-        let ok = Command::new("fallocate")
-            .args(["-l", &size.to_string()])
-            .arg(&filler)
-            .status()
-            .expect("fallocate");
-        assert!(ok.success());
-        filler
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

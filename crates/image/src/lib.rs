@@ -143,6 +143,13 @@ impl ImageStore {
         })
     }
 
+    /// Whether the Debian image of the current recipe is built, without
+    /// building it (`hearth up` checks this before asking for root: only a
+    /// build runs debootstrap).
+    pub fn debian_is_built(&self) -> bool {
+        rootfs::debian_cached(&self.layout)
+    }
+
     fn memoized(
         &self,
         key: String,

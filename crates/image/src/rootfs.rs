@@ -313,6 +313,12 @@ fn populate_minimal(tree: &Path, busybox: &Path, agent: &Path) -> Result<(), Ima
     Ok(())
 }
 
+/// The current Debian recipe's image exists.
+pub(crate) fn debian_cached(layout: &Layout) -> bool {
+    let digest = RecipeDescription::new(Recipe::Debian, BTreeMap::new()).digest();
+    cached(layout, &digest).is_some()
+}
+
 fn ensure_debian(layout: &Layout) -> Result<PathBuf, ImageError> {
     let description = RecipeDescription::new(Recipe::Debian, BTreeMap::new());
     let digest = description.digest();

@@ -60,7 +60,11 @@ fn debian_rootfs_has_python_venv_node_git_and_sandbox_user() {
     let lists = common::debugfs(&image, "ls /var/lib/apt/lists");
     assert!(!lists.contains("_Packages"), "{lists}");
 
-    // Cached: a fresh store returns the same image without rebuilding.
+    // Cached: a fresh store knows it is built and returns the same image
+    // without rebuilding; an empty store knows it is not.
+    assert!(common::store().debian_is_built());
+    let empty = tempfile::tempdir().expect("tmp");
+    assert!(!hearth_image::ImageStore::new(empty.path()).debian_is_built());
     let again = Instant::now();
     assert_eq!(
         common::store().rootfs(Recipe::Debian, &agent).unwrap(),

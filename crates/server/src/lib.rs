@@ -37,9 +37,19 @@ pub struct Started {
     pub admin_key_file: std::path::PathBuf,
 }
 
-/// Runs the server until `shutdown` resolves (or SIGINT/SIGTERM when
-/// `None`). Sandboxes keep running across a restart and are re-adopted.
+/// Runs the server until SIGINT or SIGTERM. Sandboxes keep running across
+/// a restart and are re-adopted.
 pub async fn serve(config: ServerConfig, on_started: impl FnOnce(&Started)) -> anyhow::Result<()> {
+    serve_until(config, on_started, shutdown_signal()).await
+}
+
+/// Runs the server until `shutdown` resolves, then stops gracefully (as on
+/// a signal); `hearth up --exit-after-demo` stops it this way.
+pub async fn serve_until(
+    config: ServerConfig,
+    on_started: impl FnOnce(&Started),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
@@ -91,7 +101,7 @@ pub async fn serve(config: ServerConfig, on_started: impl FnOnce(&Started)) -> a
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            shutdown.await;
             tracing::info!("shutting down; sandboxes keep running");
             stop.cancel();
         })
@@ -103,7 +113,8 @@ pub async fn serve(config: ServerConfig, on_started: impl FnOnce(&Started)) -> a
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

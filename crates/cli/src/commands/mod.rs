@@ -5,6 +5,7 @@
 pub mod image;
 pub mod sandbox;
 pub mod serve;
+pub mod shell;
 pub mod up;
 
 use clap::{Parser, Subcommand};

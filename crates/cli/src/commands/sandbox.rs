@@ -56,6 +56,14 @@ pub enum SandboxCommand {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// An interactive shell in the sandbox (a PTY; raw mode when stdin is
+    /// a terminal, resized with the window); exits with the shell's code.
+    Shell {
+        id: String,
+        /// The shell to run (default: the sandbox's login shell).
+        #[arg(long)]
+        shell: Option<String>,
+    },
     /// Copy a file in (`LOCAL ID:/path`) or out (`ID:/path LOCAL`).
     Cp {
         from: String,
@@ -198,6 +206,9 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
             );
         }
         SandboxCommand::Exec { id, command } => return exec(&api, &id, &command, j).await,
+        SandboxCommand::Shell { id, shell } => {
+            return crate::commands::shell::run(&api, &id, shell.as_deref()).await
+        }
         SandboxCommand::Cp { from, to } => cp(&api, &from, &to).await?,
     }
     Ok(0)

@@ -11,6 +11,7 @@ use hearth_server::ServerConfig;
 #[command(
     after_help = "Examples:\n  hearth serve\n  hearth serve --listen 0.0.0.0:7070 --data-dir /var/lib/hearth\n  HEARTH_ACCEL=tcg hearth serve --config /etc/hearth.toml"
 )]
+#[group(id = "server_flags")]
 pub struct Args {
     /// TOML config file.
     #[arg(long, env = "HEARTH_CONFIG")]

@@ -220,3 +220,43 @@ pub fn hearth(api: &Api, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A small tmpfs (needs root, as CI has), unmounted when dropped.
+pub struct SmallDisk(pub PathBuf);
+
+impl SmallDisk {
+    pub fn mount(at: &Path, size_mb: u64) -> SmallDisk {
+        std::fs::create_dir_all(at).expect("mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(ok.success(), "mounting a tmpfs needs root");
+        SmallDisk(at.to_path_buf())
+    }
+
+    pub fn free_bytes(&self) -> u64 {
+        let s = nix::sys::statvfs::statvfs(&self.0).expect("statvfs");
+        s.blocks_available() * s.fragment_size()
+    }
+
+    /// Fills the disk until `leave` bytes are free.
+    pub fn fill(&self, leave: u64) -> PathBuf {
+        let filler = self.0.join("filler");
+        let size = self.free_bytes().saturating_sub(leave);
+        let ok = Command::new("fallocate")
+            .args(["-l", &size.to_string()])
+            .arg(&filler)
+            .status()
+            .expect("fallocate");
+        assert!(ok.success());
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
