@@ -3,9 +3,11 @@
 //! [`Command`] and [`run`].
 
 pub mod image;
+pub mod preview;
 pub mod sandbox;
 pub mod serve;
 pub mod shell;
+pub mod template;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -21,12 +23,16 @@ pub struct Cli {
 pub enum Command {
     /// Build guest kernels, initramfs and root filesystem images.
     Image(image::Args),
-    /// Build everything and run a demo sandbox in a real VM.
+    /// Set up this machine, start the server, and show a sandbox working.
     Up(up::Args),
     /// Run the control plane (REST API on 127.0.0.1:7070 by default).
     Serve(serve::Args),
-    /// Create, list, exec in, copy to and from, and destroy sandboxes.
+    /// Create, list, exec in, shell into, copy to and from, and destroy sandboxes.
     Sandbox(sandbox::Args),
+    /// Build templates (packages, files, a running server; sandboxes start warm) and list them.
+    Template(template::Args),
+    /// Preview URLs for ports in a sandbox, and share links.
+    Preview(preview::Args),
 }
 
 /// Runs the command; `Ok` carries the exit status (`sandbox exec` passes
@@ -37,6 +43,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Up(args) => up::run(args).map(|()| 0),
         Command::Serve(args) => serve::run(args).map(|()| 0),
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Template(args) => template::run(args),
+        Command::Preview(args) => preview::run(args),
     }
 }
 
