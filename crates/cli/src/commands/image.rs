@@ -8,6 +8,9 @@ use clap::{Subcommand, ValueEnum};
 use hearth_image::{BuildTarget, ImageStore};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  hearth image build all\n  hearth image build kernel --data-dir ./data"
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: ImageCommand,
@@ -16,6 +19,9 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Build (or find in the cache) guest artifacts.
+    #[command(
+        after_help = "Examples:\n  hearth image build\n  hearth image build minimal --data-dir /var/lib/hearth\n  hearth image build debian    # needs root (debootstrap), about two minutes"
+    )]
     Build {
         /// What to build.
         #[arg(value_enum, default_value_t = Target::All)]

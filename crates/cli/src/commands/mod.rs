@@ -13,7 +13,12 @@ pub mod up;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "hearth", version, about = "Self-hosted microVM sandboxes")]
+#[command(
+    name = "hearth",
+    version,
+    about = "Self-hosted microVM sandboxes for AI agents",
+    after_help = "Examples:\n  hearth up                                  # set up, serve, and run a demo sandbox\n  hearth sandbox create --template minimal\n  hearth sandbox exec sbx_123 -- python3 -c 'print(42)'\n  hearth sandbox shell sbx_123\n  hearth template build web --from default --run 'pip install flask'\n  hearth preview share sbx_123 8000\n\nThe client commands find the server in --url / HEARTH_BASE_URL and the key in\n--api-key / HEARTH_API_KEY (else ./data/admin.key)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -56,6 +61,27 @@ mod tests {
     #[test]
     fn command_tree_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Every command, down to the leaves, shows examples in `--help`.
+    #[test]
+    fn every_command_has_examples_in_its_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            let help = cmd
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            if !help.contains("Examples:\n  hearth ") {
+                missing.push(path.clone());
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert_eq!(missing, Vec::<String>::new(), "commands without examples");
     }
 
     #[test]

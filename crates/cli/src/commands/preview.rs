@@ -24,6 +24,9 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum PreviewCommand {
     /// A preview URL for a port in the sandbox.
+    #[command(
+        after_help = "Examples:\n  hearth preview create sbx_123 8000\n  hearth preview create sbx_123 3000 --public"
+    )]
     Create {
         sandbox: String,
         port: u16,
@@ -32,8 +35,14 @@ pub enum PreviewCommand {
         public: bool,
     },
     /// The sandbox's previews.
+    #[command(
+        after_help = "Examples:\n  hearth preview ls sbx_123\n  hearth preview ls sbx_123 --json"
+    )]
     Ls { sandbox: String },
     /// A share link for a port's preview (created private if missing).
+    #[command(
+        after_help = "Examples:\n  hearth preview share sbx_123 8000\n  hearth preview share sbx_123 8000 --ttl 600"
+    )]
     Share {
         sandbox: String,
         /// The port, or the preview's id.
@@ -43,6 +52,7 @@ pub enum PreviewCommand {
         ttl: u32,
     },
     /// Delete a port's preview (by port or id).
+    #[command(after_help = "Examples:\n  hearth preview rm sbx_123 8000")]
     Rm { sandbox: String, port: String },
 }
 
@@ -121,7 +131,12 @@ async fn find(api: &Api, sandbox: &str, which: &str) -> anyhow::Result<Option<St
     let v = api.get(&format!("/sandboxes/{sandbox}/previews")).await?;
     Ok(v["data"].as_array().and_then(|all| {
         all.iter()
-            .find(|p| p["id"] == which || p["port"].to_string() == which)
+            .find(|p| {
+                p["id"] == which
+                    || which
+                        .parse::<u64>()
+                        .is_ok_and(|n| p["port"].as_u64() == Some(n))
+            })
             .and_then(|p| p["id"].as_str().map(str::to_string))
     }))
 }

@@ -26,6 +26,9 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
     /// Create a sandbox and wait until it runs.
+    #[command(
+        after_help = "Examples:\n  hearth sandbox create\n  hearth sandbox create --template minimal --memory-mb 256 --disk-mb 1024\n  hearth sandbox create --template web --timeout-sec 3600 --name review-42\n  ID=$(hearth sandbox create --json | jq -r .id)"
+    )]
     Create {
         #[arg(long, default_value = "default")]
         template: String,
@@ -41,15 +44,22 @@ pub enum SandboxCommand {
         name: Option<String>,
     },
     /// List sandboxes.
+    #[command(
+        after_help = "Examples:\n  hearth sandbox ls\n  hearth sandbox ls --state paused\n  hearth sandbox ls --json | jq -r '.[].id'"
+    )]
     Ls {
         #[arg(long)]
         state: Option<String>,
     },
     /// Show one sandbox.
-    Get {
-        id: String,
-    },
+    #[command(
+        after_help = "Examples:\n  hearth sandbox get sbx_123\n  hearth sandbox get sbx_123 --json | jq .state"
+    )]
+    Get { id: String },
     /// Run a command, streaming its output; exits with its exit code.
+    #[command(
+        after_help = "Examples:\n  hearth sandbox exec sbx_123 -- uname -a\n  hearth sandbox exec sbx_123 -- python3 -c 'print(6*7)'\n  hearth sandbox exec sbx_123 -- sh -c 'cd /workspace && make test' || echo failed with $?"
+    )]
     Exec {
         id: String,
         /// The command and its arguments (after `--`).
@@ -57,7 +67,10 @@ pub enum SandboxCommand {
         command: Vec<String>,
     },
     /// An interactive shell in the sandbox (a PTY; raw mode when stdin is
-    /// a terminal, resized with the window); exits with the shell's code.
+    /// a terminal, resized with the window); ends when the shell exits.
+    #[command(
+        after_help = "Examples:\n  hearth sandbox shell sbx_123\n  hearth sandbox shell sbx_123 --shell /bin/sh\n  printf 'ls /\\nexit\\n' | hearth sandbox shell sbx_123"
+    )]
     Shell {
         id: String,
         /// The shell to run (default: the sandbox's login shell).
@@ -65,25 +78,32 @@ pub enum SandboxCommand {
         shell: Option<String>,
     },
     /// Copy a file in (`LOCAL ID:/path`) or out (`ID:/path LOCAL`).
-    Cp {
-        from: String,
-        to: String,
-    },
+    #[command(
+        after_help = "Examples:\n  hearth sandbox cp ./app.py sbx_123:/workspace/app.py\n  hearth sandbox cp sbx_123:/workspace/out.csv ./out.csv"
+    )]
+    Cp { from: String, to: String },
     /// Destroy a sandbox.
-    Rm {
-        id: String,
-    },
-    Pause {
-        id: String,
-    },
-    Resume {
-        id: String,
-    },
+    #[command(
+        after_help = "Examples:\n  hearth sandbox rm sbx_123\n  hearth sandbox ls --json | jq -r '.[].id' | xargs -n1 hearth sandbox rm"
+    )]
+    Rm { id: String },
+    #[command(
+        after_help = "Examples:\n  hearth sandbox pause sbx_123     # memory and disk to data/paused/, QEMU stops\n  hearth sandbox resume sbx_123"
+    )]
+    /// Pause: memory and disk to disk, the VM stops; resume restores it.
+    Pause { id: String },
+    #[command(after_help = "Examples:\n  hearth sandbox resume sbx_123")]
+    /// Resume a paused sandbox.
+    Resume { id: String },
     /// Snapshot a running sandbox.
-    Snapshot {
-        id: String,
-    },
+    #[command(
+        after_help = "Examples:\n  hearth sandbox snapshot sbx_123\n  hearth sandbox snapshot sbx_123 --json | jq -r .id"
+    )]
+    Snapshot { id: String },
     /// A new sandbox from a snapshot of this one (taken now unless given).
+    #[command(
+        after_help = "Examples:\n  hearth sandbox fork sbx_123\n  hearth sandbox fork sbx_123 --snapshot snap_456"
+    )]
     Fork {
         id: String,
         #[arg(long)]

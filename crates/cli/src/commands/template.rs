@@ -28,6 +28,9 @@ pub struct Args {
 pub enum TemplateCommand {
     /// Build a template (or the next version of an existing one), streaming
     /// the build log; exits 1 when the build fails.
+    #[command(
+        after_help = "Examples:\n  hearth template build web --from default --run 'pip install flask' --start 'python3 app.py' --ready 'curl -sf localhost:5000'\n  hearth template build web -f spec.json\n  hearth template build tools --from minimal --run 'echo hi > /workspace/hi' --memory-mb 256"
+    )]
     Build {
         /// The template's name (letters, digits, `-`, `_`).
         name: String,
@@ -60,6 +63,9 @@ pub enum TemplateCommand {
         no_wait: bool,
     },
     /// List the built-in and your templates.
+    #[command(
+        after_help = "Examples:\n  hearth template ls\n  hearth template ls --json | jq -r '.[].name'"
+    )]
     Ls,
 }
 
