@@ -994,3 +994,60 @@ async fn a_python_app_and_its_websocket_through_a_preview_on_the_default_templat
     assert!(!logs.contains(&token), "the guest saw the token: {logs}");
     api.call("DELETE", &format!("/sandboxes/{id}"), None).await;
 }
+
+/// The `tpl-` VM directories under the server's sandboxes directory.
+fn build_vm_dirs(data: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(data.join("sandboxes"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("tpl-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots real VMs; run with --run-ignored (scripts/test does)"]
+async fn a_stopped_server_stops_its_template_build_vm_and_keeps_sandboxes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (mut server, api) = fresh_server(tmp.path()).await;
+    let data = tmp.path().join("data");
+    // The first sandbox of a shape boots cold and starts the background
+    // build of that shape's template snapshot.
+    let (st, v) = api
+        .call(
+            "POST",
+            "/sandboxes",
+            Some(json!({"template_id": "minimal", "memory_mb": 256, "disk_size_mb": 512})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["data"]["id"].as_str().expect("id").to_string();
+    assert_eq!(v["data"]["boot_path"], "cold");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let building = loop {
+        let dirs = build_vm_dirs(&data);
+        if let Some(d) = dirs.first().filter(|d| qemu_running_for(d)) {
+            break d.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no build VM started: {}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // Stopped mid-build: the build VM goes with the server, the sandbox
+    // keeps running for the next start to adopt.
+    let status = tokio::task::block_in_place(|| server.term());
+    assert!(status.success(), "{status}\n{}", server.log());
+    assert!(
+        !qemu_running_for(&building),
+        "build VM {building} outlived the server"
+    );
+    assert_eq!(build_vm_dirs(&data), Vec::<String>::new());
+    assert!(qemu_running_for(&id), "the sandbox's VM keeps running");
+    kill_vms(&data);
+}

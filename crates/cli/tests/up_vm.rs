@@ -45,7 +45,7 @@ fn up_serves_and_runs_the_demo_through_the_api_on_real_vms() {
             .unwrap_or(0)
     };
     let left = vms_left();
-    kill_vms(&data, false);
+    kill_vms(&data);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
 
     // The URL and the key a newcomer needs, and the key really is the

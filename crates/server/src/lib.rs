@@ -107,8 +107,10 @@ pub async fn serve_until(
         })
         .await?;
     core.shutdown();
-    // Pooled VMs belong to no sandbox: they go with the server.
+    // Pooled VMs and template build VMs belong to no sandbox: they go
+    // with the server.
     core.drain_pool().await;
+    core.stop_build_vms().await;
     store.close().await;
     Ok(())
 }

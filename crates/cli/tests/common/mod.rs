@@ -76,6 +76,26 @@ impl Server {
         }
     }
 
+    /// SIGTERM, as an operator's Ctrl-C or systemd stop, and waits (60 s
+    /// at most) for the graceful shutdown to finish.
+    pub fn term(&mut self) -> std::process::ExitStatus {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn kill9(&mut self) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
@@ -89,18 +109,14 @@ impl Server {
     }
 }
 
-/// Kills every VMM whose pidfile is under `data/sandboxes/` (or only the
-/// template build VMs, `tpl-...`, with `builds_only`): VMs outlive the
-/// server by design, so a failed test would leave them running, and a
-/// background build still running when a test ends would too.
-pub fn kill_vms(data: &Path, builds_only: bool) {
+/// Kills every VMM whose pidfile is under `data/sandboxes/`: VMs outlive
+/// the server by design, so a test's sandboxes (and a background template
+/// build still running when it ends) would keep running after it.
+pub fn kill_vms(data: &Path) {
     let Ok(dirs) = std::fs::read_dir(data.join("sandboxes")) else {
         return;
     };
     for d in dirs.flatten() {
-        if builds_only && !d.file_name().to_string_lossy().starts_with("tpl-") {
-            continue;
-        }
         let pid = std::fs::read_to_string(d.path().join("vmm.pid")).unwrap_or_default();
         if let Ok(pid) = pid.trim().parse::<i32>() {
             let _ = nix::sys::signal::killpg(
@@ -115,8 +131,11 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // A build VM never belongs to a sandbox a later server adopts.
-        kill_vms(&self.data, !std::thread::panicking());
+        // VMs outlive their server by design, but a test's data directory
+        // is gone after the test: nothing would ever adopt them. (A test
+        // that restarts its server keeps the first `Server` alive until
+        // its end, so its VMs are still there for the second.)
+        kill_vms(&self.data);
     }
 }
 

@@ -47,17 +47,30 @@ async fn reap_orphans(core: &Arc<Core>, live: &[SandboxRecord]) {
         if !ours || live.iter().any(|r| r.id == name) {
             continue;
         }
-        let dir = entry.path();
-        if dir.join("vm.json").exists() {
-            if let Ok(vm) = core.vmm.adopt(&dir).await {
-                let _ = vm.destroy().await;
-            }
+        reap_dir(core, &entry.path()).await;
+    }
+}
+
+/// Stops the VMM of VM directory `dir` (adopted and destroyed, or killed
+/// by its pidfile when it never got as far as `vm.json`) and removes it.
+pub(crate) async fn reap_dir(core: &Arc<Core>, dir: &std::path::Path) {
+    if dir.join("vm.json").exists() {
+        if let Ok(vm) = core.vmm.adopt(dir).await {
+            let _ = vm.destroy().await;
         }
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "orphan directory not removed");
-        } else {
-            tracing::info!(dir = %dir.display(), "orphan VM directory reaped");
+    }
+    // A VMM whose boot was cut short has a pidfile but no vm.json.
+    let pid = std::fs::read_to_string(dir.join("vmm.pid")).unwrap_or_default();
+    if let Ok(pid) = pid.trim().parse::<i32>() {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        if nix::sys::signal::kill(pid, None).is_ok() {
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
         }
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "orphan directory not removed");
+    } else {
+        tracing::info!(dir = %dir.display(), "orphan VM directory reaped");
     }
 }
 

@@ -119,9 +119,15 @@ impl Core {
             }
         }
         let core = self.clone();
+        let stop = self.shutdown_token();
         tokio::spawn(async move {
             let started = Instant::now();
-            let res = core.build_warm(&shape, &tpl).await;
+            // A shutdown drops the build where it is; the server then stops
+            // its VM (`stop_build_vms`), which belongs to no sandbox.
+            let res = tokio::select! {
+                res = core.build_warm(&shape, &tpl) => res,
+                _ = stop.cancelled() => Err(anyhow::anyhow!("the server is shutting down")),
+            };
             core.warm_builds
                 .0
                 .lock()
@@ -247,6 +253,20 @@ impl Core {
             .collect();
         for p in all {
             let _ = p.vm.destroy().await;
+        }
+    }
+
+    /// Stops every template build VM (`tpl-` directories) and removes its
+    /// directory: at shutdown, after the builds were cancelled, so no
+    /// build VM outlives the server that started it.
+    pub async fn stop_build_vms(self: &Arc<Core>) {
+        let Ok(entries) = std::fs::read_dir(self.sandboxes_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("tpl-") {
+                super::recovery::reap_dir(self, &entry.path()).await;
+            }
         }
     }
 
