@@ -7,33 +7,45 @@
         print(sbx.exec.run("echo hi").stdout)
 """
 
-from ._async import AsyncHearth, AsyncSandbox
+from ._async import AsyncFileWatch, AsyncHearth, AsyncSandbox, AsyncTerminal
 from ._base import __version__
 from ._errors import (
     AuthenticationError,
     ConflictError,
     HearthConnectionError,
     HearthError,
+    HearthTimeoutError,
     NotFoundError,
     RateLimitError,
     ServerError,
+    TemplateBuildError,
     ValidationError,
 )
 from ._models import (
+    ApiKey,
+    BuildSpec,
     EnvVar,
     Event,
     ExecResult,
     FileEntry,
+    FileEvent,
+    FileTree,
     Preview,
     PreviewShare,
     Process,
     ProcessLogs,
     SandboxInfo,
     Snapshot,
+    Template,
+    TemplateBuild,
+    TemplateValidation,
+    TerminalInfo,
+    Usage,
+    UsageReport,
     WriteResult,
 )
 from ._sse import SSEDecoder
-from ._sync import Hearth, Sandbox
+from ._sync import FileWatch, Hearth, Sandbox, Terminal
 
 __all__ = [
     "Hearth",
@@ -51,6 +63,20 @@ __all__ = [
     "Preview",
     "PreviewShare",
     "EnvVar",
+    "FileEvent",
+    "FileTree",
+    "FileWatch",
+    "AsyncFileWatch",
+    "Terminal",
+    "AsyncTerminal",
+    "TerminalInfo",
+    "BuildSpec",
+    "Template",
+    "TemplateBuild",
+    "TemplateValidation",
+    "ApiKey",
+    "Usage",
+    "UsageReport",
     "SSEDecoder",
     "HearthError",
     "AuthenticationError",
@@ -60,5 +86,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "HearthConnectionError",
+    "HearthTimeoutError",
+    "TemplateBuildError",
     "__version__",
 ]

@@ -5,26 +5,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Union
 
 import httpx
 
 from . import _base as b
-from ._errors import HearthConnectionError, HearthError, NotFoundError
+from ._errors import HearthConnectionError, HearthError, HearthTimeoutError, NotFoundError
 from ._models import (
+    ApiKey,
+    BuildSpec,
     EnvVar,
     Event,
     ExecResult,
     FileEntry,
+    FileEvent,
+    FileTree,
     Preview,
     PreviewShare,
     Process,
     ProcessLogs,
     SandboxInfo,
     Snapshot,
+    Template,
+    TemplateBuild,
+    TemplateValidation,
+    TerminalInfo,
+    Usage,
+    UsageReport,
     WriteResult,
     from_dict,
+    spec_dict,
 )
 from ._sse import SSEDecoder
 
@@ -40,6 +52,7 @@ class AsyncHearth:
         timeout: Union[float, httpx.Timeout, None] = None,
         max_retries: int = 2,
         retry_backoff: float = 0.2,
+        max_stream_reconnects: int = b.MAX_STREAM_RECONNECTS,
         headers: Optional[Mapping[str, str]] = None,
         transport: Optional[httpx.AsyncBaseTransport] = None,
         http_client: Optional[httpx.AsyncClient] = None,
@@ -53,17 +66,23 @@ class AsyncHearth:
             self.timeout = httpx.Timeout(timeout)
         self.max_retries = max(0, max_retries)
         self.retry_backoff = retry_backoff
+        self.max_stream_reconnects = max(0, max_stream_reconnects)
+        self._headers = b.default_headers(self.api_key, headers)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
             base_url=self.base_url + b.API_PREFIX,
-            headers=b.default_headers(self.api_key, headers),
+            headers=self._headers,
             timeout=self.timeout,
             transport=transport,
         )
         if http_client is not None:
             self._http.base_url = self.base_url + b.API_PREFIX
-            self._http.headers.update(b.default_headers(self.api_key, headers))
+            self._http.headers.update(self._headers)
         self.sandboxes = AsyncSandboxes(self)
+        self.templates = AsyncTemplates(self)
+        self.api_keys = AsyncApiKeys(self)
+        self.usage = AsyncUsageResource(self)
+        self.events = AsyncTenantEvents(self)
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -165,16 +184,41 @@ class AsyncHearth:
         json: Any = None,
         params: Optional[Mapping[str, Any]] = None,
         headers: Optional[Mapping[str, str]] = None,
+        resume: bool = False,
+        timeout: Optional[httpx.Timeout] = None,
     ) -> AsyncIterator[Event]:
-        h = {"Accept": "text/event-stream"}
-        h.update(headers or {})
-        async with self.stream(method, path, json=json, params=params, headers=h) as resp:
-            dec = SSEDecoder()
-            async for chunk in resp.aiter_bytes():
-                for ev in dec.feed(chunk):
-                    yield ev
-            for ev in dec.flush():
-                yield ev
+        """Server-sent events of one request (see :meth:`hearth.Hearth.sse`
+        for ``resume``)."""
+        last_id: Optional[str] = None
+        failures = 0
+        resumed = False
+        while True:
+            h = {"Accept": "text/event-stream"}
+            h.update(headers or {})
+            if last_id is not None:
+                h["Last-Event-ID"] = last_id
+            try:
+                async with self.stream(method, path, json=json, params=params, headers=h,
+                                       timeout=timeout) as resp:
+                    dec = SSEDecoder()
+                    async for chunk in resp.aiter_bytes():
+                        for ev in dec.feed(chunk):
+                            if resumed and b.is_replay(ev.id, last_id):
+                                continue
+                            failures = 0
+                            if ev.id is not None:
+                                last_id = ev.id
+                            yield ev
+                    for ev in dec.flush():
+                        if not (resumed and b.is_replay(ev.id, last_id)):
+                            yield ev
+                return
+            except HearthError as e:
+                if not resume or not b.is_resumable_failure(e) or failures >= self.max_stream_reconnects:
+                    raise
+                await self._sleep(b.reconnect_delay(failures, self.retry_backoff, e))
+                failures += 1
+                resumed = True
 
     async def _get(self, path: str, **kw: Any) -> Any:
         return b.unwrap(await self.request("GET", path, **kw))
@@ -195,17 +239,18 @@ async def _afile_chunks(f: Any) -> AsyncIterator[bytes]:
 
 
 class _CreateCall:
-    """What ``AsyncSandboxes.create`` returns: await it for the sandbox, or
-    use it directly in ``async with`` to destroy the sandbox on exit."""
+    """What ``AsyncSandboxes.create`` (and ``sbx.terminal.create``) returns:
+    await it for the sandbox, or use it directly in ``async with`` to
+    destroy the sandbox (close the terminal) on exit."""
 
     def __init__(self, coro: Any) -> None:
         self._coro = coro
-        self._sbx: Optional["AsyncSandbox"] = None
+        self._sbx: Any = None
 
     def __await__(self):
         return self._coro.__await__()
 
-    async def __aenter__(self) -> "AsyncSandbox":
+    async def __aenter__(self) -> Any:
         self._sbx = await self._coro
         return self._sbx
 
@@ -353,6 +398,10 @@ class AsyncSandbox(SandboxInfo):
     def events(self) -> "AsyncEvents":
         return AsyncEvents(self)
 
+    @property
+    def terminal(self) -> "AsyncTerminals":
+        return AsyncTerminals(self)
+
     def _set(self, d: Any) -> "AsyncSandbox":
         if isinstance(d, dict):
             self._update(d)
@@ -388,6 +437,10 @@ class AsyncSandbox(SandboxInfo):
 
     async def destroy(self) -> "AsyncSandbox":
         return self._set(await self._client._delete(self._path))
+
+    async def usage(self, period_start: b.TimeLike = None, period_end: b.TimeLike = None) -> Usage:
+        params = {"period_start": b.time_param(period_start), "period_end": b.time_param(period_end)}
+        return from_dict(Usage, await self._client._get(self._path + "/usage", params=params))
 
     async def __aenter__(self) -> "AsyncSandbox":
         return self
@@ -486,6 +539,16 @@ class AsyncFiles(_APart):
         d = await self._c._post(self._p + "/fs/rename", {"from": src, "to": dst})
         return from_dict(FileEntry, d)
 
+    async def tree(self, path: str = "/", depth: Optional[int] = None) -> FileTree:
+        d = await self._c._get(self._p + "/files/tree", params={"path": path, "depth": depth})
+        return FileTree.from_dict(d)
+
+    def watch(self, path: str, recursive: bool = False) -> "AsyncFileWatch":
+        """``async with sbx.files.watch(path) as w:`` (or ``w = await
+        sbx.files.watch(path)``) starts the watch, live once that returns;
+        ``async for ev in w`` yields :class:`FileEvent`s. Not resumable."""
+        return AsyncFileWatch(self._c, self._p + "/files/watch", {"path": path, "recursive": recursive})
+
 
 class AsyncProcesses(_APart):
     async def start(
@@ -526,7 +589,7 @@ class AsyncProcesses(_APart):
         return from_dict(Process, await self._c._post(self._p + "/processes/%s/stdin" % pid, body))
 
     async def stream(self, pid: Union[int, str]) -> AsyncIterator[Event]:
-        agen = self._c.sse("GET", self._p + "/processes/%s/stream" % pid)
+        agen = self._c.sse("GET", self._p + "/processes/%s/stream" % pid, resume=True)
         try:
             async for ev in agen:
                 yield ev
@@ -583,8 +646,437 @@ class AsyncEnv(_APart):
 
 class AsyncEvents(_APart):
     def stream(self, types: Optional[str] = None, after: Optional[int] = None) -> AsyncIterator[Event]:
-        return self._c.sse("GET", self._p + "/events", params={"types": types, "after": after})
+        return self._c.sse("GET", self._p + "/events", params={"types": types, "after": after},
+                           resume=True)
 
     async def list(self, after: Optional[int] = None) -> List[Event]:
         items = await self._c._get(self._p + "/events", params={"after": after}) or []
+        return [Event(event=e.get("type", "message"), data=e, id=str(e.get("seq"))) for e in items]
+
+
+class AsyncFileWatch:
+    """A watch of a guest path (``sbx.files.watch``), started by ``await``,
+    ``async with`` or the first ``async for`` step; ``aclose()`` (or leaving
+    ``async with``) ends it."""
+
+    def __init__(self, client: AsyncHearth, path: str, params: Mapping[str, Any]) -> None:
+        self._c = client
+        self._path = path
+        self._params = dict(params)
+        self._stack = contextlib.AsyncExitStack()
+        self._events: Any = None
+        self._closed = False
+
+    async def open(self) -> "AsyncFileWatch":
+        if self._events is None:
+            if self._closed:
+                raise HearthError("the watch is closed")
+            try:
+                resp = await self._stack.enter_async_context(
+                    self._c.stream("GET", self._path, params=self._params,
+                                   headers={"Accept": "text/event-stream"})
+                )
+            except BaseException:
+                await self._stack.aclose()
+                raise
+            self._events = self._iter(resp)
+        return self
+
+    async def _iter(self, resp: httpx.Response) -> AsyncIterator[FileEvent]:
+        dec = SSEDecoder()
+        try:
+            try:
+                async for chunk in resp.aiter_bytes():
+                    for ev in dec.feed(chunk):
+                        yield b.file_event(ev)
+            except httpx.TransportError as e:
+                raise HearthConnectionError("GET %s: %s" % (self._path, e or type(e).__name__)) from e
+            for ev in dec.flush():
+                yield b.file_event(ev)
+        finally:
+            await self._stack.aclose()
+
+    def __await__(self):
+        return self.open().__await__()
+
+    async def __aenter__(self) -> "AsyncFileWatch":
+        return await self.open()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> "AsyncFileWatch":
+        return self
+
+    async def __anext__(self) -> FileEvent:
+        await self.open()
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._events is not None:
+            await self._events.aclose()
+        await self._stack.aclose()
+
+    close = aclose
+
+
+class AsyncTerminals(_APart):
+    """``sbx.terminal`` (see :class:`hearth.Terminal`)."""
+
+    def create(
+        self,
+        cols: int = 80,
+        rows: int = 24,
+        *,
+        shell: Optional[str] = None,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        user: Optional[str] = None,
+        connect: bool = True,
+    ) -> _CreateCall:
+        """``term = await sbx.terminal.create(...)`` or
+        ``async with sbx.terminal.create(...) as term:`` (closed on exit)."""
+        body = b.terminal_body(cols, rows, shell, cwd, env, user)
+
+        async def run() -> AsyncTerminal:
+            info = from_dict(TerminalInfo, await self._c._post(self._p + "/terminals", body))
+            term = AsyncTerminal(self._c, self._s.id, info)
+            if connect:
+                try:
+                    await term.connect()
+                except BaseException:
+                    with contextlib.suppress(HearthError):
+                        await term.kill()
+                    raise
+            return term
+
+        return _CreateCall(run())
+
+    async def connect(self, terminal_id: str) -> "AsyncTerminal":
+        return await AsyncTerminal(self._c, self._s.id, TerminalInfo(id=terminal_id)).connect()
+
+    async def delete(self, terminal_id: str) -> Dict[str, Any]:
+        return await self._c._delete(self._p + "/terminals/%s" % terminal_id)
+
+
+class AsyncTerminal:
+    """A terminal's WebSocket (see :class:`hearth.Terminal`)."""
+
+    def __init__(self, client: AsyncHearth, sandbox_id: str, info: TerminalInfo) -> None:
+        self._c = client
+        self.id = info.id
+        self.sandbox_id = sandbox_id
+        self.info = info
+        self.cols = info.cols
+        self.rows = info.rows
+        self._ws: Any = None
+        self._buf = b""
+        self._eof = False
+        self._killed = False
+
+    def __repr__(self) -> str:
+        return "AsyncTerminal(id=%r, sandbox_id=%r)" % (self.id, self.sandbox_id)
+
+    @property
+    def ws_url(self) -> str:
+        return b.terminal_ws_url(self._c.base_url, self.sandbox_id, self.id)
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._eof
+
+    async def connect(self, open_timeout: float = 10.0) -> "AsyncTerminal":
+        from websockets.asyncio.client import connect
+
+        url = self.ws_url
+        headers, ua = b.ws_headers(self._c._headers)
+        try:
+            self._ws = await connect(url, additional_headers=headers, user_agent_header=ua,
+                                     open_timeout=open_timeout)
+        except Exception as e:
+            raise b.ws_connect_error(e, url) from e
+        self._eof = False
+        return self
+
+    def _socket(self) -> Any:
+        if self._ws is None:
+            raise HearthError("terminal %s is not connected" % self.id)
+        return self._ws
+
+    async def send(self, data: Union[bytes, str]) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        raw = b.to_bytes(data)
+        if raw is None:
+            raise TypeError("send() takes bytes or str, not %s" % type(data).__name__)
+        try:
+            await self._socket().send(raw)
+        except ConnectionClosed as e:
+            raise HearthConnectionError("terminal %s: connection closed (%s)" % (self.id, e)) from e
+
+    async def resize(self, cols: int, rows: int) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        msg = b.resize_message(cols, rows)
+        try:
+            await self._socket().send(msg)
+        except ConnectionClosed as e:
+            raise HearthConnectionError("terminal %s: connection closed (%s)" % (self.id, e)) from e
+        self.cols, self.rows = cols, rows
+
+    async def recv(self, timeout: Optional[float] = None) -> bytes:
+        from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+
+        if self._buf:
+            out, self._buf = self._buf, b""
+            return out
+        if self._eof:
+            return b""
+        ws = self._socket()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                msg = await asyncio.wait_for(ws.recv(), left)
+            except asyncio.TimeoutError as e:
+                raise HearthTimeoutError("no terminal output within %ss" % timeout) from e
+            except ConnectionClosedOK:
+                self._eof = True
+                return b""
+            except ConnectionClosed as e:
+                self._eof = True
+                raise HearthConnectionError("terminal %s: connection lost (%s)" % (self.id, e)) from e
+            if isinstance(msg, str):
+                notice = b.terminal_notice(msg)
+                if notice is not None:
+                    raise notice
+                msg = msg.encode("utf-8")
+            if msg:
+                return msg
+
+    def __aiter__(self) -> "AsyncTerminal":
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self.recv()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    async def read_until(self, marker: Any, timeout: float = 30.0) -> bytes:
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while True:
+            end = b.find_marker(buf, marker)
+            if end >= 0:
+                buf, self._buf = buf[:end], buf[end:] + self._buf
+                return buf
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise HearthTimeoutError("timed out")
+                chunk = await self.recv(timeout=left)
+            except HearthTimeoutError:
+                self._buf = buf + self._buf
+                raise HearthTimeoutError("%r not seen within %ss; output: %r"
+                                         % (marker, timeout, buf[-500:])) from None
+            if not chunk:
+                self._buf = buf
+                raise HearthError("terminal closed before %r; output: %r" % (marker, buf[-500:]))
+            buf += chunk
+
+    async def detach(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def kill(self) -> None:
+        if self._killed:
+            return
+        try:
+            await self._c._delete("/sandboxes/%s/terminals/%s" % (self.sandbox_id, self.id))
+        except NotFoundError:
+            pass
+        self._killed = True
+
+    async def close(self) -> None:
+        await self.detach()
+        await self.kill()
+
+    aclose = close
+
+    async def __aenter__(self) -> "AsyncTerminal":
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            await self.close()
+        except HearthError:
+            if exc_type is None:
+                raise
+
+
+def _build_id(build: Any) -> str:
+    if isinstance(build, str):
+        return build
+    if isinstance(build, Template):
+        if build.build is not None:
+            return build.build.id
+        if build.latest_build_id:
+            return build.latest_build_id
+        raise HearthError("template %s has no build" % build.id)
+    return build.id
+
+
+class AsyncTemplates:
+    """``client.templates`` (see :class:`hearth.Hearth`'s ``templates``)."""
+
+    def __init__(self, client: AsyncHearth) -> None:
+        self._c = client
+        self.builds = AsyncTemplateBuilds(client)
+
+    async def list(self) -> List[Template]:
+        return [Template.from_dict(t) for t in await self._c._get("/sandbox-templates") or []]
+
+    async def get(self, id_or_name: str) -> Template:
+        return Template.from_dict(await self._c._get("/sandbox-templates/%s" % id_or_name))
+
+    async def create(
+        self,
+        name: str,
+        build_spec: Union[BuildSpec, Mapping[str, Any]],
+        *,
+        idempotency_key: Optional[str] = None,
+    ) -> Template:
+        body = {"name": name, "build_spec": spec_dict(build_spec)}
+        key = idempotency_key or b.new_idempotency_key()
+        return Template.from_dict(await self._c._post("/sandbox-templates", body,
+                                                      headers={"Idempotency-Key": key}))
+
+    async def validate(
+        self, build_spec: Union[BuildSpec, Mapping[str, Any]], name: Optional[str] = None
+    ) -> TemplateValidation:
+        body = b.clean({"name": name, "build_spec": spec_dict(build_spec)})
+        return from_dict(TemplateValidation, await self._c._post("/sandbox-templates/validate", body))
+
+    async def rebuild(
+        self,
+        id_or_name: str,
+        build_spec: Union[BuildSpec, Mapping[str, Any], None] = None,
+        *,
+        idempotency_key: Optional[str] = None,
+    ) -> TemplateBuild:
+        body = b.clean({"build_spec": spec_dict(build_spec)})
+        key = idempotency_key or b.new_idempotency_key()
+        d = await self._c._post("/sandbox-templates/%s/builds" % id_or_name, body,
+                                headers={"Idempotency-Key": key})
+        return from_dict(TemplateBuild, d)
+
+    async def wait(self, build: Any, timeout: Optional[float] = 600.0,
+                   poll_interval: float = b.BUILD_POLL_INTERVAL) -> TemplateBuild:
+        return await self.builds.wait(build, timeout=timeout, poll_interval=poll_interval)
+
+
+class AsyncTemplateBuilds:
+    def __init__(self, client: AsyncHearth) -> None:
+        self._c = client
+
+    async def get(self, build_id: str) -> TemplateBuild:
+        return from_dict(TemplateBuild, await self._c._get("/sandbox-template-builds/%s" % build_id))
+
+    async def logs(self, build_id: str) -> AsyncIterator[Event]:
+        agen = self._c.sse("GET", "/sandbox-template-builds/%s/logs/stream" % build_id, resume=True)
+        try:
+            async for ev in agen:
+                yield ev
+                if ev.event == "done":
+                    return
+        finally:
+            await agen.aclose()
+
+    async def log_lines(self, build_id: str, timeout: float = 30.0) -> List[str]:
+        lines: List[str] = []
+        t = httpx.Timeout(timeout, connect=self._c.timeout.connect)
+        agen = self._c.sse("GET", "/sandbox-template-builds/%s/logs/stream" % build_id,
+                           resume=True, timeout=t)
+        try:
+            async for ev in agen:
+                if ev.event == "done":
+                    break
+                if ev.event == "log" and ev.text is not None:
+                    lines.append(ev.text)
+        finally:
+            await agen.aclose()
+        return lines
+
+    async def wait(self, build: Any, timeout: Optional[float] = 600.0,
+                   poll_interval: float = b.BUILD_POLL_INTERVAL) -> TemplateBuild:
+        build_id = _build_id(build)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            cur = await self.get(build_id)
+            if cur.state == "ready":
+                return cur
+            if cur.state == "failed":
+                try:
+                    lines = await self.log_lines(build_id)
+                except HearthError:
+                    lines = []
+                raise b.build_failure(cur, lines)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise HearthTimeoutError("template build %s still %s after %ss"
+                                         % (build_id, cur.state, timeout))
+            delay = poll_interval
+            if deadline is not None:
+                delay = max(0.0, min(delay, deadline - time.monotonic()))
+            await self._c._sleep(delay)
+
+
+class AsyncApiKeys:
+    def __init__(self, client: AsyncHearth) -> None:
+        self._c = client
+
+    async def list(self) -> List[ApiKey]:
+        return [from_dict(ApiKey, k) for k in await self._c._get("/api-keys") or []]
+
+    async def create(self, name: Optional[str] = None, *, tenant_id: Optional[str] = None,
+                     idempotency_key: Optional[str] = None) -> ApiKey:
+        key = idempotency_key or b.new_idempotency_key()
+        d = await self._c._post("/api-keys", b.clean({"name": name, "tenant_id": tenant_id}),
+                                headers={"Idempotency-Key": key})
+        return from_dict(ApiKey, d)
+
+    async def revoke(self, key_id: str) -> Dict[str, Any]:
+        return await self._c._delete("/api-keys/%s" % key_id)
+
+    delete = revoke
+
+
+class AsyncUsageResource:
+    def __init__(self, client: AsyncHearth) -> None:
+        self._c = client
+
+    async def get(
+        self,
+        period_start: b.TimeLike = None,
+        period_end: b.TimeLike = None,
+        group_by: Optional[str] = None,
+    ) -> UsageReport:
+        params = {"period_start": b.time_param(period_start),
+                  "period_end": b.time_param(period_end), "group_by": group_by}
+        return UsageReport.from_dict(await self._c._get("/usage", params=params))
+
+
+class AsyncTenantEvents:
+    def __init__(self, client: AsyncHearth) -> None:
+        self._c = client
+
+    def stream(self, types: Optional[str] = None, after: Optional[int] = None) -> AsyncIterator[Event]:
+        return self._c.sse("GET", "/events/stream", params={"types": types, "after": after},
+                           resume=True)
+
+    async def list(self, types: Optional[str] = None, after: Optional[int] = None) -> List[Event]:
+        items = await self._c._get("/events", params={"types": types, "after": after}) or []
         return [Event(event=e.get("type", "message"), data=e, id=str(e.get("seq"))) for e in items]

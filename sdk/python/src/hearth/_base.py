@@ -3,13 +3,22 @@ and turning an error response into an exception."""
 
 from __future__ import annotations
 
+import datetime as _dt
+import json as _json
 import os
 import uuid
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import httpx
 
-from ._errors import HearthError, error_class_for
+from ._models import Event, FileEvent
+from ._errors import (
+    HearthConnectionError,
+    HearthError,
+    TemplateBuildError,
+    error_class_for,
+    error_for_code,
+)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:7070"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -18,6 +27,14 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 10.0
 UPLOAD_CHUNK = 1 << 20
+# Resumable streams: reconnect attempts in a row without a new event.
+MAX_STREAM_RECONNECTS = 5
+MAX_RECONNECT_DELAY = 5.0
+# Terminal sizes the server accepts.
+MAX_TERMINAL_DIMENSION = 1000
+# Template builds: how often ``wait`` polls, how many log lines a failure shows.
+BUILD_POLL_INTERVAL = 1.0
+BUILD_LOG_TAIL = 50
 
 try:  # pragma: no cover - trivial
     from importlib.metadata import version as _version
@@ -193,3 +210,166 @@ def to_bytes(data: Any) -> Optional[bytes]:
 def chunks(data: bytes, size: int = UPLOAD_CHUNK):
     for i in range(0, len(data), size):
         yield data[i : i + size]
+
+
+# ---------------------------------------------------------------- resumable streams
+
+
+def is_resumable_failure(e: HearthError) -> bool:
+    """Whether a resumable stream should reconnect after ``e``: the
+    connection broke or could not be made, or the server answered 429/5xx.
+    Other error statuses (404, 401...) would only repeat."""
+    if isinstance(e, HearthConnectionError):
+        return True
+    return e.status in RETRY_STATUSES
+
+
+def reconnect_delay(attempt: int, backoff: float, e: HearthError) -> float:
+    return min(retry_delay(attempt, backoff, e.retry_after), MAX_RECONNECT_DELAY)
+
+
+def is_replay(event_id: Optional[str], last_id: Optional[str]) -> bool:
+    """After a reconnect, whether an event is one already delivered: its
+    numeric id is not past the last one seen."""
+    if event_id is None or last_id is None:
+        return False
+    try:
+        return int(event_id) <= int(last_id)
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------- terminals
+
+
+def terminal_body(
+    cols: int,
+    rows: int,
+    shell: Optional[str],
+    cwd: Optional[str],
+    env: Optional[Mapping[str, str]],
+    user: Optional[str],
+) -> Dict[str, Any]:
+    check_terminal_size(cols, rows)
+    return clean(
+        {"cols": cols, "rows": rows, "shell": shell, "cwd": cwd,
+         "env": dict(env) if env else None, "user": user}
+    )
+
+
+def check_terminal_size(cols: int, rows: int) -> None:
+    from ._errors import ValidationError
+
+    bad = [
+        {"field": name, "message": "must be between 1 and %d" % MAX_TERMINAL_DIMENSION}
+        for name, v in (("cols", cols), ("rows", rows))
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_TERMINAL_DIMENSION
+    ]
+    if bad:
+        raise ValidationError("invalid terminal size", code="validation_error", details=bad)
+
+
+def resize_message(cols: int, rows: int) -> str:
+    check_terminal_size(cols, rows)
+    return _json.dumps({"type": "resize", "cols": cols, "rows": rows})
+
+
+def terminal_ws_url(base_url: str, sandbox_id: str, terminal_id: str) -> str:
+    """The terminal's WebSocket URL on the server the client talks to (the
+    server's own ``ws_url`` uses its configured public URL, which may not
+    be reachable from here)."""
+    if base_url.startswith("https://"):
+        base = "wss://" + base_url[len("https://"):]
+    elif base_url.startswith("http://"):
+        base = "ws://" + base_url[len("http://"):]
+    else:
+        base = base_url
+    return "%s%s/sandboxes/%s/terminals/%s/ws" % (base, API_PREFIX, sandbox_id, terminal_id)
+
+
+def ws_headers(headers: Mapping[str, str]) -> Tuple[Dict[str, str], Optional[str]]:
+    """The client's headers for a WebSocket handshake (without ``Accept``;
+    the user agent apart, as websockets sets that header itself)."""
+    out: Dict[str, str] = {}
+    ua = None
+    for k, v in headers.items():
+        lk = k.lower()
+        if lk == "accept":
+            continue
+        if lk == "user-agent":
+            ua = v
+            continue
+        out[k] = v
+    return out, ua
+
+
+def ws_connect_error(e: BaseException, url: str) -> HearthError:
+    """A failed WebSocket handshake as the SDK's errors: an HTTP error
+    answer maps as any response does, anything else is a connection error."""
+    resp = getattr(e, "response", None)
+    status = getattr(resp, "status_code", None)
+    if isinstance(status, int) and status >= 400:
+        raw_headers = getattr(resp, "headers", None) or {}
+        headers = {k: raw_headers[k] for k in ("x-request-id", "retry-after", "content-type")
+                   if k in raw_headers}
+        body = bytes(getattr(resp, "body", None) or b"")
+        return error_from_response(httpx.Response(status, headers=headers, content=body))
+    return HearthConnectionError("WebSocket %s: %s" % (url, e or type(e).__name__))
+
+
+def terminal_notice(text: str) -> Optional[HearthError]:
+    """A text frame from the terminal socket: the server's error notice
+    (``{"type": "error", "code", "message"}``) as an error, else None."""
+    try:
+        d = _json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(d, dict) and d.get("type") == "error":
+        return error_for_code(d.get("code"), d.get("message") or "terminal error")
+    return None
+
+
+def find_marker(buf: bytes, marker: Any) -> int:
+    """The end of the first match of ``marker`` (bytes, text or compiled
+    ``re`` pattern) in ``buf``, or -1."""
+    if hasattr(marker, "search"):
+        m = marker.search(buf)
+        return m.end() if m else -1
+    mb = marker.encode("utf-8") if isinstance(marker, str) else bytes(marker)
+    i = buf.find(mb)
+    return -1 if i < 0 else i + len(mb)
+
+
+# ---------------------------------------------------------------- templates, usage
+
+
+def build_failure(build: Any, lines: List[str]) -> TemplateBuildError:
+    return TemplateBuildError(
+        "template build %s failed: %s" % (build.id, build.error or "no error message"),
+        build=build,
+        logs=lines[-BUILD_LOG_TAIL:],
+        code="template_build_failed",
+    )
+
+
+TimeLike = Union[str, int, float, _dt.datetime, None]
+
+
+def time_param(v: TimeLike) -> Optional[str]:
+    """A usage period bound: RFC 3339 text, unix seconds, or a datetime
+    (naive ones are taken as UTC)."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, _dt.datetime):
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=_dt.timezone.utc)
+        return v.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return str(int(v))
+
+
+def file_event(ev: Event) -> FileEvent:
+    """A watch stream frame as a :class:`FileEvent`; the server's ``error``
+    frame (the watch failed) is raised."""
+    if ev.event == "error":
+        raise error_for_code(ev.get("code"), ev.get("message") or "watch failed")
+    return FileEvent.from_event(ev)

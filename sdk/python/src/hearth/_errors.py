@@ -13,6 +13,8 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "HearthConnectionError",
+    "HearthTimeoutError",
+    "TemplateBuildError",
 ]
 
 
@@ -91,6 +93,55 @@ class ServerError(HearthError):
 
 class HearthConnectionError(HearthError):
     """The server could not be reached, or the connection broke or timed out."""
+
+
+class HearthTimeoutError(HearthError, TimeoutError):
+    """A wait (e.g. ``templates.wait``) ran out of time; the operation may
+    still finish on the server."""
+
+
+class TemplateBuildError(HearthError):
+    """A template build ended ``failed``. ``build`` is the final
+    :class:`~hearth.TemplateBuild` and ``logs`` the last lines of its log
+    (also in the message)."""
+
+    def __init__(self, message: str, *, build: Any = None, logs: Optional[List[str]] = None,
+                 **kw: Any) -> None:
+        self.build = build
+        self.logs: List[str] = list(logs or [])
+        super().__init__(message, **kw)
+
+    def _format(self) -> str:
+        text = super()._format()
+        if self.logs:
+            text += "\n--- build log (last %d lines) ---\n%s" % (len(self.logs), "\n".join(self.logs))
+        return text
+
+
+_CODE_STATUS = {
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "invalid_state": 409,
+    "validation_error": 422,
+    "rate_limited": 429,
+    "internal": 500,
+}
+
+
+def error_for_code(code: Optional[str], message: str, **kw: Any) -> HearthError:
+    """An error reported inside a stream (an SSE ``error`` frame, a
+    terminal's error notice), typed by its code as a response would be."""
+    code = code or None
+    status = _CODE_STATUS.get(code or "")
+    if status is None and code:
+        if code.endswith("_not_found"):
+            status = 404
+        elif code.endswith("_not_running"):
+            status = 409
+    cls = error_class_for(status) if status else HearthError
+    return cls(message or (code or "error"), code=code, **kw)
 
 
 def error_class_for(status: int) -> type:

@@ -4,10 +4,11 @@ are still reachable."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Type, TypeVar
+from typing import Any, Dict, List, Optional, Type, TypeVar, Union
 
 T = TypeVar("T")
 
@@ -109,8 +110,10 @@ class Event:
 
     @property
     def text(self) -> Optional[str]:
-        """The raw output chunk of a ``stdout``/``stderr`` exec event."""
-        return self.get("data")
+        """The raw output chunk of a ``stdout``/``stderr`` exec event, or the
+        line of a template build ``log`` event."""
+        d = self.get("data")
+        return d if d is not None else self.get("text")
 
     @property
     def line(self) -> Optional[str]:
@@ -220,3 +223,243 @@ class EnvVar:
     value: Optional[str] = None
     secret: bool = False
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class FileEvent:
+    """One change seen by ``sbx.files.watch``: ``event`` is ``created``,
+    ``modified``, ``deleted`` or ``renamed`` (then ``old_path`` is set)."""
+
+    event: str = ""
+    path: str = ""
+    is_dir: bool = False
+    old_path: Optional[str] = None
+    id: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_event(cls, ev: Event) -> "FileEvent":
+        d = ev.data if isinstance(ev.data, dict) else {}
+        return from_dict(cls, dict(d, event=d.get("event") or ev.event), id=ev.id)
+
+
+@dataclass
+class FileTree:
+    """A node of ``sbx.files.tree``; ``truncated`` marks a directory past
+    the depth limit (its ``children`` were not read)."""
+
+    path: str = ""
+    name: str = ""
+    type: Optional[str] = None
+    is_dir: bool = False
+    size: Optional[int] = None
+    truncated: bool = False
+    children: List["FileTree"] = field(default_factory=list)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Optional[Dict[str, Any]]) -> "FileTree":
+        d = dict(d or {})
+        kids = [cls.from_dict(c) for c in d.get("children") or [] if isinstance(c, dict)]
+        node = from_dict(cls, {k: v for k, v in d.items() if k != "children"})
+        node.children = kids
+        node.raw = d
+        return node
+
+    def walk(self):
+        """This node, then every node below it, depth first."""
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+
+@dataclass
+class TerminalInfo:
+    """The answer of ``POST /sandboxes/{id}/terminals``."""
+
+    id: str = ""
+    ws_url: Optional[str] = None
+    pid: Optional[int] = None
+    cols: Optional[int] = None
+    rows: Optional[int] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class BuildSpec:
+    """What a template is built from (API.md, Templates). Only the fields
+    set are sent; ``from_`` is the wire field ``from`` (``minimal``,
+    ``debian`` or another template). :meth:`run` and :meth:`copy` append
+    steps and return the spec, so they chain."""
+
+    from_: Optional[str] = None
+    packages: Optional[List[str]] = None
+    steps: List[Dict[str, Any]] = field(default_factory=list)
+    env: Optional[Dict[str, str]] = None
+    workdir: Optional[str] = None
+    user: Optional[str] = None
+    start_cmd: Optional[str] = None
+    ready_cmd: Optional[str] = None
+    ready_timeout_sec: Optional[int] = None
+    cpu_count: Optional[int] = None
+    memory_mb: Optional[int] = None
+    disk_size_mb: Optional[int] = None
+
+    def run(self, cmd: str) -> "BuildSpec":
+        self.steps.append({"run": cmd})
+        return self
+
+    def copy(self, path: str, data: Union[bytes, str], mode: Optional[int] = None) -> "BuildSpec":
+        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        step: Dict[str, Any] = {"path": path, "content_base64": base64.b64encode(raw).decode("ascii")}
+        if mode is not None:
+            step["mode"] = mode
+        self.steps.append({"copy": step})
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is None or (f.name == "steps" and not v):
+                continue
+            out["from" if f.name == "from_" else f.name] = v
+        return out
+
+
+def spec_dict(spec: Union[BuildSpec, Dict[str, Any], None]) -> Optional[Dict[str, Any]]:
+    """A build spec as the wire form (a ``BuildSpec`` or a plain dict)."""
+    if spec is None:
+        return None
+    if isinstance(spec, BuildSpec):
+        return spec.to_dict()
+    return dict(spec)
+
+
+BUILD_DONE_STATES = frozenset({"ready", "failed"})
+
+
+@dataclass
+class TemplateBuild:
+    """One build (version) of a custom template; ``state`` is ``queued``,
+    ``building``, ``snapshotting``, ``ready`` or ``failed``."""
+
+    id: str = ""
+    template_id: Optional[str] = None
+    version: Optional[int] = None
+    state: Optional[str] = None
+    error: Optional[str] = None
+    build_spec: Optional[Dict[str, Any]] = None
+    created_at: Optional[str] = None
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    duration_ms: Optional[int] = None
+    logs_url: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        return self.state in BUILD_DONE_STATES
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ready"
+
+
+@dataclass
+class Template:
+    """A template: built in (``built_in``, ``description``, ``aliases``) or
+    built from a BuildSpec (``version`` of the newest ready build,
+    ``state`` and ``latest_build_id`` of the newest build). After
+    ``templates.create`` ``build`` holds the queued first build."""
+
+    id: str = ""
+    name: Optional[str] = None
+    built_in: bool = False
+    description: Optional[str] = None
+    aliases: List[str] = field(default_factory=list)
+    warm_shapes: List[str] = field(default_factory=list)
+    version: Optional[str] = None
+    state: Optional[str] = None
+    latest_build_id: Optional[str] = None
+    cpu_count: Optional[int] = None
+    memory_mb: Optional[int] = None
+    disk_size_mb: Optional[int] = None
+    build_spec: Optional[Dict[str, Any]] = None
+    versions: List[Dict[str, Any]] = field(default_factory=list)
+    created_at: Optional[str] = None
+    build: Optional[TemplateBuild] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Optional[Dict[str, Any]]) -> "Template":
+        d = dict(d or {})
+        build = d.get("build")
+        t = from_dict(cls, {k: v for k, v in d.items() if k != "build"})
+        t.raw = d
+        if isinstance(build, dict):
+            t.build = from_dict(TemplateBuild, build)
+        return t
+
+
+@dataclass
+class TemplateValidation:
+    """The answer of ``templates.validate``: ``errors`` lists
+    ``{field, message}``; ``build_spec`` is the spec with defaults filled in
+    (when valid)."""
+
+    valid: bool = False
+    errors: List[Dict[str, Any]] = field(default_factory=list)
+    build_spec: Optional[Dict[str, Any]] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class ApiKey:
+    """An API key; ``key`` (the secret) is set only in the answer of
+    ``api_keys.create``, the one time the server shows it."""
+
+    id: str = ""
+    name: Optional[str] = None
+    prefix: Optional[str] = None
+    tenant_id: Optional[str] = None
+    admin: bool = False
+    created_at: Optional[str] = None
+    key: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class Usage:
+    """Metered usage of one sandbox or one group (``key`` names the group
+    when ``group_by`` was given)."""
+
+    runtime_sec: Optional[float] = None
+    provisioned_vcpu_ms: Optional[int] = None
+    provisioned_memory_mb_ms: Optional[int] = None
+    paused_disk_mb_ms: Optional[int] = None
+    estimated_cost_cents: Optional[float] = None
+    sandbox_id: Optional[str] = None
+    state: Optional[str] = None
+    key: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class UsageReport:
+    """The answer of ``client.usage.get``: one ``Usage`` per group (a
+    single one, or none when nothing ran, without ``group_by``)."""
+
+    period_start: Optional[str] = None
+    period_end: Optional[str] = None
+    group_by: Optional[str] = None
+    groups: List[Usage] = field(default_factory=list)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Optional[Dict[str, Any]]) -> "UsageReport":
+        d = dict(d or {})
+        r = from_dict(cls, {k: v for k, v in d.items() if k != "groups"})
+        r.groups = [from_dict(Usage, g) for g in d.get("groups") or [] if isinstance(g, dict)]
+        r.raw = d
+        return r

@@ -1,5 +1,9 @@
 """An incremental server-sent-events decoder: feed it bytes as they arrive,
-in chunks of any size, and it returns the events completed so far."""
+in chunks of any size, and it returns the events completed so far.
+
+Each event's ``id`` is the ``id:`` of its own frame (None without one), so
+a frame the server does not number is not mistaken for a numbered one;
+``last_event_id`` keeps the stream's last id, as ``Last-Event-ID`` needs."""
 
 from __future__ import annotations
 
@@ -49,10 +53,12 @@ class SSEDecoder:
         if line == "":
             if not self._data:
                 self._event = ""
+                self._id = None
                 return None
             ev = Event.from_sse(self._event or "message", "\n".join(self._data), self._id)
             self._event = ""
             self._data = []
+            self._id = None
             return ev
         if line.startswith(":"):
             return None  # comment (heartbeat)

@@ -10,20 +10,31 @@ from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Union
 import httpx
 
 from . import _base as b
-from ._errors import HearthConnectionError, HearthError
+from ._errors import HearthConnectionError, HearthError, HearthTimeoutError, NotFoundError
 from ._models import (
+    ApiKey,
+    BuildSpec,
     EnvVar,
     Event,
     ExecResult,
     FileEntry,
+    FileEvent,
+    FileTree,
     Preview,
     PreviewShare,
     Process,
     ProcessLogs,
     SandboxInfo,
     Snapshot,
+    Template,
+    TemplateBuild,
+    TemplateValidation,
+    TerminalInfo,
+    Usage,
+    UsageReport,
     WriteResult,
     from_dict,
+    spec_dict,
 )
 from ._sse import SSEDecoder
 
@@ -37,6 +48,8 @@ class Hearth:
     ``HEARTH_BASE_URL`` (``http://127.0.0.1:7070``). Requests that are safe
     to repeat are retried ``max_retries`` times on 429, 5xx and connection
     errors with exponential backoff starting at ``retry_backoff`` seconds.
+    Resumable event streams reconnect (with ``Last-Event-ID``) up to
+    ``max_stream_reconnects`` times in a row after a broken connection.
     """
 
     def __init__(
@@ -47,6 +60,7 @@ class Hearth:
         timeout: Union[float, httpx.Timeout, None] = None,
         max_retries: int = 2,
         retry_backoff: float = 0.2,
+        max_stream_reconnects: int = b.MAX_STREAM_RECONNECTS,
         headers: Optional[Mapping[str, str]] = None,
         transport: Optional[httpx.BaseTransport] = None,
         http_client: Optional[httpx.Client] = None,
@@ -60,17 +74,23 @@ class Hearth:
             self.timeout = httpx.Timeout(timeout)
         self.max_retries = max(0, max_retries)
         self.retry_backoff = retry_backoff
+        self.max_stream_reconnects = max(0, max_stream_reconnects)
+        self._headers = b.default_headers(self.api_key, headers)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(
             base_url=self.base_url + b.API_PREFIX,
-            headers=b.default_headers(self.api_key, headers),
+            headers=self._headers,
             timeout=self.timeout,
             transport=transport,
         )
         if http_client is not None:
             self._http.base_url = self.base_url + b.API_PREFIX
-            self._http.headers.update(b.default_headers(self.api_key, headers))
+            self._http.headers.update(self._headers)
         self.sandboxes = Sandboxes(self)
+        self.templates = Templates(self)
+        self.api_keys = ApiKeys(self)
+        self.usage = UsageResource(self)
+        self.events = TenantEvents(self)
 
     # ------------------------------------------------------------ plumbing
 
@@ -174,17 +194,47 @@ class Hearth:
         json: Any = None,
         params: Optional[Mapping[str, Any]] = None,
         headers: Optional[Mapping[str, str]] = None,
+        resume: bool = False,
+        timeout: Optional[httpx.Timeout] = None,
     ) -> Iterator[Event]:
-        """Server-sent events of one request, decoded as they arrive."""
-        h = {"Accept": "text/event-stream"}
-        h.update(headers or {})
-        with self.stream(method, path, json=json, params=params, headers=h) as resp:
-            dec = SSEDecoder()
-            for chunk in resp.iter_bytes():
-                for ev in dec.feed(chunk):
-                    yield ev
-            for ev in dec.flush():
-                yield ev
+        """Server-sent events of one request, decoded as they arrive.
+
+        ``resume`` is for streams whose server numbers events (``id:``) and
+        honours ``Last-Event-ID``: when the connection breaks (or cannot be
+        made, or answers 429/5xx) the request is sent again with
+        ``Last-Event-ID`` set to the last id seen, up to
+        ``max_stream_reconnects`` times in a row with backoff; events the
+        server sends again are skipped. A stream that ends cleanly is done."""
+        last_id: Optional[str] = None
+        failures = 0
+        resumed = False
+        while True:
+            h = {"Accept": "text/event-stream"}
+            h.update(headers or {})
+            if last_id is not None:
+                h["Last-Event-ID"] = last_id
+            try:
+                with self.stream(method, path, json=json, params=params, headers=h,
+                                 timeout=timeout) as resp:
+                    dec = SSEDecoder()
+                    for chunk in resp.iter_bytes():
+                        for ev in dec.feed(chunk):
+                            if resumed and b.is_replay(ev.id, last_id):
+                                continue
+                            failures = 0
+                            if ev.id is not None:
+                                last_id = ev.id
+                            yield ev
+                    for ev in dec.flush():
+                        if not (resumed and b.is_replay(ev.id, last_id)):
+                            yield ev
+                return
+            except HearthError as e:
+                if not resume or not b.is_resumable_failure(e) or failures >= self.max_stream_reconnects:
+                    raise
+                self._sleep(b.reconnect_delay(failures, self.retry_backoff, e))
+                failures += 1
+                resumed = True
 
     def _get(self, path: str, **kw: Any) -> Any:
         return b.unwrap(self.request("GET", path, **kw))
@@ -342,6 +392,10 @@ class Sandbox(SandboxInfo):
     def events(self) -> "Events":
         return Events(self)
 
+    @property
+    def terminal(self) -> "Terminals":
+        return Terminals(self)
+
     def _set(self, d: Any) -> "Sandbox":
         if isinstance(d, dict):
             self._update(d)
@@ -377,6 +431,11 @@ class Sandbox(SandboxInfo):
 
     def destroy(self) -> "Sandbox":
         return self._set(self._client._delete(self._path))
+
+    def usage(self, period_start: b.TimeLike = None, period_end: b.TimeLike = None) -> Usage:
+        """The sandbox's metered usage (runtime, vCPU and memory time, cost)."""
+        params = {"period_start": b.time_param(period_start), "period_end": b.time_param(period_end)}
+        return from_dict(Usage, self._client._get(self._path + "/usage", params=params))
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -483,6 +542,21 @@ class Files(_Part):
     def rename(self, src: str, dst: str) -> FileEntry:
         return from_dict(FileEntry, self._c._post(self._p + "/fs/rename", {"from": src, "to": dst}))
 
+    def tree(self, path: str = "/", depth: Optional[int] = None) -> FileTree:
+        """``path`` and what is below it, ``depth`` levels down (server
+        default 3, max 10), as nested :class:`FileTree` nodes."""
+        d = self._c._get(self._p + "/files/tree", params={"path": path, "depth": depth})
+        return FileTree.from_dict(d)
+
+    def watch(self, path: str, recursive: bool = False) -> "FileWatch":
+        """Watches ``path`` (and below it with ``recursive``): the watch is
+        live when this returns, so changes made afterwards are seen.
+        Iterate it for :class:`FileEvent`s as they happen; use it in
+        ``with`` (or call ``close()``) to stop. Not resumable: the server
+        starts a fresh watch per connection, so a broken connection raises
+        :class:`HearthConnectionError`."""
+        return FileWatch(self._c, self._p + "/files/watch", {"path": path, "recursive": recursive})
+
 
 class Processes(_Part):
     def start(
@@ -523,7 +597,9 @@ class Processes(_Part):
         return from_dict(Process, self._c._post(self._p + "/processes/%s/stdin" % pid, body))
 
     def stream(self, pid: Union[int, str]) -> Iterator[Event]:
-        gen = self._c.sse("GET", self._p + "/processes/%s/stream" % pid)
+        """Replays the process's buffered output, then follows it until
+        ``exit``; resumes after a broken connection without repeating output."""
+        gen = self._c.sse("GET", self._p + "/processes/%s/stream" % pid, resume=True)
         try:
             for ev in gen:
                 yield ev
@@ -581,9 +657,483 @@ class Env(_Part):
 class Events(_Part):
     def stream(self, types: Optional[str] = None, after: Optional[int] = None) -> Iterator[Event]:
         """The sandbox's events (replayed from ``after``, then live); runs
-        until the caller stops iterating."""
-        return self._c.sse("GET", self._p + "/events", params={"types": types, "after": after})
+        until the caller stops iterating. Resumes after a broken connection
+        from the last event seen."""
+        return self._c.sse("GET", self._p + "/events", params={"types": types, "after": after},
+                           resume=True)
 
     def list(self, after: Optional[int] = None) -> List[Event]:
         items = self._c._get(self._p + "/events", params={"after": after}) or []
+        return [Event(event=e.get("type", "message"), data=e, id=str(e.get("seq"))) for e in items]
+
+
+def _sse_events(resp: httpx.Response, what: str) -> Iterator[Event]:
+    """The events of an open SSE response; a broken connection raises
+    :class:`HearthConnectionError`."""
+    dec = SSEDecoder()
+    try:
+        for chunk in resp.iter_bytes():
+            for ev in dec.feed(chunk):
+                yield ev
+    except httpx.TransportError as e:
+        raise HearthConnectionError("%s: %s" % (what, e or type(e).__name__)) from e
+    for ev in dec.flush():
+        yield ev
+
+
+class FileWatch:
+    """A live watch of a guest path (``sbx.files.watch``): iterate it for
+    :class:`FileEvent`s; ``close()`` (or leaving ``with``) ends it. An
+    ``error`` frame from the server (the watch failed) is raised."""
+
+    def __init__(self, client: Hearth, path: str, params: Mapping[str, Any]) -> None:
+        self._stack = contextlib.ExitStack()
+        self._what = "GET " + path
+        try:
+            resp = self._stack.enter_context(
+                client.stream("GET", path, params=params, headers={"Accept": "text/event-stream"})
+            )
+        except BaseException:
+            self._stack.close()
+            raise
+        self._events = self._iter(resp)
+
+    def _iter(self, resp: httpx.Response) -> Iterator[FileEvent]:
+        try:
+            for ev in _sse_events(resp, self._what):
+                yield b.file_event(ev)
+        finally:
+            self._stack.close()
+
+    def __iter__(self) -> "FileWatch":
+        return self
+
+    def __next__(self) -> FileEvent:
+        return next(self._events)
+
+    def close(self) -> None:
+        self._events.close()
+        self._stack.close()
+
+    def __enter__(self) -> "FileWatch":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Terminals(_Part):
+    """``sbx.terminal``: PTY shells in the sandbox, driven over a WebSocket."""
+
+    def create(
+        self,
+        cols: int = 80,
+        rows: int = 24,
+        *,
+        shell: Optional[str] = None,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        user: Optional[str] = None,
+        connect: bool = True,
+    ) -> "Terminal":
+        """Opens a terminal and (by default) connects to it. Use it in
+        ``with`` to close it (and end its shell) on exit."""
+        body = b.terminal_body(cols, rows, shell, cwd, env, user)
+        info = from_dict(TerminalInfo, self._c._post(self._p + "/terminals", body))
+        term = Terminal(self._c, self._s.id, info)
+        if connect:
+            try:
+                term.connect()
+            except BaseException:
+                with contextlib.suppress(HearthError):
+                    term.kill()
+                raise
+        return term
+
+    def connect(self, terminal_id: str) -> "Terminal":
+        """Attaches to a terminal opened earlier (its shell kept running
+        when the previous client detached)."""
+        return Terminal(self._c, self._s.id, TerminalInfo(id=terminal_id)).connect()
+
+    def delete(self, terminal_id: str) -> Dict[str, Any]:
+        """Closes a terminal: its shell ends."""
+        return self._c._delete(self._p + "/terminals/%s" % terminal_id)
+
+
+class Terminal:
+    """A terminal's WebSocket: :meth:`send` types, :meth:`recv` (or
+    iterating) returns output bytes as the PTY writes them, :meth:`resize`
+    changes the size, :meth:`close` ends the shell (:meth:`detach` only
+    disconnects)."""
+
+    def __init__(self, client: Hearth, sandbox_id: str, info: TerminalInfo) -> None:
+        self._c = client
+        self.id = info.id
+        self.sandbox_id = sandbox_id
+        self.info = info
+        self.cols = info.cols
+        self.rows = info.rows
+        self._ws: Any = None
+        self._buf = b""
+        self._eof = False
+        self._killed = False
+
+    def __repr__(self) -> str:
+        return "Terminal(id=%r, sandbox_id=%r)" % (self.id, self.sandbox_id)
+
+    @property
+    def ws_url(self) -> str:
+        return b.terminal_ws_url(self._c.base_url, self.sandbox_id, self.id)
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._eof
+
+    def connect(self, open_timeout: float = 10.0) -> "Terminal":
+        from websockets.sync.client import connect
+
+        url = self.ws_url
+        headers, ua = b.ws_headers(self._c._headers)
+        try:
+            ws = connect(url, additional_headers=headers, user_agent_header=ua,
+                         open_timeout=open_timeout)
+        except Exception as e:
+            raise b.ws_connect_error(e, url) from e
+        # Entered as the context manager it is (websockets >= 17.1 warns
+        # otherwise); :meth:`detach` closes it.
+        self._ws = ws.__enter__()
+        self._eof = False
+        return self
+
+    def _socket(self) -> Any:
+        if self._ws is None:
+            raise HearthError("terminal %s is not connected" % self.id)
+        return self._ws
+
+    def send(self, data: Union[bytes, str]) -> None:
+        """Types ``data`` (text is sent as UTF-8) into the terminal."""
+        from websockets.exceptions import ConnectionClosed
+
+        raw = b.to_bytes(data)
+        if raw is None:
+            raise TypeError("send() takes bytes or str, not %s" % type(data).__name__)
+        try:
+            self._socket().send(raw)
+        except ConnectionClosed as e:
+            raise HearthConnectionError("terminal %s: connection closed (%s)" % (self.id, e)) from e
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Sets the terminal size (1-1000 each); the shell gets SIGWINCH.
+        A size the server refuses is raised by a later :meth:`recv`."""
+        from websockets.exceptions import ConnectionClosed
+
+        msg = b.resize_message(cols, rows)
+        try:
+            self._socket().send(msg)
+        except ConnectionClosed as e:
+            raise HearthConnectionError("terminal %s: connection closed (%s)" % (self.id, e)) from e
+        self.cols, self.rows = cols, rows
+
+    def recv(self, timeout: Optional[float] = None) -> bytes:
+        """The next output bytes; ``b""`` once the terminal has closed (its
+        shell exited). Raises :class:`HearthTimeoutError` when nothing
+        arrives within ``timeout`` seconds, and the server's error notices
+        (a refused resize) as errors."""
+        from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+
+        if self._buf:
+            out, self._buf = self._buf, b""
+            return out
+        if self._eof:
+            return b""
+        ws = self._socket()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                msg = ws.recv(timeout=left)
+            except TimeoutError as e:
+                raise HearthTimeoutError("no terminal output within %ss" % timeout) from e
+            except ConnectionClosedOK:
+                self._eof = True
+                return b""
+            except ConnectionClosed as e:
+                self._eof = True
+                raise HearthConnectionError("terminal %s: connection lost (%s)" % (self.id, e)) from e
+            if isinstance(msg, str):
+                notice = b.terminal_notice(msg)
+                if notice is not None:
+                    raise notice
+                msg = msg.encode("utf-8")
+            if msg:
+                return msg
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            chunk = self.recv()
+            if not chunk:
+                return
+            yield chunk
+
+    def read_until(self, marker: Any, timeout: float = 30.0) -> bytes:
+        """Reads output until ``marker`` (bytes, text or a compiled bytes
+        regex) appears; returns everything up to the end of the match (the
+        rest stays for the next read). Raises :class:`HearthTimeoutError`
+        after ``timeout`` seconds, or :class:`HearthError` if the terminal
+        closes first; both quote the output seen."""
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while True:
+            end = b.find_marker(buf, marker)
+            if end >= 0:
+                buf, self._buf = buf[:end], buf[end:] + self._buf
+                return buf
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise HearthTimeoutError("timed out")
+                chunk = self.recv(timeout=left)
+            except HearthTimeoutError:
+                self._buf = buf + self._buf
+                raise HearthTimeoutError("%r not seen within %ss; output: %r"
+                                         % (marker, timeout, buf[-500:])) from None
+            if not chunk:
+                self._buf = buf
+                raise HearthError("terminal closed before %r; output: %r" % (marker, buf[-500:]))
+            buf += chunk
+
+    def detach(self) -> None:
+        """Disconnects; the shell keeps running (``sbx.terminal.connect(id)``
+        attaches again)."""
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                ws.close()
+
+    def kill(self) -> None:
+        """Ends the terminal's shell on the server (``DELETE``); a terminal
+        already gone is not an error."""
+        if self._killed:
+            return
+        try:
+            self._c._delete("/sandboxes/%s/terminals/%s" % (self.sandbox_id, self.id))
+        except NotFoundError:
+            pass
+        self._killed = True
+
+    def close(self) -> None:
+        """Disconnects and ends the shell."""
+        self.detach()
+        self.kill()
+
+    def __enter__(self) -> "Terminal":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self.close()
+        except HearthError:
+            if exc_type is None:
+                raise
+
+
+def _build_id(build: Any) -> str:
+    """A build id from an id, a :class:`TemplateBuild` or a :class:`Template`
+    (its newest build)."""
+    if isinstance(build, str):
+        return build
+    if isinstance(build, Template):
+        if build.build is not None:
+            return build.build.id
+        if build.latest_build_id:
+            return build.latest_build_id
+        raise HearthError("template %s has no build" % build.id)
+    return build.id
+
+
+class Templates:
+    """``client.templates``: built-in templates and templates built from a
+    :class:`BuildSpec` (or a dict of the same fields)."""
+
+    def __init__(self, client: Hearth) -> None:
+        self._c = client
+        self.builds = TemplateBuilds(client)
+
+    def list(self) -> List[Template]:
+        return [Template.from_dict(t) for t in self._c._get("/sandbox-templates") or []]
+
+    def get(self, id_or_name: str) -> Template:
+        return Template.from_dict(self._c._get("/sandbox-templates/%s" % id_or_name))
+
+    def create(
+        self,
+        name: str,
+        build_spec: Union[BuildSpec, Mapping[str, Any]],
+        *,
+        idempotency_key: Optional[str] = None,
+    ) -> Template:
+        """Creates template ``name`` and queues its first build
+        (``template.build``); :meth:`wait` for it before creating sandboxes
+        from it (``template_id=template.id`` or its name)."""
+        body = {"name": name, "build_spec": spec_dict(build_spec)}
+        key = idempotency_key or b.new_idempotency_key()
+        return Template.from_dict(self._c._post("/sandbox-templates", body,
+                                                headers={"Idempotency-Key": key}))
+
+    def validate(
+        self, build_spec: Union[BuildSpec, Mapping[str, Any]], name: Optional[str] = None
+    ) -> TemplateValidation:
+        """Checks a spec (and a name) without building: ``valid``,
+        ``errors`` and the spec with defaults filled in."""
+        body = b.clean({"name": name, "build_spec": spec_dict(build_spec)})
+        return from_dict(TemplateValidation, self._c._post("/sandbox-templates/validate", body))
+
+    def rebuild(
+        self,
+        id_or_name: str,
+        build_spec: Union[BuildSpec, Mapping[str, Any], None] = None,
+        *,
+        idempotency_key: Optional[str] = None,
+    ) -> TemplateBuild:
+        """Queues the template's next version, from ``build_spec`` or else
+        the spec of its newest build."""
+        body = b.clean({"build_spec": spec_dict(build_spec)})
+        key = idempotency_key or b.new_idempotency_key()
+        d = self._c._post("/sandbox-templates/%s/builds" % id_or_name, body,
+                          headers={"Idempotency-Key": key})
+        return from_dict(TemplateBuild, d)
+
+    def wait(self, build: Any, timeout: Optional[float] = 600.0,
+             poll_interval: float = b.BUILD_POLL_INTERVAL) -> TemplateBuild:
+        """Same as ``templates.builds.wait``."""
+        return self.builds.wait(build, timeout=timeout, poll_interval=poll_interval)
+
+
+class TemplateBuilds:
+    """``client.templates.builds``: build status and logs."""
+
+    def __init__(self, client: Hearth) -> None:
+        self._c = client
+
+    def get(self, build_id: str) -> TemplateBuild:
+        return from_dict(TemplateBuild, self._c._get("/sandbox-template-builds/%s" % build_id))
+
+    def logs(self, build_id: str) -> Iterator[Event]:
+        """The build log: ``log`` events (``.text``, ``.get("stream")``) as
+        the build writes them, then one ``done`` event with the final
+        ``state`` and ``error``. Resumes after a broken connection."""
+        gen = self._c.sse("GET", "/sandbox-template-builds/%s/logs/stream" % build_id, resume=True)
+        try:
+            for ev in gen:
+                yield ev
+                if ev.event == "done":
+                    return
+        finally:
+            gen.close()
+
+    def log_lines(self, build_id: str, timeout: float = 30.0) -> List[str]:
+        """The text of every line of a finished build's log."""
+        lines: List[str] = []
+        t = httpx.Timeout(timeout, connect=self._c.timeout.connect)
+        gen = self._c.sse("GET", "/sandbox-template-builds/%s/logs/stream" % build_id,
+                          resume=True, timeout=t)
+        try:
+            for ev in gen:
+                if ev.event == "done":
+                    break
+                if ev.event == "log" and ev.text is not None:
+                    lines.append(ev.text)
+        finally:
+            gen.close()
+        return lines
+
+    def wait(self, build: Any, timeout: Optional[float] = 600.0,
+             poll_interval: float = b.BUILD_POLL_INTERVAL) -> TemplateBuild:
+        """Waits until the build (an id, a :class:`TemplateBuild`, or a
+        :class:`Template` for its newest build) is ``ready`` and returns it.
+        Raises :class:`TemplateBuildError` (with the log tail) when it
+        fails, :class:`HearthTimeoutError` after ``timeout`` seconds."""
+        build_id = _build_id(build)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            cur = self.get(build_id)
+            if cur.state == "ready":
+                return cur
+            if cur.state == "failed":
+                try:
+                    lines = self.log_lines(build_id)
+                except HearthError:
+                    lines = []
+                raise b.build_failure(cur, lines)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise HearthTimeoutError("template build %s still %s after %ss"
+                                         % (build_id, cur.state, timeout))
+            delay = poll_interval
+            if deadline is not None:
+                delay = max(0.0, min(delay, deadline - time.monotonic()))
+            self._c._sleep(delay)
+
+
+class ApiKeys:
+    """``client.api_keys``: the tenant's API keys."""
+
+    def __init__(self, client: Hearth) -> None:
+        self._c = client
+
+    def list(self) -> List[ApiKey]:
+        return [from_dict(ApiKey, k) for k in self._c._get("/api-keys") or []]
+
+    def create(self, name: Optional[str] = None, *, tenant_id: Optional[str] = None,
+               idempotency_key: Optional[str] = None) -> ApiKey:
+        """A new key; its secret is in ``.key``, shown this once. Only an
+        admin key may create one for another ``tenant_id``."""
+        key = idempotency_key or b.new_idempotency_key()
+        d = self._c._post("/api-keys", b.clean({"name": name, "tenant_id": tenant_id}),
+                          headers={"Idempotency-Key": key})
+        return from_dict(ApiKey, d)
+
+    def revoke(self, key_id: str) -> Dict[str, Any]:
+        """Revokes a key (by its id, not its secret); a key cannot revoke itself."""
+        return self._c._delete("/api-keys/%s" % key_id)
+
+    delete = revoke
+
+
+class UsageResource:
+    """``client.usage``: the tenant's metered usage."""
+
+    def __init__(self, client: Hearth) -> None:
+        self._c = client
+
+    def get(
+        self,
+        period_start: b.TimeLike = None,
+        period_end: b.TimeLike = None,
+        group_by: Optional[str] = None,
+    ) -> UsageReport:
+        """Usage in ``[period_start, period_end)`` (default: all time until
+        now), optionally grouped by ``sandbox_id``, ``template_id``,
+        ``external_workspace_id``, ``external_user_id`` or
+        ``external_project_id``."""
+        params = {"period_start": b.time_param(period_start),
+                  "period_end": b.time_param(period_end), "group_by": group_by}
+        return UsageReport.from_dict(self._c._get("/usage", params=params))
+
+
+class TenantEvents:
+    """``client.events``: events of every sandbox of the tenant (and of
+    template builds)."""
+
+    def __init__(self, client: Hearth) -> None:
+        self._c = client
+
+    def stream(self, types: Optional[str] = None, after: Optional[int] = None) -> Iterator[Event]:
+        """Events replayed from ``after``, then live; ``types`` is a
+        comma-separated list of globs (``sandbox.*``). Resumes after a
+        broken connection from the last event seen."""
+        return self._c.sse("GET", "/events/stream", params={"types": types, "after": after},
+                           resume=True)
+
+    def list(self, types: Optional[str] = None, after: Optional[int] = None) -> List[Event]:
+        items = self._c._get("/events", params={"types": types, "after": after}) or []
         return [Event(event=e.get("type", "message"), data=e, id=str(e.get("seq"))) for e in items]

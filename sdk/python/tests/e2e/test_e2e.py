@@ -21,6 +21,8 @@ pytestmark = pytest.mark.skipif(os.environ.get("HEARTH_E2E") != "1", reason="set
 
 SHAPE = dict(template_id="minimal", memory_mb=256, disk_size_mb=512, timeout_sec=600)
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+# The project's own README (the quick start's Python example).
+TOP_README = pathlib.Path(__file__).resolve().parents[4] / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -191,9 +193,22 @@ async def test_async_basics():
         assert (await c.sandboxes.get(sid)).state == "destroyed"
 
 
-def test_readme_example_runs():
-    text = README.read_text()
+def _run_readme_example(readme):
+    text = readme.read_text()
     m = re.search(r"<!-- example -->\s*```python\n(.*?)```\s*<!-- /example -->", text, re.S)
-    assert m, "README example block not found"
+    assert m, "README example block not found in %s" % readme
     code = m.group(1)
-    exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
+    exec(compile(code, str(readme), "exec"), {"__name__": "__readme__"})
+
+
+def test_readme_example_runs():
+    _run_readme_example(README)
+
+
+def test_the_project_readme_example_runs_verbatim(capsys):
+    _run_readme_example(TOP_README)
+    out = capsys.readouterr().out
+    # What the example prints: Python's version from inside the sandbox,
+    # then the streamed lines in order.
+    assert re.search(r"^python 3\.\d+\.\d+ exit 0 in \d+ ms$", out, re.M), out
+    assert "live: step 1\nlive: step 2\nlive: step 3\n" in out, out

@@ -48,3 +48,12 @@ def test_no_event_without_blank_line_until_flush():
 
 def test_comment_only_stream_yields_nothing():
     assert decode([b": heartbeat\n\n: heartbeat\n\n"]) == []
+
+
+def test_event_id_is_the_frames_own():
+    # A frame without `id:` does not inherit the previous frame's id, but
+    # the decoder remembers the stream's last id for Last-Event-ID.
+    d = SSEDecoder()
+    evs = d.feed(b"id: 4\ndata: a\n\ndata: b\n\nid: 5\n\n")
+    assert [(e.data, e.id) for e in evs] == [("a", "4"), ("b", None)]
+    assert d.last_event_id == "5"
