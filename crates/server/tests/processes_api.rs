@@ -463,6 +463,46 @@ async fn read_until(ws: &mut Ws, needle: &str) -> (String, Vec<String>) {
     (out, notices)
 }
 
+/// A client that types and disconnects at once (a script, a closed tab)
+/// must not lose what it typed: the bridge ends its input to the agent and
+/// waits for the agent to confirm it reached the shell.
+#[tokio::test]
+async fn terminal_input_sent_just_before_a_disconnect_reaches_the_shell() {
+    let sb = Sandbox::new().await;
+    let (st, v) = sb
+        .post(
+            "/terminals",
+            json!({"cols": 80, "rows": 24, "shell": "/bin/sh"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let tid = v["data"]["id"].as_str().expect("terminal id").to_string();
+    let path = format!("/api/v1/sandboxes/{}/terminals/{tid}/ws", sb.id);
+    for round in 0..5 {
+        let mut ws = connect_ws(&sb.srv, &path).await.expect("ws connect");
+        ws.send(Message::binary(
+            format!("MARK{round}=set{round}\n").into_bytes(),
+        ))
+        .await
+        .expect("send");
+        ws.close(None).await.expect("close");
+        drop(ws);
+
+        let mut ws = connect_ws(&sb.srv, &path).await.expect("ws reconnect");
+        ws.send(Message::binary(
+            format!("echo M=$MARK{round}.\n").into_bytes(),
+        ))
+        .await
+        .expect("send");
+        let (out, _) = read_until(&mut ws, &format!("M=set{round}.")).await;
+        assert!(
+            out.contains(&format!("M=set{round}.")),
+            "round {round}: {out}"
+        );
+        ws.close(None).await.expect("close");
+    }
+}
+
 #[tokio::test]
 async fn terminal_over_websocket() {
     let sb = Sandbox::new().await;

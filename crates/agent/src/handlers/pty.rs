@@ -119,8 +119,8 @@ async fn attach(agent: AgentState, PtyId(id): PtyId, body: Body) -> HandlerResul
     let (scrollback, live) = session.attach();
     let replay = futures_util::stream::iter((!scrollback.is_empty()).then_some(scrollback));
     let stream = match live {
-        Some((rx, detach)) => {
-            tokio::spawn(pump_input(session, body, detach));
+        Some((rx, detach, generation)) => {
+            tokio::spawn(pump_input(session, body, detach, generation));
             replay
                 .chain(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .boxed()
@@ -152,8 +152,12 @@ impl<S: Send + Sync> FromRequestParts<S> for PtyId {
 
 /// Copies one client's input into the terminal until the client ends its
 /// side, is replaced, or the session closes. Never closes the terminal: a
-/// client leaving is not end of input for the shell.
-async fn pump_input(session: Arc<Session>, body: Body, detach: CancellationToken) {
+/// client leaving is not end of input for the shell. A client that ends its
+/// input cleanly is detached once all of it is written, which ends its
+/// output stream: a host that closes its side and reads to the end knows
+/// the shell got every byte it sent (dropping the stream instead could
+/// discard input still in flight).
+async fn pump_input(session: Arc<Session>, body: Body, detach: CancellationToken, generation: u64) {
     let mut chunks = body.into_data_stream();
     loop {
         let chunk = tokio::select! {
@@ -161,7 +165,11 @@ async fn pump_input(session: Arc<Session>, body: Body, detach: CancellationToken
             _ = session.closed.cancelled() => return,
             c = chunks.next() => match c {
                 Some(Ok(c)) => c,
-                _ => return,
+                Some(Err(_)) => return,
+                None => {
+                    session.detach(generation);
+                    return;
+                }
             },
         };
         let written = tokio::select! {
@@ -436,6 +444,10 @@ struct Output {
     generation: u64,
 }
 
+/// A newly attached client's output queue, the token fired when it is
+/// replaced, and its generation.
+type Live = (mpsc::Receiver<Bytes>, CancellationToken, u64);
+
 /// The attached client's output queue.
 #[derive(Debug)]
 struct Client {
@@ -477,7 +489,7 @@ impl Session {
     /// Makes a new client the attached one. Returns the scrollback and,
     /// unless the output already ended, the live queue and the token that
     /// fires when this client is replaced.
-    fn attach(&self) -> (Bytes, Option<(mpsc::Receiver<Bytes>, CancellationToken)>) {
+    fn attach(&self) -> (Bytes, Option<Live>) {
         let mut out = lock(&self.output);
         let scrollback = Bytes::from(out.scrollback.iter().copied().collect::<Vec<u8>>());
         if out.ended {
@@ -494,7 +506,18 @@ impl Session {
             tx,
             detach: detach.clone(),
         });
-        (scrollback, Some((rx, detach)))
+        (scrollback, Some((rx, detach, out.generation)))
+    }
+
+    /// Ends client `generation`'s output stream, if it is still the
+    /// attached one (output goes on into the scrollback).
+    fn detach(&self, generation: u64) {
+        let mut out = lock(&self.output);
+        if out.client.as_ref().map(|c| c.generation) == Some(generation) {
+            if let Some(old) = out.client.take() {
+                old.detach.cancel();
+            }
+        }
     }
 
     /// Records a chunk of output and hands it to the attached client, waiting

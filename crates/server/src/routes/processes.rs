@@ -44,6 +44,9 @@ const DEFAULT_COLS: i64 = 80;
 const DEFAULT_ROWS: i64 = 24;
 /// Largest chunk of terminal output sent as one WebSocket frame.
 const WS_CHUNK: usize = 64 * 1024;
+/// How long a detached terminal bridge waits for the agent to confirm it
+/// wrote the client's last input (by ending the output stream).
+const DETACH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Linux signal numbers 1-31 by name (the guest is Linux on x86_64 or
 /// aarch64, which share these numbers).
@@ -604,36 +607,37 @@ impl Bridge {
         // which owns the sink.
         let (notice_tx, mut notice_rx) = tokio::sync::mpsc::channel::<String>(8);
 
+        // Output goes on being read after the client has gone (and is
+        // dropped), until the agent ends the stream: see below.
         let output = async {
             let mut buf = vec![0u8; WS_CHUNK];
+            let mut client_gone = false;
             loop {
                 tokio::select! {
                     r = pty_rd.read(&mut buf) => match r {
                         Ok(0) => break,
                         Ok(n) => {
                             let frame = Message::Binary(bytes::Bytes::copy_from_slice(&buf[..n]));
-                            if ws_tx.send(frame).await.is_err() {
-                                return;
-                            }
+                            client_gone = client_gone || ws_tx.send(frame).await.is_err();
                         }
                         Err(e) => {
                             tracing::debug!(terminal = %self.tid, error = %e, "terminal output ended");
                             break;
                         }
                     },
-                    Some(note) = notice_rx.recv() => {
-                        if ws_tx.send(Message::Text(note.into())).await.is_err() {
-                            return;
-                        }
+                    Some(note) = notice_rx.recv(), if !client_gone => {
+                        client_gone = ws_tx.send(Message::Text(note.into())).await.is_err();
                     }
                 }
             }
-            let _ = ws_tx
-                .send(Message::Close(Some(CloseFrame {
-                    code: 1000,
-                    reason: "terminal closed".into(),
-                })))
-                .await;
+            if !client_gone {
+                let _ = ws_tx
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1000,
+                        reason: "terminal closed".into(),
+                    })))
+                    .await;
+            }
         };
 
         let input = async {
@@ -655,7 +659,7 @@ impl Bridge {
                             continue;
                         }
                     },
-                    Ok(Message::Close(_)) | Err(_) => return,
+                    Ok(Message::Close(_)) | Err(_) => break,
                     // Pings are answered by the socket itself.
                     Ok(_) => continue,
                 };
@@ -668,11 +672,22 @@ impl Bridge {
                     return;
                 }
             }
+            // The client left: end our input stream. The agent writes what
+            // is still on its way to the shell, then ends our output.
+            let _ = pty_wr.shutdown().await;
         };
 
+        tokio::pin!(output);
         tokio::select! {
-            _ = output => {}
-            _ = input => {}
+            _ = &mut output => {}
+            _ = input => {
+                // Dropping the stream now could discard the client's last
+                // keystrokes in flight; wait for the agent to end it (an
+                // agent from before this behaviour never does: bounded).
+                if tokio::time::timeout(DETACH_GRACE, &mut output).await.is_err() {
+                    tracing::debug!(terminal = %self.tid, "agent did not end the detached stream");
+                }
+            }
         }
     }
 }
