@@ -8,6 +8,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+/// Runs a client command's future on a fresh runtime.
+pub fn block_on<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Runtime::new()
+        .context("start the async runtime")?
+        .block_on(fut)
+}
+
 /// The connection flags every client subcommand takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {

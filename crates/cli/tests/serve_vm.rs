@@ -632,17 +632,7 @@ async fn a_snapshot_that_fills_the_disk_fails_and_the_sandbox_runs_on() {
     drop(fresh_server(tmp.path()).await);
     let disk = SmallDisk::mount(&tmp.path().join("small"), 600);
     let data = disk.0.join("data");
-    let server = Server::start(&data, free_port());
-    server.wait_healthy().await;
-    let key = std::fs::read_to_string(data.join("admin.key"))
-        .expect("admin key")
-        .trim()
-        .to_string();
-    let api = Api {
-        c: reqwest::Client::new(),
-        base: server.base.clone(),
-        key,
-    };
+    let (server, api) = started(&data).await;
     let (st, v) = api
         .call(
             "POST",

@@ -463,12 +463,8 @@ async fn read_until(ws: &mut Ws, needle: &str) -> (String, Vec<String>) {
     (out, notices)
 }
 
-/// A client that types and disconnects at once (a script, a closed tab)
-/// must not lose what it typed: the bridge ends its input to the agent and
-/// waits for the agent to confirm it reached the shell.
-#[tokio::test]
-async fn terminal_input_sent_just_before_a_disconnect_reaches_the_shell() {
-    let sb = Sandbox::new().await;
+/// Opens an 80x24 `/bin/sh` terminal: its id and the create answer.
+async fn open_sh(sb: &Sandbox) -> (String, Value) {
     let (st, v) = sb
         .post(
             "/terminals",
@@ -477,6 +473,16 @@ async fn terminal_input_sent_just_before_a_disconnect_reaches_the_shell() {
         .await;
     assert_eq!(st, 201, "{v}");
     let tid = v["data"]["id"].as_str().expect("terminal id").to_string();
+    (tid, v)
+}
+
+/// A client that types and disconnects at once (a script, a closed tab)
+/// must not lose what it typed: the bridge ends its input to the agent and
+/// waits for the agent to confirm it reached the shell.
+#[tokio::test]
+async fn terminal_input_sent_just_before_a_disconnect_reaches_the_shell() {
+    let sb = Sandbox::new().await;
+    let (tid, _) = open_sh(&sb).await;
     let path = format!("/api/v1/sandboxes/{}/terminals/{tid}/ws", sb.id);
     for round in 0..5 {
         let mut ws = connect_ws(&sb.srv, &path).await.expect("ws connect");
@@ -506,14 +512,7 @@ async fn terminal_input_sent_just_before_a_disconnect_reaches_the_shell() {
 #[tokio::test]
 async fn terminal_over_websocket() {
     let sb = Sandbox::new().await;
-    let (st, v) = sb
-        .post(
-            "/terminals",
-            json!({"cols": 80, "rows": 24, "shell": "/bin/sh"}),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    let tid = v["data"]["id"].as_str().expect("terminal id").to_string();
+    let (tid, v) = open_sh(&sb).await;
     let ws_url = v["data"]["ws_url"].as_str().expect("ws_url");
     assert!(ws_url.starts_with("ws://"), "{ws_url}");
     assert!(

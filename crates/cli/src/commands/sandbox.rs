@@ -139,8 +139,7 @@ fn show(json_out: bool, v: &Value) {
 
 /// Runs the command; `Ok(code)` is the process exit status.
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    rt.block_on(run_async(args))
+    crate::api::block_on(run_async(args))
 }
 
 async fn run_async(args: Args) -> anyhow::Result<u8> {

@@ -37,27 +37,8 @@ pub enum TemplateCommand {
         /// A JSON file with the whole build_spec (the flags below add to it).
         #[arg(short, long)]
         file: Option<std::path::PathBuf>,
-        /// The base: `default`, `minimal`, or one of your templates.
-        #[arg(long)]
-        from: Option<String>,
-        /// apt packages to install (`default` base only); repeatable.
-        #[arg(long = "package")]
-        packages: Vec<String>,
-        /// A shell command to run during the build; repeatable, in order.
-        #[arg(long = "run")]
-        runs: Vec<String>,
-        /// Started after the steps and kept running in every sandbox.
-        #[arg(long)]
-        start: Option<String>,
-        /// Polled until it exits 0 before the snapshot is taken.
-        #[arg(long)]
-        ready: Option<String>,
-        #[arg(long)]
-        cpu_count: Option<u32>,
-        #[arg(long)]
-        memory_mb: Option<u32>,
-        #[arg(long)]
-        disk_mb: Option<u32>,
+        #[command(flatten)]
+        spec: SpecFlags,
         /// Start the build and return without following its log.
         #[arg(long)]
         no_wait: bool,
@@ -70,8 +51,7 @@ pub enum TemplateCommand {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    rt.block_on(run_async(args))
+    crate::api::block_on(run_async(args))
 }
 
 async fn run_async(args: Args) -> anyhow::Result<u8> {
@@ -91,14 +71,7 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
         TemplateCommand::Build {
             name,
             file,
-            from,
-            packages,
-            runs,
-            start,
-            ready,
-            cpu_count,
-            memory_mb,
-            disk_mb,
+            spec: flags,
             no_wait,
         } => {
             let mut spec = match file {
@@ -113,17 +86,7 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
             if !spec.is_object() {
                 bail!("a build spec is a JSON object");
             }
-            let spec_flags = SpecFlags {
-                from,
-                packages,
-                runs,
-                start,
-                ready,
-                cpu_count,
-                memory_mb,
-                disk_mb,
-            };
-            spec_flags.apply(&mut spec);
+            flags.apply(&mut spec);
             let build = start_build(&api, &name, spec).await?;
             let build_id = build["id"].as_str().context("no build id")?.to_string();
             if json_out && no_wait {
@@ -144,14 +107,31 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
 }
 
 /// The build flags, added to (or replacing fields of) a spec file.
-struct SpecFlags {
+#[derive(Debug, ClapArgs)]
+pub struct SpecFlags {
+    /// The base: `default`, `minimal`, or one of your templates.
+    #[arg(long)]
     from: Option<String>,
+    /// apt packages to install (`default` base only); repeatable.
+    #[arg(long = "package")]
     packages: Vec<String>,
+    /// A shell command to run during the build; repeatable, in order.
+    #[arg(long = "run")]
     runs: Vec<String>,
+    /// Started after the steps and kept running in every sandbox.
+    #[arg(long)]
     start: Option<String>,
+    /// Polled until it exits 0 before the snapshot is taken.
+    #[arg(long)]
     ready: Option<String>,
+    /// vCPUs of the template's sandboxes.
+    #[arg(long)]
     cpu_count: Option<u32>,
+    /// Memory of the template's sandboxes, MiB.
+    #[arg(long)]
     memory_mb: Option<u32>,
+    /// Disk of the template's sandboxes, MiB.
+    #[arg(long)]
     disk_mb: Option<u32>,
 }
 

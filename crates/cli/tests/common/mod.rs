@@ -210,8 +210,13 @@ pub async fn fresh_server(tmp: &Path) -> (Server, Api) {
             .expect("hearth image build");
         assert!(built.success(), "hearth image build {target} failed");
     }
-    let data = tmp.join("data");
-    let server = Server::start(&data, free_port());
+    started(&tmp.join("data")).await
+}
+
+/// A server started on `data` (images from the shared cache) once it is
+/// healthy, with its admin API.
+pub async fn started(data: &Path) -> (Server, Api) {
+    let server = Server::start(data, free_port());
     server.wait_healthy().await;
     let key = std::fs::read_to_string(data.join("admin.key"))
         .expect("admin key")
