@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use b64::Base64Bytes;
 
 /// Version of the wire contract; the host refuses an agent whose version differs.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Default cap on output kept per exec call, per stream.
 pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 16 * 1024 * 1024;
@@ -332,6 +332,10 @@ pub struct PtyInfo {
     pub cols: u16,
     pub rows: u16,
     pub exited: bool,
+    /// The shell's exit code (`128 + signal` when a signal killed it), once
+    /// it has exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -278,6 +278,8 @@ async fn pty_shell_exit_ends_stream_and_marks_exited() {
     })
     .await
     .unwrap();
+    // The stream ends only once the exit is recorded, with its code.
+    assert_eq!(c.pty_get(&id).await.unwrap().exit_code, Some(3));
     // Still listed until deleted; attaching replays and ends at once.
     assert!(c.pty_list().await.unwrap().iter().any(|i| i.id == id));
     let mut t = Term::new(c.pty_attach(&id).await.unwrap());

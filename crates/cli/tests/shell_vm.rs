@@ -99,9 +99,8 @@ async fn a_piped_shell_runs_the_script_and_ends_with_its_exit() {
     let (code, out, err) =
         tokio::task::block_in_place(|| piped(&api, &id, b"echo hello-$((6*7))\nexit 5\n"));
     assert!(out.contains("hello-42"), "stdout: {out:?}\nstderr: {err}");
-    // The terminal socket carries no exit status (the server closes it
-    // with a plain 1000 "terminal closed"), so a shell that exits is 0.
-    assert_eq!(code, Some(0), "stdout: {out:?}\nstderr: {err}");
+    // The shell's exit code comes back (in the socket's close reason).
+    assert_eq!(code, Some(5), "stdout: {out:?}\nstderr: {err}");
     assert!(!err.contains("panicked"), "{err}");
 
     // Input that ends without an `exit` still ends the shell (the CLI

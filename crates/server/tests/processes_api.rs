@@ -476,6 +476,30 @@ async fn open_sh(sb: &Sandbox) -> (String, Value) {
     (tid, v)
 }
 
+/// When the shell exits, the socket closes with its exit code as the
+/// close reason (`exit N`).
+#[tokio::test]
+async fn a_terminal_socket_closes_with_the_shell_exit_code() {
+    let sb = Sandbox::new().await;
+    let (tid, _) = open_sh(&sb).await;
+    let path = format!("/api/v1/sandboxes/{}/terminals/{tid}/ws", sb.id);
+    let mut ws = connect_ws(&sb.srv, &path).await.expect("ws connect");
+    ws.send(Message::binary(b"exit 7\n".to_vec()))
+        .await
+        .expect("send");
+    let reason = tokio::time::timeout(WAIT, async {
+        while let Some(msg) = ws.next().await {
+            if let Message::Close(frame) = msg.expect("ws frame") {
+                return frame.map(|f| f.reason.to_string());
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!(reason.as_deref(), Some("exit 7"));
+}
+
 /// A client that types and disconnects at once (a script, a closed tab)
 /// must not lose what it typed: the bridge ends its input to the agent and
 /// waits for the agent to confirm it reached the shell.

@@ -52,6 +52,8 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 /// After the shell exits, output still arriving from processes that kept the
 /// terminal open is read for this long before the stream ends.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+/// How long the end of output waits for the shell's exit to be recorded.
+const EXIT_AFTER_OUTPUT: Duration = Duration::from_secs(1);
 /// Largest chunk read from the master at once.
 const READ_CHUNK: usize = 64 * 1024;
 /// Chunks queued for an attached client before the reader waits for it.
@@ -475,6 +477,7 @@ impl Session {
             cols,
             rows,
             exited: self.exit.get().is_some(),
+            exit_code: self.exit.get().map(|e| e.code),
         }
     }
 
@@ -625,6 +628,13 @@ async fn run_session(session: Arc<Session>) {
                 break;
             }
         }
+    }
+    // The output normally ends as the shell exits: wait (briefly) for its
+    // exit to be recorded, so a client that sees the end can ask for the
+    // exit code and get it.
+    if !session.closed.is_cancelled() {
+        let mut exit = session.exit.clone();
+        let _ = tokio::time::timeout(EXIT_AFTER_OUTPUT, exit.wait()).await;
     }
     session.end_output();
     watcher.abort();

@@ -35,9 +35,9 @@ const READ_CHUNK: usize = 16 * 1024;
 const EOT: u8 = 0x04;
 
 /// Runs an interactive shell (`shell`, else the sandbox's login shell) in
-/// sandbox `id`; the exit status. The server does not report the shell's
-/// exit code over the socket, so a session that ends with the shell is 0;
-/// one ended by SIGINT, SIGTERM or SIGHUP here is 128 + the signal.
+/// sandbox `id`; the exit status: the shell's exit code (the server puts
+/// it in the close frame's reason), or 128 + the signal for a session
+/// ended here by SIGINT, SIGTERM or SIGHUP.
 pub async fn run(api: &Api, id: &str, shell: Option<&str>) -> anyhow::Result<u8> {
     let (cols, rows) = local_size().unwrap_or(DEFAULT_SIZE);
     let mut body = json!({ "cols": cols, "rows": rows });
@@ -89,7 +89,10 @@ async fn session(api: &Api, id: &str, tid: &str) -> anyhow::Result<u8> {
                     }
                 }
                 Some(Ok(Message::Text(text))) => notice(text.as_str(), raw.is_some(), &mut stdout),
-                Some(Ok(Message::Close(_))) | None => break 0,
+                Some(Ok(Message::Close(frame))) => {
+                    break frame.as_ref().and_then(|f| exit_code(&f.reason)).unwrap_or(0)
+                }
+                None => break 0,
                 // Pings are answered by the socket itself.
                 Some(Ok(_)) => {}
                 Some(Err(tungstenite::Error::ConnectionClosed)) => break 0,
@@ -130,6 +133,13 @@ async fn session(api: &Api, id: &str, tid: &str) -> anyhow::Result<u8> {
     drop(raw);
     let _ = sink.close().await;
     Ok(code)
+}
+
+/// The shell's exit code from the server's close reason (`exit 3`; a
+/// code outside 0-255 is what a shell would report, mod 256).
+fn exit_code(reason: &str) -> Option<u8> {
+    let code: i64 = reason.strip_prefix("exit ")?.trim().parse().ok()?;
+    Some(code.rem_euclid(256) as u8)
 }
 
 /// Opens the terminal's WebSocket at the server the API talks to.
@@ -302,5 +312,20 @@ impl RawMode {
 impl Drop for RawMode {
     fn drop(&mut self) {
         let _ = termios::tcsetattr(self.stdin.as_fd(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_code;
+
+    #[test]
+    fn the_close_reason_carries_the_exit_code() {
+        assert_eq!(exit_code("exit 0"), Some(0));
+        assert_eq!(exit_code("exit 5"), Some(5));
+        assert_eq!(exit_code("exit 300"), Some(44));
+        assert_eq!(exit_code("exit -1"), Some(255));
+        assert_eq!(exit_code("terminal closed"), None);
+        assert_eq!(exit_code("exit x"), None);
     }
 }

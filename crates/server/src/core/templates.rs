@@ -15,7 +15,8 @@ use tokio::sync::OnceCell;
 pub struct ResolvedTemplate {
     /// Canonical id (`default`, `minimal`).
     pub id: String,
-    /// Content version: the image's digest prefix.
+    /// Content version: digest prefixes of the root filesystem and the
+    /// initramfs.
     pub version: String,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
@@ -117,11 +118,7 @@ impl Templates for ImageTemplates {
             })
             .await
             .map_err(build_err)?;
-        let version = base
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .map(|s| s.chars().take(12).collect())
-            .unwrap_or_else(|| "0".into());
+        let version = content_version(base, initrd);
         Ok(ResolvedTemplate {
             id: canonical,
             version,
@@ -130,5 +127,40 @@ impl Templates for ImageTemplates {
             base_image: base.clone(),
             custom: false,
         })
+    }
+}
+
+/// A built-in template's content version: digest prefixes of its root
+/// filesystem and of the initramfs (the agent, the guest's modules). A
+/// template snapshot holds both in its RAM, so a new agent gets a new
+/// version and never restores an old agent (whose protocol may differ).
+fn content_version(rootfs: &std::path::Path, initrd: &std::path::Path) -> String {
+    let digest = |p: &std::path::Path, strip: &str| -> String {
+        p.file_name()
+            .and_then(|s| s.to_str())
+            .map(|s| s.trim_start_matches(strip).chars().take(12).collect())
+            .unwrap_or_else(|| "0".into())
+    };
+    format!("{}-{}", digest(rootfs, ""), digest(initrd, "initramfs-"))
+}
+
+#[cfg(test)]
+mod content_version_tests {
+    use super::content_version;
+    use std::path::Path;
+
+    #[test]
+    fn a_new_initramfs_is_a_new_version() {
+        let rootfs = Path::new("/d/images/bf9d2a39b77cdc57169d.ext4");
+        let a = content_version(
+            rootfs,
+            Path::new("/d/kernels/k/initramfs-af822febcdf66798.cpio.gz"),
+        );
+        let b = content_version(
+            rootfs,
+            Path::new("/d/kernels/k/initramfs-b73100435a3d6f9f.cpio.gz"),
+        );
+        assert_eq!(a, "bf9d2a39b77c-af822febcdf6");
+        assert_ne!(a, b);
     }
 }

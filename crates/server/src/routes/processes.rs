@@ -631,10 +631,16 @@ impl Bridge {
                 }
             }
             if !client_gone {
+                // The close frame's reason carries the shell's exit code
+                // when it exited (`exit 3`): the CLI exits with it.
+                let reason = match self.agent.pty_get(&self.tid).await {
+                    Ok(info) => info.exit_code.map(|c| format!("exit {c}")),
+                    Err(_) => None,
+                };
                 let _ = ws_tx
                     .send(Message::Close(Some(CloseFrame {
                         code: 1000,
-                        reason: "terminal closed".into(),
+                        reason: reason.unwrap_or_else(|| "terminal closed".into()).into(),
                     })))
                     .await;
             }

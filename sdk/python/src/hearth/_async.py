@@ -774,6 +774,8 @@ class AsyncTerminal:
         self._buf = b""
         self._eof = False
         self._killed = False
+        #: The shell's exit code once the terminal closed because it exited.
+        self.exit_code: Optional[int] = None
 
     def __repr__(self) -> str:
         return "AsyncTerminal(id=%r, sandbox_id=%r)" % (self.id, self.sandbox_id)
@@ -841,8 +843,9 @@ class AsyncTerminal:
                 msg = await asyncio.wait_for(ws.recv(), left)
             except asyncio.TimeoutError as e:
                 raise HearthTimeoutError("no terminal output within %ss" % timeout) from e
-            except ConnectionClosedOK:
+            except ConnectionClosedOK as e:
                 self._eof = True
+                self.exit_code = b.close_exit_code(e.rcvd.reason if e.rcvd else None)
                 return b""
             except ConnectionClosed as e:
                 self._eof = True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import json as _json
 import os
+import re
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -315,6 +316,13 @@ def ws_connect_error(e: BaseException, url: str) -> HearthError:
         body = bytes(getattr(resp, "body", None) or b"")
         return error_from_response(httpx.Response(status, headers=headers, content=body))
     return HearthConnectionError("WebSocket %s: %s" % (url, e or type(e).__name__))
+
+
+def close_exit_code(reason: Optional[str]) -> Optional[int]:
+    """The shell's exit code from the terminal socket's close reason
+    (``exit 3``), or None when the socket closed for another reason."""
+    m = re.fullmatch(r"exit (-?\d+)", (reason or "").strip())
+    return int(m.group(1)) if m else None
 
 
 def terminal_notice(text: str) -> Optional[HearthError]:

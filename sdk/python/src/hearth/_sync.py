@@ -777,6 +777,8 @@ class Terminal:
         self._buf = b""
         self._eof = False
         self._killed = False
+        #: The shell's exit code once the terminal closed because it exited.
+        self.exit_code: Optional[int] = None
 
     def __repr__(self) -> str:
         return "Terminal(id=%r, sandbox_id=%r)" % (self.id, self.sandbox_id)
@@ -854,8 +856,9 @@ class Terminal:
                 msg = ws.recv(timeout=left)
             except TimeoutError as e:
                 raise HearthTimeoutError("no terminal output within %ss" % timeout) from e
-            except ConnectionClosedOK:
+            except ConnectionClosedOK as e:
                 self._eof = True
+                self.exit_code = b.close_exit_code(e.rcvd.reason if e.rcvd else None)
                 return b""
             except ConnectionClosed as e:
                 self._eof = True

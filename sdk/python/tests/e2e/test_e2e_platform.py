@@ -105,10 +105,11 @@ def test_terminal_echo_resize_and_reattach(sbx):
 def test_terminal_shell_exit_ends_output(sbx):
     t = sbx.terminal.create(80, 24, env={"E2E_TERM": "yes"})
     try:
-        t.send("echo $E2E_TERM; exit\n")
+        t.send("echo $E2E_TERM; exit 4\n")
         out = b"".join(t)  # iteration ends when the shell exits
         assert re.search(rb"(^|\n)yes\r?\n", out), out
         assert not t.connected
+        assert t.exit_code == 4
     finally:
         t.close()
 

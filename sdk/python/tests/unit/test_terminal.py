@@ -48,6 +48,10 @@ class FakeTerminalServer:
             if msg == b"exit\n":
                 ws.close(1000, "terminal closed")
                 return
+            if msg.startswith(b"exit "):
+                # As the server does when the shell exits with a code.
+                ws.close(1000, "exit " + msg[5:].decode().strip())
+                return
             ws.send(b"out:" + msg)
 
     def stop(self):
@@ -162,9 +166,28 @@ def test_shell_exit_ends_iteration(ws_server):
     t.send(b"exit\n")
     assert b"".join(t) == b"$ out:one\n"
     assert t.recv() == b"" and not t.connected
+    assert t.exit_code is None  # closed without a code
     with pytest.raises(hearth.HearthError, match="terminal closed"):
         t.read_until(b"x", timeout=1)
     t.close()
+
+
+def test_the_shell_exit_code_comes_from_the_close_reason(ws_server):
+    c, rec = client_for(ws_server, ok(SBX), ok(TERM, 201), ok({"closed": True}))
+    t = c.sandboxes.get("sbx_1").terminal.create()
+    t.send(b"exit 3\n")
+    assert b"".join(t) == b"$ "
+    assert t.exit_code == 3
+    t.close()
+
+
+def test_close_reasons_parse():
+    from hearth import _base as b
+
+    assert b.close_exit_code("exit 0") == 0
+    assert b.close_exit_code("exit 130") == 130
+    assert b.close_exit_code("terminal closed") is None
+    assert b.close_exit_code(None) is None
 
 
 def test_attach_to_unknown_terminal_is_not_found(ws_server):
