@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hearth_agent_protocol::handshake::{Hello, LineScanner, HELLO_RETRY_MS, READY_PREFIX};
-use hearth_agent_protocol::PROTOCOL_VERSION;
+use hearth_agent_protocol::{MIN_AGENT_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -155,7 +155,9 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> ClientResult<()>
                 if ready.generation != me.generation {
                     continue; // answer to an older hello
                 }
-                if ready.protocol_version != PROTOCOL_VERSION {
+                if !(MIN_AGENT_PROTOCOL_VERSION..=PROTOCOL_VERSION)
+                    .contains(&ready.protocol_version)
+                {
                     return Err(AgentClientError::VersionMismatch {
                         agent: ready.protocol_version,
                         host: PROTOCOL_VERSION,
@@ -168,6 +170,48 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> ClientResult<()>
                     ));
                 }
                 return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_agent_protocol::handshake::{Hello, HELLO_PREFIX};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// An agent that answers every hello with `version`.
+    async fn agent_answering(version: u32) -> ClientResult<()> {
+        let (mut host, agent) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let (rd, mut wr) = tokio::io::split(agent);
+            let mut lines = BufReader::new(rd).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Some(h) = Hello::parse(line.as_bytes(), HELLO_PREFIX) else {
+                    continue;
+                };
+                let ready = Hello {
+                    generation: h.generation,
+                    protocol_version: version,
+                };
+                let _ = wr.write_all(ready.ready_line().as_bytes()).await;
+            }
+        });
+        hello(&mut host).await
+    }
+
+    #[tokio::test]
+    async fn agents_of_every_compatible_version_are_accepted() {
+        for v in MIN_AGENT_PROTOCOL_VERSION..=PROTOCOL_VERSION {
+            agent_answering(v).await.expect("compatible agent");
+        }
+        for v in [MIN_AGENT_PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
+            match agent_answering(v).await {
+                Err(AgentClientError::VersionMismatch { agent, host }) => {
+                    assert_eq!((agent, host), (v, PROTOCOL_VERSION))
+                }
+                other => panic!("version {v}: {other:?}"),
             }
         }
     }

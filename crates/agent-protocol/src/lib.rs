@@ -22,8 +22,15 @@ use serde::{Deserialize, Serialize};
 
 pub use b64::Base64Bytes;
 
-/// Version of the wire contract; the host refuses an agent whose version differs.
+/// Version of the wire contract; the host refuses an agent outside
+/// [`MIN_AGENT_PROTOCOL_VERSION`]`..=PROTOCOL_VERSION`.
 pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest agent the host still speaks to. Version 2 only added an
+/// optional field (`PtyInfo::exit_code`), so a version-1 agent (in a VM
+/// that was running, paused, snapshotted or built into a template before
+/// an upgrade) still works; raise this when a change is not additive.
+pub const MIN_AGENT_PROTOCOL_VERSION: u32 = 1;
 
 /// Default cap on output kept per exec call, per stream.
 pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 16 * 1024 * 1024;
