@@ -265,16 +265,30 @@ impl SmallDisk {
         s.blocks_available() * s.fragment_size()
     }
 
-    /// Fills the disk until `leave` bytes are free.
+    /// Fills the disk until at most `leave` bytes are free. Something else
+    /// may be writing there meanwhile (a background template build), so
+    /// the free space is read again and the filler grown until it fits.
     pub fn fill(&self, leave: u64) -> PathBuf {
         let filler = self.0.join("filler");
-        let size = self.free_bytes().saturating_sub(leave);
-        let ok = Command::new("fallocate")
-            .args(["-l", &size.to_string()])
-            .arg(&filler)
-            .status()
-            .expect("fallocate");
-        assert!(ok.success());
+        for _ in 0..20 {
+            let have = std::fs::metadata(&filler).map_or(0, |m| m.len());
+            let free = self.free_bytes();
+            if free <= leave {
+                return filler;
+            }
+            // `fallocate -l` sets the file's whole size: grow it by what is
+            // free now, less what must stay free.
+            let _ = Command::new("fallocate")
+                .args(["-l", &(have + free - leave).to_string()])
+                .arg(&filler)
+                .status()
+                .expect("fallocate");
+        }
+        assert!(
+            self.free_bytes() <= leave,
+            "could not fill {} down to {leave} bytes free",
+            self.0.display()
+        );
         filler
     }
 }
