@@ -548,15 +548,7 @@ async fn a_request_wakes_a_paused_persistent_sandbox_and_other_tenants_see_nothi
         .expect("test step");
     assert_eq!(resp.status(), 503);
 
-    let (st, v) = srv
-        .call(
-            "POST",
-            "/api-keys",
-            Some(json!({"name": "other", "tenant_id": "ten_other"})),
-        )
-        .await;
-    assert_eq!(st, 201);
-    let stranger = srv.client_with(v["data"]["key"].as_str().expect("test step"));
+    let stranger = srv.stranger().await;
     let pid = p["id"].as_str().expect("test step");
     for path in [
         format!("/api/v1/sandboxes/{id}/previews"),

@@ -96,10 +96,7 @@ async fn snapshot_list_restore_fork_and_delete() {
     assert_ne!(v["data"]["id"], json!(id));
 
     // Another tenant sees none of it.
-    let (_, k) = srv
-        .call("POST", "/api-keys", Some(json!({"tenant_id": "ten_x"})))
-        .await;
-    let other = srv.client_with(k["data"]["key"].as_str().expect("key"));
+    let other = srv.stranger().await;
     for path in [
         format!("/api/v1/sandboxes/{id}/snapshots/{sid}"),
         format!("/api/v1/sandboxes/{id}/snapshots"),

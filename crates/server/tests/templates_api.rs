@@ -413,15 +413,7 @@ async fn bad_specs_names_and_other_tenants_are_refused() {
     assert_eq!(st, 409, "{v}");
 
     // Another tenant sees none of it.
-    let (st, v) = srv
-        .call(
-            "POST",
-            "/api-keys",
-            Some(json!({"name": "other", "tenant_id": "ten_other"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    let other = srv.client_with(v["data"]["key"].as_str().expect("key"));
+    let other = srv.stranger().await;
     for path in [
         format!("/api/v1/sandbox-templates/{tpl_id}"),
         "/api/v1/sandbox-templates/dup".to_string(),

@@ -426,6 +426,20 @@ impl TestServer {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// A client of another tenant (`ten_other`), with a key the admin
+    /// made for it: what it must never see is the caller's.
+    pub async fn stranger(&self) -> reqwest::Client {
+        let (st, v) = self
+            .call(
+                "POST",
+                "/api-keys",
+                Some(serde_json::json!({"name": "other", "tenant_id": "ten_other"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        self.client_with(v["data"]["key"].as_str().expect("key"))
+    }
+
     /// A client authenticated with another key.
     pub fn client_with(&self, key: &str) -> reqwest::Client {
         reqwest::Client::builder()

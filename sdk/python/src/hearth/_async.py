@@ -475,7 +475,7 @@ class AsyncExec(_APart):
 
     __call__ = run
 
-    async def stream(
+    def stream(
         self,
         cmd: str,
         cwd: Optional[str] = None,
@@ -484,14 +484,19 @@ class AsyncExec(_APart):
         **extra: Any,
     ) -> AsyncIterator[Event]:
         body = b.exec_body(cmd, cwd, env, timeout, extra)
-        agen = self._c.sse("POST", self._p + "/exec/stream", json=body)
-        try:
-            async for ev in agen:
-                yield ev
-                if ev.event == "exit":
-                    return
-        finally:
-            await agen.aclose()
+        return _until_exit(self._c.sse("POST", self._p + "/exec/stream", json=body))
+
+
+async def _until_exit(agen: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """The events of an exec or process stream, through its ``exit``; the
+    connection is closed after it (or when the caller stops early)."""
+    try:
+        async for ev in agen:
+            yield ev
+            if ev.event == "exit":
+                return
+    finally:
+        await agen.aclose()  # type: ignore[attr-defined]
 
 
 class AsyncFiles(_APart):
@@ -588,15 +593,8 @@ class AsyncProcesses(_APart):
             body["eof"] = True
         return from_dict(Process, await self._c._post(self._p + "/processes/%s/stdin" % pid, body))
 
-    async def stream(self, pid: Union[int, str]) -> AsyncIterator[Event]:
-        agen = self._c.sse("GET", self._p + "/processes/%s/stream" % pid, resume=True)
-        try:
-            async for ev in agen:
-                yield ev
-                if ev.event == "exit":
-                    return
-        finally:
-            await agen.aclose()
+    def stream(self, pid: Union[int, str]) -> AsyncIterator[Event]:
+        return _until_exit(self._c.sse("GET", self._p + "/processes/%s/stream" % pid, resume=True))
 
 
 class AsyncSnapshots(_APart):

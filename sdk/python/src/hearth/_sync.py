@@ -484,14 +484,19 @@ class Exec(_Part):
         """Yields ``stdout``/``stderr`` events (``.text``, ``.line``) as the
         command writes, then one ``exit`` event (``.exit_code``)."""
         body = b.exec_body(cmd, cwd, env, timeout, extra)
-        gen = self._c.sse("POST", self._p + "/exec/stream", json=body)
-        try:
-            for ev in gen:
-                yield ev
-                if ev.event == "exit":
-                    return
-        finally:
-            gen.close()
+        return _until_exit(self._c.sse("POST", self._p + "/exec/stream", json=body))
+
+
+def _until_exit(gen: Iterator[Event]) -> Iterator[Event]:
+    """The events of an exec or process stream, through its ``exit``; the
+    connection is closed after it (or when the caller stops early)."""
+    try:
+        for ev in gen:
+            yield ev
+            if ev.event == "exit":
+                return
+    finally:
+        gen.close()  # type: ignore[attr-defined]
 
 
 class Files(_Part):
@@ -599,14 +604,7 @@ class Processes(_Part):
     def stream(self, pid: Union[int, str]) -> Iterator[Event]:
         """Replays the process's buffered output, then follows it until
         ``exit``; resumes after a broken connection without repeating output."""
-        gen = self._c.sse("GET", self._p + "/processes/%s/stream" % pid, resume=True)
-        try:
-            for ev in gen:
-                yield ev
-                if ev.event == "exit":
-                    return
-        finally:
-            gen.close()
+        return _until_exit(self._c.sse("GET", self._p + "/processes/%s/stream" % pid, resume=True))
 
 
 class Snapshots(_Part):
