@@ -2,6 +2,7 @@
 //! that run the real components (the agent binary on a Unix socket).
 
 pub mod agent;
+pub mod netlab;
 
 use std::future::Future;
 use std::time::Duration;

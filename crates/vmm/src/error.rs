@@ -58,6 +58,12 @@ pub enum VmmError {
         #[source]
         source: BackendError,
     },
+    #[error("change the network of vm {id}")]
+    Network {
+        id: String,
+        #[source]
+        source: BackendError,
+    },
     #[error("adopt vm from {}", dir.display())]
     Adopt {
         dir: PathBuf,
@@ -91,6 +97,7 @@ impl VmmError {
             VmmError::Pause { .. } => "pause",
             VmmError::Resume { .. } => "resume",
             VmmError::Destroy { .. } => "destroy",
+            VmmError::Network { .. } => "network",
             VmmError::Adopt { .. } => "adopt",
             VmmError::ConnectAgent { .. } => "connect_agent",
             VmmError::Qmp { .. } => "qmp",

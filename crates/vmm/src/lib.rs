@@ -16,6 +16,7 @@
 
 pub mod error;
 pub mod host;
+pub mod jail;
 pub mod qemu;
 pub mod qmp;
 pub mod snapshot;
@@ -30,6 +31,8 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{BackendError, VmmError};
 pub use host::{Accel, HostInfo};
+pub use jail::policy::{Effect, EgressRule, Protocol};
+pub use jail::{EgressPolicy, JailConfig, JailError, JailRecord};
 pub use qemu::{AccelChoice, MachineKind, QemuConfig, QemuError, QemuVm, QemuVmm};
 pub use snapshot::{AfterSnapshot, SnapshotInfo, SnapshotKind, SnapshotManifest, SnapshotOptions};
 pub use spec::{MemoryBacking, RunLayout, VmSpec};
@@ -140,6 +143,10 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
     /// Stops the VMM and removes every file and socket the VM had in its
     /// directory (and the directory when nothing else is left in it).
     fn destroy(&self) -> VmmFuture<'_, ()>;
+    /// Puts `policy` in force on the running VM at once (none: everything
+    /// the host's fixed rules leave). Never widens those rules.
+    fn set_egress_policy<'a>(&'a self, policy: Option<&'a jail::EgressPolicy>)
+        -> VmmFuture<'a, ()>;
     /// Resolves when the VMM process has exited (for whatever reason), with
     /// its exit status: how a supervisor learns that a VM died.
     fn exited(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;

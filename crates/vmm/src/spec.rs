@@ -48,6 +48,10 @@ pub struct VmSpec {
     pub disk: PathBuf,
     /// Outbound network access; off means `restrict=on` (no path out at all).
     pub egress: bool,
+    /// What egress may reach of what the jail's base rules leave (none:
+    /// all of it). Changed on a running VM by [`crate::Vm::set_egress_policy`].
+    #[serde(default)]
+    pub egress_policy: Option<crate::jail::EgressPolicy>,
     /// Directory for sockets, pidfile, logs (`sandboxes/<id>/`).
     pub dir: PathBuf,
     #[serde(default)]
@@ -92,6 +96,7 @@ impl VmSpec {
             initrd: initrd.into(),
             base_image: base_image.into(),
             egress: true,
+            egress_policy: None,
             memory: MemoryBacking::Anonymous,
             kernel_args: Vec::new(),
             hostname: None,

@@ -293,65 +293,6 @@ async fn destroy_leaves_no_process_socket_or_file() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A host TCP server on 127.0.0.1 (the guest reaches it as 10.0.2.2);
-/// returns its port and a counter of accepted connections.
-async fn host_server() -> anyhow::Result<(u16, Arc<std::sync::atomic::AtomicUsize>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let h = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                let _ = s.write_all(b"hello-host").await;
-            });
-        }
-    });
-    Ok((port, hits))
-}
-
-#[tokio::test]
-async fn egress_off_blocks_the_host_and_egress_on_reaches_it() -> anyhow::Result<()> {
-    let _serial = common::serial().await;
-    let sb = Sandboxes::new();
-    let vmm: Arc<dyn Vmm> = Arc::new(common::driver());
-    let (port, hits) = host_server().await?;
-    // busybox nc: wget of the static busybox segfaults on non-HTTP answers.
-    let fetch = format!("echo ping | nc -w 5 10.0.2.2 {port}");
-
-    let mut spec = sb.spec("closed");
-    spec.egress = false;
-    let vm = vmm.boot(spec).await?;
-    sb.track(vm.pid());
-    let r = vm
-        .agent()
-        .exec(&hearth_agent_protocol::ExecRequest {
-            command: fetch.clone(),
-            user: Some("root".into()),
-            timeout_ms: Some(30_000),
-            ..Default::default()
-        })
-        .await?;
-    assert!(
-        !String::from_utf8_lossy(r.stdout.as_slice()).contains("hello-host"),
-        "egress off, yet: {:?}",
-        r.stdout
-    );
-    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
-    vm.destroy().await?;
-
-    let vm = vmm.boot(sb.spec("open")).await?;
-    sb.track(vm.pid());
-    assert_eq!(sh(&vm.agent(), &fetch).await?, "hello-host");
-    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
-    vm.destroy().await?;
-    Ok(())
-}
-
 #[tokio::test]
 async fn two_restores_of_one_snapshot_are_independent() -> anyhow::Result<()> {
     let _serial = common::serial().await;

@@ -55,6 +55,9 @@ pub fn agent_binary() -> PathBuf {
 pub struct FakeKnobs {
     pub fail_boot: AtomicBool,
     pub boot_delay_ms: AtomicU32,
+    /// The egress policy each sandbox's VM has in force (by sandbox id):
+    /// what booted with it, then every live change.
+    pub policies: Mutex<std::collections::HashMap<String, Option<hearth_vmm::EgressPolicy>>>,
 }
 
 #[derive(Debug)]
@@ -64,6 +67,7 @@ pub struct FakeVmm {
 
 #[derive(Debug)]
 pub struct FakeVm {
+    knobs: Arc<FakeKnobs>,
     spec: VmSpec,
     pid: u32,
     socket: PathBuf,
@@ -72,7 +76,7 @@ pub struct FakeVm {
     _dir: tempfile::TempDir,
 }
 
-async fn spawn_agent(spec: VmSpec) -> Result<FakeVm, VmmError> {
+async fn spawn_agent(knobs: Arc<FakeKnobs>, spec: VmSpec) -> Result<FakeVm, VmmError> {
     let err = |e: String| VmmError::InvalidSpec(vec![e]);
     let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
     let socket = dir.path().join("agent.sock");
@@ -108,7 +112,13 @@ async fn spawn_agent(spec: VmSpec) -> Result<FakeVm, VmmError> {
                 entropy: None,
             };
             client.init(&init).await.map_err(|e| err(e.to_string()))?;
+            knobs
+                .policies
+                .lock()
+                .expect("policies")
+                .insert(spec.id.clone(), spec.egress_policy.clone());
             return Ok(FakeVm {
+                knobs,
                 spec,
                 pid,
                 socket,
@@ -144,7 +154,7 @@ impl Vmm for FakeVmm {
             if self.knobs.fail_boot.load(Ordering::SeqCst) {
                 return Err(VmmError::InvalidSpec(vec!["fake boot failure".into()]));
             }
-            Ok(Box::new(spawn_agent(spec).await?) as Box<dyn Vm>)
+            Ok(Box::new(spawn_agent(self.knobs.clone(), spec).await?) as Box<dyn Vm>)
         })
     }
 
@@ -155,7 +165,7 @@ impl Vmm for FakeVmm {
             }
             let delay = self.knobs.boot_delay_ms.load(Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(u64::from(delay))).await;
-            Ok(Box::new(spawn_agent(spec).await?) as Box<dyn Vm>)
+            Ok(Box::new(spawn_agent(self.knobs.clone(), spec).await?) as Box<dyn Vm>)
         })
     }
 
@@ -241,6 +251,19 @@ impl Vm for FakeVm {
                 nix::sys::signal::Signal::SIGKILL,
             );
             *self.state.lock().expect("state") = VmState::Destroyed;
+            Ok(())
+        })
+    }
+    fn set_egress_policy<'a>(
+        &'a self,
+        policy: Option<&'a hearth_vmm::EgressPolicy>,
+    ) -> VmmFuture<'a, ()> {
+        Box::pin(async move {
+            self.knobs
+                .policies
+                .lock()
+                .expect("policies")
+                .insert(self.spec.id.clone(), policy.cloned());
             Ok(())
         })
     }

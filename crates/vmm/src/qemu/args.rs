@@ -178,6 +178,31 @@ pub(crate) fn build(
     a
 }
 
+/// QEMU's own seccomp filter for every jailed VMM: no obsolete system
+/// calls, no setuid/setgid, no fork or exec, no scheduler or affinity
+/// changes.
+pub(crate) const SECCOMP: &str =
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// Makes `args` fit how the VM runs. Jailed: QEMU's seccomp filter is on
+/// (added to arguments stored before the jail existed, too; it is not part
+/// of the migration stream). Unjailed: the user-mode network would reach
+/// the host's loopback, so it is cut (`restrict=on`) whatever the spec says.
+pub(crate) fn confine(args: &mut Vec<String>, jailed: bool) {
+    if jailed {
+        if !args.iter().any(|a| a == "-sandbox") {
+            args.push("-sandbox".into());
+            args.push(SECCOMP.into());
+        }
+        return;
+    }
+    for i in 1..args.len() {
+        if args[i - 1] == "-netdev" && args[i].starts_with("user,") {
+            args[i] = set_option(&args[i], "restrict", "on");
+        }
+    }
+}
+
 /// What changes between the VM a snapshot was taken of and a restored one.
 #[derive(Debug)]
 pub(crate) struct Rewrite<'a> {
@@ -465,6 +490,20 @@ mod tests {
             },
         );
         assert!(err.is_err(), "an -incoming we did not write is refused");
+    }
+
+    #[test]
+    fn confine_adds_seccomp_once_and_cuts_the_network_when_unjailed() {
+        let s = spec("/d/sandboxes", "a");
+        let mut a = build(&s, &s.layout(), Accel::Tcg, MachineKind::Microvm, None);
+        confine(&mut a, true);
+        confine(&mut a, true);
+        assert_eq!(value_after(&a, "-sandbox"), [SECCOMP]);
+        assert_eq!(value_after(&a, "-netdev"), ["user,id=net0,restrict=off"]);
+        let mut b = build(&s, &s.layout(), Accel::Tcg, MachineKind::Microvm, None);
+        confine(&mut b, false);
+        assert_eq!(value_after(&b, "-netdev"), ["user,id=net0,restrict=on"]);
+        assert!(value_after(&b, "-sandbox").is_empty());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tracing::Instrument;
 pub use args::MachineKind;
 
 use crate::host::{Accel, HostInfo};
+use crate::jail::{EgressPolicy, JailConfig, JailError, JailHandle, JailRecord, JailSpec, Jailer};
 use crate::qmp::{self, QmpClient, QmpError};
 use crate::snapshot::{
     self, AfterSnapshot, SnapshotInfo, SnapshotKind, SnapshotManifest, SnapshotOptions,
@@ -66,6 +67,8 @@ pub struct QemuConfig {
     pub migrate_timeout_ms: u64,
     /// TCG translation cache size (QEMU's default is 1 GiB of address space).
     pub tcg_tb_size_mb: Option<u32>,
+    /// The jail each QEMU process runs in.
+    pub jail: JailConfig,
 }
 
 impl Default for QemuConfig {
@@ -77,6 +80,7 @@ impl Default for QemuConfig {
             qmp_timeout_ms: 10_000,
             migrate_timeout_ms: 300_000,
             tcg_tb_size_mb: None,
+            jail: JailConfig::default(),
         }
     }
 }
@@ -116,6 +120,8 @@ pub enum QemuError {
     },
     #[error("guest agent")]
     Agent(#[source] AgentClientError),
+    #[error("jail")]
+    Jail(#[from] JailError),
     #[error("migration {status}: {desc}")]
     Migration { status: String, desc: String },
     #[error("migration did not finish within {0:?}")]
@@ -159,6 +165,9 @@ struct VmRecord {
     /// The driver made the disk (restores): destroy removes it wherever it is.
     owns_disk: bool,
     started_at_ms: i64,
+    /// The VM's jail (absent: started unjailed, or by an older driver).
+    #[serde(default)]
+    jail: Option<JailRecord>,
 }
 
 /// The QEMU driver.
@@ -168,6 +177,8 @@ pub struct QemuVmm {
     accel: Accel,
     host: HostInfo,
     version: tokio::sync::OnceCell<String>,
+    /// The jail builder, or why the jail config is unusable.
+    jailer: Result<Jailer, String>,
 }
 
 impl QemuVmm {
@@ -186,11 +197,16 @@ impl QemuVmm {
             machine = ?config.machine,
             "qemu driver ready"
         );
+        let jailer = Jailer::new(config.jail.clone()).map_err(|e| {
+            tracing::error!(error = %e, "vm jail unusable: every VM start will fail");
+            e.to_string()
+        });
         QemuVmm {
             config,
             accel,
             host,
             version: tokio::sync::OnceCell::new(),
+            jailer,
         }
     }
 
@@ -229,13 +245,26 @@ impl QemuVmm {
 
     /// The exact argument vector a cold boot of `spec` uses.
     pub fn boot_args(&self, spec: &VmSpec) -> Vec<String> {
-        args::build(
+        let mut a = args::build(
             spec,
             &spec.layout(),
             self.accel,
             self.config.machine,
             self.config.tcg_tb_size_mb,
-        )
+        );
+        args::confine(&mut a, self.jailed());
+        a
+    }
+
+    /// Whether VMs run jailed (and so may have a network).
+    pub fn jailed(&self) -> bool {
+        self.jailer.as_ref().is_ok_and(|j| j.enabled())
+    }
+
+    fn jailer(&self) -> Result<&Jailer, QemuError> {
+        self.jailer
+            .as_ref()
+            .map_err(|e| QemuError::Jail(JailError::Config(e.clone())))
     }
 
     /// Cold boot; see [`Vmm::boot`].
@@ -260,7 +289,10 @@ impl QemuVmm {
         };
         let started = Instant::now();
         let args = self.boot_args(&spec);
-        let vm = self.launch(spec, args, false).await.map_err(boot_err)?;
+        let vm = self
+            .launch(spec, args, false, None)
+            .await
+            .map_err(boot_err)?;
         vm.set_state(VmState::Running);
         let timeout = Duration::from_millis(vm.spec.boot_timeout_ms);
         if let Err(e) = vm.wait_agent_and_init(timeout, "boot").await {
@@ -367,6 +399,9 @@ impl QemuVmm {
             },
         )
         .map_err(|e| restore_err(QemuError::Args(e)))?;
+        let mut args = args;
+        args::confine(&mut args, self.jailed());
+        let template_ram = (manifest.kind == SnapshotKind::Template).then(|| memory_path.clone());
 
         prepare_dir(&new_layout).map_err(restore_err)?;
         let disk_src = snap.join(&manifest.disk_file);
@@ -380,7 +415,7 @@ impl QemuVmm {
 
         let disk = spec.disk.clone();
         let launch_started = Instant::now();
-        let vm = match self.launch(spec, args, true).await {
+        let vm = match self.launch(spec, args, true, template_ram.as_deref()).await {
             Ok(vm) => vm,
             Err(e) => {
                 remove_disk_and_dir(&new_layout, &disk, true);
@@ -434,9 +469,14 @@ impl QemuVmm {
         if !ours {
             return Err(adopt_err(QemuError::NotOurProcess { pid }));
         }
+        let jail = match (&record.jail, self.jailer.as_ref()) {
+            (Some(r), Ok(j)) => Some(j.adopt(r.clone()).await),
+            _ => None,
+        };
         let vm = QemuVm::new(
             record,
             QemuProcess::adopt(pid),
+            jail,
             self.qmp_timeout(),
             Duration::from_millis(self.config.migrate_timeout_ms),
         );
@@ -450,22 +490,52 @@ impl QemuVmm {
         Ok(vm)
     }
 
-    /// Spawns QEMU for `spec` with `args` and waits for its QMP socket.
+    /// Spawns QEMU for `spec` with `args` in its jail and waits for its
+    /// QMP socket. `template_ram` is a template's RAM file the VM maps.
     async fn launch(
         &self,
         spec: VmSpec,
         args: Vec<String>,
         owns_disk: bool,
+        template_ram: Option<&Path>,
     ) -> Result<QemuVm, QemuError> {
         let layout = spec.layout();
         prepare_dir(&layout)?;
+        let mut read_write: Vec<&Path> = template_ram.into_iter().collect();
+        if !spec.disk.starts_with(&layout.dir) {
+            read_write.push(&spec.disk);
+        }
+        let jailed = self
+            .jailer()?
+            .prepare(&JailSpec {
+                dir: &layout.dir,
+                read_only: vec![&spec.kernel, &spec.initrd, &spec.base_image],
+                read_write,
+                disk: &spec.disk,
+                egress: spec.egress,
+                policy: spec.egress_policy.as_ref(),
+                vcpus: spec.vcpus,
+                memory_mb: spec.memory_mb,
+                kvm: self.accel == Accel::Kvm,
+            })
+            .await?;
+        let (mut jail, pre_exec) = match jailed {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (None, None),
+        };
         let process =
-            QemuProcess::spawn(&self.config.binary, &args, &layout.vmm_log).map_err(|source| {
-                QemuError::Spawn {
-                    binary: self.config.binary.clone(),
-                    source,
+            match QemuProcess::spawn(&self.config.binary, &args, &layout.vmm_log, pre_exec) {
+                Ok(p) => p,
+                Err(source) => {
+                    if let Some(j) = jail.as_mut() {
+                        j.release().await;
+                    }
+                    return Err(QemuError::Spawn {
+                        binary: self.config.binary.clone(),
+                        source,
+                    });
                 }
-            })?;
+            };
         let record = VmRecord {
             format: RECORD_FORMAT,
             spec,
@@ -476,10 +546,12 @@ impl QemuVmm {
             version: self.version().await,
             owns_disk,
             started_at_ms: now_ms(),
+            jail: jail.as_ref().map(|j| j.record().clone()),
         };
         let vm = QemuVm::new(
             record,
             process,
+            jail,
             self.qmp_timeout(),
             Duration::from_millis(self.config.migrate_timeout_ms),
         );
@@ -675,12 +747,15 @@ pub struct QemuVm {
     state: StdMutex<VmState>,
     /// Serializes lifecycle operations on this VM.
     op: tokio::sync::Mutex<()>,
+    /// Released once the process is gone for good.
+    jail: tokio::sync::Mutex<Option<JailHandle>>,
 }
 
 impl QemuVm {
     fn new(
         record: VmRecord,
         process: QemuProcess,
+        jail: Option<JailHandle>,
         qmp_timeout: Duration,
         migrate_timeout: Duration,
     ) -> QemuVm {
@@ -698,6 +773,7 @@ impl QemuVm {
             agent,
             state: StdMutex::new(VmState::Paused),
             op: tokio::sync::Mutex::new(()),
+            jail: tokio::sync::Mutex::new(jail),
         }
     }
 
@@ -1068,6 +1144,7 @@ impl QemuVm {
         match (&res, opts.then) {
             (Ok(_), AfterSnapshot::Exit) => {
                 self.shutdown_process().await?;
+                self.release_jail().await;
                 self.clean_run_files();
                 self.set_state(VmState::Exited);
             }
@@ -1201,12 +1278,40 @@ impl QemuVm {
         }
     }
 
+    /// The VM's jail as recorded (none when it runs unjailed).
+    pub fn jail(&self) -> Option<&JailRecord> {
+        self.record.jail.as_ref()
+    }
+
+    /// Puts an egress policy in force on the running VM; see
+    /// [`Vm::set_egress_policy`].
+    pub async fn set_egress_policy(&self, policy: Option<&EgressPolicy>) -> Result<(), VmmError> {
+        let jail = self.jail.lock().await;
+        match jail.as_ref() {
+            Some(j) => j.set_policy(policy).await.map_err(|e| VmmError::Network {
+                id: self.spec.id.clone(),
+                source: Box::new(QemuError::Jail(e)),
+            }),
+            // Unjailed VMs have no network to narrow.
+            None => Ok(()),
+        }
+    }
+
+    /// Tears the jail down once the process has exited.
+    async fn release_jail(&self) {
+        if let Some(mut j) = self.jail.lock().await.take() {
+            j.release().await;
+        }
+    }
+
     /// Kill and remove everything after a failed start.
     async fn teardown(&self, owns_disk: bool) {
         self.agent.disconnect().await;
         self.qmp.lock().await.take();
         if !self.process.terminate(Duration::from_secs(2)).await {
             tracing::error!(pid = self.process.pid(), "vmm survived SIGKILL");
+        } else {
+            self.release_jail().await;
         }
         self.clean_run_files();
         remove_disk_and_dir(&self.layout, &self.spec.disk, owns_disk);
@@ -1225,6 +1330,7 @@ impl QemuVm {
                 id: self.spec.id.clone(),
                 source: Box::new(e),
             })?;
+        self.release_jail().await;
         self.clean_run_files();
         let disk_is_ours =
             self.record.owns_disk || self.spec.disk.parent() == Some(self.layout.dir.as_path());
@@ -1294,6 +1400,9 @@ impl Vm for QemuVm {
     }
     fn destroy(&self) -> VmmFuture<'_, ()> {
         Box::pin(QemuVm::destroy(self))
+    }
+    fn set_egress_policy<'a>(&'a self, policy: Option<&'a EgressPolicy>) -> VmmFuture<'a, ()> {
+        Box::pin(QemuVm::set_egress_policy(self, policy))
     }
     fn exited(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
         Box::pin(self.process.exited())

@@ -11,6 +11,8 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
+use crate::jail::PreExec;
+
 /// How often an adopted (non-child) process is checked for exit.
 const ADOPTED_POLL: Duration = Duration::from_millis(100);
 
@@ -23,8 +25,13 @@ pub(crate) struct QemuProcess {
 
 impl QemuProcess {
     /// Starts `binary args` in a new session with stdout and stderr
-    /// appended to `log`.
-    pub(crate) fn spawn(binary: &Path, args: &[String], log: &Path) -> io::Result<QemuProcess> {
+    /// appended to `log`, inside `jail` when given.
+    pub(crate) fn spawn(
+        binary: &Path,
+        args: &[String],
+        log: &Path,
+        jail: Option<PreExec>,
+    ) -> io::Result<QemuProcess> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -39,8 +46,16 @@ impl QemuProcess {
         // SAFETY: setsid is async-signal-safe and touches no memory of the
         // parent; it only makes the child a session (and group) leader so a
         // signal to the driver's group or terminal never reaches the VM.
+        // The jail's step issues only system calls on data prepared before
+        // the fork (see `PreExec::apply`).
         unsafe {
-            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
+            cmd.pre_exec(move || {
+                nix::unistd::setsid().map_err(io::Error::from)?;
+                match &jail {
+                    Some(j) => j.apply(),
+                    None => Ok(()),
+                }
+            });
         }
         let mut child = cmd.spawn()?;
         let pid = child
@@ -169,6 +184,7 @@ mod tests {
             Path::new("/bin/sh"),
             &["-c".into(), "echo hi; exec sleep 30".into()],
             &log,
+            None,
         )
         .unwrap();
         let sid = nix::unistd::getsid(Some(Pid::from_raw(p.pid()))).unwrap();

@@ -18,6 +18,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("debootstrap", "debootstrap"),
     ("kmod", "depmod"),
     ("cpio", "cpio"),
+    // The VM jail: per-VM network namespaces and veth pairs, and the
+    // packet filter that keeps guests off the host and private networks.
+    ("iproute2", "ip"),
+    ("nftables", "nft"),
 ];
 
 const GIB: u64 = 1 << 30;

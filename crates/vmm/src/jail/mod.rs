@@ -1,0 +1,681 @@
+//! The jail every VMM process runs in, modelled on Firecracker's jailer and
+//! E2B's per-sandbox network namespaces. Per VM, one *slot* names it all:
+//! - uid and gid `uid_base + 1 + slot`, no capabilities, `no_new_privs`;
+//! - a private mount namespace whose root is an empty tmpfs holding only
+//!   the VM's own files (its directory, its kernel, initramfs and base
+//!   image read-only) plus read-only `/usr`, at their host paths;
+//! - a network namespace `hearth-<slot>` whose only way out is a veth
+//!   that the host filters with nftables: never to the host, other
+//!   sandboxes, private, link-local or multicast ranges;
+//! - a cgroup with memory, CPU and pids limits.
+//!
+//! The QEMU driver adds `-sandbox` (seccomp) on top. Without root (a
+//! developer's plain user), the jail cannot be built: VMs then run
+//! unjailed and without any network, and the driver says so once.
+
+mod cgroup;
+mod dns;
+mod mounts;
+mod netns;
+mod nft;
+pub mod policy;
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+pub use policy::EgressPolicy;
+
+/// Where the jail roots are mounted (each in its own mount namespace, so
+/// one empty directory serves every VM).
+const JAIL_ROOT: &str = "/run/hearth/jail";
+/// Per-VM `resolv.conf` files handed to QEMU's user-mode DNS.
+const RESOLV_DIR: &str = "/run/hearth/resolv";
+
+/// The `[vmm.qemu.jail]` table of the server config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JailConfig {
+    /// On, off, or (unset) on when the driver runs as root.
+    pub enabled: Option<bool>,
+    /// VM uids and gids are `uid_base + 1 + slot`; `uid_base` itself is the
+    /// group that may map template RAM files.
+    pub uid_base: u32,
+    /// Host-side addressing of the per-VM veth pairs (a /30 each). Must not
+    /// overlap a network the host uses.
+    pub subnet: String,
+    /// Resolvers the guest's DNS is relayed to; empty: the host's own
+    /// (`/etc/resolv.conf`).
+    pub dns_servers: Vec<SocketAddr>,
+    /// VMM memory on top of guest RAM before the cgroup's OOM killer acts.
+    pub memory_overhead_mb: u32,
+    /// Extra CPU beyond one core per vCPU, in percent of a core, for the
+    /// VMM's own threads (I/O, migration).
+    pub cpu_overhead_percent: u32,
+    pub pids_max: u32,
+    /// Root of the cgroup filesystem.
+    pub cgroup_root: PathBuf,
+}
+
+impl Default for JailConfig {
+    fn default() -> Self {
+        JailConfig {
+            enabled: None,
+            uid_base: 1_500_000_000,
+            subnet: "10.213.0.0/16".into(),
+            dns_servers: Vec::new(),
+            memory_overhead_mb: 384,
+            cpu_overhead_percent: 50,
+            pids_max: 512,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error("run {tool}")]
+    Spawn {
+        tool: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{tool}: {detail}")]
+    Tool { tool: &'static str, detail: String },
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no free network slot (all {capacity} in use)")]
+    NoSlot { capacity: u32 },
+    #[error("invalid jail config: {0}")]
+    Config(String),
+    #[error("invalid egress policy: {}", .0.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; "))]
+    Policy(Vec<(String, String)>),
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> JailError {
+    let path = path.to_path_buf();
+    move |source| JailError::Io { what, path, source }
+}
+
+/// What `vm.json` keeps of a VM's jail, so a new driver can take it over
+/// and tear it down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailRecord {
+    pub slot: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The namespace has a veth (egress on).
+    pub connected: bool,
+    pub cgroups: Vec<PathBuf>,
+}
+
+impl JailRecord {
+    pub fn netns(&self) -> PathBuf {
+        netns::ns_path(self.slot)
+    }
+    pub fn host_interface(&self) -> String {
+        netns::host_if(self.slot)
+    }
+    /// The memory limit the VM's cgroup has now.
+    pub fn memory_limit(&self) -> Option<u64> {
+        cgroup::memory_limit(&self.cgroups)
+    }
+}
+
+/// What a VM needs from the host, for [`Jailer::prepare`].
+#[derive(Debug)]
+pub struct JailSpec<'a> {
+    pub dir: &'a Path,
+    /// Read-only files (kernel, initramfs, base image).
+    pub read_only: Vec<&'a Path>,
+    /// Read-write files outside `dir` (a disk elsewhere; a template's RAM
+    /// file, which QEMU 7.2 opens read-write even for a private mapping).
+    pub read_write: Vec<&'a Path>,
+    /// The guest's disk (handed to the VM's uid).
+    pub disk: &'a Path,
+    pub egress: bool,
+    /// What the VM may reach of what the base rules leave (none: all).
+    pub policy: Option<&'a EgressPolicy>,
+    pub vcpus: u32,
+    pub memory_mb: u32,
+    /// `/dev/kvm` goes into the jail.
+    pub kvm: bool,
+}
+
+/// Builds and tears down jails. One per driver.
+#[derive(Debug)]
+pub struct Jailer {
+    config: JailConfig,
+    enabled: bool,
+    subnet: Ipv4Net,
+    upstreams: Vec<SocketAddr>,
+    cgroups: Option<cgroup::Hierarchy>,
+    base: tokio::sync::OnceCell<()>,
+    reaped: tokio::sync::OnceCell<()>,
+    next_slot: AtomicU32,
+}
+
+/// A VM's jail while it lives: released by [`JailHandle::release`].
+#[derive(Debug)]
+pub struct JailHandle {
+    record: JailRecord,
+    dns: Option<tokio::task::JoinHandle<()>>,
+    /// The hostname sets of the policy in force (shared with the DNS
+    /// forwarder).
+    hosts: dns::HostSets,
+    upstreams: Vec<SocketAddr>,
+}
+
+/// The part of a jail applied in the VMM's child process, between `fork`
+/// and `exec`.
+#[derive(Debug)]
+pub struct PreExec {
+    netns: OwnedFd,
+    cgroup_procs: Vec<OwnedFd>,
+    mounts: mounts::MountPlan,
+    uid: u32,
+    gid: u32,
+    groups: Vec<nix::unistd::Gid>,
+}
+
+impl Jailer {
+    pub fn new(config: JailConfig) -> Result<Jailer, JailError> {
+        let subnet: Ipv4Net = config
+            .subnet
+            .parse()
+            .map_err(|e| JailError::Config(format!("subnet {:?}: {e}", config.subnet)))?;
+        if subnet.prefix_len() > 30 {
+            return Err(JailError::Config(format!(
+                "subnet {subnet} is smaller than one /30"
+            )));
+        }
+        if config.uid_base == 0
+            || config
+                .uid_base
+                .checked_add(netns::capacity(subnet))
+                .is_none()
+        {
+            return Err(JailError::Config(format!(
+                "uid_base {} leaves no room for {} VM uids",
+                config.uid_base,
+                netns::capacity(subnet)
+            )));
+        }
+        let root = nix::unistd::geteuid().is_root();
+        let enabled = config.enabled.unwrap_or(root);
+        if enabled && !root {
+            return Err(JailError::Config(
+                "the jail needs root (set enabled = false to run VMs unjailed and offline)".into(),
+            ));
+        }
+        let upstreams = if config.dns_servers.is_empty() {
+            dns::system_resolvers()
+        } else {
+            config.dns_servers.clone()
+        };
+        let cgroups = cgroup::Hierarchy::detect(&config.cgroup_root);
+        if enabled && cgroups.is_none() {
+            tracing::warn!(root = %config.cgroup_root.display(), "no usable cgroup hierarchy: VMs run without resource limits");
+        }
+        if !enabled {
+            tracing::warn!(
+                "VM jail off (not root): VMMs run unconfined and every VM runs without network"
+            );
+        }
+        Ok(Jailer {
+            config,
+            enabled,
+            subnet,
+            upstreams,
+            cgroups,
+            base: tokio::sync::OnceCell::new(),
+            reaped: tokio::sync::OnceCell::new(),
+            next_slot: AtomicU32::new(0),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn config(&self) -> &JailConfig {
+        &self.config
+    }
+
+    /// The table and base chains, and IPv4 forwarding: once per driver.
+    async fn ensure_base(&self) -> Result<(), JailError> {
+        self.base
+            .get_or_try_init(|| async {
+                let host_nets = nft::host_networks().await;
+                if let Some(clash) = host_nets.iter().find(|n| {
+                    n.contains(&self.subnet.network()) || self.subnet.contains(&n.network())
+                }) {
+                    return Err(JailError::Config(format!(
+                        "subnet {} overlaps the host network {clash}",
+                        self.subnet
+                    )));
+                }
+                nft::apply(&nft::base_ruleset(self.subnet, &host_nets)).await?;
+                let fwd = Path::new("/proc/sys/net/ipv4/ip_forward");
+                if std::fs::read_to_string(fwd).map(|s| s.trim() != "1").unwrap_or(true) {
+                    std::fs::write(fwd, "1").map_err(io_err("enable", fwd))?;
+                    tracing::info!("enabled IPv4 forwarding for VM egress (filtered by table inet hearth)");
+                }
+                tracing::info!(subnet = %self.subnet, lans = ?host_nets, "vm packet filter installed");
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Builds a jail for one VM: slot, network, cgroup, file ownership and
+    /// the plan its child process applies. `None` when the jail is off.
+    pub async fn prepare(
+        &self,
+        spec: &JailSpec<'_>,
+    ) -> Result<Option<(JailHandle, PreExec)>, JailError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        if spec.egress {
+            self.ensure_base().await?;
+        }
+        self.reaped
+            .get_or_init(|| async { self.reap_stale().await })
+            .await;
+        let capacity = netns::capacity(self.subnet);
+        let slot = netns::claim(self.next_slot.load(Ordering::Relaxed), capacity).await?;
+        self.next_slot
+            .store((slot + 1) % capacity, Ordering::Relaxed);
+        let uid = self.config.uid_base + 1 + slot;
+        let mut handle = JailHandle {
+            record: JailRecord {
+                slot,
+                uid,
+                gid: uid,
+                connected: spec.egress,
+                cgroups: Vec::new(),
+            },
+            dns: None,
+            hosts: dns::HostSets::default(),
+            upstreams: self.upstreams.clone(),
+        };
+        match self.build(spec, &mut handle).await {
+            Ok(pre) => Ok(Some((handle, pre))),
+            Err(e) => {
+                handle.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn build(&self, spec: &JailSpec<'_>, h: &mut JailHandle) -> Result<PreExec, JailError> {
+        let slot = h.record.slot;
+        let resolv = Path::new(RESOLV_DIR).join(format!("{slot}.conf"));
+        std::fs::create_dir_all(RESOLV_DIR).map_err(io_err("create", Path::new(RESOLV_DIR)))?;
+        // First: its age tells the reaper this slot is being set up.
+        std::fs::write(&resolv, "").map_err(io_err("write", &resolv))?;
+        if spec.egress {
+            let (host, guest) = netns::addresses(self.subnet, slot).ok_or(JailError::NoSlot {
+                capacity: netns::capacity(self.subnet),
+            })?;
+            netns::connect(slot, self.subnet).await?;
+            h.set_policy(spec.policy).await?;
+            h.dns = Some(
+                dns::serve(host, guest, self.upstreams.clone(), h.hosts.clone())
+                    .await
+                    .map_err(io_err(
+                        "bind dns forwarder on",
+                        Path::new(&host.to_string()),
+                    ))?,
+            );
+            std::fs::write(&resolv, format!("nameserver {host}\n"))
+                .map_err(io_err("write", &resolv))?;
+        }
+
+        if let Some(h2) = &self.cgroups {
+            let overhead = u64::from(self.config.memory_overhead_mb);
+            let limits = cgroup::Limits {
+                memory_bytes: (u64::from(spec.memory_mb) + overhead) << 20,
+                cpu_quota_us: (u64::from(spec.vcpus) * 100
+                    + u64::from(self.config.cpu_overhead_percent))
+                    * 1000,
+                pids: self.config.pids_max,
+            };
+            let name = format!("vm-{slot}");
+            h.record.cgroups = h2.dirs(&name);
+            h2.create(&name, limits)
+                .map_err(io_err("create cgroup", &h.record.cgroups[0]))?;
+        }
+
+        // Files: the VM directory is root's, group-writable by the VM
+        // (sticky: it may add its sockets and logs, never replace the
+        // driver's records); its disk is the VM's.
+        let (uid, gid) = (h.record.uid, h.record.gid);
+        let own = |p: &Path, u: u32, g: u32, mode: u32| -> Result<(), JailError> {
+            nix::unistd::chown(
+                p,
+                Some(nix::unistd::Uid::from_raw(u)),
+                Some(nix::unistd::Gid::from_raw(g)),
+            )
+            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+            .map_err(io_err("chown", p))?;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                .map_err(io_err("chmod", p))
+        };
+        own(spec.dir, 0, gid, 0o1770)?;
+        own(spec.disk, uid, gid, 0o600)?;
+        let shared_gid = self.config.uid_base;
+        for p in &spec.read_write {
+            if !p.starts_with(spec.dir) && *p != spec.disk {
+                own(p, 0, shared_gid, 0o660)?;
+            }
+        }
+
+        let root = Path::new(JAIL_ROOT);
+        std::fs::create_dir_all(root).map_err(io_err("create", root))?;
+        let mut plan = mounts::PlanBuilder::new(root);
+        let plan_err = |p: &Path| io_err("put into the jail", p);
+        plan.bind(Path::new("/usr"), mounts::Access::ReadOnly)
+            .map_err(plan_err(Path::new("/usr")))?;
+        for top in ["/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"] {
+            plan.mirror_top_level(Path::new(top))
+                .map_err(plan_err(Path::new(top)))?;
+        }
+        for f in ["/etc/ld.so.cache", "/etc/localtime"] {
+            if Path::new(f).exists() {
+                plan.bind(Path::new(f), mounts::Access::ReadOnly)
+                    .map_err(plan_err(Path::new(f)))?;
+            }
+        }
+        plan.bind_as(
+            &resolv,
+            Path::new("/etc/resolv.conf"),
+            mounts::Access::ReadOnly,
+        )
+        .map_err(plan_err(&resolv))?;
+        let mut devices = vec![
+            "/dev/null",
+            "/dev/zero",
+            "/dev/full",
+            "/dev/random",
+            "/dev/urandom",
+        ];
+        if spec.kvm {
+            devices.push("/dev/kvm");
+        }
+        for d in devices {
+            plan.bind(Path::new(d), mounts::Access::Device)
+                .map_err(plan_err(Path::new(d)))?;
+        }
+        for p in &spec.read_only {
+            plan.bind(p, mounts::Access::ReadOnly)
+                .map_err(plan_err(p))?;
+        }
+        plan.bind(spec.dir, mounts::Access::ReadWrite)
+            .map_err(plan_err(spec.dir))?;
+        plan.bind(spec.disk, mounts::Access::ReadWrite)
+            .map_err(plan_err(spec.disk))?;
+        for p in &spec.read_write {
+            plan.bind(p, mounts::Access::ReadWrite)
+                .map_err(plan_err(p))?;
+        }
+        let mounts = plan.build().map_err(plan_err(root))?;
+
+        let ns_path = netns::ns_path(slot);
+        let netns: OwnedFd = File::open(&ns_path)
+            .map_err(io_err("open", &ns_path))?
+            .into();
+        let cgroup_procs = cgroup::open_procs(&h.record.cgroups)
+            .map_err(io_err(
+                "open cgroup.procs in",
+                &h.record.cgroups.first().cloned().unwrap_or_default(),
+            ))?
+            .into_iter()
+            .map(OwnedFd::from)
+            .collect();
+        let mut groups = vec![nix::unistd::Gid::from_raw(shared_gid)];
+        if spec.kvm {
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(m) = std::fs::metadata("/dev/kvm") {
+                groups.push(nix::unistd::Gid::from_raw(m.gid()));
+            }
+        }
+        Ok(PreExec {
+            netns,
+            cgroup_procs,
+            mounts,
+            uid,
+            gid,
+            groups,
+        })
+    }
+
+    /// Releases the slots of VMs that died without their driver cleaning
+    /// up (a crashed server, a killed test): namespaces no process is in
+    /// whose setup is older than [`STALE_AFTER`]. A slot being set up right
+    /// now by another driver has a fresh `resolv.conf` and is left alone.
+    pub async fn reap_stale(&self) {
+        let Ok(rd) = std::fs::read_dir(netns::NETNS_DIR) else {
+            return;
+        };
+        let slots: Vec<u32> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("hearth-")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        if slots.is_empty() {
+            return;
+        }
+        let in_use = namespaces_in_use();
+        for slot in slots {
+            use std::os::unix::fs::MetadataExt;
+            let Ok(ns) = std::fs::metadata(netns::ns_path(slot)) else {
+                continue;
+            };
+            if in_use.contains(&ns.ino()) {
+                continue;
+            }
+            let resolv = Path::new(RESOLV_DIR).join(format!("{slot}.conf"));
+            let old = std::fs::metadata(&resolv)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_AFTER);
+            if !old {
+                continue;
+            }
+            let cgroups = self
+                .cgroups
+                .as_ref()
+                .map(|c| c.dirs(&format!("vm-{slot}")))
+                .unwrap_or_default();
+            tracing::info!(slot, "releasing the jail of a vm that is gone");
+            JailHandle {
+                record: JailRecord {
+                    slot,
+                    uid: self.config.uid_base + 1 + slot,
+                    gid: self.config.uid_base + 1 + slot,
+                    connected: true,
+                    cgroups,
+                },
+                dns: None,
+                hosts: dns::HostSets::default(),
+                upstreams: Vec::new(),
+            }
+            .release()
+            .await;
+        }
+    }
+
+    /// The handle of a VM started by an earlier driver: its DNS forwarder
+    /// runs again from here.
+    pub async fn adopt(&self, record: JailRecord) -> JailHandle {
+        let mut h = JailHandle {
+            record,
+            dns: None,
+            hosts: dns::HostSets::default(),
+            upstreams: self.upstreams.clone(),
+        };
+        if h.record.connected {
+            if let Some((host, guest)) = netns::addresses(self.subnet, h.record.slot) {
+                match dns::serve(host, guest, self.upstreams.clone(), h.hosts.clone()).await {
+                    Ok(task) => h.dns = Some(task),
+                    Err(e) => {
+                        tracing::warn!(slot = h.record.slot, error = %e, "restart dns forwarder")
+                    }
+                }
+            }
+        }
+        h
+    }
+}
+
+impl JailHandle {
+    pub fn record(&self) -> &JailRecord {
+        &self.record
+    }
+
+    /// Puts `policy` (none: allow what the base rules leave) in force at
+    /// once, in one nftables transaction. Hostname rules start with the
+    /// addresses the VM's resolvers give now, and follow its DNS answers.
+    /// A VM without network has nothing to change.
+    pub async fn set_policy(&self, policy: Option<&EgressPolicy>) -> Result<(), JailError> {
+        if !self.record.connected {
+            return Ok(());
+        }
+        let compiled = match policy {
+            Some(p) => p.compile(self.record.slot).map_err(JailError::Policy)?,
+            None => policy::allow_all(),
+        };
+        let old: Vec<String> = self
+            .hosts
+            .read()
+            .map(|h| h.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        let mut script = nft::vm_policy(self.record.slot, &compiled, &old);
+        for (set, dest) in &compiled.host_sets {
+            if let policy::Destination::Host(name) = dest {
+                if name.starts_with("*.") {
+                    continue;
+                }
+                let addrs = dns::resolve(name, &self.upstreams).await;
+                if !addrs.is_empty() {
+                    script.push_str(&nft::add_addresses(std::slice::from_ref(set), &addrs));
+                }
+            }
+        }
+        nft::apply(&script).await?;
+        if let Ok(mut h) = self.hosts.write() {
+            *h = compiled.host_sets;
+        }
+        Ok(())
+    }
+
+    /// Removes the network namespace, filter chain, cgroup and DNS
+    /// forwarder. Call once the VMM has exited; repeating it is harmless.
+    pub async fn release(&mut self) {
+        if let Some(task) = self.dns.take() {
+            task.abort();
+        }
+        let slot = self.record.slot;
+        if self.record.connected {
+            let sets: Vec<String> = self
+                .hosts
+                .read()
+                .map(|h| h.iter().map(|(n, _)| n.clone()).collect())
+                .unwrap_or_default();
+            if let Err(e) = nft::apply(&nft::remove_vm_chain(slot, &sets)).await {
+                tracing::debug!(slot, error = %e, "remove vm filter chain");
+            }
+        }
+        netns::remove(slot).await;
+        cgroup::remove(&self.record.cgroups).await;
+        let _ = std::fs::remove_file(Path::new(RESOLV_DIR).join(format!("{slot}.conf")));
+    }
+}
+
+/// How old an unused slot's setup must be before it counts as leaked.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Inodes of every network namespace some process is in.
+fn namespaces_in_use() -> std::collections::HashSet<u64> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| {
+            let link = std::fs::read_link(e.path().join("ns/net")).ok()?;
+            link.to_str()?
+                .strip_prefix("net:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+fn errno(e: nix::errno::Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e as i32)
+}
+
+impl PreExec {
+    /// Applies the jail in the child: network namespace, cgroup, mount
+    /// namespace and root, then the VM's uid with no capabilities. Only
+    /// system calls on data prepared before `fork`.
+    pub fn apply(&self) -> std::io::Result<()> {
+        use nix::sched::CloneFlags;
+        nix::sched::setns(&self.netns, CloneFlags::CLONE_NEWNET).map_err(errno)?;
+        for fd in &self.cgroup_procs {
+            nix::unistd::write(fd, b"0").map_err(errno)?;
+        }
+        nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(errno)?;
+        self.mounts.enter()?;
+        // Drop every capability from the bounding set while still allowed
+        // to, then switch ids: a root -> non-root switch clears the
+        // permitted and effective sets.
+        for cap in 0..=63 {
+            // SAFETY: prctl(PR_CAPBSET_DROP, n) only changes this process's
+            // credentials; an unknown capability number returns EINVAL.
+            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+            if r != 0 && cap <= 40 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        let gid = nix::unistd::Gid::from_raw(self.gid);
+        nix::unistd::setgroups(&self.groups).map_err(errno)?;
+        nix::unistd::setresgid(gid, gid, gid).map_err(errno)?;
+        let uid = nix::unistd::Uid::from_raw(self.uid);
+        nix::unistd::setresuid(uid, uid, uid).map_err(errno)?;
+        // SAFETY: PR_SET_NO_NEW_PRIVS only restricts this process.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Addresses of a slot for tests and diagnostics: (host side, namespace side).
+pub fn slot_addresses(config: &JailConfig, slot: u32) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    netns::addresses(config.subnet.parse().ok()?, slot)
+}

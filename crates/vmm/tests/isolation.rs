@@ -1,0 +1,460 @@
+//! Hostile-guest tests on real VMs: code running as root inside a sandbox
+//! tries to reach what it was not given (the host's loopback through the
+//! user-mode gateway, host addresses, the metadata address, a private
+//! network, another sandbox) and every attempt must fail, while a stand-in
+//! internet stays reachable and obeys the sandbox's egress policy, live.
+//! Every target is a stand-in this test made ([`NetLab`]), checked to
+//! answer from the host first, so a failed attempt means the jail held.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::{sh, Sandboxes};
+use hearth_agent_client::AgentClient;
+use hearth_agent_protocol::ExecRequest;
+use hearth_test_support::netlab::{self, NetLab};
+use hearth_vmm::{
+    Effect, EgressPolicy, EgressRule, JailConfig, Protocol, QemuConfig, QemuVm, QemuVmm,
+};
+
+fn driver(lab: &NetLab) -> QemuVmm {
+    common::init_tracing();
+    QemuVmm::new(QemuConfig {
+        jail: JailConfig {
+            dns_servers: vec![lab.dns],
+            ..JailConfig::default()
+        },
+        ..QemuConfig::default()
+    })
+}
+
+/// A TCP server on `addr` counting connections; returns its port.
+async fn host_server(addr: Ipv4Addr) -> anyhow::Result<(u16, Arc<AtomicUsize>)> {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind((addr, 0)).await?;
+    let port = listener.local_addr()?.port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            h.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(b"hello-host\n").await;
+        }
+    });
+    Ok((port, hits))
+}
+
+/// Tries every `(name, address, port)` from inside the guest at once, as
+/// root, and returns what each connection read (empty: it failed).
+async fn attempts(
+    agent: &AgentClient,
+    targets: &[(&str, String, u16)],
+) -> anyhow::Result<HashMap<String, String>> {
+    let mut script = String::from(
+        "try() { out=$(echo ping | nc -w 3 \"$2\" \"$3\" 2>/dev/null | head -c 100 | tr '\\0' z); echo \"$1=$out\"; }\n",
+    );
+    for (name, addr, port) in targets {
+        script.push_str(&format!("try {name} {addr} {port} &\n"));
+    }
+    script.push_str("wait\n");
+    let r = agent
+        .exec(&ExecRequest {
+            command: script,
+            user: Some("root".into()),
+            timeout_ms: Some(60_000),
+            ..Default::default()
+        })
+        .await?;
+    let out = String::from_utf8_lossy(r.stdout.as_slice()).into_owned();
+    let got: HashMap<String, String> = out
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect();
+    anyhow::ensure!(got.len() == targets.len(), "every attempt reports: {out:?}");
+    Ok(got)
+}
+
+fn slot_of(vm: &QemuVm) -> u32 {
+    vm.jail().expect("vm is jailed").slot
+}
+
+/// Starts a hello server inside VM `slot`'s network namespace (where only
+/// another guest could try to reach it) and checks the host reaches it.
+struct NsServer(std::process::Child);
+
+impl NsServer {
+    fn start(slot: u32, addr: Ipv4Addr, port: u16) -> anyhow::Result<NsServer> {
+        let script = format!(
+            "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('0.0.0.0', {port})); s.listen(8); print('ready', flush=True)\n\
+             while True:\n    c,_=s.accept(); c.sendall(b'hello-sandbox\\n'); c.close()\n"
+        );
+        let mut child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &format!("hearth-{slot}"),
+                "python3",
+                "-c",
+                &script,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )?;
+        let server = NsServer(child);
+        anyhow::ensure!(line.trim() == "ready", "namespace server: {line:?}");
+        let mut s = std::net::TcpStream::connect_timeout(
+            &(addr, port).into(),
+            std::time::Duration::from_secs(2),
+        )?;
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut s, &mut got)?;
+        anyhow::ensure!(
+            got == "hello-sandbox\n",
+            "host reaches the stand-in: {got:?}"
+        );
+        Ok(server)
+    }
+}
+
+impl Drop for NsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_hostile_guest_reaches_the_internet_and_nothing_else() -> anyhow::Result<()> {
+    let _serial = common::serial().await;
+    let lab = NetLab::up()?;
+    let vmm = driver(&lab);
+    let sb = Sandboxes::new();
+    let (loop_port, loop_hits) = host_server(Ipv4Addr::LOCALHOST).await?;
+    let (host_port, host_hits) = host_server(lab.host_addr).await?;
+    let (any_port, any_hits) = host_server(Ipv4Addr::UNSPECIFIED).await?;
+
+    let other = vmm.boot_vm(sb.spec("other")).await?;
+    sb.track(other.pid());
+    let vm = vmm.boot_vm(sb.spec("hostile")).await?;
+    sb.track(vm.pid());
+    let (gateway, _) = hearth_vmm::jail::slot_addresses(&JailConfig::default(), slot_of(&vm))
+        .expect("slot addresses");
+    let (other_gw, other_ns) =
+        hearth_vmm::jail::slot_addresses(&JailConfig::default(), slot_of(&other))
+            .expect("slot addresses");
+    let _other_server = NsServer::start(slot_of(&other), other_ns, 9000)?;
+
+    let got = attempts(
+        &vm.agent(),
+        &[
+            ("loopback", "10.0.2.2".into(), loop_port),
+            ("loopback_any", "10.0.2.2".into(), any_port),
+            ("host_addr", lab.host_addr.to_string(), host_port),
+            ("host_addr_any", lab.host_addr.to_string(), any_port),
+            ("own_gateway", gateway.to_string(), any_port),
+            ("other_gateway", other_gw.to_string(), any_port),
+            ("other_sandbox", other_ns.to_string(), 9000),
+            ("metadata", netlab::METADATA.to_string(), netlab::HELLO_PORT),
+            ("lan", netlab::LAN.to_string(), netlab::HELLO_PORT),
+            ("internet", netlab::INTERNET.to_string(), netlab::HELLO_PORT),
+        ],
+    )
+    .await?;
+    for blocked in [
+        "loopback",
+        "loopback_any",
+        "host_addr",
+        "host_addr_any",
+        "own_gateway",
+        "other_gateway",
+        "other_sandbox",
+        "metadata",
+        "lan",
+    ] {
+        assert_eq!(got[blocked], "", "{blocked} answered the guest: {got:?}");
+    }
+    for hits in [&loop_hits, &host_hits, &any_hits] {
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "a host server was reached");
+    }
+    assert_eq!(got["internet"], format!("world {}", netlab::INTERNET));
+
+    // DNS works, through the host-side forwarder to the lab's resolver.
+    let ns = sh(&vm.agent(), "nslookup internet.test").await?;
+    assert!(ns.contains(&netlab::INTERNET.to_string()), "{ns}");
+    // Bulk traffic flows (the bench measures it; here: all of it arrives).
+    let n = sh(
+        &vm.agent(),
+        &format!(
+            "nc -w 10 {} {} </dev/null | wc -c",
+            netlab::INTERNET,
+            netlab::BULK_PORT
+        ),
+    )
+    .await?;
+    assert_eq!(n.trim(), netlab::BULK_BYTES.to_string());
+
+    vm.destroy().await?;
+    other.destroy().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn egress_off_has_no_network_at_all() -> anyhow::Result<()> {
+    let _serial = common::serial().await;
+    let lab = NetLab::up()?;
+    let vmm = driver(&lab);
+    let sb = Sandboxes::new();
+    let mut spec = sb.spec("closed");
+    spec.egress = false;
+    let vm = vmm.boot_vm(spec).await?;
+    sb.track(vm.pid());
+    let got = attempts(
+        &vm.agent(),
+        &[("internet", netlab::INTERNET.to_string(), netlab::HELLO_PORT)],
+    )
+    .await?;
+    assert_eq!(got["internet"], "");
+    let r = vm
+        .agent()
+        .exec(&ExecRequest {
+            command: "nslookup internet.test".into(),
+            timeout_ms: Some(30_000),
+            ..Default::default()
+        })
+        .await?;
+    assert_ne!(r.exit_code, 0, "no DNS without egress");
+    // Its namespace has a loopback and nothing else.
+    let links = std::process::Command::new("ip")
+        .args(["-n", &format!("hearth-{}", slot_of(&vm)), "-o", "link"])
+        .output()?;
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains(": lo:"), "{links}");
+    vm.destroy().await?;
+    Ok(())
+}
+
+fn status_field(pid: u32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_vmm_runs_unprivileged_confined_and_limited() -> anyhow::Result<()> {
+    let _serial = common::serial().await;
+    let lab = NetLab::up()?;
+    let vmm = driver(&lab);
+    let sb = Sandboxes::new();
+    // A neighbour directory the jail must not show.
+    std::fs::create_dir_all(sb.path().join("neighbour"))?;
+    std::fs::write(sb.path().join("neighbour/secret"), "x")?;
+    let vm = vmm.boot_vm(sb.spec("jailed")).await?;
+    sb.track(vm.pid());
+    let pid = vm.pid();
+    let jail = vm.jail().expect("jailed").clone();
+
+    let uids: Vec<u32> = status_field(pid, "Uid")
+        .split_whitespace()
+        .map(|u| u.parse().expect("uid"))
+        .collect();
+    assert_eq!(uids, vec![jail.uid; 4], "real, effective, saved, fs uid");
+    assert_ne!(jail.uid, 0);
+    assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(pid, "CapPrm"), "0000000000000000");
+    assert_eq!(status_field(pid, "CapBnd"), "0000000000000000");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(pid, "Seccomp"), "2", "QEMU's -sandbox filter");
+
+    let ns = |p: &str, kind: &str| std::fs::read_link(format!("/proc/{p}/ns/{kind}")).expect("ns");
+    assert_ne!(
+        ns(&pid.to_string(), "mnt"),
+        ns("self", "mnt"),
+        "own mount namespace"
+    );
+    let netns_ino = std::fs::metadata(jail.netns())?.ino();
+    assert_eq!(
+        ns(&pid.to_string(), "net").to_string_lossy(),
+        format!("net:[{netns_ino}]")
+    );
+
+    // Its root holds its own files and read-only system directories only.
+    let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+    let mut etc: Vec<String> = std::fs::read_dir(root.join("etc"))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    etc.sort();
+    assert!(
+        etc.iter()
+            .all(|f| ["ld.so.cache", "localtime", "resolv.conf"].contains(&f.as_str())),
+        "{etc:?}"
+    );
+    let inside = |p: &std::path::Path| root.join(p.strip_prefix("/").expect("absolute"));
+    let mut seen: Vec<String> = std::fs::read_dir(inside(sb.path()))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    seen.sort();
+    assert_eq!(seen, ["jailed"], "only its own VM directory");
+    assert!(!inside(&sb.path().join("neighbour/secret")).exists());
+    assert!(!root.join("root").exists() && !root.join("home").exists());
+    assert!(inside(&vm.spec().disk).exists());
+
+    // Its cgroup, with the memory limit set.
+    assert!(!jail.cgroups.is_empty(), "a cgroup hierarchy was found");
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    assert!(
+        cg.contains(&format!("/hearth/vm-{}", jail.slot)),
+        "in its cgroup: {cg}"
+    );
+    let overhead = u64::from(JailConfig::default().memory_overhead_mb);
+    assert_eq!(
+        jail.memory_limit(),
+        Some((u64::from(vm.spec().memory_mb) + overhead) << 20)
+    );
+    for d in &jail.cgroups {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs"))?;
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "{}",
+            d.display()
+        );
+    }
+
+    // The guest works as always.
+    assert_eq!(sh(&vm.agent(), "echo fine").await?, "fine\n");
+    vm.destroy().await?;
+    // Everything of the jail is gone with it.
+    assert!(!jail.netns().exists());
+    for d in &jail.cgroups {
+        assert!(!d.exists(), "{}", d.display());
+    }
+    assert!(!std::path::Path::new(&format!("/sys/class/net/{}", jail.host_interface())).exists());
+    Ok(())
+}
+
+fn rule(effect: Effect, dest: &str, ports: Option<&str>, protocol: Option<Protocol>) -> EgressRule {
+    EgressRule {
+        effect,
+        destination: dest.into(),
+        ports: ports.map(Into::into),
+        protocol,
+    }
+}
+
+#[tokio::test]
+async fn egress_policy_changes_apply_live_to_one_running_vm() -> anyhow::Result<()> {
+    let _serial = common::serial().await;
+    let lab = NetLab::up()?;
+    let vmm = driver(&lab);
+    let sb = Sandboxes::new();
+    let vm = vmm.boot_vm(sb.spec("policed")).await?;
+    sb.track(vm.pid());
+    let pid = vm.pid();
+    let agent = vm.agent();
+    let hello = netlab::INTERNET.to_string();
+    let targets = [
+        ("hello", hello.clone(), netlab::HELLO_PORT),
+        ("bulk", hello.clone(), netlab::BULK_PORT),
+    ];
+    let world = format!("world {hello}");
+    let reach = |got: &HashMap<String, String>, k: &str| !got[k].is_empty();
+
+    // Default: the internet is reachable.
+    let got = attempts(&agent, &targets).await?;
+    assert_eq!(got["hello"], world);
+
+    // Deny everything: blocked.
+    let deny = EgressPolicy {
+        default_effect: Effect::Deny,
+        rules: vec![],
+    };
+    vm.set_egress_policy(Some(&deny)).await?;
+    let got = attempts(&agent, &targets).await?;
+    assert!(!reach(&got, "hello") && !reach(&got, "bulk"), "{got:?}");
+
+    // One port of one address allowed: that port only.
+    let one = EgressPolicy {
+        default_effect: Effect::Deny,
+        rules: vec![rule(
+            Effect::Allow,
+            &format!("{hello}/32"),
+            Some(&netlab::HELLO_PORT.to_string()),
+            Some(Protocol::Tcp),
+        )],
+    };
+    vm.set_egress_policy(Some(&one)).await?;
+    let got = attempts(&agent, &targets).await?;
+    assert_eq!(got["hello"], world);
+    assert!(!reach(&got, "bulk"), "{got:?}");
+
+    // First match wins: a deny above the allow takes it away again.
+    let shadowed = EgressPolicy {
+        default_effect: Effect::Allow,
+        rules: vec![
+            rule(Effect::Deny, "198.51.100.0/24", None, None),
+            rule(Effect::Allow, &hello, None, None),
+        ],
+    };
+    vm.set_egress_policy(Some(&shadowed)).await?;
+    let got = attempts(&agent, &targets).await?;
+    assert!(!reach(&got, "hello"), "{got:?}");
+
+    // A hostname rule follows the addresses DNS answers.
+    let by_name = EgressPolicy {
+        default_effect: Effect::Deny,
+        rules: vec![rule(Effect::Allow, netlab::INTERNET_NAME, None, None)],
+    };
+    vm.set_egress_policy(Some(&by_name)).await?;
+    let got = attempts(&agent, &targets).await?;
+    assert_eq!(got["hello"], world, "resolved when the policy was applied");
+    let out = sh(
+        &agent,
+        &format!(
+            "nslookup {} >/dev/null && echo ping | nc -w 3 {} {}",
+            netlab::INTERNET_NAME,
+            netlab::INTERNET_NAME,
+            netlab::HELLO_PORT
+        ),
+    )
+    .await;
+    assert!(
+        out.is_ok_and(|o| o.contains("world")),
+        "by name from the guest"
+    );
+    // ...but never opens the fixed blocks: lan.test resolves to a private
+    // address, which stays unreachable even with a rule naming it.
+    let lan_rule = EgressPolicy {
+        default_effect: Effect::Deny,
+        rules: vec![rule(Effect::Allow, netlab::LAN_NAME, None, None)],
+    };
+    vm.set_egress_policy(Some(&lan_rule)).await?;
+    let got = attempts(
+        &agent,
+        &[("lan", netlab::LAN.to_string(), netlab::HELLO_PORT)],
+    )
+    .await?;
+    assert_eq!(got["lan"], "");
+
+    // No policy: everything the base rules leave, again.
+    vm.set_egress_policy(None).await?;
+    let got = attempts(&agent, &targets).await?;
+    assert_eq!(got["hello"], world);
+    assert!(reach(&got, "bulk"));
+    assert_eq!(vm.pid(), pid, "the same VM throughout");
+    vm.destroy().await?;
+    Ok(())
+}
