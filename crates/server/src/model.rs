@@ -119,6 +119,10 @@ pub struct SandboxRecord {
     pub always_on: bool,
     pub persistent: bool,
     pub egress: bool,
+    /// What egress may reach (none: all the host's fixed rules leave).
+    pub egress_policy: Option<hearth_vmm::EgressPolicy>,
+    /// When the policy last changed (set, replaced or removed).
+    pub egress_policy_updated_at: Option<i64>,
     pub env: BTreeMap<String, String>,
     pub secret_env: Vec<String>,
     pub metadata: serde_json::Map<String, serde_json::Value>,
@@ -462,6 +466,8 @@ mod tests {
             always_on: false,
             persistent: false,
             egress: true,
+            egress_policy: None,
+            egress_policy_updated_at: None,
             env: BTreeMap::new(),
             secret_env: vec![],
             metadata: serde_json::Map::new(),

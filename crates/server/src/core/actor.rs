@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
 use hearth_agent_client::AgentClient;
-use hearth_vmm::{SnapshotManifest, SnapshotOptions, Vm, VmSpec};
+use hearth_vmm::{EgressPolicy, SnapshotManifest, SnapshotOptions, Vm, VmSpec};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,6 +70,12 @@ pub enum Op {
     },
     Destroy {
         reason: &'static str,
+        reply: Option<Reply>,
+    },
+    /// Puts an egress policy in force: stored, and applied to the VM at
+    /// once when one runs (every later start gets it from the record).
+    SetEgressPolicy {
+        policy: Option<EgressPolicy>,
         reply: Option<Reply>,
     },
 }
@@ -242,6 +248,7 @@ impl Core {
     fn vm_spec(&self, rec: &SandboxRecord, tpl: &ResolvedTemplate) -> VmSpec {
         let mut spec = self.base_spec(&rec.id, tpl, rec.cpu_count, rec.memory_mb);
         spec.egress = rec.egress;
+        spec.egress_policy = rec.egress_policy.clone();
         spec.env = rec.env.clone();
         spec
     }
@@ -288,6 +295,10 @@ async fn run(
             Op::Restore { from, reply } => (restore(&core, &h, &mut vm, &from).await, reply),
             Op::Pause { reason, reply } => (pause(&core, &h, &mut vm, reason).await, reply),
             Op::Resume { reply } => (resume(&core, &h, &mut vm).await, reply),
+            Op::SetEgressPolicy { policy, reply } => (
+                set_egress_policy(&core, &h, vm.as_deref(), policy).await,
+                reply,
+            ),
             Op::Destroy { reason, reply } => {
                 let r = destroy(&core, &h, &mut vm, reason).await;
                 let done = r.is_ok();
@@ -319,7 +330,8 @@ fn answer_destroyed(h: &SandboxHandle, op: Op) {
         | Op::Restore { reply, .. }
         | Op::Pause { reply, .. }
         | Op::Resume { reply }
-        | Op::Destroy { reply, .. } => reply,
+        | Op::Destroy { reply, .. }
+        | Op::SetEgressPolicy { reply, .. } => reply,
     };
     if let Some(tx) = reply {
         let _ = tx.send(Ok(h.record()));
@@ -348,6 +360,57 @@ async fn fail(core: &Core, h: &SandboxHandle, message: String) -> ApiResult<Sand
     Ok(rec)
 }
 
+/// Applies `policy` to the running VM (if any), then stores it; a store
+/// failure puts the VM's previous policy back.
+async fn set_egress_policy(
+    core: &Core,
+    h: &SandboxHandle,
+    vm: Option<&dyn Vm>,
+    policy: Option<EgressPolicy>,
+) -> ApiResult<SandboxRecord> {
+    let old = h.record().egress_policy;
+    if let Some(v) = vm {
+        v.set_egress_policy(policy.as_ref())
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!(error_chain(&e))))?;
+    }
+    if old == policy {
+        return Ok(h.record());
+    }
+    let now = core.now_ms();
+    let committed = core
+        .commit(h, |r| {
+            r.egress_policy = policy.clone();
+            r.egress_policy_updated_at = Some(now);
+        })
+        .await;
+    match committed {
+        Ok(rec) => {
+            core.events
+                .emit_logged(
+                    &h.tenant_id,
+                    Some(&h.id),
+                    "sandbox.network_policy_updated",
+                    json!({
+                        "default_effect": policy.as_ref().map_or("allow", |p| match p.default_effect {
+                            hearth_vmm::Effect::Allow => "allow",
+                            hearth_vmm::Effect::Deny => "deny",
+                        }),
+                        "rules": policy.as_ref().map_or(0, |p| p.rules.len()),
+                    }),
+                )
+                .await;
+            Ok(rec)
+        }
+        Err(e) => {
+            if let Some(v) = vm {
+                let _ = v.set_egress_policy(old.as_ref()).await;
+            }
+            Err(e)
+        }
+    }
+}
+
 async fn vm_died(core: &Core, h: &SandboxHandle, dead: Box<dyn Vm>, status: &str) {
     let tail = tail_of(&dead.spec().layout().console_log);
     tracing::error!(status, "vmm exited unexpectedly");
@@ -362,12 +425,28 @@ async fn vm_died(core: &Core, h: &SandboxHandle, dead: Box<dyn Vm>, status: &str
     }
 }
 
-/// The last lines of a console log, for error messages.
+/// The last lines of a console log, for error messages: only its last
+/// few KiB are read, and the result is cut to [`TAIL_MAX`] characters.
 fn tail_of(path: &std::path::Path) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text.lines().rev().take(5).collect();
-    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    let text = hearth_vmm::qemu::log_tail(path, 5);
+    if text.starts_with('(') && text.ends_with("missing)") {
+        return String::new();
+    }
+    let joined = text.lines().collect::<Vec<_>>().join(" | ");
+    keep_tail(&joined, TAIL_MAX)
+}
+
+/// Most characters of console output quoted in `last_error` and events.
+const TAIL_MAX: usize = 1024;
+
+/// The last `max` characters of `s` (the end of a log says why it ended).
+fn keep_tail(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_string();
+    }
+    let skip = s.char_indices().nth(n - max).map_or(0, |(i, _)| i);
+    format!("...{}", &s[skip..])
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -431,7 +510,18 @@ async fn boot(
                 rand::random::<[u8; 32]>().to_vec(),
             )),
         };
-        match pooled.agent().init(&init).await {
+        let policed = match &rec.egress_policy {
+            Some(p) => pooled
+                .set_egress_policy(Some(p))
+                .await
+                .map_err(|e| error_chain(&e)),
+            None => Ok(()),
+        };
+        let taken = match policed {
+            Ok(()) => pooled.agent().init(&init).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match taken {
             Ok(_) => return running(core, h, &tpl, started, BootPath::Snapshot).await,
             Err(e) => {
                 tracing::warn!(error = %e, "warm-pool VM did not take its identity; booting");
@@ -872,4 +962,24 @@ async fn destroy(
         )
         .await;
     Ok(rec)
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+
+    #[test]
+    fn a_console_tail_is_bounded_and_keeps_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("console.log");
+        // One endless line, as a hostile guest would write it.
+        let mut text = "x".repeat(1 << 20);
+        text.push_str("the end");
+        std::fs::write(&log, &text).expect("write");
+        let t = tail_of(&log);
+        assert!(t.chars().count() <= TAIL_MAX + 3, "{}", t.len());
+        assert!(t.ends_with("the end") && t.starts_with("..."));
+        assert_eq!(tail_of(&dir.path().join("none")), "");
+        assert_eq!(keep_tail("short", 10), "short");
+    }
 }

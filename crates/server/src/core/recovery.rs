@@ -166,7 +166,16 @@ async fn recover_one(core: &Arc<Core>, mut rec: SandboxRecord) -> StoreResult<bo
     }
     let next = rec.next_deadline();
     let id = rec.id.clone();
-    core.spawn_actor(rec, if keep_vm { vm } else { None });
+    let policy = rec.egress_policy.clone();
+    let h = core.spawn_actor(rec, if keep_vm { vm } else { None });
+    if keep_vm && policy.is_some() {
+        // The kernel kept the VM's filter across the restart; this brings
+        // back what lives in the server (hostname rules' DNS tracking).
+        h.send(super::actor::Op::SetEgressPolicy {
+            policy,
+            reply: None,
+        });
+    }
     core.timers.schedule(&id, next);
     Ok(keep_vm)
 }

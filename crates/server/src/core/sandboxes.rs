@@ -31,6 +31,7 @@ pub struct CreateParams {
     pub always_on: bool,
     pub persistent: bool,
     pub egress: bool,
+    pub egress_policy: Option<hearth_vmm::EgressPolicy>,
     pub env: BTreeMap<String, String>,
     pub secret_env: Vec<String>,
     pub metadata: serde_json::Map<String, serde_json::Value>,
@@ -99,6 +100,8 @@ impl Core {
             always_on: p.always_on,
             persistent: p.persistent,
             egress: p.egress,
+            egress_policy_updated_at: p.egress_policy.as_ref().map(|_| now),
+            egress_policy: p.egress_policy,
             env: p.env,
             secret_env: p.secret_env,
             metadata: p.metadata,
@@ -298,6 +301,29 @@ impl Core {
     /// The live handle of one of the caller's sandboxes.
     fn live(&self, caller: &Caller, id: &str) -> Option<Arc<SandboxHandle>> {
         self.handle(id).filter(|h| h.tenant_id == caller.tenant_id)
+    }
+
+    /// Replaces (or with `None` removes) the sandbox's egress policy; a
+    /// running VM gets it at once, a paused one when it resumes.
+    pub async fn set_egress_policy(
+        &self,
+        caller: &Caller,
+        id: &str,
+        policy: Option<hearth_vmm::EgressPolicy>,
+    ) -> ApiResult<SandboxRecord> {
+        let Some(h) = self.live(caller, id) else {
+            let rec = self.get_sandbox(caller, id).await?;
+            return Err(ApiError::invalid_state(
+                id,
+                rec.state,
+                "change the network policy of",
+            ));
+        };
+        h.call(|reply| super::actor::Op::SetEgressPolicy {
+            policy,
+            reply: Some(reply),
+        })
+        .await
     }
 
     pub async fn patch_sandbox(

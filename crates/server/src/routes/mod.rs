@@ -10,6 +10,7 @@ pub mod exec;
 pub mod files;
 pub mod idempotency;
 pub mod keys;
+pub mod network;
 pub mod openapi;
 pub mod previews;
 pub mod processes;
@@ -42,6 +43,7 @@ pub type AppState = Arc<Core>;
 pub fn router(core: AppState) -> Router {
     let api = Router::new()
         .merge(sandboxes::routes())
+        .merge(network::routes())
         .merge(snapshots::routes())
         .merge(previews::routes())
         .merge(templates::routes())

@@ -199,6 +199,7 @@ const LIST_QUERY: [QueryDoc; 2] = [
 ];
 
 const SBX: &str = "Sandboxes";
+const NET: &str = "Network";
 const EXEC: &str = "Exec";
 const PROC: &str = "Processes";
 const TERM: &str = "Terminals";
@@ -215,6 +216,10 @@ const PREVIEW: &str = "Previews";
 /// The tags in document order, with their descriptions.
 pub const TAGS: &[(&str, &str)] = &[
     (SBX, "Sandbox lifecycle."),
+    (
+        NET,
+        "A sandbox's egress policy. Whatever it says, a sandbox never reaches the host, other sandboxes, private, link-local or multicast addresses.",
+    ),
     (EXEC, "Run a command and wait for it."),
     (PROC, "Background processes."),
     (TERM, "Interactive terminals over WebSocket."),
@@ -306,6 +311,23 @@ pub const ROUTES: &[RouteDoc] = &[
         USAGE,
     )
     .query(&USAGE_PERIOD),
+    // Network
+    get(
+        "/api/v1/sandboxes/{id}/network-policy",
+        "The sandbox's egress policy",
+        NET,
+    ),
+    put(
+        "/api/v1/sandboxes/{id}/network-policy",
+        "Replace the egress policy (applies to a running VM at once)",
+        NET,
+    )
+    .json(),
+    delete(
+        "/api/v1/sandboxes/{id}/network-policy",
+        "Remove the egress policy (allow what the fixed rules leave)",
+        NET,
+    ),
     // Previews
     post(
         "/api/v1/sandboxes/{id}/previews",
@@ -881,6 +903,7 @@ fn sandbox_schema() -> Value {
             json!({
                 "type": "object",
                 "properties": { "egress": { "type": "boolean" } },
+                "description": "The egress policy is read and changed at `/sandboxes/{id}/network-policy`.",
             }),
         ),
         (

@@ -108,6 +108,8 @@ fn view(state: &AppState, r: SandboxRecord) -> SandboxView {
 #[serde(default)]
 pub struct NetworkBody {
     pub egress: Option<bool>,
+    /// The egress policy (see `routes::network`).
+    pub policy: Option<hearth_vmm::EgressPolicy>,
 }
 
 /// The create body of API.md. Every field optional; ranges checked in
@@ -232,6 +234,10 @@ impl CreateBody {
             256,
         );
         check_label(&mut bad, "template_id", &Some(template_id.clone()), 128);
+        let egress_policy = self.network.as_ref().and_then(|n| n.policy.clone());
+        if let Some(p) = &egress_policy {
+            super::network::check_policy(&mut bad, "network.policy", p);
+        }
         if !bad.is_empty() {
             return Err(ApiError::validation(bad));
         }
@@ -251,6 +257,7 @@ impl CreateBody {
             always_on: self.always_on.unwrap_or(false),
             persistent: self.persistent.unwrap_or(false),
             egress: self.network.and_then(|n| n.egress).unwrap_or(true),
+            egress_policy,
             env,
             secret_env: secret_keys,
             metadata,

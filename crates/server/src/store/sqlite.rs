@@ -106,6 +106,11 @@ fn sandbox_from_row(r: &SqliteRow) -> StoreResult<SandboxRecord> {
         always_on: r.try_get("always_on")?,
         persistent: r.try_get("persistent")?,
         egress: r.try_get("egress")?,
+        egress_policy: r
+            .try_get::<Option<String>, _>("egress_policy")?
+            .map(|j| from_json(&j, "sandbox egress_policy"))
+            .transpose()?,
+        egress_policy_updated_at: r.try_get("egress_policy_updated_at")?,
         env: from_json(r.try_get("env")?, "sandbox env")?,
         secret_env: from_json(r.try_get("secret_env")?, "sandbox secret_env")?,
         metadata: from_json(r.try_get("metadata")?, "sandbox metadata")?,
@@ -249,7 +254,7 @@ const SANDBOX_COLUMNS: &str = "id, tenant_id, name, state, template_id, template
     cpu_count, memory_mb, disk_size_mb, timeout_sec, idle_timeout_sec, always_on, persistent, \
     egress, env, secret_env, metadata, tags, external_workspace_id, external_user_id, \
     external_project_id, boot_ms, boot_path, created_at, started_at, paused_at, destroyed_at, \
-    deadline_at, last_activity_at";
+    deadline_at, last_activity_at, egress_policy, egress_policy_updated_at";
 
 fn push_sandbox_values(b: &mut QueryBuilder<'_, Sqlite>, s: &SandboxRecord) {
     let mut v = b.separated(", ");
@@ -281,7 +286,9 @@ fn push_sandbox_values(b: &mut QueryBuilder<'_, Sqlite>, s: &SandboxRecord) {
         .push_bind(s.paused_at)
         .push_bind(s.destroyed_at)
         .push_bind(s.deadline_at)
-        .push_bind(s.last_activity_at);
+        .push_bind(s.last_activity_at)
+        .push_bind(s.egress_policy.as_ref().map(json))
+        .push_bind(s.egress_policy_updated_at);
 }
 
 #[async_trait]
@@ -957,6 +964,8 @@ mod tests {
             always_on: false,
             persistent: false,
             egress: true,
+            egress_policy: None,
+            egress_policy_updated_at: None,
             env: BTreeMap::from([("A".into(), "1".into())]),
             secret_env: vec![],
             metadata: serde_json::Map::new(),
