@@ -116,14 +116,10 @@ impl ByteStream {
         futures_util::StreamExt::next(self).await
     }
 
-    /// Everything, in memory.
-    pub async fn collect(self) -> ClientResult<Bytes> {
-        Ok(self
-            .body
-            .collect()
-            .await
-            .map_err(AgentClientError::Http)?
-            .to_bytes())
+    /// Everything, in memory, up to `limit` bytes
+    /// ([`AgentClientError::TooLarge`] past it).
+    pub async fn collect(self, limit: usize) -> ClientResult<Bytes> {
+        crate::collect_limited(self.body, limit).await
     }
 
     /// An `AsyncRead` over the body.

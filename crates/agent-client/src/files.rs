@@ -45,6 +45,9 @@ fn path_uri(route: &str, path: &[u8]) -> String {
     format!("{route}?path={}", encode_query_bytes(path))
 }
 
+/// Largest file [`AgentClient::read_file_bytes`] reads into memory.
+pub const MAX_READ_FILE_BYTES: usize = 256 << 20;
+
 impl AgentClient {
     /// Streams the file at `path`.
     pub async fn read_file(&self, path: &str) -> ClientResult<ByteStream> {
@@ -64,9 +67,13 @@ impl AgentClient {
         Ok(ByteStream::new(resp.into_body()))
     }
 
-    /// The whole file at `path`, in memory.
+    /// The whole file at `path`, in memory (at most
+    /// [`MAX_READ_FILE_BYTES`]; stream [`AgentClient::read_file`] for more).
     pub async fn read_file_bytes(&self, path: &str) -> ClientResult<Bytes> {
-        self.read_file(path).await?.collect().await
+        self.read_file(path)
+            .await?
+            .collect(MAX_READ_FILE_BYTES)
+            .await
     }
 
     /// Writes a file atomically from a JSON body (content in base64; the

@@ -55,6 +55,9 @@ pub enum AgentClientError {
     Stream(#[source] std::io::Error),
     #[error("agent did not answer within {0:?}")]
     Timeout(Duration),
+    /// The guest is not trusted: nothing it sends is read without a bound.
+    #[error("agent answer is over {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 impl AgentClientError {
@@ -248,17 +251,30 @@ pub(crate) fn full(bytes: Bytes) -> ClientBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
+/// Largest JSON answer read whole: a unary exec's two capped outputs in
+/// base64 (16 MiB each by default) with room to spare.
+pub const MAX_JSON_ANSWER: usize = 96 << 20;
+/// Largest error answer read.
+const MAX_ERROR_ANSWER: usize = 64 << 10;
+
+/// Reads a whole body, failing once it passes `limit` bytes (what is read
+/// so far is dropped; the connection is not).
+pub(crate) async fn collect_limited(body: Incoming, limit: usize) -> ClientResult<Bytes> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => match e.downcast::<hyper::Error>() {
+            Ok(h) => Err(AgentClientError::Http(*h)),
+            Err(_) => Err(AgentClientError::TooLarge { limit }),
+        },
+    }
+}
+
 async fn check_status(resp: Response<Incoming>) -> ClientResult<Response<Incoming>> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
     }
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(AgentClientError::Http)?
-        .to_bytes();
+    let bytes = collect_limited(resp.into_body(), MAX_ERROR_ANSWER).await?;
     let error = serde_json::from_slice::<AgentError>(&bytes).unwrap_or_else(|_| AgentError {
         code: if status == StatusCode::PAYLOAD_TOO_LARGE {
             ErrorCode::PayloadTooLarge
@@ -274,11 +290,6 @@ async fn check_status(resp: Response<Incoming>) -> ClientResult<Response<Incomin
 }
 
 async fn read_json<T: DeserializeOwned>(resp: Response<Incoming>) -> ClientResult<T> {
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(AgentClientError::Http)?
-        .to_bytes();
+    let bytes = collect_limited(resp.into_body(), MAX_JSON_ANSWER).await?;
     serde_json::from_slice(&bytes).map_err(AgentClientError::Decode)
 }

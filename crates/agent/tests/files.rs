@@ -463,7 +463,7 @@ async fn archive_holds_directories_and_files_under_absolute_names() {
         .archive(&[s(&d), s(&single)])
         .await
         .unwrap()
-        .collect()
+        .collect(64 << 20)
         .await
         .unwrap();
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
@@ -901,10 +901,24 @@ async fn non_utf8_names_are_listed_and_reachable_by_raw_path() {
         .read_file_raw_path(raw.as_slice())
         .await
         .unwrap()
-        .collect()
+        .collect(1 << 20)
         .await
         .unwrap();
     assert_eq!(body, Bytes::from_static(b"latin-1"));
+    // The host never reads more of an answer than it asked for.
+    let over = c
+        .read_file_raw_path(raw.as_slice())
+        .await
+        .unwrap()
+        .collect(3)
+        .await;
+    assert!(
+        matches!(
+            over,
+            Err(hearth_agent_client::AgentClientError::TooLarge { limit: 3 })
+        ),
+        "{over:?}"
+    );
 
     // A directory whose own name is not UTF-8 can be listed by its bytes.
     let odd_dir = dir.join(OsStr::from_bytes(b"d\xfe"));

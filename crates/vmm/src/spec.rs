@@ -145,7 +145,11 @@ impl VmSpec {
             }
         }
         let layout = self.layout();
-        for sock in [&layout.qmp_socket, &layout.agent_socket] {
+        for sock in [
+            &layout.qmp_socket,
+            &layout.agent_socket,
+            &layout.console_socket,
+        ] {
             let len = sock.as_os_str().len();
             if len > MAX_SOCKET_PATH {
                 bad.push(format!(
@@ -208,7 +212,12 @@ pub struct RunLayout {
     pub qmp_socket: PathBuf,
     pub agent_socket: PathBuf,
     pub pidfile: PathBuf,
+    /// Where QEMU serves the guest's serial console (the driver reads it).
+    pub console_socket: PathBuf,
+    /// The newest part of the console output (capped, see `qemu::console`).
     pub console_log: PathBuf,
+    /// The part before it.
+    pub console_log_old: PathBuf,
     /// QEMU's own stdout/stderr.
     pub vmm_log: PathBuf,
     /// Spec, exact arguments, pid: what a new driver instance re-adopts from.
@@ -224,7 +233,9 @@ impl RunLayout {
             qmp_socket: dir.join("qmp.sock"),
             agent_socket: dir.join("agent.sock"),
             pidfile: dir.join("vmm.pid"),
+            console_socket: dir.join("console.sock"),
             console_log: dir.join("console.log"),
+            console_log_old: dir.join("console.log.1"),
             vmm_log: dir.join("vmm.log"),
             record: dir.join("vm.json"),
             memory_file: dir.join("memory.ram"),
@@ -232,12 +243,14 @@ impl RunLayout {
     }
 
     /// Every file the driver itself creates in the directory.
-    pub fn run_files(&self) -> [&Path; 7] {
+    pub fn run_files(&self) -> [&Path; 9] {
         [
             &self.qmp_socket,
             &self.agent_socket,
             &self.pidfile,
+            &self.console_socket,
             &self.console_log,
+            &self.console_log_old,
             &self.vmm_log,
             &self.record,
             &self.memory_file,

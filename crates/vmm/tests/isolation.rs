@@ -458,3 +458,78 @@ async fn egress_policy_changes_apply_live_to_one_running_vm() -> anyhow::Result<
     vm.destroy().await?;
     Ok(())
 }
+
+fn rss_kib() -> u64 {
+    status_field(std::process::id(), "VmRSS")
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_guest_flooding_its_console_leaves_a_bounded_log() -> anyhow::Result<()> {
+    let _serial = common::serial().await;
+    let lab = NetLab::up()?;
+    let vmm = driver(&lab);
+    let sb = Sandboxes::new();
+    let vm = vmm.boot_vm(sb.spec("loud")).await?;
+    sb.track(vm.pid());
+    let mb: u64 = std::env::var("HEARTH_TEST_CONSOLE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let rss_before = rss_kib();
+    let started = std::time::Instant::now();
+    let r = vm
+        .agent()
+        .exec(&ExecRequest {
+            command: format!(
+                "dd if=/dev/zero bs=1048576 count={mb} 2>/dev/null | tr '\\0' x > /dev/ttyS0; echo console-flood-done > /dev/ttyS0; echo ok"
+            ),
+            user: Some("root".into()),
+            timeout_ms: Some(900_000),
+            ..Default::default()
+        })
+        .await?;
+    let took = started.elapsed();
+    assert_eq!(String::from_utf8_lossy(r.stdout.as_slice()).trim(), "ok");
+    let layout = vm.layout().clone();
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    // The pump may still be draining the socket: wait for the last line.
+    hearth_test_support::wait_until(
+        std::time::Duration::from_secs(30),
+        "last console line",
+        || async {
+            vm.console_tail(1)
+                .contains("console-flood-done")
+                .then_some(())
+        },
+    )
+    .await?;
+    let cap = hearth_vmm::qemu::console::CAP;
+    assert!(
+        size(&layout.console_log) <= cap,
+        "{}",
+        size(&layout.console_log)
+    );
+    assert!(size(&layout.console_log_old) <= cap);
+    let rss_after = rss_kib();
+    eprintln!(
+        "console flood: {mb} MiB in {:.1} s; log {} + {} bytes; driver RSS {} -> {} KiB",
+        took.as_secs_f64(),
+        size(&layout.console_log),
+        size(&layout.console_log_old),
+        rss_before,
+        rss_after
+    );
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "driver memory grew by {} KiB",
+        rss_after.saturating_sub(rss_before)
+    );
+    // The guest is fine afterwards.
+    assert_eq!(sh(&vm.agent(), "echo alive").await?, "alive\n");
+    vm.destroy().await?;
+    Ok(())
+}

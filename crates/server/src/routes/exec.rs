@@ -92,6 +92,26 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `b` as text whose JSON encoding is at most `cap` bytes, and whether it
+/// was cut. The guest is not trusted to have kept its own cap, and a NUL
+/// or other control byte costs six bytes as `\u0000`: the cap is on what
+/// the answer weighs, not on what the guest printed.
+pub fn capped_text(b: &[u8], cap: usize) -> (String, bool) {
+    let s = String::from_utf8_lossy(b);
+    let mut weight = 0usize;
+    for (i, c) in s.char_indices() {
+        weight += match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if weight > cap {
+            return (s[..i].to_string(), true);
+        }
+    }
+    (s.into_owned(), false)
+}
+
 async fn exec(
     State(state): State<AppState>,
     caller: Caller,
@@ -124,13 +144,16 @@ async fn exec(
             json!({ "exit_code": r.exit_code, "duration_ms": r.duration_ms, "timed_out": r.timed_out }),
         )
         .await;
+    let cap = state.config.exec_output_cap_bytes;
+    let (stdout, out_cut) = capped_text(r.stdout.as_slice(), cap);
+    let (stderr, err_cut) = capped_text(r.stderr.as_slice(), cap);
     Ok(data(json!({
-        "stdout": text(r.stdout.as_slice()),
-        "stderr": text(r.stderr.as_slice()),
+        "stdout": stdout,
+        "stderr": stderr,
         "exit_code": r.exit_code,
         "duration_ms": r.duration_ms,
         "timed_out": r.timed_out,
-        "truncated": r.stdout_truncated || r.stderr_truncated,
+        "truncated": r.stdout_truncated || r.stderr_truncated || out_cut || err_cut,
     })))
 }
 
@@ -271,6 +294,24 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn output_is_capped_by_its_json_weight() {
+        use super::capped_text;
+        let (s, cut) = capped_text(b"hello", 5);
+        assert_eq!((s.as_str(), cut), ("hello", false));
+        let (s, cut) = capped_text(b"hello!", 5);
+        assert_eq!((s.as_str(), cut), ("hello", true));
+        // A megabyte of NULs weighs six megabytes as JSON: cut to the cap.
+        let nul = vec![0u8; 1 << 20];
+        let (s, cut) = capped_text(&nul, 1 << 20);
+        assert!(cut);
+        let json = serde_json::to_string(&s).expect("json");
+        assert!(json.len() <= (1 << 20) + 2, "{}", json.len());
+        // Multi-byte characters are never split.
+        let (s, cut) = capped_text("ééé".as_bytes(), 3);
+        assert_eq!((s.as_str(), cut), ("é", true));
+    }
+
     use super::*;
 
     #[test]

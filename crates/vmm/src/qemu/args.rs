@@ -128,7 +128,7 @@ pub(crate) fn build(
     push(&["-append", &kernel_cmdline(spec, accel)]);
     push(&[
         "-chardev",
-        &format!("file,id=console,path={}", p(&layout.console_log)),
+        &console_chardev(layout),
         "-serial",
         "chardev:console",
     ]);
@@ -176,6 +176,16 @@ pub(crate) fn build(
         "chardev=qmp,mode=control",
     ]);
     a
+}
+
+/// The serial console's backend: a socket the driver reads and caps (a
+/// `file` backend grows without bound). With no reader connected, QEMU
+/// drops what the guest prints instead of blocking it.
+pub(crate) fn console_chardev(layout: &RunLayout) -> String {
+    format!(
+        "socket,id=console,path={},server=on,wait=off",
+        layout.console_socket.display()
+    )
 }
 
 /// QEMU's own seccomp filter for every jailed VMM: no obsolete system
@@ -259,6 +269,13 @@ pub(crate) fn rewrite_for_restore(
             Some("-object") if arg.starts_with("memory-backend-") => {
                 saw_mem = true;
                 memory_object(rw.ram, rw.memory_mb)
+            }
+            // Snapshots taken before the console was a socket wrote it to
+            // a file: the backend is not in the migration stream.
+            Some("-chardev")
+                if arg.starts_with("file,id=console,") || arg.starts_with("socket,id=console,") =>
+            {
+                console_chardev(rw.new_layout)
             }
             Some("-netdev") if arg.starts_with("user,") => {
                 saw_net = true;
@@ -369,6 +386,8 @@ mod tests {
         assert!(a.iter().all(|x| !x.contains("hostfwd")));
         assert!(value_after(&a, "-chardev")
             .contains(&"socket,id=qmp,path=/d/sandboxes/a/qmp.sock,server=on,wait=off"));
+        assert!(value_after(&a, "-chardev")
+            .contains(&"socket,id=console,path=/d/sandboxes/a/console.sock,server=on,wait=off"));
 
         let mut s2 = s.clone();
         s2.egress = false;
@@ -504,6 +523,34 @@ mod tests {
         confine(&mut b, false);
         assert_eq!(value_after(&b, "-netdev"), ["user,id=net0,restrict=on"]);
         assert!(value_after(&b, "-sandbox").is_empty());
+    }
+
+    #[test]
+    fn restore_moves_an_old_file_console_to_the_socket() {
+        let old = spec("/d/sandboxes", "a");
+        let mut args = build(&old, &old.layout(), Accel::Tcg, MachineKind::Microvm, None);
+        for a in args.iter_mut() {
+            if a.starts_with("socket,id=console,") {
+                *a = "file,id=console,path=/d/sandboxes/a/console.log".into();
+            }
+        }
+        let new = spec("/d/sandboxes", "b");
+        let out = rewrite_for_restore(
+            &args,
+            &Rewrite {
+                old_layout: &old.layout(),
+                old_disk: &old.disk,
+                new_layout: &new.layout(),
+                new_disk: &new.disk,
+                ram: Ram::Anonymous,
+                memory_mb: 256,
+                egress: true,
+            },
+        )
+        .unwrap();
+        assert!(value_after(&out, "-chardev")
+            .contains(&"socket,id=console,path=/d/sandboxes/b/console.sock,server=on,wait=off"));
+        assert!(out.iter().all(|a| !a.starts_with("file,id=console")));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `exec:cat` helper gets SIGTERM the moment QEMU closes its pipe.
 
 mod args;
+pub mod console;
 mod process;
 
 use std::fs::File;
@@ -480,6 +481,7 @@ impl QemuVmm {
             self.qmp_timeout(),
             Duration::from_millis(self.config.migrate_timeout_ms),
         );
+        vm.start_console();
         let status = vm.query_status().await.map_err(adopt_err)?;
         vm.set_state(if status.running {
             VmState::Running
@@ -555,6 +557,7 @@ impl QemuVmm {
             self.qmp_timeout(),
             Duration::from_millis(self.config.migrate_timeout_ms),
         );
+        vm.start_console();
         let written = serde_json::to_vec_pretty(&vm.record)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
             .and_then(|json| write_atomic(&layout.record, &json))
@@ -660,21 +663,10 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The last `lines` lines of a log file (at most 16 KiB are read).
+/// The last `lines` lines of a log file, reading at most its last 16 KiB
+/// (and the end of `<path>.1` when the console rotated just now).
 pub fn log_tail(path: &Path, lines: usize) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = File::open(path) else {
-        return format!("({} missing)", path.display());
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(16 * 1024);
-    let mut buf = Vec::new();
-    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut buf).is_err() {
-        return String::new();
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    console::tail(path, lines)
 }
 
 fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
@@ -749,6 +741,8 @@ pub struct QemuVm {
     op: tokio::sync::Mutex<()>,
     /// Released once the process is gone for good.
     jail: tokio::sync::Mutex<Option<JailHandle>>,
+    /// Reads the serial console into its capped log.
+    console: StdMutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl QemuVm {
@@ -774,6 +768,7 @@ impl QemuVm {
             state: StdMutex::new(VmState::Paused),
             op: tokio::sync::Mutex::new(()),
             jail: tokio::sync::Mutex::new(jail),
+            console: StdMutex::new(None),
         }
     }
 
@@ -1297,8 +1292,29 @@ impl QemuVm {
         }
     }
 
+    /// Starts reading the console (QEMU creates its socket at startup).
+    fn start_console(&self) {
+        let task = console::spawn(
+            self.layout.console_socket.clone(),
+            self.layout.console_log.clone(),
+            self.layout.console_log_old.clone(),
+            self.qmp_timeout,
+        );
+        if let Some(old) = self
+            .console
+            .lock()
+            .expect("console lock poisoned")
+            .replace(task)
+        {
+            old.abort();
+        }
+    }
+
     /// Tears the jail down once the process has exited.
     async fn release_jail(&self) {
+        if let Some(task) = self.console.lock().expect("console lock poisoned").take() {
+            task.abort();
+        }
         if let Some(mut j) = self.jail.lock().await.take() {
             j.release().await;
         }
