@@ -75,9 +75,22 @@ async fn raw_clone(
     let disk2 = disk.clone();
     tokio::task::spawn_blocking(move || hearth_vmm::snapshot::sparse_copy(&snap_disk, &disk2))
         .await??;
-    let mut args: Vec<String> = manifest
-        .vmm_args
-        .iter()
+    // The floor is QEMU alone: no seccomp filter (its `exec:` migration
+    // spawns `cat`, which the jail's filter forbids).
+    let unsandboxed: Vec<&String> = {
+        let mut out = Vec::new();
+        let mut it = manifest.vmm_args.iter();
+        while let Some(a) = it.next() {
+            if a == "-sandbox" {
+                it.next();
+                continue;
+            }
+            out.push(a);
+        }
+        out
+    };
+    let mut args: Vec<String> = unsandboxed
+        .into_iter()
         .map(|a| {
             if a.starts_with("memory-backend-file") {
                 format!(

@@ -61,6 +61,11 @@ pub struct JailConfig {
     pub pids_max: u32,
     /// Root of the cgroup filesystem.
     pub cgroup_root: PathBuf,
+    /// With the jail off, keep QEMU's user-mode network, which reaches the
+    /// host's loopback and every network the host does. For benchmark
+    /// baselines only: no config file can set it.
+    #[serde(skip)]
+    pub unfiltered_network_unjailed: bool,
 }
 
 impl Default for JailConfig {
@@ -74,6 +79,7 @@ impl Default for JailConfig {
             cpu_overhead_percent: 50,
             pids_max: 512,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            unfiltered_network_unjailed: false,
         }
     }
 }
@@ -343,6 +349,8 @@ impl Jailer {
             );
             std::fs::write(&resolv, format!("nameserver {host}\n"))
                 .map_err(io_err("write", &resolv))?;
+        } else {
+            netns::loopback_only(slot).await?;
         }
 
         if let Some(h2) = &self.cgroups {

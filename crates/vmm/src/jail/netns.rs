@@ -80,7 +80,7 @@ async fn ip(args: &[&str], stdin: Option<&str>) -> Result<(), JailError> {
 }
 
 /// Claims the lowest free slot at or after `hint` (wrapping) by creating
-/// its namespace, with its loopback up.
+/// its namespace.
 pub(crate) async fn claim(hint: u32, capacity: u32) -> Result<u32, JailError> {
     let taken: std::collections::HashSet<u32> = std::fs::read_dir(NETNS_DIR)
         .map(|rd| {
@@ -105,10 +105,6 @@ pub(crate) async fn claim(hint: u32, capacity: u32) -> Result<u32, JailError> {
         // `ip netns add` fails and the next one is tried.
         tried += 1;
         if ip(&["netns", "add", &ns_name(slot)], None).await.is_ok() {
-            if let Err(e) = ip(&["-n", &ns_name(slot), "link", "set", "lo", "up"], None).await {
-                remove(slot).await;
-                return Err(e);
-            }
             return Ok(slot);
         }
         if tried > 16 {
@@ -133,11 +129,17 @@ pub(crate) async fn connect(slot: u32, subnet: Ipv4Net) -> Result<(), JailError>
     );
     ip(&["-batch", "-"], Some(&host_side)).await?;
     let ns_side = format!(
-        "addr add {guest}/30 dev eth0\n\
+        "link set lo up\n\
+         addr add {guest}/30 dev eth0\n\
          link set eth0 up\n\
          route add default via {host} dev eth0\n"
     );
     ip(&["-n", &ns, "-batch", "-"], Some(&ns_side)).await
+}
+
+/// Brings up the loopback of a namespace that gets no veth (no egress).
+pub(crate) async fn loopback_only(slot: u32) -> Result<(), JailError> {
+    ip(&["-n", &ns_name(slot), "link", "set", "lo", "up"], None).await
 }
 
 /// Deletes slot `slot`'s namespace (and with it the veth pair). Missing

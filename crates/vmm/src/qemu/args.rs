@@ -197,13 +197,17 @@ pub(crate) const SECCOMP: &str =
 /// Makes `args` fit how the VM runs. Jailed: QEMU's seccomp filter is on
 /// (added to arguments stored before the jail existed, too; it is not part
 /// of the migration stream). Unjailed: the user-mode network would reach
-/// the host's loopback, so it is cut (`restrict=on`) whatever the spec says.
-pub(crate) fn confine(args: &mut Vec<String>, jailed: bool) {
+/// the host's loopback, so it is cut (`restrict=on`) whatever the spec says,
+/// unless `unfiltered_net` (benchmark baselines only).
+pub(crate) fn confine(args: &mut Vec<String>, jailed: bool, unfiltered_net: bool) {
     if jailed {
         if !args.iter().any(|a| a == "-sandbox") {
             args.push("-sandbox".into());
             args.push(SECCOMP.into());
         }
+        return;
+    }
+    if unfiltered_net {
         return;
     }
     for i in 1..args.len() {
@@ -515,12 +519,12 @@ mod tests {
     fn confine_adds_seccomp_once_and_cuts_the_network_when_unjailed() {
         let s = spec("/d/sandboxes", "a");
         let mut a = build(&s, &s.layout(), Accel::Tcg, MachineKind::Microvm, None);
-        confine(&mut a, true);
-        confine(&mut a, true);
+        confine(&mut a, true, false);
+        confine(&mut a, true, false);
         assert_eq!(value_after(&a, "-sandbox"), [SECCOMP]);
         assert_eq!(value_after(&a, "-netdev"), ["user,id=net0,restrict=off"]);
         let mut b = build(&s, &s.layout(), Accel::Tcg, MachineKind::Microvm, None);
-        confine(&mut b, false);
+        confine(&mut b, false, false);
         assert_eq!(value_after(&b, "-netdev"), ["user,id=net0,restrict=on"]);
         assert!(value_after(&b, "-sandbox").is_empty());
     }

@@ -253,7 +253,11 @@ impl QemuVmm {
             self.config.machine,
             self.config.tcg_tb_size_mb,
         );
-        args::confine(&mut a, self.jailed());
+        args::confine(
+            &mut a,
+            self.jailed(),
+            self.config.jail.unfiltered_network_unjailed,
+        );
         a
     }
 
@@ -401,7 +405,11 @@ impl QemuVmm {
         )
         .map_err(|e| restore_err(QemuError::Args(e)))?;
         let mut args = args;
-        args::confine(&mut args, self.jailed());
+        args::confine(
+            &mut args,
+            self.jailed(),
+            self.config.jail.unfiltered_network_unjailed,
+        );
         let template_ram = (manifest.kind == SnapshotKind::Template).then(|| memory_path.clone());
 
         prepare_dir(&new_layout).map_err(restore_err)?;
