@@ -152,6 +152,7 @@ impl Api {
             "GET" => self.c.get(url),
             "POST" => self.c.post(url),
             "PATCH" => self.c.patch(url),
+            "PUT" => self.c.put(url),
             "DELETE" => self.c.delete(url),
             other => panic!("method {other}"),
         }
