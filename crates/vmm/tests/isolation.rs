@@ -22,6 +22,35 @@ use hearth_vmm::{
     Effect, EgressPolicy, EgressRule, JailConfig, Protocol, QemuConfig, QemuVm, QemuVmm,
 };
 
+/// What every test here needs, dropped in this order: VMs killed, then the
+/// stand-in network removed, then the next test may start.
+struct Setup {
+    vmm: QemuVmm,
+    sb: Sandboxes,
+    lab: NetLab,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+async fn setup() -> anyhow::Result<Setup> {
+    let serial = common::serial().await;
+    let lab = NetLab::up()?;
+    Ok(Setup {
+        vmm: driver(&lab),
+        sb: Sandboxes::new(),
+        lab,
+        _serial: serial,
+    })
+}
+
+impl Setup {
+    /// Boots a `minimal` VM named `id`, killed when the test ends.
+    async fn boot(&self, id: &str) -> anyhow::Result<QemuVm> {
+        let vm = self.vmm.boot_vm(self.sb.spec(id)).await?;
+        self.sb.track(vm.pid());
+        Ok(vm)
+    }
+}
+
 fn driver(lab: &NetLab) -> QemuVmm {
     common::init_tracing();
     QemuVmm::new(QemuConfig {
@@ -136,18 +165,13 @@ impl Drop for NsServer {
 
 #[tokio::test]
 async fn a_hostile_guest_reaches_the_internet_and_nothing_else() -> anyhow::Result<()> {
-    let _serial = common::serial().await;
-    let lab = NetLab::up()?;
-    let vmm = driver(&lab);
-    let sb = Sandboxes::new();
+    let w = setup().await?;
     let (loop_port, loop_hits) = host_server(Ipv4Addr::LOCALHOST).await?;
-    let (host_port, host_hits) = host_server(lab.host_addr).await?;
+    let (host_port, host_hits) = host_server(w.lab.host_addr).await?;
     let (any_port, any_hits) = host_server(Ipv4Addr::UNSPECIFIED).await?;
 
-    let other = vmm.boot_vm(sb.spec("other")).await?;
-    sb.track(other.pid());
-    let vm = vmm.boot_vm(sb.spec("hostile")).await?;
-    sb.track(vm.pid());
+    let other = w.boot("other").await?;
+    let vm = w.boot("hostile").await?;
     let (gateway, _) = hearth_vmm::jail::slot_addresses(&JailConfig::default(), slot_of(&vm))
         .expect("slot addresses");
     let (other_gw, other_ns) =
@@ -160,8 +184,8 @@ async fn a_hostile_guest_reaches_the_internet_and_nothing_else() -> anyhow::Resu
         &[
             ("loopback", "10.0.2.2".into(), loop_port),
             ("loopback_any", "10.0.2.2".into(), any_port),
-            ("host_addr", lab.host_addr.to_string(), host_port),
-            ("host_addr_any", lab.host_addr.to_string(), any_port),
+            ("host_addr", w.lab.host_addr.to_string(), host_port),
+            ("host_addr_any", w.lab.host_addr.to_string(), any_port),
             ("own_gateway", gateway.to_string(), any_port),
             ("other_gateway", other_gw.to_string(), any_port),
             ("other_sandbox", other_ns.to_string(), 9000),
@@ -211,14 +235,11 @@ async fn a_hostile_guest_reaches_the_internet_and_nothing_else() -> anyhow::Resu
 
 #[tokio::test]
 async fn egress_off_has_no_network_at_all() -> anyhow::Result<()> {
-    let _serial = common::serial().await;
-    let lab = NetLab::up()?;
-    let vmm = driver(&lab);
-    let sb = Sandboxes::new();
-    let mut spec = sb.spec("closed");
+    let w = setup().await?;
+    let mut spec = w.sb.spec("closed");
     spec.egress = false;
-    let vm = vmm.boot_vm(spec).await?;
-    sb.track(vm.pid());
+    let vm = w.vmm.boot_vm(spec).await?;
+    w.sb.track(vm.pid());
     let got = attempts(
         &vm.agent(),
         &[("internet", netlab::INTERNET.to_string(), netlab::HELLO_PORT)],
@@ -256,15 +277,11 @@ fn status_field(pid: u32, key: &str) -> String {
 
 #[tokio::test]
 async fn the_vmm_runs_unprivileged_confined_and_limited() -> anyhow::Result<()> {
-    let _serial = common::serial().await;
-    let lab = NetLab::up()?;
-    let vmm = driver(&lab);
-    let sb = Sandboxes::new();
+    let w = setup().await?;
     // A neighbour directory the jail must not show.
-    std::fs::create_dir_all(sb.path().join("neighbour"))?;
-    std::fs::write(sb.path().join("neighbour/secret"), "x")?;
-    let vm = vmm.boot_vm(sb.spec("jailed")).await?;
-    sb.track(vm.pid());
+    std::fs::create_dir_all(w.sb.path().join("neighbour"))?;
+    std::fs::write(w.sb.path().join("neighbour/secret"), "x")?;
+    let vm = w.boot("jailed").await?;
     let pid = vm.pid();
     let jail = vm.jail().expect("jailed").clone();
 
@@ -304,12 +321,12 @@ async fn the_vmm_runs_unprivileged_confined_and_limited() -> anyhow::Result<()> 
         "{etc:?}"
     );
     let inside = |p: &std::path::Path| root.join(p.strip_prefix("/").expect("absolute"));
-    let mut seen: Vec<String> = std::fs::read_dir(inside(sb.path()))?
+    let mut seen: Vec<String> = std::fs::read_dir(inside(w.sb.path()))?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect::<Result<_, _>>()?;
     seen.sort();
     assert_eq!(seen, ["jailed"], "only its own VM directory");
-    assert!(!inside(&sb.path().join("neighbour/secret")).exists());
+    assert!(!inside(&w.sb.path().join("neighbour/secret")).exists());
     assert!(!root.join("root").exists() && !root.join("home").exists());
     assert!(inside(&vm.spec().disk).exists());
 
@@ -357,12 +374,8 @@ fn rule(effect: Effect, dest: &str, ports: Option<&str>, protocol: Option<Protoc
 
 #[tokio::test]
 async fn egress_policy_changes_apply_live_to_one_running_vm() -> anyhow::Result<()> {
-    let _serial = common::serial().await;
-    let lab = NetLab::up()?;
-    let vmm = driver(&lab);
-    let sb = Sandboxes::new();
-    let vm = vmm.boot_vm(sb.spec("policed")).await?;
-    sb.track(vm.pid());
+    let w = setup().await?;
+    let vm = w.boot("policed").await?;
     let pid = vm.pid();
     let agent = vm.agent();
     let hello = netlab::INTERNET.to_string();
@@ -469,12 +482,8 @@ fn rss_kib() -> u64 {
 
 #[tokio::test]
 async fn a_guest_flooding_its_console_leaves_a_bounded_log() -> anyhow::Result<()> {
-    let _serial = common::serial().await;
-    let lab = NetLab::up()?;
-    let vmm = driver(&lab);
-    let sb = Sandboxes::new();
-    let vm = vmm.boot_vm(sb.spec("loud")).await?;
-    sb.track(vm.pid());
+    let w = setup().await?;
+    let vm = w.boot("loud").await?;
     let mb: u64 = std::env::var("HEARTH_TEST_CONSOLE_MB")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -565,14 +574,9 @@ async fn exec_p50(agent: &AgentClient, rounds: usize) -> anyhow::Result<std::tim
 
 #[tokio::test]
 async fn a_fork_bomb_and_memory_hog_do_not_slow_a_neighbour() -> anyhow::Result<()> {
-    let _serial = common::serial().await;
-    let lab = NetLab::up()?;
-    let vmm = driver(&lab);
-    let sb = Sandboxes::new();
-    let bully = vmm.boot_vm(sb.spec("bully")).await?;
-    sb.track(bully.pid());
-    let victim = vmm.boot_vm(sb.spec("victim")).await?;
-    sb.track(victim.pid());
+    let w = setup().await?;
+    let bully = w.boot("bully").await?;
+    let victim = w.boot("victim").await?;
     let quiet = exec_p50(&victim.agent(), 20).await?;
 
     // As root in the bully: every CPU busy, its RAM filled, then a fork

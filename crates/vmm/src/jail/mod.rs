@@ -339,16 +339,21 @@ impl Jailer {
             })?;
             netns::connect(slot, self.subnet).await?;
             h.set_policy(spec.policy).await?;
-            h.dns = Some(
-                dns::serve(host, guest, self.upstreams.clone(), h.hosts.clone())
-                    .await
-                    .map_err(io_err(
-                        "bind dns forwarder on",
-                        Path::new(&host.to_string()),
-                    ))?,
-            );
-            std::fs::write(&resolv, format!("nameserver {host}\n"))
-                .map_err(io_err("write", &resolv))?;
+            // A host DNS server bound to every address on port 53 keeps the
+            // forwarder from binding: the VM then starts without DNS (its
+            // network works by address), which beats not starting.
+            match dns::serve(host, guest, self.upstreams.clone(), h.hosts.clone()).await {
+                Ok(task) => {
+                    h.dns = Some(task);
+                    std::fs::write(&resolv, format!("nameserver {host}\n"))
+                        .map_err(io_err("write", &resolv))?;
+                }
+                Err(e) => tracing::warn!(
+                    slot,
+                    error = %e,
+                    "no DNS for this VM: the forwarder cannot bind {host}:53"
+                ),
+            }
         } else {
             netns::loopback_only(slot).await?;
         }
@@ -476,19 +481,7 @@ impl Jailer {
     /// whose setup is older than [`STALE_AFTER`]. A slot being set up right
     /// now by another driver has a fresh `resolv.conf` and is left alone.
     pub async fn reap_stale(&self) {
-        let Ok(rd) = std::fs::read_dir(netns::NETNS_DIR) else {
-            return;
-        };
-        let slots: Vec<u32> = rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_prefix("hearth-")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
+        let slots = netns::claimed();
         if slots.is_empty() {
             return;
         }

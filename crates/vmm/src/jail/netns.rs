@@ -79,22 +79,26 @@ async fn ip(args: &[&str], stdin: Option<&str>) -> Result<(), JailError> {
     }
 }
 
+/// Slots whose namespace exists (claimed by any driver on this host).
+pub(crate) fn claimed() -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir(NETNS_DIR) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("hearth-")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 /// Claims the lowest free slot at or after `hint` (wrapping) by creating
 /// its namespace.
 pub(crate) async fn claim(hint: u32, capacity: u32) -> Result<u32, JailError> {
-    let taken: std::collections::HashSet<u32> = std::fs::read_dir(NETNS_DIR)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_str()?
-                        .strip_prefix("hearth-")?
-                        .parse()
-                        .ok()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let taken: std::collections::HashSet<u32> = claimed().into_iter().collect();
     let mut tried = 0;
     for i in 0..capacity {
         let slot = (hint + i) % capacity;
