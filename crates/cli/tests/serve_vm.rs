@@ -269,7 +269,9 @@ async fn snapshots_restore_fork_and_warm_templates_on_real_vms() {
         .call(
             "POST",
             &format!("/sandboxes/{id}/processes"),
-            Some(json!({"command": "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"})),
+            // Written aside and renamed: a snapshot never catches the file
+            // truncated but not yet rewritten.
+            Some(json!({"command": "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.t; mv /tmp/count.t /tmp/count; sleep 0.1; done"})),
         )
         .await;
     assert_eq!(st, 201, "{v}");

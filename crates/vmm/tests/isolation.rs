@@ -398,6 +398,16 @@ async fn egress_policy_changes_apply_live_to_one_running_vm() -> anyhow::Result<
     vm.set_egress_policy(Some(&deny)).await?;
     let got = attempts(&agent, &targets).await?;
     assert!(!reach(&got, "hello") && !reach(&got, "bulk"), "{got:?}");
+    // DNS obeys the policy too: nothing resolves under deny-all (no data
+    // leaves through queries either).
+    let r = agent
+        .exec(&ExecRequest {
+            command: format!("nslookup {}", netlab::INTERNET_NAME),
+            timeout_ms: Some(30_000),
+            ..Default::default()
+        })
+        .await?;
+    assert_ne!(r.exit_code, 0, "resolved under deny-all");
 
     // One port of one address allowed: that port only.
     let one = EgressPolicy {
@@ -448,6 +458,14 @@ async fn egress_policy_changes_apply_live_to_one_running_vm() -> anyhow::Result<
         out.is_ok_and(|o| o.contains("world")),
         "by name from the guest"
     );
+    let r = agent
+        .exec(&ExecRequest {
+            command: format!("nslookup {}", netlab::LAN_NAME),
+            timeout_ms: Some(30_000),
+            ..Default::default()
+        })
+        .await?;
+    assert_ne!(r.exit_code, 0, "a name no rule allows does not resolve");
     // ...but never opens the fixed blocks: lan.test resolves to a private
     // address, which stays unreachable even with a rule naming it.
     let lan_rule = EgressPolicy {

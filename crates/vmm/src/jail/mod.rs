@@ -315,7 +315,7 @@ impl Jailer {
                 cgroups: Vec::new(),
             },
             dns: None,
-            hosts: dns::HostSets::default(),
+            hosts: dns::open_hosts(),
             upstreams: self.upstreams.clone(),
         };
         match self.build(spec, &mut handle).await {
@@ -516,7 +516,7 @@ impl Jailer {
                     cgroups,
                 },
                 dns: None,
-                hosts: dns::HostSets::default(),
+                hosts: dns::open_hosts(),
                 upstreams: Vec::new(),
             }
             .release()
@@ -530,7 +530,7 @@ impl Jailer {
         let mut h = JailHandle {
             record,
             dns: None,
-            hosts: dns::HostSets::default(),
+            hosts: dns::open_hosts(),
             upstreams: self.upstreams.clone(),
         };
         if h.record.connected {
@@ -567,11 +567,12 @@ impl JailHandle {
         let old: Vec<String> = self
             .hosts
             .read()
-            .map(|h| h.iter().map(|(n, _)| n.clone()).collect())
+            .map(|h| h.host_rules.iter().map(|r| r.set.clone()).collect())
             .unwrap_or_default();
         let mut script = nft::vm_policy(self.record.slot, &compiled, &old);
-        for (set, dest) in &compiled.host_sets {
-            if let policy::Destination::Host(name) = dest {
+        for rule in &compiled.host_rules {
+            let set = &rule.set;
+            if let policy::Destination::Host(name) = &rule.dest {
                 if name.starts_with("*.") {
                     continue;
                 }
@@ -583,7 +584,7 @@ impl JailHandle {
         }
         nft::apply(&script).await?;
         if let Ok(mut h) = self.hosts.write() {
-            *h = compiled.host_sets;
+            *h = compiled;
         }
         Ok(())
     }
@@ -599,7 +600,7 @@ impl JailHandle {
             let sets: Vec<String> = self
                 .hosts
                 .read()
-                .map(|h| h.iter().map(|(n, _)| n.clone()).collect())
+                .map(|h| h.host_rules.iter().map(|r| r.set.clone()).collect())
                 .unwrap_or_default();
             if let Err(e) = nft::apply(&nft::remove_vm_chain(slot, &sets)).await {
                 tracing::debug!(slot, error = %e, "remove vm filter chain");

@@ -130,7 +130,7 @@ pub(crate) fn vm_chain(slot: u32, rules: &[String]) -> String {
 pub(crate) fn vm_policy(slot: u32, compiled: &Compiled, old_sets: &[String]) -> String {
     let t = TABLE;
     let mut s = String::new();
-    for (set, _) in &compiled.host_sets {
+    for set in compiled.host_rules.iter().map(|r| &r.set) {
         let _ = writeln!(
             s,
             "add set inet {t} {set} {{ type ipv4_addr; flags timeout; }}\nflush set inet {t} {set}"
@@ -138,7 +138,7 @@ pub(crate) fn vm_policy(slot: u32, compiled: &Compiled, old_sets: &[String]) -> 
     }
     s.push_str(&vm_chain(slot, &compiled.rules));
     for old in old_sets {
-        if !compiled.host_sets.iter().any(|(n, _)| n == old) {
+        if !compiled.host_rules.iter().any(|r| r.set == *old) {
             let _ = writeln!(s, "delete set inet {t} {old}");
         }
     }

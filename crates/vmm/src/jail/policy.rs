@@ -144,12 +144,35 @@ fn parse_ports(s: &str) -> Result<(u16, u16), String> {
     Ok((lo, hi))
 }
 
+/// A hostname rule as the DNS forwarder sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostRule {
+    /// The nftables set holding the addresses answered for it.
+    pub set: String,
+    pub dest: Destination,
+    pub effect: Effect,
+}
+
 /// A policy ready for nftables: the rule bodies of the VM's chain and the
-/// hostname sets they use (set name, destination).
+/// hostname rules, whose sets those bodies use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Compiled {
     pub rules: Vec<String>,
-    pub host_sets: Vec<(String, Destination)>,
+    pub host_rules: Vec<HostRule>,
+    pub default_effect: Effect,
+}
+
+impl Compiled {
+    /// Whether the VM's DNS resolves `name`: the first hostname rule that
+    /// covers it decides, else the default. Under a deny default a guest
+    /// resolves only the names its allow rules name, so DNS cannot carry
+    /// data out either.
+    pub(crate) fn resolves(&self, name: &str) -> bool {
+        match self.host_rules.iter().find(|r| r.dest.matches_name(name)) {
+            Some(r) => r.effect == Effect::Allow,
+            None => self.default_effect == Effect::Allow,
+        }
+    }
 }
 
 impl EgressPolicy {
@@ -203,7 +226,7 @@ impl EgressPolicy {
     pub(crate) fn compile(&self, slot: u32) -> Result<Compiled, Vec<(String, String)>> {
         self.validate()?;
         let mut rules = Vec::new();
-        let mut host_sets = Vec::new();
+        let mut host_rules = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {
             let dest = Destination::parse(&r.destination)
                 .map_err(|e| vec![(format!("rules[{i}].destination"), e)])?;
@@ -215,7 +238,11 @@ impl EgressPolicy {
                 Destination::Host(_) => {
                     let set = format!("h{slot}_{i}");
                     let _ = write!(body, "ip daddr @{set} ");
-                    host_sets.push((set, dest.clone()));
+                    host_rules.push(HostRule {
+                        set,
+                        dest: dest.clone(),
+                        effect: r.effect,
+                    });
                 }
             }
             let ports = r
@@ -249,7 +276,11 @@ impl EgressPolicy {
             rules.push(body);
         }
         rules.push(self.default_effect.verdict().to_string());
-        Ok(Compiled { rules, host_sets })
+        Ok(Compiled {
+            rules,
+            host_rules,
+            default_effect: self.default_effect,
+        })
     }
 }
 
@@ -265,7 +296,8 @@ fn never_reachable(net: Ipv4Net) -> Option<&'static str> {
 pub(crate) fn allow_all() -> Compiled {
     Compiled {
         rules: vec!["accept".into()],
-        host_sets: Vec::new(),
+        host_rules: Vec::new(),
+        default_effect: Effect::Allow,
     }
 }
 
@@ -313,12 +345,22 @@ mod tests {
             ]
         );
         assert_eq!(
-            c.host_sets,
-            [(
-                "h4_1".to_string(),
-                Destination::Host("api.example.com".into())
-            )]
+            c.host_rules,
+            [HostRule {
+                set: "h4_1".into(),
+                dest: Destination::Host("api.example.com".into()),
+                effect: Effect::Allow
+            }]
         );
+        // DNS follows the policy: under deny, only names allowed by name.
+        assert!(c.resolves("API.example.com."));
+        assert!(!c.resolves("exfil.attacker.example"));
+        assert!(allow_all().resolves("anything.example"));
+        let mut p2 = p.clone();
+        p2.default_effect = Effect::Allow;
+        p2.rules[1].effect = Effect::Deny;
+        let c2 = p2.compile(4).unwrap();
+        assert!(!c2.resolves("api.example.com") && c2.resolves("other.example"));
     }
 
     #[test]

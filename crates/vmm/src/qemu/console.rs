@@ -61,7 +61,7 @@ async fn pump(stream: &mut tokio::net::UnixStream, log: &Path, old: &Path) -> st
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
-            return Ok(());
+            return file.flush().await;
         }
         if size + n as u64 > CAP {
             file.flush().await?;
@@ -69,7 +69,10 @@ async fn pump(stream: &mut tokio::net::UnixStream, log: &Path, old: &Path) -> st
             tokio::fs::rename(log, old).await?;
             (file, size) = open_append(log).await?;
         }
+        // tokio's file writes in the background: flushing makes what the
+        // guest printed readable (a tail, an error message) at once.
         file.write_all(&buf[..n]).await?;
+        file.flush().await?;
         size += n as u64;
     }
 }
