@@ -505,7 +505,7 @@ async fn a_guest_flooding_its_console_leaves_a_bounded_log() -> anyhow::Result<(
     let mb: u64 = std::env::var("HEARTH_TEST_CONSOLE_MB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
+        .unwrap_or(16);
     let rss_before = rss_kib();
     let started = std::time::Instant::now();
     let r = vm
