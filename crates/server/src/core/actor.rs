@@ -392,10 +392,9 @@ async fn set_egress_policy(
                     Some(&h.id),
                     "sandbox.network_policy_updated",
                     json!({
-                        "default_effect": policy.as_ref().map_or("allow", |p| match p.default_effect {
-                            hearth_vmm::Effect::Allow => "allow",
-                            hearth_vmm::Effect::Deny => "deny",
-                        }),
+                        "default_effect": policy
+                            .as_ref()
+                            .map_or(hearth_vmm::Effect::Allow, |p| p.default_effect),
                         "rules": policy.as_ref().map_or(0, |p| p.rules.len()),
                     }),
                 )
@@ -428,10 +427,10 @@ async fn vm_died(core: &Core, h: &SandboxHandle, dead: Box<dyn Vm>, status: &str
 /// The last lines of a console log, for error messages: only its last
 /// few KiB are read, and the result is cut to [`TAIL_MAX`] characters.
 fn tail_of(path: &std::path::Path) -> String {
-    let text = hearth_vmm::qemu::log_tail(path, 5);
-    if text.starts_with('(') && text.ends_with("missing)") {
+    if !path.exists() {
         return String::new();
     }
+    let text = hearth_vmm::qemu::log_tail(path, 5);
     let joined = text.lines().collect::<Vec<_>>().join(" | ");
     keep_tail(&joined, TAIL_MAX)
 }
