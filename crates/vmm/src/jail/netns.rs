@@ -126,6 +126,10 @@ pub(crate) async fn connect(slot: u32, subnet: Ipv4Net) -> Result<(), JailError>
     })?;
     let ns = ns_name(slot);
     let hv = host_if(slot);
+    // The kernel tears a deleted namespace down in the background: its
+    // veth may outlive the name for a moment (or longer, while a process
+    // still holds it). Deleting one end deletes both, at once.
+    drop_stale_link(&hv).await?;
     let host_side = format!(
         "link add {hv} type veth peer name eth0 netns {ns}\n\
          addr add {host}/30 dev {hv}\n\
@@ -146,9 +150,20 @@ pub(crate) async fn loopback_only(slot: u32) -> Result<(), JailError> {
     ip(&["-n", &ns_name(slot), "link", "set", "lo", "up"], None).await
 }
 
-/// Deletes slot `slot`'s namespace (and with it the veth pair). Missing
-/// is fine.
+async fn drop_stale_link(hv: &str) -> Result<(), JailError> {
+    if Path::new("/sys/class/net").join(hv).exists() {
+        tracing::info!(interface = hv, "deleting a stale vm link");
+        ip(&["link", "delete", hv], None).await?;
+    }
+    Ok(())
+}
+
+/// Deletes slot `slot`'s veth pair and namespace, the pair first so that
+/// its name is free as soon as this returns. Missing is fine.
 pub(crate) async fn remove(slot: u32) {
+    if let Err(e) = drop_stale_link(&host_if(slot)).await {
+        tracing::warn!(slot, error = %e, "delete vm link");
+    }
     if !ns_path(slot).exists() {
         return;
     }
@@ -160,6 +175,53 @@ pub(crate) async fn remove(slot: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stale_link_of_a_reused_slot_is_replaced_and_remove_frees_the_name_at_once() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (network namespaces)");
+            return;
+        }
+        // A slot far above what tests use, and a link left under its name
+        // (as a namespace still being torn down leaves its veth).
+        let slot = 16_000 + std::process::id() % 300;
+        let net: Ipv4Net = "10.213.0.0/16".parse().unwrap();
+        remove(slot).await;
+        let stale_peer = format!("st{slot}");
+        ip(
+            &[
+                "link",
+                "add",
+                &host_if(slot),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &stale_peer,
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+        ip(&["netns", "add", &ns_name(slot)], None).await.unwrap();
+        let connected = connect(slot, net).await;
+        let shown = tokio::process::Command::new("ip")
+            .args(["-d", "link", "show", &host_if(slot)])
+            .output()
+            .await
+            .unwrap();
+        let link = Path::new("/sys/class/net").join(host_if(slot));
+        remove(slot).await;
+        connected.unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        assert!(
+            shown.contains("link-netns"),
+            "a new pair into the namespace: {shown}"
+        );
+        assert!(!Path::new("/sys/class/net").join(&stale_peer).exists());
+        assert!(!link.exists(), "the name is free when remove returns");
+        assert!(!ns_path(slot).exists());
+    }
 
     #[test]
     fn slots_get_disjoint_slash_30s_inside_the_subnet() {
