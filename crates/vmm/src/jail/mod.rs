@@ -337,8 +337,12 @@ impl Jailer {
             let (host, guest) = netns::addresses(self.subnet, slot).ok_or(JailError::NoSlot {
                 capacity: netns::capacity(self.subnet),
             })?;
-            netns::connect(slot, self.subnet).await?;
-            h.set_policy(spec.policy).await?;
+            // The filter matches the interface by name: it can go in while
+            // the interface is being made.
+            let (linked, policed) =
+                tokio::join!(netns::connect(slot, self.subnet), h.set_policy(spec.policy));
+            linked?;
+            policed?;
             // A host DNS server bound to every address on port 53 keeps the
             // forwarder from binding: the VM then starts without DNS (its
             // network works by address), which beats not starting.
@@ -570,18 +574,27 @@ impl JailHandle {
             .map(|h| h.host_rules.iter().map(|r| r.set.clone()).collect())
             .unwrap_or_default();
         let mut script = nft::vm_policy(self.record.slot, &compiled, &old);
+        // Every name at once, and no longer than PRE_RESOLVE_WITHIN in all:
+        // a slow resolver delays a policy change (or a start) by that much
+        // at most; names it did not answer yet follow the guest's lookups.
+        let mut lookups = tokio::task::JoinSet::new();
         for rule in &compiled.host_rules {
-            let set = &rule.set;
             if let policy::Destination::Host(name) = &rule.dest {
-                if name.starts_with("*.") {
-                    continue;
-                }
-                let addrs = dns::resolve(name, &self.upstreams).await;
-                if !addrs.is_empty() {
-                    script.push_str(&nft::add_addresses(std::slice::from_ref(set), &addrs));
+                if !name.starts_with("*.") {
+                    let (set, name, ups) = (rule.set.clone(), name.clone(), self.upstreams.clone());
+                    lookups.spawn(async move { (set, dns::resolve(&name, &ups).await) });
                 }
             }
         }
+        let _ = tokio::time::timeout(PRE_RESOLVE_WITHIN, async {
+            while let Some(Ok((set, addrs))) = lookups.join_next().await {
+                if !addrs.is_empty() {
+                    script.push_str(&nft::add_addresses(&[set], &addrs));
+                }
+            }
+        })
+        .await;
+        lookups.abort_all();
         nft::apply(&script).await?;
         if let Ok(mut h) = self.hosts.write() {
             *h = compiled;
@@ -611,6 +624,9 @@ impl JailHandle {
         let _ = std::fs::remove_file(Path::new(RESOLV_DIR).join(format!("{slot}.conf")));
     }
 }
+
+/// The longest a policy change waits for its hostnames' first addresses.
+const PRE_RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How old an unused slot's setup must be before it counts as leaked.
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
