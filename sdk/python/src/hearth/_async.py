@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Union
+from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Union
 
 import httpx
 
@@ -22,6 +22,7 @@ from ._models import (
     FileEntry,
     FileEvent,
     FileTree,
+    NetworkPolicy,
     Preview,
     PreviewShare,
     Process,
@@ -229,6 +230,9 @@ class AsyncHearth:
     async def _delete(self, path: str, **kw: Any) -> Any:
         return b.unwrap(await self.request("DELETE", path, **kw))
 
+    async def _put(self, path: str, body: Any, **kw: Any) -> Any:
+        return b.unwrap(await self.request("PUT", path, json=body, **kw))
+
 
 async def _afile_chunks(f: Any) -> AsyncIterator[bytes]:
     while True:
@@ -397,6 +401,10 @@ class AsyncSandbox(SandboxInfo):
     @property
     def events(self) -> "AsyncEvents":
         return AsyncEvents(self)
+
+    @property
+    def network(self) -> "AsyncNetwork":
+        return AsyncNetwork(self)
 
     @property
     def terminal(self) -> "AsyncTerminals":
@@ -640,6 +648,23 @@ class AsyncEnv(_APart):
     async def list(self) -> List[EnvVar]:
         d = await self._c._get(self._p + "/env") or {}
         return [from_dict(EnvVar, v) for v in d.get("vars", [])]
+
+
+class AsyncNetwork(_APart):
+    """The sandbox's egress policy, applied to its running VM at once."""
+
+    async def policy(self) -> NetworkPolicy:
+        return from_dict(NetworkPolicy, await self._c._get(self._p + "/network-policy"))
+
+    async def set_policy(
+        self, default_effect: str, rules: Optional[Sequence[Mapping[str, Any]]] = None
+    ) -> NetworkPolicy:
+        body = b.policy_body(default_effect, rules)
+        return from_dict(NetworkPolicy, await self._c._put(self._p + "/network-policy", body))
+
+    async def clear_policy(self) -> NetworkPolicy:
+        """Back to everything the host's fixed rules leave (the internet)."""
+        return from_dict(NetworkPolicy, await self._c._delete(self._p + "/network-policy"))
 
 
 class AsyncEvents(_APart):

@@ -109,6 +109,13 @@ def clean(d: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     return {k: v for k, v in (d or {}).items() if v is not None}
 
 
+def policy_body(default_effect: str, rules: Optional[Any]) -> Dict[str, Any]:
+    """The body of ``PUT .../network-policy``; the server validates rules."""
+    if default_effect not in ("allow", "deny"):
+        raise ValueError("default_effect must be 'allow' or 'deny', not %r" % (default_effect,))
+    return {"default_effect": default_effect, "rules": [dict(r) for r in rules or []]}
+
+
 def error_from_response(resp: httpx.Response, body: Optional[bytes] = None) -> HearthError:
     status = resp.status_code
     raw = body if body is not None else resp.content

@@ -180,6 +180,21 @@ class Snapshot:
 
 
 @dataclass
+class NetworkPolicy:
+    """A sandbox's egress policy. Rules are dicts of ``effect``
+    (``allow``/``deny``), ``destination`` (CIDR, address or hostname),
+    optional ``ports`` (``"443"``, ``"8000-8100"``) and ``protocol``
+    (``tcp``/``udp``/``any``), evaluated top to bottom; the host, other
+    sandboxes and private ranges stay unreachable whatever they say."""
+
+    sandbox_id: str = ""
+    default_effect: str = "allow"
+    rules: List[Dict[str, Any]] = field(default_factory=list)
+    updated_at: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
 class Preview:
     id: str = ""
     sandbox_id: Optional[str] = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import httpx
 
@@ -20,6 +20,7 @@ from ._models import (
     FileEntry,
     FileEvent,
     FileTree,
+    NetworkPolicy,
     Preview,
     PreviewShare,
     Process,
@@ -245,6 +246,9 @@ class Hearth:
     def _delete(self, path: str, **kw: Any) -> Any:
         return b.unwrap(self.request("DELETE", path, **kw))
 
+    def _put(self, path: str, body: Any, **kw: Any) -> Any:
+        return b.unwrap(self.request("PUT", path, json=body, **kw))
+
 
 def _file_chunks(f: Any) -> Iterator[bytes]:
     while True:
@@ -391,6 +395,10 @@ class Sandbox(SandboxInfo):
     @property
     def events(self) -> "Events":
         return Events(self)
+
+    @property
+    def network(self) -> "Network":
+        return Network(self)
 
     @property
     def terminal(self) -> "Terminals":
@@ -650,6 +658,21 @@ class Env(_Part):
     def list(self) -> List[EnvVar]:
         d = self._c._get(self._p + "/env") or {}
         return [from_dict(EnvVar, v) for v in d.get("vars", [])]
+
+
+class Network(_Part):
+    """The sandbox's egress policy, applied to its running VM at once."""
+
+    def policy(self) -> NetworkPolicy:
+        return from_dict(NetworkPolicy, self._c._get(self._p + "/network-policy"))
+
+    def set_policy(self, default_effect: str, rules: Optional[Sequence[Mapping[str, Any]]] = None) -> NetworkPolicy:
+        body = b.policy_body(default_effect, rules)
+        return from_dict(NetworkPolicy, self._c._put(self._p + "/network-policy", body))
+
+    def clear_policy(self) -> NetworkPolicy:
+        """Back to everything the host's fixed rules leave (the internet)."""
+        return from_dict(NetworkPolicy, self._c._delete(self._p + "/network-policy"))
 
 
 class Events(_Part):

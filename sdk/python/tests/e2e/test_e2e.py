@@ -157,6 +157,19 @@ def test_private_preview_share(sbx):
     assert sh.token in sh.share_url
 
 
+def test_network_policy_round_trip(sbx):
+    rules = [{"effect": "allow", "destination": "pypi.org", "ports": "443", "protocol": "tcp"}]
+    p = sbx.network.set_policy("deny", rules)
+    assert p.sandbox_id == sbx.id and p.default_effect == "deny" and p.rules == rules
+    assert sbx.network.policy().rules == rules
+    with pytest.raises(ValidationError) as e:
+        sbx.network.set_policy("deny", [{"effect": "allow", "destination": "10.0.0.0/8"}])
+    assert "rules[0].destination" in str(e.value.details)
+    assert sbx.network.clear_policy().default_effect == "allow"
+    assert sbx.network.policy().rules == []
+    assert sbx.exec.run("echo still").stdout == "still\n"
+
+
 def test_env_list(client):
     with client.sandboxes.create(**SHAPE, env={"E2E_VAR": "yes"}) as s:
         assert ("E2E_VAR", "yes") in [(v.key, v.value) for v in s.env.list()]

@@ -325,3 +325,48 @@ async def test_async_files_watch_and_tree(make_async_client):
     assert [(e.event, e.path) for e in evs] == [("modified", "/w/a")]
     t = await sbx.files.tree("/w")
     assert t.children[0].size == 3
+
+
+# ---------------------------------------------------------------- network policy
+
+POLICY = {"sandbox_id": "sbx_1", "default_effect": "deny",
+          "rules": [{"effect": "allow", "destination": "pypi.org", "ports": "443", "protocol": "tcp"}],
+          "updated_at": "2026-01-01T00:00:00.000Z"}
+OPEN = {"sandbox_id": "sbx_1", "default_effect": "allow", "rules": [],
+        "updated_at": "2026-01-01T00:00:01.000Z"}
+
+
+def test_network_policy_get_set_clear(make_client):
+    c, rec = make_client(ok(SBX), ok(POLICY), ok(POLICY), ok(OPEN))
+    sbx = c.sandboxes.get("sbx_1")
+    p = sbx.network.set_policy("deny", [POLICY["rules"][0]])
+    req = rec.requests[1]
+    assert req.method == "PUT" and req.url.path == "/api/v1/sandboxes/sbx_1/network-policy"
+    assert rec.json(1) == {"default_effect": "deny", "rules": POLICY["rules"]}
+    assert p.default_effect == "deny" and p.rules == POLICY["rules"] and p.sandbox_id == "sbx_1"
+    assert sbx.network.policy().rules[0]["destination"] == "pypi.org"
+    assert rec.requests[2].method == "GET"
+    cleared = sbx.network.clear_policy()
+    assert rec.requests[3].method == "DELETE"
+    assert cleared.default_effect == "allow" and cleared.rules == []
+
+
+def test_network_policy_bad_effect_and_bad_rule(make_client):
+    c, rec = make_client(ok(SBX), err(422, "validation_error", "invalid request",
+                                      details=[{"field": "rules[0].ports", "message": "bad"}]))
+    sbx = c.sandboxes.get("sbx_1")
+    with pytest.raises(ValueError):
+        sbx.network.set_policy("maybe")
+    assert len(rec.requests) == 1, "nothing sent"
+    with pytest.raises(ValidationError) as e:
+        sbx.network.set_policy("deny", [{"effect": "allow", "destination": "1.2.3.4", "ports": "0"}])
+    assert "rules[0].ports" in str(e.value.details)
+
+
+async def test_async_network_policy(make_async_client):
+    c, rec = make_async_client(ok(SBX), ok(POLICY), ok(OPEN))
+    sbx = await c.sandboxes.get("sbx_1")
+    p = await sbx.network.set_policy("deny", POLICY["rules"])
+    assert rec.requests[1].method == "PUT" and p.default_effect == "deny"
+    cleared = await sbx.network.clear_policy()
+    assert rec.requests[2].method == "DELETE" and cleared.rules == []
