@@ -97,7 +97,7 @@ fn up_serves_and_runs_the_demo_through_the_api_on_real_vms() {
     // The second sandbox restores the template snapshot.
     assert!(
         out.contains("a second sandbox (snapshot boot): running in "),
-        "{out}"
+        "{out}\n--- stderr ---\n{err}"
     );
     assert!(out.contains("demo done: sandboxes destroyed"), "{out}");
     // Progress went to stderr, one line per step.

@@ -549,3 +549,19 @@ async fn templates_stack_on_custom_templates() {
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["data"]["stdout"], "1 child x\n");
 }
+
+/// A template snapshot being written sits in `<shape>.partial`, manifest
+/// and all, until it is renamed whole: only the renamed one is warm (a
+/// client that created a sandbox on the staged one booted cold).
+#[tokio::test]
+async fn a_template_snapshot_still_being_written_is_not_listed_warm() {
+    let srv = TestServer::start().await;
+    let version = srv.core.data_dir().join("templates/minimal/v-test");
+    for shape in ["1c-256m-512d.partial", "2c-512m-1024d"] {
+        std::fs::create_dir_all(version.join(shape)).expect("shape dir");
+        std::fs::write(version.join(shape).join("manifest.json"), "{}").expect("manifest");
+    }
+    let (st, v) = srv.call("GET", "/sandbox-templates/minimal", None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["warm_shapes"], json!(["2c-512m-1024d"]), "{v}");
+}

@@ -326,6 +326,9 @@ fn built_in_view(state: &AppState, id: &str) -> Option<serde_json::Value> {
                 .flat_map(|v| std::fs::read_dir(v.path()).into_iter().flatten().flatten())
                 .filter(|shape| shape.path().join("manifest.json").is_file())
                 .filter_map(|shape| shape.file_name().into_string().ok())
+                // A snapshot being written is staged under `<shape>.partial`
+                // (manifest included) until it is renamed whole.
+                .filter(|shape| !shape.ends_with(".partial"))
                 .collect()
         })
         .unwrap_or_default();

@@ -153,6 +153,13 @@ pub(crate) async fn loopback_only(slot: u32) -> Result<(), JailError> {
 async fn drop_stale_link(hv: &str) -> Result<(), JailError> {
     if Path::new("/sys/class/net").join(hv).exists() {
         tracing::info!(interface = hv, "deleting a stale vm link");
+        delete_link(hv).await?;
+    }
+    Ok(())
+}
+
+async fn delete_link(hv: &str) -> Result<(), JailError> {
+    if Path::new("/sys/class/net").join(hv).exists() {
         ip(&["link", "delete", hv], None).await?;
     }
     Ok(())
@@ -161,7 +168,7 @@ async fn drop_stale_link(hv: &str) -> Result<(), JailError> {
 /// Deletes slot `slot`'s veth pair and namespace, the pair first so that
 /// its name is free as soon as this returns. Missing is fine.
 pub(crate) async fn remove(slot: u32) {
-    if let Err(e) = drop_stale_link(&host_if(slot)).await {
+    if let Err(e) = delete_link(&host_if(slot)).await {
         tracing::warn!(slot, error = %e, "delete vm link");
     }
     if !ns_path(slot).exists() {
