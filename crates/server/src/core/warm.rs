@@ -87,11 +87,32 @@ pub struct WarmPool {
     filling: StdMutex<HashSet<Shape>>,
 }
 
+/// The extension of a template snapshot directory while it is written.
+const STAGING: &str = "partial";
+
 impl Core {
     /// The ready template snapshot of `shape`, if any.
     pub fn warm_snapshot(&self, shape: &Shape) -> Option<PathBuf> {
         let dir = shape.dir(self.data_dir());
         SnapshotManifest::load(&dir).ok().map(|_| dir)
+    }
+
+    /// The shapes of built-in template `id` (any version) whose template
+    /// snapshot is written whole; one being written is staged beside them
+    /// and does not count.
+    pub fn warm_shapes(&self, id: &str) -> Vec<String> {
+        let Ok(versions) = std::fs::read_dir(self.data_dir().join("templates").join(id)) else {
+            return Vec::new();
+        };
+        versions
+            .flatten()
+            .flat_map(|v| std::fs::read_dir(v.path()).into_iter().flatten().flatten())
+            .filter(|shape| {
+                let p = shape.path();
+                p.extension().is_none_or(|e| e != STAGING) && p.join("manifest.json").is_file()
+            })
+            .filter_map(|shape| shape.file_name().into_string().ok())
+            .collect()
     }
 
     /// Starts building `shape`'s template snapshot unless it exists or is
@@ -327,7 +348,7 @@ impl Core {
     /// in `dest`, which appears whole or not at all; the VM is gone
     /// afterwards either way.
     pub(crate) async fn save_template(&self, vm: Box<dyn Vm>, dest: &Path) -> anyhow::Result<()> {
-        let staging = dest.with_extension("partial");
+        let staging = dest.with_extension(STAGING);
         let _ = std::fs::remove_dir_all(&staging);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;

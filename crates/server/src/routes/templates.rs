@@ -319,19 +319,7 @@ fn built_in_view(state: &AppState, id: &str) -> Option<serde_json::Value> {
     let (id, description, aliases) = BUILT_IN
         .iter()
         .find(|(t, _, aliases)| *t == id || aliases.contains(&id))?;
-    let warm: Vec<String> = std::fs::read_dir(state.data_dir().join("templates").join(id))
-        .map(|versions| {
-            versions
-                .flatten()
-                .flat_map(|v| std::fs::read_dir(v.path()).into_iter().flatten().flatten())
-                .filter(|shape| shape.path().join("manifest.json").is_file())
-                .filter_map(|shape| shape.file_name().into_string().ok())
-                // A snapshot being written is staged under `<shape>.partial`
-                // (manifest included) until it is renamed whole.
-                .filter(|shape| !shape.ends_with(".partial"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let warm = state.warm_shapes(id);
     Some(json!({
         "id": id,
         "name": id,

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
@@ -161,7 +161,7 @@ pub(crate) async fn resolve(host: &str, upstreams: &[SocketAddr]) -> Vec<(Ipv4Ad
     let Ok(name) = Name::from_ascii(host) else {
         return Vec::new();
     };
-    let mut q = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    let mut q = Message::query();
     q.metadata.recursion_desired = true;
     q.add_query(Query::query(name, RecordType::A));
     let Ok(bytes) = q.to_vec() else {
@@ -171,15 +171,6 @@ pub(crate) async fn resolve(host: &str, upstreams: &[SocketAddr]) -> Vec<(Ipv4Ad
         Some(answer) => a_records(&answer),
         None => Vec::new(),
     }
-}
-
-fn rand_id() -> u16 {
-    let mut b = [0u8; 2];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| {
-        use std::io::Read;
-        f.read_exact(&mut b)
-    });
-    u16::from_ne_bytes(b)
 }
 
 /// The first answer any upstream gives to `query` (same transaction id).
@@ -244,7 +235,7 @@ mod tests {
             .await
             .unwrap();
         let query_for = |name: &str| {
-            let mut q = Message::new(0x1234, MessageType::Query, OpCode::Query);
+            let mut q = Message::query();
             q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
             q.to_vec().unwrap()
         };

@@ -339,8 +339,10 @@ impl Jailer {
             })?;
             // The filter matches the interface by name: it can go in while
             // the interface is being made.
-            let (linked, policed) =
-                tokio::join!(netns::connect(slot, self.subnet), h.set_policy(spec.policy));
+            let (linked, policed) = tokio::join!(
+                netns::connect(slot, self.subnet),
+                h.apply_policy(spec.policy, false)
+            );
             linked?;
             policed?;
             // A host DNS server bound to every address on port 53 keeps the
@@ -387,7 +389,7 @@ impl Jailer {
                 Some(nix::unistd::Uid::from_raw(u)),
                 Some(nix::unistd::Gid::from_raw(g)),
             )
-            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+            .map_err(std::io::Error::from)
             .map_err(io_err("chown", p))?;
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
                 .map_err(io_err("chmod", p))
@@ -558,9 +560,22 @@ impl JailHandle {
 
     /// Puts `policy` (none: allow what the base rules leave) in force at
     /// once, in one nftables transaction. Hostname rules start with the
-    /// addresses the VM's resolvers give now, and follow its DNS answers.
-    /// A VM without network has nothing to change.
+    /// addresses the VM's resolvers give now (waited for, at most
+    /// [`PRE_RESOLVE_WITHIN`]: a guest may hold addresses it resolved under
+    /// the old policy), and follow its DNS answers. A VM without network
+    /// has nothing to change.
     pub async fn set_policy(&self, policy: Option<&EgressPolicy>) -> Result<(), JailError> {
+        self.apply_policy(policy, true).await
+    }
+
+    /// [`Self::set_policy`]; a VM that is starting has resolved nothing
+    /// yet, so its start does not wait for DNS (`resolve_now` false): the
+    /// first addresses are looked up in the background.
+    async fn apply_policy(
+        &self,
+        policy: Option<&EgressPolicy>,
+        resolve_now: bool,
+    ) -> Result<(), JailError> {
         if !self.record.connected {
             return Ok(());
         }
@@ -574,27 +589,28 @@ impl JailHandle {
             .map(|h| h.host_rules.iter().map(|r| r.set.clone()).collect())
             .unwrap_or_default();
         let mut script = nft::vm_policy(self.record.slot, &compiled, &old);
-        // Every name at once, and no longer than PRE_RESOLVE_WITHIN in all:
-        // a slow resolver delays a policy change (or a start) by that much
-        // at most; names it did not answer yet follow the guest's lookups.
-        let mut lookups = tokio::task::JoinSet::new();
-        for rule in &compiled.host_rules {
-            if let policy::Destination::Host(name) = &rule.dest {
-                if !name.starts_with("*.") {
-                    let (set, name, ups) = (rule.set.clone(), name.clone(), self.upstreams.clone());
-                    lookups.spawn(async move { (set, dns::resolve(&name, &ups).await) });
+        let names: Vec<(String, String)> = compiled
+            .host_rules
+            .iter()
+            .filter_map(|r| match &r.dest {
+                policy::Destination::Host(n) if !n.starts_with("*.") => {
+                    Some((r.set.clone(), n.clone()))
                 }
-            }
+                _ => None,
+            })
+            .collect();
+        if resolve_now {
+            script.push_str(&pre_resolve(names, self.upstreams.clone()).await);
+        } else if !names.is_empty() {
+            let ups = self.upstreams.clone();
+            tokio::spawn(async move {
+                let add = pre_resolve(names, ups).await;
+                // The VM may be gone by now: then its sets are too.
+                if !add.is_empty() {
+                    let _ = nft::apply(&add).await;
+                }
+            });
         }
-        let _ = tokio::time::timeout(PRE_RESOLVE_WITHIN, async {
-            while let Some(Ok((set, addrs))) = lookups.join_next().await {
-                if !addrs.is_empty() {
-                    script.push_str(&nft::add_addresses(&[set], &addrs));
-                }
-            }
-        })
-        .await;
-        lookups.abort_all();
         nft::apply(&script).await?;
         if let Ok(mut h) = self.hosts.write() {
             *h = compiled;
@@ -628,6 +644,28 @@ impl JailHandle {
 /// The longest a policy change waits for its hostnames' first addresses.
 const PRE_RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Looks every `(set, hostname)` up at once, for at most
+/// [`PRE_RESOLVE_WITHIN`] in all, and returns the nft commands adding what
+/// was answered; names not answered by then follow the guest's lookups.
+async fn pre_resolve(names: Vec<(String, String)>, upstreams: Vec<SocketAddr>) -> String {
+    let mut lookups = tokio::task::JoinSet::new();
+    for (set, name) in names {
+        let ups = upstreams.clone();
+        lookups.spawn(async move { (set, dns::resolve(&name, &ups).await) });
+    }
+    let mut script = String::new();
+    let _ = tokio::time::timeout(PRE_RESOLVE_WITHIN, async {
+        while let Some(Ok((set, addrs))) = lookups.join_next().await {
+            if !addrs.is_empty() {
+                script.push_str(&nft::add_addresses(&[set], &addrs));
+            }
+        }
+    })
+    .await;
+    lookups.abort_all();
+    script
+}
+
 /// How old an unused slot's setup must be before it counts as leaked.
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -653,21 +691,17 @@ fn namespaces_in_use() -> std::collections::HashSet<u64> {
         .collect()
 }
 
-fn errno(e: nix::errno::Errno) -> std::io::Error {
-    std::io::Error::from_raw_os_error(e as i32)
-}
-
 impl PreExec {
     /// Applies the jail in the child: network namespace, cgroup, mount
     /// namespace and root, then the VM's uid with no capabilities. Only
     /// system calls on data prepared before `fork`.
     pub fn apply(&self) -> std::io::Result<()> {
         use nix::sched::CloneFlags;
-        nix::sched::setns(&self.netns, CloneFlags::CLONE_NEWNET).map_err(errno)?;
+        nix::sched::setns(&self.netns, CloneFlags::CLONE_NEWNET)?;
         for fd in &self.cgroup_procs {
-            nix::unistd::write(fd, b"0").map_err(errno)?;
+            nix::unistd::write(fd, b"0")?;
         }
-        nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(errno)?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
         self.mounts.enter()?;
         // Drop every capability from the bounding set while still allowed
         // to, then switch ids: a root -> non-root switch clears the
@@ -681,10 +715,10 @@ impl PreExec {
             }
         }
         let gid = nix::unistd::Gid::from_raw(self.gid);
-        nix::unistd::setgroups(&self.groups).map_err(errno)?;
-        nix::unistd::setresgid(gid, gid, gid).map_err(errno)?;
+        nix::unistd::setgroups(&self.groups)?;
+        nix::unistd::setresgid(gid, gid, gid)?;
         let uid = nix::unistd::Uid::from_raw(self.uid);
-        nix::unistd::setresuid(uid, uid, uid).map_err(errno)?;
+        nix::unistd::setresuid(uid, uid, uid)?;
         // SAFETY: PR_SET_NO_NEW_PRIVS only restricts this process.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(std::io::Error::last_os_error());

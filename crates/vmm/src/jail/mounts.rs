@@ -200,28 +200,23 @@ impl PlanBuilder {
     }
 }
 
-fn errno(e: nix::errno::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e as i32)
-}
-
 impl MountPlan {
     /// Runs in the child between `fork` and `exec`, as root, after
     /// `unshare(CLONE_NEWNS)`: builds the root and pivots into it.
     pub(crate) fn enter(&self) -> io::Result<()> {
         let none: Option<&OsStr> = None;
-        mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).map_err(errno)?;
+        mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
         mount(
             Some(OsStr::new("tmpfs")),
             self.root.as_c_str(),
             Some(OsStr::new("tmpfs")),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some(OsStr::new("mode=0755,size=1m")),
-        )
-        .map_err(errno)?;
+        )?;
         for d in &self.dirs {
             match nix::unistd::mkdir(d.as_c_str(), Mode::from_bits_truncate(0o755)) {
                 Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-                Err(e) => return Err(errno(e)),
+                Err(e) => return Err(e.into()),
             }
         }
         for f in &self.files {
@@ -231,41 +226,39 @@ impl MountPlan {
                     | nix::fcntl::OFlag::O_WRONLY
                     | nix::fcntl::OFlag::O_CLOEXEC,
                 Mode::from_bits_truncate(0o644),
-            )
-            .map_err(errno)?;
+            )?;
             let _ = nix::unistd::close(fd);
         }
         for (target, link) in &self.links {
-            nix::unistd::symlinkat(target.as_c_str(), None, link.as_c_str()).map_err(errno)?;
+            nix::unistd::symlinkat(target.as_c_str(), None, link.as_c_str())?;
         }
         for b in &self.binds {
             let mut flags = MsFlags::MS_BIND;
             if b.recursive {
                 flags |= MsFlags::MS_REC;
             }
-            mount(Some(b.src.as_c_str()), b.dst.as_c_str(), none, flags, none).map_err(errno)?;
+            mount(Some(b.src.as_c_str()), b.dst.as_c_str(), none, flags, none)?;
             let mut re = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID;
             match b.access {
                 Access::ReadOnly => re |= MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
                 Access::ReadWrite => re |= MsFlags::MS_NODEV,
                 Access::Device => {}
             }
-            mount(none, b.dst.as_c_str(), none, re, none).map_err(errno)?;
+            mount(none, b.dst.as_c_str(), none, re, none)?;
         }
-        nix::unistd::chdir(self.root.as_c_str()).map_err(errno)?;
+        nix::unistd::chdir(self.root.as_c_str())?;
         // pivot_root(".", "."): the old root ends up stacked on the new
         // one at "/", and a lazy unmount drops it.
-        nix::unistd::pivot_root(".", ".").map_err(errno)?;
-        umount2(".", MntFlags::MNT_DETACH).map_err(errno)?;
-        nix::unistd::chdir("/").map_err(errno)?;
+        nix::unistd::pivot_root(".", ".")?;
+        umount2(".", MntFlags::MNT_DETACH)?;
+        nix::unistd::chdir("/")?;
         mount(
             none,
             "/",
             none,
             MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             none,
-        )
-        .map_err(errno)?;
+        )?;
         Ok(())
     }
 }
