@@ -109,6 +109,18 @@ async fn attempts(
     Ok(got)
 }
 
+/// Whether the guest's DNS resolves `name` (busybox `nslookup`'s exit).
+async fn resolves(agent: &AgentClient, name: &str) -> anyhow::Result<bool> {
+    let r = agent
+        .exec(&ExecRequest {
+            command: format!("nslookup {name}"),
+            timeout_ms: Some(30_000),
+            ..Default::default()
+        })
+        .await?;
+    Ok(r.exit_code == 0)
+}
+
 fn slot_of(vm: &QemuVm) -> u32 {
     vm.jail().expect("vm is jailed").slot
 }
@@ -246,15 +258,10 @@ async fn egress_off_has_no_network_at_all() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(got["internet"], "");
-    let r = vm
-        .agent()
-        .exec(&ExecRequest {
-            command: "nslookup internet.test".into(),
-            timeout_ms: Some(30_000),
-            ..Default::default()
-        })
-        .await?;
-    assert_ne!(r.exit_code, 0, "no DNS without egress");
+    assert!(
+        !resolves(&vm.agent(), netlab::INTERNET_NAME).await?,
+        "no DNS without egress"
+    );
     // Its namespace has a loopback and nothing else.
     let links = std::process::Command::new("ip")
         .args(["-n", &format!("hearth-{}", slot_of(&vm)), "-o", "link"])
@@ -350,6 +357,26 @@ async fn the_vmm_runs_unprivileged_confined_and_limited() -> anyhow::Result<()> 
             d.display()
         );
     }
+    // The limits hold: a process in the VM's cgroup (a QEMU gone rogue)
+    // that allocates past the memory limit is killed, and one that forks
+    // without end is refused before pids_max.
+    let hog = in_vm_cgroup(
+        &jail.cgroups,
+        "import sys; b = bytearray(1 << 30); b[::4096] = b'x' * len(b[::4096]); print('survived')",
+    )?;
+    assert!(!hog.status.success(), "a 1 GiB allocation ran: {hog:?}");
+    assert!(!String::from_utf8_lossy(&hog.stdout).contains("survived"));
+    let bomb = in_vm_cgroup(
+        &jail.cgroups,
+        // Each child becomes a small `sleep` with its output elsewhere.
+        "import os\npids = []\ntry:\n    for _ in range(2000):\n        p = os.fork()\n        if p == 0:\n            os.dup2(os.open('/dev/null', os.O_WRONLY), 1)\n            os.execv('/bin/sleep', ['sleep', '60'])\n        pids.append(p)\n    print('forked', len(pids))\nexcept OSError:\n    print('refused', len(pids))\nfor p in pids:\n    os.kill(p, 9)\n    os.waitpid(p, 0)\n",
+    )?;
+    let said = String::from_utf8_lossy(&bomb.stdout);
+    let forked: usize = said
+        .strip_prefix("refused ")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("fork bomb not refused: {said:?}"));
+    assert!(forked < JailConfig::default().pids_max as usize, "{forked}");
 
     // The guest works as always.
     assert_eq!(sh(&vm.agent(), "echo fine").await?, "fine\n");
@@ -361,6 +388,19 @@ async fn the_vmm_runs_unprivileged_confined_and_limited() -> anyhow::Result<()> 
     }
     assert!(!std::path::Path::new(&format!("/sys/class/net/{}", jail.host_interface())).exists());
     Ok(())
+}
+
+/// Runs `python3 -c script` as a member of the cgroups in `dirs`.
+fn in_vm_cgroup(dirs: &[std::path::PathBuf], script: &str) -> anyhow::Result<std::process::Output> {
+    let join: String = dirs
+        .iter()
+        .map(|d| format!("echo $$ > {}/cgroup.procs && ", d.display()))
+        .collect();
+    Ok(std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{join}exec python3 -c \"$0\""))
+        .arg(script)
+        .output()?)
 }
 
 fn rule(effect: Effect, dest: &str, ports: Option<&str>, protocol: Option<Protocol>) -> EgressRule {
@@ -400,14 +440,10 @@ async fn egress_policy_changes_apply_live_to_one_running_vm() -> anyhow::Result<
     assert!(!reach(&got, "hello") && !reach(&got, "bulk"), "{got:?}");
     // DNS obeys the policy too: nothing resolves under deny-all (no data
     // leaves through queries either).
-    let r = agent
-        .exec(&ExecRequest {
-            command: format!("nslookup {}", netlab::INTERNET_NAME),
-            timeout_ms: Some(30_000),
-            ..Default::default()
-        })
-        .await?;
-    assert_ne!(r.exit_code, 0, "resolved under deny-all");
+    assert!(
+        !resolves(&agent, netlab::INTERNET_NAME).await?,
+        "resolved under deny-all"
+    );
 
     // One port of one address allowed: that port only.
     let one = EgressPolicy {
@@ -458,14 +494,10 @@ async fn egress_policy_changes_apply_live_to_one_running_vm() -> anyhow::Result<
         out.is_ok_and(|o| o.contains("world")),
         "by name from the guest"
     );
-    let r = agent
-        .exec(&ExecRequest {
-            command: format!("nslookup {}", netlab::LAN_NAME),
-            timeout_ms: Some(30_000),
-            ..Default::default()
-        })
-        .await?;
-    assert_ne!(r.exit_code, 0, "a name no rule allows does not resolve");
+    assert!(
+        !resolves(&agent, netlab::LAN_NAME).await?,
+        "a name no rule allows does not resolve"
+    );
     // ...but never opens the fixed blocks: lan.test resolves to a private
     // address, which stays unreachable even with a rule naming it.
     let lan_rule = EgressPolicy {
