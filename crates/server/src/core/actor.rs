@@ -296,7 +296,7 @@ async fn run(
             Op::Pause { reason, reply } => (pause(&core, &h, &mut vm, reason).await, reply),
             Op::Resume { reply } => (resume(&core, &h, &mut vm).await, reply),
             Op::SetEgressPolicy { policy, reply } => (
-                set_egress_policy(&core, &h, vm.as_deref(), policy).await,
+                super::network::apply(&core, &h, vm.as_deref(), policy).await,
                 reply,
             ),
             Op::Destroy { reason, reply } => {
@@ -360,56 +360,6 @@ async fn fail(core: &Core, h: &SandboxHandle, message: String) -> ApiResult<Sand
     Ok(rec)
 }
 
-/// Applies `policy` to the running VM (if any), then stores it; a store
-/// failure puts the VM's previous policy back.
-async fn set_egress_policy(
-    core: &Core,
-    h: &SandboxHandle,
-    vm: Option<&dyn Vm>,
-    policy: Option<EgressPolicy>,
-) -> ApiResult<SandboxRecord> {
-    let old = h.record().egress_policy;
-    if let Some(v) = vm {
-        v.set_egress_policy(policy.as_ref())
-            .await
-            .map_err(|e| ApiError::internal(anyhow::anyhow!(error_chain(&e))))?;
-    }
-    if old == policy {
-        return Ok(h.record());
-    }
-    let now = core.now_ms();
-    let committed = core
-        .commit(h, |r| {
-            r.egress_policy = policy.clone();
-            r.egress_policy_updated_at = Some(now);
-        })
-        .await;
-    match committed {
-        Ok(rec) => {
-            core.events
-                .emit_logged(
-                    &h.tenant_id,
-                    Some(&h.id),
-                    "sandbox.network_policy_updated",
-                    json!({
-                        "default_effect": policy
-                            .as_ref()
-                            .map_or(hearth_vmm::Effect::Allow, |p| p.default_effect),
-                        "rules": policy.as_ref().map_or(0, |p| p.rules.len()),
-                    }),
-                )
-                .await;
-            Ok(rec)
-        }
-        Err(e) => {
-            if let Some(v) = vm {
-                let _ = v.set_egress_policy(old.as_ref()).await;
-            }
-            Err(e)
-        }
-    }
-}
-
 async fn vm_died(core: &Core, h: &SandboxHandle, dead: Box<dyn Vm>, status: &str) {
     let tail = tail_of(&dead.spec().layout().console_log);
     tracing::error!(status, "vmm exited unexpectedly");
@@ -448,7 +398,7 @@ fn keep_tail(s: &str, max: usize) -> String {
     format!("...{}", &s[skip..])
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod keys;
 pub mod metering;
+pub mod network;
 pub mod previews;
 pub mod recovery;
 pub mod sandboxes;

@@ -299,31 +299,8 @@ impl Core {
     }
 
     /// The live handle of one of the caller's sandboxes.
-    fn live(&self, caller: &Caller, id: &str) -> Option<Arc<SandboxHandle>> {
+    pub(super) fn live(&self, caller: &Caller, id: &str) -> Option<Arc<SandboxHandle>> {
         self.handle(id).filter(|h| h.tenant_id == caller.tenant_id)
-    }
-
-    /// Replaces (or with `None` removes) the sandbox's egress policy; a
-    /// running VM gets it at once, a paused one when it resumes.
-    pub async fn set_egress_policy(
-        &self,
-        caller: &Caller,
-        id: &str,
-        policy: Option<hearth_vmm::EgressPolicy>,
-    ) -> ApiResult<SandboxRecord> {
-        let Some(h) = self.live(caller, id) else {
-            let rec = self.get_sandbox(caller, id).await?;
-            return Err(ApiError::invalid_state(
-                id,
-                rec.state,
-                "change the network policy of",
-            ));
-        };
-        h.call(|reply| super::actor::Op::SetEgressPolicy {
-            policy,
-            reply: Some(reply),
-        })
-        .await
     }
 
     pub async fn patch_sandbox(
