@@ -11,6 +11,7 @@
 //! regenerate `schema.json` (`UPDATE_SCHEMA=1 cargo test -p hearth-agent-protocol`).
 
 pub mod b64;
+pub mod chain;
 pub mod handshake;
 pub mod paths;
 pub mod schema;
@@ -21,6 +22,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use b64::Base64Bytes;
+pub use chain::error_chain;
 
 /// Version of the wire contract; the host refuses an agent outside
 /// [`MIN_AGENT_PROTOCOL_VERSION`]`..=PROTOCOL_VERSION`.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use hearth_agent::transport::ListenAddr;
 use hearth_agent::AgentConfig;
+use hearth_agent_protocol::error_chain;
 
 /// The Hearth guest agent.
 #[derive(Debug, Parser)]
@@ -83,15 +84,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

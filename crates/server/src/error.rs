@@ -10,21 +10,8 @@ use serde::Serialize;
 
 use crate::model::SandboxState;
 
-/// One bad request field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use crate::core::error::FieldError;
+use crate::core::error::{Error, Kind};
 
 /// A failure as the API reports it.
 #[derive(Debug)]
@@ -120,37 +107,6 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
-    /// A failure writing a snapshot: 507 `insufficient_storage` when the
-    /// host disk is full (the client can free space or wait), else
-    /// [`ApiError::internal`].
-    pub fn from_snapshot_error(err: &(dyn std::error::Error + 'static), what: &str) -> ApiError {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-        let mut full = false;
-        let mut chain = String::new();
-        while let Some(e) = cur {
-            let io_full = e
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.raw_os_error() == Some(28));
-            full |= io_full || e.to_string().contains("No space left on device");
-            if !chain.is_empty() {
-                chain.push_str(": ");
-            }
-            chain.push_str(&e.to_string());
-            cur = e.source();
-        }
-        if full {
-            return ApiError {
-                internal: Some(chain),
-                ..ApiError::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "insufficient_storage",
-                    format!("the host disk is full: {what} failed and left nothing behind; the sandbox keeps running"),
-                )
-            };
-        }
-        ApiError::internal(anyhow::anyhow!(chain))
-    }
-
     /// A failure the client cannot act on: logged with its whole cause
     /// chain, answered as a bare "internal error".
     pub fn internal(err: impl Into<anyhow::Error>) -> ApiError {
@@ -180,66 +136,32 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> ApiError {
-        match e {
-            crate::store::StoreError::Duplicate(what) => {
-                ApiError::conflict("conflict", format!("{what} already exists"))
-            }
-            e => ApiError::internal(e),
-        }
+/// The one mapping from a core failure to HTTP.
+pub fn status_of(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::BadRequest => StatusCode::BAD_REQUEST,
+        Kind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+        Kind::Forbidden => StatusCode::FORBIDDEN,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::InvalidState | Kind::Conflict => StatusCode::CONFLICT,
+        Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Kind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+        Kind::Unreachable => StatusCode::BAD_GATEWAY,
+        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-/// Maps an agent failure to what the client should see: the agent's own
-/// 4xx answers keep their meaning; a lost channel is a 502-class failure of
-/// the sandbox, not of the request.
-impl From<hearth_agent_client::AgentClientError> for ApiError {
-    fn from(e: hearth_agent_client::AgentClientError) -> ApiError {
-        use hearth_agent_client::AgentClientError as E;
-        use hearth_agent_protocol::ErrorCode;
-        match &e {
-            E::Agent { status, error } => {
-                let (status, code) = match error.code {
-                    ErrorCode::FileNotFound => (StatusCode::NOT_FOUND, "file_not_found"),
-                    ErrorCode::ProcessNotFound | ErrorCode::PtyNotFound => {
-                        (StatusCode::NOT_FOUND, "not_found")
-                    }
-                    ErrorCode::AlreadyExists | ErrorCode::DirectoryNotEmpty => {
-                        (StatusCode::CONFLICT, "conflict")
-                    }
-                    ErrorCode::PermissionDenied => (StatusCode::FORBIDDEN, "forbidden"),
-                    ErrorCode::BadRequest
-                    | ErrorCode::InvalidPath
-                    | ErrorCode::InvalidSignal
-                    | ErrorCode::IsADirectory
-                    | ErrorCode::NotADirectory
-                    | ErrorCode::UserNotFound => {
-                        (StatusCode::UNPROCESSABLE_ENTITY, "validation_error")
-                    }
-                    ErrorCode::PayloadTooLarge => {
-                        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-                    }
-                    ErrorCode::PortClosed => (StatusCode::BAD_GATEWAY, "port_closed"),
-                    ErrorCode::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
-                    ErrorCode::Unsupported => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
-                    ErrorCode::SpawnFailed | ErrorCode::Internal if *status < 500 => {
-                        (StatusCode::BAD_REQUEST, "bad_request")
-                    }
-                    ErrorCode::SpawnFailed => (StatusCode::UNPROCESSABLE_ENTITY, "spawn_failed"),
-                    ErrorCode::Internal => return ApiError::internal(e),
-                };
-                ApiError::new(status, code, error.message.clone())
-            }
-            _ if e.is_connection() => ApiError {
-                internal: Some(format!("{:#}", anyhow::Error::new(e))),
-                ..ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "sandbox_unreachable",
-                    "the sandbox's agent did not answer",
-                )
-            },
-            _ => ApiError::internal(e),
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        ApiError {
+            status: status_of(e.kind),
+            code: e.code,
+            message: e.message,
+            details: e.details,
+            internal: e.cause,
         }
     }
 }

@@ -537,3 +537,28 @@ mod tests {
         assert_eq!(r.due(13_000), Some(Expiry::TimeoutDestroy));
     }
 }
+
+/// Which sandboxes a list returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxFilter {
+    pub state: Option<SandboxState>,
+    /// Every tag must be present.
+    pub tags: Vec<String>,
+    pub external_workspace_id: Option<String>,
+    pub external_user_id: Option<String>,
+    pub external_project_id: Option<String>,
+    pub template_id: Option<String>,
+}
+
+/// A page request: 1-based page number and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: u32,
+    pub page_size: u32,
+}
+
+impl Page {
+    pub fn offset(self) -> u64 {
+        u64::from(self.page.saturating_sub(1)) * u64::from(self.page_size)
+    }
+}

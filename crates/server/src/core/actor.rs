@@ -20,8 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::templates::ResolvedTemplate;
 use super::warm::Shape;
 use super::Core;
-use crate::error::{ApiError, ApiResult};
+use crate::core::error::{Error, Kind, Result};
+use crate::core::events::EventKind;
 use crate::model::{BootPath, SandboxRecord, SandboxState};
+use hearth_agent_protocol::error_chain;
 
 /// Why a pause happens (it is reported in the event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +43,7 @@ impl PauseReason {
     }
 }
 
-type Reply = oneshot::Sender<ApiResult<SandboxRecord>>;
+type Reply = oneshot::Sender<Result<SandboxRecord>>;
 
 #[derive(Debug)]
 pub enum Op {
@@ -123,13 +125,13 @@ impl SandboxHandle {
     }
 
     /// Queues an operation; the answer comes when the actor has run it.
-    pub async fn call(&self, make: impl FnOnce(Reply) -> Op) -> ApiResult<SandboxRecord> {
+    pub async fn call(&self, make: impl FnOnce(Reply) -> Op) -> Result<SandboxRecord> {
         let (tx, rx) = oneshot::channel();
         self.ops
             .send(make(tx))
-            .map_err(|_| ApiError::sandbox_not_found(&self.id))?;
+            .map_err(|_| Error::sandbox_not_found(&self.id))?;
         rx.await
-            .map_err(|_| ApiError::internal(anyhow::anyhow!("sandbox actor {} ended", self.id)))?
+            .map_err(|_| Error::internal(anyhow::anyhow!("sandbox actor {} ended", self.id)))?
     }
 
     /// Queues an operation without waiting for it.
@@ -173,7 +175,7 @@ impl Core {
         &self,
         h: &SandboxHandle,
         change: impl FnOnce(&mut SandboxRecord),
-    ) -> ApiResult<SandboxRecord> {
+    ) -> Result<SandboxRecord> {
         let _write = h.persist.lock().await;
         let (before, after) = {
             let mut r = h.record.lock().expect("record lock is never poisoned");
@@ -338,7 +340,7 @@ fn answer_destroyed(h: &SandboxHandle, op: Op) {
     }
 }
 
-async fn fail(core: &Core, h: &SandboxHandle, message: String) -> ApiResult<SandboxRecord> {
+async fn fail(core: &Core, h: &SandboxHandle, message: String) -> Result<SandboxRecord> {
     h.set_agent(None);
     let rec = core
         .commit(h, |r| {
@@ -353,7 +355,7 @@ async fn fail(core: &Core, h: &SandboxHandle, message: String) -> ApiResult<Sand
         .emit_logged(
             &h.tenant_id,
             Some(&h.id),
-            "sandbox.error",
+            EventKind::SandboxError,
             json!({ "error": message }),
         )
         .await;
@@ -398,17 +400,6 @@ fn keep_tail(s: &str, max: usize) -> String {
     format!("...{}", &s[skip..])
 }
 
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
-
 /// Creates the sandbox disk and cold-boots `spec`.
 async fn cold_boot(core: &Core, spec: &VmSpec, disk_size_mb: u32) -> Result<Box<dyn Vm>, String> {
     let dir = spec.dir.clone();
@@ -437,7 +428,7 @@ async fn boot(
     h: &SandboxHandle,
     vm: &mut Option<Box<dyn Vm>>,
     fork_from: Option<PathBuf>,
-) -> ApiResult<SandboxRecord> {
+) -> Result<SandboxRecord> {
     let rec = h.record();
     if rec.state != SandboxState::Provisioning {
         return Ok(rec);
@@ -543,7 +534,7 @@ async fn running(
     tpl: &ResolvedTemplate,
     started: Instant,
     path: BootPath,
-) -> ApiResult<SandboxRecord> {
+) -> Result<SandboxRecord> {
     let boot_ms = started.elapsed().as_millis() as u64;
     core.metrics.observe_boot(boot_ms);
     let now = core.now_ms();
@@ -563,7 +554,7 @@ async fn running(
         .emit_logged(
             &h.tenant_id,
             Some(&h.id),
-            "sandbox.running",
+            EventKind::SandboxRunning,
             json!({ "boot_ms": boot_ms, "boot_path": path.as_str() }),
         )
         .await;
@@ -577,10 +568,10 @@ async fn snapshot(
     h: &SandboxHandle,
     vm: &mut Option<Box<dyn Vm>>,
     dest: &Path,
-) -> ApiResult<SandboxRecord> {
+) -> Result<SandboxRecord> {
     let rec = h.record();
     let Some(running) = vm.as_ref().filter(|_| rec.state == SandboxState::Running) else {
-        return Err(ApiError::not_running(&h.id, rec.state));
+        return Err(Error::not_running(&h.id, rec.state));
     };
     core.commit(h, |r| r.state = SandboxState::Snapshotting)
         .await?;
@@ -591,11 +582,10 @@ async fn snapshot(
     }
     let res = running.snapshot(&staging, SnapshotOptions::full()).await;
     let res = res
-        .map_err(|e| ApiError::from_snapshot_error(&e, "the snapshot"))
+        .map_err(|e| Error::from_snapshot_error(&e, "the snapshot"))
         .and_then(|_| {
-            std::fs::rename(&staging, dest).map_err(ApiError::internal)?;
-            hearth_vmm::snapshot::sync_dir(dest.parent().unwrap_or(dest))
-                .map_err(ApiError::internal)
+            std::fs::rename(&staging, dest).map_err(Error::internal)?;
+            hearth_vmm::snapshot::sync_dir(dest.parent().unwrap_or(dest)).map_err(Error::internal)
         });
     if res.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
@@ -620,21 +610,21 @@ async fn restore(
     h: &SandboxHandle,
     vm: &mut Option<Box<dyn Vm>>,
     from: &Path,
-) -> ApiResult<SandboxRecord> {
+) -> Result<SandboxRecord> {
     let rec = h.record();
     if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
-        return Err(ApiError::invalid_state(&h.id, rec.state, "restore"));
+        return Err(Error::invalid_state(&h.id, rec.state, "restore"));
     }
     let manifest = SnapshotManifest::load(from)
         .and_then(|m| m.check_files(from).map(|_| m))
         .map_err(|e| {
-            ApiError::conflict(
+            Error::conflict(
                 "snapshot_corrupt",
                 format!("snapshot cannot be restored: {e}"),
             )
         })?;
     if manifest.spec.vcpus != rec.cpu_count || manifest.spec.memory_mb != rec.memory_mb {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "invalid_state",
             "the snapshot was taken of a VM of another size",
         ));
@@ -643,12 +633,12 @@ async fn restore(
     let tpl = core
         .resolve_template(&rec.template_id)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(Error::internal)?;
     let spec = core.vm_spec(&rec, &tpl);
     // Save what runs now (or keep the paused snapshot) to fall back on.
     let rollback = core.data_dir().join("rollback").join(&h.id);
     let _ = std::fs::remove_dir_all(&rollback);
-    std::fs::create_dir_all(rollback.parent().unwrap_or(&rollback)).map_err(ApiError::internal)?;
+    std::fs::create_dir_all(rollback.parent().unwrap_or(&rollback)).map_err(Error::internal)?;
     let fallback: PathBuf = match vm.take() {
         Some(running) => {
             let saved = running
@@ -665,7 +655,7 @@ async fn restore(
                     let _ = running.destroy().await;
                 }
                 let _ = std::fs::remove_dir_all(&rollback);
-                return Err(ApiError::internal(e));
+                return Err(Error::internal(e));
             }
             let _ = running.destroy().await;
             rollback.clone()
@@ -673,7 +663,7 @@ async fn restore(
         None => core.paused_dir(&h.id),
     };
     h.set_agent(None);
-    std::fs::create_dir_all(&spec.dir).map_err(ApiError::internal)?;
+    std::fs::create_dir_all(&spec.dir).map_err(Error::internal)?;
     let restored = match core.vmm.restore(from, spec.clone()).await {
         Ok(v) => v,
         Err(e) => {
@@ -698,7 +688,7 @@ async fn restore(
                 }
                 let _ = std::fs::remove_dir_all(&rollback);
             }
-            return Err(ApiError::conflict(
+            return Err(Error::conflict(
                 "snapshot_corrupt",
                 format!("snapshot cannot be restored: {}", error_chain(&e)),
             ));
@@ -706,24 +696,22 @@ async fn restore(
     };
     let _ = std::fs::remove_dir_all(&rollback);
     let _ = std::fs::remove_dir_all(core.paused_dir(&h.id));
-    back_from_snapshot(core, h, vm, restored, started, "sandbox.restored").await
+    back_from_snapshot(core, h, vm, restored, started, EventKind::SandboxRestored).await
 }
 
-async fn fail_boot(core: &Core, h: &SandboxHandle, message: String) -> ApiResult<SandboxRecord> {
+async fn fail_boot(core: &Core, h: &SandboxHandle, message: String) -> Result<SandboxRecord> {
     tracing::warn!(error = %message, "sandbox failed to start");
     fail(core, h, message.clone()).await?;
-    Err(ApiError {
-        // The client learns that and why the boot failed; internals such as
-        // host paths stay in the log and in the sandbox's last_error.
-        ..ApiError::new(
-            http::StatusCode::INTERNAL_SERVER_ERROR,
-            "sandbox_start_failed",
-            format!(
-                "sandbox {} failed to start; see its metadata.last_error",
-                h.id
-            ),
-        )
-    })
+    // The client learns that and why the boot failed; internals such as
+    // host paths stay in the log and in the sandbox's last_error.
+    Err(Error::new(
+        Kind::Internal,
+        "sandbox_start_failed",
+        format!(
+            "sandbox {} failed to start; see its metadata.last_error",
+            h.id
+        ),
+    ))
 }
 
 async fn pause(
@@ -731,13 +719,13 @@ async fn pause(
     h: &SandboxHandle,
     vm: &mut Option<Box<dyn Vm>>,
     reason: PauseReason,
-) -> ApiResult<SandboxRecord> {
+) -> Result<SandboxRecord> {
     let rec = h.record();
     if rec.state == SandboxState::Paused {
         return Ok(rec);
     }
     let Some(running) = vm.as_ref().filter(|_| rec.state.can_pause()) else {
-        return Err(ApiError::invalid_state(&h.id, rec.state, "pause"));
+        return Err(Error::invalid_state(&h.id, rec.state, "pause"));
     };
     let started = Instant::now();
     core.commit(h, |r| r.state = SandboxState::Snapshotting)
@@ -745,7 +733,7 @@ async fn pause(
     let dest = core.paused_dir(&h.id);
     let _ = std::fs::remove_dir_all(&dest);
     if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(ApiError::internal)?;
+        std::fs::create_dir_all(parent).map_err(Error::internal)?;
     }
     let snap = running
         .snapshot(
@@ -769,13 +757,13 @@ async fn pause(
                 r.last_activity_at = r.last_activity_at.max(core.now_ms());
             })
             .await?;
-            return Err(ApiError::from_snapshot_error(&e, "the pause"));
+            return Err(Error::from_snapshot_error(&e, "the pause"));
         }
         if let Some(dead) = vm.take() {
             let _ = dead.destroy().await;
         }
         fail(core, h, format!("pause failed: {}", error_chain(&e))).await?;
-        return Err(ApiError::internal(e));
+        return Err(Error::internal(e));
     }
     if let Some(stopped) = vm.take() {
         if let Err(e) = stopped.destroy().await {
@@ -799,7 +787,7 @@ async fn pause(
         .emit_logged(
             &h.tenant_id,
             Some(&h.id),
-            "sandbox.paused",
+            EventKind::SandboxPaused,
             json!({ "reason": reason.as_str() }),
         )
         .await;
@@ -810,32 +798,32 @@ async fn resume(
     core: &Arc<Core>,
     h: &SandboxHandle,
     vm: &mut Option<Box<dyn Vm>>,
-) -> ApiResult<SandboxRecord> {
+) -> Result<SandboxRecord> {
     let rec = h.record();
     if rec.state == SandboxState::Running {
         return Ok(rec);
     }
     if !rec.state.can_resume() {
-        return Err(ApiError::invalid_state(&h.id, rec.state, "resume"));
+        return Err(Error::invalid_state(&h.id, rec.state, "resume"));
     }
     let started = Instant::now();
     let tpl = core
         .resolve_template(&rec.template_id)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(Error::internal)?;
     let spec = core.vm_spec(&rec, &tpl);
     let snap = core.paused_dir(&h.id);
-    std::fs::create_dir_all(&spec.dir).map_err(ApiError::internal)?;
+    std::fs::create_dir_all(&spec.dir).map_err(Error::internal)?;
     let restored = match core.vmm.restore(&snap, spec).await {
         Ok(v) => v,
         Err(e) => {
             // The snapshot stays: a later resume may succeed.
             tracing::warn!(error = %error_chain(&e), "resume failed");
-            return Err(ApiError::internal(e));
+            return Err(Error::internal(e));
         }
     };
     let _ = std::fs::remove_dir_all(&snap);
-    back_from_snapshot(core, h, vm, restored, started, "sandbox.resumed").await
+    back_from_snapshot(core, h, vm, restored, started, EventKind::SandboxResumed).await
 }
 
 /// A VM restored from a snapshot (resume, restore in place) takes over:
@@ -846,8 +834,8 @@ async fn back_from_snapshot(
     vm: &mut Option<Box<dyn Vm>>,
     restored: Box<dyn Vm>,
     started: Instant,
-    event: &str,
-) -> ApiResult<SandboxRecord> {
+    event: EventKind,
+) -> Result<SandboxRecord> {
     let boot_ms = started.elapsed().as_millis() as u64;
     core.metrics.observe_boot(boot_ms);
     h.set_agent(Some(restored.agent()));
@@ -879,7 +867,7 @@ async fn destroy(
     h: &SandboxHandle,
     vm: &mut Option<Box<dyn Vm>>,
     reason: &'static str,
-) -> ApiResult<SandboxRecord> {
+) -> Result<SandboxRecord> {
     h.set_agent(None);
     if let Some(v) = vm.take() {
         if let Err(e) = v.destroy().await {
@@ -906,7 +894,7 @@ async fn destroy(
         .emit_logged(
             &h.tenant_id,
             Some(&h.id),
-            "sandbox.destroyed",
+            EventKind::SandboxDestroyed,
             json!({ "reason": reason }),
         )
         .await;

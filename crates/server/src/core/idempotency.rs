@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex as StdMutex, Weak};
 use sha2::{Digest, Sha256};
 
 use super::Core;
-use crate::error::{ApiError, ApiResult};
+use crate::core::error::{Error, Result};
 use crate::store::{IdempotentResponse, StoreError};
 
 /// Longest key accepted.
@@ -72,9 +72,9 @@ impl Core {
         tenant: &str,
         key: &str,
         fingerprint: String,
-    ) -> ApiResult<Decision> {
+    ) -> Result<Decision> {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
-            return Err(ApiError::field(
+            return Err(Error::field(
                 "Idempotency-Key",
                 format!("must be 1-{MAX_KEY_LEN} characters"),
             ));
@@ -84,7 +84,7 @@ impl Core {
         if let Some(stored) = self.store.idempotent_response(tenant, key).await? {
             if stored.created_at + ttl_ms > self.now_ms() {
                 if stored.fingerprint != fingerprint {
-                    return Err(ApiError::conflict(
+                    return Err(Error::conflict(
                         "idempotency_key_reused",
                         "this Idempotency-Key was used with a different request",
                     ));

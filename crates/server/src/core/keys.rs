@@ -10,7 +10,7 @@ use std::sync::RwLock;
 
 use super::ids::{hash_secret, new_api_key, new_id};
 use super::Core;
-use crate::error::{ApiError, ApiResult};
+use crate::core::error::{Error, Result};
 use crate::model::ApiKeyRecord;
 
 /// The tenant of the first admin key.
@@ -36,9 +36,9 @@ pub struct NewKey {
 
 impl Core {
     /// The caller behind a bearer key, or 401.
-    pub async fn authenticate(&self, key: &str) -> ApiResult<Caller> {
+    pub async fn authenticate(&self, key: &str) -> Result<Caller> {
         if !key.starts_with("hk_") {
-            return Err(ApiError::unauthorized("invalid API key"));
+            return Err(Error::unauthorized("invalid API key"));
         }
         let hash = hash_secret(key);
         let cached = self
@@ -55,7 +55,7 @@ impl Core {
                     .store
                     .api_key_by_hash(&hash)
                     .await?
-                    .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+                    .ok_or_else(|| Error::unauthorized("invalid API key"))?;
                 self.keys
                     .0
                     .write()
@@ -72,12 +72,7 @@ impl Core {
     }
 
     /// Creates a key for `tenant_id` (created if new).
-    pub async fn create_api_key(
-        &self,
-        tenant_id: &str,
-        name: &str,
-        admin: bool,
-    ) -> ApiResult<NewKey> {
+    pub async fn create_api_key(&self, tenant_id: &str, name: &str, admin: bool) -> Result<NewKey> {
         let now = self.now_ms();
         self.store.ensure_tenant(tenant_id, tenant_id, now).await?;
         let key = new_api_key();
@@ -95,18 +90,18 @@ impl Core {
         Ok(NewKey { record, key })
     }
 
-    pub async fn list_api_keys(&self, caller: &Caller) -> ApiResult<Vec<ApiKeyRecord>> {
+    pub async fn list_api_keys(&self, caller: &Caller) -> Result<Vec<ApiKeyRecord>> {
         Ok(self.store.list_api_keys(&caller.tenant_id).await?)
     }
 
     /// Revokes one of the caller's tenant's keys; 404 for anything else.
-    pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> ApiResult<()> {
+    pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> Result<()> {
         if !self
             .store
             .revoke_api_key(&caller.tenant_id, id, self.now_ms())
             .await?
         {
-            return Err(ApiError::not_found("api key"));
+            return Err(Error::not_found("api key"));
         }
         self.keys
             .0

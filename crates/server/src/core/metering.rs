@@ -121,6 +121,32 @@ impl GroupBy {
 }
 
 /// Sums intervals over `[from, to)`, one total per group key.
+impl Core {
+    /// The caller's usage (of one sandbox, or all of theirs) over
+    /// `from..to`, grouped by `group` (key `""` without grouping).
+    pub async fn usage(
+        &self,
+        caller: &super::keys::Caller,
+        sandbox_id: Option<&str>,
+        from: i64,
+        to: i64,
+        group: GroupBy,
+    ) -> super::error::Result<BTreeMap<String, Usage>> {
+        let ivs = self
+            .store
+            .usage_intervals(&caller.tenant_id, sandbox_id, from, to)
+            .await?;
+        Ok(aggregate(
+            &ivs,
+            group,
+            from,
+            to,
+            self.now_ms(),
+            &self.config.rates,
+        ))
+    }
+}
+
 pub fn aggregate(
     intervals: &[UsageInterval],
     group: GroupBy,

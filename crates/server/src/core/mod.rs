@@ -6,7 +6,9 @@
 pub mod actor;
 pub mod builds;
 pub mod clock;
+pub mod error;
 pub mod events;
+pub mod guest;
 pub mod idempotency;
 pub mod ids;
 pub mod keys;

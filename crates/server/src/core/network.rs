@@ -8,7 +8,8 @@ use serde_json::json;
 use super::actor::{Op, SandboxHandle};
 use super::keys::Caller;
 use super::Core;
-use crate::error::{ApiError, ApiResult};
+use crate::core::error::{Error, Result};
+use crate::core::events::EventKind;
 use crate::model::SandboxRecord;
 
 impl Core {
@@ -19,10 +20,10 @@ impl Core {
         caller: &Caller,
         id: &str,
         policy: Option<EgressPolicy>,
-    ) -> ApiResult<SandboxRecord> {
+    ) -> Result<SandboxRecord> {
         let Some(h) = self.live(caller, id) else {
             let rec = self.get_sandbox(caller, id).await?;
-            return Err(ApiError::invalid_state(
+            return Err(Error::invalid_state(
                 id,
                 rec.state,
                 "change the network policy of",
@@ -43,12 +44,12 @@ pub(super) async fn apply(
     h: &SandboxHandle,
     vm: Option<&dyn Vm>,
     policy: Option<EgressPolicy>,
-) -> ApiResult<SandboxRecord> {
+) -> Result<SandboxRecord> {
     let old = h.record().egress_policy;
     if let Some(v) = vm {
-        v.set_egress_policy(policy.as_ref())
-            .await
-            .map_err(|e| ApiError::internal(anyhow::anyhow!(super::actor::error_chain(&e))))?;
+        v.set_egress_policy(policy.as_ref()).await.map_err(|e| {
+            Error::internal(anyhow::anyhow!(hearth_agent_protocol::error_chain(&e)))
+        })?;
     }
     if old == policy {
         return Ok(h.record());
@@ -66,7 +67,7 @@ pub(super) async fn apply(
                 .emit_logged(
                     &h.tenant_id,
                     Some(&h.id),
-                    "sandbox.network_policy_updated",
+                    EventKind::NetworkPolicyUpdated,
                     json!({
                         "default_effect": policy
                             .as_ref()

@@ -11,7 +11,8 @@ use serde_json::json;
 use super::ids::{hash_secret, new_id, new_slug, new_token};
 use super::keys::Caller;
 use super::Core;
-use crate::error::{ApiError, ApiResult};
+use crate::core::error::{Error, Result};
+use crate::core::events::EventKind;
 use crate::model::{PreviewRecord, PreviewTokenRecord, Visibility};
 use crate::store::StoreError;
 
@@ -43,6 +44,15 @@ pub struct NewToken {
 }
 
 impl Core {
+    /// The preview whose host name starts with `slug` (any case), for the
+    /// proxy: no caller, the slug is the capability.
+    pub async fn preview_by_slug(&self, slug: &str) -> Result<Option<PreviewRecord>> {
+        Ok(self
+            .store
+            .preview_by_slug(&slug.to_ascii_lowercase())
+            .await?)
+    }
+
     /// The URL the proxy serves `slug` at.
     pub fn preview_url(&self, slug: &str) -> String {
         let p = &self.config.preview;
@@ -70,10 +80,10 @@ impl Core {
         sandbox_id: &str,
         port: u16,
         visibility: Visibility,
-    ) -> ApiResult<PreviewRecord> {
+    ) -> Result<PreviewRecord> {
         let rec = self.get_sandbox(caller, sandbox_id).await?;
         if rec.state == crate::model::SandboxState::Destroyed {
-            return Err(ApiError::invalid_state(sandbox_id, rec.state, "preview"));
+            return Err(Error::invalid_state(sandbox_id, rec.state, "preview"));
         }
         let p = PreviewRecord {
             id: new_id("prv"),
@@ -86,7 +96,7 @@ impl Core {
         };
         match self.store.insert_preview(&p).await {
             Err(StoreError::Duplicate(_)) => {
-                return Err(ApiError::conflict(
+                return Err(Error::conflict(
                     "conflict",
                     format!("port {port} of {sandbox_id} already has a preview"),
                 ))
@@ -101,7 +111,7 @@ impl Core {
         &self,
         caller: &Caller,
         sandbox_id: &str,
-    ) -> ApiResult<Vec<PreviewRecord>> {
+    ) -> Result<Vec<PreviewRecord>> {
         self.get_sandbox(caller, sandbox_id).await?;
         Ok(self.store.list_previews(sandbox_id).await?)
     }
@@ -111,13 +121,13 @@ impl Core {
         caller: &Caller,
         sandbox_id: &str,
         id: &str,
-    ) -> ApiResult<PreviewRecord> {
+    ) -> Result<PreviewRecord> {
         self.get_sandbox(caller, sandbox_id).await?;
         self.store
             .get_preview(id)
             .await?
             .filter(|p| p.tenant_id == caller.tenant_id && p.sandbox_id == sandbox_id)
-            .ok_or_else(|| ApiError::not_found("preview"))
+            .ok_or_else(|| Error::not_found("preview"))
     }
 
     pub async fn delete_preview(
@@ -125,7 +135,7 @@ impl Core {
         caller: &Caller,
         sandbox_id: &str,
         id: &str,
-    ) -> ApiResult<PreviewRecord> {
+    ) -> Result<PreviewRecord> {
         let p = self.get_preview(caller, sandbox_id, id).await?;
         self.store.delete_preview(&p.id).await?;
         Ok(p)
@@ -137,7 +147,7 @@ impl Core {
         caller: &Caller,
         sandbox_id: &str,
         port: u16,
-    ) -> ApiResult<PreviewRecord> {
+    ) -> Result<PreviewRecord> {
         if let Some(p) = self
             .list_previews(caller, sandbox_id)
             .await?
@@ -169,7 +179,7 @@ impl Core {
         sandbox_id: &str,
         preview: Option<&PreviewRecord>,
         ttl_sec: u32,
-    ) -> ApiResult<NewToken> {
+    ) -> Result<NewToken> {
         let token = new_token();
         let now = self.now_ms();
         let record = PreviewTokenRecord {
@@ -193,7 +203,7 @@ impl Core {
         caller: &Caller,
         sandbox_id: &str,
         id: &str,
-    ) -> ApiResult<u64> {
+    ) -> Result<u64> {
         let p = self.get_preview(caller, sandbox_id, id).await?;
         Ok(self
             .store
@@ -246,7 +256,7 @@ impl Core {
                             .emit_logged(
                                 &p.tenant_id,
                                 Some(&p.sandbox_id),
-                                "sandbox.preview.ready",
+                                EventKind::PreviewReady,
                                 json!({
                                     "preview_id": p.id,
                                     "port": p.port,

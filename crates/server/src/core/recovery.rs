@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::Core;
+use crate::core::events::EventKind;
 use crate::model::{SandboxRecord, SandboxState};
 use crate::store::StoreResult;
 
@@ -159,7 +160,7 @@ async fn recover_one(core: &Arc<Core>, mut rec: SandboxRecord) -> StoreResult<bo
             .emit_logged(
                 &rec.tenant_id,
                 Some(&rec.id),
-                "sandbox.error",
+                EventKind::SandboxError,
                 json!({ "error": msg }),
             )
             .await;

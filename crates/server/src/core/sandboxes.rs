@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hearth_agent_client::AgentClient;
 use serde_json::json;
 
 use super::actor::{Op, PauseReason, SandboxHandle};
 use super::ids::new_id;
 use super::keys::Caller;
 use super::Core;
-use crate::error::{ApiError, ApiResult, FieldError};
+use crate::core::error::{Error, FieldError, Result};
+use crate::core::events::EventKind;
 use crate::model::{SandboxRecord, SandboxState};
 use crate::store::{Page, SandboxFilter, StoreError};
 
@@ -61,7 +61,7 @@ impl Core {
         caller: &Caller,
         p: CreateParams,
         wait: bool,
-    ) -> ApiResult<SandboxRecord> {
+    ) -> Result<SandboxRecord> {
         let mut p = p;
         let canonical = match self.templates.canonical(&p.template_id) {
             Some(c) => c,
@@ -82,7 +82,7 @@ impl Core {
             ));
         }
         if !bad.is_empty() {
-            return Err(ApiError::validation(bad));
+            return Err(Error::validation(bad));
         }
         let now = self.now_ms();
         let mut rec = SandboxRecord {
@@ -143,13 +143,9 @@ impl Core {
     /// The id of custom template `p.template_id` (an id or a name), whose
     /// newest ready version gives the VM shape: a create may leave the
     /// shape out, or ask for exactly the template's.
-    async fn custom_template_for(
-        &self,
-        caller: &Caller,
-        p: &mut CreateParams,
-    ) -> ApiResult<String> {
+    async fn custom_template_for(&self, caller: &Caller, p: &mut CreateParams) -> Result<String> {
         let unknown = || {
-            ApiError::field(
+            Error::field(
                 "template_id",
                 format!("unknown template {:?}", p.template_id),
             )
@@ -160,7 +156,7 @@ impl Core {
             .ok_or_else(unknown)?;
         let Some(build) = info.latest_ready() else {
             let state = info.builds.first().map_or("none", |b| b.state.as_str());
-            return Err(ApiError::field(
+            return Err(Error::field(
                 "template_id",
                 format!(
                     "template {:?} has no ready version yet (latest build: {state})",
@@ -171,7 +167,7 @@ impl Core {
         let s = &build.spec;
         let want = (s.cpu_count, s.memory_mb, s.disk_size_mb);
         if p.explicit_shape && (p.cpu_count, p.memory_mb, p.disk_size_mb) != want {
-            return Err(ApiError::field(
+            return Err(Error::field(
                 "cpu_count",
                 format!(
                     "template {:?} is built for {} vCPU, {} MiB memory and {} MiB disk; \
@@ -210,7 +206,7 @@ impl Core {
         self: &Arc<Core>,
         rec: &SandboxRecord,
         vm: Option<Box<dyn hearth_vmm::Vm>>,
-    ) -> ApiResult<Arc<SandboxHandle>> {
+    ) -> Result<Arc<SandboxHandle>> {
         let inserted = self.store.insert_sandbox(rec).await;
         if inserted.is_err() {
             if let Some(vm) = vm.as_ref() {
@@ -219,7 +215,7 @@ impl Core {
         }
         match inserted {
             Err(StoreError::Duplicate(_)) => {
-                return Err(ApiError::conflict(
+                return Err(Error::conflict(
                     "conflict",
                     format!(
                         "a sandbox named {:?} already exists",
@@ -235,7 +231,7 @@ impl Core {
             .emit_logged(
                 &rec.tenant_id,
                 Some(&rec.id),
-                "sandbox.created",
+                EventKind::SandboxCreated,
                 json!({ "template_id": rec.template_id }),
             )
             .await;
@@ -248,7 +244,7 @@ impl Core {
         self: &Arc<Core>,
         rec: SandboxRecord,
         snapshot: Option<std::path::PathBuf>,
-    ) -> ApiResult<SandboxRecord> {
+    ) -> Result<SandboxRecord> {
         let h = self.register_new(&rec, None).await?;
         h.call(|tx| Op::Boot {
             snapshot,
@@ -258,25 +254,25 @@ impl Core {
     }
 
     /// The record of one of the caller's sandboxes (destroyed ones too).
-    pub async fn get_sandbox(&self, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
+    pub async fn get_sandbox(&self, caller: &Caller, id: &str) -> Result<SandboxRecord> {
         if let Some(h) = self.handle(id) {
             if h.tenant_id == caller.tenant_id {
                 return Ok(h.record());
             }
-            return Err(ApiError::sandbox_not_found(id));
+            return Err(Error::sandbox_not_found(id));
         }
         match self.store.get_sandbox(id).await? {
             Some(r) if r.tenant_id == caller.tenant_id => Ok(r),
-            _ => Err(ApiError::sandbox_not_found(id)),
+            _ => Err(Error::sandbox_not_found(id)),
         }
     }
 
-    pub async fn sandbox_by_name(&self, caller: &Caller, name: &str) -> ApiResult<SandboxRecord> {
+    pub async fn sandbox_by_name(&self, caller: &Caller, name: &str) -> Result<SandboxRecord> {
         let rec = self
             .store
             .sandbox_by_name(&caller.tenant_id, name)
             .await?
-            .ok_or_else(|| ApiError::sandbox_not_found(name))?;
+            .ok_or_else(|| Error::sandbox_not_found(name))?;
         // The live copy is fresher than the store's.
         Ok(self.handle(&rec.id).map(|h| h.record()).unwrap_or(rec))
     }
@@ -286,7 +282,7 @@ impl Core {
         caller: &Caller,
         filter: &SandboxFilter,
         page: Page,
-    ) -> ApiResult<(Vec<SandboxRecord>, u64)> {
+    ) -> Result<(Vec<SandboxRecord>, u64)> {
         let (list, total) = self
             .store
             .list_sandboxes(&caller.tenant_id, filter, page)
@@ -308,11 +304,11 @@ impl Core {
         caller: &Caller,
         id: &str,
         p: PatchParams,
-    ) -> ApiResult<SandboxRecord> {
+    ) -> Result<SandboxRecord> {
         let Some(h) = self.live(caller, id) else {
             // A destroyed sandbox is read-only.
             let rec = self.get_sandbox(caller, id).await?;
-            return Err(ApiError::invalid_state(id, rec.state, "update"));
+            return Err(Error::invalid_state(id, rec.state, "update"));
         };
         let now = self.now_ms();
         self.commit(&h, |r| {
@@ -348,7 +344,7 @@ impl Core {
     }
 
     /// Destroys a sandbox; destroying a destroyed one answers its record.
-    pub async fn destroy_sandbox(&self, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
+    pub async fn destroy_sandbox(&self, caller: &Caller, id: &str) -> Result<SandboxRecord> {
         match self.live(caller, id) {
             Some(h) => {
                 h.call(|tx| Op::Destroy {
@@ -361,7 +357,7 @@ impl Core {
         }
     }
 
-    pub async fn pause_sandbox(&self, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
+    pub async fn pause_sandbox(&self, caller: &Caller, id: &str) -> Result<SandboxRecord> {
         let h = self.live_or_state_error(caller, id, "pause").await?;
         h.call(|tx| Op::Pause {
             reason: PauseReason::Request,
@@ -370,7 +366,7 @@ impl Core {
         .await
     }
 
-    pub async fn resume_sandbox(&self, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
+    pub async fn resume_sandbox(&self, caller: &Caller, id: &str) -> Result<SandboxRecord> {
         let h = self.live_or_state_error(caller, id, "resume").await?;
         h.call(|tx| Op::Resume { reply: Some(tx) }).await
     }
@@ -380,12 +376,12 @@ impl Core {
         caller: &Caller,
         id: &str,
         op: &str,
-    ) -> ApiResult<Arc<SandboxHandle>> {
+    ) -> Result<Arc<SandboxHandle>> {
         match self.live(caller, id) {
             Some(h) => Ok(h),
             None => {
                 let rec = self.get_sandbox(caller, id).await?;
-                Err(ApiError::invalid_state(id, rec.state, op))
+                Err(Error::invalid_state(id, rec.state, op))
             }
         }
     }
@@ -396,11 +392,11 @@ impl Core {
         caller: &Caller,
         id: &str,
         timeout_sec: u32,
-    ) -> ApiResult<SandboxRecord> {
+    ) -> Result<SandboxRecord> {
         let h = self.live_or_state_error(caller, id, "extend").await?;
         let state = h.state();
         if !state.timers_run() {
-            return Err(ApiError::invalid_state(id, state, "extend"));
+            return Err(Error::invalid_state(id, state, "extend"));
         }
         let now = self.now_ms();
         self.commit(&h, |r| {
@@ -408,28 +404,5 @@ impl Core {
             r.deadline_at = Some(now + i64::from(timeout_sec) * 1000);
         })
         .await
-    }
-
-    /// The agent of a running sandbox of the caller's, for exec, files,
-    /// processes and terminals; `activity` resets the idle clock.
-    pub async fn agent(
-        &self,
-        caller: &Caller,
-        id: &str,
-        activity: bool,
-    ) -> ApiResult<(Arc<SandboxHandle>, AgentClient)> {
-        let Some(h) = self.live(caller, id) else {
-            let rec = self.get_sandbox(caller, id).await?;
-            return Err(ApiError::not_running(id, rec.state));
-        };
-        let state = h.state();
-        let agent = match (state.can_exec(), h.agent()) {
-            (true, Some(a)) => a,
-            _ => return Err(ApiError::not_running(id, state)),
-        };
-        if activity {
-            self.touch(&h);
-        }
-        Ok((h, agent))
     }
 }

@@ -14,7 +14,8 @@ use super::actor::Op;
 use super::ids::new_id;
 use super::keys::Caller;
 use super::Core;
-use crate::error::{ApiError, ApiResult};
+use crate::core::error::{Error, Kind, Result};
+use crate::core::events::EventKind;
 use crate::model::{SandboxRecord, SandboxState, SnapshotRecord, SnapshotStatus};
 
 /// Snapshots a restore or fork is reading right now (they cannot be
@@ -89,10 +90,10 @@ impl Core {
         caller: &Caller,
         sandbox_id: &str,
         comment: Option<String>,
-    ) -> ApiResult<SnapshotRecord> {
+    ) -> Result<SnapshotRecord> {
         let rec = self.get_sandbox(caller, sandbox_id).await?;
         let Some(h) = self.handle(sandbox_id).filter(|_| rec.state.can_exec()) else {
-            return Err(ApiError::not_running(sandbox_id, rec.state));
+            return Err(Error::not_running(sandbox_id, rec.state));
         };
         let mut snap = SnapshotRecord {
             id: new_id("snap"),
@@ -121,7 +122,7 @@ impl Core {
                     .emit_logged(
                         &snap.tenant_id,
                         Some(sandbox_id),
-                        "sandbox.snapshot.ready",
+                        EventKind::SnapshotReady,
                         json!({ "snapshot_id": snap.id, "size_bytes": snap.size_bytes }),
                     )
                     .await;
@@ -140,7 +141,7 @@ impl Core {
         &self,
         caller: &Caller,
         sandbox_id: &str,
-    ) -> ApiResult<Vec<SnapshotRecord>> {
+    ) -> Result<Vec<SnapshotRecord>> {
         self.get_sandbox(caller, sandbox_id).await?;
         Ok(self.store.list_snapshots(sandbox_id).await?)
     }
@@ -151,12 +152,12 @@ impl Core {
         caller: &Caller,
         sandbox_id: &str,
         id: &str,
-    ) -> ApiResult<SnapshotRecord> {
+    ) -> Result<SnapshotRecord> {
         self.get_sandbox(caller, sandbox_id).await?;
         match self.store.get_snapshot(id).await? {
             Some(s) if s.tenant_id == caller.tenant_id && s.sandbox_id == sandbox_id => Ok(s),
-            _ => Err(ApiError::new(
-                http::StatusCode::NOT_FOUND,
+            _ => Err(Error::new(
+                Kind::NotFound,
                 "snapshot_not_found",
                 format!("snapshot {id} not found"),
             )),
@@ -168,10 +169,10 @@ impl Core {
         caller: &Caller,
         sandbox_id: &str,
         id: &str,
-    ) -> ApiResult<SnapshotRecord> {
+    ) -> Result<SnapshotRecord> {
         let snap = self.get_snapshot(caller, sandbox_id, id).await?;
         if self.snapshots_in_use.is_used(id) {
-            return Err(ApiError::conflict(
+            return Err(Error::conflict(
                 "snapshot_in_use",
                 format!("snapshot {id} is being restored"),
             ));
@@ -179,18 +180,18 @@ impl Core {
         let dir = self.snapshot_dir(id);
         tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
             .await
-            .map_err(ApiError::internal)?
+            .map_err(Error::internal)?
             .or_else(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => Ok(()),
-                _ => Err(ApiError::internal(e)),
+                _ => Err(Error::internal(e)),
             })?;
         self.store.delete_snapshot(id).await?;
         Ok(snap)
     }
 
-    fn ready_snapshot(snap: &SnapshotRecord) -> ApiResult<()> {
+    fn ready_snapshot(snap: &SnapshotRecord) -> Result<()> {
         if snap.status != SnapshotStatus::Ready {
-            return Err(ApiError::conflict(
+            return Err(Error::conflict(
                 "invalid_state",
                 format!("snapshot {} is {}", snap.id, snap.status.as_str()),
             ));
@@ -204,12 +205,12 @@ impl Core {
         caller: &Caller,
         sandbox_id: &str,
         id: &str,
-    ) -> ApiResult<SandboxRecord> {
+    ) -> Result<SandboxRecord> {
         let snap = self.get_snapshot(caller, sandbox_id, id).await?;
         Self::ready_snapshot(&snap)?;
         let rec = self.get_sandbox(caller, sandbox_id).await?;
         let Some(h) = self.handle(sandbox_id) else {
-            return Err(ApiError::invalid_state(sandbox_id, rec.state, "restore"));
+            return Err(Error::invalid_state(sandbox_id, rec.state, "restore"));
         };
         let _using = self.snapshots_in_use.hold(id);
         h.call(|tx| Op::Restore {
@@ -228,10 +229,10 @@ impl Core {
         source_id: &str,
         snapshot: Option<&str>,
         overrides: ForkOverrides,
-    ) -> ApiResult<SandboxRecord> {
+    ) -> Result<SandboxRecord> {
         let source = self.get_sandbox(caller, source_id).await?;
         if source.state == SandboxState::Destroyed {
-            return Err(ApiError::invalid_state(source_id, source.state, "fork"));
+            return Err(Error::invalid_state(source_id, source.state, "fork"));
         }
         let snap = match snapshot {
             Some(id) => self.get_snapshot(caller, source_id, id).await?,

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::actor::{Op, PauseReason};
 use super::clock::Clock;
 use super::Core;
+use crate::core::events::EventKind;
 use crate::model::Expiry;
 
 /// The longest the wheel sleeps without looking at the clock again (a
@@ -153,9 +154,9 @@ async fn fire(core: &Arc<Core>, id: &str) {
         return;
     };
     let (kind, data) = match expiry {
-        Expiry::TimeoutDestroy => ("sandbox.timeout", json!({"action": "destroy"})),
-        Expiry::TimeoutPause => ("sandbox.timeout", json!({"action": "pause"})),
-        Expiry::IdlePause => ("sandbox.idle", json!({"action": "pause"})),
+        Expiry::TimeoutDestroy => (EventKind::SandboxTimeout, json!({"action": "destroy"})),
+        Expiry::TimeoutPause => (EventKind::SandboxTimeout, json!({"action": "pause"})),
+        Expiry::IdlePause => (EventKind::SandboxIdle, json!({"action": "pause"})),
     };
     tracing::info!(sandbox_id = id, ?expiry, "timer fired");
     core.events

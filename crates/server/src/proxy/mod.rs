@@ -217,7 +217,7 @@ async fn handle(
     let Some(slug) = slug_of(&host, &proxy.suffix) else {
         return pages::not_found();
     };
-    let preview = match core.store.preview_by_slug(&slug.to_ascii_lowercase()).await {
+    let preview = match core.preview_by_slug(slug).await {
         Ok(Some(p)) => p,
         Ok(None) => return pages::not_found(),
         Err(e) => {
@@ -305,8 +305,8 @@ async fn forward(
             return pages::sandbox_down("paused and could not be resumed");
         }
     }
-    let agent = match core.agent(&caller, &preview.sandbox_id, true).await {
-        Ok((_, a)) => a,
+    let guest = match core.guest(&caller, &preview.sandbox_id, true).await {
+        Ok(g) => g,
         Err(_) => {
             let state = core
                 .handle(&preview.sandbox_id)
@@ -325,11 +325,9 @@ async fn forward(
             return pages::too_large(cfg.max_body_bytes);
         }
     }
-    let tunnel = match agent.tunnel(preview.port).await {
+    let tunnel = match guest.tunnel(preview.port).await {
         Ok(t) => t,
-        Err(e) if e.code() == Some(hearth_agent_protocol::ErrorCode::PortClosed) => {
-            return pages::app_not_running(preview.port)
-        }
+        Err(e) if e.code == "port_closed" => return pages::app_not_running(preview.port),
         Err(e) => {
             tracing::warn!(sandbox_id = %preview.sandbox_id, error = %e, "preview tunnel");
             return pages::bad_gateway("the sandbox's agent did not open a connection");

@@ -9,11 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::{data, sse, AppState};
 use crate::core::clock::rfc3339;
-use crate::core::events::matches_types;
+use crate::core::events::EventFilter;
 use crate::core::keys::Caller;
 use crate::error::ApiResult;
 use crate::model::EventRecord;
@@ -71,8 +70,6 @@ async fn tenant_events(
     stream(state, caller, None, headers, q).await
 }
 
-const PAGE: u32 = 500;
-
 async fn stream(
     state: AppState,
     caller: Caller,
@@ -89,67 +86,29 @@ async fn stream(
         .map(str::to_string)
         .collect();
     let after = sse::last_event_id(&headers).or(q.after).unwrap_or(0);
+    let filter = EventFilter {
+        tenant_id: caller.tenant_id,
+        sandbox_id: sandbox,
+        globs,
+    };
     if wants_json(&headers) {
-        let list = state
-            .store
-            .events_after(&caller.tenant_id, sandbox.as_deref(), after, PAGE)
-            .await?;
-        let list: Vec<_> = list
-            .iter()
-            .filter(|e| matches_types(&globs, &e.kind))
-            .map(event_json)
-            .collect();
-        return Ok(data(list).into_response());
+        let list = state.event_history(&filter, after).await?;
+        return Ok(data(list.iter().map(event_json).collect::<Vec<_>>()).into_response());
     }
-    let mut live = state.events.subscribe();
-    let core = state.clone();
+    let mut events = state.follow_events(filter, after);
     let frames = super::exec::async_stream(move |tx| async move {
-        let mut last = after;
-        let send = |e: &EventRecord| sse::frame(&e.kind, Some(e.seq), event_json(e));
-        // Replay, then follow; after a lag, replay again from `last`.
-        'replay: loop {
-            loop {
-                let batch = match core
-                    .store
-                    .events_after(&caller.tenant_id, sandbox.as_deref(), last, PAGE)
-                    .await
-                {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "event replay failed");
-                        return;
-                    }
-                };
-                let n = batch.len();
-                for e in &batch {
-                    last = e.seq;
-                    if matches_types(&globs, &e.kind) && tx.send(Ok(send(e))).await.is_err() {
-                        return;
-                    }
-                }
-                if n < PAGE as usize {
-                    break;
-                }
-            }
-            loop {
-                match live.recv().await {
-                    Ok(e) => {
-                        if e.seq <= last
-                            || e.tenant_id != caller.tenant_id
-                            || sandbox
-                                .as_deref()
-                                .is_some_and(|s| e.sandbox_id.as_deref() != Some(s))
-                        {
-                            continue;
-                        }
-                        last = e.seq;
-                        if matches_types(&globs, &e.kind) && tx.send(Ok(send(&e))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => continue 'replay,
-                    Err(RecvError::Closed) => return,
-                }
+        loop {
+            let e = tokio::select! {
+                e = events.next() => e,
+                () = tx.closed() => return,
+            };
+            let Some(e) = e else { return };
+            if tx
+                .send(Ok(sse::frame(&e.kind, Some(e.seq), event_json(&e))))
+                .await
+                .is_err()
+            {
+                return;
             }
         }
     });

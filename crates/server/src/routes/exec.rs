@@ -3,19 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::time::Instant;
 
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
 use base64::Engine;
-use hearth_agent_client::NdjsonStream;
 use hearth_agent_protocol::{Base64Bytes, ExecRequest, OutputEvent, StreamKind};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{data, sse, ApiJson, AppState};
+use crate::core::guest::Output;
 use crate::core::keys::Caller;
 use crate::error::{ApiError, ApiResult, FieldError};
 
@@ -119,31 +118,7 @@ async fn exec(
     ApiJson(body): ApiJson<ExecBody>,
 ) -> ApiResult<impl IntoResponse> {
     let req = body.validate(state.config.exec_output_cap_bytes)?;
-    let (h, agent) = state.agent(&caller, &id, true).await?;
-    let started = Instant::now();
-    state
-        .events
-        .emit_logged(
-            &h.tenant_id,
-            Some(&id),
-            "sandbox.exec.started",
-            json!({ "command": req.command }),
-        )
-        .await;
-    let r = agent.exec(&req).await?;
-    state
-        .metrics
-        .exec
-        .observe_ms(started.elapsed().as_secs_f64() * 1000.0);
-    state
-        .events
-        .emit_logged(
-            &h.tenant_id,
-            Some(&id),
-            "sandbox.exec.completed",
-            json!({ "exit_code": r.exit_code, "duration_ms": r.duration_ms, "timed_out": r.timed_out }),
-        )
-        .await;
+    let r = state.guest(&caller, &id, true).await?.exec(&req).await?;
     let cap = state.config.exec_output_cap_bytes;
     let (stdout, out_cut) = capped_text(r.stdout.as_slice(), cap);
     let (stderr, err_cut) = capped_text(r.stderr.as_slice(), cap);
@@ -196,29 +171,13 @@ async fn exec_stream(
     ApiJson(body): ApiJson<ExecBody>,
 ) -> ApiResult<impl IntoResponse> {
     let req = body.validate(state.config.exec_output_cap_bytes)?;
-    let (h, agent) = state.agent(&caller, &id, true).await?;
-    let mut stream = agent.exec_stream(&req).await?;
-    state
-        .events
-        .emit_logged(
-            &h.tenant_id,
-            Some(&id),
-            "sandbox.exec.started",
-            json!({ "command": req.command, "stream": true }),
-        )
-        .await;
-    let core = state.clone();
-    let tenant = h.tenant_id.clone();
+    let mut output = state
+        .guest(&caller, &id, true)
+        .await?
+        .exec_stream(&req)
+        .await?;
     let events = async_stream(move |tx| async move {
-        let started = Instant::now();
-        if let Some(done) = forward_output(&mut stream, &tx).await {
-            core.metrics
-                .exec
-                .observe_ms(started.elapsed().as_secs_f64() * 1000.0);
-            core.events
-                .emit_logged(&tenant, Some(&id), "sandbox.exec.completed", done)
-                .await;
-        }
+        forward_output(&mut output, &tx).await;
     });
     Ok(sse::response(events, sse::heartbeat_of(&state)))
 }
@@ -226,41 +185,27 @@ async fn exec_stream(
 /// The sending side of an SSE stream made by [`async_stream`].
 pub type FrameSender = tokio::sync::mpsc::Sender<Result<axum::response::sse::Event, Infallible>>;
 
-/// Forwards agent output as SSE frames until the exit frame (whose
-/// `{exit_code, duration_ms, timed_out}` is returned), an agent failure
-/// (sent as an `error` frame), or the client leaving. A quiet process sends
-/// nothing for a long time, so a client that left is noticed at once.
-pub async fn forward_output(
-    output: &mut NdjsonStream<OutputEvent>,
-    tx: &FrameSender,
-) -> Option<serde_json::Value> {
+/// Forwards command output as SSE frames until the exit frame, a guest
+/// failure (sent as an `error` frame), or the client leaving. A quiet
+/// process sends nothing for a long time, so a client that left is noticed
+/// at once.
+pub async fn forward_output(output: &mut Output, tx: &FrameSender) {
     loop {
         let item = tokio::select! {
             item = output.next() => item,
-            _ = tx.closed() => return None,
+            _ = tx.closed() => return,
         };
-        match item? {
+        let Some(item) = item else { return };
+        match item {
             Ok(ev) => {
-                let exit = match &ev {
-                    OutputEvent::Exit {
-                        exit_code,
-                        timed_out,
-                        duration_ms,
-                        ..
-                    } => Some(json!({
-                        "exit_code": exit_code,
-                        "duration_ms": duration_ms,
-                        "timed_out": timed_out,
-                    })),
-                    _ => None,
-                };
+                let exit = matches!(ev, OutputEvent::Exit { .. });
                 if let Some(f) = output_frame(&ev) {
                     if tx.send(Ok(f)).await.is_err() {
-                        return None;
+                        return;
                     }
                 }
-                if exit.is_some() {
-                    return exit;
+                if exit {
+                    return;
                 }
             }
             Err(e) => {
@@ -272,7 +217,7 @@ pub async fn forward_output(
                         json!({ "code": err.code, "message": err.message }),
                     )))
                     .await;
-                return None;
+                return;
             }
         }
     }

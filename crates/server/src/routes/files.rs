@@ -13,12 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use base64::Engine;
-use bytes::Bytes;
 use futures_util::StreamExt;
-use hearth_agent_client::{AgentClient, AgentClientError};
 use hearth_agent_protocol::{
     Base64Bytes, FileEntry, FileType, TreeNode, WatchEvent, WatchEventKind, WriteFileRequest,
-    WriteManyRequest, WriteResult,
 };
 use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode, Uri};
@@ -28,6 +25,7 @@ use serde_json::{json, Value};
 use super::exec::async_stream;
 use super::{data, sse, ApiJson, AppState};
 use crate::core::clock::rfc3339;
+use crate::core::guest::Guest;
 use crate::core::keys::Caller;
 use crate::error::{ApiError, ApiResult, FieldError};
 
@@ -458,18 +456,6 @@ fn stream_response(content_type: &'static str, name: HeaderValue, body: Body) ->
         .into_response()
 }
 
-async fn written(state: &AppState, tenant: &str, id: &str, r: &WriteResult) {
-    state
-        .events
-        .emit_logged(
-            tenant,
-            Some(id),
-            "sandbox.file.written",
-            json!({ "path": r.path, "size_bytes": r.size_bytes }),
-        )
-        .await;
-}
-
 // ---------------------------------------------------------------- writes
 
 #[derive(Debug, Default, Deserialize)]
@@ -532,9 +518,11 @@ async fn write_file(
     id: String,
     req: WriteFileRequest,
 ) -> ApiResult<impl IntoResponse> {
-    let (h, agent) = state.agent(&caller, &id, true).await?;
-    let r = agent.write_file(&req).await?;
-    written(&state, &h.tenant_id, &id, &r).await;
+    let r = state
+        .guest(&caller, &id, true)
+        .await?
+        .write_file(&req)
+        .await?;
     Ok(data(json!({ "path": r.path, "size_bytes": r.size_bytes })))
 }
 
@@ -579,25 +567,10 @@ async fn fs_raw(
             .ok_or_else(|| FieldError::new("mode", "must be octal permission bits, e.g. 0644")),
     };
     let (path, mode) = both(path, mode)?;
-    let (h, agent) = state.agent(&caller, &id, true).await?;
+    let guest = state.guest(&caller, &id, true).await?;
     let chunks = body.into_data_stream().map(|r| r.map_err(io::Error::other));
-    let r = agent
-        .write_file_raw_stream(&path, mode, chunks)
-        .await
-        .map_err(upload_error)?;
-    written(&state, &h.tenant_id, &id, &r).await;
+    let r = guest.write_file_stream(&path, mode, chunks).await?;
     Ok(data(json!({ "path": r.path, "size_bytes": r.size_bytes })))
-}
-
-/// A broken upload body is the client's doing; a broken pipe is the agent
-/// giving up on it, which stays the agent's failure.
-fn upload_error(e: AgentClientError) -> ApiError {
-    match &e {
-        AgentClientError::Stream(io) if io.kind() != io::ErrorKind::BrokenPipe => {
-            ApiError::bad_request(format!("request body: {io}"))
-        }
-        _ => ApiError::from(e),
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -646,24 +619,20 @@ async fn write_many(
     ApiJson(body): ApiJson<WriteManyBody>,
 ) -> ApiResult<impl IntoResponse> {
     let (files, mut failed) = split_write_many(body.files);
-    let (h, agent) = state.agent(&caller, &id, true).await?;
-    let mut written_out = Vec::new();
-    if !files.is_empty() {
-        let r = agent.write_many(&WriteManyRequest { files }).await?;
-        for w in &r.written {
-            written(&state, &h.tenant_id, &id, w).await;
-            written_out.push(json!({ "path": w.path, "size_bytes": w.size_bytes }));
-        }
-        for f in r.failed {
-            let code = ApiError::from(AgentClientError::Agent {
-                status: f.error.code.http_status(),
-                error: f.error.clone(),
-            })
-            .code;
-            failed.push(json!({ "path": f.path, "error": f.error.message, "code": code }));
-        }
+    let r = state
+        .guest(&caller, &id, true)
+        .await?
+        .write_many(files)
+        .await?;
+    let written: Vec<Value> = r
+        .written
+        .iter()
+        .map(|w| json!({ "path": w.path, "size_bytes": w.size_bytes }))
+        .collect();
+    for (path, e) in r.failed {
+        failed.push(json!({ "path": path, "error": e.message, "code": e.code }));
     }
-    Ok(data(json!({ "written": written_out, "failed": failed })))
+    Ok(data(json!({ "written": written, "failed": failed })))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -694,8 +663,11 @@ async fn mkdir(
     if !bad.is_empty() {
         return Err(ApiError::validation(bad));
     }
-    let (_, agent) = state.agent(&caller, &id, true).await?;
-    let entry = agent.mkdir(&path, mode).await?;
+    let entry = state
+        .guest(&caller, &id, true)
+        .await?
+        .mkdir(&path, mode)
+        .await?;
     Ok(data(entry_json(&entry)))
 }
 
@@ -713,8 +685,8 @@ async fn remove(
     ApiJson(body): ApiJson<RemoveBody>,
 ) -> ApiResult<impl IntoResponse> {
     let path = one_path("path", body.path)?;
-    let (_, agent) = state.agent(&caller, &id, true).await?;
-    agent.remove(&path, body.recursive).await?;
+    let guest = state.guest(&caller, &id, true).await?;
+    guest.remove(&path, body.recursive).await?;
     Ok(data(json!({ "path": path, "removed": true })))
 }
 
@@ -737,8 +709,11 @@ async fn rename(
     if !bad.is_empty() {
         return Err(ApiError::validation(bad));
     }
-    let (_, agent) = state.agent(&caller, &id, true).await?;
-    let entry = agent.rename(&from, &to).await?;
+    let entry = state
+        .guest(&caller, &id, true)
+        .await?
+        .rename(&from, &to)
+        .await?;
     let mut v = entry_json(&entry);
     v["from"] = json!(from);
     v["to"] = json!(entry.path);
@@ -748,8 +723,8 @@ async fn rename(
 // ---------------------------------------------------------------- reads
 
 /// Streams one guest file as the answer.
-async fn send_file(agent: &AgentClient, path: &[u8]) -> ApiResult<Response> {
-    let stream = agent.read_file_raw_path(path).await?;
+async fn send_file(guest: &Guest, path: &[u8]) -> ApiResult<Response> {
+    let stream = guest.read_file(path).await?;
     Ok(stream_response(
         OCTET_STREAM,
         attachment(base_name(path)),
@@ -766,8 +741,8 @@ async fn download(
     let path = Params::parse(query.as_deref())
         .path("path", None)
         .map_err(|e| ApiError::validation(vec![e]))?;
-    let (_, agent) = state.agent(&caller, &id, false).await?;
-    send_file(&agent, &path).await
+    let guest = state.guest(&caller, &id, false).await?;
+    send_file(&guest, &path).await
 }
 
 /// `GET /files/{path...}`: the guest path is the rest of the URI.
@@ -778,8 +753,8 @@ async fn legacy_read(
 ) -> ApiResult<Response> {
     let (id, path) = legacy_target(uri.path()).ok_or_else(|| ApiError::not_found("route"))?;
     check_path("path", &path).map_err(|e| ApiError::validation(vec![e]))?;
-    let (_, agent) = state.agent(&caller, &id, false).await?;
-    send_file(&agent, &path).await
+    let guest = state.guest(&caller, &id, false).await?;
+    send_file(&guest, &path).await
 }
 
 /// The whole file in JSON (base64), refused past the JSON body limit:
@@ -793,21 +768,9 @@ async fn read(
     let path = Params::parse(query.as_deref())
         .path("path", None)
         .map_err(|e| ApiError::validation(vec![e]))?;
-    let (_, agent) = state.agent(&caller, &id, false).await?;
     let limit = state.config.max_json_body_bytes;
-    let mut stream = agent.read_file_raw_path(&path).await?;
-    let mut content = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk: Bytes = chunk?;
-        if content.len() + chunk.len() > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("file exceeds {limit} bytes; use fs/download"),
-            ));
-        }
-        content.extend_from_slice(&chunk);
-    }
+    let guest = state.guest(&caller, &id, false).await?;
+    let content = guest.read_file_limited(&path, limit).await?;
     Ok(data(json!({
         "path": String::from_utf8_lossy(&path),
         "content": base64::engine::general_purpose::STANDARD.encode(&content),
@@ -826,8 +789,11 @@ async fn list(
     let path = q.path("path", Some("/"));
     let depth = parse_depth(q.get("depth"), DEFAULT_LIST_DEPTH);
     let (path, depth) = both(path, depth)?;
-    let (_, agent) = state.agent(&caller, &id, false).await?;
-    let r = agent.list_raw_path(&path, Some(depth)).await?;
+    let r = state
+        .guest(&caller, &id, false)
+        .await?
+        .list(&path, depth)
+        .await?;
     let entries: Vec<Value> = r.entries.iter().map(entry_json).collect();
     Ok(data(json!({ "path": r.path, "entries": entries })))
 }
@@ -845,8 +811,8 @@ async fn stat(
     ApiJson(body): ApiJson<PathBody>,
 ) -> ApiResult<impl IntoResponse> {
     let path = one_path("path", body.path)?;
-    let (_, agent) = state.agent(&caller, &id, false).await?;
-    let entry = agent.stat(&path).await?;
+    let guest = state.guest(&caller, &id, false).await?;
+    let entry = guest.stat(path.as_bytes()).await?;
     Ok(data(entry_json(&entry)))
 }
 
@@ -860,8 +826,11 @@ async fn tree(
     let path = q.path("path", Some("/")).and_then(|p| utf8_path("path", p));
     let depth = parse_depth(q.get("depth"), DEFAULT_TREE_DEPTH);
     let (path, depth) = both(path, depth)?;
-    let (_, agent) = state.agent(&caller, &id, false).await?;
-    let node = agent.tree(&path, Some(depth)).await?;
+    let node = state
+        .guest(&caller, &id, false)
+        .await?
+        .tree(&path, depth)
+        .await?;
     Ok(data(tree_json(&node)))
 }
 
@@ -877,8 +846,8 @@ async fn watch(
     let path = q.path("path", None).and_then(|p| utf8_path("path", p));
     let recursive = parse_bool("recursive", q.get("recursive"));
     let (path, recursive) = both(path, recursive)?;
-    let (_, agent) = state.agent(&caller, &id, false).await?;
-    let mut stream = agent.watch(&path, recursive).await?;
+    let guest = state.guest(&caller, &id, false).await?;
+    let mut stream = guest.watch(&path, recursive).await?;
     let events = async_stream(move |tx| async move {
         let mut view = WatchView::new(&path);
         let mut seq = 0i64;
@@ -944,11 +913,11 @@ async fn export(
     if !bad.is_empty() {
         return Err(ApiError::validation(bad));
     }
-    let (_, agent) = state.agent(&caller, &id, false).await?;
+    let guest = state.guest(&caller, &id, false).await?;
     if let [one] = paths.as_slice() {
-        let entry = agent.stat_raw_path(one).await?;
+        let entry = guest.stat(one).await?;
         if entry.file_type != FileType::Dir {
-            return send_file(&agent, one).await;
+            return send_file(&guest, one).await;
         }
     }
     let mut text = Vec::with_capacity(paths.len());
@@ -962,7 +931,7 @@ async fn export(
     if !bad.is_empty() {
         return Err(ApiError::validation(bad));
     }
-    let stream = agent.archive(&text).await?;
+    let stream = guest.archive(&text).await?;
     Ok(stream_response(
         "application/gzip",
         attachment(b"export.tar.gz"),

@@ -70,7 +70,7 @@ pub async fn layer(State(core): State<AppState>, req: Request, next: Next) -> Re
             return resp;
         }
         Ok(Decision::Run(claim)) => claim,
-        Err(e) => return e.into_response(),
+        Err(e) => return crate::error::ApiError::from(e).into_response(),
     };
     let resp = next.run(req).await;
     let streaming = resp

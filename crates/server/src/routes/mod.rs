@@ -109,7 +109,7 @@ async fn authenticate(State(core): State<AppState>, mut req: Request, next: Next
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(e) => e.into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -210,7 +210,7 @@ pub struct PageQuery {
 pub fn parse_page(
     page: Option<&str>,
     page_size: Option<&str>,
-) -> Result<crate::store::Page, ApiError> {
+) -> Result<crate::model::Page, ApiError> {
     let mut bad = Vec::new();
     let page_n = match page {
         None | Some("") => 1,
@@ -233,7 +233,7 @@ pub fn parse_page(
         },
     };
     if bad.is_empty() {
-        Ok(crate::store::Page {
+        Ok(crate::model::Page {
             page: page_n,
             page_size: size,
         })

@@ -4,7 +4,6 @@
 //! terminals; this module only validates, translates and bridges bytes.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -15,10 +14,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
-use hearth_agent_client::{AgentClient, Duplex};
 use hearth_agent_protocol::{
-    Base64Bytes, KillRequest, ProcessInfo, ProcessState, PtyOpenRequest, StartProcessRequest,
-    StdinRequest,
+    Base64Bytes, ProcessInfo, ProcessState, PtyOpenRequest, StartProcessRequest, StdinRequest,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -26,13 +23,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::exec::{async_stream, forward_output};
 use super::{data, page, parse_page, sse, ApiJson, AppState, PageQuery};
-use crate::core::actor::SandboxHandle;
 use crate::core::clock::rfc3339;
+use crate::core::guest::{Guest, Pipe};
 use crate::core::keys::Caller;
 use crate::error::{ApiError, ApiResult, FieldError};
 
-/// `DELETE /processes/{pid}`: SIGTERM, then SIGKILL after this long.
-const KILL_GRACE_MS: u64 = 5_000;
 /// Lines `logs` returns per stream when `tail` is absent.
 const DEFAULT_TAIL: usize = 200;
 /// Largest accepted `tail`.
@@ -369,8 +364,11 @@ async fn start(
     ApiJson(body): ApiJson<StartBody>,
 ) -> ApiResult<impl IntoResponse> {
     let req = body.validate()?;
-    let (_, agent) = state.agent(&caller, &id, true).await?;
-    let p = agent.process_start(&req).await?;
+    let p = state
+        .guest(&caller, &id, true)
+        .await?
+        .process_start(&req)
+        .await?;
     tracing::debug!(sandbox_id = %id, pid = p.pid, "process started");
     Ok((StatusCode::CREATED, data(process_json(&p))))
 }
@@ -382,8 +380,11 @@ async fn list(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let pg = parse_page(q.page.as_deref(), q.page_size.as_deref())?;
-    let (_, agent) = state.agent(&caller, &id, false).await?;
-    let mut procs = agent.process_list().await?;
+    let mut procs = state
+        .guest(&caller, &id, false)
+        .await?
+        .process_list()
+        .await?;
     procs.sort_by_key(|p| (p.started_at_ms, p.pid));
     let total = procs.len() as u64;
     let skip = (pg.page as usize - 1).saturating_mul(pg.page_size as usize);
@@ -402,8 +403,11 @@ async fn get_one(
     Path((id, pid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let pid = parse_pid(&pid)?;
-    let (_, agent) = state.agent(&caller, &id, false).await?;
-    let p = agent.process_get(pid).await?;
+    let p = state
+        .guest(&caller, &id, false)
+        .await?
+        .process_get(pid)
+        .await?;
     Ok(data(process_json(&p)))
 }
 
@@ -413,14 +417,9 @@ async fn kill(
     Path((id, pid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let pid = parse_pid(&pid)?;
-    let (_, agent) = state.agent(&caller, &id, true).await?;
-    let p = agent
-        .process_kill(
-            pid,
-            &KillRequest {
-                grace_ms: Some(KILL_GRACE_MS),
-            },
-        )
+    let guest = state.guest(&caller, &id, true).await?;
+    let p = guest
+        .process_kill(pid, hearth_agent_protocol::DEFAULT_KILL_GRACE_MS)
         .await?;
     Ok(data(process_json(&p)))
 }
@@ -433,8 +432,8 @@ async fn signal(
 ) -> ApiResult<impl IntoResponse> {
     let pid = parse_pid(&pid)?;
     let sig = parse_signal(body.signal.as_ref())?;
-    let (_, agent) = state.agent(&caller, &id, true).await?;
-    let p = agent.process_signal(pid, &sig).await?;
+    let guest = state.guest(&caller, &id, true).await?;
+    let p = guest.process_signal(pid, &sig).await?;
     Ok(data(process_json(&p)))
 }
 
@@ -446,8 +445,8 @@ async fn stdin(
 ) -> ApiResult<impl IntoResponse> {
     let pid = parse_pid(&pid)?;
     let req = body.validate()?;
-    let (_, agent) = state.agent(&caller, &id, true).await?;
-    let p = agent.process_stdin(pid, &req).await?;
+    let guest = state.guest(&caller, &id, true).await?;
+    let p = guest.process_stdin(pid, &req).await?;
     Ok(data(process_json(&p)))
 }
 
@@ -459,8 +458,11 @@ async fn logs(
 ) -> ApiResult<impl IntoResponse> {
     let pid = parse_pid(&pid)?;
     let tail = parse_tail(q.tail.as_deref())?;
-    let (_, agent) = state.agent(&caller, &id, false).await?;
-    let l = agent.process_logs(pid).await?;
+    let l = state
+        .guest(&caller, &id, false)
+        .await?
+        .process_logs(pid)
+        .await?;
     Ok(data(json!({
         "stdout": text(tail_lines(l.stdout.as_slice(), tail)),
         "stderr": text(tail_lines(l.stderr.as_slice(), tail)),
@@ -478,8 +480,8 @@ async fn stream(
 ) -> ApiResult<impl IntoResponse> {
     let pid = parse_pid(&pid)?;
     let from = resume_seq(sse::last_event_id(&headers), q.from_seq.as_deref())?;
-    let (_, agent) = state.agent(&caller, &id, false).await?;
-    let mut output = agent.process_stream(pid, from).await?;
+    let guest = state.guest(&caller, &id, false).await?;
+    let mut output = guest.process_output(pid, from).await?;
     let events = async_stream(move |tx| async move {
         forward_output(&mut output, &tx).await;
     });
@@ -495,8 +497,11 @@ async fn open_terminal(
     ApiJson(body): ApiJson<TerminalBody>,
 ) -> ApiResult<impl IntoResponse> {
     let req = body.validate()?;
-    let (_, agent) = state.agent(&caller, &id, true).await?;
-    let t = agent.pty_open(&req).await?;
+    let t = state
+        .guest(&caller, &id, true)
+        .await?
+        .terminal_open(&req)
+        .await?;
     tracing::debug!(sandbox_id = %id, terminal = %t.id, "terminal opened");
     let ws_url = terminal_ws_url(&state.config.public_url(), &id, &t.id);
     Ok((
@@ -516,8 +521,11 @@ async fn close_terminal(
     caller: Caller,
     Path((id, tid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let (_, agent) = state.agent(&caller, &id, true).await?;
-    agent.pty_close(&tid).await?;
+    state
+        .guest(&caller, &id, true)
+        .await?
+        .terminal_close(&tid)
+        .await?;
     Ok(data(json!({ "id": tid, "closed": true })))
 }
 
@@ -532,18 +540,10 @@ async fn terminal_ws(
     let ws = ws.map_err(|e| {
         ApiError::bad_request(format!("expected a WebSocket upgrade: {}", e.body_text()))
     })?;
-    let (h, agent) = state.agent(&caller, &id, true).await?;
-    agent.pty_get(&tid).await?;
-    let pipe = agent.pty_attach(&tid).await?;
-    Ok(ws.on_upgrade(move |socket| {
-        let bridge = Bridge {
-            state,
-            handle: h,
-            agent,
-            tid,
-        };
-        bridge.run(socket, pipe)
-    }))
+    let guest = state.guest(&caller, &id, true).await?;
+    guest.terminal_get(&tid).await?;
+    let pipe = guest.terminal_attach(&tid).await?;
+    Ok(ws.on_upgrade(move |socket| Bridge { guest, tid }.run(socket, pipe)))
 }
 
 /// A WebSocket client control message (text frame).
@@ -590,9 +590,7 @@ pub fn parse_control(text: &str) -> Control {
 
 /// One WebSocket client attached to one terminal.
 struct Bridge {
-    state: AppState,
-    handle: Arc<SandboxHandle>,
-    agent: AgentClient,
+    guest: Guest,
     tid: String,
 }
 
@@ -600,7 +598,7 @@ impl Bridge {
     /// Copies bytes both ways until either side ends. The client leaving
     /// detaches (the shell keeps running); the shell's output ending closes
     /// the socket.
-    async fn run(self, socket: WebSocket, pipe: Duplex) {
+    async fn run(self, socket: WebSocket, pipe: Pipe) {
         let (mut ws_tx, mut ws_rx) = socket.split();
         let (mut pty_rd, mut pty_wr) = tokio::io::split(pipe);
         // Replies to the client (resize errors) go through the output side,
@@ -633,7 +631,7 @@ impl Bridge {
             if !client_gone {
                 // The close frame's reason carries the shell's exit code
                 // when it exited (`exit 3`): the CLI exits with it.
-                let reason = match self.agent.pty_get(&self.tid).await {
+                let reason = match self.guest.terminal_get(&self.tid).await {
                     Ok(info) => info.exit_code.map(|c| format!("exit {c}")),
                     Err(_) => None,
                 };
@@ -653,8 +651,9 @@ impl Bridge {
                     Ok(Message::Text(t)) => match parse_control(t.as_str()) {
                         Control::Input => bytes::Bytes::copy_from_slice(t.as_str().as_bytes()),
                         Control::Resize { cols, rows } => {
-                            self.state.touch(&self.handle);
-                            if let Err(e) = self.agent.pty_resize(&self.tid, cols, rows).await {
+                            self.guest.touch();
+                            if let Err(e) = self.guest.terminal_resize(&self.tid, cols, rows).await
+                            {
                                 let err = ApiError::from(e);
                                 let _ = notice_tx.send(error_notice(err.code, &err.message)).await;
                             }
@@ -672,7 +671,7 @@ impl Bridge {
                 if bytes.is_empty() {
                     continue;
                 }
-                self.state.touch(&self.handle);
+                self.guest.touch();
                 if let Err(e) = pty_wr.write_all(&bytes).await {
                     tracing::debug!(terminal = %self.tid, error = %e, "terminal input ended");
                     return;

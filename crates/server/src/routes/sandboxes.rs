@@ -14,11 +14,11 @@ use serde_json::json;
 use super::{data, page, parse_page, ApiJson, AppState};
 use crate::core::clock::{parse_time, rfc3339};
 use crate::core::keys::Caller;
-use crate::core::metering::{aggregate, GroupBy};
+use crate::core::metering::GroupBy;
 use crate::core::sandboxes::{CreateParams, PatchParams};
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::model::SandboxFilter;
 use crate::model::{SandboxRecord, SandboxState};
-use crate::store::SandboxFilter;
 use crate::validate::{check_env, check_label, range};
 
 pub fn routes() -> Router<AppState> {
@@ -549,12 +549,9 @@ async fn sandbox_usage(
 ) -> ApiResult<impl IntoResponse> {
     let rec = state.get_sandbox(&caller, &id).await?;
     let (from, to) = period(&state, &q)?;
-    let ivs = state
-        .store
-        .usage_intervals(&caller.tenant_id, Some(&id), from, to)
+    let totals = state
+        .usage(&caller, Some(&id), from, to, GroupBy::None)
         .await?;
-    let now = state.now_ms();
-    let totals = aggregate(&ivs, GroupBy::None, from, to, now, &state.config.rates);
     let u = totals.get("").cloned().unwrap_or_default();
     let mut v = serde_json::to_value(u).map_err(ApiError::internal)?;
     v["sandbox_id"] = json!(rec.id);
@@ -575,12 +572,7 @@ async fn tenant_usage(
                 "must be sandbox_id, external_workspace_id, external_user_id, external_project_id or template_id",
             )
         })?;
-    let ivs = state
-        .store
-        .usage_intervals(&caller.tenant_id, None, from, to)
-        .await?;
-    let now = state.now_ms();
-    let totals = aggregate(&ivs, group, from, to, now, &state.config.rates);
+    let totals = state.usage(&caller, None, from, to, group).await?;
     let groups: Vec<serde_json::Value> = totals
         .into_iter()
         .map(|(k, u)| {

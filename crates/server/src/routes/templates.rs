@@ -18,6 +18,7 @@ use serde_json::json;
 use super::{data, parse_json, read_limited, sse, ApiJson, AppState};
 use crate::core::builds::TemplateInfo;
 use crate::core::clock::rfc3339;
+use crate::core::error::Kind;
 use crate::core::keys::Caller;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::{BuildRecord, BuildSpec, BuildStep};
@@ -403,11 +404,11 @@ async fn validate(
     let spec = match spec_body.check() {
         Ok(s) => match state.check_from(&caller, s, shape_given).await {
             Ok(s) => Some(s),
-            Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            Err(e) if e.kind == Kind::Invalid => {
                 errors.extend(e.details);
                 None
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         },
         Err(e) => {
             errors.extend(e);
@@ -486,8 +487,8 @@ async fn build_logs(
                 break;
             }
         }
-        let end = match core.store.get_build(&b.id).await {
-            Ok(Some(b)) => json!({ "build_id": b.id, "state": b.state, "error": b.error }),
+        let end = match core.get_build(&caller, &b.id).await {
+            Ok(b) => json!({ "build_id": b.id, "state": b.state, "error": b.error }),
             _ => json!({ "build_id": b.id }),
         };
         let _ = tx.send(Ok(sse::frame("done", None, end))).await;

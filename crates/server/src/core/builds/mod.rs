@@ -31,9 +31,11 @@ use super::keys::Caller;
 use super::templates::{ResolvedTemplate, TemplateError};
 use super::warm::Shape;
 use super::Core;
-use crate::error::{ApiError, ApiResult};
+use crate::core::error::{Error, Result};
+use crate::core::events::EventKind;
 use crate::model::{BuildRecord, BuildSpec, BuildState, BuildStep, TemplateRecord};
 use crate::store::StoreError;
+use hearth_agent_protocol::error_chain;
 use log::{BuildLog, LineSplitter};
 
 /// Running builds' logs, and the one build slot.
@@ -87,17 +89,6 @@ pub fn build_shape(template_id: &str, version: u32, spec: &BuildSpec) -> Shape {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 impl Core {
     /// The caller's custom template `id_or_name` (an id `tpl_...` or a
     /// name) with its builds.
@@ -105,7 +96,7 @@ impl Core {
         &self,
         caller: &Caller,
         id_or_name: &str,
-    ) -> ApiResult<Option<TemplateInfo>> {
+    ) -> Result<Option<TemplateInfo>> {
         let t = if id_or_name.starts_with("tpl_") {
             self.store.get_template(id_or_name).await?
         } else {
@@ -120,7 +111,7 @@ impl Core {
         Ok(Some(TemplateInfo { template, builds }))
     }
 
-    pub async fn list_custom_templates(&self, caller: &Caller) -> ApiResult<Vec<TemplateInfo>> {
+    pub async fn list_custom_templates(&self, caller: &Caller) -> Result<Vec<TemplateInfo>> {
         let mut out = Vec::new();
         for template in self.store.list_templates(&caller.tenant_id).await? {
             let builds = self.store.list_builds(&template.id).await?;
@@ -136,9 +127,9 @@ impl Core {
         name: &str,
         spec: BuildSpec,
         shape_given: bool,
-    ) -> ApiResult<(TemplateInfo, BuildRecord)> {
+    ) -> Result<(TemplateInfo, BuildRecord)> {
         if self.templates.canonical(name).is_some() || name.starts_with("tpl_") {
-            return Err(ApiError::field(
+            return Err(Error::field(
                 "name",
                 format!("{name:?} is a built-in template or a template id"),
             ));
@@ -152,7 +143,7 @@ impl Core {
         };
         match self.store.insert_template(&template).await {
             Err(StoreError::Duplicate(_)) => {
-                return Err(ApiError::conflict(
+                return Err(Error::conflict(
                     "conflict",
                     format!("a template named {name:?} already exists"),
                 ))
@@ -174,28 +165,29 @@ impl Core {
         caller: &Caller,
         id_or_name: &str,
         spec: Option<(BuildSpec, bool)>,
-    ) -> ApiResult<BuildRecord> {
+    ) -> Result<BuildRecord> {
         let info = self
             .find_template(caller, id_or_name)
             .await?
-            .ok_or_else(|| ApiError::not_found("template"))?;
-        let spec =
-            match spec {
-                Some((s, shape_given)) => self.check_from(caller, s, shape_given).await?,
-                None => info.builds.first().map(|b| b.spec.clone()).ok_or_else(|| {
-                    ApiError::field("build_spec", "the template has no build yet")
-                })?,
-            };
+            .ok_or_else(|| Error::not_found("template"))?;
+        let spec = match spec {
+            Some((s, shape_given)) => self.check_from(caller, s, shape_given).await?,
+            None => info
+                .builds
+                .first()
+                .map(|b| b.spec.clone())
+                .ok_or_else(|| Error::field("build_spec", "the template has no build yet"))?,
+        };
         self.queue_build(&info.template, spec).await
     }
 
     /// A build of the caller's.
-    pub async fn get_build(&self, caller: &Caller, id: &str) -> ApiResult<BuildRecord> {
+    pub async fn get_build(&self, caller: &Caller, id: &str) -> Result<BuildRecord> {
         self.store
             .get_build(id)
             .await?
             .filter(|b| b.tenant_id == caller.tenant_id)
-            .ok_or_else(|| ApiError::not_found("template build"))
+            .ok_or_else(|| Error::not_found("template build"))
     }
 
     /// The log of `b`: live while it runs, from its file afterwards.
@@ -256,10 +248,10 @@ impl Core {
         caller: &Caller,
         mut spec: BuildSpec,
         shape_given: bool,
-    ) -> ApiResult<BuildSpec> {
+    ) -> Result<BuildSpec> {
         if let Some(c) = self.templates.canonical(&spec.from) {
             if c == "minimal" && !spec.packages.is_empty() {
-                return Err(ApiError::field(
+                return Err(Error::field(
                     "build_spec.packages",
                     "packages need a Debian base (from: \"debian\"); minimal has no apt",
                 ));
@@ -272,7 +264,7 @@ impl Core {
             .find_template(caller, &spec.from)
             .await?
             .ok_or_else(|| {
-                ApiError::field(
+                Error::field(
                     "build_spec.from",
                     format!(
                         "{:?} is neither minimal, debian nor one of your templates",
@@ -281,7 +273,7 @@ impl Core {
                 )
             })?;
         let parent = info.latest_ready().ok_or_else(|| {
-            ApiError::field(
+            Error::field(
                 "build_spec.from",
                 format!("template {:?} has no ready version yet", info.template.name),
             )
@@ -292,7 +284,7 @@ impl Core {
             parent.spec.disk_size_mb,
         );
         if shape_given && (spec.cpu_count, spec.memory_mb, spec.disk_size_mb) != want {
-            return Err(ApiError::field(
+            return Err(Error::field(
                 "build_spec.cpu_count",
                 format!(
                     "template {:?} is built for {} vCPU, {} MiB memory and {} MiB disk; \
@@ -302,7 +294,7 @@ impl Core {
             ));
         }
         if !spec.packages.is_empty() && self.root_base(parent).await? == "minimal" {
-            return Err(ApiError::field(
+            return Err(Error::field(
                 "build_spec.packages",
                 "packages need a Debian base; this template is built on minimal",
             ));
@@ -317,7 +309,7 @@ impl Core {
     }
 
     /// The built-in template at the bottom of `b`'s chain of bases.
-    async fn root_base(&self, b: &BuildRecord) -> ApiResult<String> {
+    async fn root_base(&self, b: &BuildRecord) -> Result<String> {
         let mut spec = b.spec.clone();
         // Each base is an older version, so the chain ends; the bound only
         // guards against a corrupt store.
@@ -334,7 +326,7 @@ impl Core {
             };
             spec = next.spec;
         }
-        Err(ApiError::internal(anyhow::anyhow!(
+        Err(Error::internal(anyhow::anyhow!(
             "template chain of {} does not end in a built-in template",
             b.template_id
         )))
@@ -344,7 +336,7 @@ impl Core {
         self: &Arc<Core>,
         template: &TemplateRecord,
         spec: BuildSpec,
-    ) -> ApiResult<BuildRecord> {
+    ) -> Result<BuildRecord> {
         let mut b = BuildRecord {
             id: new_id("bld"),
             template_id: template.id.clone(),
@@ -358,7 +350,7 @@ impl Core {
             finished_at: None,
         };
         b.version = self.store.insert_build(&b).await?;
-        let log = Arc::new(BuildLog::create(&self.build_log_path(&b)).map_err(ApiError::internal)?);
+        let log = Arc::new(BuildLog::create(&self.build_log_path(&b)).map_err(Error::internal)?);
         log.push(
             self.now_ms(),
             "system",
@@ -400,13 +392,13 @@ impl Core {
         let kind = match &result {
             Ok(()) => {
                 b.state = BuildState::Ready;
-                "template.build.ready"
+                EventKind::TemplateBuildReady
             }
             Err(e) => {
                 b.state = BuildState::Failed;
                 b.error = Some(e.clone());
                 log.push(self.now_ms(), "system", &format!("build failed: {e}"));
-                "template.build.failed"
+                EventKind::TemplateBuildFailed
             }
         };
         if let Err(e) = self.store.update_build(&b).await {

@@ -1,0 +1,40 @@
+//! The one error-chain printer every Hearth crate uses (they all depend on
+//! this crate): an error and its whole `source()` chain on one line,
+//! `outer: middle: root`, for logs and for messages such as `last_error`.
+
+/// `e` and every error in its `source()` chain, joined by `": "`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("writing the snapshot")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn prints_every_cause_in_order() {
+        let e = Outer(std::io::Error::other("disk full"));
+        assert_eq!(error_chain(&e), "writing the snapshot: disk full");
+        assert_eq!(error_chain(&e.0), "disk full");
+    }
+}

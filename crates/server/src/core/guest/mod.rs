@@ -1,0 +1,120 @@
+//! Work inside a running sandbox: exec, files, processes, terminals and
+//! port tunnels. A [`Guest`] is one caller's use of one running sandbox's
+//! agent: every call goes through it, its failures come back as core
+//! errors, and the domain events they cause (`sandbox.exec.*`,
+//! `sandbox.file.written`) are emitted here, whoever the caller is (REST,
+//! the preview proxy, a future API).
+
+mod exec;
+mod files;
+mod processes;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use hearth_agent_client::{AgentClient, ByteStream, NdjsonStream};
+use serde::de::DeserializeOwned;
+
+pub use exec::Output;
+pub use files::WriteMany;
+/// A full-duplex byte pipe into the guest (a terminal, a tunnel to a port).
+pub use hearth_agent_client::Duplex as Pipe;
+
+use super::actor::SandboxHandle;
+use super::error::{Error, Result};
+use super::keys::Caller;
+use super::Core;
+
+/// One running sandbox's agent, for one caller.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    core: Arc<Core>,
+    handle: Arc<SandboxHandle>,
+    agent: AgentClient,
+}
+
+impl Core {
+    /// The guest of a running sandbox of the caller's; `activity` resets
+    /// the idle clock (reads do not, writes and commands do).
+    pub async fn guest(
+        self: &Arc<Self>,
+        caller: &Caller,
+        id: &str,
+        activity: bool,
+    ) -> Result<Guest> {
+        let Some(h) = self.live(caller, id) else {
+            let rec = self.get_sandbox(caller, id).await?;
+            return Err(Error::not_running(id, rec.state));
+        };
+        let state = h.state();
+        let agent = match (state.can_exec(), h.agent()) {
+            (true, Some(a)) => a,
+            _ => return Err(Error::not_running(id, state)),
+        };
+        if activity {
+            self.touch(&h);
+        }
+        Ok(Guest {
+            core: self.clone(),
+            handle: h,
+            agent,
+        })
+    }
+}
+
+impl Guest {
+    pub fn sandbox_id(&self) -> &str {
+        &self.handle.id
+    }
+
+    pub fn tenant_id(&self) -> &str {
+        &self.handle.tenant_id
+    }
+
+    /// Counts as activity: resets the sandbox's idle clock.
+    pub fn touch(&self) {
+        self.core.touch(&self.handle);
+    }
+
+    /// A byte pipe to `port` inside the guest (`port_closed` when nothing
+    /// listens there).
+    pub async fn tunnel(&self, port: u16) -> Result<Pipe> {
+        Ok(self.agent.tunnel(port).await?)
+    }
+
+    async fn emit(&self, kind: super::events::EventKind, data: serde_json::Value) {
+        self.core
+            .events
+            .emit_logged(&self.handle.tenant_id, Some(&self.handle.id), kind, data)
+            .await;
+    }
+}
+
+/// Frames of type `T` the guest streams (file watch events), until it
+/// ends the stream.
+#[derive(Debug)]
+pub struct Frames<T>(NdjsonStream<T>);
+
+impl<T: DeserializeOwned> Frames<T> {
+    /// The next frame, or `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<T>> {
+        Some(self.0.next().await?.map_err(Error::from))
+    }
+}
+
+/// Bytes read from the guest (a file, an archive), as they arrive.
+#[derive(Debug)]
+pub struct GuestBytes(ByteStream);
+
+impl Stream for GuestBytes {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|o| o.map(|r| r.map_err(Error::from)))
+    }
+}
