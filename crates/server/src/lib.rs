@@ -137,10 +137,7 @@ fn spawn_housekeeping(core: Arc<Core>) {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
-                    let before = core.now_ms() - (core.config.idempotency_ttl_sec * 1000) as i64;
-                    if let Err(e) = core.store.prune_idempotency(before).await {
-                        tracing::warn!(error = %e, "prune idempotency keys");
-                    }
+                    core.prune_idempotency().await;
                 }
             }
         }

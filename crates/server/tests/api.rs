@@ -803,7 +803,7 @@ async fn timers_follow_a_controlled_clock() {
     assert_eq!(a["timeout_remaining_ms"], 3_600_000, "exact at creation");
     // Ten minutes pass: b idles out, a has exactly 50 minutes left.
     clock.advance(600_000);
-    srv.core.timers.poke();
+    srv.core.poke_timers();
     wait_state(&srv, &id(&b), "paused", Duration::from_secs(5)).await;
     let (_, v) = body(
         srv.client
@@ -817,7 +817,7 @@ async fn timers_follow_a_controlled_clock() {
     assert_eq!(v["data"]["state"], "running");
     // The rest of the hour: a is destroyed.
     clock.advance(3_000_000);
-    srv.core.timers.poke();
+    srv.core.poke_timers();
     wait_state(&srv, &id(&a), "destroyed", Duration::from_secs(5)).await;
 
     // Metrics saw all of it.

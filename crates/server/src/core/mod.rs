@@ -1,25 +1,36 @@
-//! The control plane's operations, below HTTP and above the drivers: every
-//! handler calls one `Core` method. `Core` owns the store, the VMM driver,
-//! the template resolver, the event bus, the timer wheel and one lifecycle
-//! actor per live sandbox.
+//! The control plane's operations, below any API and above the drivers.
+//! Every route (REST today, others tomorrow) calls [`Core`] methods only;
+//! core never names an HTTP type, and fails with [`error::Error`].
+//!
+//! One folder per service, each owning its state (private to the folder)
+//! and its `impl Core` block:
+//! - `sandboxes/`: create, list, get, patch, destroy; one lifecycle actor
+//!   per live sandbox (`actor.rs`), its timers, network policy, and the
+//!   re-adoption of VMs at start (`recovery.rs`);
+//! - `guest/`: work inside a running sandbox (exec, files, processes,
+//!   terminals, tunnels) through its agent;
+//! - `snapshots/`: user snapshots, restore and fork;
+//! - `templates/`: the template resolver and custom template builds;
+//! - `warm/`: template snapshots per VM shape and the pool of pre-cloned
+//!   VMs;
+//! - `previews/`: preview URLs and share tokens;
+//! - `keys/`: API keys, authentication and idempotent replays;
+//! - `events/`: the event log and its followers;
+//! - `usage/`: metering and usage reports.
+//!
+//! Shared by all: the store, the VMM driver, the clock, the event bus.
 
-pub mod actor;
-pub mod builds;
 pub mod clock;
 pub mod error;
 pub mod events;
 pub mod guest;
-pub mod idempotency;
 pub mod ids;
 pub mod keys;
-pub mod metering;
-pub mod network;
 pub mod previews;
-pub mod recovery;
 pub mod sandboxes;
 pub mod snapshots;
 pub mod templates;
-pub mod timers;
+pub mod usage;
 pub mod warm;
 
 use std::collections::HashMap;
@@ -31,36 +42,40 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::store::Store;
-use actor::SandboxHandle;
 use clock::Clock;
 use events::EventBus;
 use keys::KeyCache;
+use sandboxes::actor::SandboxHandle;
+use sandboxes::timers::Timers;
 use templates::Templates;
-use timers::Timers;
 
-/// Shared state of the control plane.
+/// The control plane. Its fields are private to `core`; each service's
+/// own state is a type whose fields are private to that service's folder.
 #[derive(Debug)]
 pub struct Core {
     pub config: ServerConfig,
-    pub store: Arc<dyn Store>,
-    pub vmm: Arc<dyn Vmm>,
-    pub templates: Arc<dyn Templates>,
-    pub clock: Arc<dyn Clock>,
-    pub events: EventBus,
-    pub timers: Timers,
     pub metrics: crate::metrics::Metrics,
-    keys: KeyCache,
-    pub(crate) idempotency_locks: idempotency::Locks,
-    pub(crate) warm_builds: warm::WarmBuilds,
-    pub(crate) builds: builds::Builds,
-    pub(crate) warm_pool: warm::WarmPool,
-    pub(crate) snapshots_in_use: snapshots::InUse,
-    /// Snapshots whose fast-clone form is being written.
-    pub(crate) fast_forks: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// The port the preview proxy listens on, once it does.
-    preview_port: std::sync::OnceLock<u16>,
-    /// Live (not destroyed) sandboxes by id.
+    store: Arc<dyn Store>,
+    vmm: Arc<dyn Vmm>,
+    clock: Arc<dyn Clock>,
+    events: EventBus,
+    /// sandboxes/: live (not destroyed) sandboxes by id, and their
+    /// deadlines.
     sandboxes: RwLock<HashMap<String, Arc<SandboxHandle>>>,
+    timers: Timers,
+    /// templates/: the resolver, and custom template builds.
+    templates: Arc<dyn Templates>,
+    builds: templates::builds::Builds,
+    /// warm/: template snapshots being written, and pre-cloned VMs.
+    warm_builds: warm::WarmBuilds,
+    warm_pool: warm::WarmPool,
+    /// snapshots/: which are being read, which get a fast-clone form.
+    snapshots: snapshots::SnapshotState,
+    /// previews/: where the proxy listens.
+    previews: previews::PreviewState,
+    /// keys/: verified keys, and idempotency locks.
+    keys: KeyCache,
+    idempotency_locks: keys::idempotency::Locks,
     /// Absolute data directory.
     data_dir: PathBuf,
     shutdown: CancellationToken,
@@ -84,13 +99,12 @@ impl Core {
             timers: Timers::new(clock.clone()),
             metrics: crate::metrics::Metrics::default(),
             keys: KeyCache::default(),
-            idempotency_locks: idempotency::Locks::default(),
-            warm_builds: warm::WarmBuilds::default(),
-            builds: builds::Builds::default(),
-            warm_pool: warm::WarmPool::default(),
-            snapshots_in_use: snapshots::InUse::default(),
-            fast_forks: Default::default(),
-            preview_port: Default::default(),
+            idempotency_locks: Default::default(),
+            warm_builds: Default::default(),
+            builds: Default::default(),
+            warm_pool: Default::default(),
+            snapshots: Default::default(),
+            previews: Default::default(),
             sandboxes: RwLock::new(HashMap::new()),
             data_dir,
             shutdown: CancellationToken::new(),
@@ -104,13 +118,23 @@ impl Core {
 
     /// Re-adopts what was running before, then starts the timer wheel.
     pub async fn start(self: &Arc<Core>) -> Result<(), crate::store::StoreError> {
-        recovery::recover(self).await?;
-        timers::spawn_wheel(self.clone(), self.shutdown.clone());
+        sandboxes::recovery::recover(self).await?;
+        sandboxes::timers::spawn_wheel(self.clone(), self.shutdown.clone());
         Ok(())
     }
 
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// What the VMM driver can do on this host.
+    pub fn vmm_capabilities(&self) -> hearth_vmm::Capabilities {
+        self.vmm.capabilities()
+    }
+
+    /// Wakes the timer wheel at once (after a test moved its clock).
+    pub fn poke_timers(&self) {
+        self.timers.poke();
     }
 
     pub fn data_dir(&self) -> &std::path::Path {

@@ -10,7 +10,7 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 
 use super::{read_limited, AppState};
-use crate::core::idempotency::{fingerprint, Decision};
+use crate::core::keys::idempotency::{fingerprint, Decision};
 use crate::core::keys::Caller;
 
 /// Largest response kept for replay.

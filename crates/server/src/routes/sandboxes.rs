@@ -14,8 +14,8 @@ use serde_json::json;
 use super::{data, page, parse_page, ApiJson, AppState};
 use crate::core::clock::{parse_time, rfc3339};
 use crate::core::keys::Caller;
-use crate::core::metering::GroupBy;
 use crate::core::sandboxes::{CreateParams, PatchParams};
+use crate::core::usage::GroupBy;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::SandboxFilter;
 use crate::model::{SandboxRecord, SandboxState};
@@ -320,10 +320,7 @@ async fn list(
             )
         })?),
     };
-    let template_id = q
-        .template_id
-        .filter(|t| !t.is_empty())
-        .map(|t| state.templates.canonical(&t).unwrap_or(t));
+    let template_id = q.template_id.filter(|t| !t.is_empty());
     let filter = SandboxFilter {
         state: st,
         tags: q

@@ -25,7 +25,7 @@ pub fn authed_routes() -> Router<AppState> {
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    let caps = state.vmm.capabilities();
+    let caps = state.vmm_capabilities();
     axum::Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),

@@ -16,10 +16,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{data, parse_json, read_limited, sse, ApiJson, AppState};
-use crate::core::builds::TemplateInfo;
 use crate::core::clock::rfc3339;
 use crate::core::error::Kind;
 use crate::core::keys::Caller;
+use crate::core::templates::builds::TemplateInfo;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::{BuildRecord, BuildSpec, BuildStep};
 use crate::validate::{check_env, range};

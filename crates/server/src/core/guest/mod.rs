@@ -23,10 +23,10 @@ pub use files::WriteMany;
 /// A full-duplex byte pipe into the guest (a terminal, a tunnel to a port).
 pub use hearth_agent_client::Duplex as Pipe;
 
-use super::actor::SandboxHandle;
 use super::error::{Error, Result};
 use super::keys::Caller;
 use super::Core;
+use crate::core::sandboxes::actor::SandboxHandle;
 
 /// One running sandbox's agent, for one caller.
 #[derive(Debug, Clone)]

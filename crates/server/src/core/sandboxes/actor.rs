@@ -17,11 +17,11 @@ use hearth_vmm::{EgressPolicy, SnapshotManifest, SnapshotOptions, Vm, VmSpec};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use super::templates::ResolvedTemplate;
-use super::warm::Shape;
-use super::Core;
 use crate::core::error::{Error, Kind, Result};
 use crate::core::events::EventKind;
+use crate::core::templates::ResolvedTemplate;
+use crate::core::warm::Shape;
+use crate::core::Core;
 use crate::model::{BootPath, SandboxRecord, SandboxState};
 use hearth_agent_protocol::error_chain;
 
@@ -191,7 +191,7 @@ impl Core {
             .store(after.last_activity_at, Ordering::Relaxed);
         if before.state != after.state {
             self.metrics.state_changed(Some(before.state), after.state);
-            if let Err(e) = super::metering::switch(self, &after).await {
+            if let Err(e) = crate::core::usage::switch(self, &after).await {
                 tracing::warn!(error = %e, "usage interval not recorded");
             }
         }
@@ -298,7 +298,7 @@ async fn run(
             Op::Pause { reason, reply } => (pause(&core, &h, &mut vm, reason).await, reply),
             Op::Resume { reply } => (resume(&core, &h, &mut vm).await, reply),
             Op::SetEgressPolicy { policy, reply } => (
-                super::network::apply(&core, &h, vm.as_deref(), policy).await,
+                crate::core::sandboxes::network::apply(&core, &h, vm.as_deref(), policy).await,
                 reply,
             ),
             Op::Destroy { reason, reply } => {

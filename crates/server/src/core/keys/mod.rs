@@ -2,6 +2,8 @@
 //! tenant; the first start creates an admin key. Lookups are cached in
 //! memory (one server owns the store), revocations drop the cache entry.
 
+pub mod idempotency;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

@@ -3,6 +3,8 @@
 //! Artifacts are built on first use and cached by the image store. Custom
 //! templates (built from a BuildSpec) live in `builds`, on top of these.
 
+pub mod builds;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

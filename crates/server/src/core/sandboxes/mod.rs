@@ -3,17 +3,22 @@
 //! Every lookup is scoped to the caller's tenant: another tenant's sandbox
 //! is "not found", never "forbidden".
 
+pub mod actor;
+pub mod network;
+pub mod recovery;
+pub mod timers;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::json;
 
-use super::actor::{Op, PauseReason, SandboxHandle};
 use super::ids::new_id;
 use super::keys::Caller;
 use super::Core;
 use crate::core::error::{Error, FieldError, Result};
 use crate::core::events::EventKind;
+use crate::core::sandboxes::actor::{Op, PauseReason, SandboxHandle};
 use crate::model::{SandboxRecord, SandboxState};
 use crate::store::{Page, SandboxFilter, StoreError};
 
@@ -277,15 +282,21 @@ impl Core {
         Ok(self.handle(&rec.id).map(|h| h.record()).unwrap_or(rec))
     }
 
+    /// The caller's sandboxes that `filter` keeps (a template filter may
+    /// name a template by any of its ids), one page, and the total.
     pub async fn list_sandboxes(
         &self,
         caller: &Caller,
         filter: &SandboxFilter,
         page: Page,
     ) -> Result<(Vec<SandboxRecord>, u64)> {
+        let mut filter = filter.clone();
+        filter.template_id = filter
+            .template_id
+            .map(|t| self.templates.canonical(&t).unwrap_or(t));
         let (list, total) = self
             .store
-            .list_sandboxes(&caller.tenant_id, filter, page)
+            .list_sandboxes(&caller.tenant_id, &filter, page)
             .await?;
         let list = list
             .into_iter()

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex as StdMutex, Weak};
 
 use sha2::{Digest, Sha256};
 
-use super::Core;
 use crate::core::error::{Error, Result};
+use crate::core::Core;
 use crate::store::{IdempotentResponse, StoreError};
 
 /// Longest key accepted.
@@ -67,6 +67,14 @@ pub enum Decision {
 }
 
 impl Core {
+    /// Drops stored replays older than the configured TTL.
+    pub async fn prune_idempotency(&self) {
+        let before = self.now_ms() - (self.config.idempotency_ttl_sec * 1000) as i64;
+        if let Err(e) = self.store.prune_idempotency(before).await {
+            tracing::warn!(error = %e, "prune idempotency keys");
+        }
+    }
+
     pub async fn idempotency_begin(
         &self,
         tenant: &str,

@@ -5,11 +5,11 @@
 use hearth_vmm::{EgressPolicy, Vm};
 use serde_json::json;
 
-use super::actor::{Op, SandboxHandle};
-use super::keys::Caller;
-use super::Core;
 use crate::core::error::{Error, Result};
 use crate::core::events::EventKind;
+use crate::core::keys::Caller;
+use crate::core::sandboxes::actor::{Op, SandboxHandle};
+use crate::core::Core;
 use crate::model::SandboxRecord;
 
 impl Core {

@@ -26,13 +26,13 @@ use hearth_agent_protocol::{
 use hearth_vmm::Vm;
 use serde_json::json;
 
-use super::ids::new_id;
-use super::keys::Caller;
-use super::templates::{ResolvedTemplate, TemplateError};
-use super::warm::Shape;
-use super::Core;
 use crate::core::error::{Error, Result};
 use crate::core::events::EventKind;
+use crate::core::ids::new_id;
+use crate::core::keys::Caller;
+use crate::core::templates::{ResolvedTemplate, TemplateError};
+use crate::core::warm::Shape;
+use crate::core::Core;
 use crate::model::{BuildRecord, BuildSpec, BuildState, BuildStep, TemplateRecord};
 use crate::store::StoreError;
 use hearth_agent_protocol::error_chain;
@@ -479,7 +479,7 @@ impl Core {
             .snapshot_build_vm(vm, &shape)
             .await
             .map_err(|e| format!("template snapshot: {e:#}"))?;
-        let bytes = super::snapshots::disk_usage(&dir);
+        let bytes = crate::core::snapshots::disk_usage(&dir);
         sys(format!(
             "version {} ready: snapshot in {} ms, {} MiB on disk, build took {:.1} s",
             b.version,

@@ -43,6 +43,13 @@ pub struct NewToken {
     pub token: String,
 }
 
+/// What the preview service keeps in memory.
+#[derive(Debug, Default)]
+pub struct PreviewState {
+    /// The port the proxy listens on, once it does.
+    port: std::sync::OnceLock<u16>,
+}
+
 impl Core {
     /// The preview whose host name starts with `slug` (any case), for the
     /// proxy: no caller, the slug is the capability.
@@ -58,7 +65,7 @@ impl Core {
         let p = &self.config.preview;
         let port = p
             .public_port
-            .or_else(|| self.preview_port.get().copied())
+            .or_else(|| self.previews.port.get().copied())
             .unwrap_or_else(|| p.listen.port());
         let scheme = p.url_scheme();
         let default_port = if scheme == "https" { 443 } else { 80 };
@@ -71,7 +78,7 @@ impl Core {
 
     /// Records the port the proxy listener got (the URL's default).
     pub fn set_preview_port(&self, port: u16) {
-        let _ = self.preview_port.set(port);
+        let _ = self.previews.port.set(port);
     }
 
     pub async fn create_preview(

@@ -286,7 +286,7 @@ impl Core {
         };
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with("tpl-") {
-                super::recovery::reap_dir(self, &entry.path()).await;
+                crate::core::sandboxes::recovery::reap_dir(self, &entry.path()).await;
             }
         }
     }

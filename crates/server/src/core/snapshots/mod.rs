@@ -4,28 +4,36 @@
 //! copy), written under a staging name and renamed whole, fsynced before it
 //! is `ready`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
 
 use serde_json::json;
 
-use super::actor::Op;
 use super::ids::new_id;
 use super::keys::Caller;
 use super::Core;
 use crate::core::error::{Error, Kind, Result};
 use crate::core::events::EventKind;
+use crate::core::sandboxes::actor::Op;
 use crate::model::{SandboxRecord, SandboxState, SnapshotRecord, SnapshotStatus};
+
+/// What the snapshot service tracks in memory.
+#[derive(Debug, Default)]
+pub struct SnapshotState {
+    in_use: InUse,
+    /// Snapshots whose fast-clone form is being written.
+    fast_forks: StdMutex<HashSet<String>>,
+}
 
 /// Snapshots a restore or fork is reading right now (they cannot be
 /// deleted meanwhile).
 #[derive(Debug, Default)]
-pub struct InUse(StdMutex<HashMap<String, usize>>);
+struct InUse(StdMutex<HashMap<String, usize>>);
 
 /// Marks a snapshot in use until dropped.
 #[derive(Debug)]
-pub struct InUseGuard<'a> {
+struct InUseGuard<'a> {
     set: &'a InUse,
     id: String,
 }
@@ -171,7 +179,7 @@ impl Core {
         id: &str,
     ) -> Result<SnapshotRecord> {
         let snap = self.get_snapshot(caller, sandbox_id, id).await?;
-        if self.snapshots_in_use.is_used(id) {
+        if self.snapshots.in_use.is_used(id) {
             return Err(Error::conflict(
                 "snapshot_in_use",
                 format!("snapshot {id} is being restored"),
@@ -212,7 +220,7 @@ impl Core {
         let Some(h) = self.handle(sandbox_id) else {
             return Err(Error::invalid_state(sandbox_id, rec.state, "restore"));
         };
-        let _using = self.snapshots_in_use.hold(id);
+        let _using = self.snapshots.in_use.hold(id);
         h.call(|tx| Op::Restore {
             from: self.snapshot_dir(id),
             reply: Some(tx),
@@ -242,7 +250,7 @@ impl Core {
             }
         };
         Self::ready_snapshot(&snap)?;
-        let _using = self.snapshots_in_use.hold(&snap.id);
+        let _using = self.snapshots.in_use.hold(&snap.id);
         let now = self.now_ms();
         let mut rec = source.clone();
         rec.id = new_id("sbx");
@@ -292,6 +300,7 @@ impl Core {
     /// from a state a fraction of a second past the snapshot's.
     fn make_fast_fork(self: &Arc<Core>, id: String, like: SandboxRecord) {
         if !self
+            .snapshots
             .fast_forks
             .lock()
             .expect("fast fork lock is never poisoned")
@@ -303,7 +312,8 @@ impl Core {
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let res = core.write_fast_fork(&id, &like).await;
-            core.fast_forks
+            core.snapshots
+                .fast_forks
                 .lock()
                 .expect("fast fork lock is never poisoned")
                 .remove(&id);
@@ -321,7 +331,7 @@ impl Core {
     }
 
     async fn write_fast_fork(&self, id: &str, like: &SandboxRecord) -> anyhow::Result<()> {
-        let _using = self.snapshots_in_use.hold(id);
+        let _using = self.snapshots.in_use.hold(id);
         let full = self.snapshot_dir(id);
         if !full.is_dir() {
             anyhow::bail!("the snapshot was deleted");

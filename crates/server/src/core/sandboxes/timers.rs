@@ -13,10 +13,10 @@ use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::actor::{Op, PauseReason};
-use super::clock::Clock;
-use super::Core;
+use crate::core::clock::Clock;
 use crate::core::events::EventKind;
+use crate::core::sandboxes::actor::{Op, PauseReason};
+use crate::core::Core;
 use crate::model::Expiry;
 
 /// The longest the wheel sleeps without looking at the clock again (a
