@@ -54,6 +54,23 @@ impl SandboxState {
     pub fn can_resume(self) -> bool {
         self == SandboxState::Paused
     }
+    /// A snapshot needs a running VM to write.
+    pub fn can_snapshot(self) -> bool {
+        self == SandboxState::Running
+    }
+    /// Restore in place replaces the VM of a running or paused sandbox.
+    pub fn can_restore(self) -> bool {
+        matches!(self, SandboxState::Running | SandboxState::Paused)
+    }
+    /// Forks are taken of anything not destroyed (a snapshot of it may
+    /// still exist).
+    pub fn can_fork(self) -> bool {
+        !self.is_terminal()
+    }
+    /// The first boot has not happened yet.
+    pub fn needs_boot(self) -> bool {
+        self == SandboxState::Provisioning
+    }
     /// Destroy is allowed from every state but the terminal one, and is
     /// idempotent there (answered, not an error).
     pub fn can_destroy(self) -> bool {

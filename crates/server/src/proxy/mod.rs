@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use crate::core::keys::Caller;
 use crate::core::previews::TokenCheck;
 use crate::core::Core;
-use crate::model::{PreviewRecord, SandboxState, Visibility};
+use crate::model::{PreviewRecord, Visibility};
 use ratelimit::RateLimiter;
 
 /// The cookie that carries a share token on a preview's own host. It is
@@ -299,7 +299,7 @@ async fn forward(
         Ok(r) => r,
         Err(_) => return pages::sandbox_down("gone"),
     };
-    if rec.state == SandboxState::Paused && rec.persistent {
+    if rec.state.can_resume() && rec.persistent {
         if let Err(e) = core.resume_sandbox(&caller, &rec.id).await {
             tracing::warn!(sandbox_id = %rec.id, error = %e, "wake on preview request failed");
             return pages::sandbox_down("paused and could not be resumed");
@@ -309,9 +309,9 @@ async fn forward(
         Ok(g) => g,
         Err(_) => {
             let state = core
-                .handle(&preview.sandbox_id)
-                .map(|h| h.state())
-                .unwrap_or(rec.state);
+                .get_sandbox(&caller, &preview.sandbox_id)
+                .await
+                .map_or(rec.state, |r| r.state);
             return pages::sandbox_down(state.as_str());
         }
     };

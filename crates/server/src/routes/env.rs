@@ -11,8 +11,7 @@ use serde_json::json;
 
 use super::{data, AppState};
 use crate::core::keys::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::model::SandboxState;
+use crate::error::ApiResult;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/sandboxes/{id}/env", get(list).put(change).delete(change))
@@ -43,11 +42,6 @@ async fn change(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let rec = state.get_sandbox(&caller, &id).await?;
-    if rec.state == SandboxState::Paused {
-        return Err::<(), _>(ApiError::not_implemented(
-            "changing env of a paused sandbox",
-        ));
-    }
-    Err(ApiError::invalid_state(&id, rec.state, "change env of"))
+    state.change_env(&caller, &id).await?;
+    Ok(data(json!({})))
 }

@@ -497,10 +497,8 @@ async fn readiness(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let rec = state.get_sandbox(&caller, &id).await?;
-    let ready =
-        rec.state == SandboxState::Running && state.handle(&id).and_then(|h| h.agent()).is_some();
-    Ok(data(json!({ "ready": ready, "state": rec.state })))
+    let (ready, st) = state.readiness(&caller, &id).await?;
+    Ok(data(json!({ "ready": ready, "state": st })))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -430,7 +430,7 @@ async fn boot(
     fork_from: Option<PathBuf>,
 ) -> Result<SandboxRecord> {
     let rec = h.record();
-    if rec.state != SandboxState::Provisioning {
+    if !rec.state.needs_boot() {
         return Ok(rec);
     }
     let started = Instant::now();
@@ -570,7 +570,7 @@ async fn snapshot(
     dest: &Path,
 ) -> Result<SandboxRecord> {
     let rec = h.record();
-    let Some(running) = vm.as_ref().filter(|_| rec.state == SandboxState::Running) else {
+    let Some(running) = vm.as_ref().filter(|_| rec.state.can_snapshot()) else {
         return Err(Error::not_running(&h.id, rec.state));
     };
     core.commit(h, |r| r.state = SandboxState::Snapshotting)
@@ -612,7 +612,7 @@ async fn restore(
     from: &Path,
 ) -> Result<SandboxRecord> {
     let rec = h.record();
-    if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
+    if !rec.state.can_restore() {
         return Err(Error::invalid_state(&h.id, rec.state, "restore"));
     }
     let manifest = SnapshotManifest::load(from)

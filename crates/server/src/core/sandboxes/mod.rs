@@ -282,6 +282,24 @@ impl Core {
         Ok(self.handle(&rec.id).map(|h| h.record()).unwrap_or(rec))
     }
 
+    /// Whether the sandbox's guest answers commands now, and its state.
+    pub async fn readiness(&self, caller: &Caller, id: &str) -> Result<(bool, SandboxState)> {
+        let rec = self.get_sandbox(caller, id).await?;
+        let ready = rec.state.can_exec() && self.handle(id).and_then(|h| h.agent()).is_some();
+        Ok((ready, rec.state))
+    }
+
+    /// Env is read-only while the sandbox exists: changes would not reach
+    /// processes already running (setting env on a paused sandbox is not
+    /// built yet).
+    pub async fn change_env(&self, caller: &Caller, id: &str) -> Result<()> {
+        let rec = self.get_sandbox(caller, id).await?;
+        if rec.state.can_resume() {
+            return Err(Error::not_implemented("changing env of a paused sandbox"));
+        }
+        Err(Error::invalid_state(id, rec.state, "change env of"))
+    }
+
     /// The caller's sandboxes that `filter` keeps (a template filter may
     /// name a template by any of its ids), one page, and the total.
     pub async fn list_sandboxes(

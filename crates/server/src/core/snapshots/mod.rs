@@ -239,7 +239,7 @@ impl Core {
         overrides: ForkOverrides,
     ) -> Result<SandboxRecord> {
         let source = self.get_sandbox(caller, source_id).await?;
-        if source.state == SandboxState::Destroyed {
+        if !source.state.can_fork() {
             return Err(Error::invalid_state(source_id, source.state, "fork"));
         }
         let snap = match snapshot {
