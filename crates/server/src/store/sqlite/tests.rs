@@ -1,0 +1,295 @@
+//! The SQLite store against an in-memory database.
+
+use super::*;
+use crate::model::{BootPath, BuildState, SandboxState};
+use std::collections::BTreeMap;
+
+fn sandbox(id: &str, tenant: &str, created_at: i64) -> SandboxRecord {
+    SandboxRecord {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        name: None,
+        state: SandboxState::Running,
+        template_id: "minimal".into(),
+        template_version: "1".into(),
+        cpu_count: 1,
+        memory_mb: 256,
+        disk_size_mb: 512,
+        timeout_sec: 300,
+        idle_timeout_sec: 0,
+        always_on: false,
+        persistent: false,
+        egress: true,
+        egress_policy: None,
+        egress_policy_updated_at: None,
+        env: BTreeMap::from([("A".into(), "1".into())]),
+        secret_env: vec![],
+        metadata: serde_json::Map::new(),
+        tags: vec![],
+        external_workspace_id: None,
+        external_user_id: None,
+        external_project_id: None,
+        boot_ms: Some(12),
+        boot_path: Some(BootPath::Cold),
+        created_at,
+        started_at: Some(created_at),
+        paused_at: None,
+        destroyed_at: None,
+        deadline_at: Some(created_at + 300_000),
+        last_activity_at: created_at,
+    }
+}
+
+#[tokio::test]
+async fn sandbox_round_trips_and_filters_and_pages() {
+    let store = SqliteStore::in_memory().await.expect("store");
+    for i in 0..25 {
+        let mut s = sandbox(&format!("sbx_{i:02}"), "ten_a", i);
+        if i % 2 == 0 {
+            s.tags = vec!["even".into(), "x".into()];
+            s.external_workspace_id = Some("ws1".into());
+        }
+        store.insert_sandbox(&s).await.expect("insert");
+    }
+    store
+        .insert_sandbox(&sandbox("sbx_other", "ten_b", 0))
+        .await
+        .expect("insert");
+    let got = store
+        .get_sandbox("sbx_03")
+        .await
+        .expect("get")
+        .expect("some");
+    assert_eq!(got, sandbox("sbx_03", "ten_a", 3));
+
+    let page = Page {
+        page: 2,
+        page_size: 10,
+    };
+    let (list, total) = store
+        .list_sandboxes("ten_a", &SandboxFilter::default(), page)
+        .await
+        .expect("list");
+    assert_eq!(total, 25);
+    assert_eq!(list.len(), 10);
+    assert_eq!(list[0].id, "sbx_14", "newest first, second page");
+
+    let f = SandboxFilter {
+        tags: vec!["even".into(), "x".into()],
+        external_workspace_id: Some("ws1".into()),
+        ..Default::default()
+    };
+    let (list, total) = store
+        .list_sandboxes(
+            "ten_a",
+            &f,
+            Page {
+                page: 1,
+                page_size: 100,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(total, 13);
+    assert!(list.iter().all(|s| s.tags.contains(&"even".to_string())));
+    let f = SandboxFilter {
+        tags: vec!["even".into(), "nope".into()],
+        ..Default::default()
+    };
+    let (_, total) = store
+        .list_sandboxes(
+            "ten_a",
+            &f,
+            Page {
+                page: 1,
+                page_size: 100,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(total, 0, "every tag must match");
+}
+
+#[tokio::test]
+async fn live_names_are_unique_per_tenant_but_reusable_after_destroy() {
+    let store = SqliteStore::in_memory().await.expect("store");
+    let mut a = sandbox("sbx_a", "ten_a", 1);
+    a.name = Some("web".into());
+    store.insert_sandbox(&a).await.expect("insert");
+    let mut b = sandbox("sbx_b", "ten_a", 2);
+    b.name = Some("web".into());
+    assert!(matches!(
+        store.insert_sandbox(&b).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let mut other = sandbox("sbx_c", "ten_b", 2);
+    other.name = Some("web".into());
+    store.insert_sandbox(&other).await.expect("other tenant");
+    a.state = SandboxState::Destroyed;
+    store.update_sandbox(&a).await.expect("update");
+    store.insert_sandbox(&b).await.expect("name free again");
+    let found = store
+        .sandbox_by_name("ten_a", "web")
+        .await
+        .expect("by name")
+        .expect("some");
+    assert_eq!(found.id, "sbx_b", "the live one wins");
+}
+
+#[tokio::test]
+async fn events_are_ordered_and_scoped() {
+    let store = SqliteStore::in_memory().await.expect("store");
+    for (i, (tenant, sbx)) in [("a", "s1"), ("b", "s2"), ("a", "s3"), ("a", "s1")]
+        .into_iter()
+        .enumerate()
+    {
+        store
+            .append_event(&NewEvent {
+                id: format!("evt_{i}"),
+                tenant_id: tenant.into(),
+                sandbox_id: Some(sbx.into()),
+                kind: "sandbox.created".into(),
+                ts: i as i64,
+                data: serde_json::json!({"i": i}),
+            })
+            .await
+            .expect("append");
+    }
+    let all = store.events_after("a", None, 0, 100).await.expect("events");
+    assert_eq!(
+        all.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["evt_0", "evt_2", "evt_3"]
+    );
+    let after = store
+        .events_after("a", Some("s1"), all[0].seq, 100)
+        .await
+        .expect("events");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].id, "evt_3");
+    assert_eq!(after[0].data["i"], 3);
+}
+
+#[tokio::test]
+async fn usage_intervals_close_and_open() {
+    let store = SqliteStore::in_memory().await.expect("store");
+    let iv = |state, start| UsageInterval {
+        sandbox_id: "s1".into(),
+        tenant_id: "a".into(),
+        state,
+        cpu_count: 2,
+        memory_mb: 512,
+        disk_size_mb: 1024,
+        external_workspace_id: Some("ws".into()),
+        external_user_id: None,
+        external_project_id: None,
+        template_id: "minimal".into(),
+        started_at: start,
+        ended_at: None,
+    };
+    store
+        .switch_usage("s1", 0, Some(&iv(SandboxState::Running, 0)))
+        .await
+        .expect("open");
+    store
+        .switch_usage("s1", 1_000, Some(&iv(SandboxState::Paused, 1_000)))
+        .await
+        .expect("switch");
+    store.switch_usage("s1", 5_000, None).await.expect("close");
+    let got = store
+        .usage_intervals("a", Some("s1"), 0, 10_000)
+        .await
+        .expect("usage");
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[0].started_at, got[0].ended_at), (0, Some(1_000)));
+    assert_eq!(
+        (got[1].state, got[1].ended_at),
+        (SandboxState::Paused, Some(5_000))
+    );
+    let none = store
+        .usage_intervals("b", None, 0, 10_000)
+        .await
+        .expect("usage");
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn templates_and_numbered_builds() {
+    let store = SqliteStore::in_memory().await.expect("store");
+    let t = TemplateRecord {
+        id: "tpl_1".into(),
+        tenant_id: "a".into(),
+        name: "web".into(),
+        created_at: 1,
+    };
+    store.insert_template(&t).await.expect("insert");
+    let dup = TemplateRecord {
+        id: "tpl_2".into(),
+        ..t.clone()
+    };
+    assert!(matches!(
+        store.insert_template(&dup).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let other_tenant = TemplateRecord {
+        id: "tpl_3".into(),
+        tenant_id: "b".into(),
+        ..t.clone()
+    };
+    store.insert_template(&other_tenant).await.expect("b");
+    assert_eq!(
+        store.template_by_name("a", "web").await.expect("by name"),
+        Some(t.clone())
+    );
+    assert_eq!(
+        store.list_templates("a").await.expect("list"),
+        vec![t.clone()]
+    );
+
+    let spec = crate::model::BuildSpec {
+        from: "minimal".into(),
+        from_version: None,
+        packages: vec![],
+        steps: vec![crate::model::BuildStep::Run("echo hi".into())],
+        env: BTreeMap::new(),
+        workdir: "/workspace".into(),
+        user: None,
+        start_cmd: None,
+        ready_cmd: Some("true".into()),
+        ready_timeout_sec: 60,
+        cpu_count: 1,
+        memory_mb: 256,
+        disk_size_mb: 512,
+    };
+    let build = |id: &str| BuildRecord {
+        id: id.into(),
+        template_id: "tpl_1".into(),
+        tenant_id: "a".into(),
+        version: 0,
+        state: BuildState::Queued,
+        spec: spec.clone(),
+        error: None,
+        created_at: 2,
+        started_at: None,
+        finished_at: None,
+    };
+    assert_eq!(store.insert_build(&build("bld_1")).await.expect("b1"), 1);
+    assert_eq!(store.insert_build(&build("bld_2")).await.expect("b2"), 2);
+    let mut b1 = store.get_build("bld_1").await.expect("get").expect("some");
+    assert_eq!((b1.version, b1.spec.clone()), (1, spec.clone()));
+    b1.state = BuildState::Ready;
+    b1.finished_at = Some(9);
+    store.update_build(&b1).await.expect("update");
+    assert_eq!(
+        store
+            .fail_unfinished_builds("restarted", 10)
+            .await
+            .expect("fail"),
+        1
+    );
+    let all = store.list_builds("tpl_1").await.expect("list builds");
+    assert_eq!(
+        all.iter().map(|b| (b.version, b.state)).collect::<Vec<_>>(),
+        vec![(2, BuildState::Failed), (1, BuildState::Ready)]
+    );
+    assert_eq!(all[0].error.as_deref(), Some("restarted"));
+}
