@@ -57,7 +57,7 @@ async fn exec_returns_output_exit_code_and_duration() {
 }
 
 #[tokio::test]
-async fn exec_honours_cwd_env_stdin_and_user() {
+async fn exec_honours_cwd_env_and_stdin() {
     let agent = AgentProcess::start(AGENT.as_ref(), &[]).await.unwrap();
     let c = agent.client();
     let mut env = BTreeMap::new();
@@ -80,26 +80,6 @@ async fn exec_honours_cwd_env_stdin_and_user() {
     let r = run(&c, "echo $PATH").await;
     assert!(text(&r.stdout).starts_with("/opt/venv/bin:"));
 
-    if nix_is_root() {
-        let root = c
-            .exec(&ExecRequest {
-                command: "id -u".into(),
-                user: Some("root".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(text(&root.stdout), "0\n");
-        let nobody = c
-            .exec(&ExecRequest {
-                command: "id -u; echo $HOME".into(),
-                user: Some("nobody".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(text(&nobody.stdout), "65534\n/nonexistent\n");
-    }
     let err = c
         .exec(&ExecRequest {
             command: "true".into(),
@@ -111,13 +91,30 @@ async fn exec_honours_cwd_env_stdin_and_user() {
     assert_eq!(err.code(), Some(ErrorCode::UserNotFound));
 }
 
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+#[tokio::test]
+#[ignore = "needs root (switching users); run with --run-ignored (scripts/test does, as root)"]
+async fn exec_runs_as_the_requested_user() {
+    hearth_test_support::require_root("switching users");
+    let agent = AgentProcess::start(AGENT.as_ref(), &[]).await.unwrap();
+    let c = agent.client();
+    let root = c
+        .exec(&ExecRequest {
+            command: "id -u".into(),
+            user: Some("root".into()),
+            ..Default::default()
         })
-        .unwrap_or(false)
+        .await
+        .unwrap();
+    assert_eq!(text(&root.stdout), "0\n");
+    let nobody = c
+        .exec(&ExecRequest {
+            command: "id -u; echo $HOME".into(),
+            user: Some("nobody".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(text(&nobody.stdout), "65534\n/nonexistent\n");
 }
 
 #[tokio::test]

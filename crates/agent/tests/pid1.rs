@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use hearth_agent_protocol::ExecRequest;
-use hearth_test_support::{wait_until, AgentProcess};
+use hearth_test_support::{require_root, wait_until, AgentProcess};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_hearth-agent");
 const UNSHARE: &[&str] = &[
@@ -18,10 +18,6 @@ const UNSHARE: &[&str] = &[
     "--propagation",
     "private",
 ];
-
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
 
 async fn zombies(c: &hearth_agent_client::AgentClient) -> usize {
     let r = c
@@ -41,11 +37,9 @@ async fn zombies(c: &hearth_agent_client::AgentClient) -> usize {
 }
 
 #[tokio::test]
+#[ignore = "needs root (unshare --pid); run with --run-ignored (scripts/test does, as root)"]
 async fn pid1_reaps_orphans_and_keeps_exit_codes() {
-    if !is_root() {
-        eprintln!("skipped: unshare --pid needs root");
-        return;
-    }
+    require_root("unshare --pid");
     let agent = AgentProcess::start_wrapped(UNSHARE, AGENT.as_ref(), &[])
         .await
         .unwrap();
@@ -100,11 +94,9 @@ async fn pid1_reaps_orphans_and_keeps_exit_codes() {
 }
 
 #[tokio::test]
+#[ignore = "needs root (unshare --pid); run with --run-ignored (scripts/test does, as root)"]
 async fn pid1_shuts_down_on_sigterm() {
-    if !is_root() {
-        eprintln!("skipped: unshare --pid needs root");
-        return;
-    }
+    require_root("unshare --pid");
     let mut agent = AgentProcess::start_wrapped(UNSHARE, AGENT.as_ref(), &[])
         .await
         .unwrap();
@@ -139,11 +131,9 @@ async fn pid1_shuts_down_on_sigterm() {
 }
 
 #[tokio::test]
+#[ignore = "needs root (unshare --pid); run with --run-ignored (scripts/test does, as root)"]
 async fn pid1_init_sets_hostname_and_clock() {
-    if !is_root() {
-        eprintln!("skipped: unshare --pid needs root");
-        return;
-    }
+    require_root("unshare --pid");
     // A UTS namespace of its own, so the hostname change stays in it. The
     // clock is not namespaced: it is set to the current time, a no-op.
     let mut wrapper = UNSHARE.to_vec();

@@ -30,30 +30,26 @@ async fn create_exec_destroy() {
     let remaining = sbx["timeout_remaining_ms"].as_i64().expect("remaining");
     assert!(remaining > 290_000 && remaining <= 300_000, "{remaining}");
 
-    let (st, v) = body(
-        srv.client
-            .post(srv.url(&format!("/api/v1/sandboxes/{id}/exec")))
-            .json(&json!({"command": "echo $GREETING; echo err >&2; exit 3"}))
-            .send()
-            .await
-            .expect("exec"),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/exec"),
+            Some(json!({"command": "echo $GREETING; echo err >&2; exit 3"})),
+        )
+        .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["data"]["stdout"], "hi\n");
     assert_eq!(v["data"]["stderr"], "err\n");
     assert_eq!(v["data"]["exit_code"], 3);
     assert_eq!(v["data"]["timed_out"], false);
 
-    let (st, v) = body(
-        srv.client
-            .post(srv.url(&format!("/api/v1/sandboxes/{id}/exec")))
-            .json(&json!({"command": "sleep 5", "timeout": 1}))
-            .send()
-            .await
-            .expect("exec"),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/exec"),
+            Some(json!({"command": "sleep 5", "timeout": 1})),
+        )
+        .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["data"]["timed_out"], true);
     assert_eq!(v["data"]["exit_code"], -1);
@@ -74,36 +70,20 @@ async fn create_exec_destroy() {
     assert!(text.contains("event: exit"), "{text}");
     assert!(text.contains("\"exit_code\":0"), "{text}");
 
-    let (st, v) = body(
-        srv.client
-            .delete(srv.url(&format!("/api/v1/sandboxes/{id}")))
-            .send()
-            .await
-            .expect("delete"),
-    )
-    .await;
+    let (st, v) = srv.call("DELETE", &format!("/sandboxes/{id}"), None).await;
     assert_eq!(st, 200);
     assert_eq!(v["data"]["state"], "destroyed");
     assert!(v["data"]["destroyed_at"].is_string());
     // Idempotent, and the id stays readable.
-    let (st, v) = body(
-        srv.client
-            .delete(srv.url(&format!("/api/v1/sandboxes/{id}")))
-            .send()
-            .await
-            .expect("delete"),
-    )
-    .await;
+    let (st, v) = srv.call("DELETE", &format!("/sandboxes/{id}"), None).await;
     assert_eq!((st, v["data"]["state"].clone()), (200, json!("destroyed")));
-    let (st, v) = body(
-        srv.client
-            .post(srv.url(&format!("/api/v1/sandboxes/{id}/exec")))
-            .json(&json!({"command": "true"}))
-            .send()
-            .await
-            .expect("exec"),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/exec"),
+            Some(json!({"command": "true"})),
+        )
+        .await;
     assert_eq!(st, 409);
     assert_eq!(v["error"]["code"], "sandbox_not_running");
 
@@ -134,41 +114,28 @@ async fn create_exec_destroy() {
 async fn auth_and_tenants() {
     let srv = TestServer::start().await;
     let anon = reqwest::Client::new();
-    let (st, v) = body(
-        anon.get(srv.url("/api/v1/sandboxes"))
-            .send()
-            .await
-            .expect("req"),
-    )
-    .await;
+    let (st, v) = srv.call_as(&anon, "GET", "/sandboxes", None).await;
     assert_eq!(st, 401);
     assert_eq!(v["error"]["code"], "unauthorized");
     assert!(v["error"]["request_id"]
         .as_str()
         .expect("rid")
         .starts_with("req_"));
-    let (st, _) = body(
-        srv.client_with("hk_notakey")
-            .get(srv.url("/api/v1/sandboxes"))
-            .send()
-            .await
-            .expect("req"),
-    )
-    .await;
+    let (st, _) = srv
+        .call_as(&srv.client_with("hk_notakey"), "GET", "/sandboxes", None)
+        .await;
     assert_eq!(st, 401);
     let (st, v) = body(anon.get(srv.url("/healthz")).send().await.expect("req")).await;
     assert_eq!((st, v["status"].clone()), (200, json!("ok")));
 
     // A second tenant's key.
-    let (st, v) = body(
-        srv.client
-            .post(srv.url("/api/v1/api-keys"))
-            .json(&json!({"name": "other", "tenant_id": "ten_other"}))
-            .send()
-            .await
-            .expect("key"),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/api-keys",
+            Some(json!({"name": "other", "tenant_id": "ten_other"})),
+        )
+        .await;
     assert_eq!(st, 201, "{v}");
     let other_key = v["data"]["key"].as_str().expect("key").to_string();
     assert!(other_key.starts_with("hk_"));
@@ -190,102 +157,65 @@ async fn auth_and_tenants() {
         let (st, v) = body(req.send().await.expect("req")).await;
         assert_eq!(st, 404, "{method} {path}: {v}");
     }
-    let (_, v) = body(
-        other
-            .get(srv.url("/api/v1/sandboxes"))
-            .send()
-            .await
-            .expect("list"),
-    )
-    .await;
+    let (_, v) = srv.call_as(&other, "GET", "/sandboxes", None).await;
     assert_eq!(v["page"]["total"], 0);
     // The other tenant cannot mint keys elsewhere.
-    let (st, _) = body(
-        other
-            .post(srv.url("/api/v1/api-keys"))
-            .json(&json!({"tenant_id": "ten_default"}))
-            .send()
-            .await
-            .expect("key"),
-    )
-    .await;
-    assert_eq!(st, 403);
-    // Revoked keys stop working at once.
-    let (_, v) = body(
-        other
-            .get(srv.url("/api/v1/api-keys"))
-            .send()
-            .await
-            .expect("keys"),
-    )
-    .await;
-    let key_id = v["data"][0]["id"].as_str().expect("key id").to_string();
-    let (st, _) = body(
-        srv.client
-            .delete(srv.url(&format!("/api/v1/api-keys/{key_id}")))
-            .send()
-            .await
-            .expect("revoke"),
-    )
-    .await;
-    assert_eq!(st, 404, "admin of another tenant does not see the key");
-    let second = {
-        let (_, v) = body(
-            other
-                .post(srv.url("/api/v1/api-keys"))
-                .json(&json!({"name": "second"}))
-                .send()
-                .await
-                .expect("key"),
+    let (st, _) = srv
+        .call_as(
+            &other,
+            "POST",
+            "/api-keys",
+            Some(json!({"tenant_id": "ten_default"})),
         )
         .await;
+    assert_eq!(st, 403);
+    // Revoked keys stop working at once.
+    let (_, v) = srv.call_as(&other, "GET", "/api-keys", None).await;
+    let key_id = v["data"][0]["id"].as_str().expect("key id").to_string();
+    let (st, _) = srv
+        .call("DELETE", &format!("/api-keys/{key_id}"), None)
+        .await;
+    assert_eq!(st, 404, "admin of another tenant does not see the key");
+    let second = {
+        let (_, v) = srv
+            .call_as(&other, "POST", "/api-keys", Some(json!({"name": "second"})))
+            .await;
         v["data"]["key"].as_str().expect("key").to_string()
     };
-    let (st, _) = body(
-        srv.client_with(&second)
-            .delete(srv.url(&format!("/api/v1/api-keys/{key_id}")))
-            .send()
-            .await
-            .expect("revoke"),
-    )
-    .await;
+    let (st, _) = srv
+        .call_as(
+            &srv.client_with(&second),
+            "DELETE",
+            &format!("/api-keys/{key_id}"),
+            None,
+        )
+        .await;
     assert_eq!(st, 200);
-    let (st, _) = body(
-        other
-            .get(srv.url("/api/v1/sandboxes"))
-            .send()
-            .await
-            .expect("list"),
-    )
-    .await;
+    let (st, _) = srv.call_as(&other, "GET", "/sandboxes", None).await;
     assert_eq!(st, 401);
 }
 
 #[tokio::test]
 async fn validation_errors_name_fields() {
     let srv = TestServer::start().await;
-    let (st, v) = body(
-        srv.client
-            .post(srv.url("/api/v1/sandboxes"))
-            .json(&json!({"cpu_count": 99, "memory_mb": "lots", "template_id": "minimal"}))
-            .send()
-            .await
-            .expect("create"),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/sandboxes",
+            Some(json!({"cpu_count": 99, "memory_mb": "lots", "template_id": "minimal"})),
+        )
+        .await;
     assert_eq!(st, 422, "{v}");
     assert_eq!(v["error"]["code"], "validation_error");
     assert_eq!(v["error"]["details"][0]["field"], "memory_mb");
 
-    let (st, v) = body(
-        srv.client
-            .post(srv.url("/api/v1/sandboxes"))
-            .json(&json!({"cpu_count": 99, "timeout_sec": 0, "template_id": "minimal"}))
-            .send()
-            .await
-            .expect("create"),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/sandboxes",
+            Some(json!({"cpu_count": 99, "timeout_sec": 0, "template_id": "minimal"})),
+        )
+        .await;
     assert_eq!(st, 422);
     let fields: Vec<&str> = v["error"]["details"]
         .as_array()
@@ -295,15 +225,9 @@ async fn validation_errors_name_fields() {
         .collect();
     assert_eq!(fields, ["cpu_count", "timeout_sec"]);
 
-    let (st, v) = body(
-        srv.client
-            .post(srv.url("/api/v1/sandboxes"))
-            .json(&json!({"template_id": "nope"}))
-            .send()
-            .await
-            .expect("create"),
-    )
-    .await;
+    let (st, v) = srv
+        .call("POST", "/sandboxes", Some(json!({"template_id": "nope"})))
+        .await;
     assert_eq!(
         (st, v["error"]["details"][0]["field"].clone()),
         (422, json!("template_id"))
@@ -356,26 +280,12 @@ async fn validation_errors_name_fields() {
     .await;
     assert_eq!(st, 200);
 
-    let (st, v) = body(
-        srv.client
-            .get(srv.url("/api/v1/sandboxes/sbx_doesnotexist"))
-            .send()
-            .await
-            .expect("get"),
-    )
-    .await;
+    let (st, v) = srv.call("GET", "/sandboxes/sbx_doesnotexist", None).await;
     assert_eq!(
         (st, v["error"]["code"].clone()),
         (404, json!("sandbox_not_found"))
     );
-    let (st, _) = body(
-        srv.client
-            .get(srv.url("/api/v1/sandboxes?page_size=500"))
-            .send()
-            .await
-            .expect("list"),
-    )
-    .await;
+    let (st, _) = srv.call("GET", "/sandboxes?page_size=500", None).await;
     assert_eq!(st, 422);
 }
 
@@ -417,38 +327,21 @@ async fn list_filters_pages_and_names() {
     assert_eq!(v["page"]["total"], 5);
     assert!(v["data"][0]["timeout_remaining_ms"].is_null(), "always_on");
 
-    let (st, v) = body(
-        srv.client
-            .get(srv.url("/api/v1/sandboxes/by-name/box-3"))
-            .send()
-            .await
-            .expect("by name"),
-    )
-    .await;
+    let (st, v) = srv.call("GET", "/sandboxes/by-name/box-3", None).await;
     assert_eq!(st, 200);
     let id = v["data"]["id"].as_str().expect("id").to_string();
     // Names are unique among live sandboxes.
-    let (st, v) = body(
-        srv.client
-            .post(srv.url("/api/v1/sandboxes"))
-            .json(&json!({"name": "box-3", "template_id": "minimal"}))
-            .send()
-            .await
-            .expect("create"),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/sandboxes",
+            Some(json!({"name": "box-3", "template_id": "minimal"})),
+        )
+        .await;
     assert_eq!(st, 409, "{v}");
 
     // PATCH: mutable fields change, external ids do not.
-    let (st, v) = body(
-        srv.client
-            .patch(srv.url(&format!("/api/v1/sandboxes/{id}")))
-            .json(&json!({"name": "renamed", "metadata": {"k": "v"}, "always_on": false, "timeout_sec": 60}))
-            .send()
-            .await
-            .expect("patch"),
-    )
-    .await;
+    let (st, v) = srv.call("PATCH", &format!("/sandboxes/{id}"), Some(json!({"name": "renamed", "metadata": {"k": "v"}, "always_on": false, "timeout_sec": 60}))).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["data"]["name"], "renamed");
     assert_eq!(v["data"]["metadata"]["k"], "v");
@@ -456,30 +349,26 @@ async fn list_filters_pages_and_names() {
         .as_i64()
         .expect("remaining");
     assert!(remaining <= 60_000 && remaining > 55_000, "{remaining}");
-    let (st, v) = body(
-        srv.client
-            .patch(srv.url(&format!("/api/v1/sandboxes/{id}")))
-            .json(&json!({"external_workspace_id": "ws9"}))
-            .send()
-            .await
-            .expect("patch"),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "PATCH",
+            &format!("/sandboxes/{id}"),
+            Some(json!({"external_workspace_id": "ws9"})),
+        )
+        .await;
     assert_eq!(
         (st, v["error"]["details"][0]["field"].clone()),
         (422, json!("external_workspace_id"))
     );
 
     // Extend resets the deadline.
-    let (st, v) = body(
-        srv.client
-            .post(srv.url(&format!("/api/v1/sandboxes/{id}/extend")))
-            .json(&json!({"timeout_sec": 600}))
-            .send()
-            .await
-            .expect("extend"),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/extend"),
+            Some(json!({"timeout_sec": 600})),
+        )
+        .await;
     assert_eq!(st, 200);
     assert!(
         v["data"]["timeout_remaining_ms"]
@@ -487,14 +376,9 @@ async fn list_filters_pages_and_names() {
             .expect("remaining")
             > 595_000
     );
-    let (_, v) = body(
-        srv.client
-            .get(srv.url(&format!("/api/v1/sandboxes/{id}/readiness")))
-            .send()
-            .await
-            .expect("ready"),
-    )
-    .await;
+    let (_, v) = srv
+        .call("GET", &format!("/sandboxes/{id}/readiness"), None)
+        .await;
     assert_eq!(v["data"], json!({"ready": true, "state": "running"}));
 }
 
@@ -515,14 +399,7 @@ async fn idempotency_replays_and_conflicts() {
     let (s2, v2) = body(r2.expect("2")).await;
     assert_eq!((s1, s2), (201, 201), "{v1} {v2}");
     assert_eq!(v1["data"]["id"], v2["data"]["id"]);
-    let (_, list) = body(
-        srv.client
-            .get(srv.url("/api/v1/sandboxes"))
-            .send()
-            .await
-            .expect("list"),
-    )
-    .await;
+    let (_, list) = srv.call("GET", "/sandboxes", None).await;
     assert_eq!(list["page"]["total"], 1);
     // Same key, different body.
     let (st, v) = body(
@@ -537,38 +414,15 @@ async fn idempotency_replays_and_conflicts() {
     );
     // The key in the body works too.
     let b2 = json!({"template_id": "minimal", "idempotency_key": "k2"});
-    let (_, a) = body(
-        srv.client
-            .post(srv.url("/api/v1/sandboxes"))
-            .json(&b2)
-            .send()
-            .await
-            .expect("a"),
-    )
-    .await;
-    let (_, c) = body(
-        srv.client
-            .post(srv.url("/api/v1/sandboxes"))
-            .json(&b2)
-            .send()
-            .await
-            .expect("b"),
-    )
-    .await;
+    let (_, a) = srv.call("POST", "/sandboxes", Some(b2.clone())).await;
+    let (_, c) = srv.call("POST", "/sandboxes", Some(b2.clone())).await;
     assert_eq!(a["data"]["id"], c["data"]["id"]);
 }
 
 async fn wait_state(srv: &TestServer, id: &str, want: &str, within: Duration) -> Value {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let (_, v) = body(
-            srv.client
-                .get(srv.url(&format!("/api/v1/sandboxes/{id}")))
-                .send()
-                .await
-                .expect("get"),
-        )
-        .await;
+        let (_, v) = srv.call("GET", &format!("/sandboxes/{id}"), None).await;
         if v["data"]["state"] == want {
             return v["data"].clone();
         }
@@ -600,37 +454,25 @@ async fn timeouts_and_idle_timeouts_fire() {
     // Activity keeps c awake past its idle timeout.
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let (st, _) = body(
-            srv.client
-                .post(srv.url(&format!("/api/v1/sandboxes/{}/exec", id(&c))))
-                .json(&json!({"command": "true"}))
-                .send()
-                .await
-                .expect("exec"),
-        )
-        .await;
+        let (st, _) = srv
+            .call(
+                "POST",
+                &format!("/sandboxes/{}/exec", id(&c)),
+                Some(json!({"command": "true"})),
+            )
+            .await;
         assert_eq!(st, 200, "idle timeout fired despite activity");
     }
     wait_state(&srv, &id(&c), "paused", Duration::from_secs(5)).await;
-    let (_, v) = body(
-        srv.client
-            .get(srv.url(&format!("/api/v1/sandboxes/{}", id(&d))))
-            .send()
-            .await
-            .expect("get"),
-    )
-    .await;
+    let (_, v) = srv
+        .call("GET", &format!("/sandboxes/{}", id(&d)), None)
+        .await;
     assert_eq!(v["data"]["state"], "running", "always_on never times out");
 
     // Resume a paused sandbox: snapshot boot path, exec works again.
-    let (st, v) = body(
-        srv.client
-            .post(srv.url(&format!("/api/v1/sandboxes/{}/resume", id(&b))))
-            .send()
-            .await
-            .expect("resume"),
-    )
-    .await;
+    let (st, v) = srv
+        .call("POST", &format!("/sandboxes/{}/resume", id(&b)), None)
+        .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["data"]["boot_path"], "snapshot");
     let (_, v) = body(
@@ -653,14 +495,9 @@ async fn timeouts_and_idle_timeouts_fire() {
     assert!(kinds.contains(&"sandbox.resumed"), "{kinds:?}");
 
     // Usage: b ran, was paused, runs again.
-    let (st, v) = body(
-        srv.client
-            .get(srv.url(&format!("/api/v1/sandboxes/{}/usage", id(&b))))
-            .send()
-            .await
-            .expect("usage"),
-    )
-    .await;
+    let (st, v) = srv
+        .call("GET", &format!("/sandboxes/{}/usage", id(&b)), None)
+        .await;
     assert_eq!(st, 200, "{v}");
     assert!(
         v["data"]["runtime_sec"].as_f64().expect("runtime") >= 1.0,
@@ -670,14 +507,7 @@ async fn timeouts_and_idle_timeouts_fire() {
         v["data"]["paused_disk_mb_ms"].as_u64().expect("disk") > 0,
         "{v}"
     );
-    let (st, v) = body(
-        srv.client
-            .get(srv.url("/api/v1/usage?group_by=sandbox_id"))
-            .send()
-            .await
-            .expect("usage"),
-    )
-    .await;
+    let (st, v) = srv.call("GET", "/usage?group_by=sandbox_id", None).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["data"]["groups"].as_array().expect("groups").len(), 4);
 }
@@ -698,27 +528,20 @@ async fn concurrent_pauses_are_serialized_and_dead_vms_become_errors() {
     assert_eq!((sa, sb), (200, 200), "{va} {vb}");
     assert_eq!(va["data"]["state"], "paused");
     assert_eq!(vb["data"]["state"], "paused");
-    let (st, v) = body(
-        srv.client
-            .post(srv.url(&format!("/api/v1/sandboxes/{id}/exec")))
-            .json(&json!({"command": "true"}))
-            .send()
-            .await
-            .expect("exec"),
-    )
-    .await;
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/exec"),
+            Some(json!({"command": "true"})),
+        )
+        .await;
     assert_eq!(
         (st, v["error"]["code"].clone()),
         (409, json!("sandbox_not_running"))
     );
-    let (st, v) = body(
-        srv.client
-            .post(srv.url(&format!("/api/v1/sandboxes/{id}/resume")))
-            .send()
-            .await
-            .expect("resume"),
-    )
-    .await;
+    let (st, v) = srv
+        .call("POST", &format!("/sandboxes/{id}/resume"), None)
+        .await;
     assert_eq!(st, 200, "{v}");
 
     // Kill the "VMM" (the fake VM is the agent process: the command's
@@ -805,14 +628,9 @@ async fn timers_follow_a_controlled_clock() {
     clock.advance(600_000);
     srv.core.poke_timers();
     wait_state(&srv, &id(&b), "paused", Duration::from_secs(5)).await;
-    let (_, v) = body(
-        srv.client
-            .get(srv.url(&format!("/api/v1/sandboxes/{}", id(&a))))
-            .send()
-            .await
-            .expect("get"),
-    )
-    .await;
+    let (_, v) = srv
+        .call("GET", &format!("/sandboxes/{}", id(&a)), None)
+        .await;
     assert_eq!(v["data"]["timeout_remaining_ms"], 3_000_000);
     assert_eq!(v["data"]["state"], "running");
     // The rest of the hour: a is destroyed.

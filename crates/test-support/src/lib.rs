@@ -9,6 +9,18 @@ use std::time::Duration;
 
 pub use agent::AgentProcess;
 
+/// Fails the test at once, saying why, unless it runs as root. Root-only
+/// tests are `#[ignore = "needs root ..."]`, so a plain `cargo test` lists
+/// them as ignored (visible, never a silent pass) and `--run-ignored all`
+/// (the README's test command, run as root in CI) runs them; one asked to
+/// run must not pass without doing its work.
+pub fn require_root(what: &str) {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root ({what}); run it as root"
+    );
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout` naming
 /// `what`. The honest form of "sleep and hope".
 pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>

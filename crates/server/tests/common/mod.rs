@@ -438,9 +438,20 @@ impl TestServer {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
+        self.call_as(&self.client, method, path, body).await
+    }
+
+    /// [`TestServer::call`] with another client (another key, or none).
+    pub async fn call_as(
+        &self,
+        client: &reqwest::Client,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let url = self.url(&format!("/api/v1{path}"));
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.client.request(method, url);
+        let mut req = client.request(method, url);
         if let Some(b) = body {
             req = req.json(&b);
         }
