@@ -1,9 +1,14 @@
-"""The asynchronous client: ``AsyncHearth`` and ``AsyncSandbox``; the same
-surface as the sync client with ``await`` and async generators."""
+# The one source of both clients: _sync.py is generated from this file by
+# sdk/python/scripts/unasync_gen.py (async/await removed, names mapped:
+# AsyncHearth -> Hearth, aclose -> close...). What sync and async genuinely
+# do differently (sleeping, the WebSocket, deferred work) is hand-written in
+# _transport_async.py and its twin _transport_sync.py. After editing this
+# file, regenerate _sync.py; scripts/test-sdk and a unit test check it.
+"""The client: ``AsyncHearth`` and the ``AsyncSandbox`` handle, with their
+resources (sandboxes, files, processes, terminals, templates...)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -40,10 +45,28 @@ from ._models import (
     spec_dict,
 )
 from ._sse import SSEDecoder
+from ._transport_async import (
+    CreateCall,
+    FileData,
+    OpensOnAwait,
+    create_call,
+    opened,
+    sleep,
+    ws_connect,
+    ws_recv,
+)
 
 
 class AsyncHearth:
-    """Asynchronous Hearth client (see :class:`hearth.Hearth`)."""
+    """The Hearth client.
+
+    ``api_key`` and ``base_url`` default to ``HEARTH_API_KEY`` and
+    ``HEARTH_BASE_URL`` (``http://127.0.0.1:7070``). Requests that are safe
+    to repeat are retried ``max_retries`` times on 429, 5xx and connection
+    errors with exponential backoff starting at ``retry_backoff`` seconds.
+    Resumable event streams reconnect (with ``Last-Event-ID``) up to
+    ``max_stream_reconnects`` times in a row after a broken connection.
+    """
 
     def __init__(
         self,
@@ -85,6 +108,8 @@ class AsyncHearth:
         self.usage = AsyncUsageResource(self)
         self.events = AsyncTenantEvents(self)
 
+    # ------------------------------------------------------------ plumbing
+
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
@@ -99,7 +124,7 @@ class AsyncHearth:
 
     async def _sleep(self, secs: float) -> None:
         if secs > 0:
-            await asyncio.sleep(secs)
+            await sleep(secs)
 
     async def request(
         self,
@@ -112,11 +137,13 @@ class AsyncHearth:
         headers: Optional[Mapping[str, str]] = None,
         timeout: Optional[httpx.Timeout] = None,
     ) -> httpx.Response:
+        """Sends one request (retrying when safe); raises on an error status."""
         method = method.upper()
         retryable = b.is_retryable_request(method, headers)
         rewind = None
         is_file = content is not None and hasattr(content, "read")
         if is_file:
+            # A file object can be re-sent only if it can be rewound.
             try:
                 rewind = content.tell()
             except Exception:
@@ -125,7 +152,7 @@ class AsyncHearth:
         while True:
             if rewind is not None:
                 content.seek(rewind)
-            body = _afile_chunks(content) if is_file else content
+            body = _file_chunks(content) if is_file else content
             try:
                 resp = await self._http.request(
                     method,
@@ -162,6 +189,7 @@ class AsyncHearth:
         headers: Optional[Mapping[str, str]] = None,
         timeout: Optional[httpx.Timeout] = None,
     ) -> AsyncIterator[httpx.Response]:
+        """A streamed response (never retried); raises on an error status."""
         try:
             async with self._http.stream(
                 method.upper(),
@@ -188,8 +216,14 @@ class AsyncHearth:
         resume: bool = False,
         timeout: Optional[httpx.Timeout] = None,
     ) -> AsyncIterator[Event]:
-        """Server-sent events of one request (see :meth:`hearth.Hearth.sse`
-        for ``resume``)."""
+        """Server-sent events of one request, decoded as they arrive.
+
+        ``resume`` is for streams whose server numbers events (``id:``) and
+        honours ``Last-Event-ID``: when the connection breaks (or cannot be
+        made, or answers 429/5xx) the request is sent again with
+        ``Last-Event-ID`` set to the last id seen, up to
+        ``max_stream_reconnects`` times in a row with backoff; events the
+        server sends again are skipped. A stream that ends cleanly is done."""
         last_id: Optional[str] = None
         failures = 0
         resumed = False
@@ -199,8 +233,9 @@ class AsyncHearth:
             if last_id is not None:
                 h["Last-Event-ID"] = last_id
             try:
-                async with self.stream(method, path, json=json, params=params, headers=h,
-                                       timeout=timeout) as resp:
+                async with self.stream(
+                    method, path, json=json, params=params, headers=h, timeout=timeout
+                ) as resp:
                     dec = SSEDecoder()
                     async for chunk in resp.aiter_bytes():
                         for ev in dec.feed(chunk):
@@ -234,33 +269,12 @@ class AsyncHearth:
         return b.unwrap(await self.request("PUT", path, json=body, **kw))
 
 
-async def _afile_chunks(f: Any) -> AsyncIterator[bytes]:
+async def _file_chunks(f: Any) -> AsyncIterator[bytes]:
     while True:
         chunk = f.read(b.UPLOAD_CHUNK)
         if not chunk:
             return
         yield chunk if isinstance(chunk, bytes) else chunk.encode("utf-8")
-
-
-class _CreateCall:
-    """What ``AsyncSandboxes.create`` (and ``sbx.terminal.create``) returns:
-    await it for the sandbox, or use it directly in ``async with`` to
-    destroy the sandbox (close the terminal) on exit."""
-
-    def __init__(self, coro: Any) -> None:
-        self._coro = coro
-        self._sbx: Any = None
-
-    def __await__(self):
-        return self._coro.__await__()
-
-    async def __aenter__(self) -> Any:
-        self._sbx = await self._coro
-        return self._sbx
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._sbx is not None:
-            await self._sbx.__aexit__(exc_type, exc, tb)
 
 
 class AsyncSandboxes:
@@ -285,9 +299,14 @@ class AsyncSandboxes:
         idempotency_key: Optional[str] = None,
         wait: bool = True,
         **extra: Any,
-    ) -> _CreateCall:
-        """``sbx = await client.sandboxes.create(...)`` or
-        ``async with client.sandboxes.create(...) as sbx:``."""
+    ) -> CreateCall["AsyncSandbox"]:
+        """Creates a sandbox and (by default) waits until it runs:
+        ``sbx = await client.sandboxes.create(...)``, or
+        ``async with client.sandboxes.create(...) as sbx:`` to destroy it on
+        exit. Only the arguments given are sent; ``extra`` passes other
+        create fields (``secret_env``, ``network``, ``size``,
+        ``external_workspace_id``...). An ``Idempotency-Key`` is always sent,
+        so the create is retried safely."""
         body = b.create_body(
             dict(
                 template_id=template_id,
@@ -317,12 +336,13 @@ class AsyncSandboxes:
             )
             return AsyncSandbox._from(self._c, d)
 
-        return _CreateCall(run())
+        return create_call(run())
 
     async def get(self, sandbox_id: str) -> "AsyncSandbox":
         return AsyncSandbox._from(self._c, await self._c._get("/sandboxes/%s" % sandbox_id))
 
     async def connect(self, sandbox_id: str) -> "AsyncSandbox":
+        """A handle on an existing sandbox (same as :meth:`get`)."""
         return await self.get(sandbox_id)
 
     async def list(
@@ -353,6 +373,10 @@ class AsyncSandboxes:
 
 @dataclass(repr=False)
 class AsyncSandbox(SandboxInfo):
+    """A sandbox: its fields (refreshed by :meth:`refresh`) and operations.
+
+    ``async with client.sandboxes.create(...) as sbx:`` destroys it on exit."""
+
     _client: Any = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
@@ -447,6 +471,7 @@ class AsyncSandbox(SandboxInfo):
         return self._set(await self._client._delete(self._path))
 
     async def usage(self, period_start: b.TimeLike = None, period_end: b.TimeLike = None) -> Usage:
+        """The sandbox's metered usage (runtime, vCPU and memory time, cost)."""
         params = {"period_start": b.time_param(period_start), "period_end": b.time_param(period_end)}
         return from_dict(Usage, await self._client._get(self._path + "/usage", params=params))
 
@@ -459,16 +484,17 @@ class AsyncSandbox(SandboxInfo):
         except HearthError:
             if exc_type is None:
                 raise
+            # Do not hide the exception that ended the block.
 
 
-class _APart:
+class _Part:
     def __init__(self, sbx: AsyncSandbox) -> None:
         self._s = sbx
         self._c: AsyncHearth = sbx._client
         self._p = sbx._path
 
 
-class AsyncExec(_APart):
+class AsyncExec(_Part):
     async def run(
         self,
         cmd: str,
@@ -477,6 +503,8 @@ class AsyncExec(_APart):
         timeout: Optional[float] = None,
         **extra: Any,
     ) -> ExecResult:
+        """Runs ``cmd`` through ``/bin/sh -c`` and waits for it. ``timeout``
+        is in seconds (server default 60); ``extra`` passes ``user``, ``stdin``."""
         body = b.exec_body(cmd, cwd, env, timeout, extra)
         d = await self._c._post(self._p + "/exec", body, timeout=b.exec_timeout(self._c.timeout, timeout))
         return from_dict(ExecResult, d)
@@ -491,24 +519,28 @@ class AsyncExec(_APart):
         timeout: Optional[float] = None,
         **extra: Any,
     ) -> AsyncIterator[Event]:
+        """Yields ``stdout``/``stderr`` events (``.text``, ``.line``) as the
+        command writes, then one ``exit`` event (``.exit_code``)."""
         body = b.exec_body(cmd, cwd, env, timeout, extra)
         return _until_exit(self._c.sse("POST", self._p + "/exec/stream", json=body))
 
 
-async def _until_exit(agen: AsyncIterator[Event]) -> AsyncIterator[Event]:
+async def _until_exit(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
     """The events of an exec or process stream, through its ``exit``; the
     connection is closed after it (or when the caller stops early)."""
     try:
-        async for ev in agen:
+        async for ev in events:
             yield ev
             if ev.event == "exit":
                 return
     finally:
-        await agen.aclose()  # type: ignore[attr-defined]
+        await events.aclose()  # type: ignore[attr-defined]
 
 
-class AsyncFiles(_APart):
-    async def write(self, path: str, data: Any, *, mode: Optional[str] = None) -> WriteResult:
+class AsyncFiles(_Part):
+    async def write(self, path: str, data: FileData, *, mode: Optional[str] = None) -> WriteResult:
+        """Writes ``data`` (bytes, text, or a binary file object, streamed)
+        to ``path`` through the raw upload route."""
         raw = b.to_bytes(data)
         content: Any = raw if raw is not None else data
         resp = await self._c.request(
@@ -525,7 +557,8 @@ class AsyncFiles(_APart):
         return resp.content
 
     async def read_text(self, path: str, encoding: str = "utf-8") -> str:
-        return (await self.read(path)).decode(encoding)
+        data = await self.read(path)
+        return data.decode(encoding)
 
     async def list(self, path: str = "/", depth: Optional[int] = None) -> List[FileEntry]:
         d = await self._c._get(self._p + "/files", params={"path": path, "depth": depth}) or {}
@@ -553,17 +586,24 @@ class AsyncFiles(_APart):
         return from_dict(FileEntry, d)
 
     async def tree(self, path: str = "/", depth: Optional[int] = None) -> FileTree:
+        """``path`` and what is below it, ``depth`` levels down (server
+        default 3, max 10), as nested :class:`FileTree` nodes."""
         d = await self._c._get(self._p + "/files/tree", params={"path": path, "depth": depth})
         return FileTree.from_dict(d)
 
     def watch(self, path: str, recursive: bool = False) -> "AsyncFileWatch":
-        """``async with sbx.files.watch(path) as w:`` (or ``w = await
-        sbx.files.watch(path)``) starts the watch, live once that returns;
-        ``async for ev in w`` yields :class:`FileEvent`s. Not resumable."""
-        return AsyncFileWatch(self._c, self._p + "/files/watch", {"path": path, "recursive": recursive})
+        """Watches ``path`` (and below it with ``recursive``). The watch is
+        live once ``w = await sbx.files.watch(path)`` returns (or once
+        ``async with sbx.files.watch(path) as w:`` is entered), so changes
+        made afterwards are seen. Iterate it for :class:`FileEvent`s as they
+        happen; leave the ``with`` block (or call ``w.aclose()``) to stop.
+        Not resumable: the server starts a fresh watch per connection, so a
+        broken connection raises :class:`HearthConnectionError`."""
+        w = AsyncFileWatch(self._c, self._p + "/files/watch", {"path": path, "recursive": recursive})
+        return opened(w)
 
 
-class AsyncProcesses(_APart):
+class AsyncProcesses(_Part):
     async def start(
         self,
         cmd: str,
@@ -595,17 +635,21 @@ class AsyncProcesses(_APart):
         d = await self._c._post(self._p + "/processes/%s/signal" % pid, {"signal": signal})
         return from_dict(Process, d)
 
-    async def send_stdin(self, pid: Union[int, str], data: Optional[str] = None, eof: bool = False) -> Process:
+    async def send_stdin(
+        self, pid: Union[int, str], data: Optional[str] = None, eof: bool = False
+    ) -> Process:
         body: Dict[str, Any] = b.clean({"data": data})
         if eof:
             body["eof"] = True
         return from_dict(Process, await self._c._post(self._p + "/processes/%s/stdin" % pid, body))
 
     def stream(self, pid: Union[int, str]) -> AsyncIterator[Event]:
+        """Replays the process's buffered output, then follows it until
+        ``exit``; resumes after a broken connection without repeating output."""
         return _until_exit(self._c.sse("GET", self._p + "/processes/%s/stream" % pid, resume=True))
 
 
-class AsyncSnapshots(_APart):
+class AsyncSnapshots(_Part):
     async def create(self, comment: Optional[str] = None) -> Snapshot:
         d = await self._c._post(self._p + "/snapshots", b.clean({"comment": comment}))
         return from_dict(Snapshot, d)
@@ -617,13 +661,14 @@ class AsyncSnapshots(_APart):
         return from_dict(Snapshot, await self._c._get(self._p + "/snapshots/%s" % snapshot_id))
 
     async def restore(self, snapshot_id: str) -> AsyncSandbox:
-        return self._s._set(await self._c._post(self._p + "/restore/%s" % snapshot_id, {}))
+        d = await self._c._post(self._p + "/restore/%s" % snapshot_id, {})
+        return self._s._set(d)
 
     async def delete(self, snapshot_id: str) -> Dict[str, Any]:
         return await self._c._delete(self._p + "/snapshots/%s" % snapshot_id)
 
 
-class AsyncPreviews(_APart):
+class AsyncPreviews(_Part):
     async def create(self, port: int, visibility: str = "private") -> Preview:
         d = await self._c._post(self._p + "/previews", {"port": port, "visibility": visibility})
         return from_dict(Preview, d)
@@ -644,13 +689,13 @@ class AsyncPreviews(_APart):
         return PreviewShare.from_response(resp.json())
 
 
-class AsyncEnv(_APart):
+class AsyncEnv(_Part):
     async def list(self) -> List[EnvVar]:
         d = await self._c._get(self._p + "/env") or {}
         return [from_dict(EnvVar, v) for v in d.get("vars", [])]
 
 
-class AsyncNetwork(_APart):
+class AsyncNetwork(_Part):
     """The sandbox's egress policy, applied to its running VM at once."""
 
     async def policy(self) -> NetworkPolicy:
@@ -667,20 +712,24 @@ class AsyncNetwork(_APart):
         return from_dict(NetworkPolicy, await self._c._delete(self._p + "/network-policy"))
 
 
-class AsyncEvents(_APart):
+class AsyncEvents(_Part):
     def stream(self, types: Optional[str] = None, after: Optional[int] = None) -> AsyncIterator[Event]:
-        return self._c.sse("GET", self._p + "/events", params={"types": types, "after": after},
-                           resume=True)
+        """The sandbox's events (replayed from ``after``, then live); runs
+        until the caller stops iterating. Resumes after a broken connection
+        from the last event seen."""
+        return self._c.sse(
+            "GET", self._p + "/events", params={"types": types, "after": after}, resume=True
+        )
 
     async def list(self, after: Optional[int] = None) -> List[Event]:
         items = await self._c._get(self._p + "/events", params={"after": after}) or []
         return [Event(event=e.get("type", "message"), data=e, id=str(e.get("seq"))) for e in items]
 
 
-class AsyncFileWatch:
-    """A watch of a guest path (``sbx.files.watch``), started by ``await``,
-    ``async with`` or the first ``async for`` step; ``aclose()`` (or leaving
-    ``async with``) ends it."""
+class AsyncFileWatch(OpensOnAwait):
+    """A watch of a guest path (``sbx.files.watch``): iterate it for
+    :class:`FileEvent`s; ``aclose()`` (or leaving its ``with`` block) ends
+    it. An ``error`` frame from the server (the watch failed) is raised."""
 
     def __init__(self, client: AsyncHearth, path: str, params: Mapping[str, Any]) -> None:
         self._c = client
@@ -691,13 +740,16 @@ class AsyncFileWatch:
         self._closed = False
 
     async def open(self) -> "AsyncFileWatch":
+        """Starts the watch (iterating starts it too); a watch already open
+        is left as it is."""
         if self._events is None:
             if self._closed:
                 raise HearthError("the watch is closed")
             try:
                 resp = await self._stack.enter_async_context(
-                    self._c.stream("GET", self._path, params=self._params,
-                                   headers={"Accept": "text/event-stream"})
+                    self._c.stream(
+                        "GET", self._path, params=self._params, headers={"Accept": "text/event-stream"}
+                    )
                 )
             except BaseException:
                 await self._stack.aclose()
@@ -706,6 +758,8 @@ class AsyncFileWatch:
         return self
 
     async def _iter(self, resp: httpx.Response) -> AsyncIterator[FileEvent]:
+        # The SSE frames decoded inline (not through a nested generator), so
+        # closing this generator closes the response at once.
         dec = SSEDecoder()
         try:
             try:
@@ -718,9 +772,6 @@ class AsyncFileWatch:
                 yield b.file_event(ev)
         finally:
             await self._stack.aclose()
-
-    def __await__(self):
-        return self.open().__await__()
 
     async def __aenter__(self) -> "AsyncFileWatch":
         return await self.open()
@@ -744,8 +795,8 @@ class AsyncFileWatch:
     close = aclose
 
 
-class AsyncTerminals(_APart):
-    """``sbx.terminal`` (see :class:`hearth.Terminal`)."""
+class AsyncTerminals(_Part):
+    """``sbx.terminal``: PTY shells in the sandbox, driven over a WebSocket."""
 
     def create(
         self,
@@ -757,9 +808,11 @@ class AsyncTerminals(_APart):
         env: Optional[Mapping[str, str]] = None,
         user: Optional[str] = None,
         connect: bool = True,
-    ) -> _CreateCall:
-        """``term = await sbx.terminal.create(...)`` or
-        ``async with sbx.terminal.create(...) as term:`` (closed on exit)."""
+    ) -> CreateCall["AsyncTerminal"]:
+        """Opens a terminal and (by default) connects to it:
+        ``term = await sbx.terminal.create(...)``, or
+        ``async with sbx.terminal.create(...) as term:`` to close it (and end
+        its shell) on exit."""
         body = b.terminal_body(cols, rows, shell, cwd, env, user)
 
         async def run() -> AsyncTerminal:
@@ -774,17 +827,23 @@ class AsyncTerminals(_APart):
                     raise
             return term
 
-        return _CreateCall(run())
+        return create_call(run())
 
     async def connect(self, terminal_id: str) -> "AsyncTerminal":
+        """Attaches to a terminal opened earlier (its shell kept running
+        when the previous client detached)."""
         return await AsyncTerminal(self._c, self._s.id, TerminalInfo(id=terminal_id)).connect()
 
     async def delete(self, terminal_id: str) -> Dict[str, Any]:
+        """Closes a terminal: its shell ends."""
         return await self._c._delete(self._p + "/terminals/%s" % terminal_id)
 
 
 class AsyncTerminal:
-    """A terminal's WebSocket (see :class:`hearth.Terminal`)."""
+    """A terminal's WebSocket: :meth:`send` types, :meth:`recv` (or
+    iterating) returns output bytes as the PTY writes them, :meth:`resize`
+    changes the size, :meth:`close` ends the shell (:meth:`detach` only
+    disconnects)."""
 
     def __init__(self, client: AsyncHearth, sandbox_id: str, info: TerminalInfo) -> None:
         self._c = client
@@ -812,13 +871,10 @@ class AsyncTerminal:
         return self._ws is not None and not self._eof
 
     async def connect(self, open_timeout: float = 10.0) -> "AsyncTerminal":
-        from websockets.asyncio.client import connect
-
         url = self.ws_url
         headers, ua = b.ws_headers(self._c._headers)
         try:
-            self._ws = await connect(url, additional_headers=headers, user_agent_header=ua,
-                                     open_timeout=open_timeout)
+            self._ws = await ws_connect(url, headers, ua, open_timeout)
         except Exception as e:
             raise b.ws_connect_error(e, url) from e
         self._eof = False
@@ -830,6 +886,7 @@ class AsyncTerminal:
         return self._ws
 
     async def send(self, data: Union[bytes, str]) -> None:
+        """Types ``data`` (text is sent as UTF-8) into the terminal."""
         from websockets.exceptions import ConnectionClosed
 
         raw = b.to_bytes(data)
@@ -841,6 +898,8 @@ class AsyncTerminal:
             raise HearthConnectionError("terminal %s: connection closed (%s)" % (self.id, e)) from e
 
     async def resize(self, cols: int, rows: int) -> None:
+        """Sets the terminal size (1-1000 each); the shell gets SIGWINCH.
+        A size the server refuses is raised by a later :meth:`recv`."""
         from websockets.exceptions import ConnectionClosed
 
         msg = b.resize_message(cols, rows)
@@ -851,6 +910,10 @@ class AsyncTerminal:
         self.cols, self.rows = cols, rows
 
     async def recv(self, timeout: Optional[float] = None) -> bytes:
+        """The next output bytes; ``b""`` once the terminal has closed (its
+        shell exited). Raises :class:`HearthTimeoutError` when nothing
+        arrives within ``timeout`` seconds, and the server's error notices
+        (a refused resize) as errors."""
         from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
         if self._buf:
@@ -863,8 +926,8 @@ class AsyncTerminal:
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                msg = await asyncio.wait_for(ws.recv(), left)
-            except asyncio.TimeoutError as e:
+                msg = await ws_recv(ws, left)
+            except TimeoutError as e:
                 raise HearthTimeoutError("no terminal output within %ss" % timeout) from e
             except ConnectionClosedOK as e:
                 self._eof = True
@@ -891,6 +954,11 @@ class AsyncTerminal:
         return chunk
 
     async def read_until(self, marker: Any, timeout: float = 30.0) -> bytes:
+        """Reads output until ``marker`` (bytes, text or a compiled bytes
+        regex) appears; returns everything up to the end of the match (the
+        rest stays for the next read). Raises :class:`HearthTimeoutError`
+        after ``timeout`` seconds, or :class:`HearthError` if the terminal
+        closes first; both quote the output seen."""
         buf = b""
         deadline = time.monotonic() + timeout
         while True:
@@ -905,20 +973,25 @@ class AsyncTerminal:
                 chunk = await self.recv(timeout=left)
             except HearthTimeoutError:
                 self._buf = buf + self._buf
-                raise HearthTimeoutError("%r not seen within %ss; output: %r"
-                                         % (marker, timeout, buf[-500:])) from None
+                raise HearthTimeoutError(
+                    "%r not seen within %ss; output: %r" % (marker, timeout, buf[-500:])
+                ) from None
             if not chunk:
                 self._buf = buf
                 raise HearthError("terminal closed before %r; output: %r" % (marker, buf[-500:]))
             buf += chunk
 
     async def detach(self) -> None:
+        """Disconnects; the shell keeps running (``sbx.terminal.connect(id)``
+        attaches again)."""
         ws, self._ws = self._ws, None
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
 
     async def kill(self) -> None:
+        """Ends the terminal's shell on the server (``DELETE``); a terminal
+        already gone is not an error."""
         if self._killed:
             return
         try:
@@ -928,6 +1001,7 @@ class AsyncTerminal:
         self._killed = True
 
     async def close(self) -> None:
+        """Disconnects and ends the shell."""
         await self.detach()
         await self.kill()
 
@@ -945,6 +1019,8 @@ class AsyncTerminal:
 
 
 def _build_id(build: Any) -> str:
+    """A build id from an id, a :class:`TemplateBuild` or a :class:`Template`
+    (its newest build)."""
     if isinstance(build, str):
         return build
     if isinstance(build, Template):
@@ -957,7 +1033,8 @@ def _build_id(build: Any) -> str:
 
 
 class AsyncTemplates:
-    """``client.templates`` (see :class:`hearth.Hearth`'s ``templates``)."""
+    """``client.templates``: built-in templates and templates built from a
+    :class:`BuildSpec` (or a dict of the same fields)."""
 
     def __init__(self, client: AsyncHearth) -> None:
         self._c = client
@@ -976,14 +1053,19 @@ class AsyncTemplates:
         *,
         idempotency_key: Optional[str] = None,
     ) -> Template:
+        """Creates template ``name`` and queues its first build
+        (``template.build``); :meth:`wait` for it before creating sandboxes
+        from it (``template_id=template.id`` or its name)."""
         body = {"name": name, "build_spec": spec_dict(build_spec)}
         key = idempotency_key or b.new_idempotency_key()
-        return Template.from_dict(await self._c._post("/sandbox-templates", body,
-                                                      headers={"Idempotency-Key": key}))
+        d = await self._c._post("/sandbox-templates", body, headers={"Idempotency-Key": key})
+        return Template.from_dict(d)
 
     async def validate(
         self, build_spec: Union[BuildSpec, Mapping[str, Any]], name: Optional[str] = None
     ) -> TemplateValidation:
+        """Checks a spec (and a name) without building: ``valid``,
+        ``errors`` and the spec with defaults filled in."""
         body = b.clean({"name": name, "build_spec": spec_dict(build_spec)})
         return from_dict(TemplateValidation, await self._c._post("/sandbox-templates/validate", body))
 
@@ -994,18 +1076,26 @@ class AsyncTemplates:
         *,
         idempotency_key: Optional[str] = None,
     ) -> TemplateBuild:
+        """Queues the template's next version, from ``build_spec`` or else
+        the spec of its newest build."""
         body = b.clean({"build_spec": spec_dict(build_spec)})
         key = idempotency_key or b.new_idempotency_key()
-        d = await self._c._post("/sandbox-templates/%s/builds" % id_or_name, body,
-                                headers={"Idempotency-Key": key})
+        d = await self._c._post(
+            "/sandbox-templates/%s/builds" % id_or_name, body, headers={"Idempotency-Key": key}
+        )
         return from_dict(TemplateBuild, d)
 
-    async def wait(self, build: Any, timeout: Optional[float] = 600.0,
-                   poll_interval: float = b.BUILD_POLL_INTERVAL) -> TemplateBuild:
+    async def wait(
+        self, build: Any, timeout: Optional[float] = 600.0,
+        poll_interval: float = b.BUILD_POLL_INTERVAL,
+    ) -> TemplateBuild:
+        """Same as ``templates.builds.wait``."""
         return await self.builds.wait(build, timeout=timeout, poll_interval=poll_interval)
 
 
 class AsyncTemplateBuilds:
+    """``client.templates.builds``: build status and logs."""
+
     def __init__(self, client: AsyncHearth) -> None:
         self._c = client
 
@@ -1013,32 +1103,43 @@ class AsyncTemplateBuilds:
         return from_dict(TemplateBuild, await self._c._get("/sandbox-template-builds/%s" % build_id))
 
     async def logs(self, build_id: str) -> AsyncIterator[Event]:
-        agen = self._c.sse("GET", "/sandbox-template-builds/%s/logs/stream" % build_id, resume=True)
+        """The build log: ``log`` events (``.text``, ``.get("stream")``) as
+        the build writes them, then one ``done`` event with the final
+        ``state`` and ``error``. Resumes after a broken connection."""
+        events = self._c.sse("GET", "/sandbox-template-builds/%s/logs/stream" % build_id, resume=True)
         try:
-            async for ev in agen:
+            async for ev in events:
                 yield ev
                 if ev.event == "done":
                     return
         finally:
-            await agen.aclose()
+            await events.aclose()  # type: ignore[attr-defined]
 
     async def log_lines(self, build_id: str, timeout: float = 30.0) -> List[str]:
+        """The text of every line of a finished build's log."""
         lines: List[str] = []
         t = httpx.Timeout(timeout, connect=self._c.timeout.connect)
-        agen = self._c.sse("GET", "/sandbox-template-builds/%s/logs/stream" % build_id,
-                           resume=True, timeout=t)
+        events = self._c.sse(
+            "GET", "/sandbox-template-builds/%s/logs/stream" % build_id, resume=True, timeout=t
+        )
         try:
-            async for ev in agen:
+            async for ev in events:
                 if ev.event == "done":
                     break
                 if ev.event == "log" and ev.text is not None:
                     lines.append(ev.text)
         finally:
-            await agen.aclose()
+            await events.aclose()  # type: ignore[attr-defined]
         return lines
 
-    async def wait(self, build: Any, timeout: Optional[float] = 600.0,
-                   poll_interval: float = b.BUILD_POLL_INTERVAL) -> TemplateBuild:
+    async def wait(
+        self, build: Any, timeout: Optional[float] = 600.0,
+        poll_interval: float = b.BUILD_POLL_INTERVAL,
+    ) -> TemplateBuild:
+        """Waits until the build (an id, a :class:`TemplateBuild`, or a
+        :class:`Template` for its newest build) is ``ready`` and returns it.
+        Raises :class:`TemplateBuildError` (with the log tail) when it
+        fails, :class:`HearthTimeoutError` after ``timeout`` seconds."""
         build_id = _build_id(build)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -1052,8 +1153,9 @@ class AsyncTemplateBuilds:
                     lines = []
                 raise b.build_failure(cur, lines)
             if deadline is not None and time.monotonic() >= deadline:
-                raise HearthTimeoutError("template build %s still %s after %ss"
-                                         % (build_id, cur.state, timeout))
+                raise HearthTimeoutError(
+                    "template build %s still %s after %ss" % (build_id, cur.state, timeout)
+                )
             delay = poll_interval
             if deadline is not None:
                 delay = max(0.0, min(delay, deadline - time.monotonic()))
@@ -1061,26 +1163,36 @@ class AsyncTemplateBuilds:
 
 
 class AsyncApiKeys:
+    """``client.api_keys``: the tenant's API keys."""
+
     def __init__(self, client: AsyncHearth) -> None:
         self._c = client
 
     async def list(self) -> List[ApiKey]:
         return [from_dict(ApiKey, k) for k in await self._c._get("/api-keys") or []]
 
-    async def create(self, name: Optional[str] = None, *, tenant_id: Optional[str] = None,
-                     idempotency_key: Optional[str] = None) -> ApiKey:
+    async def create(
+        self, name: Optional[str] = None, *, tenant_id: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> ApiKey:
+        """A new key; its secret is in ``.key``, shown this once. Only an
+        admin key may create one for another ``tenant_id``."""
         key = idempotency_key or b.new_idempotency_key()
-        d = await self._c._post("/api-keys", b.clean({"name": name, "tenant_id": tenant_id}),
-                                headers={"Idempotency-Key": key})
+        d = await self._c._post(
+            "/api-keys", b.clean({"name": name, "tenant_id": tenant_id}), headers={"Idempotency-Key": key}
+        )
         return from_dict(ApiKey, d)
 
     async def revoke(self, key_id: str) -> Dict[str, Any]:
+        """Revokes a key (by its id, not its secret); a key cannot revoke itself."""
         return await self._c._delete("/api-keys/%s" % key_id)
 
     delete = revoke
 
 
 class AsyncUsageResource:
+    """``client.usage``: the tenant's metered usage."""
+
     def __init__(self, client: AsyncHearth) -> None:
         self._c = client
 
@@ -1090,18 +1202,27 @@ class AsyncUsageResource:
         period_end: b.TimeLike = None,
         group_by: Optional[str] = None,
     ) -> UsageReport:
+        """Usage in ``[period_start, period_end)`` (default: all time until
+        now), optionally grouped by ``sandbox_id``, ``template_id``,
+        ``external_workspace_id``, ``external_user_id`` or
+        ``external_project_id``."""
         params = {"period_start": b.time_param(period_start),
                   "period_end": b.time_param(period_end), "group_by": group_by}
         return UsageReport.from_dict(await self._c._get("/usage", params=params))
 
 
 class AsyncTenantEvents:
+    """``client.events``: events of every sandbox of the tenant (and of
+    template builds)."""
+
     def __init__(self, client: AsyncHearth) -> None:
         self._c = client
 
     def stream(self, types: Optional[str] = None, after: Optional[int] = None) -> AsyncIterator[Event]:
-        return self._c.sse("GET", "/events/stream", params={"types": types, "after": after},
-                           resume=True)
+        """Events replayed from ``after``, then live; ``types`` is a
+        comma-separated list of globs (``sandbox.*``). Resumes after a
+        broken connection from the last event seen."""
+        return self._c.sse("GET", "/events/stream", params={"types": types, "after": after}, resume=True)
 
     async def list(self, types: Optional[str] = None, after: Optional[int] = None) -> List[Event]:
         items = await self._c._get("/events", params={"types": types, "after": after}) or []

@@ -1,11 +1,15 @@
-"""The synchronous client: ``Hearth`` and the ``Sandbox`` handle."""
+# Generated from _async.py by sdk/python/scripts/unasync_gen.py; do not edit.
+# Edit _async.py (the one source of both clients) and regenerate this file:
+#     sdk/python/.venv/bin/python sdk/python/scripts/unasync_gen.py
+"""The client: ``Hearth`` and the ``Sandbox`` handle, with their
+resources (sandboxes, files, processes, terminals, templates...)."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Dict, List, Mapping, Optional, Sequence, Union
 
 import httpx
 
@@ -38,12 +42,20 @@ from ._models import (
     spec_dict,
 )
 from ._sse import SSEDecoder
-
-FileData = Union[bytes, bytearray, memoryview, str, BinaryIO]
+from ._transport_sync import (
+    CreateCall,
+    FileData,
+    OpensOnAwait,
+    create_call,
+    opened,
+    sleep,
+    ws_connect,
+    ws_recv,
+)
 
 
 class Hearth:
-    """Synchronous Hearth client.
+    """The Hearth client.
 
     ``api_key`` and ``base_url`` default to ``HEARTH_API_KEY`` and
     ``HEARTH_BASE_URL`` (``http://127.0.0.1:7070``). Requests that are safe
@@ -107,7 +119,7 @@ class Hearth:
 
     def _sleep(self, secs: float) -> None:
         if secs > 0:
-            time.sleep(secs)
+            sleep(secs)
 
     def request(
         self,
@@ -124,7 +136,8 @@ class Hearth:
         method = method.upper()
         retryable = b.is_retryable_request(method, headers)
         rewind = None
-        if content is not None and hasattr(content, "read"):
+        is_file = content is not None and hasattr(content, "read")
+        if is_file:
             # A file object can be re-sent only if it can be rewound.
             try:
                 rewind = content.tell()
@@ -134,7 +147,7 @@ class Hearth:
         while True:
             if rewind is not None:
                 content.seek(rewind)
-            body = _file_chunks(content) if hasattr(content, "read") else content
+            body = _file_chunks(content) if is_file else content
             try:
                 resp = self._http.request(
                     method,
@@ -215,8 +228,9 @@ class Hearth:
             if last_id is not None:
                 h["Last-Event-ID"] = last_id
             try:
-                with self.stream(method, path, json=json, params=params, headers=h,
-                                 timeout=timeout) as resp:
+                with self.stream(
+                    method, path, json=json, params=params, headers=h, timeout=timeout
+                ) as resp:
                     dec = SSEDecoder()
                     for chunk in resp.iter_bytes():
                         for ev in dec.feed(chunk):
@@ -280,11 +294,14 @@ class Sandboxes:
         idempotency_key: Optional[str] = None,
         wait: bool = True,
         **extra: Any,
-    ) -> "Sandbox":
-        """Creates a sandbox and (by default) waits until it runs. Only the
-        arguments given are sent; ``extra`` passes other create fields
-        (``secret_env``, ``network``, ``size``, ``external_workspace_id``...).
-        An ``Idempotency-Key`` is always sent, so the create is retried safely."""
+    ) -> CreateCall["Sandbox"]:
+        """Creates a sandbox and (by default) waits until it runs:
+        ``sbx = client.sandboxes.create(...)``, or
+        ``with client.sandboxes.create(...) as sbx:`` to destroy it on
+        exit. Only the arguments given are sent; ``extra`` passes other
+        create fields (``secret_env``, ``network``, ``size``,
+        ``external_workspace_id``...). An ``Idempotency-Key`` is always sent,
+        so the create is retried safely."""
         body = b.create_body(
             dict(
                 template_id=template_id,
@@ -303,14 +320,18 @@ class Sandboxes:
             )
         )
         key = idempotency_key or b.new_idempotency_key()
-        d = self._c._post(
-            "/sandboxes",
-            body,
-            params={"wait": None if wait else "false"},
-            headers={"Idempotency-Key": key},
-            timeout=b.exec_timeout(self._c.timeout, 270.0),
-        )
-        return Sandbox._from(self._c, d)
+
+        def run() -> Sandbox:
+            d = self._c._post(
+                "/sandboxes",
+                body,
+                params={"wait": None if wait else "false"},
+                headers={"Idempotency-Key": key},
+                timeout=b.exec_timeout(self._c.timeout, 270.0),
+            )
+            return Sandbox._from(self._c, d)
+
+        return create_call(run())
 
     def get(self, sandbox_id: str) -> "Sandbox":
         return Sandbox._from(self._c, self._c._get("/sandboxes/%s" % sandbox_id))
@@ -354,7 +375,11 @@ class Sandbox(SandboxInfo):
     _client: Any = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
-        return "Sandbox(id=%r, state=%r, template_id=%r)" % (self.id, self.state, self.template_id)
+        return "Sandbox(id=%r, state=%r, template_id=%r)" % (
+            self.id,
+            self.state,
+            self.template_id,
+        )
 
     @classmethod
     def _from(cls, client: Hearth, d: Dict[str, Any]) -> "Sandbox":
@@ -495,16 +520,16 @@ class Exec(_Part):
         return _until_exit(self._c.sse("POST", self._p + "/exec/stream", json=body))
 
 
-def _until_exit(gen: Iterator[Event]) -> Iterator[Event]:
+def _until_exit(events: Iterator[Event]) -> Iterator[Event]:
     """The events of an exec or process stream, through its ``exit``; the
     connection is closed after it (or when the caller stops early)."""
     try:
-        for ev in gen:
+        for ev in events:
             yield ev
             if ev.event == "exit":
                 return
     finally:
-        gen.close()  # type: ignore[attr-defined]
+        events.close()  # type: ignore[attr-defined]
 
 
 class Files(_Part):
@@ -527,7 +552,8 @@ class Files(_Part):
         return resp.content
 
     def read_text(self, path: str, encoding: str = "utf-8") -> str:
-        return self.read(path).decode(encoding)
+        data = self.read(path)
+        return data.decode(encoding)
 
     def list(self, path: str = "/", depth: Optional[int] = None) -> List[FileEntry]:
         d = self._c._get(self._p + "/files", params={"path": path, "depth": depth}) or {}
@@ -537,8 +563,6 @@ class Files(_Part):
         return from_dict(FileEntry, self._c._post(self._p + "/fs/stat", {"path": path}))
 
     def exists(self, path: str) -> bool:
-        from ._errors import NotFoundError
-
         try:
             self.stat(path)
             return True
@@ -553,7 +577,8 @@ class Files(_Part):
         return self._c._post(self._p + "/fs/remove", {"path": path, "recursive": recursive})
 
     def rename(self, src: str, dst: str) -> FileEntry:
-        return from_dict(FileEntry, self._c._post(self._p + "/fs/rename", {"from": src, "to": dst}))
+        d = self._c._post(self._p + "/fs/rename", {"from": src, "to": dst})
+        return from_dict(FileEntry, d)
 
     def tree(self, path: str = "/", depth: Optional[int] = None) -> FileTree:
         """``path`` and what is below it, ``depth`` levels down (server
@@ -562,13 +587,15 @@ class Files(_Part):
         return FileTree.from_dict(d)
 
     def watch(self, path: str, recursive: bool = False) -> "FileWatch":
-        """Watches ``path`` (and below it with ``recursive``): the watch is
-        live when this returns, so changes made afterwards are seen.
-        Iterate it for :class:`FileEvent`s as they happen; use it in
-        ``with`` (or call ``close()``) to stop. Not resumable: the server
-        starts a fresh watch per connection, so a broken connection raises
-        :class:`HearthConnectionError`."""
-        return FileWatch(self._c, self._p + "/files/watch", {"path": path, "recursive": recursive})
+        """Watches ``path`` (and below it with ``recursive``). The watch is
+        live once ``w = sbx.files.watch(path)`` returns (or once
+        ``with sbx.files.watch(path) as w:`` is entered), so changes
+        made afterwards are seen. Iterate it for :class:`FileEvent`s as they
+        happen; leave the ``with`` block (or call ``w.close()``) to stop.
+        Not resumable: the server starts a fresh watch per connection, so a
+        broken connection raises :class:`HearthConnectionError`."""
+        w = FileWatch(self._c, self._p + "/files/watch", {"path": path, "recursive": recursive})
+        return opened(w)
 
 
 class Processes(_Part):
@@ -603,7 +630,9 @@ class Processes(_Part):
         d = self._c._post(self._p + "/processes/%s/signal" % pid, {"signal": signal})
         return from_dict(Process, d)
 
-    def send_stdin(self, pid: Union[int, str], data: Optional[str] = None, eof: bool = False) -> Process:
+    def send_stdin(
+        self, pid: Union[int, str], data: Optional[str] = None, eof: bool = False
+    ) -> Process:
         body: Dict[str, Any] = b.clean({"data": data})
         if eof:
             body["eof"] = True
@@ -617,7 +646,8 @@ class Processes(_Part):
 
 class Snapshots(_Part):
     def create(self, comment: Optional[str] = None) -> Snapshot:
-        return from_dict(Snapshot, self._c._post(self._p + "/snapshots", b.clean({"comment": comment})))
+        d = self._c._post(self._p + "/snapshots", b.clean({"comment": comment}))
+        return from_dict(Snapshot, d)
 
     def list(self) -> List[Snapshot]:
         return [from_dict(Snapshot, s) for s in self._c._get(self._p + "/snapshots") or []]
@@ -666,7 +696,9 @@ class Network(_Part):
     def policy(self) -> NetworkPolicy:
         return from_dict(NetworkPolicy, self._c._get(self._p + "/network-policy"))
 
-    def set_policy(self, default_effect: str, rules: Optional[Sequence[Mapping[str, Any]]] = None) -> NetworkPolicy:
+    def set_policy(
+        self, default_effect: str, rules: Optional[Sequence[Mapping[str, Any]]] = None
+    ) -> NetworkPolicy:
         body = b.policy_body(default_effect, rules)
         return from_dict(NetworkPolicy, self._c._put(self._p + "/network-policy", body))
 
@@ -680,67 +712,80 @@ class Events(_Part):
         """The sandbox's events (replayed from ``after``, then live); runs
         until the caller stops iterating. Resumes after a broken connection
         from the last event seen."""
-        return self._c.sse("GET", self._p + "/events", params={"types": types, "after": after},
-                           resume=True)
+        return self._c.sse(
+            "GET", self._p + "/events", params={"types": types, "after": after}, resume=True
+        )
 
     def list(self, after: Optional[int] = None) -> List[Event]:
         items = self._c._get(self._p + "/events", params={"after": after}) or []
         return [Event(event=e.get("type", "message"), data=e, id=str(e.get("seq"))) for e in items]
 
 
-def _sse_events(resp: httpx.Response, what: str) -> Iterator[Event]:
-    """The events of an open SSE response; a broken connection raises
-    :class:`HearthConnectionError`."""
-    dec = SSEDecoder()
-    try:
-        for chunk in resp.iter_bytes():
-            for ev in dec.feed(chunk):
-                yield ev
-    except httpx.TransportError as e:
-        raise HearthConnectionError("%s: %s" % (what, e or type(e).__name__)) from e
-    for ev in dec.flush():
-        yield ev
-
-
-class FileWatch:
-    """A live watch of a guest path (``sbx.files.watch``): iterate it for
-    :class:`FileEvent`s; ``close()`` (or leaving ``with``) ends it. An
-    ``error`` frame from the server (the watch failed) is raised."""
+class FileWatch(OpensOnAwait):
+    """A watch of a guest path (``sbx.files.watch``): iterate it for
+    :class:`FileEvent`s; ``close()`` (or leaving its ``with`` block) ends
+    it. An ``error`` frame from the server (the watch failed) is raised."""
 
     def __init__(self, client: Hearth, path: str, params: Mapping[str, Any]) -> None:
+        self._c = client
+        self._path = path
+        self._params = dict(params)
         self._stack = contextlib.ExitStack()
-        self._what = "GET " + path
-        try:
-            resp = self._stack.enter_context(
-                client.stream("GET", path, params=params, headers={"Accept": "text/event-stream"})
-            )
-        except BaseException:
-            self._stack.close()
-            raise
-        self._events = self._iter(resp)
+        self._events: Any = None
+        self._closed = False
+
+    def open(self) -> "FileWatch":
+        """Starts the watch (iterating starts it too); a watch already open
+        is left as it is."""
+        if self._events is None:
+            if self._closed:
+                raise HearthError("the watch is closed")
+            try:
+                resp = self._stack.enter_context(
+                    self._c.stream(
+                        "GET", self._path, params=self._params, headers={"Accept": "text/event-stream"}
+                    )
+                )
+            except BaseException:
+                self._stack.close()
+                raise
+            self._events = self._iter(resp)
+        return self
 
     def _iter(self, resp: httpx.Response) -> Iterator[FileEvent]:
+        # The SSE frames decoded inline (not through a nested generator), so
+        # closing this generator closes the response at once.
+        dec = SSEDecoder()
         try:
-            for ev in _sse_events(resp, self._what):
+            try:
+                for chunk in resp.iter_bytes():
+                    for ev in dec.feed(chunk):
+                        yield b.file_event(ev)
+            except httpx.TransportError as e:
+                raise HearthConnectionError("GET %s: %s" % (self._path, e or type(e).__name__)) from e
+            for ev in dec.flush():
                 yield b.file_event(ev)
         finally:
             self._stack.close()
+
+    def __enter__(self) -> "FileWatch":
+        return self.open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def __iter__(self) -> "FileWatch":
         return self
 
     def __next__(self) -> FileEvent:
-        return next(self._events)
+        self.open()
+        return self._events.__next__()
 
     def close(self) -> None:
-        self._events.close()
+        self._closed = True
+        if self._events is not None:
+            self._events.close()
         self._stack.close()
-
-    def __enter__(self) -> "FileWatch":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 class Terminals(_Part):
@@ -756,20 +801,26 @@ class Terminals(_Part):
         env: Optional[Mapping[str, str]] = None,
         user: Optional[str] = None,
         connect: bool = True,
-    ) -> "Terminal":
-        """Opens a terminal and (by default) connects to it. Use it in
-        ``with`` to close it (and end its shell) on exit."""
+    ) -> CreateCall["Terminal"]:
+        """Opens a terminal and (by default) connects to it:
+        ``term = sbx.terminal.create(...)``, or
+        ``with sbx.terminal.create(...) as term:`` to close it (and end
+        its shell) on exit."""
         body = b.terminal_body(cols, rows, shell, cwd, env, user)
-        info = from_dict(TerminalInfo, self._c._post(self._p + "/terminals", body))
-        term = Terminal(self._c, self._s.id, info)
-        if connect:
-            try:
-                term.connect()
-            except BaseException:
-                with contextlib.suppress(HearthError):
-                    term.kill()
-                raise
-        return term
+
+        def run() -> Terminal:
+            info = from_dict(TerminalInfo, self._c._post(self._p + "/terminals", body))
+            term = Terminal(self._c, self._s.id, info)
+            if connect:
+                try:
+                    term.connect()
+                except BaseException:
+                    with contextlib.suppress(HearthError):
+                        term.kill()
+                    raise
+            return term
+
+        return create_call(run())
 
     def connect(self, terminal_id: str) -> "Terminal":
         """Attaches to a terminal opened earlier (its shell kept running
@@ -813,18 +864,12 @@ class Terminal:
         return self._ws is not None and not self._eof
 
     def connect(self, open_timeout: float = 10.0) -> "Terminal":
-        from websockets.sync.client import connect
-
         url = self.ws_url
         headers, ua = b.ws_headers(self._c._headers)
         try:
-            ws = connect(url, additional_headers=headers, user_agent_header=ua,
-                         open_timeout=open_timeout)
+            self._ws = ws_connect(url, headers, ua, open_timeout)
         except Exception as e:
             raise b.ws_connect_error(e, url) from e
-        # Entered as the context manager it is (websockets >= 17.1 warns
-        # otherwise); :meth:`detach` closes it.
-        self._ws = ws.__enter__()
         self._eof = False
         return self
 
@@ -874,7 +919,7 @@ class Terminal:
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                msg = ws.recv(timeout=left)
+                msg = ws_recv(ws, left)
             except TimeoutError as e:
                 raise HearthTimeoutError("no terminal output within %ss" % timeout) from e
             except ConnectionClosedOK as e:
@@ -892,12 +937,14 @@ class Terminal:
             if msg:
                 return msg
 
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            chunk = self.recv()
-            if not chunk:
-                return
-            yield chunk
+    def __iter__(self) -> "Terminal":
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = self.recv()
+        if not chunk:
+            raise StopIteration
+        return chunk
 
     def read_until(self, marker: Any, timeout: float = 30.0) -> bytes:
         """Reads output until ``marker`` (bytes, text or a compiled bytes
@@ -919,8 +966,9 @@ class Terminal:
                 chunk = self.recv(timeout=left)
             except HearthTimeoutError:
                 self._buf = buf + self._buf
-                raise HearthTimeoutError("%r not seen within %ss; output: %r"
-                                         % (marker, timeout, buf[-500:])) from None
+                raise HearthTimeoutError(
+                    "%r not seen within %ss; output: %r" % (marker, timeout, buf[-500:])
+                ) from None
             if not chunk:
                 self._buf = buf
                 raise HearthError("terminal closed before %r; output: %r" % (marker, buf[-500:]))
@@ -1001,8 +1049,8 @@ class Templates:
         from it (``template_id=template.id`` or its name)."""
         body = {"name": name, "build_spec": spec_dict(build_spec)}
         key = idempotency_key or b.new_idempotency_key()
-        return Template.from_dict(self._c._post("/sandbox-templates", body,
-                                                headers={"Idempotency-Key": key}))
+        d = self._c._post("/sandbox-templates", body, headers={"Idempotency-Key": key})
+        return Template.from_dict(d)
 
     def validate(
         self, build_spec: Union[BuildSpec, Mapping[str, Any]], name: Optional[str] = None
@@ -1023,12 +1071,15 @@ class Templates:
         the spec of its newest build."""
         body = b.clean({"build_spec": spec_dict(build_spec)})
         key = idempotency_key or b.new_idempotency_key()
-        d = self._c._post("/sandbox-templates/%s/builds" % id_or_name, body,
-                          headers={"Idempotency-Key": key})
+        d = self._c._post(
+            "/sandbox-templates/%s/builds" % id_or_name, body, headers={"Idempotency-Key": key}
+        )
         return from_dict(TemplateBuild, d)
 
-    def wait(self, build: Any, timeout: Optional[float] = 600.0,
-             poll_interval: float = b.BUILD_POLL_INTERVAL) -> TemplateBuild:
+    def wait(
+        self, build: Any, timeout: Optional[float] = 600.0,
+        poll_interval: float = b.BUILD_POLL_INTERVAL,
+    ) -> TemplateBuild:
         """Same as ``templates.builds.wait``."""
         return self.builds.wait(build, timeout=timeout, poll_interval=poll_interval)
 
@@ -1046,33 +1097,36 @@ class TemplateBuilds:
         """The build log: ``log`` events (``.text``, ``.get("stream")``) as
         the build writes them, then one ``done`` event with the final
         ``state`` and ``error``. Resumes after a broken connection."""
-        gen = self._c.sse("GET", "/sandbox-template-builds/%s/logs/stream" % build_id, resume=True)
+        events = self._c.sse("GET", "/sandbox-template-builds/%s/logs/stream" % build_id, resume=True)
         try:
-            for ev in gen:
+            for ev in events:
                 yield ev
                 if ev.event == "done":
                     return
         finally:
-            gen.close()
+            events.close()  # type: ignore[attr-defined]
 
     def log_lines(self, build_id: str, timeout: float = 30.0) -> List[str]:
         """The text of every line of a finished build's log."""
         lines: List[str] = []
         t = httpx.Timeout(timeout, connect=self._c.timeout.connect)
-        gen = self._c.sse("GET", "/sandbox-template-builds/%s/logs/stream" % build_id,
-                          resume=True, timeout=t)
+        events = self._c.sse(
+            "GET", "/sandbox-template-builds/%s/logs/stream" % build_id, resume=True, timeout=t
+        )
         try:
-            for ev in gen:
+            for ev in events:
                 if ev.event == "done":
                     break
                 if ev.event == "log" and ev.text is not None:
                     lines.append(ev.text)
         finally:
-            gen.close()
+            events.close()  # type: ignore[attr-defined]
         return lines
 
-    def wait(self, build: Any, timeout: Optional[float] = 600.0,
-             poll_interval: float = b.BUILD_POLL_INTERVAL) -> TemplateBuild:
+    def wait(
+        self, build: Any, timeout: Optional[float] = 600.0,
+        poll_interval: float = b.BUILD_POLL_INTERVAL,
+    ) -> TemplateBuild:
         """Waits until the build (an id, a :class:`TemplateBuild`, or a
         :class:`Template` for its newest build) is ``ready`` and returns it.
         Raises :class:`TemplateBuildError` (with the log tail) when it
@@ -1090,8 +1144,9 @@ class TemplateBuilds:
                     lines = []
                 raise b.build_failure(cur, lines)
             if deadline is not None and time.monotonic() >= deadline:
-                raise HearthTimeoutError("template build %s still %s after %ss"
-                                         % (build_id, cur.state, timeout))
+                raise HearthTimeoutError(
+                    "template build %s still %s after %ss" % (build_id, cur.state, timeout)
+                )
             delay = poll_interval
             if deadline is not None:
                 delay = max(0.0, min(delay, deadline - time.monotonic()))
@@ -1107,13 +1162,16 @@ class ApiKeys:
     def list(self) -> List[ApiKey]:
         return [from_dict(ApiKey, k) for k in self._c._get("/api-keys") or []]
 
-    def create(self, name: Optional[str] = None, *, tenant_id: Optional[str] = None,
-               idempotency_key: Optional[str] = None) -> ApiKey:
+    def create(
+        self, name: Optional[str] = None, *, tenant_id: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> ApiKey:
         """A new key; its secret is in ``.key``, shown this once. Only an
         admin key may create one for another ``tenant_id``."""
         key = idempotency_key or b.new_idempotency_key()
-        d = self._c._post("/api-keys", b.clean({"name": name, "tenant_id": tenant_id}),
-                          headers={"Idempotency-Key": key})
+        d = self._c._post(
+            "/api-keys", b.clean({"name": name, "tenant_id": tenant_id}), headers={"Idempotency-Key": key}
+        )
         return from_dict(ApiKey, d)
 
     def revoke(self, key_id: str) -> Dict[str, Any]:
@@ -1155,8 +1213,7 @@ class TenantEvents:
         """Events replayed from ``after``, then live; ``types`` is a
         comma-separated list of globs (``sandbox.*``). Resumes after a
         broken connection from the last event seen."""
-        return self._c.sse("GET", "/events/stream", params={"types": types, "after": after},
-                           resume=True)
+        return self._c.sse("GET", "/events/stream", params={"types": types, "after": after}, resume=True)
 
     def list(self, types: Optional[str] = None, after: Optional[int] = None) -> List[Event]:
         items = self._c._get("/events", params={"types": types, "after": after}) or []

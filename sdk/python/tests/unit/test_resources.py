@@ -327,6 +327,71 @@ async def test_async_files_watch_and_tree(make_async_client):
     assert t.children[0].size == 3
 
 
+
+def test_files_watch_open_is_idempotent_and_close_ends_it(make_client):
+    c, rec = make_client(ok(SBX), sse_body(frame(1, "created", event="created", path="/w/a",
+                                                 is_dir=False)))
+    w = c.sandboxes.get("sbx_1").files.watch("/w")
+    assert w.open() is w and len(rec.requests) == 2  # opened once, by watch()
+    assert next(w).path == "/w/a"
+    w.close()
+    assert list(w) == []
+
+
+# The async watch is the same code (the sync client is generated from it);
+# only when it opens differs: on await / async with / first step.
+
+async def test_async_files_watch_opens_on_await(make_async_client):
+    body = (frame(1, "created", event="created", path="/w/a", is_dir=False)
+            + b": heartbeat\n\n"
+            + frame(2, "renamed", event="renamed", path="/w/b", old_path="/w/a", is_dir=False))
+    c, rec = make_async_client(ok(SBX), sse_body(body))
+    sbx = await c.sandboxes.get("sbx_1")
+    w = sbx.files.watch("/w", recursive=True)
+    assert len(rec.requests) == 1  # not yet
+    assert await w is w and len(rec.requests) == 2  # live once awaited
+    assert await w.open() is w and len(rec.requests) == 2
+    evs = [e async for e in w]
+    assert [(e.event, e.path, e.old_path, e.id) for e in evs] == [
+        ("created", "/w/a", None, "1"), ("renamed", "/w/b", "/w/a", "2")]
+    assert rec.requests[1].url.params["recursive"] == "true"
+    await w.aclose()
+    await c.aclose()
+
+
+async def test_async_files_watch_first_step_opens_it(make_async_client):
+    c, rec = make_async_client(ok(SBX), sse_body(frame(1, "created", event="created", path="/w/a",
+                                                       is_dir=False)))
+    sbx = await c.sandboxes.get("sbx_1")
+    assert [e.path async for e in sbx.files.watch("/w")] == ["/w/a"]
+    assert len(rec.requests) == 2
+
+
+async def test_async_files_watch_error_frame_raises_typed_error(make_async_client):
+    c, rec = make_async_client(ok(SBX), sse_body(frame(None, "error", code="validation_error",
+                                                       message="too many watches")))
+    sbx = await c.sandboxes.get("sbx_1")
+    with pytest.raises(ValidationError, match="too many watches"):
+        async with sbx.files.watch("/w") as w:
+            [e async for e in w]
+
+
+async def test_async_files_watch_missing_path_raises_on_open(make_async_client):
+    c, rec = make_async_client(ok(SBX), err(404, "file_not_found", "no such file"))
+    sbx = await c.sandboxes.get("sbx_1")
+    with pytest.raises(NotFoundError):
+        await sbx.files.watch("/nope")
+
+
+async def test_async_closed_watch_does_not_open(make_async_client):
+    c, rec = make_async_client(ok(SBX))
+    sbx = await c.sandboxes.get("sbx_1")
+    w = sbx.files.watch("/w")
+    await w.aclose()
+    with pytest.raises(hearth.HearthError, match="closed"):
+        await w
+    assert len(rec.requests) == 1
+
 # ---------------------------------------------------------------- network policy
 
 POLICY = {"sandbox_id": "sbx_1", "default_effect": "deny",

@@ -284,3 +284,15 @@ async def test_async_exec_stream_is_not_resumed(make_async_client):
         async for _ in sbx.exec.stream("x"):
             pass
     assert len(rec.requests) == 2
+
+
+async def test_async_file_watch_is_not_resumed(make_async_client):
+    W1 = frame(1, "created", event="created", path="/w/a", is_dir=False)
+    c, rec = make_async_client(ok(SBX), sse(W1, cls=ADropping), sse(W1, drop=False, cls=ADropping))
+    sbx = await c.sandboxes.get("sbx_1")
+    got = []
+    with pytest.raises(HearthConnectionError, match="connection reset"):
+        async with sbx.files.watch("/w") as w:
+            async for ev in w:
+                got.append(ev.path)
+    assert got == ["/w/a"] and len(rec.requests) == 2

@@ -240,3 +240,56 @@ async def test_async_terminal_session(ws_server):
     assert ws_server.headers[0]["authorization"] == "Bearer hk_test"
     assert rec.requests[-1].method == "DELETE"
     await c.aclose()
+
+
+def test_terminal_is_its_own_iterator(ws_server):
+    c, rec = client_for(ws_server, ok(SBX), ok(TERM, 201), ok({"closed": True}))
+    with c.sandboxes.get("sbx_1").terminal.create() as t:
+        assert iter(t) is t and next(t) == b"$ "
+        t.send(b"exit 0\n")
+        with pytest.raises(StopIteration):
+            next(t)
+        assert t.exit_code == 0
+
+
+# The async terminal is the same code (the sync client is generated from
+# it) over the asyncio WebSocket client: the same behaviour, awaited.
+
+async def test_async_terminal_exit_code_and_error_notice(ws_server):
+    c, rec = client_for(ws_server, ok(SBX), ok(TERM, 201), ok({"closed": True}), cls=hearth.AsyncHearth)
+    sbx = await c.sandboxes.get("sbx_1")
+    t = await sbx.terminal.create()
+    assert await t.read_until("$ ", timeout=5) == b"$ "
+    await t._socket().send(json.dumps({"type": "resize", "cols": 999, "rows": 10}))
+    with pytest.raises(ValidationError, match="between 1 and 1000"):
+        await t.recv(timeout=5)
+    with pytest.raises(HearthTimeoutError, match="never"):
+        await t.read_until(b"never", timeout=0.3)
+    await t.send(b"exit 3\n")
+    assert [chunk async for chunk in t] == []
+    assert t.exit_code == 3 and not t.connected
+    await t.aclose()
+    await t.close()  # closing twice is harmless
+    assert [r.method for r in rec.requests].count("DELETE") == 1
+    await c.aclose()
+
+
+async def test_async_failed_connect_after_create_closes_the_terminal(ws_server):
+    c, rec = client_for(ws_server, ok(SBX), ok(dict(TERM, id="pty_missing"), 201), ok({"closed": True}),
+                        cls=hearth.AsyncHearth)
+    sbx = await c.sandboxes.get("sbx_1")
+    with pytest.raises(NotFoundError):
+        await sbx.terminal.create()
+    last = rec.requests[-1]
+    assert last.method == "DELETE" and last.url.path.endswith("/terminals/pty_missing")
+    await c.aclose()
+
+
+async def test_async_connection_refused_is_a_connection_error(ws_server):
+    port = ws_server.port
+    ws_server.stop()
+    c = hearth.AsyncHearth(api_key="k", base_url="http://127.0.0.1:%d" % port)
+    t = hearth.AsyncTerminal(c, "sbx_1", hearth.TerminalInfo(id="pty_1"))
+    with pytest.raises(HearthConnectionError):
+        await t.connect(open_timeout=2)
+    await c.aclose()
