@@ -434,9 +434,12 @@ async fn wait_state(srv: &TestServer, id: &str, want: &str, within: Duration) ->
     }
 }
 
+/// Deadlines on a controlled clock: nothing here waits for real seconds.
 #[tokio::test]
 async fn timeouts_and_idle_timeouts_fire() {
-    let srv = TestServer::start().await;
+    use hearth_server::core::clock::{Clock, ManualClock};
+    let clock = std::sync::Arc::new(ManualClock::new(1_700_000_000_000));
+    let srv = TestServer::start_with_clock(clock.clone() as std::sync::Arc<dyn Clock>).await;
     let a = srv.create_sandbox(json!({"timeout_sec": 1})).await;
     let b = srv
         .create_sandbox(json!({"timeout_sec": 1, "persistent": true}))
@@ -448,12 +451,15 @@ async fn timeouts_and_idle_timeouts_fire() {
         .create_sandbox(json!({"timeout_sec": 1, "always_on": true}))
         .await;
     let id = |v: &Value| v["id"].as_str().expect("id").to_string();
+    clock.advance(1_000);
+    srv.core.poke_timers();
     wait_state(&srv, &id(&a), "destroyed", Duration::from_secs(5)).await;
     let paused = wait_state(&srv, &id(&b), "paused", Duration::from_secs(5)).await;
     assert!(paused["paused_at"].is_string());
-    // Activity keeps c awake past its idle timeout.
+    // Activity keeps c awake past its idle timeout: 4 x 0.7 s > 2 s.
     for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        clock.advance(700);
+        srv.core.poke_timers();
         let (st, _) = srv
             .call(
                 "POST",
@@ -463,6 +469,8 @@ async fn timeouts_and_idle_timeouts_fire() {
             .await;
         assert_eq!(st, 200, "idle timeout fired despite activity");
     }
+    clock.advance(2_000);
+    srv.core.poke_timers();
     wait_state(&srv, &id(&c), "paused", Duration::from_secs(5)).await;
     let (_, v) = srv
         .call("GET", &format!("/sandboxes/{}", id(&d)), None)
