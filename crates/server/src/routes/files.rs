@@ -19,10 +19,12 @@ use hearth_agent_protocol::{
 };
 use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode, Uri};
+use percent_encoding::percent_decode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::exec::async_stream;
+use super::query::Params;
 use super::{data, sse, ApiJson, AppState};
 use crate::core::clock::rfc3339;
 use crate::core::guest::Guest;
@@ -164,82 +166,15 @@ fn parse_depth(raw: Option<&[u8]>, default: u32) -> Result<u32, FieldError> {
     }
 }
 
-/// `%XX` decoding to bytes; `+` is a space in query strings only.
-fn percent_decode(s: &[u8], plus_is_space: bool) -> Vec<u8> {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
-}
-
-/// A query string's pairs in order, decoded; values stay bytes so a guest
-/// path that is not UTF-8 survives, and repeated keys are all kept.
-#[derive(Debug, Default)]
-struct Params(Vec<(String, Vec<u8>)>);
-
-impl Params {
-    fn parse(raw: Option<&str>) -> Params {
-        let pairs = raw
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let key = String::from_utf8_lossy(&percent_decode(k.as_bytes(), true)).into_owned();
-                (key, percent_decode(v.as_bytes(), true))
-            })
-            .collect();
-        Params(pairs)
-    }
-
-    fn get(&self, key: &str) -> Option<&[u8]> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    /// Every value of any of `keys`, in query order.
-    fn all(&self, keys: &[&str]) -> Vec<&[u8]> {
-        self.0
-            .iter()
-            .filter(|(k, _)| keys.contains(&k.as_str()))
-            .map(|(_, v)| v.as_slice())
-            .collect()
-    }
-
-    /// The checked path under `key`; `default` when absent.
-    fn path(&self, key: &str, default: Option<&str>) -> Result<Vec<u8>, FieldError> {
-        let path = match (self.get(key), default) {
-            (Some(p), _) => p.to_vec(),
-            (None, Some(d)) => d.as_bytes().to_vec(),
-            (None, None) => Vec::new(),
-        };
-        check_path(key, &path)?;
-        Ok(path)
-    }
+/// The checked guest path under `key`; `default` when absent.
+fn query_path(q: &Params, key: &str, default: Option<&str>) -> Result<Vec<u8>, FieldError> {
+    let path = match (q.get(key), default) {
+        (Some(p), _) => p.to_vec(),
+        (None, Some(d)) => d.as_bytes().to_vec(),
+        (None, None) => Vec::new(),
+    };
+    check_path(key, &path)?;
+    Ok(path)
 }
 
 /// A path that must be text because the agent call takes `&str`.
@@ -268,9 +203,9 @@ fn legacy_target(uri_path: &str) -> Option<(String, Vec<u8>)> {
     if file.is_empty() {
         return None;
     }
-    let id = String::from_utf8(percent_decode(id.as_bytes(), false)).ok()?;
+    let id = String::from_utf8(percent_decode(id.as_bytes()).collect()).ok()?;
     let mut path = vec![b'/'];
-    path.extend(percent_decode(file.as_bytes(), false));
+    path.extend(percent_decode(file.as_bytes()));
     Some((id, path))
 }
 
@@ -556,7 +491,7 @@ async fn fs_raw(
     body: Body,
 ) -> ApiResult<impl IntoResponse> {
     let q = Params::parse(query.as_deref());
-    let path = q.path("path", None).and_then(|p| utf8_path("path", p));
+    let path = query_path(&q, "path", None).and_then(|p| utf8_path("path", p));
     let mode = match q.get("mode") {
         None | Some(b"") => Ok(None),
         Some(m) => std::str::from_utf8(m)
@@ -738,8 +673,7 @@ async fn download(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let path = Params::parse(query.as_deref())
-        .path("path", None)
+    let path = query_path(&Params::parse(query.as_deref()), "path", None)
         .map_err(|e| ApiError::validation(vec![e]))?;
     let guest = state.guest(&caller, &id, false).await?;
     send_file(&guest, &path).await
@@ -765,8 +699,7 @@ async fn read(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<impl IntoResponse> {
-    let path = Params::parse(query.as_deref())
-        .path("path", None)
+    let path = query_path(&Params::parse(query.as_deref()), "path", None)
         .map_err(|e| ApiError::validation(vec![e]))?;
     let limit = state.config.max_json_body_bytes;
     let guest = state.guest(&caller, &id, false).await?;
@@ -786,7 +719,7 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> ApiResult<impl IntoResponse> {
     let q = Params::parse(query.as_deref());
-    let path = q.path("path", Some("/"));
+    let path = query_path(&q, "path", Some("/"));
     let depth = parse_depth(q.get("depth"), DEFAULT_LIST_DEPTH);
     let (path, depth) = both(path, depth)?;
     let r = state
@@ -823,7 +756,7 @@ async fn tree(
     RawQuery(query): RawQuery,
 ) -> ApiResult<impl IntoResponse> {
     let q = Params::parse(query.as_deref());
-    let path = q.path("path", Some("/")).and_then(|p| utf8_path("path", p));
+    let path = query_path(&q, "path", Some("/")).and_then(|p| utf8_path("path", p));
     let depth = parse_depth(q.get("depth"), DEFAULT_TREE_DEPTH);
     let (path, depth) = both(path, depth)?;
     let node = state
@@ -843,7 +776,7 @@ async fn watch(
     RawQuery(query): RawQuery,
 ) -> ApiResult<impl IntoResponse> {
     let q = Params::parse(query.as_deref());
-    let path = q.path("path", None).and_then(|p| utf8_path("path", p));
+    let path = query_path(&q, "path", None).and_then(|p| utf8_path("path", p));
     let recursive = parse_bool("recursive", q.get("recursive"));
     let (path, recursive) = both(path, recursive)?;
     let guest = state.guest(&caller, &id, false).await?;
@@ -986,33 +919,18 @@ mod tests {
     }
 
     #[test]
-    fn query_keeps_repeated_keys_and_raw_bytes() {
-        let q = Params::parse(Some(
-            "paths%5B%5D=/a&paths[]=/b%20c&x=1&paths[]=/d+e&path=/%FF",
-        ));
-        assert_eq!(
-            q.all(&["paths[]"]),
-            [b"/a".as_slice(), b"/b c".as_slice(), b"/d e".as_slice()]
-        );
-        assert_eq!(q.get("x"), Some(b"1".as_slice()));
-        assert_eq!(q.get("path"), Some(b"/\xff".as_slice()));
-        assert_eq!(q.get("missing"), None);
-        assert!(Params::parse(None).0.is_empty());
-        // A stray or truncated escape stays as written.
-        assert_eq!(percent_decode(b"/a%zz%4", true), b"/a%zz%4");
-        assert_eq!(percent_decode(b"/a+b", false), b"/a+b");
-    }
-
-    #[test]
     fn query_paths_default_and_validate() {
         let q = Params::parse(Some("path=rel"));
-        assert_eq!(q.path("path", Some("/")).unwrap_err().field, "path");
+        assert_eq!(query_path(&q, "path", Some("/")).unwrap_err().field, "path");
         let q = Params::parse(Some("depth=2"));
-        assert_eq!(q.path("path", Some("/")).unwrap(), b"/");
-        assert_eq!(q.path("path", None).unwrap_err().message, "is required");
+        assert_eq!(query_path(&q, "path", Some("/")).unwrap(), b"/");
+        assert_eq!(
+            query_path(&q, "path", None).unwrap_err().message,
+            "is required"
+        );
         let q = Params::parse(Some("path="));
         assert!(
-            q.path("path", Some("/")).is_err(),
+            query_path(&q, "path", Some("/")).is_err(),
             "an explicit empty path is not the default"
         );
     }

@@ -14,6 +14,7 @@ pub mod network;
 pub mod openapi;
 pub mod previews;
 pub mod processes;
+pub mod query;
 pub mod request_id;
 pub mod sandboxes;
 pub mod snapshots;
