@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex as StdMutex};
 
-
 use crate::core::error::{Error, Result};
 use crate::core::ids::new_id;
 use crate::core::keys::Caller;
