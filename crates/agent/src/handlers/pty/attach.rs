@@ -12,7 +12,6 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::lock;
 use super::session::Session;
 use super::terminal::{read_some, write_all};
 
@@ -64,7 +63,7 @@ impl Session {
     /// unless the output already ended, the live queue and the token that
     /// fires when this client is replaced.
     pub(super) fn attach(&self) -> (Bytes, Option<Live>) {
-        let mut out = lock(&self.output);
+        let mut out = self.output.lock();
         let scrollback = Bytes::from(out.scrollback.iter().copied().collect::<Vec<u8>>());
         if out.ended {
             return (scrollback, None);
@@ -86,7 +85,7 @@ impl Session {
     /// Ends client `generation`'s output stream, if it is still the
     /// attached one (output goes on into the scrollback).
     fn detach(&self, generation: u64) {
-        let mut out = lock(&self.output);
+        let mut out = self.output.lock();
         if out.client.as_ref().map(|c| c.generation) == Some(generation) {
             if let Some(old) = out.client.take() {
                 old.detach.cancel();
@@ -98,7 +97,7 @@ impl Session {
     /// while that client's queue is full (backpressure reaches the shell).
     async fn publish(&self, chunk: Bytes) {
         let client = {
-            let mut out = lock(&self.output);
+            let mut out = self.output.lock();
             out.remember(&chunk);
             out.client
                 .as_ref()
@@ -114,7 +113,7 @@ impl Session {
         };
         if !delivered {
             // The client went away; keep reading into the scrollback only.
-            let mut out = lock(&self.output);
+            let mut out = self.output.lock();
             if out.client.as_ref().map(|c| c.generation) == Some(generation) {
                 out.client = None;
             }
@@ -123,7 +122,7 @@ impl Session {
 
     /// No more output: ends the attached client's stream.
     fn end_output(&self) {
-        let mut out = lock(&self.output);
+        let mut out = self.output.lock();
         out.ended = true;
         out.client = None;
     }

@@ -15,7 +15,6 @@ mod table;
 mod terminal;
 
 use std::convert::Infallible;
-use std::sync::{Mutex, MutexGuard};
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
@@ -118,8 +117,4 @@ impl<S: Send + Sync> FromRequestParts<S> for PtyId {
             .map(|axum::extract::Path(id)| PtyId(id))
             .map_err(|e| HandlerError::bad_request(format!("invalid pty id: {}", e.body_text())))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,17 +1,17 @@
 //! One PTY session's lifecycle: what it reports, resizing its terminal, and
 //! closing it (hang up, grace period, kill whatever is left in its session).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_agent_protocol::PtyInfo;
 use nix::pty::PtyMaster;
 use nix::sys::signal::Signal;
+use parking_lot::Mutex;
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
 use super::attach::Output;
-use super::lock;
 use super::terminal::set_winsize;
 use crate::error::{HandlerError, HandlerResult};
 use crate::spawn::{self, ExitWatch};
@@ -40,7 +40,7 @@ pub(super) struct Session {
 
 impl Session {
     pub(super) fn info(&self) -> PtyInfo {
-        let (cols, rows) = *lock(&self.size);
+        let (cols, rows) = *self.size.lock();
         PtyInfo {
             id: self.id.clone(),
             pid: self.pid,
@@ -52,7 +52,7 @@ impl Session {
     }
 
     pub(super) fn resize(&self, cols: u16, rows: u16) -> HandlerResult<()> {
-        let mut size = lock(&self.size);
+        let mut size = self.size.lock();
         set_winsize(self.master.get_ref(), cols, rows)
             .map_err(|e| HandlerError::internal(format!("resize pty {}: {e}", self.id)))?;
         *size = (cols, rows);

@@ -7,14 +7,14 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use hearth_agent_protocol::paths::parse_guest_path;
 use hearth_agent_protocol::{ErrorCode, PtyInfo, PtyOpenRequest};
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::attach::{run_session, Output};
-use super::lock;
 use super::session::Session;
 use super::terminal::{become_terminal_leader, open_pty};
 use crate::error::{HandlerError, HandlerResult};
@@ -86,32 +86,35 @@ impl PtyTable {
         });
         let info = session.info();
         tracing::info!(pty = %session.id, pid = session.pid, shell = %shell.display(), "pty opened");
-        lock(&self.sessions).insert(session.id.clone(), session.clone());
+        self.sessions
+            .lock()
+            .insert(session.id.clone(), session.clone());
         tokio::spawn(run_session(session));
         self.evict_exited();
         Ok(info)
     }
 
     pub fn list(&self) -> Vec<PtyInfo> {
-        let mut sessions: Vec<_> = lock(&self.sessions).values().cloned().collect();
+        let mut sessions: Vec<_> = self.sessions.lock().values().cloned().collect();
         sessions.sort_by_key(|s| s.seq);
         sessions.iter().map(|s| s.info()).collect()
     }
 
     pub(super) fn get(&self, id: &str) -> HandlerResult<Arc<Session>> {
-        lock(&self.sessions)
+        self.sessions
+            .lock()
             .get(id)
             .cloned()
             .ok_or_else(|| not_found(id))
     }
 
     pub(super) fn remove(&self, id: &str) -> HandlerResult<Arc<Session>> {
-        lock(&self.sessions).remove(id).ok_or_else(|| not_found(id))
+        self.sessions.lock().remove(id).ok_or_else(|| not_found(id))
     }
 
     /// Forgets the oldest exited sessions beyond [`MAX_EXITED_SESSIONS`].
     fn evict_exited(&self) {
-        let mut sessions = lock(&self.sessions);
+        let mut sessions = self.sessions.lock();
         let mut exited: Vec<(u64, String)> = sessions
             .values()
             .filter(|s| s.exit.get().is_some())
@@ -132,7 +135,7 @@ impl PtyTable {
     /// `pty_` and 16 hex digits, unique in this table.
     fn new_id(&self) -> String {
         use std::hash::{BuildHasher, Hasher};
-        let sessions = lock(&self.sessions);
+        let sessions = self.sessions.lock();
         loop {
             // RandomState is seeded from the OS; hashing a counter with it
             // gives ids that do not repeat across agent restarts.
