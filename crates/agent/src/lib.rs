@@ -18,11 +18,12 @@ pub mod users;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
 pub use config::AgentConfig;
@@ -72,10 +73,7 @@ impl Agent {
 
     /// Env set by `init`, applied under every request's own env.
     pub fn base_env(&self) -> BTreeMap<String, String> {
-        self.identity
-            .read()
-            .map(|i| i.env.clone())
-            .unwrap_or_default()
+        self.identity.read().env.clone()
     }
 }
 

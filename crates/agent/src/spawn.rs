@@ -13,13 +13,14 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_agent_protocol::ErrorCode;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Pid, Uid};
+use parking_lot::Mutex;
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
@@ -133,7 +134,7 @@ impl Reaper {
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<Spawned> {
         let (tx, rx) = watch::channel(None);
         let mut child = {
-            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            let mut waiters = self.waiters.lock();
             let child = cmd.spawn()?;
             waiters.insert(child.id() as i32, tx);
             child
@@ -167,7 +168,7 @@ impl Reaper {
     /// Reaps every exited child: our own get their status delivered, orphans
     /// are just collected.
     pub fn reap(&self) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waiters = self.waiters.lock();
         loop {
             match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => break,

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 use crate::cmd;
 use crate::error::{CommandError, ImageError};
@@ -25,9 +26,7 @@ pub fn static_agent_binary() -> Result<PathBuf, ImageError> {
         };
     }
     static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut built = BUILT.lock();
     if let Some(path) = built.as_ref().filter(|p| p.is_file()) {
         return Ok(path.clone());
     }

@@ -33,7 +33,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 pub use agent::{static_agent_binary, AGENT_ENV};
 pub use disk::{create_sparse_ext4, sparse_copy, SANDBOX_DISK_LABEL};
@@ -107,7 +109,7 @@ impl ImageStore {
     /// The package index is consulted once per store; later calls return the
     /// same kernel while its files exist.
     pub fn kernel(&self) -> Result<Kernel, ImageError> {
-        let mut memo = lock(&self.kernel);
+        let mut memo = self.kernel.lock();
         if let Some(kernel) = memo.as_ref().filter(|k| k.vmlinuz.is_file()) {
             return Ok(kernel.clone());
         }
@@ -155,11 +157,11 @@ impl ImageStore {
         key: String,
         build: impl FnOnce() -> Result<PathBuf, ImageError>,
     ) -> Result<PathBuf, ImageError> {
-        if let Some(path) = lock(&self.found).get(&key).filter(|p| p.is_file()) {
+        if let Some(path) = self.found.lock().get(&key).filter(|p| p.is_file()) {
             return Ok(path.clone());
         }
         let path = build()?;
-        lock(&self.found).insert(key, path.clone());
+        self.found.lock().insert(key, path.clone());
         Ok(path)
     }
 
@@ -234,12 +236,6 @@ fn fingerprint(path: &Path) -> String {
         ),
         Err(_) => format!("{}:missing", path.display()),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What `ImageStore::build` builds.

@@ -24,11 +24,7 @@ pub fn routes() -> AgentRouter {
 }
 
 async fn health(agent: AgentState) -> Json<HealthResponse> {
-    let sandbox_id = agent
-        .identity
-        .read()
-        .ok()
-        .and_then(|i| i.sandbox_id.clone());
+    let sandbox_id = agent.identity.read().sandbox_id.clone();
     Json(HealthResponse {
         protocol_version: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -82,7 +78,7 @@ async fn init(
             .map_err(|e| HandlerError::internal(format!("entropy task: {e}")))?
             .map_err(|e| HandlerError::internal(format!("add entropy: {e}")))?;
     }
-    let mut identity = agent.identity.write().unwrap_or_else(|p| p.into_inner());
+    let mut identity = agent.identity.write();
     identity.sandbox_id = Some(req.sandbox_id.clone());
     identity.env = req.env;
     tracing::info!(sandbox_id = %req.sandbox_id, ?resp, "initialized");

@@ -4,7 +4,7 @@
 //! exit so the exit code can be read.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::Path;
@@ -18,6 +18,7 @@ use hearth_agent_protocol::{
     DEFAULT_KILL_GRACE_MS,
 };
 use nix::sys::signal::Signal;
+use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
@@ -141,28 +142,23 @@ impl Process {
             exit_code: exit.map(|e| e.code),
             signal: exit.and_then(|e| e.signal),
             started_at_ms: self.started_at_ms,
-            exited_at_ms: *self.exited_at_ms.lock().unwrap_or_else(|p| p.into_inner()),
+            exited_at_ms: *self.exited_at_ms.lock(),
         }
     }
 }
 
 impl ProcessTable {
     fn get(&self, pid: u32) -> HandlerResult<Arc<Process>> {
-        self.procs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&pid)
-            .cloned()
-            .ok_or_else(|| {
-                HandlerError::new(
-                    ErrorCode::ProcessNotFound,
-                    format!("no process with pid {pid}"),
-                )
-            })
+        self.procs.lock().get(&pid).cloned().ok_or_else(|| {
+            HandlerError::new(
+                ErrorCode::ProcessNotFound,
+                format!("no process with pid {pid}"),
+            )
+        })
     }
 
     fn insert(&self, p: Arc<Process>, max_exited: usize) {
-        let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut procs = self.procs.lock();
         // A recycled pid replaces the exited record that held it.
         procs.insert(p.pid, p);
         let exited: Vec<(i64, u32)> = procs
@@ -179,12 +175,7 @@ impl ProcessTable {
     }
 
     fn all(&self) -> Vec<ProcessInfo> {
-        self.procs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|p| p.info())
-            .collect()
+        self.procs.lock().values().map(|p| p.info()).collect()
     }
 }
 
@@ -226,7 +217,7 @@ async fn start(
     let mut exit = child.exit;
     tokio::spawn(async move {
         let e = exit.wait().await;
-        *p.exited_at_ms.lock().unwrap_or_else(|x| x.into_inner()) = Some(now_ms());
+        *p.exited_at_ms.lock() = Some(now_ms());
         p.changed.send_modify(|v| *v += 1);
         tracing::info!(pid = p.pid, code = e.code, "background process exited");
     });
@@ -239,13 +230,10 @@ async fn start(
 /// its output still lands in the buffer.
 async fn collect_output(p: Arc<Process>, mut rx: mpsc::Receiver<(StreamKind, Bytes)>) {
     while let Some((kind, data)) = rx.recv().await {
-        p.output
-            .lock()
-            .unwrap_or_else(|x| x.into_inner())
-            .push(kind, data);
+        p.output.lock().push(kind, data);
         p.changed.send_modify(|v| *v += 1);
     }
-    p.output.lock().unwrap_or_else(|x| x.into_inner()).closed = true;
+    p.output.lock().closed = true;
     p.changed.send_modify(|v| *v += 1);
 }
 
@@ -342,7 +330,7 @@ async fn kill(
 
 async fn logs(agent: AgentState, Path(pid): Path<u32>) -> HandlerResult<Json<ProcessLogs>> {
     let p = agent.processes.get(pid)?;
-    let ring = p.output.lock().unwrap_or_else(|x| x.into_inner());
+    let ring = p.output.lock();
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     for (_, kind, data) in &ring.chunks {
@@ -371,7 +359,7 @@ async fn stream(
         loop {
             changed.borrow_and_update();
             let (chunks, gap, closed, dropped) = {
-                let ring = p.output.lock().unwrap_or_else(|x| x.into_inner());
+                let ring = p.output.lock();
                 let (chunks, gap) = ring.since(cursor);
                 (chunks, gap, ring.closed, ring.dropped_bytes)
             };
@@ -409,11 +397,7 @@ async fn stream(
 }
 
 fn exit_frame(p: &Process, e: ExitInfo) -> OutputEvent {
-    let exited = p
-        .exited_at_ms
-        .lock()
-        .unwrap_or_else(|x| x.into_inner())
-        .unwrap_or_else(now_ms);
+    let exited = p.exited_at_ms.lock().unwrap_or_else(now_ms);
     OutputEvent::Exit {
         exit_code: e.code,
         signal: e.signal,
