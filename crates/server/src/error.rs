@@ -166,16 +166,25 @@ impl From<Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
+/// The error envelope of API.md, every failure's answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct Envelope<'a> {
     error: Body<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
 struct Body<'a> {
+    /// Lower snake case: `unauthorized`, `forbidden`, `not_found`,
+    /// `sandbox_not_found`, `conflict`, `sandbox_not_running`,
+    /// `invalid_state`, `validation_error`, `payload_too_large`,
+    /// `rate_limited`, `internal`, ...
     code: &'a str,
     message: &'a str,
+    /// `req_...`, also in the `X-Request-Id` header.
     request_id: &'a str,
+    /// With `validation_error`: each bad field.
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     details: &'a [FieldError],
 }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 /// Where a sandbox is in its life. Transitions are checked by the
 /// predicates below; anything else is a typed `InvalidState` error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "Where a sandbox is in its life; `destroyed` is terminal.")]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxState {
     Provisioning,
@@ -96,7 +97,7 @@ impl std::fmt::Display for SandboxState {
 }
 
 /// How a sandbox's VM came up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BootPath {
     Cold,
@@ -338,18 +339,25 @@ impl BuildState {
 }
 
 /// One build step: a shell command, or a file put in place.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BuildStep {
+    /// A shell command.
+    #[schema(value_type = crate::routes::openapi::ShellCommand)]
     Run(String),
     Copy(CopyStep),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CopyStep {
-    /// Absolute, or relative to the spec's `workdir`.
+    /// Absolute, or relative to the spec's `workdir`; without NUL or a
+    /// `..` component.
+    #[schema(min_length = 1, pattern = r"^[^\u0000]+$", example = "app/config.json")]
     pub path: String,
+    #[schema(content_encoding = "base64", example = "aGVsbG8K")]
     pub content_base64: String,
+    /// Permission bits (`493` for `0755`).
+    #[schema(maximum = 4095)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
 }
@@ -395,7 +403,7 @@ pub struct BuildRecord {
 
 /// Who may open a preview: anyone (rate limited per client IP), or the
 /// owning tenant's API key and share tokens only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     Public,

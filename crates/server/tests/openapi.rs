@@ -1,5 +1,8 @@
 //! The served OpenAPI document against the checked-in file, the router and
-//! the served sandbox object (see `routes::openapi`).
+//! the served sandbox object (see `routes::openapi`). The document is
+//! generated from the same handler list as the router; these tests hold
+//! the checked-in file to both. Its request schemas are held to the
+//! handlers' checks by `openapi_bounds.rs`.
 
 mod common;
 

@@ -11,8 +11,10 @@ use serde::Serialize;
 use crate::model::SandboxState;
 
 /// One bad request field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
+    /// The field's path in the request (`cpu_count`, `env.1BAD`,
+    /// `rules[2].ports`).
     pub field: String,
     pub message: String,
 }

@@ -5,18 +5,34 @@
 
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use serde_json::json;
+use utoipa::openapi::HttpMethod;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{Data, SandboxId, E404, E409, ENV};
 use super::{data, AppState};
 use crate::core::keys::Caller;
 use crate::error::ApiResult;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/sandboxes/{id}/env", get(list).put(change).delete(change))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(super::openapi::summary_of(
+            routes!(change),
+            HttpMethod::Delete,
+            "Remove env vars (409 while running)",
+        ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/env",
+    tag = ENV,
+    summary = "List env vars",
+    params(SandboxId),
+    responses((status = 200, description = "OK: `{vars: [{key, value, secret}]}`", body = Data), E404),
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -37,6 +53,14 @@ async fn list(
     Ok(data(json!({ "vars": vars })))
 }
 
+#[utoipa::path(
+    method(put, delete),
+    path = "/sandboxes/{id}/env",
+    tag = ENV,
+    summary = "Change env vars (409 while running)",
+    params(SandboxId),
+    responses(E409, E404),
+)]
 async fn change(
     State(state): State<AppState>,
     caller: Caller,

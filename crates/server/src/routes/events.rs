@@ -6,10 +6,12 @@
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{also_at, DataList, EventStream, LastEventId, SandboxId, E404, E422, EVENTS};
 use super::{data, sse, AppState};
 use crate::core::clock::rfc3339;
 use crate::core::events::EventFilter;
@@ -17,16 +19,25 @@ use crate::core::keys::Caller;
 use crate::error::ApiResult;
 use crate::model::EventRecord;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sandboxes/{id}/events", get(sandbox_events))
-        .route("/events/stream", get(tenant_events))
-        .route("/events", get(tenant_events))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sandbox_events))
+        .routes(routes!(tenant_events))
+        .routes(also_at(
+            routes!(tenant_events),
+            "/events",
+            "Events of the tenant",
+        ))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Comma-separated event type globs, such as `sandbox.*`.
+    #[param(value_type = String, required = false)]
     pub types: Option<String>,
+    /// Send only events after this id (`Last-Event-ID` wins).
+    #[param(value_type = i64, required = false)]
     pub after: Option<i64>,
 }
 
@@ -50,6 +61,19 @@ fn wants_json(headers: &HeaderMap) -> bool {
     accept.contains("application/json") && !accept.contains("text/event-stream")
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/events",
+    tag = EVENTS,
+    summary = "Events of one sandbox",
+    params(SandboxId, EventsQuery, LastEventId),
+    responses(
+        (status = 200, description = "Server-sent events; with `Accept: application/json` alone, the events so far as a list",
+            content((EventStream = "text/event-stream"), (DataList = "application/json"))),
+        E404,
+        E422,
+    ),
+)]
 async fn sandbox_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -61,6 +85,18 @@ async fn sandbox_events(
     stream(state, caller, Some(id), headers, q).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/events/stream",
+    tag = EVENTS,
+    summary = "Events of the tenant",
+    params(EventsQuery, LastEventId),
+    responses(
+        (status = 200, description = "Server-sent events; with `Accept: application/json` alone, the events so far as a list",
+            content((EventStream = "text/event-stream"), (DataList = "application/json"))),
+        E422,
+    ),
+)]
 async fn tenant_events(
     State(state): State<AppState>,
     caller: Caller,

@@ -6,36 +6,57 @@ use std::convert::Infallible;
 
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use axum::routing::post;
-use axum::Router;
 use base64::Engine;
 use hearth_agent_protocol::{Base64Bytes, ExecRequest, OutputEvent, StreamKind};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{Data, E404And422, EventStream, SandboxId, EXEC};
 use super::{data, sse, ApiJson, AppState};
 use crate::core::guest::Output;
 use crate::core::keys::Caller;
 use crate::error::{ApiError, ApiResult, FieldError};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sandboxes/{id}/exec", post(exec))
-        .route("/sandboxes/{id}/exec/stream", post(exec_stream))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(exec))
+        .routes(routes!(exec_stream))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct ExecBody {
+    /// Run through `/bin/sh -c`; not blank, without NUL.
+    #[schema(
+        value_type = String,
+        required = true,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+        example = "echo hello"
+    )]
     pub command: Option<String>,
+    /// Alias of `command`.
+    #[schema(deprecated)]
     pub cmd: Option<String>,
+    /// Default `/workspace`.
     pub cwd: Option<String>,
+    /// Added to the sandbox's env.
+    #[schema(schema_with = super::openapi::exec_env)]
     pub env: BTreeMap<String, String>,
     /// Seconds, 1-86400, default 60.
+    #[schema(minimum = 1, maximum = 86400, default = 60)]
     pub timeout: Option<f64>,
+    /// Alias of `timeout` (which wins).
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_sec: Option<f64>,
+    /// Default `sandbox`.
     pub user: Option<String>,
+    /// Text written to the command's stdin.
     pub stdin: Option<String>,
+    /// Bytes written to the command's stdin (`stdin` wins).
+    #[schema(content_encoding = "base64")]
     pub stdin_base64: Option<String>,
 }
 
@@ -111,6 +132,18 @@ pub fn capped_text(b: &[u8], cap: usize) -> (String, bool) {
     (s.into_owned(), false)
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/exec",
+    tag = EXEC,
+    summary = "Run a command",
+    params(SandboxId),
+    request_body = ExecBody,
+    responses(
+        (status = 200, description = "OK: `{stdout, stderr, exit_code, duration_ms, timed_out, truncated}`", body = Data),
+        E404And422,
+    ),
+)]
 async fn exec(
     State(state): State<AppState>,
     caller: Caller,
@@ -164,6 +197,18 @@ pub fn output_frame(ev: &OutputEvent) -> Option<axum::response::sse::Event> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/exec/stream",
+    tag = EXEC,
+    summary = "Run a command, streaming its output",
+    params(SandboxId),
+    request_body = ExecBody,
+    responses(
+        (status = 200, description = "Server-sent events: `stdout`, `stderr`, then `exit`", body = EventStream, content_type = "text/event-stream"),
+        E404And422,
+    ),
+)]
 async fn exec_stream(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,8 +10,7 @@ use std::io;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::Router;
+use axum::routing::get;
 use base64::Engine;
 use futures_util::StreamExt;
 use hearth_agent_protocol::{
@@ -22,8 +21,14 @@ use http::{HeaderValue, StatusCode, Uri};
 use percent_encoding::percent_decode;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::exec::async_stream;
+use super::openapi::{
+    also_at, Data, E404And422, EventStream, GuestPath, RawBytes, SandboxId, FILES,
+};
 use super::query::Params;
 use super::{data, sse, ApiJson, AppState};
 use crate::core::clock::rfc3339;
@@ -47,29 +52,37 @@ const AGENT_TEMP_MARKER: &str = ".hearth-tmp-";
 /// replaced one.
 const MAX_KNOWN_PATHS: usize = 100_000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sandboxes/{id}/fs/write", post(fs_write))
-        .route("/sandboxes/{id}/fs/raw", put(fs_raw))
-        .route("/sandboxes/{id}/fs/download", get(download))
-        .route("/sandboxes/{id}/fs/stat", post(stat))
-        .route("/sandboxes/{id}/fs/mkdir", post(mkdir))
-        .route("/sandboxes/{id}/fs/remove", post(remove))
-        .route("/sandboxes/{id}/fs/rename", post(rename))
-        .route("/sandboxes/{id}/files", get(list).post(legacy_write))
-        .route("/sandboxes/{id}/files/read", get(read))
-        .route("/sandboxes/{id}/files/list", get(list))
-        .route("/sandboxes/{id}/files/tree", get(tree))
-        .route("/sandboxes/{id}/files/watch", get(watch))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(fs_write))
+        .routes(routes!(fs_raw))
+        .routes(routes!(download))
+        .routes(routes!(stat))
+        .routes(routes!(mkdir))
+        .routes(routes!(remove))
+        .routes(routes!(rename))
+        .routes(routes!(legacy_write))
+        .routes(also_at(
+            routes!(list),
+            "/sandboxes/{id}/files",
+            "List a directory",
+        ))
+        .routes(routes!(read))
+        .routes(routes!(list))
+        .routes(routes!(tree))
+        .routes(routes!(watch))
+        .routes(also_at(
+            routes!(stat),
+            "/sandboxes/{id}/files/stat",
+            "Stat a path (legacy)",
+        ))
+        .routes(routes!(write_many))
         // Only POST is taken by these two, so a legacy GET of a guest file
         // that happens to be called `/stat` or `/write-many` still works.
-        .route("/sandboxes/{id}/files/stat", post(stat).get(legacy_read))
-        .route(
-            "/sandboxes/{id}/files/write-many",
-            post(write_many).get(legacy_read),
-        )
-        .route("/sandboxes/{id}/files/{*path}", get(legacy_read))
-        .route("/sandboxes/{id}/exports/download", get(export))
+        .route("/sandboxes/{id}/files/stat", get(legacy_read))
+        .route("/sandboxes/{id}/files/write-many", get(legacy_read))
+        .routes(routes!(legacy_read))
+        .routes(routes!(export))
 }
 
 // ---------------------------------------------------------------- input
@@ -393,12 +406,18 @@ fn stream_response(content_type: &'static str, name: HeaderValue, body: Body) ->
 
 // ---------------------------------------------------------------- writes
 
-#[derive(Debug, Default, Deserialize)]
+/// `content` or `content_base64`, not both.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct WriteBody {
+    /// An absolute guest path, without NUL; parents are made.
+    #[schema(value_type = String, required = true, pattern = r"^/[^\u0000]*$", example = "/workspace/hello.txt")]
     pub path: Option<String>,
+    /// UTF-8 text, written verbatim (base64 on the legacy `POST /files`).
     pub content: Option<String>,
+    #[schema(content_encoding = "base64")]
     pub content_base64: Option<String>,
+    #[schema(schema_with = super::openapi::file_mode::<{ MAX_MODE as i64 }>)]
     pub mode: Option<Value>,
 }
 
@@ -461,6 +480,15 @@ async fn write_file(
     Ok(data(json!({ "path": r.path, "size_bytes": r.size_bytes })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/fs/write",
+    tag = FILES,
+    summary = "Write a file",
+    params(SandboxId),
+    request_body = WriteBody,
+    responses((status = 200, description = "OK: `{path, size_bytes}`", body = Data), E404And422),
+)]
 async fn fs_write(
     State(state): State<AppState>,
     caller: Caller,
@@ -471,6 +499,15 @@ async fn fs_write(
     write_file(state, caller, id, req).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/files",
+    tag = FILES,
+    summary = "Write a file (legacy; `content` is base64)",
+    params(SandboxId),
+    request_body = WriteBody,
+    responses((status = 200, description = "OK: `{path, size_bytes}`", body = Data), E404And422),
+)]
 async fn legacy_write(
     State(state): State<AppState>,
     caller: Caller,
@@ -483,6 +520,19 @@ async fn legacy_write(
 
 /// The request body goes to the agent chunk by chunk; the agent commits
 /// the file only when the body ended cleanly.
+#[utoipa::path(
+    put,
+    path = "/sandboxes/{id}/fs/raw",
+    tag = FILES,
+    summary = "Upload a file as raw bytes",
+    params(
+        SandboxId,
+        ("path" = String, Query, description = "Absolute guest path.", pattern = r"^/"),
+        ("mode" = Option<String>, Query, description = "Octal permission bits (`0644`).", pattern = r"^\s*(0o)?0*[0-7]{1,4}\s*$"),
+    ),
+    request_body(content = RawBytes, content_type = "application/octet-stream"),
+    responses((status = 200, description = "OK: `{path, size_bytes}`", body = Data), E404And422),
+)]
 async fn fs_raw(
     State(state): State<AppState>,
     caller: Caller,
@@ -508,17 +558,23 @@ async fn fs_raw(
     Ok(data(json!({ "path": r.path, "size_bytes": r.size_bytes })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct WriteManyBody {
     pub files: Vec<WriteManyItem>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// One file, as `fs/write` takes it; a file that fails its checks is
+/// reported in `failed` rather than failing the request.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct WriteManyItem {
+    /// An absolute guest path.
     pub path: Option<String>,
+    #[schema(content_encoding = "base64")]
     pub content_base64: Option<String>,
+    /// UTF-8 text, written verbatim.
     pub content: Option<String>,
+    /// Permission bits: a number (`420`) or an octal string (`"0644"`).
     pub mode: Option<Value>,
 }
 
@@ -547,6 +603,15 @@ fn split_write_many(files: Vec<WriteManyItem>) -> (Vec<WriteFileRequest>, Vec<Va
     (ok, failed)
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/files/write-many",
+    tag = FILES,
+    summary = "Write several files",
+    params(SandboxId),
+    request_body = WriteManyBody,
+    responses((status = 200, description = "OK: `{written: [{path, size_bytes}], failed: [{path, error, code}]}`", body = Data), E404And422),
+)]
 async fn write_many(
     State(state): State<AppState>,
     caller: Caller,
@@ -570,13 +635,25 @@ async fn write_many(
     Ok(data(json!({ "written": written, "failed": failed })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct MkdirBody {
+    /// An absolute guest path, without NUL; parents are made.
+    #[schema(value_type = String, required = true, pattern = r"^/[^\u0000]*$", example = "/workspace/data")]
     pub path: Option<String>,
+    #[schema(schema_with = super::openapi::file_mode::<{ MAX_MODE as i64 }>)]
     pub mode: Option<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/fs/mkdir",
+    tag = FILES,
+    summary = "Create a directory and its parents",
+    params(SandboxId),
+    request_body = MkdirBody,
+    responses((status = 200, description = "OK: the directory's entry", body = Data), E404And422),
+)]
 async fn mkdir(
     State(state): State<AppState>,
     caller: Caller,
@@ -606,13 +683,25 @@ async fn mkdir(
     Ok(data(entry_json(&entry)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct RemoveBody {
+    /// An absolute guest path, without NUL.
+    #[schema(value_type = String, required = true, pattern = r"^/[^\u0000]*$", example = "/workspace/old")]
     pub path: Option<String>,
+    /// Remove a directory and everything in it.
     pub recursive: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/fs/remove",
+    tag = FILES,
+    summary = "Remove a file or directory",
+    params(SandboxId),
+    request_body = RemoveBody,
+    responses((status = 200, description = "OK: `{path, removed}`", body = Data), E404And422),
+)]
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -625,13 +714,26 @@ async fn remove(
     Ok(data(json!({ "path": path, "removed": true })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct RenameBody {
+    /// An absolute guest path, without NUL.
+    #[schema(value_type = String, required = true, pattern = r"^/[^\u0000]*$", example = "/workspace/a.txt")]
     pub from: Option<String>,
+    /// An absolute guest path, without NUL.
+    #[schema(value_type = String, required = true, pattern = r"^/[^\u0000]*$", example = "/workspace/b.txt")]
     pub to: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/fs/rename",
+    tag = FILES,
+    summary = "Rename a file or directory",
+    params(SandboxId),
+    request_body = RenameBody,
+    responses((status = 200, description = "OK: the entry, with `from` and `to`", body = Data), E404And422),
+)]
 async fn rename(
     State(state): State<AppState>,
     caller: Caller,
@@ -667,6 +769,17 @@ async fn send_file(guest: &Guest, path: &[u8]) -> ApiResult<Response> {
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/fs/download",
+    tag = FILES,
+    summary = "Download a file as raw bytes",
+    params(SandboxId, ("path" = String, Query, description = "Absolute guest path.", pattern = r"^/")),
+    responses(
+        (status = 200, description = "OK", body = RawBytes, content_type = "application/octet-stream"),
+        E404And422,
+    ),
+)]
 async fn download(
     State(state): State<AppState>,
     caller: Caller,
@@ -680,6 +793,17 @@ async fn download(
 }
 
 /// `GET /files/{path...}`: the guest path is the rest of the URI.
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/files/{*path}",
+    tag = FILES,
+    summary = "Read a file as raw bytes (legacy)",
+    params(SandboxId, GuestPath),
+    responses(
+        (status = 200, description = "OK", body = RawBytes, content_type = "application/octet-stream"),
+        E404And422,
+    ),
+)]
 async fn legacy_read(
     State(state): State<AppState>,
     caller: Caller,
@@ -693,6 +817,14 @@ async fn legacy_read(
 
 /// The whole file in JSON (base64), refused past the JSON body limit:
 /// larger files belong to `fs/download`.
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/files/read",
+    tag = FILES,
+    summary = "Read a file as base64",
+    params(SandboxId, ("path" = String, Query, description = "Absolute guest path.", pattern = r"^/")),
+    responses((status = 200, description = "OK: `{path, content, encoding, size}`", body = Data), E404And422),
+)]
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -712,6 +844,18 @@ async fn read(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/files/list",
+    tag = FILES,
+    summary = "List a directory",
+    params(
+        SandboxId,
+        ("path" = Option<String>, Query, description = "Absolute guest directory (default `/`).", pattern = r"^/"),
+        ("depth" = Option<u32>, Query, description = "Levels to list, 1-10 (default 1).", minimum = 1, maximum = 10),
+    ),
+    responses((status = 200, description = "OK: `{path, entries}`", body = Data), E404And422),
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -731,12 +875,24 @@ async fn list(
     Ok(data(json!({ "path": r.path, "entries": entries })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = StatBody)]
 #[serde(default)]
 pub struct PathBody {
+    /// An absolute guest path, without NUL.
+    #[schema(value_type = String, required = true, pattern = r"^/[^\u0000]*$", example = "/workspace")]
     pub path: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/fs/stat",
+    tag = FILES,
+    summary = "Stat a path",
+    params(SandboxId),
+    request_body = PathBody,
+    responses((status = 200, description = "OK: the entry; a missing path is 404 `file_not_found`", body = Data), E404And422),
+)]
 async fn stat(
     State(state): State<AppState>,
     caller: Caller,
@@ -749,6 +905,18 @@ async fn stat(
     Ok(data(entry_json(&entry)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/files/tree",
+    tag = FILES,
+    summary = "A directory tree",
+    params(
+        SandboxId,
+        ("path" = Option<String>, Query, description = "Absolute guest directory (default `/`).", pattern = r"^/"),
+        ("depth" = Option<u32>, Query, description = "Levels, 1-10 (default 3).", minimum = 1, maximum = 10),
+    ),
+    responses((status = 200, description = "OK: nested `{path, name, type, size, children}`", body = Data), E404And422),
+)]
 async fn tree(
     State(state): State<AppState>,
     caller: Caller,
@@ -769,6 +937,21 @@ async fn tree(
 
 /// Guest changes as SSE. The agent's watch lives as long as this stream:
 /// it ends when the client goes away, even if nothing changes meanwhile.
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/files/watch",
+    tag = FILES,
+    summary = "Watch a path for changes",
+    params(
+        SandboxId,
+        ("path" = String, Query, description = "Absolute guest path.", pattern = r"^/"),
+        ("recursive" = Option<bool>, Query, description = "Watch subdirectories too."),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events `{event, type, path, is_dir, old_path?}`", body = EventStream, content_type = "text/event-stream"),
+        E404And422,
+    ),
+)]
 async fn watch(
     State(state): State<AppState>,
     caller: Caller,
@@ -818,6 +1001,21 @@ async fn watch(
 }
 
 /// One file as itself; several (or a directory) as one tar.gz.
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/exports/download",
+    tag = FILES,
+    summary = "Download one file raw, or several as tar.gz",
+    params(
+        SandboxId,
+        ("path" = Option<String>, Query, description = "One absolute guest path.", pattern = r"^/"),
+        ("paths[]" = Option<Vec<String>>, Query, description = "Several absolute guest paths (repeat the parameter; at most 1024)."),
+    ),
+    responses(
+        (status = 200, description = "OK", body = RawBytes, content_type = "application/octet-stream"),
+        E404And422,
+    ),
+)]
 async fn export(
     State(state): State<AppState>,
     caller: Caller,

@@ -5,21 +5,23 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{ApiKeyId, Data, DataList, E404, E422, KEYS};
 use super::{data, ApiJson, AppState};
 use crate::core::clock::rfc3339;
 use crate::core::keys::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::model::ApiKeyRecord;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api-keys", get(list).post(create))
-        .route("/api-keys/{id}", delete(revoke))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
 }
 
 fn view(k: &ApiKeyRecord) -> serde_json::Value {
@@ -33,15 +35,30 @@ fn view(k: &ApiKeyRecord) -> serde_json::Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api-keys",
+    tag = KEYS,
+    summary = "List API keys",
+    responses((status = 200, description = "OK", body = DataList)),
+)]
 async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<impl IntoResponse> {
     let keys = state.list_api_keys(&caller).await?;
     Ok(data(keys.iter().map(view).collect::<Vec<_>>()))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct CreateKeyBody {
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$",
+        default = "key"
+    )]
     pub name: Option<String>,
+    /// Another tenant's (admin keys only; default: the caller's).
+    #[schema(max_length = 64, pattern = r"^[A-Za-z0-9_-]+$", example = "ten_other")]
     pub tenant_id: Option<String>,
 }
 
@@ -52,6 +69,14 @@ fn valid_tenant(t: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+#[utoipa::path(
+    post,
+    path = "/api-keys",
+    tag = KEYS,
+    summary = "Create an API key (the plain key is shown once)",
+    request_body = CreateKeyBody,
+    responses((status = 201, description = "Created: the key, with `key` this once", body = Data), E422),
+)]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -82,6 +107,14 @@ async fn create(
     Ok((StatusCode::CREATED, data(v)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api-keys/{id}",
+    tag = KEYS,
+    summary = "Revoke an API key",
+    params(ApiKeyId),
+    responses((status = 200, description = "OK", body = Data), E404),
+)]
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

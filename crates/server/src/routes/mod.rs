@@ -33,6 +33,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::core::keys::Caller;
 use crate::core::Core;
@@ -40,9 +41,12 @@ use crate::error::{ApiError, FieldError};
 
 pub type AppState = Arc<Core>;
 
-/// The whole HTTP application.
-pub fn router(core: AppState) -> Router {
-    let api = Router::new()
+/// Every route with its part of the OpenAPI document: those under
+/// `/api/v1` (they want an API key) and those at the root (public). The
+/// router ([`router`]) and the document ([`document`]) are both built
+/// from this one list, so they cannot differ (see [`openapi`]).
+pub fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let api = OpenApiRouter::new()
         .merge(sandboxes::routes())
         .merge(network::routes())
         .merge(snapshots::routes())
@@ -54,21 +58,39 @@ pub fn router(core: AppState) -> Router {
         .merge(env::routes())
         .merge(events::routes())
         .merge(keys::routes())
-        .merge(system::authed_routes())
+        .merge(system::authed_routes());
+    (api, system::public_routes())
+}
+
+/// The whole HTTP application.
+pub fn router(core: AppState) -> Router {
+    let (api, public) = routes();
+    let api = api
         .route_layer(middleware::from_fn_with_state(
             core.clone(),
             idempotency::layer,
         ))
         .route_layer(middleware::from_fn_with_state(core.clone(), authenticate));
-    Router::new()
+    let (app, _) = OpenApiRouter::new()
         .nest("/api/v1", api)
-        .merge(system::public_routes())
-        .fallback(|| async { ApiError::not_found("route") })
+        .merge(public)
+        .split_for_parts();
+    app.fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(core.clone(), observe))
         .layer(middleware::from_fn(request_id::layer))
         // Bodies are limited where they are read (ApiJson, raw uploads).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(core)
+}
+
+/// The OpenAPI document of [`router`]'s routes, before
+/// [`openapi::finish`].
+pub fn document() -> utoipa::openapi::OpenApi {
+    let (api, public) = routes();
+    OpenApiRouter::with_openapi(openapi::base())
+        .nest("/api/v1", api)
+        .merge(public)
+        .into_openapi()
 }
 
 /// Records the request's duration under its route template.
@@ -202,9 +224,14 @@ pub fn page<T: Serialize>(
 }
 
 /// `page` and `page_size` from a query, checked against API.md's limits.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Page number, from 1 (default 1).
+    #[param(value_type = u32, required = false, minimum = 1)]
     pub page: Option<String>,
+    /// Items per page, 1-100 (default 20).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 100)]
     pub page_size: Option<String>,
 }
 

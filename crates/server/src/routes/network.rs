@@ -5,30 +5,31 @@
 
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use hearth_vmm::{Effect, EgressPolicy, EgressRule};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{E404And422, NetworkPolicyData, SandboxId, E404, NET};
 use super::{data, ApiJson, AppState};
 use crate::core::clock::rfc3339;
 use crate::core::keys::Caller;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::SandboxRecord;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/sandboxes/{id}/network-policy",
-        get(get_policy).put(put_policy).delete(delete_policy),
-    )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_policy, put_policy, delete_policy))
 }
 
 /// The answer of every route here.
-#[derive(Debug, Serialize)]
-struct PolicyView {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = NetworkPolicy, description = "A sandbox's egress policy as stored.")]
+pub(crate) struct PolicyView {
     sandbox_id: String,
     default_effect: Effect,
     rules: Vec<EgressRule>,
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -61,6 +62,14 @@ pub fn check_policy(bad: &mut Vec<FieldError>, prefix: &str, policy: &EgressPoli
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/network-policy",
+    tag = NET,
+    summary = "The sandbox's egress policy",
+    params(SandboxId),
+    responses((status = 200, description = "OK", body = NetworkPolicyData), E404),
+)]
 async fn get_policy(
     State(state): State<AppState>,
     caller: Caller,
@@ -70,6 +79,15 @@ async fn get_policy(
     Ok(data(PolicyView::new(rec)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/sandboxes/{id}/network-policy",
+    tag = NET,
+    summary = "Replace the egress policy (applies to a running VM at once)",
+    params(SandboxId),
+    request_body = EgressPolicy,
+    responses((status = 200, description = "OK", body = NetworkPolicyData), E404And422),
+)]
 async fn put_policy(
     State(state): State<AppState>,
     caller: Caller,
@@ -85,6 +103,14 @@ async fn put_policy(
     Ok(data(PolicyView::new(rec)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/sandboxes/{id}/network-policy",
+    tag = NET,
+    summary = "Remove the egress policy (allow what the fixed rules leave)",
+    params(SandboxId),
+    responses((status = 200, description = "OK", body = NetworkPolicyData), E404),
+)]
 async fn delete_policy(
     State(state): State<AppState>,
     caller: Caller,

@@ -5,11 +5,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{Data, DataList, E404And422, PreviewId, SandboxId, E404, PREVIEW};
 use super::{data, ApiJson, AppState};
 use crate::core::clock::rfc3339;
 use crate::core::keys::Caller;
@@ -18,19 +20,13 @@ use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::{PreviewRecord, Visibility};
 use crate::validate::range;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sandboxes/{id}/previews", post(create).get(list))
-        .route(
-            "/sandboxes/{id}/previews/{prv}",
-            get(get_one).delete(delete),
-        )
-        .route(
-            "/sandboxes/{id}/previews/{prv}/share",
-            post(share).delete(revoke),
-        )
-        .route("/sandboxes/{id}/expose", post(expose))
-        .route("/sandboxes/{id}/preview-token", post(preview_token))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one, delete))
+        .routes(routes!(share, revoke))
+        .routes(routes!(expose))
+        .routes(routes!(preview_token))
 }
 
 fn view(state: &AppState, p: &PreviewRecord) -> serde_json::Value {
@@ -55,12 +51,25 @@ fn port(bad: &mut Vec<FieldError>, v: Option<i64>) -> u16 {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = PreviewCreateBody)]
 struct CreateBody {
+    /// The guest port to serve.
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 65535)]
     port: Option<i64>,
+    #[schema(value_type = Option<Visibility>, default = "private")]
     visibility: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/previews",
+    tag = PREVIEW,
+    summary = "Serve a sandbox port at a preview URL (public or private)",
+    params(SandboxId),
+    request_body = CreateBody,
+    responses((status = 201, description = "Created", body = Data), E404And422),
+)]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -83,6 +92,14 @@ async fn create(
     Ok((StatusCode::CREATED, data(view(&state, &p))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/previews",
+    tag = PREVIEW,
+    summary = "List a sandbox's previews",
+    params(SandboxId),
+    responses((status = 200, description = "OK", body = DataList), E404),
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -94,6 +111,14 @@ async fn list(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/previews/{prv}",
+    tag = PREVIEW,
+    summary = "Get a preview",
+    params(SandboxId, PreviewId),
+    responses((status = 200, description = "OK", body = Data), E404),
+)]
 async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
@@ -103,6 +128,14 @@ async fn get_one(
     Ok(data(view(&state, &p)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/sandboxes/{id}/previews/{prv}",
+    tag = PREVIEW,
+    summary = "Delete a preview",
+    params(SandboxId, PreviewId),
+    responses((status = 200, description = "OK", body = Data), E404),
+)]
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,11 +145,23 @@ async fn delete(
     Ok(data(view(&state, &p)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = ExposeBody)]
 struct PortBody {
+    /// The guest port to serve.
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 65535)]
     port: Option<i64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/expose",
+    tag = PREVIEW,
+    summary = "The preview URL of a port (a private preview is made when missing)",
+    params(SandboxId),
+    request_body = PortBody,
+    responses((status = 200, description = "OK: `{url, port, data}`", body = Object), E404And422),
+)]
 async fn expose(
     State(state): State<AppState>,
     caller: Caller,
@@ -135,8 +180,13 @@ async fn expose(
     ))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 struct ShareBody {
+    /// Seconds the token lives.
+    #[schema(
+        schema_with = super::openapi::int_range_or_null::<1, { SHARE_TTL_MAX as i64 }>,
+        default = 3600
+    )]
     ttl_seconds: Option<i64>,
 }
 
@@ -145,6 +195,18 @@ fn with_token(url: &str, token: &str) -> String {
     format!("{url}/?preview_token={token}")
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/previews/{prv}/share",
+    tag = PREVIEW,
+    summary = "Mint a share token (shown once) and its share URL",
+    params(SandboxId, PreviewId),
+    request_body = ShareBody,
+    responses(
+        (status = 201, description = "Created: `{data: {id, share_token_prefix, share_token_expires_at}, preview_token, share_url}`", body = Object),
+        E404And422,
+    ),
+)]
 async fn share(
     State(state): State<AppState>,
     caller: Caller,
@@ -182,6 +244,14 @@ async fn share(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/sandboxes/{id}/previews/{prv}/share",
+    tag = PREVIEW,
+    summary = "Revoke every share token of a preview",
+    params(SandboxId, PreviewId),
+    responses((status = 200, description = "OK", body = Data), E404),
+)]
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -191,14 +261,32 @@ async fn revoke(
     Ok(data(json!({ "id": pid, "revoked": n })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = PreviewTokenBody)]
 struct TokenBody {
+    /// Seconds the token lives.
+    #[schema(
+        schema_with = super::openapi::int_range_or_null::<1, { SHARE_TTL_MAX as i64 }>,
+        default = 3600
+    )]
     expires_in: Option<i64>,
+    /// One port's preview (made private when missing); absent: every
+    /// preview of the sandbox.
+    #[schema(minimum = 1, maximum = 65535)]
     port: Option<i64>,
 }
 
 /// A token for one port's preview (made private when missing), or for every
 /// preview of the sandbox when no port is given.
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/preview-token",
+    tag = PREVIEW,
+    summary = "A token for one port's preview, or every preview of the sandbox",
+    params(SandboxId),
+    request_body = TokenBody,
+    responses((status = 201, description = "Created: `{token, url, expires_at}`", body = Object), E404And422),
+)]
 async fn preview_token(
     State(state): State<AppState>,
     caller: Caller,

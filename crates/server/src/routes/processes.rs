@@ -10,8 +10,6 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use hearth_agent_protocol::{
@@ -20,8 +18,15 @@ use hearth_agent_protocol::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::exec::{async_stream, forward_output};
+use super::openapi::{
+    Data, DataPage, E404And422, EventStream, LastEventId, ProcessId, SandboxId, TerminalId, E404,
+    PROC, TERM,
+};
 use super::{data, page, parse_page, sse, ApiJson, AppState, PageQuery};
 use crate::core::clock::rfc3339;
 use crate::core::guest::{Guest, Pipe};
@@ -45,38 +50,51 @@ const DETACH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Linux signal numbers 1-31 by name (the guest is Linux on x86_64 or
 /// aarch64, which share these numbers).
-const SIGNALS: [&str; 31] = [
+pub(super) const SIGNALS: [&str; 31] = [
     "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
     "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
     "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
 ];
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sandboxes/{id}/processes", post(start).get(list))
-        .route("/sandboxes/{id}/processes/{pid}", get(get_one).delete(kill))
-        .route("/sandboxes/{id}/processes/{pid}/signal", post(signal))
-        .route("/sandboxes/{id}/processes/{pid}/stdin", post(stdin))
-        .route("/sandboxes/{id}/processes/{pid}/logs", get(logs))
-        .route("/sandboxes/{id}/processes/{pid}/stream", get(stream))
-        .route("/sandboxes/{id}/terminals", post(open_terminal))
-        .route(
-            "/sandboxes/{id}/terminals/{tid}",
-            axum::routing::delete(close_terminal),
-        )
-        .route("/sandboxes/{id}/terminals/{tid}/ws", get(terminal_ws))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start, list))
+        .routes(routes!(get_one, kill))
+        .routes(routes!(signal))
+        .routes(routes!(stdin))
+        .routes(routes!(logs))
+        .routes(routes!(stream))
+        .routes(routes!(open_terminal))
+        .routes(routes!(close_terminal))
+        .routes(routes!(terminal_ws))
 }
 
 // ---------------------------------------------------------------- bodies
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = ProcessStartBody)]
 #[serde(default)]
 pub struct StartBody {
+    /// Run through `/bin/sh -c`; not blank, without NUL.
+    #[schema(
+        value_type = String,
+        required = true,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+        example = "python3 -m http.server 8000"
+    )]
     pub command: Option<String>,
+    /// Alias of `command`.
+    #[schema(deprecated)]
     pub cmd: Option<String>,
+    /// Default `/workspace`.
     pub cwd: Option<String>,
+    /// Added to the sandbox's env.
+    #[schema(schema_with = super::openapi::command_env)]
     pub env: BTreeMap<String, String>,
+    /// At most 256 bytes, without NUL.
+    #[schema(max_length = 256, pattern = r"^[^\u0000]*$")]
     pub name: Option<String>,
+    /// Default `sandbox`.
     pub user: Option<String>,
 }
 
@@ -122,10 +140,11 @@ fn check_env(env: &BTreeMap<String, String>, bad: &mut Vec<FieldError>) {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct SignalBody {
     /// A name (`"SIGINT"`, `"int"`) or a number (`2`, `"2"`).
+    #[schema(schema_with = super::openapi::signal, required = true)]
     pub signal: Option<Value>,
 }
 
@@ -165,11 +184,13 @@ pub fn parse_signal(v: Option<&Value>) -> ApiResult<String> {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `data` or `data_base64` (not both), or `eof: true` alone.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct StdinBody {
     /// UTF-8 text.
     pub data: Option<String>,
+    #[schema(content_encoding = "base64")]
     pub data_base64: Option<String>,
     /// Close stdin after writing.
     pub eof: bool,
@@ -199,14 +220,27 @@ impl StdinBody {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct TerminalBody {
+    #[schema(
+        schema_with = super::openapi::int_range_or_null::<1, MAX_DIMENSION>,
+        default = 80
+    )]
     pub cols: Option<i64>,
+    #[schema(
+        schema_with = super::openapi::int_range_or_null::<1, MAX_DIMENSION>,
+        default = 24
+    )]
     pub rows: Option<i64>,
+    /// Default: the user's login shell.
+    #[schema(pattern = r"^[^\u0000]*$")]
     pub shell: Option<String>,
+    /// Default `/workspace`.
     pub cwd: Option<String>,
+    #[schema(schema_with = super::openapi::command_env)]
     pub env: BTreeMap<String, String>,
+    /// Default `sandbox`.
     pub user: Option<String>,
 }
 
@@ -248,8 +282,11 @@ fn check_dimension(field: &str, v: i64, bad: &mut Vec<FieldError>) -> u16 {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    /// Lines per stream (default 200; 0 = everything buffered).
+    #[param(schema_with = super::openapi::int_range::<0, { MAX_TAIL as i64 }>, required = false)]
     pub tail: Option<String>,
 }
 
@@ -268,8 +305,11 @@ pub fn parse_tail(tail: Option<&str>) -> ApiResult<Option<usize>> {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// First output sequence number to send (`Last-Event-ID` wins).
+    #[param(value_type = u64, required = false)]
     pub from_seq: Option<String>,
 }
 
@@ -357,6 +397,15 @@ pub fn terminal_ws_url(public_url: &str, sandbox_id: &str, tid: &str) -> String 
 
 // ---------------------------------------------------------------- processes
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/processes",
+    tag = PROC,
+    summary = "Start a background process",
+    params(SandboxId),
+    request_body = StartBody,
+    responses((status = 201, description = "Created: the process", body = Data), E404And422),
+)]
 async fn start(
     State(state): State<AppState>,
     caller: Caller,
@@ -373,6 +422,14 @@ async fn start(
     Ok((StatusCode::CREATED, data(process_json(&p))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/processes",
+    tag = PROC,
+    summary = "List processes",
+    params(SandboxId, PageQuery),
+    responses((status = 200, description = "OK", body = DataPage), E404And422),
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -397,6 +454,14 @@ async fn list(
     Ok(page(items, pg.page, pg.page_size, total))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/processes/{pid}",
+    tag = PROC,
+    summary = "Get a process",
+    params(SandboxId, ProcessId),
+    responses((status = 200, description = "OK", body = Data), E404),
+)]
 async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
@@ -411,6 +476,14 @@ async fn get_one(
     Ok(data(process_json(&p)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/sandboxes/{id}/processes/{pid}",
+    tag = PROC,
+    summary = "Kill a process (SIGTERM, then SIGKILL after 5 s)",
+    params(SandboxId, ProcessId),
+    responses((status = 200, description = "OK", body = Data), E404),
+)]
 async fn kill(
     State(state): State<AppState>,
     caller: Caller,
@@ -424,6 +497,15 @@ async fn kill(
     Ok(data(process_json(&p)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/processes/{pid}/signal",
+    tag = PROC,
+    summary = "Send a signal to a process",
+    params(SandboxId, ProcessId),
+    request_body = SignalBody,
+    responses((status = 200, description = "OK", body = Data), E404And422),
+)]
 async fn signal(
     State(state): State<AppState>,
     caller: Caller,
@@ -437,6 +519,15 @@ async fn signal(
     Ok(data(process_json(&p)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/processes/{pid}/stdin",
+    tag = PROC,
+    summary = "Write to a process's stdin",
+    params(SandboxId, ProcessId),
+    request_body = StdinBody,
+    responses((status = 200, description = "OK", body = Data), E404And422),
+)]
 async fn stdin(
     State(state): State<AppState>,
     caller: Caller,
@@ -450,6 +541,14 @@ async fn stdin(
     Ok(data(process_json(&p)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/processes/{pid}/logs",
+    tag = PROC,
+    summary = "Buffered output of a process",
+    params(SandboxId, ProcessId, LogsQuery),
+    responses((status = 200, description = "OK: `{stdout, stderr, dropped_bytes, truncated}`", body = Data), E404And422),
+)]
 async fn logs(
     State(state): State<AppState>,
     caller: Caller,
@@ -471,6 +570,17 @@ async fn logs(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/processes/{pid}/stream",
+    tag = PROC,
+    summary = "Stream a process's output, buffered output first",
+    params(SandboxId, ProcessId, StreamQuery, LastEventId),
+    responses(
+        (status = 200, description = "Server-sent events, as `exec/stream`", body = EventStream, content_type = "text/event-stream"),
+        E404And422,
+    ),
+)]
 async fn stream(
     State(state): State<AppState>,
     caller: Caller,
@@ -490,6 +600,15 @@ async fn stream(
 
 // ---------------------------------------------------------------- terminals
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/terminals",
+    tag = TERM,
+    summary = "Open a terminal",
+    params(SandboxId),
+    request_body = TerminalBody,
+    responses((status = 201, description = "Created: `{id, ws_url, pid, cols, rows}`", body = Data), E404And422),
+)]
 async fn open_terminal(
     State(state): State<AppState>,
     caller: Caller,
@@ -516,6 +635,14 @@ async fn open_terminal(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/sandboxes/{id}/terminals/{tid}",
+    tag = TERM,
+    summary = "Close a terminal",
+    params(SandboxId, TerminalId),
+    responses((status = 200, description = "OK", body = Data), E404),
+)]
 async fn close_terminal(
     State(state): State<AppState>,
     caller: Caller,
@@ -531,6 +658,17 @@ async fn close_terminal(
 
 /// Attaches before upgrading, so an unknown terminal is a 404 the client
 /// can read rather than a socket that closes at once.
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/terminals/{tid}/ws",
+    tag = TERM,
+    summary = "Attach to a terminal (WebSocket)",
+    params(SandboxId, TerminalId),
+    responses(
+        (status = 101, description = "Switching Protocols: binary frames carry PTY bytes both ways; a text frame `{\"type\":\"resize\",\"cols\":N,\"rows\":N}` resizes."),
+        E404,
+    ),
+)]
 async fn terminal_ws(
     State(state): State<AppState>,
     caller: Caller,

@@ -6,39 +6,46 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{
+    Data, E404And422, SandboxData, SandboxId, SandboxName, SandboxPage, E404, E422, SBX, USAGE,
+};
 use super::{data, page, parse_page, ApiJson, AppState};
 use crate::core::clock::{parse_time, rfc3339};
+use crate::core::keys::idempotency::MAX_KEY_LEN;
 use crate::core::keys::Caller;
 use crate::core::sandboxes::{CreateParams, PatchParams};
 use crate::core::usage::GroupBy;
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::model::SandboxFilter;
-use crate::model::{SandboxRecord, SandboxState};
+use crate::model::{BootPath, SandboxFilter, SandboxRecord, SandboxState};
 use crate::validate::{check_env, check_label, range};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sandboxes", post(create).get(list))
-        .route("/sandboxes/by-name/{name}", get(by_name))
-        .route("/sandboxes/{id}", get(get_one).patch(patch).delete(destroy))
-        .route("/sandboxes/{id}/pause", post(pause))
-        .route("/sandboxes/{id}/resume", post(resume))
-        .route("/sandboxes/{id}/extend", post(extend))
-        .route("/sandboxes/{id}/readiness", get(readiness))
-        .route("/sandboxes/{id}/usage", get(sandbox_usage))
-        .route("/usage", get(tenant_usage))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(by_name))
+        .routes(routes!(get_one, patch, destroy))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(extend))
+        .routes(routes!(readiness))
+        .routes(routes!(sandbox_usage))
+        .routes(routes!(tenant_usage))
 }
 
 /// The sandbox object of API.md.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Sandbox)]
 pub struct SandboxView {
+    /// `sbx_...`
     id: String,
     state: SandboxState,
+    /// The same as `state`.
     status: SandboxState,
     template_id: String,
     template_version: String,
@@ -49,21 +56,45 @@ pub struct SandboxView {
     idle_timeout_sec: u32,
     always_on: bool,
     persistent: bool,
+    #[schema(value_type = NetworkView)]
     network: serde_json::Value,
     env_keys: Vec<String>,
+    /// Holds `last_error` in state `error`.
     metadata: serde_json::Map<String, serde_json::Value>,
     tags: Vec<String>,
+    #[schema(required = true)]
     name: Option<String>,
+    #[schema(required = true)]
     external_workspace_id: Option<String>,
+    #[schema(required = true)]
     external_user_id: Option<String>,
+    #[schema(required = true)]
     external_project_id: Option<String>,
+    #[schema(required = true)]
     boot_ms: Option<u64>,
+    #[schema(value_type = Option<BootPath>, required = true)]
     boot_path: Option<&'static str>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime, required = true)]
     started_at: Option<String>,
+    #[schema(format = DateTime, required = true)]
     paused_at: Option<String>,
+    #[schema(format = DateTime, required = true)]
     destroyed_at: Option<String>,
+    /// Until the timeout fires; `null` unless running with a timeout.
+    #[schema(required = true)]
     timeout_remaining_ms: Option<i64>,
+}
+
+/// `network` of a sandbox as sent (built in [`SandboxView::new`]).
+#[derive(Debug, ToSchema)]
+#[schema(
+    description = "The egress policy is read and changed at `/sandboxes/{id}/network-policy`."
+)]
+#[allow(dead_code)]
+pub struct NetworkView {
+    egress: bool,
 }
 
 impl SandboxView {
@@ -104,39 +135,101 @@ fn view(state: &AppState, r: SandboxRecord) -> SandboxView {
     SandboxView::new(r, state.now_ms())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct NetworkBody {
+    /// `false`: no network at all.
+    #[schema(default = true)]
     pub egress: Option<bool>,
-    /// The egress policy (see `routes::network`).
+    /// The egress policy, as `PUT /sandboxes/{id}/network-policy` takes it.
     pub policy: Option<hearth_vmm::EgressPolicy>,
 }
 
 /// The create body of API.md. Every field optional; ranges checked in
 /// [`CreateBody::validate`], all at once.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(
+    as = SandboxCreateBody,
+    description = "Every field is optional; a value out of range is 422 naming the field."
+)]
 #[serde(default)]
 pub struct CreateBody {
+    /// `default` (Debian; `miosa-sandbox` is an alias), `minimal`, or a
+    /// custom template's id or name.
+    #[schema(
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$",
+        default = "default"
+    )]
     pub template_id: Option<String>,
+    /// Alias of `template_id`.
+    #[schema(deprecated, max_length = 128)]
     pub template: Option<String>,
+    /// Shorthand for `cpu_count`, `memory_mb` and `disk_size_mb`
+    /// (explicit fields win). Sizes beyond the host's limits are 422.
+    #[schema(value_type = Option<super::openapi::SandboxSize>)]
     pub size: Option<String>,
+    /// At most the host's vCPUs too.
+    #[schema(minimum = 1, maximum = 8, default = 1)]
     pub cpu_count: Option<i64>,
+    /// At most the host's available memory too.
+    #[schema(minimum = 128, maximum = 8192, default = 1024)]
     pub memory_mb: Option<i64>,
+    #[schema(minimum = 256, maximum = 10240, default = 3072)]
     pub disk_size_mb: Option<i64>,
+    /// Alias of `disk_size_mb` (which wins).
+    #[schema(minimum = 256, maximum = 10240)]
     pub disk_mb: Option<i64>,
+    /// Seconds until the sandbox is destroyed (paused when `persistent`).
+    #[schema(minimum = 1, maximum = 86400, default = 300)]
     pub timeout_sec: Option<i64>,
+    /// Seconds without activity until the sandbox is paused; 0 = off.
+    #[schema(minimum = 0, maximum = 86400, default = 0)]
     pub idle_timeout_sec: Option<i64>,
+    /// No timeout applies.
+    #[schema(default = false)]
     pub always_on: Option<bool>,
+    /// A timeout pauses instead of destroying.
+    #[schema(default = false)]
     pub persistent: Option<bool>,
+    #[schema(schema_with = super::openapi::shell_env_or_null)]
     pub env: Option<BTreeMap<String, String>>,
+    /// Env whose values are never returned.
+    #[schema(schema_with = super::openapi::shell_env_or_null)]
     pub secret_env: Option<BTreeMap<String, String>>,
+    /// At most 16 KiB as JSON.
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[schema(schema_with = super::openapi::tags)]
     pub tags: Option<Vec<String>>,
+    /// Unique per tenant among sandboxes not destroyed.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub external_workspace_id: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub external_user_id: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub external_project_id: Option<String>,
+    #[schema(default = json!({ "egress": true }))]
     pub network: Option<NetworkBody>,
+    /// As the `Idempotency-Key` header.
+    #[schema(schema_with = super::openapi::string_or_null::<1, { MAX_KEY_LEN }>)]
     pub idempotency_key: Option<String>,
 }
 
@@ -270,11 +363,28 @@ impl CreateBody {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CreateQuery {
+    /// `false` answers 202 at once, in state `provisioning` (default: 201
+    /// once running).
+    #[param(value_type = bool, required = false)]
     pub wait: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes",
+    tag = SBX,
+    summary = "Create a sandbox",
+    params(CreateQuery),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created, and running", body = SandboxData),
+        (status = 202, description = "Accepted (`wait=false`): the sandbox is provisioning.", body = SandboxData),
+        E422,
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -292,19 +402,46 @@ async fn create(
     Ok((status, data(view(&state, rec))))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only sandboxes in this state.
+    #[param(value_type = SandboxState, required = false)]
     pub state: Option<String>,
+    /// Alias of `state`.
+    #[param(value_type = SandboxState, required = false)]
     pub status: Option<String>,
+    /// Comma-separated tags; all must match.
+    #[param(value_type = String, required = false)]
     pub tags: Option<String>,
+    /// Only this external workspace.
+    #[param(value_type = String, required = false)]
     pub external_workspace_id: Option<String>,
+    /// Only this external user.
+    #[param(value_type = String, required = false)]
     pub external_user_id: Option<String>,
+    /// Only this external project.
+    #[param(value_type = String, required = false)]
     pub external_project_id: Option<String>,
+    /// Only this template.
+    #[param(value_type = String, required = false)]
     pub template_id: Option<String>,
+    /// Page number, from 1 (default 1).
+    #[param(value_type = u32, required = false, minimum = 1)]
     pub page: Option<String>,
+    /// Items per page, 1-100 (default 20).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 100)]
     pub page_size: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes",
+    tag = SBX,
+    summary = "List sandboxes",
+    params(ListQuery),
+    responses((status = 200, description = "OK", body = SandboxPage), E422),
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -347,6 +484,14 @@ async fn list(
     Ok(page(items, pg.page, pg.page_size, total))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}",
+    tag = SBX,
+    summary = "Get a sandbox",
+    params(SandboxId),
+    responses((status = 200, description = "OK", body = SandboxData), E404),
+)]
 async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
@@ -356,6 +501,14 @@ async fn get_one(
     Ok(data(view(&state, rec)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/by-name/{name}",
+    tag = SBX,
+    summary = "Get a sandbox by name",
+    params(SandboxName),
+    responses((status = 200, description = "OK", body = SandboxData), E404),
+)]
 async fn by_name(
     State(state): State<AppState>,
     caller: Caller,
@@ -365,19 +518,30 @@ async fn by_name(
     Ok(data(view(&state, rec)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct PatchBody {
+    /// `null` clears the name.
     #[serde(deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<Option<String>>,
+    #[schema(schema_with = super::openapi::tags)]
     pub tags: Option<Vec<String>>,
+    /// Replaces the metadata; at most 16 KiB as JSON.
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Resets the deadline.
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_sec: Option<i64>,
+    #[schema(minimum = 0, maximum = 86400)]
     pub idle_timeout_sec: Option<i64>,
     pub always_on: Option<bool>,
+    #[schema(schema_with = super::openapi::immutable)]
     pub external_workspace_id: Option<serde_json::Value>,
+    #[schema(schema_with = super::openapi::immutable)]
     pub external_user_id: Option<serde_json::Value>,
+    #[schema(schema_with = super::openapi::immutable)]
     pub external_project_id: Option<serde_json::Value>,
+    #[schema(schema_with = super::openapi::immutable)]
     pub template_id: Option<serde_json::Value>,
 }
 
@@ -430,6 +594,15 @@ impl PatchBody {
     }
 }
 
+#[utoipa::path(
+    patch,
+    path = "/sandboxes/{id}",
+    tag = SBX,
+    summary = "Update a sandbox",
+    params(SandboxId),
+    request_body = PatchBody,
+    responses((status = 200, description = "OK", body = SandboxData), E404And422),
+)]
 async fn patch(
     State(state): State<AppState>,
     caller: Caller,
@@ -441,6 +614,14 @@ async fn patch(
     Ok(data(view(&state, rec)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/sandboxes/{id}",
+    tag = SBX,
+    summary = "Destroy a sandbox (idempotent)",
+    params(SandboxId),
+    responses((status = 200, description = "OK", body = SandboxData), E404),
+)]
 async fn destroy(
     State(state): State<AppState>,
     caller: Caller,
@@ -450,6 +631,14 @@ async fn destroy(
     Ok(data(view(&state, rec)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/pause",
+    tag = SBX,
+    summary = "Pause a sandbox: snapshot to disk and stop the VM",
+    params(SandboxId),
+    responses((status = 200, description = "OK", body = SandboxData), E404),
+)]
 async fn pause(
     State(state): State<AppState>,
     caller: Caller,
@@ -459,6 +648,14 @@ async fn pause(
     Ok(data(view(&state, rec)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/resume",
+    tag = SBX,
+    summary = "Resume a paused sandbox",
+    params(SandboxId),
+    responses((status = 200, description = "OK", body = SandboxData), E404),
+)]
 async fn resume(
     State(state): State<AppState>,
     caller: Caller,
@@ -468,12 +665,23 @@ async fn resume(
     Ok(data(view(&state, rec)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct ExtendBody {
+    /// The new timeout, from now.
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 86400)]
     pub timeout_sec: Option<i64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/extend",
+    tag = SBX,
+    summary = "Reset the sandbox's deadline",
+    params(SandboxId),
+    request_body = ExtendBody,
+    responses((status = 200, description = "OK", body = SandboxData), E404And422),
+)]
 async fn extend(
     State(state): State<AppState>,
     caller: Caller,
@@ -492,6 +700,14 @@ async fn extend(
     Ok(data(view(&state, rec)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/readiness",
+    tag = SBX,
+    summary = "Whether the sandbox is ready",
+    params(SandboxId),
+    responses((status = 200, description = "OK: `{ready, state}`", body = Data), E404),
+)]
 async fn readiness(
     State(state): State<AppState>,
     caller: Caller,
@@ -501,10 +717,18 @@ async fn readiness(
     Ok(data(json!({ "ready": ready, "state": st })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
+    /// Start of the period: RFC 3339 or unix seconds (default: the
+    /// beginning).
+    #[param(value_type = String, required = false)]
     pub period_start: Option<String>,
+    /// End of the period: RFC 3339 or unix seconds (default now).
+    #[param(value_type = String, required = false)]
     pub period_end: Option<String>,
+    /// Tenant usage only: one total per value of this field.
+    #[param(value_type = String, required = false, pattern = "^(|none|sandbox|sandbox_id|external_workspace_id|external_user_id|external_project_id|template|template_id)$")]
     pub group_by: Option<String>,
 }
 
@@ -536,6 +760,18 @@ fn period(state: &AppState, q: &UsageQuery) -> ApiResult<(i64, i64)> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/usage",
+    tag = USAGE,
+    summary = "Usage of one sandbox",
+    params(
+        SandboxId,
+        ("period_start" = Option<String>, Query, description = "Start of the period: RFC 3339 or unix seconds (default: the beginning)."),
+        ("period_end" = Option<String>, Query, description = "End of the period: RFC 3339 or unix seconds (default now)."),
+    ),
+    responses((status = 200, description = "OK", body = Data), E404And422),
+)]
 async fn sandbox_usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -554,6 +790,14 @@ async fn sandbox_usage(
     Ok(data(v))
 }
 
+#[utoipa::path(
+    get,
+    path = "/usage",
+    tag = USAGE,
+    summary = "Usage of the tenant",
+    params(UsageQuery),
+    responses((status = 200, description = "OK", body = Data), E422),
+)]
 async fn tenant_usage(
     State(state): State<AppState>,
     caller: Caller,

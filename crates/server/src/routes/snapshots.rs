@@ -5,11 +5,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{Data, DataList, E404And422, SandboxData, SandboxId, SnapshotId, E404, SNAP};
 use super::sandboxes::SandboxView;
 use super::{data, ApiJson, AppState};
 use crate::core::clock::rfc3339;
@@ -18,15 +20,12 @@ use crate::core::snapshots::ForkOverrides;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::SnapshotRecord;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sandboxes/{id}/snapshots", post(create).get(list))
-        .route(
-            "/sandboxes/{id}/snapshots/{sid}",
-            get(get_one).delete(remove),
-        )
-        .route("/sandboxes/{id}/restore/{sid}", post(restore))
-        .route("/sandboxes/{id}/fork", post(fork))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one, remove))
+        .routes(routes!(restore))
+        .routes(routes!(fork))
 }
 
 pub fn view(s: &SnapshotRecord) -> serde_json::Value {
@@ -41,12 +40,24 @@ pub fn view(s: &SnapshotRecord) -> serde_json::Value {
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = SnapshotCreateBody)]
 #[serde(default)]
 pub struct CreateBody {
+    /// At most 1024 bytes.
+    #[schema(max_length = 1024)]
     pub comment: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/snapshots",
+    tag = SNAP,
+    summary = "Snapshot a running sandbox (it keeps running)",
+    params(SandboxId),
+    request_body = CreateBody,
+    responses((status = 201, description = "Created", body = Data), E404And422),
+)]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -60,6 +71,14 @@ async fn create(
     Ok((StatusCode::CREATED, data(view(&snap))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/snapshots",
+    tag = SNAP,
+    summary = "List a sandbox's snapshots",
+    params(SandboxId),
+    responses((status = 200, description = "OK", body = DataList), E404),
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -69,6 +88,14 @@ async fn list(
     Ok(data(list.iter().map(view).collect::<Vec<_>>()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/snapshots/{sid}",
+    tag = SNAP,
+    summary = "Get a snapshot",
+    params(SandboxId, SnapshotId),
+    responses((status = 200, description = "OK", body = Data), E404),
+)]
 async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
@@ -77,6 +104,14 @@ async fn get_one(
     Ok(data(view(&state.get_snapshot(&caller, &id, &sid).await?)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/sandboxes/{id}/snapshots/{sid}",
+    tag = SNAP,
+    summary = "Delete a snapshot",
+    params(SandboxId, SnapshotId),
+    responses((status = 200, description = "OK", body = Data), E404),
+)]
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -86,12 +121,27 @@ async fn remove(
     Ok(data(json!({ "id": snap.id, "deleted": true })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct RestoreBody {
+    /// Make a new sandbox from the snapshot (201) instead of rolling this
+    /// one back.
     pub as_new: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/restore/{sid}",
+    tag = SNAP,
+    summary = "Roll the sandbox back to a snapshot (or, with as_new, make a new sandbox)",
+    params(SandboxId, SnapshotId),
+    request_body = RestoreBody,
+    responses(
+        (status = 200, description = "OK: the sandbox, rolled back", body = SandboxData),
+        (status = 201, description = "Created (`as_new`): the new sandbox", body = SandboxData),
+        E404And422,
+    ),
+)]
 async fn restore(
     State(state): State<AppState>,
     caller: Caller,
@@ -109,15 +159,32 @@ async fn restore(
     Ok(data(SandboxView::new(rec, state.now_ms())).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct ForkBody {
+    /// Fork from this snapshot; absent: a snapshot of the running source
+    /// is taken first.
     pub snapshot_id: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_sec: Option<i64>,
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandboxes/{id}/fork",
+    tag = SNAP,
+    summary = "A new sandbox from a snapshot of this one",
+    params(SandboxId),
+    request_body = ForkBody,
+    responses((status = 201, description = "Created", body = SandboxData), E404And422),
+)]
 async fn fork(
     State(state): State<AppState>,
     caller: Caller,

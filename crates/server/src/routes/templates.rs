@@ -9,12 +9,16 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{
+    BuildId, Data, E404And422, EventStream, LastEventId, TemplateId, E404, E422, TPL,
+};
 use super::{data, parse_json, read_limited, sse, ApiJson, AppState};
 use crate::core::clock::rfc3339;
 use crate::core::error::Kind;
@@ -24,17 +28,14 @@ use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::{BuildRecord, BuildSpec, BuildStep};
 use crate::validate::{check_env, range};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/sandbox-templates", get(list).post(create))
-        .route("/sandbox-templates/validate", post(validate))
-        .route("/sandbox-templates/{id}", get(get_one))
-        .route("/sandbox-templates/{id}/builds", post(rebuild))
-        .route("/sandbox-template-builds/{build_id}", get(get_build))
-        .route(
-            "/sandbox-template-builds/{build_id}/logs/stream",
-            get(build_logs),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(validate))
+        .routes(routes!(get_one))
+        .routes(routes!(rebuild))
+        .routes(routes!(get_build))
+        .routes(routes!(build_logs))
 }
 
 const BUILT_IN: [(&str, &str, &[&str]); 2] = [
@@ -47,21 +48,63 @@ const BUILT_IN: [(&str, &str, &[&str]); 2] = [
 ];
 
 /// A BuildSpec as sent (API.md); [`BuildSpecBody::check`] validates it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(
+    as = BuildSpec,
+    description = "How to build a template. Unknown fields are refused (422)."
+)]
 #[serde(deny_unknown_fields)]
 pub struct BuildSpecBody {
+    /// `minimal`, `debian` (`default`), or another template's id or name.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        default = "debian",
+        example = "minimal"
+    )]
     pub from: Option<String>,
+    #[schema(schema_with = super::openapi::build_packages::<MAX_PACKAGES>)]
     pub packages: Option<Vec<String>>,
+    /// Run in order as `user` in `workdir`.
+    #[schema(schema_with = super::openapi::build_steps::<MAX_STEPS>)]
     pub steps: Option<Vec<serde_json::Value>>,
+    #[schema(schema_with = super::openapi::shell_env_or_null)]
     pub env: Option<BTreeMap<String, String>>,
+    /// An absolute path of letters, digits and `/._-`, without a `..`
+    /// component.
+    #[schema(
+        max_length = 256,
+        pattern = r"^/[A-Za-z0-9/._-]*$",
+        default = "/workspace"
+    )]
     pub workdir: Option<String>,
+    /// A user name, made when missing.
+    #[schema(max_length = 32, pattern = r"^[a-z_][a-z0-9_-]*$", example = "app")]
     pub user: Option<String>,
+    /// Started in every sandbox made from the template.
+    #[schema(
+        min_length = 1,
+        max_length = 65536,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+        example = "python3 -m http.server 8000"
+    )]
     pub start_cmd: Option<String>,
+    /// Must succeed before the template is snapshotted.
+    #[schema(
+        min_length = 1,
+        max_length = 65536,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+        example = "curl -sf localhost:8000"
+    )]
     pub ready_cmd: Option<String>,
     /// How long `ready_cmd` may keep failing (default 120 s).
+    #[schema(minimum = 1, maximum = 3600, default = 120)]
     pub ready_timeout_sec: Option<i64>,
+    #[schema(minimum = 1, maximum = 8, default = 1)]
     pub cpu_count: Option<i64>,
+    #[schema(minimum = 128, maximum = 8192, default = 1024)]
     pub memory_mb: Option<i64>,
+    #[schema(minimum = 256, maximum = 10240, default = 3072)]
     pub disk_size_mb: Option<i64>,
 }
 
@@ -242,17 +285,32 @@ impl BuildSpecBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = TemplateCreateBody)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
+    /// 1-64 letters, digits and `._-`, starting with a letter or digit;
+    /// unique per tenant.
+    #[schema(
+        max_length = 64,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        example = "web-app"
+    )]
     name: String,
     build_spec: BuildSpecBody,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = BuildSpecOnly)]
 #[serde(deny_unknown_fields)]
 struct SpecOnly {
+    /// Checked as a template name when given.
     #[serde(default)]
+    #[schema(
+        max_length = 64,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        example = "web-app"
+    )]
     name: Option<String>,
     #[serde(default)]
     build_spec: Option<BuildSpecBody>,
@@ -331,6 +389,13 @@ fn built_in_view(state: &AppState, id: &str) -> Option<serde_json::Value> {
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandbox-templates",
+    tag = TPL,
+    summary = "List templates",
+    responses((status = 200, description = "OK: `{default_template_id, data: [...]}`", body = Object)),
+)]
 async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<impl IntoResponse> {
     let mut data: Vec<_> = BUILT_IN
         .iter()
@@ -348,6 +413,14 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<impl I
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandbox-templates/{tid}",
+    tag = TPL,
+    summary = "Get a template",
+    params(TemplateId),
+    responses((status = 200, description = "OK", body = Data), E404),
+)]
 async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
@@ -363,6 +436,14 @@ async fn get_one(
     Ok(data(custom_view(&info)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandbox-templates",
+    tag = TPL,
+    summary = "Create a template from a BuildSpec and queue its first build",
+    request_body = CreateBody,
+    responses((status = 202, description = "Accepted: the template, its `build`", body = Data), E422),
+)]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -388,6 +469,17 @@ async fn create(
     Ok((StatusCode::ACCEPTED, data(view)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandbox-templates/validate",
+    tag = TPL,
+    summary = "Check a BuildSpec without building it",
+    request_body = SpecOnly,
+    responses(
+        (status = 200, description = "OK: `{valid, errors, build_spec}`; a bad spec is `valid: false`, not a 422", body = Data),
+        E422,
+    ),
+)]
 async fn validate(
     State(state): State<AppState>,
     caller: Caller,
@@ -423,6 +515,15 @@ async fn validate(
     })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandbox-templates/{tid}/builds",
+    tag = TPL,
+    summary = "Build the next version of a template (body: optional build_spec)",
+    params(TemplateId),
+    request_body = super::openapi::RebuildBody,
+    responses((status = 202, description = "Accepted: the build", body = Data), E404And422),
+)]
 async fn rebuild(
     State(state): State<AppState>,
     caller: Caller,
@@ -446,6 +547,14 @@ async fn rebuild(
     Ok((StatusCode::ACCEPTED, data(build_view(&build))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandbox-template-builds/{bid}",
+    tag = TPL,
+    summary = "Get a template build",
+    params(BuildId),
+    responses((status = 200, description = "OK", body = Data), E404),
+)]
 async fn get_build(
     State(state): State<AppState>,
     caller: Caller,
@@ -458,6 +567,17 @@ async fn get_build(
 /// The build log as SSE: `log` frames (`id` = line number), then one
 /// `done` frame with the build's final state. Resumes after
 /// `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/sandbox-template-builds/{bid}/logs/stream",
+    tag = TPL,
+    summary = "Stream a build's log: `log` frames, then `done`",
+    params(BuildId, LastEventId),
+    responses(
+        (status = 200, description = "Server-sent events", body = EventStream, content_type = "text/event-stream"),
+        E404,
+    ),
+)]
 async fn build_logs(
     State(state): State<AppState>,
     caller: Caller,

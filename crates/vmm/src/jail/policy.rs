@@ -28,6 +28,7 @@ pub const MAX_HOST_RULES: usize = 32;
 pub const MIN_HOST_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     Allow,
@@ -44,6 +45,7 @@ impl Effect {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -53,12 +55,22 @@ pub enum Protocol {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EgressRule {
     pub effect: Effect,
-    /// `203.0.113.0/24`, `203.0.113.7` or `api.example.com`.
+    /// `203.0.113.0/24`, `203.0.113.7` or `api.example.com` (`*.example.com`
+    /// for its subdomains); IPv4 only.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 253, example = "203.0.113.0/24")
+    )]
     pub destination: String,
-    /// `443` or `8000-8100`; absent: every port.
+    /// `443` or `8000-8100`, within 1-65535; absent: every port.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^\s*[0-9]+\s*(-\s*[0-9]+\s*)?$", example = "443")
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,9 +79,13 @@ pub struct EgressRule {
 
 /// A sandbox's egress policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EgressPolicy {
     pub default_effect: Effect,
+    /// Top to bottom, first match wins; at most 256 rules (`MAX_RULES`), of
+    /// which at most 32 name a host (`MAX_HOST_RULES`).
+    #[cfg_attr(feature = "openapi", schema(max_items = 256))]
     #[serde(default)]
     pub rules: Vec<EgressRule>,
 }
