@@ -19,6 +19,7 @@ mod mounts;
 mod netns;
 mod nft;
 pub mod policy;
+mod preexec;
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -31,6 +32,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 pub use policy::EgressPolicy;
+pub use preexec::PreExec;
 
 /// Where the jail roots are mounted (each in its own mount namespace, so
 /// one empty directory serves every VM).
@@ -182,18 +184,6 @@ pub struct JailHandle {
     /// forwarder).
     hosts: dns::HostSets,
     upstreams: Vec<SocketAddr>,
-}
-
-/// The part of a jail applied in the VMM's child process, between `fork`
-/// and `exec`.
-#[derive(Debug)]
-pub struct PreExec {
-    netns: OwnedFd,
-    cgroup_procs: Vec<OwnedFd>,
-    mounts: mounts::MountPlan,
-    uid: u32,
-    gid: u32,
-    groups: Vec<nix::unistd::Gid>,
 }
 
 impl Jailer {
@@ -689,42 +679,6 @@ fn namespaces_in_use() -> std::collections::HashSet<u64> {
                 .ok()
         })
         .collect()
-}
-
-impl PreExec {
-    /// Applies the jail in the child: network namespace, cgroup, mount
-    /// namespace and root, then the VM's uid with no capabilities. Only
-    /// system calls on data prepared before `fork`.
-    pub fn apply(&self) -> std::io::Result<()> {
-        use nix::sched::CloneFlags;
-        nix::sched::setns(&self.netns, CloneFlags::CLONE_NEWNET)?;
-        for fd in &self.cgroup_procs {
-            nix::unistd::write(fd, b"0")?;
-        }
-        nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
-        self.mounts.enter()?;
-        // Drop every capability from the bounding set while still allowed
-        // to, then switch ids: a root -> non-root switch clears the
-        // permitted and effective sets.
-        for cap in 0..=63 {
-            // SAFETY: prctl(PR_CAPBSET_DROP, n) only changes this process's
-            // credentials; an unknown capability number returns EINVAL.
-            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-            if r != 0 && cap <= 40 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        let gid = nix::unistd::Gid::from_raw(self.gid);
-        nix::unistd::setgroups(&self.groups)?;
-        nix::unistd::setresgid(gid, gid, gid)?;
-        let uid = nix::unistd::Uid::from_raw(self.uid);
-        nix::unistd::setresuid(uid, uid, uid)?;
-        // SAFETY: PR_SET_NO_NEW_PRIVS only restricts this process.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
 }
 
 /// Addresses of a slot for tests and diagnostics: (host side, namespace side).
