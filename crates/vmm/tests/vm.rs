@@ -510,7 +510,7 @@ async fn oversized_spec_is_refused_before_anything_starts() -> anyhow::Result<()
         msg.contains("vcpus requested") && msg.contains("MiB memory requested"),
         "{msg}"
     );
-    assert!(!spec.layout().qmp_socket.exists());
+    assert!(!spec.layout().pidfile.exists());
     assert!(!spec.layout().record.exists());
     Ok(())
 }
@@ -534,7 +534,7 @@ async fn pause_to_disk_then_restore_in_place() -> anyhow::Result<()> {
         .await?;
     assert_eq!(vm.state(), VmState::Exited);
     assert!(!common::alive(pid), "vmm still running after pause to disk");
-    assert!(!spec.layout().qmp_socket.exists());
+    assert!(!spec.dir.join("qmp.sock").exists());
     drop(vm);
 
     // Same id, same directory: the snapshot's disk replaces the sandbox's.

@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::layout::QemuLayout;
 use super::process::{self, QemuProcess};
 use super::record::read_record;
 use super::{QemuError, QemuVm, QemuVmm};
-use crate::spec::RunLayout;
 use crate::{VmState, VmmError};
 
 impl QemuVmm {
@@ -17,7 +17,7 @@ impl QemuVmm {
             dir: dir.to_path_buf(),
             source: Box::new(e),
         };
-        let layout = RunLayout::new(dir);
+        let layout = QemuLayout::new(dir);
         let record = read_record(&layout.record).map_err(adopt_err)?;
         let pid = record.pid;
         if !process::is_alive(pid) {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use super::layout::QemuLayout;
 use super::process::QemuProcess;
 use super::record::{prepare_dir, write_atomic, VmRecord, RECORD_FORMAT};
 use super::{io_err, now_ms, QemuError, QemuVm, QemuVmm};
@@ -23,6 +24,7 @@ impl QemuVmm {
 
     pub(super) async fn boot_inner(&self, spec: VmSpec) -> Result<QemuVm, VmmError> {
         spec.validate()?;
+        QemuLayout::of(&spec).check_sockets()?;
         if !spec.disk.is_file() {
             return Err(VmmError::InvalidSpec(vec![format!(
                 "disk {} is not a file",
@@ -67,7 +69,7 @@ impl QemuVmm {
         owns_disk: bool,
         template_ram: Option<&Path>,
     ) -> Result<QemuVm, QemuError> {
-        let layout = spec.layout();
+        let layout = QemuLayout::of(&spec);
         prepare_dir(&layout)?;
         let mut read_write: Vec<&Path> = template_ram.into_iter().collect();
         if !spec.disk.starts_with(&layout.dir) {

@@ -18,6 +18,7 @@ mod boot;
 mod config;
 pub mod console;
 mod error;
+mod layout;
 mod migration;
 mod process;
 mod record;
@@ -38,9 +39,10 @@ pub use error::QemuError;
 use crate::host::{Accel, HostInfo};
 use crate::jail::{JailError, JailHandle, Jailer};
 use crate::qmp::QmpClient;
-use crate::spec::{RunLayout, VmSpec};
+use crate::spec::VmSpec;
 use crate::{Capabilities, Vm, VmState, Vmm, VmmFuture};
 use error::io_err;
+use layout::QemuLayout;
 use process::QemuProcess;
 use record::VmRecord;
 
@@ -124,7 +126,7 @@ impl QemuVmm {
     pub fn boot_args(&self, spec: &VmSpec) -> Vec<String> {
         let mut a = args::build(
             spec,
-            &spec.layout(),
+            &QemuLayout::of(spec),
             self.accel,
             self.config.machine,
             self.config.tcg_tb_size_mb,
@@ -153,7 +155,7 @@ impl QemuVmm {
 #[derive(Debug)]
 pub struct QemuVm {
     spec: VmSpec,
-    layout: RunLayout,
+    layout: QemuLayout,
     record: VmRecord,
     process: QemuProcess,
     qmp: tokio::sync::Mutex<Option<QmpClient>>,

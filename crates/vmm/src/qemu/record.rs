@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::layout::QemuLayout;
 use super::process;
 use super::{io_err, QemuError};
 use crate::host::Accel;
@@ -36,7 +37,7 @@ pub(super) struct VmRecord {
 
 /// Creates the VM directory and clears what a dead VM left in it; refuses
 /// a directory whose VMM still runs.
-pub(super) fn prepare_dir(layout: &RunLayout) -> Result<(), QemuError> {
+pub(super) fn prepare_dir(layout: &QemuLayout) -> Result<(), QemuError> {
     std::fs::create_dir_all(&layout.dir).map_err(io_err("create vm directory", &layout.dir))?;
     if let Ok(rec) = read_record(&layout.record) {
         if process::is_alive(rec.pid)

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::args::{self, Ram, Rewrite};
+use super::layout::QemuLayout;
 use super::record::{prepare_dir, remove_disk_and_dir};
 use super::{blocking, io_err, QemuError, QemuVm, QemuVmm};
 use crate::host::HostInfo;
@@ -65,6 +66,7 @@ impl QemuVmm {
         spec.base_image = old.base_image.clone();
         spec.kernel_args = old.kernel_args.clone();
         spec.validate()?;
+        QemuLayout::of(&spec).check_sockets()?;
         spec.check_host(&HostInfo::probe())?;
 
         // RAM: anonymous (loaded from the stream) or the template's file
@@ -81,7 +83,7 @@ impl QemuVmm {
                     .into(),
             ]));
         }
-        let new_layout = spec.layout();
+        let new_layout = QemuLayout::of(&spec);
         let memory_path = snap.join(manifest.memory_file.as_deref().unwrap_or(MEMORY_FILE));
         let ram = match (manifest.kind, shared) {
             (SnapshotKind::Full, false) => Ram::Anonymous,
@@ -98,7 +100,7 @@ impl QemuVmm {
         let args = args::rewrite_for_restore(
             &manifest.vmm_args,
             &Rewrite {
-                old_layout: &old.layout(),
+                old_layout: &QemuLayout::of(old),
                 old_disk: &old.disk,
                 new_layout: &new_layout,
                 new_disk: &spec.disk,

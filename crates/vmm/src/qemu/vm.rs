@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use hearth_agent_client::{AgentClient, Connector};
 
+use super::layout::QemuLayout;
 use super::process::{self, QemuProcess};
 use super::record::{remove_disk_and_dir, remove_if_exists, VmRecord};
 use super::{console, log_tail, QemuError, QemuVm, CONSOLE_TAIL_LINES};
@@ -28,7 +29,7 @@ impl QemuVm {
         migrate_timeout: Duration,
     ) -> QemuVm {
         let spec = record.spec.clone();
-        let layout = spec.layout();
+        let layout = QemuLayout::of(&spec);
         let agent = AgentClient::new(Connector::Unix(layout.agent_socket.clone()));
         QemuVm {
             spec,
