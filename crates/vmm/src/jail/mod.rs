@@ -20,6 +20,7 @@ mod netns;
 mod nft;
 pub mod policy;
 mod preexec;
+mod record;
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -33,12 +34,18 @@ use serde::{Deserialize, Serialize};
 
 pub use policy::EgressPolicy;
 pub use preexec::PreExec;
+pub use record::JailRecord;
 
 /// Where the jail roots are mounted (each in its own mount namespace, so
 /// one empty directory serves every VM).
 const JAIL_ROOT: &str = "/run/hearth/jail";
 /// Per-VM `resolv.conf` files handed to QEMU's user-mode DNS.
 const RESOLV_DIR: &str = "/run/hearth/resolv";
+
+/// Slot `slot`'s `resolv.conf`.
+pub(crate) fn resolv_conf(slot: u32) -> PathBuf {
+    Path::new(RESOLV_DIR).join(format!("{slot}.conf"))
+}
 
 /// The `[vmm.qemu.jail]` table of the server config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,32 +121,6 @@ pub enum JailError {
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> JailError {
     let path = path.to_path_buf();
     move |source| JailError::Io { what, path, source }
-}
-
-/// What `vm.json` keeps of a VM's jail, so a new driver can take it over
-/// and tear it down.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JailRecord {
-    pub slot: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// The namespace has a veth (egress on).
-    pub connected: bool,
-    pub cgroups: Vec<PathBuf>,
-}
-
-impl JailRecord {
-    pub fn netns(&self) -> PathBuf {
-        netns::ns_path(self.slot)
-    }
-    pub fn host_interface(&self) -> String {
-        netns::host_if(self.slot)
-    }
-    /// The memory limit the VM's cgroup has now.
-    pub fn memory_limit(&self) -> Option<u64> {
-        cgroup::memory_limit(&self.cgroups)
-    }
 }
 
 /// What a VM needs from the host, for [`Jailer::prepare`].
@@ -319,7 +300,7 @@ impl Jailer {
 
     async fn build(&self, spec: &JailSpec<'_>, h: &mut JailHandle) -> Result<PreExec, JailError> {
         let slot = h.record.slot;
-        let resolv = Path::new(RESOLV_DIR).join(format!("{slot}.conf"));
+        let resolv = resolv_conf(slot);
         std::fs::create_dir_all(RESOLV_DIR).map_err(io_err("create", Path::new(RESOLV_DIR)))?;
         // First: its age tells the reaper this slot is being set up.
         std::fs::write(&resolv, "").map_err(io_err("write", &resolv))?;
@@ -490,7 +471,7 @@ impl Jailer {
             if in_use.contains(&ns.ino()) {
                 continue;
             }
-            let resolv = Path::new(RESOLV_DIR).join(format!("{slot}.conf"));
+            let resolv = resolv_conf(slot);
             let old = std::fs::metadata(&resolv)
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_AFTER);
@@ -627,7 +608,7 @@ impl JailHandle {
         }
         netns::remove(slot).await;
         cgroup::remove(&self.record.cgroups).await;
-        let _ = std::fs::remove_file(Path::new(RESOLV_DIR).join(format!("{slot}.conf")));
+        let _ = std::fs::remove_file(resolv_conf(slot));
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hearth_agent_client::AgentClientError;
 use hearth_agent_protocol::{Base64Bytes, InitRequest};
 
-use super::{io_err, now_ms, QemuError, QemuVm, CONSOLE_TAIL_LINES};
+use super::{io_err, now_ms, QemuError, QemuVm};
 
 fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
@@ -99,7 +99,7 @@ impl QemuVm {
             if remaining.is_zero() {
                 return Err(QemuError::AgentTimeout {
                     waited: started.elapsed(),
-                    console_tail: self.console_tail(CONSOLE_TAIL_LINES),
+                    console_tail: self.console_for_error(),
                     last,
                 });
             }

@@ -47,6 +47,12 @@ pub enum QemuError {
     Jail(#[from] JailError),
     #[error("migration {status}: {desc}")]
     Migration { status: String, desc: String },
+    #[error("no space left on the filesystem of {}", path.display())]
+    NoSpace {
+        path: PathBuf,
+        #[source]
+        source: Box<QemuError>,
+    },
     #[error("migration did not finish within {0:?}")]
     MigrationTimeout(Duration),
     #[error("snapshot {}: {reason}", dir.display())]
@@ -69,7 +75,72 @@ pub enum QemuError {
     Args(String),
 }
 
+impl QemuError {
+    /// The host filesystem ran out of room (ENOSPC anywhere in the chain,
+    /// or a migration that failed on a full disk).
+    pub fn is_no_space(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if matches!(
+                e.downcast_ref::<QemuError>(),
+                Some(QemuError::NoSpace { .. })
+            ) || e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.raw_os_error() == Some(libc::ENOSPC))
+            {
+                return true;
+            }
+            cur = e.source();
+        }
+        false
+    }
+
+    /// The end of the guest console this error quotes (a VM that exited
+    /// or whose agent never answered).
+    pub fn console_tail(&self) -> Option<&str> {
+        match self {
+            QemuError::Exited { console_tail, .. }
+            | QemuError::AgentTimeout { console_tail, .. } => Some(console_tail),
+            _ => None,
+        }
+    }
+}
+
 pub(super) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> QemuError {
     let path = path.to_path_buf();
     move |source| QemuError::Io { what, path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that hides an io error one level down, as the image
+    /// store's copy errors do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("copy")]
+    struct Wrapper(#[source] std::io::Error);
+
+    #[test]
+    fn enospc_and_a_full_migration_count_as_no_space() {
+        let enospc = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let io = |source| QemuError::Io {
+            what: "copy disk from",
+            path: "/d".into(),
+            source,
+        };
+        assert!(io(enospc()).is_no_space());
+        assert!(io(std::io::Error::other(Wrapper(enospc()))).is_no_space());
+        assert!(!io(std::io::Error::from_raw_os_error(libc::EIO)).is_no_space());
+        let failed = QemuError::Migration {
+            status: "failed".into(),
+            desc: "Unable to write to file".into(),
+        };
+        assert!(!failed.is_no_space());
+        assert!(QemuError::NoSpace {
+            path: "/d/state.bin".into(),
+            source: Box::new(failed),
+        }
+        .is_no_space());
+    }
 }

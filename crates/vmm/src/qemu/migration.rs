@@ -107,15 +107,22 @@ impl QemuVm {
             match info.status.as_deref() {
                 Some("completed") => break,
                 Some(s @ ("failed" | "cancelled")) => {
-                    let mut desc = info.error_desc.unwrap_or_default();
-                    // QEMU does not always say why a write failed; a full
-                    // disk is the common reason, and it shows.
-                    if !desc.contains("No space left") && disk_is_full(path) {
-                        desc = format!("No space left on device ({desc})");
-                    }
-                    return Err(QemuError::Migration {
+                    let desc = info.error_desc.unwrap_or_default();
+                    // QEMU's text is the only sign of why a write failed,
+                    // when it says at all; a full disk is the common
+                    // reason, and it shows on the filesystem.
+                    let full = desc.contains("No space left") || disk_is_full(path);
+                    let failed = QemuError::Migration {
                         status: s.to_string(),
                         desc,
+                    };
+                    return Err(if full {
+                        QemuError::NoSpace {
+                            path: path.to_path_buf(),
+                            source: Box::new(failed),
+                        }
+                    } else {
+                        failed
                     });
                 }
                 _ => {}

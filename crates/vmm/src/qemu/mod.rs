@@ -19,6 +19,7 @@ mod config;
 pub mod console;
 mod error;
 mod layout;
+mod manifest;
 mod migration;
 mod process;
 mod record;
@@ -39,10 +40,12 @@ pub use error::QemuError;
 use crate::host::{Accel, HostInfo};
 use crate::jail::{JailError, JailHandle, Jailer};
 use crate::qmp::QmpClient;
+use crate::snapshot::SnapshotSummary;
 use crate::spec::VmSpec;
-use crate::{Capabilities, Vm, VmState, Vmm, VmmFuture};
+use crate::{Capabilities, Vm, VmState, Vmm, VmmError, VmmFuture};
 use error::io_err;
 use layout::QemuLayout;
+use manifest::SnapshotManifest;
 use process::QemuProcess;
 use record::VmRecord;
 
@@ -186,16 +189,10 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The last `lines` lines of a log file, reading at most its last 16 KiB
-/// (and the end of `<path>.1` when the console rotated just now).
-pub fn log_tail(path: &Path, lines: usize) -> String {
-    console::tail(path, lines)
-}
-
 impl Vmm for QemuVmm {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            backend: "qemu".into(),
+            backend: crate::Backend::Qemu.as_str().into(),
             accel: self.accel,
             kvm: self.accel == Accel::Kvm,
             fast_clone: true,
@@ -217,5 +214,18 @@ impl Vmm for QemuVmm {
 
     fn adopt<'a>(&'a self, dir: &'a Path) -> VmmFuture<'a, Box<dyn Vm>> {
         Box::pin(async move { Ok(Box::new(self.adopt_vm(dir).await?) as Box<dyn Vm>) })
+    }
+
+    fn inspect_snapshot(&self, dir: &Path) -> Result<SnapshotSummary, VmmError> {
+        SnapshotManifest::load_checked(dir)
+            .map(|m| m.summary())
+            .map_err(|source| VmmError::InspectSnapshot {
+                dir: dir.to_path_buf(),
+                source: Box::new(source),
+            })
+    }
+
+    fn snapshot_exists(&self, dir: &Path) -> bool {
+        SnapshotManifest::load(dir).is_ok()
     }
 }

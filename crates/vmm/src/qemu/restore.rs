@@ -1,5 +1,6 @@
 //! Restore: a new VM from a snapshot directory, with the snapshot's exact
-//! QEMU arguments rewritten for the new VM's paths and RAM backing.
+//! QEMU arguments rewritten for the new VM's paths and RAM backing; and
+//! the detour QEMU needs to bring a template back into shared memory.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,18 +9,82 @@ use tracing::Instrument;
 
 use super::args::{self, Ram, Rewrite};
 use super::layout::QemuLayout;
+use super::manifest::{SnapshotManifest, MEMORY_FILE};
 use super::record::{prepare_dir, remove_disk_and_dir};
 use super::{blocking, io_err, QemuError, QemuVm, QemuVmm};
 use crate::host::HostInfo;
-use crate::snapshot::{self, SnapshotKind, SnapshotManifest, MEMORY_FILE};
+use crate::snapshot::{self, AfterSnapshot, SnapshotKind, SnapshotOptions};
 use crate::spec::{MemoryBacking, VmSpec};
 use crate::{VmState, VmmError};
+
+/// Where, inside the new VM's directory, a template restored into shared
+/// memory passes through as a full snapshot.
+const VIA_FULL_DIR: &str = "restore-full";
 
 impl QemuVmm {
     /// Restore from a snapshot directory; see [`Vmm::restore`].
     pub async fn restore_vm(&self, snapshot: &Path, spec: VmSpec) -> Result<QemuVm, VmmError> {
         let span = tracing::info_span!("vm", sandbox_id = %spec.id);
-        self.restore_inner(snapshot, spec).instrument(span).await
+        let template =
+            SnapshotManifest::load(snapshot).is_ok_and(|m| m.kind == SnapshotKind::Template);
+        if template && spec.memory == MemoryBacking::SharedFile {
+            self.restore_template_shared(snapshot, spec)
+                .instrument(span)
+                .await
+        } else {
+            self.restore_inner(snapshot, spec).instrument(span).await
+        }
+    }
+
+    /// A template snapshot restored into shared-file memory, so the VM can
+    /// be snapshotted as a template in turn (how templates stack). QEMU 7.2
+    /// brings a template's RAM file, copied and mapped shared, back as
+    /// zeros under `x-ignore-shared`, so this goes through a full snapshot:
+    /// a private clone of the template writes one into the new VM's
+    /// directory and exits, and a shared-memory restore of it follows.
+    async fn restore_template_shared(
+        &self,
+        template: &Path,
+        spec: VmSpec,
+    ) -> Result<QemuVm, VmmError> {
+        let started = Instant::now();
+        let via = spec.dir.join(VIA_FULL_DIR);
+        let mut private = spec.clone();
+        private.memory = MemoryBacking::Anonymous;
+        let clone = self.restore_inner(template, private).await?;
+        let saved = clone
+            .snapshot(&via, SnapshotOptions::full().then(AfterSnapshot::Exit))
+            .await;
+        let destroyed = clone.destroy().await;
+        let via_ms = started.elapsed().as_millis() as u64;
+        let res = match saved.and(destroyed) {
+            Ok(_) => self.restore_inner(&via, spec.clone()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = std::fs::remove_dir_all(&via) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %via.display(), error = %e, "remove intermediate snapshot");
+            }
+        }
+        match res {
+            Ok(vm) => {
+                tracing::info!(
+                    via_full_ms = via_ms,
+                    total_ms = started.elapsed().as_millis() as u64,
+                    "template restored into shared memory"
+                );
+                Ok(vm)
+            }
+            Err(e) => {
+                // Only when empty: what else is in it is not ours.
+                let _ = std::fs::remove_dir(&spec.dir);
+                Err(VmmError::Restore {
+                    id: spec.id,
+                    snapshot: template.to_path_buf(),
+                    source: Box::new(e),
+                })
+            }
+        }
     }
 
     pub(super) async fn restore_inner(
@@ -40,8 +105,7 @@ impl QemuVmm {
                 reason,
             })
         };
-        let manifest = SnapshotManifest::load(snap).map_err(|e| bad(e.to_string()))?;
-        manifest.check_files(snap).map_err(|e| bad(e.to_string()))?;
+        let manifest = SnapshotManifest::load_checked(snap).map_err(|e| bad(e.to_string()))?;
         let old = &manifest.spec;
         let mut mismatch = Vec::new();
         if spec.vcpus != old.vcpus {
@@ -72,16 +136,13 @@ impl QemuVmm {
         // RAM: anonymous (loaded from the stream) or the template's file
         // mapped privately; or, when the spec asks for shared-file memory,
         // a file of the VM's own filled from a full snapshot's stream, so
-        // this VM can be snapshotted as a template. (QEMU 7.2 brings a
-        // template's RAM file, copied and mapped shared, back as zeros under
-        // x-ignore-shared: a template goes through a full snapshot first.)
+        // this VM can be snapshotted as a template. A template reaches
+        // shared memory only through `restore_template_shared`.
         let shared = spec.memory == MemoryBacking::SharedFile;
         if shared && manifest.kind == SnapshotKind::Template {
-            return Err(VmmError::InvalidSpec(vec![
-                "a template snapshot restores into private memory only; \
-                 take a full snapshot of the clone to get shared memory"
-                    .into(),
-            ]));
+            return Err(restore_err(QemuError::Args(
+                "a template restores into shared memory through a full snapshot".into(),
+            )));
         }
         let new_layout = QemuLayout::of(&spec);
         let memory_path = snap.join(manifest.memory_file.as_deref().unwrap_or(MEMORY_FILE));

@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use super::manifest::{
+    SnapshotManifest, DISK_FILE, MANIFEST_FILE, MANIFEST_FORMAT, MEMORY_FILE, STATE_FILE,
+};
 use super::record::remove_if_exists;
 use super::{blocking, io_err, now_ms, QemuError, QemuVm};
 use crate::qmp;
 use crate::snapshot::{
-    self, AfterSnapshot, SnapshotInfo, SnapshotKind, SnapshotManifest, SnapshotOptions,
-    SnapshotTimings, DISK_FILE, MANIFEST_FILE, MANIFEST_FORMAT, MEMORY_FILE, STATE_FILE,
+    self, AfterSnapshot, SnapshotInfo, SnapshotKind, SnapshotOptions, SnapshotTimings,
 };
 use crate::spec::MemoryBacking;
 use crate::{VmState, VmmError};
@@ -31,9 +33,20 @@ impl QemuVm {
             .snapshot_inner(dest, opts, before)
             .instrument(span)
             .await;
-        res.map_err(|e| VmmError::Snapshot {
-            id: self.spec.id.clone(),
-            source: Box::new(e),
+        res.map_err(|e| {
+            let id = self.spec.id.clone();
+            if e.is_no_space() {
+                VmmError::NoSpace {
+                    id,
+                    op: "snapshot",
+                    source: Box::new(e),
+                }
+            } else {
+                VmmError::Snapshot {
+                    id,
+                    source: Box::new(e),
+                }
+            }
         })
     }
 
@@ -109,7 +122,8 @@ impl QemuVm {
         );
         Ok(SnapshotInfo {
             dir: dest.to_path_buf(),
-            manifest,
+            summary: manifest.summary(),
+            timings: manifest.timings,
         })
     }
 

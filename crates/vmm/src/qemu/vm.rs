@@ -12,7 +12,7 @@ use hearth_agent_client::{AgentClient, Connector};
 use super::layout::QemuLayout;
 use super::process::{self, QemuProcess};
 use super::record::{remove_disk_and_dir, remove_if_exists, VmRecord};
-use super::{console, log_tail, QemuError, QemuVm, CONSOLE_TAIL_LINES};
+use super::{console, QemuError, QemuVm, CONSOLE_TAIL_LINES};
 use crate::host::Accel;
 use crate::jail::{EgressPolicy, JailHandle, JailRecord};
 use crate::qmp::{self, QmpClient, QmpError};
@@ -86,17 +86,23 @@ impl QemuVm {
         self.agent.clone()
     }
 
-    /// Last lines of the guest console.
+    /// Last lines of the guest console; see [`Vm::console_tail`].
     pub fn console_tail(&self, lines: usize) -> String {
-        log_tail(&self.layout.console_log, lines)
+        console::tail(&self.layout.console_log, lines).unwrap_or_default()
+    }
+
+    /// The console's end as quoted in an error (which says when the log
+    /// is missing rather than quote nothing).
+    pub(super) fn console_for_error(&self) -> String {
+        quoted_tail(&self.layout.console_log, CONSOLE_TAIL_LINES)
     }
 
     pub(super) fn exited_error(&self, status: String, stage: &'static str) -> QemuError {
         QemuError::Exited {
             status,
             stage,
-            vmm_log: log_tail(&self.layout.vmm_log, 10),
-            console_tail: self.console_tail(CONSOLE_TAIL_LINES),
+            vmm_log: quoted_tail(&self.layout.vmm_log, 10),
+            console_tail: self.console_for_error(),
         }
     }
 
@@ -301,6 +307,11 @@ impl QemuVm {
     }
 }
 
+/// The last `lines` lines of a log for an error message.
+fn quoted_tail(path: &Path, lines: usize) -> String {
+    console::tail(path, lines).unwrap_or_else(|| format!("({} missing)", path.display()))
+}
+
 impl Vm for QemuVm {
     fn id(&self) -> &str {
         &self.spec.id
@@ -335,6 +346,12 @@ impl Vm for QemuVm {
     }
     fn set_egress_policy<'a>(&'a self, policy: Option<&'a EgressPolicy>) -> VmmFuture<'a, ()> {
         Box::pin(QemuVm::set_egress_policy(self, policy))
+    }
+    fn jail(&self) -> Option<&JailRecord> {
+        QemuVm::jail(self)
+    }
+    fn console_tail(&self, max_lines: usize) -> String {
+        QemuVm::console_tail(self, max_lines)
     }
     fn exited(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
         Box::pin(self.process.exited())
