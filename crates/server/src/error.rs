@@ -128,10 +128,9 @@ impl ApiError {
         let mut full = false;
         let mut chain = String::new();
         while let Some(e) = cur {
-            let io_full = e
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.raw_os_error() == Some(28));
-            full |= io_full || e.to_string().contains("No space left on device");
+            full |= e
+                .downcast_ref::<hearth_vmm::VmmError>()
+                .is_some_and(hearth_vmm::VmmError::is_no_space);
             if !chain.is_empty() {
                 chain.push_str(": ");
             }
@@ -296,6 +295,27 @@ mod tests {
         assert_eq!(v["error"]["code"], "internal");
         assert_eq!(v["error"]["message"], "internal error");
         assert!(!String::from_utf8_lossy(&body).contains("secret"));
+    }
+
+    #[test]
+    fn a_snapshot_on_a_full_disk_is_507_by_the_drivers_typed_error() {
+        let full = hearth_vmm::VmmError::NoSpace {
+            id: "sbx_1".into(),
+            op: "snapshot",
+            source: Box::new(std::io::Error::from_raw_os_error(28)),
+        };
+        let e = ApiError::from_snapshot_error(&full, "the snapshot");
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+        );
+        // Any other failure, whatever its text, is an internal error.
+        let other = hearth_vmm::VmmError::Snapshot {
+            id: "sbx_1".into(),
+            source: "No space left on device".into(),
+        };
+        let e = ApiError::from_snapshot_error(&other, "the snapshot");
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[tokio::test]
