@@ -160,7 +160,7 @@ impl BenchServer {
         config.validate()?;
         let store =
             Arc::new(hearth_server::store::SqliteStore::open(&config.database_path()).await?);
-        let vmm = Arc::new(hearth_vmm::QemuVmm::new(config.vmm.qemu.clone()));
+        let vmm = hearth_vmm::open(&config.vmm)?;
         let templates = Arc::new(ImageTemplates::new(&config.images_dir()));
         let core = Core::new(config.clone(), store, vmm, templates, Arc::new(SystemClock))?;
         let admin_key = core

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use hearth_vmm::{AccelChoice, QemuConfig};
+use hearth_vmm::AccelChoice;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,11 +123,9 @@ impl Default for Rates {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct VmmConfig {
-    pub qemu: QemuConfig,
-}
+/// The `[vmm]` table: `backend` (default `qemu`) and each backend's own
+/// table; it belongs to the driver crate, which opens what it names.
+pub use hearth_vmm::VmmConfig;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -362,10 +360,22 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.rates.vcpu_hour_cents, 7.5);
         assert_eq!(c.vmm.qemu.accel, AccelChoice::Tcg);
+        assert_eq!(c.vmm.backend, hearth_vmm::Backend::Qemu);
         c.apply_env(|n| (n == "HEARTH_LISTEN").then(|| "127.0.0.1:7171".to_string()))
             .expect("env");
         assert_eq!(c.listen.port(), 7171);
         assert_eq!(c.data_dir, PathBuf::from("/srv/hearth"));
+    }
+
+    #[test]
+    fn an_unknown_vmm_backend_names_the_valid_ones() {
+        let err = toml::from_str::<ServerConfig>("[vmm]\nbackend = \"firecracker\"\n")
+            .expect_err("unknown backend");
+        let msg = err.to_string();
+        assert!(msg.contains("unknown variant `firecracker`"), "{msg}");
+        assert!(msg.contains("expected `qemu`"), "{msg}");
+        let c: ServerConfig = toml::from_str("[vmm]\nbackend = \"qemu\"\n").expect("qemu");
+        assert_eq!(c.vmm.backend, hearth_vmm::Backend::Qemu);
     }
 
     #[test]

@@ -229,6 +229,33 @@ mod tests {
         assert!(!String::from_utf8_lossy(&body).contains("secret"));
     }
 
+    #[test]
+    fn a_snapshot_on_a_full_disk_is_507_by_the_drivers_typed_error() {
+        let full = hearth_vmm::VmmError::NoSpace {
+            id: "sbx_1".into(),
+            op: "snapshot",
+            source: Box::new(std::io::Error::from_raw_os_error(28)),
+        };
+        let e = ApiError::from(crate::core::error::Error::from_snapshot_error(
+            &full,
+            "the snapshot",
+        ));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+        );
+        // Any other failure, whatever its text, is an internal error.
+        let other = hearth_vmm::VmmError::Snapshot {
+            id: "sbx_1".into(),
+            source: "No space left on device".into(),
+        };
+        let e = ApiError::from(crate::core::error::Error::from_snapshot_error(
+            &other,
+            "the snapshot",
+        ));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
     #[tokio::test]
     async fn validation_lists_every_field() {
         let err = ApiError::validation(vec![

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hearth_vmm::QemuVmm;
 
 pub use config::ServerConfig;
 
@@ -54,7 +53,7 @@ pub async fn serve_until(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
     let store = Arc::new(SqliteStore::open(&config.database_path()).await?);
-    let vmm = Arc::new(QemuVmm::new(config.vmm.qemu.clone()));
+    let vmm = hearth_vmm::open(&config.vmm).context("open the VMM driver")?;
     let templates = Arc::new(ImageTemplates::new(&config.images_dir()));
     let core = Core::new(
         config.clone(),

@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use hearth_agent_client::{AgentClient, Connector};
 use hearth_agent_protocol::ExecRequest;
-use hearth_vmm::{
-    AfterSnapshot, MemoryBacking, QemuVm, QemuVmm, SnapshotManifest, SnapshotOptions, VmSpec,
-};
+use hearth_vmm::{AfterSnapshot, MemoryBacking, QemuVm, QemuVmm, SnapshotOptions, VmSpec};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn ms(d: Duration) -> f64 {
@@ -59,13 +57,19 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .parse()?)
 }
 
+/// What the floor needs of the QEMU driver's `manifest.json`, read as a
+/// file the way someone scripting QEMU by hand would.
+#[derive(serde::Deserialize)]
+struct RawManifest {
+    spec: VmSpec,
+    vmm_args: Vec<String>,
+}
+
 /// The floor of a clone: the same files and arguments driven by hand, with
 /// QEMU loading the state itself and the least QMP that starts the guest.
-async fn raw_clone(
-    manifest: &SnapshotManifest,
-    snap: &Path,
-    dir: &Path,
-) -> Result<(u32, Duration)> {
+async fn raw_clone(snap: &Path, dir: &Path) -> Result<(u32, Duration)> {
+    let manifest: RawManifest =
+        serde_json::from_slice(&std::fs::read(snap.join("manifest.json"))?)?;
     let started = Instant::now();
     std::fs::create_dir_all(dir)?;
     let old_dir = manifest.spec.dir.display().to_string();
@@ -359,8 +363,7 @@ async fn main() -> Result<()> {
     let vm = boot(&vmm, &sb, spec).await?;
     exec_true(&vm.agent()).await?;
     let snap = sb.path().join("template-snap");
-    let info = vm
-        .snapshot(&snap, SnapshotOptions::template().then(AfterSnapshot::Exit))
+    vm.snapshot(&snap, SnapshotOptions::template().then(AfterSnapshot::Exit))
         .await?;
     vm.destroy().await?;
 
@@ -377,14 +380,12 @@ async fn main() -> Result<()> {
         c.destroy().await?;
 
         let dir = sb.path().join(format!("raw{i}"));
-        let (pid, took) = raw_clone(&info.manifest, &snap, &dir)
-            .await
-            .with_context(|| {
-                format!(
-                    "raw clone; qemu said: {}",
-                    std::fs::read_to_string(dir.join("vmm.err")).unwrap_or_default()
-                )
-            })?;
+        let (pid, took) = raw_clone(&snap, &dir).await.with_context(|| {
+            format!(
+                "raw clone; qemu said: {}",
+                std::fs::read_to_string(dir.join("vmm.err")).unwrap_or_default()
+            )
+        })?;
         sb.track(pid);
         raw.push(ms(took));
         std::fs::remove_dir_all(&dir)?;
@@ -426,9 +427,9 @@ async fn main() -> Result<()> {
     r.destroy().await?;
     println!(
         "full snapshot 256 MiB: {snap_ms:.0} ms wall (qemu migrate {} ms inside; ratio {:.2}), state {} MiB",
-        info.manifest.timings.migrate_ms,
-        snap_ms / info.manifest.timings.migrate_ms.max(1) as f64,
-        info.manifest.state_bytes >> 20
+        info.timings.migrate_ms,
+        snap_ms / info.timings.migrate_ms.max(1) as f64,
+        info.summary.state_bytes >> 20
     );
     println!("full restore 256 MiB -> exec answered: {restore_ms:.0} ms wall");
 

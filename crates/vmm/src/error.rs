@@ -40,6 +40,15 @@ pub enum VmmError {
         #[source]
         source: BackendError,
     },
+    /// The host filesystem the operation writes to is full: the caller
+    /// can free space and retry. Drivers report it for snapshots.
+    #[error("{op} vm {id}: host disk full")]
+    NoSpace {
+        id: String,
+        op: &'static str,
+        #[source]
+        source: BackendError,
+    },
     #[error("pause vm {id}")]
     Pause {
         id: String,
@@ -61,6 +70,12 @@ pub enum VmmError {
     #[error("change the network of vm {id}")]
     Network {
         id: String,
+        #[source]
+        source: BackendError,
+    },
+    #[error("inspect snapshot {}", dir.display())]
+    InspectSnapshot {
+        dir: PathBuf,
         #[source]
         source: BackendError,
     },
@@ -94,14 +109,48 @@ impl VmmError {
             VmmError::Boot { .. } => "boot",
             VmmError::Restore { .. } => "restore",
             VmmError::Snapshot { .. } => "snapshot",
+            VmmError::NoSpace { op, .. } => op,
             VmmError::Pause { .. } => "pause",
             VmmError::Resume { .. } => "resume",
             VmmError::Destroy { .. } => "destroy",
             VmmError::Network { .. } => "network",
+            VmmError::InspectSnapshot { .. } => "inspect_snapshot",
             VmmError::Adopt { .. } => "adopt",
             VmmError::ConnectAgent { .. } => "connect_agent",
             VmmError::Qmp { .. } => "qmp",
         }
+    }
+
+    /// Whether the failure was a full host disk ([`VmmError::NoSpace`]
+    /// here or anywhere down the chain, e.g. under a restore that had to
+    /// write a snapshot first).
+    pub fn is_no_space(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if matches!(e.downcast_ref::<VmmError>(), Some(VmmError::NoSpace { .. })) {
+                return true;
+            }
+            cur = e.source();
+        }
+        false
+    }
+
+    /// The end of the guest console, when the VM stopped or its agent never
+    /// answered during the failed operation (a boot or restore that has no
+    /// [`crate::Vm`] to ask).
+    pub fn console_tail(&self) -> Option<&str> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            // Each driver whose errors quote the console is asked here.
+            if let Some(tail) = e
+                .downcast_ref::<crate::QemuError>()
+                .and_then(crate::QemuError::console_tail)
+            {
+                return Some(tail);
+            }
+            cur = e.source();
+        }
+        None
     }
 
     /// The whole `source()` chain on one line, for edges that print errors.
@@ -114,5 +163,68 @@ impl VmmError {
             cur = e.source();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::QemuError;
+
+    fn enospc() -> std::io::Error {
+        std::io::Error::from_raw_os_error(libc::ENOSPC)
+    }
+
+    #[test]
+    fn a_full_disk_is_the_typed_variant_anywhere_in_the_chain() {
+        let full = VmmError::NoSpace {
+            id: "a".into(),
+            op: "snapshot",
+            source: Box::new(enospc()),
+        };
+        assert!(full.is_no_space());
+        assert_eq!(full.operation(), "snapshot");
+        assert!(full
+            .chain()
+            .ends_with("No space left on device (os error 28)"));
+        let under_restore = VmmError::Restore {
+            id: "a".into(),
+            snapshot: "/s".into(),
+            source: Box::new(full),
+        };
+        assert!(under_restore.is_no_space());
+        // What a driver wrote is not read here: only the variant counts.
+        let worded = VmmError::Snapshot {
+            id: "a".into(),
+            source: Box::new(QemuError::Migration {
+                status: "failed".into(),
+                desc: "No space left on device".into(),
+            }),
+        };
+        assert!(!worded.is_no_space());
+    }
+
+    #[test]
+    fn the_console_tail_comes_from_the_drivers_error() {
+        let timeout = VmmError::Boot {
+            id: "a".into(),
+            source: Box::new(QemuError::AgentTimeout {
+                waited: std::time::Duration::from_secs(1),
+                console_tail: "Kernel panic".into(),
+                last: None,
+            }),
+        };
+        assert_eq!(timeout.console_tail(), Some("Kernel panic"));
+        let nested = VmmError::Restore {
+            id: "a".into(),
+            snapshot: "/s".into(),
+            source: Box::new(timeout),
+        };
+        assert_eq!(nested.console_tail(), Some("Kernel panic"));
+        let other = VmmError::Boot {
+            id: "a".into(),
+            source: Box::new(enospc()),
+        };
+        assert_eq!(other.console_tail(), None);
     }
 }

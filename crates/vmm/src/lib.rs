@@ -10,10 +10,16 @@
 //! call, and a second driver (Firecracker) only implements the same two
 //! traits.
 //!
+//! Nothing backend-specific crosses the seam: snapshots are described by
+//! a [`SnapshotSummary`], console output by [`Vm::console_tail`], a full
+//! disk by [`VmmError::NoSpace`], and [`open`] picks the driver the
+//! config names ([`VmmConfig`]).
+//!
 //! Both traits are object safe (`Arc<dyn Vmm>`, `Box<dyn Vm>`): async methods
 //! return a boxed [`VmmFuture`]. The allocation per call is noise next to a
 //! VM operation, and it keeps the crate free of an `async-trait` macro.
 
+pub mod backend;
 pub mod error;
 pub mod host;
 pub mod jail;
@@ -29,12 +35,15 @@ use std::pin::Pin;
 use hearth_agent_client::AgentClient;
 use serde::{Deserialize, Serialize};
 
+pub use backend::{open, Backend, VmmConfig};
 pub use error::{BackendError, VmmError};
 pub use host::{Accel, HostInfo};
 pub use jail::policy::{Effect, EgressRule, Protocol};
 pub use jail::{EgressPolicy, JailConfig, JailError, JailRecord};
 pub use qemu::{AccelChoice, MachineKind, QemuConfig, QemuError, QemuVm, QemuVmm};
-pub use snapshot::{AfterSnapshot, SnapshotInfo, SnapshotKind, SnapshotManifest, SnapshotOptions};
+pub use snapshot::{
+    AfterSnapshot, SnapshotInfo, SnapshotKind, SnapshotOptions, SnapshotSummary, SnapshotTimings,
+};
 pub use spec::{MemoryBacking, RunLayout, VmSpec};
 
 /// What every async driver call returns: boxed so the traits stay object safe.
@@ -43,9 +52,10 @@ pub type VmmFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, VmmError>> + S
 /// What a driver can do on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
-    /// Driver name, e.g. `qemu`.
+    /// Driver name, e.g. `qemu` ([`Backend::as_str`]).
     pub backend: String,
-    /// The accelerator VMs of this driver run on.
+    /// The accelerator VMs of this driver run on (what `hearth up` tells
+    /// the user).
     pub accel: Accel,
     /// True when `accel` is KVM.
     pub kvm: bool,
@@ -114,15 +124,27 @@ pub trait Vmm: Send + Sync + std::fmt::Debug {
     /// Starts a new VM from a snapshot directory written by [`Vm::snapshot`]
     /// (either kind), with `spec`'s id, directory and disk path, then hands
     /// the agent a fresh identity, clock and entropy. RAM is private to the
-    /// VM unless `spec.memory` is `SharedFile` (full snapshots only): then
-    /// it lives in the VM's own file, and the VM can be snapshotted as a
-    /// template (how a full snapshot becomes a fast-clone one, and how
-    /// templates stack).
+    /// VM unless `spec.memory` is `SharedFile`: then it lives in the VM's
+    /// own file, and the VM can be snapshotted as a template (how a full
+    /// snapshot becomes a fast-clone one, and how templates stack).
+    /// Whatever the backend needs for that is the driver's business.
     fn restore<'a>(&'a self, snapshot: &'a Path, spec: VmSpec) -> VmmFuture<'a, Box<dyn Vm>>;
 
     /// Takes over a VM still running from its directory (after a server
     /// restart).
     fn adopt<'a>(&'a self, dir: &'a Path) -> VmmFuture<'a, Box<dyn Vm>>;
+
+    /// Reads the snapshot in `dir` (written by [`Vm::snapshot`] of this
+    /// driver) and checks that every file it needs is there and whole,
+    /// without reading memory or disk contents: a restore of it can then
+    /// fail only inside the VMM. [`VmmError::InspectSnapshot`] when it is
+    /// missing, unreadable, incomplete or another driver's.
+    fn inspect_snapshot(&self, dir: &Path) -> Result<SnapshotSummary, VmmError>;
+
+    /// Whether `dir` holds a snapshot that was written whole (its own
+    /// description is there and readable). Cheap, for deciding whether to
+    /// use one; [`Vmm::inspect_snapshot`] checks its files too.
+    fn snapshot_exists(&self, dir: &Path) -> bool;
 }
 
 /// One running VM and the VMM process behind it.
@@ -134,6 +156,8 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
     fn state(&self) -> VmState;
     /// A client of the guest agent (cheap to clone; connects on demand).
     fn agent(&self) -> AgentClient;
+    /// The jail the VMM process runs in (none: it runs unjailed).
+    fn jail(&self) -> Option<&JailRecord>;
 
     fn pause(&self) -> VmmFuture<'_, ()>;
     fn resume(&self) -> VmmFuture<'_, ()>;
@@ -147,6 +171,11 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
     /// the host's fixed rules leave). Never widens those rules.
     fn set_egress_policy<'a>(&'a self, policy: Option<&'a jail::EgressPolicy>)
         -> VmmFuture<'a, ()>;
+    /// The last `max_lines` lines the guest wrote to its console (only the
+    /// end of the log is read); empty when it wrote nothing or the log is
+    /// gone. A VM that failed to start has no `Vm`: its error carries the
+    /// tail instead ([`VmmError::console_tail`]).
+    fn console_tail(&self, max_lines: usize) -> String;
     /// Resolves when the VMM process has exited (for whatever reason), with
     /// its exit status: how a supervisor learns that a VM died.
     fn exited(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;

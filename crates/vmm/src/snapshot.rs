@@ -1,22 +1,14 @@
-//! Snapshot directories: what a snapshot holds (`manifest.json`, device and
-//! memory state, a sparse copy of the sandbox disk, the RAM file of a
-//! template), and the file helpers that write them durably.
+//! Snapshots in backend-neutral terms: their kinds, what happens to the
+//! VM after one, what a driver reports of one ([`SnapshotSummary`]), and
+//! the file helpers drivers write them with (sparse copies, durable
+//! writes). What a snapshot directory holds is the driver's business (the
+//! QEMU driver's is in `qemu::manifest`).
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-
-use crate::host::Accel;
-use crate::spec::VmSpec;
-
-/// Version of the manifest layout.
-pub const MANIFEST_FORMAT: u32 = 1;
-pub const MANIFEST_FILE: &str = "manifest.json";
-pub const STATE_FILE: &str = "state.bin";
-pub const MEMORY_FILE: &str = "memory.ram";
-pub const DISK_FILE: &str = "disk.ext4";
 
 /// Which form a snapshot takes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,92 +67,31 @@ pub struct SnapshotTimings {
     pub total_ms: u64,
 }
 
-/// `manifest.json` of a snapshot directory.
+/// What a snapshot is, in the terms every driver shares: what
+/// [`crate::Vmm::inspect_snapshot`] reports of a snapshot directory. How a
+/// driver lays the snapshot out (files, VMM arguments) stays its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SnapshotManifest {
-    pub format: u32,
+pub struct SnapshotSummary {
     pub kind: SnapshotKind,
-    /// Spec of the VM the snapshot was taken from.
-    pub spec: VmSpec,
-    /// The exact VMM arguments the VM ran with: a restore starts the same
-    /// device layout with only paths (and the RAM backing) swapped.
-    pub vmm_args: Vec<String>,
-    pub vmm_binary: PathBuf,
-    pub vmm_version: String,
-    pub accel: Accel,
-    pub state_file: String,
+    /// vCPUs of the VM it was taken of; a restore must ask for as many.
+    pub vcpus: u32,
+    /// Memory of the VM it was taken of; a restore must ask for as much.
+    pub memory_mb: u32,
+    /// Device state, plus guest memory for a [`SnapshotKind::Full`] one.
     pub state_bytes: u64,
-    /// Template snapshots only.
-    pub memory_file: Option<String>,
+    /// The RAM file of a [`SnapshotKind::Template`] one.
     pub memory_bytes: Option<u64>,
-    pub disk_file: String,
+    /// Apparent size of the copy of the sandbox disk.
     pub disk_bytes: u64,
     pub created_at_ms: i64,
-    pub timings: SnapshotTimings,
-}
-
-impl SnapshotManifest {
-    pub fn load(dir: &Path) -> io::Result<SnapshotManifest> {
-        let bytes = std::fs::read(dir.join(MANIFEST_FILE))?;
-        let m: SnapshotManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        if m.format != MANIFEST_FORMAT {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("manifest format {} (expected {MANIFEST_FORMAT})", m.format),
-            ));
-        }
-        for name in [
-            Some(&m.state_file),
-            m.memory_file.as_ref(),
-            Some(&m.disk_file),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if name.is_empty() || name.contains('/') || name.starts_with('.') {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("file name {name:?} in manifest"),
-                ));
-            }
-        }
-        Ok(m)
-    }
-
-    /// Checks that every file the manifest names is there with its size:
-    /// a truncated copy is refused before any VMM starts.
-    pub fn check_files(&self, dir: &Path) -> io::Result<()> {
-        let mut expect = vec![
-            (&self.state_file, self.state_bytes),
-            (&self.disk_file, self.disk_bytes),
-        ];
-        if let (Some(f), Some(n)) = (&self.memory_file, self.memory_bytes) {
-            expect.push((f, n));
-        }
-        for (name, bytes) in expect {
-            let path = dir.join(name);
-            let len = std::fs::metadata(&path)?.len();
-            if len != bytes {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{} is {len} bytes, the manifest says {bytes}",
-                        path.display()
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// What [`crate::Vm::snapshot`] produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
     pub dir: PathBuf,
-    pub manifest: SnapshotManifest,
+    pub summary: SnapshotSummary,
+    pub timings: SnapshotTimings,
 }
 
 /// Copies a disk keeping it sparse (reflink where the filesystem can, else
@@ -228,50 +159,5 @@ mod tests {
         let dst = dir.path().join("dst");
         assert_eq!(sparse_copy(&src, &dst).unwrap(), 0);
         assert_eq!(std::fs::metadata(&dst).unwrap().len(), 1 << 20);
-    }
-
-    #[test]
-    fn manifest_rejects_path_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let exe = std::fs::read_link("/proc/self/exe").unwrap();
-        let spec = VmSpec::new("a", dir.path(), &exe, &exe, &exe);
-        let mut m = SnapshotManifest {
-            format: MANIFEST_FORMAT,
-            kind: SnapshotKind::Full,
-            spec,
-            vmm_args: vec![],
-            vmm_binary: "qemu".into(),
-            vmm_version: "7.2.0".into(),
-            accel: Accel::Tcg,
-            state_file: STATE_FILE.into(),
-            state_bytes: 3,
-            memory_file: None,
-            memory_bytes: None,
-            disk_file: DISK_FILE.into(),
-            disk_bytes: 0,
-            created_at_ms: 0,
-            timings: SnapshotTimings::default(),
-        };
-        std::fs::write(dir.path().join(STATE_FILE), b"abc").unwrap();
-        std::fs::write(dir.path().join(DISK_FILE), b"").unwrap();
-        write_durable(
-            &dir.path().join(MANIFEST_FILE),
-            &serde_json::to_vec(&m).unwrap(),
-        )
-        .unwrap();
-        let loaded = SnapshotManifest::load(dir.path()).unwrap();
-        loaded.check_files(dir.path()).unwrap();
-
-        std::fs::write(dir.path().join(STATE_FILE), b"ab").unwrap();
-        let err = loaded.check_files(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("manifest says 3"), "{err}");
-
-        m.state_file = "../etc/passwd".into();
-        std::fs::write(
-            dir.path().join(MANIFEST_FILE),
-            serde_json::to_vec(&m).unwrap(),
-        )
-        .unwrap();
-        assert!(SnapshotManifest::load(dir.path()).is_err());
     }
 }

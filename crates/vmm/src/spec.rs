@@ -144,20 +144,8 @@ impl VmSpec {
                 bad.push(format!("{name} {} is not a file", path.display()));
             }
         }
-        let layout = self.layout();
-        for sock in [
-            &layout.qmp_socket,
-            &layout.agent_socket,
-            &layout.console_socket,
-        ] {
-            let len = sock.as_os_str().len();
-            if len > MAX_SOCKET_PATH {
-                bad.push(format!(
-                    "socket path {} is {len} bytes, longer than {MAX_SOCKET_PATH}",
-                    sock.display()
-                ));
-            }
-        }
+        // Drivers check their own sockets too (all in `dir`).
+        check_socket_path(&self.layout().agent_socket, &mut bad);
         for word in &self.kernel_args {
             if word.is_empty() || word.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 bad.push(format!("kernel arg {word:?} must be one non-empty word"));
@@ -205,20 +193,19 @@ impl VmSpec {
     }
 }
 
-/// Files a running VM keeps in its directory.
+/// Files a running VM keeps in its directory, whatever its driver (a
+/// driver adds its own, e.g. QEMU's control socket, privately).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunLayout {
     pub dir: PathBuf,
-    pub qmp_socket: PathBuf,
+    /// The host end of the guest agent's channel.
     pub agent_socket: PathBuf,
     pub pidfile: PathBuf,
-    /// Where QEMU serves the guest's serial console (the driver reads it).
-    pub console_socket: PathBuf,
     /// The newest part of the console output (capped, see `qemu::console`).
     pub console_log: PathBuf,
     /// The part before it.
     pub console_log_old: PathBuf,
-    /// QEMU's own stdout/stderr.
+    /// The VMM process's own stdout/stderr.
     pub vmm_log: PathBuf,
     /// Spec, exact arguments, pid: what a new driver instance re-adopts from.
     pub record: PathBuf,
@@ -230,10 +217,8 @@ impl RunLayout {
     pub fn new(dir: &Path) -> RunLayout {
         RunLayout {
             dir: dir.to_path_buf(),
-            qmp_socket: dir.join("qmp.sock"),
             agent_socket: dir.join("agent.sock"),
             pidfile: dir.join("vmm.pid"),
-            console_socket: dir.join("console.sock"),
             console_log: dir.join("console.log"),
             console_log_old: dir.join("console.log.1"),
             vmm_log: dir.join("vmm.log"),
@@ -242,19 +227,28 @@ impl RunLayout {
         }
     }
 
-    /// Every file the driver itself creates in the directory.
-    pub fn run_files(&self) -> [&Path; 9] {
+    /// Every file of this layout a driver creates in the directory.
+    pub fn run_files(&self) -> [&Path; 7] {
         [
-            &self.qmp_socket,
             &self.agent_socket,
             &self.pidfile,
-            &self.console_socket,
             &self.console_log,
             &self.console_log_old,
             &self.vmm_log,
             &self.record,
             &self.memory_file,
         ]
+    }
+}
+
+/// Adds a complaint to `bad` when `sock` is too long for a Unix socket.
+pub(crate) fn check_socket_path(sock: &Path, bad: &mut Vec<String>) {
+    let len = sock.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        bad.push(format!(
+            "socket path {} is {len} bytes, longer than {MAX_SOCKET_PATH}",
+            sock.display()
+        ));
     }
 }
 
@@ -306,7 +300,6 @@ mod tests {
         assert_eq!(s.dir, Path::new("/tmp/hearth-t/sb-1"));
         assert_eq!(s.disk, Path::new("/tmp/hearth-t/sb-1/disk.ext4"));
         let l = s.layout();
-        assert_eq!(l.qmp_socket, Path::new("/tmp/hearth-t/sb-1/qmp.sock"));
         assert_eq!(l.agent_socket, Path::new("/tmp/hearth-t/sb-1/agent.sock"));
         assert_eq!(l.pidfile, Path::new("/tmp/hearth-t/sb-1/vmm.pid"));
         assert_eq!(l.console_log, Path::new("/tmp/hearth-t/sb-1/console.log"));

@@ -185,14 +185,14 @@ impl Error {
     }
 }
 
-/// Whether a disk-full error is anywhere in `err`'s chain.
+/// Whether the driver said the disk is full anywhere in `err`'s chain
+/// (it decides that itself: [`hearth_vmm::VmmError::NoSpace`]).
 fn chain_is_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        let io_full = e
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.raw_os_error() == Some(nix::libc::ENOSPC));
-        if io_full || e.to_string().contains("No space left on device") {
+        if e.downcast_ref::<hearth_vmm::VmmError>()
+            .is_some_and(hearth_vmm::VmmError::is_no_space)
+        {
             return true;
         }
         cur = e.source();

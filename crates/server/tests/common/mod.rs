@@ -19,8 +19,8 @@ use hearth_server::core::templates::{ResolvedTemplate, TemplateError, Templates}
 use hearth_server::core::Core;
 use hearth_server::store::SqliteStore;
 use hearth_vmm::{
-    Accel, Capabilities, SnapshotInfo, SnapshotManifest, SnapshotOptions, Vm, VmSpec, VmState, Vmm,
-    VmmError, VmmFuture,
+    Accel, Capabilities, JailRecord, SnapshotInfo, SnapshotOptions, SnapshotSummary, Vm, VmSpec,
+    VmState, Vmm, VmmError, VmmFuture,
 };
 use tokio::sync::watch;
 
@@ -176,7 +176,25 @@ impl Vmm for FakeVmm {
             ]))
         })
     }
+
+    fn inspect_snapshot(&self, dir: &Path) -> Result<SnapshotSummary, VmmError> {
+        let bad = |source: std::io::Error| VmmError::InspectSnapshot {
+            dir: dir.to_path_buf(),
+            source: Box::new(source),
+        };
+        let bytes = std::fs::read(dir.join(FAKE_MANIFEST)).map_err(bad)?;
+        std::fs::metadata(dir.join("fake-snapshot")).map_err(bad)?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(e.into()))
+    }
+
+    fn snapshot_exists(&self, dir: &Path) -> bool {
+        dir.join(FAKE_MANIFEST).is_file()
+    }
 }
+
+/// The fake's snapshot description (a [`SnapshotSummary`] as JSON), named
+/// like the QEMU driver's so tests can break or fake snapshots by name.
+const FAKE_MANIFEST: &str = "manifest.json";
 
 impl Vm for FakeVm {
     fn id(&self) -> &str {
@@ -206,41 +224,40 @@ impl Vm for FakeVm {
             Ok(())
         })
     }
+    fn jail(&self) -> Option<&JailRecord> {
+        None
+    }
+    fn console_tail(&self, _max_lines: usize) -> String {
+        String::new()
+    }
     fn snapshot<'a>(
         &'a self,
         dest: &'a Path,
-        _opts: SnapshotOptions,
+        opts: SnapshotOptions,
     ) -> VmmFuture<'a, SnapshotInfo> {
         Box::pin(async move {
             std::fs::create_dir_all(dest)
                 .map_err(|e| VmmError::InvalidSpec(vec![e.to_string()]))?;
             std::fs::write(dest.join("fake-snapshot"), b"x")
                 .map_err(|e| VmmError::InvalidSpec(vec![e.to_string()]))?;
-            let manifest = SnapshotManifest {
-                format: 1,
-                kind: hearth_vmm::SnapshotKind::Full,
-                spec: self.spec.clone(),
-                vmm_args: vec![],
-                vmm_binary: "fake".into(),
-                vmm_version: "fake".into(),
-                accel: Accel::Tcg,
-                state_file: "fake-snapshot".into(),
+            let summary = SnapshotSummary {
+                kind: opts.kind,
+                vcpus: self.spec.vcpus,
+                memory_mb: self.spec.memory_mb,
                 state_bytes: 1,
-                memory_file: None,
                 memory_bytes: None,
-                disk_file: "fake-snapshot".into(),
                 disk_bytes: 1,
                 created_at_ms: 0,
-                timings: Default::default(),
             };
             std::fs::write(
-                dest.join("manifest.json"),
-                serde_json::to_vec(&manifest).expect("manifest json"),
+                dest.join(FAKE_MANIFEST),
+                serde_json::to_vec(&summary).expect("summary json"),
             )
             .map_err(|e| VmmError::InvalidSpec(vec![e.to_string()]))?;
             Ok(SnapshotInfo {
                 dir: dest.to_path_buf(),
-                manifest,
+                summary,
+                timings: Default::default(),
             })
         })
     }

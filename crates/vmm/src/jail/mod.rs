@@ -19,6 +19,8 @@ mod mounts;
 mod netns;
 mod nft;
 pub mod policy;
+mod preexec;
+mod record;
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -31,12 +33,19 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 pub use policy::EgressPolicy;
+pub use preexec::PreExec;
+pub use record::JailRecord;
 
 /// Where the jail roots are mounted (each in its own mount namespace, so
 /// one empty directory serves every VM).
 const JAIL_ROOT: &str = "/run/hearth/jail";
 /// Per-VM `resolv.conf` files handed to QEMU's user-mode DNS.
 const RESOLV_DIR: &str = "/run/hearth/resolv";
+
+/// Slot `slot`'s `resolv.conf`.
+pub(crate) fn resolv_conf(slot: u32) -> PathBuf {
+    Path::new(RESOLV_DIR).join(format!("{slot}.conf"))
+}
 
 /// The `[vmm.qemu.jail]` table of the server config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,32 +123,6 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Jai
     move |source| JailError::Io { what, path, source }
 }
 
-/// What `vm.json` keeps of a VM's jail, so a new driver can take it over
-/// and tear it down.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JailRecord {
-    pub slot: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// The namespace has a veth (egress on).
-    pub connected: bool,
-    pub cgroups: Vec<PathBuf>,
-}
-
-impl JailRecord {
-    pub fn netns(&self) -> PathBuf {
-        netns::ns_path(self.slot)
-    }
-    pub fn host_interface(&self) -> String {
-        netns::host_if(self.slot)
-    }
-    /// The memory limit the VM's cgroup has now.
-    pub fn memory_limit(&self) -> Option<u64> {
-        cgroup::memory_limit(&self.cgroups)
-    }
-}
-
 /// What a VM needs from the host, for [`Jailer::prepare`].
 #[derive(Debug)]
 pub struct JailSpec<'a> {
@@ -182,18 +165,6 @@ pub struct JailHandle {
     /// forwarder).
     hosts: dns::HostSets,
     upstreams: Vec<SocketAddr>,
-}
-
-/// The part of a jail applied in the VMM's child process, between `fork`
-/// and `exec`.
-#[derive(Debug)]
-pub struct PreExec {
-    netns: OwnedFd,
-    cgroup_procs: Vec<OwnedFd>,
-    mounts: mounts::MountPlan,
-    uid: u32,
-    gid: u32,
-    groups: Vec<nix::unistd::Gid>,
 }
 
 impl Jailer {
@@ -329,7 +300,7 @@ impl Jailer {
 
     async fn build(&self, spec: &JailSpec<'_>, h: &mut JailHandle) -> Result<PreExec, JailError> {
         let slot = h.record.slot;
-        let resolv = Path::new(RESOLV_DIR).join(format!("{slot}.conf"));
+        let resolv = resolv_conf(slot);
         std::fs::create_dir_all(RESOLV_DIR).map_err(io_err("create", Path::new(RESOLV_DIR)))?;
         // First: its age tells the reaper this slot is being set up.
         std::fs::write(&resolv, "").map_err(io_err("write", &resolv))?;
@@ -500,7 +471,7 @@ impl Jailer {
             if in_use.contains(&ns.ino()) {
                 continue;
             }
-            let resolv = Path::new(RESOLV_DIR).join(format!("{slot}.conf"));
+            let resolv = resolv_conf(slot);
             let old = std::fs::metadata(&resolv)
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_AFTER);
@@ -637,7 +608,7 @@ impl JailHandle {
         }
         netns::remove(slot).await;
         cgroup::remove(&self.record.cgroups).await;
-        let _ = std::fs::remove_file(Path::new(RESOLV_DIR).join(format!("{slot}.conf")));
+        let _ = std::fs::remove_file(resolv_conf(slot));
     }
 }
 
@@ -689,42 +660,6 @@ fn namespaces_in_use() -> std::collections::HashSet<u64> {
                 .ok()
         })
         .collect()
-}
-
-impl PreExec {
-    /// Applies the jail in the child: network namespace, cgroup, mount
-    /// namespace and root, then the VM's uid with no capabilities. Only
-    /// system calls on data prepared before `fork`.
-    pub fn apply(&self) -> std::io::Result<()> {
-        use nix::sched::CloneFlags;
-        nix::sched::setns(&self.netns, CloneFlags::CLONE_NEWNET)?;
-        for fd in &self.cgroup_procs {
-            nix::unistd::write(fd, b"0")?;
-        }
-        nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
-        self.mounts.enter()?;
-        // Drop every capability from the bounding set while still allowed
-        // to, then switch ids: a root -> non-root switch clears the
-        // permitted and effective sets.
-        for cap in 0..=63 {
-            // SAFETY: prctl(PR_CAPBSET_DROP, n) only changes this process's
-            // credentials; an unknown capability number returns EINVAL.
-            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-            if r != 0 && cap <= 40 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        let gid = nix::unistd::Gid::from_raw(self.gid);
-        nix::unistd::setgroups(&self.groups)?;
-        nix::unistd::setresgid(gid, gid, gid)?;
-        let uid = nix::unistd::Uid::from_raw(self.uid);
-        nix::unistd::setresuid(uid, uid, uid)?;
-        // SAFETY: PR_SET_NO_NEW_PRIVS only restricts this process.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
 }
 
 /// Addresses of a slot for tests and diagnostics: (host side, namespace side).

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::layout::QemuLayout;
 use crate::host::Accel;
-use crate::spec::{MemoryBacking, RunLayout, VmSpec};
+use crate::spec::{MemoryBacking, VmSpec};
 use hearth_agent_protocol::VIRTIO_PORT_NAME;
 
 /// The machine model. `microvm` is the default: measured here (TCG, same
@@ -78,7 +79,7 @@ fn netdev(egress: bool) -> String {
 /// Arguments of a cold boot.
 pub(crate) fn build(
     spec: &VmSpec,
-    layout: &RunLayout,
+    layout: &QemuLayout,
     accel: Accel,
     machine: MachineKind,
     tcg_tb_size_mb: Option<u32>,
@@ -181,7 +182,7 @@ pub(crate) fn build(
 /// The serial console's backend: a socket the driver reads and caps (a
 /// `file` backend grows without bound). With no reader connected, QEMU
 /// drops what the guest prints instead of blocking it.
-pub(crate) fn console_chardev(layout: &RunLayout) -> String {
+pub(crate) fn console_chardev(layout: &QemuLayout) -> String {
     format!(
         "socket,id=console,path={},server=on,wait=off",
         layout.console_socket.display()
@@ -220,9 +221,9 @@ pub(crate) fn confine(args: &mut Vec<String>, jailed: bool, unfiltered_net: bool
 /// What changes between the VM a snapshot was taken of and a restored one.
 #[derive(Debug)]
 pub(crate) struct Rewrite<'a> {
-    pub old_layout: &'a RunLayout,
+    pub old_layout: &'a QemuLayout,
     pub old_disk: &'a Path,
-    pub new_layout: &'a RunLayout,
+    pub new_layout: &'a QemuLayout,
     pub new_disk: &'a Path,
     pub ram: Ram<'a>,
     pub memory_mb: u32,
@@ -369,7 +370,13 @@ mod tests {
     #[test]
     fn boot_args_have_the_guest_contract() {
         let s = spec("/d/sandboxes", "a");
-        let a = build(&s, &s.layout(), Accel::Tcg, MachineKind::Microvm, None);
+        let a = build(
+            &s,
+            &QemuLayout::of(&s),
+            Accel::Tcg,
+            MachineKind::Microvm,
+            None,
+        );
         assert_eq!(value_after(&a, "-accel"), ["tcg"]);
         assert_eq!(
             value_after(&a, "-machine"),
@@ -395,7 +402,13 @@ mod tests {
 
         let mut s2 = s.clone();
         s2.egress = false;
-        let a2 = build(&s2, &s2.layout(), Accel::Kvm, MachineKind::Q35, None);
+        let a2 = build(
+            &s2,
+            &QemuLayout::of(&s2),
+            Accel::Kvm,
+            MachineKind::Q35,
+            None,
+        );
         assert_eq!(value_after(&a2, "-netdev"), ["user,id=net0,restrict=on"]);
         assert!(!value_after(&a2, "-append")[0].contains("tsc_early_khz"));
         assert_eq!(value_after(&a2, "-device")[0], "virtio-blk-pci,drive=base");
@@ -405,16 +418,22 @@ mod tests {
     fn restore_swaps_paths_ram_and_egress_only() {
         let mut old = spec("/d/sandboxes", "a");
         old.memory = MemoryBacking::SharedFile;
-        let old_args = build(&old, &old.layout(), Accel::Tcg, MachineKind::Microvm, None);
+        let old_args = build(
+            &old,
+            &QemuLayout::of(&old),
+            Accel::Tcg,
+            MachineKind::Microvm,
+            None,
+        );
         let mut new = spec("/d/sandboxes", "b");
         new.egress = false;
         let ram_file = Path::new("/d/templates/t/memory.ram");
         let out = rewrite_for_restore(
             &old_args,
             &Rewrite {
-                old_layout: &old.layout(),
+                old_layout: &QemuLayout::of(&old),
                 old_disk: &old.disk,
-                new_layout: &new.layout(),
+                new_layout: &QemuLayout::of(&new),
                 new_disk: &new.disk,
                 ram: Ram::File {
                     path: ram_file,
@@ -437,7 +456,13 @@ mod tests {
         );
         assert_eq!(value_after(&out, "-netdev"), ["user,id=net0,restrict=on"]);
         // Everything else is identical, in the same order.
-        let expected = build(&new, &new.layout(), Accel::Tcg, MachineKind::Microvm, None);
+        let expected = build(
+            &new,
+            &QemuLayout::of(&new),
+            Accel::Tcg,
+            MachineKind::Microvm,
+            None,
+        );
         for (i, (o, e)) in out.iter().zip(expected.iter()).enumerate() {
             if value_after(&out, "-object")[0] == o.as_str() {
                 continue;
@@ -453,15 +478,26 @@ mod tests {
         let c = spec("/d/sandboxes", "c");
         let rw = |from: &VmSpec,
                   to: &VmSpec|
-         -> (RunLayout, RunLayout, std::path::PathBuf, std::path::PathBuf) {
+         -> (
+            QemuLayout,
+            QemuLayout,
+            std::path::PathBuf,
+            std::path::PathBuf,
+        ) {
             (
-                from.layout(),
-                to.layout(),
+                QemuLayout::of(from),
+                QemuLayout::of(to),
                 from.disk.clone(),
                 to.disk.clone(),
             )
         };
-        let first = build(&a, &a.layout(), Accel::Tcg, MachineKind::Microvm, None);
+        let first = build(
+            &a,
+            &QemuLayout::of(&a),
+            Accel::Tcg,
+            MachineKind::Microvm,
+            None,
+        );
         let (ol, nl, od, nd) = rw(&a, &b);
         let restored = rewrite_for_restore(
             &first,
@@ -518,12 +554,24 @@ mod tests {
     #[test]
     fn confine_adds_seccomp_once_and_cuts_the_network_when_unjailed() {
         let s = spec("/d/sandboxes", "a");
-        let mut a = build(&s, &s.layout(), Accel::Tcg, MachineKind::Microvm, None);
+        let mut a = build(
+            &s,
+            &QemuLayout::of(&s),
+            Accel::Tcg,
+            MachineKind::Microvm,
+            None,
+        );
         confine(&mut a, true, false);
         confine(&mut a, true, false);
         assert_eq!(value_after(&a, "-sandbox"), [SECCOMP]);
         assert_eq!(value_after(&a, "-netdev"), ["user,id=net0,restrict=off"]);
-        let mut b = build(&s, &s.layout(), Accel::Tcg, MachineKind::Microvm, None);
+        let mut b = build(
+            &s,
+            &QemuLayout::of(&s),
+            Accel::Tcg,
+            MachineKind::Microvm,
+            None,
+        );
         confine(&mut b, false, false);
         assert_eq!(value_after(&b, "-netdev"), ["user,id=net0,restrict=on"]);
         assert!(value_after(&b, "-sandbox").is_empty());
@@ -532,7 +580,13 @@ mod tests {
     #[test]
     fn restore_moves_an_old_file_console_to_the_socket() {
         let old = spec("/d/sandboxes", "a");
-        let mut args = build(&old, &old.layout(), Accel::Tcg, MachineKind::Microvm, None);
+        let mut args = build(
+            &old,
+            &QemuLayout::of(&old),
+            Accel::Tcg,
+            MachineKind::Microvm,
+            None,
+        );
         for a in args.iter_mut() {
             if a.starts_with("socket,id=console,") {
                 *a = "file,id=console,path=/d/sandboxes/a/console.log".into();
@@ -542,9 +596,9 @@ mod tests {
         let out = rewrite_for_restore(
             &args,
             &Rewrite {
-                old_layout: &old.layout(),
+                old_layout: &QemuLayout::of(&old),
                 old_disk: &old.disk,
-                new_layout: &new.layout(),
+                new_layout: &QemuLayout::of(&new),
                 new_disk: &new.disk,
                 ram: Ram::Anonymous,
                 memory_mb: 256,
@@ -560,7 +614,7 @@ mod tests {
     #[test]
     fn restore_rejects_foreign_args() {
         let s = spec("/d/sandboxes", "a");
-        let l = s.layout();
+        let l = QemuLayout::of(&s);
         let rw = Rewrite {
             old_layout: &l,
             old_disk: &s.disk,

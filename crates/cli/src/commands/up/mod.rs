@@ -84,7 +84,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .rootfs(Recipe::Debian, &agent)
             .context("the default (Debian) image")?;
     }
-    let accel = hearth_vmm::QemuVmm::new(cfg.vmm.qemu.clone()).accel();
+    let accel = hearth_vmm::open(&cfg.vmm)
+        .context("open the VMM driver")?
+        .capabilities()
+        .accel;
     eprintln!(
         "up: VMs run with {}",
         match accel {

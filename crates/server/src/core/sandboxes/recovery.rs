@@ -80,7 +80,7 @@ pub(crate) async fn reap_dir(core: &Arc<Core>, dir: &std::path::Path) {
 async fn recover_one(core: &Arc<Core>, mut rec: SandboxRecord) -> StoreResult<bool> {
     let dir = core.sandboxes_dir().join(&rec.id);
     let paused_snapshot = core.paused_dir(&rec.id);
-    let paused_ok = hearth_vmm::SnapshotManifest::load(&paused_snapshot).is_ok();
+    let paused_ok = core.vmm.snapshot_exists(&paused_snapshot);
     let vm = if dir.join("vm.json").exists() {
         match core.vmm.adopt(&dir).await {
             Ok(vm) => Some(vm),

@@ -274,7 +274,7 @@ impl Core {
         rec.deadline_at = None;
         rec.last_activity_at = now;
         let fast = self.fast_fork_dir(&snap.id);
-        if hearth_vmm::SnapshotManifest::load(&fast).is_ok() {
+        if self.vmm.snapshot_exists(&fast) {
             return self.start_new(rec, Some(fast)).await;
         }
         let forked = self

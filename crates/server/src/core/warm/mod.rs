@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
-use hearth_vmm::{AfterSnapshot, MemoryBacking, SnapshotManifest, SnapshotOptions, Vm};
+use hearth_vmm::{AfterSnapshot, MemoryBacking, SnapshotOptions, Vm};
 
 use super::templates::ResolvedTemplate;
 use super::Core;
@@ -94,7 +94,7 @@ impl Core {
     /// The ready template snapshot of `shape`, if any.
     pub fn warm_snapshot(&self, shape: &Shape) -> Option<PathBuf> {
         let dir = shape.dir(self.data_dir());
-        SnapshotManifest::load(&dir).ok().map(|_| dir)
+        self.vmm.snapshot_exists(&dir).then_some(dir)
     }
 
     /// The shapes of built-in template `id` (any version) whose template
@@ -109,7 +109,7 @@ impl Core {
             .flat_map(|v| std::fs::read_dir(v.path()).into_iter().flatten().flatten())
             .filter(|shape| {
                 let p = shape.path();
-                p.extension().is_none_or(|e| e != STAGING) && p.join("manifest.json").is_file()
+                p.extension().is_none_or(|e| e != STAGING) && self.vmm.snapshot_exists(&p)
             })
             .filter_map(|shape| shape.file_name().into_string().ok())
             .collect()
@@ -370,11 +370,12 @@ impl Core {
         Ok(())
     }
 
-    /// A build VM (RAM in its own file, id `tpl-...`) restored from full
-    /// snapshot `full`: a clone that can become a template snapshot.
+    /// A build VM (RAM in its own file, id `tpl-...`) restored from
+    /// `snapshot` (full or template): a clone that can become a template
+    /// snapshot.
     pub(crate) async fn restore_shared(
         &self,
-        full: &Path,
+        snapshot: &Path,
         tpl: &ResolvedTemplate,
         shape: &Shape,
         env: &std::collections::BTreeMap<String, String>,
@@ -386,41 +387,12 @@ impl Core {
         spec.egress = egress;
         spec.env = env.clone();
         std::fs::create_dir_all(&spec.dir)?;
-        match self.vmm.restore(full, spec.clone()).await {
+        match self.vmm.restore(snapshot, spec.clone()).await {
             Ok(vm) => Ok(vm),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&spec.dir);
                 Err(e.into())
             }
         }
-    }
-
-    /// A build VM restored from template snapshot `template`. QEMU brings a
-    /// template back into shared RAM only from a full snapshot, so this
-    /// clones it, writes the clone as a full snapshot, and restores that.
-    pub(crate) async fn restore_template_shared(
-        &self,
-        template: &Path,
-        tpl: &ResolvedTemplate,
-        shape: &Shape,
-        env: &std::collections::BTreeMap<String, String>,
-    ) -> anyhow::Result<Box<dyn Vm>> {
-        let id = format!("tpl-{}", super::ids::new_id("m").replace('_', "-"));
-        let mut spec = self.base_spec(&id, tpl, shape.cpu_count, shape.memory_mb);
-        spec.env = env.clone();
-        std::fs::create_dir_all(&spec.dir)?;
-        let result = async {
-            let mid = self.vmm.restore(template, spec.clone()).await?;
-            let full = spec.dir.join("full");
-            let snap = mid
-                .snapshot(&full, SnapshotOptions::full().then(AfterSnapshot::Exit))
-                .await;
-            let _ = mid.destroy().await;
-            snap?;
-            self.restore_shared(&full, tpl, shape, env, true).await
-        }
-        .await;
-        let _ = std::fs::remove_dir_all(&spec.dir);
-        result
     }
 }

@@ -140,7 +140,7 @@ impl Core {
             Some(v) => {
                 let parent = build_shape(&spec.from, v, &spec).dir(self.data_dir());
                 sys(format!("restoring {} v{v}", spec.from));
-                self.restore_template_shared(&parent, &base, &shape, &spec.env)
+                self.restore_shared(&parent, &base, &shape, &spec.env, true)
                     .await
                     .map_err(|e| format!("restore the base template: {e:#}"))?
             }
