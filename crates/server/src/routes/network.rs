@@ -5,7 +5,6 @@
 
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use hearth_vmm::{Effect, EgressPolicy, EgressRule};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -15,6 +14,7 @@ use super::openapi::{E404And422, NetworkPolicyData, SandboxId, E404, NET};
 use super::{data, ApiJson, AppState};
 use crate::core::clock::rfc3339;
 use crate::core::keys::Caller;
+use crate::core::sandboxes::network::{Effect, EgressPolicy, EgressRule};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::SandboxRecord;
 

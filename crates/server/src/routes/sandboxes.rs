@@ -142,7 +142,7 @@ pub struct NetworkBody {
     #[schema(default = true)]
     pub egress: Option<bool>,
     /// The egress policy, as `PUT /sandboxes/{id}/network-policy` takes it.
-    pub policy: Option<hearth_vmm::EgressPolicy>,
+    pub policy: Option<crate::core::sandboxes::network::EgressPolicy>,
 }
 
 /// The create body of API.md. Every field optional; ranges checked in

@@ -2,7 +2,9 @@
 //! its VM by the sandbox's actor (so a change never interleaves with a
 //! boot, pause or restore). The filtering itself is the VMM jail's.
 
-use hearth_vmm::{EgressPolicy, Vm};
+use hearth_vmm::Vm;
+/// The policy's shape (MIOSA's) is the jail's, which enforces it.
+pub use hearth_vmm::{Effect, EgressPolicy, EgressRule};
 use serde_json::json;
 
 use crate::core::error::{Error, Result};
