@@ -2,8 +2,10 @@
 //! this crate): an error and its whole `source()` chain on one line,
 //! `outer: middle: root`, for logs and for messages such as `last_error`.
 
+use std::error::Error;
+
 /// `e` and every error in its `source()` chain, joined by `": "`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -12,6 +14,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     out
+}
+
+/// `e`, then each error down its `source()` chain: what code that looks
+/// for one kind of cause (a full disk, a console tail) walks.
+pub fn causes<'a>(e: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(Some(e), |&e| e.source())
 }
 
 #[cfg(test)]
@@ -36,5 +44,7 @@ mod tests {
         let e = Outer(std::io::Error::other("disk full"));
         assert_eq!(error_chain(&e), "writing the snapshot: disk full");
         assert_eq!(error_chain(&e.0), "disk full");
+        let found: Vec<String> = causes(&e).map(|c| c.to_string()).collect();
+        assert_eq!(found, ["writing the snapshot", "disk full"]);
     }
 }

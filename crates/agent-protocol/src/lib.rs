@@ -22,7 +22,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use b64::Base64Bytes;
-pub use chain::error_chain;
+pub use chain::{causes, error_chain};
 
 /// Version of the wire contract; the host refuses an agent outside
 /// [`MIN_AGENT_PROTOCOL_VERSION`]`..=PROTOCOL_VERSION`.

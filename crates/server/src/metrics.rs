@@ -1,9 +1,9 @@
 //! Prometheus metrics, kept in atomics and rendered as text on `/metrics`:
 //! sandboxes by state, exec latency, boot time and API request durations.
 
+use parking_lot::Mutex;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use crate::model::SandboxState;
 
@@ -92,10 +92,7 @@ impl Metrics {
 
     pub fn observe_request(&self, method: &str, route: &str, status: u16, ms: f64) {
         let class = format!("{}xx", status / 100);
-        let mut map = self
-            .requests
-            .lock()
-            .expect("metrics lock is never poisoned");
+        let mut map = self.requests.lock();
         map.entry((method.to_string(), route.to_string(), class))
             .or_default()
             .observe_ms(ms);
@@ -125,10 +122,7 @@ impl Metrics {
             .render(&mut out, "hearth_boot_duration_seconds", "");
         out.push_str("# HELP hearth_http_request_duration_seconds API request durations.\n");
         out.push_str("# TYPE hearth_http_request_duration_seconds histogram\n");
-        let map = self
-            .requests
-            .lock()
-            .expect("metrics lock is never poisoned");
+        let map = self.requests.lock();
         for ((method, route, class), h) in map.iter() {
             let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{class}\"");
             h.render(&mut out, "hearth_http_request_duration_seconds", &labels);

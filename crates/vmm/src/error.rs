@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use hearth_agent_protocol::causes;
+
 use crate::VmState;
 
 /// A driver's own error, kept behind the operation that failed.
@@ -125,44 +127,23 @@ impl VmmError {
     /// here or anywhere down the chain, e.g. under a restore that had to
     /// write a snapshot first).
     pub fn is_no_space(&self) -> bool {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = cur {
-            if matches!(e.downcast_ref::<VmmError>(), Some(VmmError::NoSpace { .. })) {
-                return true;
-            }
-            cur = e.source();
-        }
-        false
+        causes(self).any(|e| matches!(e.downcast_ref::<VmmError>(), Some(VmmError::NoSpace { .. })))
     }
 
     /// The end of the guest console, when the VM stopped or its agent never
     /// answered during the failed operation (a boot or restore that has no
     /// [`crate::Vm`] to ask).
     pub fn console_tail(&self) -> Option<&str> {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = cur {
-            // Each driver whose errors quote the console is asked here.
-            if let Some(tail) = e
-                .downcast_ref::<crate::QemuError>()
+        // Each driver whose errors quote the console is asked here.
+        causes(self).find_map(|e| {
+            e.downcast_ref::<crate::QemuError>()
                 .and_then(crate::QemuError::console_tail)
-            {
-                return Some(tail);
-            }
-            cur = e.source();
-        }
-        None
+        })
     }
 
     /// The whole `source()` chain on one line, for edges that print errors.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
-        while let Some(e) = cur {
-            out.push_str(": ");
-            out.push_str(&e.to_string());
-            cur = e.source();
-        }
-        out
+        hearth_agent_protocol::error_chain(self)
     }
 }
 

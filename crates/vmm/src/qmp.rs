@@ -12,7 +12,9 @@ use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -216,7 +218,7 @@ impl QmpClient {
 
         let (tx, rx) = oneshot::channel();
         {
-            let mut p = self.pending.lock().expect("qmp pending lock poisoned");
+            let mut p = self.pending.lock();
             if p.closed {
                 return Err(QmpError::Closed);
             }
@@ -247,19 +249,12 @@ impl QmpClient {
     }
 
     fn forget(&self, id: u64) {
-        self.pending
-            .lock()
-            .expect("qmp pending lock poisoned")
-            .waiters
-            .remove(&id);
+        self.pending.lock().waiters.remove(&id);
     }
 
     /// True once QEMU closed the connection.
     pub fn is_closed(&self) -> bool {
-        self.pending
-            .lock()
-            .expect("qmp pending lock poisoned")
-            .closed
+        self.pending.lock().closed
     }
 }
 
@@ -330,7 +325,7 @@ async fn read_loop(
         };
         dispatch(msg, &pending, &events);
     }
-    let mut p = pending.lock().expect("qmp pending lock poisoned");
+    let mut p = pending.lock();
     p.closed = true;
     for (_, (_, tx)) in p.waiters.drain() {
         let _ = tx.send(Err(QmpError::Closed));
@@ -352,12 +347,7 @@ fn dispatch(msg: Value, pending: &Mutex<Pending>, events: &broadcast::Sender<Qmp
         tracing::warn!(%msg, "qmp reply without our id");
         return;
     };
-    let Some((command, tx)) = pending
-        .lock()
-        .expect("qmp pending lock poisoned")
-        .waiters
-        .remove(&id)
-    else {
+    let Some((command, tx)) = pending.lock().waiters.remove(&id) else {
         return; // its caller gave up (timeout)
     };
     let reply = if let Some(ret) = msg.get("return") {

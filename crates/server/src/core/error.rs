@@ -188,16 +188,10 @@ impl Error {
 /// Whether the driver said the disk is full anywhere in `err`'s chain
 /// (it decides that itself: [`hearth_vmm::VmmError::NoSpace`]).
 fn chain_is_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if e.downcast_ref::<hearth_vmm::VmmError>()
+    hearth_agent_protocol::causes(err).any(|e| {
+        e.downcast_ref::<hearth_vmm::VmmError>()
             .is_some_and(hearth_vmm::VmmError::is_no_space)
-        {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
+    })
 }
 
 impl std::fmt::Display for Error {

@@ -35,7 +35,9 @@ pub mod warm;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use hearth_vmm::Vmm;
 use tokio_util::sync::CancellationToken;
@@ -151,34 +153,19 @@ impl Core {
     }
 
     pub fn handle(&self, id: &str) -> Option<Arc<SandboxHandle>> {
-        self.sandboxes
-            .read()
-            .expect("sandbox map lock is never poisoned")
-            .get(id)
-            .cloned()
+        self.sandboxes.read().get(id).cloned()
     }
 
     pub(crate) fn insert_handle(&self, h: Arc<SandboxHandle>) {
-        self.sandboxes
-            .write()
-            .expect("sandbox map lock is never poisoned")
-            .insert(h.id.clone(), h);
+        self.sandboxes.write().insert(h.id.clone(), h);
     }
 
     pub(crate) fn remove_handle(&self, id: &str) {
-        self.sandboxes
-            .write()
-            .expect("sandbox map lock is never poisoned")
-            .remove(id);
+        self.sandboxes.write().remove(id);
     }
 
     pub fn live_handles(&self) -> Vec<Arc<SandboxHandle>> {
-        self.sandboxes
-            .read()
-            .expect("sandbox map lock is never poisoned")
-            .values()
-            .cloned()
-            .collect()
+        self.sandboxes.read().values().cloned().collect()
     }
 
     /// Stops background work. Sandboxes keep running: a restarted server

@@ -1,8 +1,8 @@
 //! Per-client-IP token buckets for public previews.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::Instant;
 
 /// Buckets kept at most; past that, full (idle) buckets are dropped.
@@ -33,7 +33,7 @@ impl RateLimiter {
 
     /// Takes one token for `ip`; false when its bucket is empty.
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
-        let mut map = self.buckets.lock().expect("rate lock is never poisoned");
+        let mut map = self.buckets.lock();
         if map.len() >= MAX_CLIENTS && !map.contains_key(&ip) {
             let (rate, burst) = (self.rate, self.burst);
             map.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);

@@ -20,11 +20,11 @@ use tokio::sync::Semaphore;
 use super::policy::{allow_all, Compiled};
 
 /// The policy in force on one VM, shared with its forwarder.
-pub(crate) type HostSets = Arc<std::sync::RwLock<Compiled>>;
+pub(crate) type HostSets = Arc<parking_lot::RwLock<Compiled>>;
 
 /// What a VM's forwarder starts with: everything resolves.
 pub(crate) fn open_hosts() -> HostSets {
-    Arc::new(std::sync::RwLock::new(allow_all()))
+    Arc::new(parking_lot::RwLock::new(allow_all()))
 }
 
 /// The question's name of a DNS query.
@@ -94,7 +94,7 @@ pub(crate) async fn serve(
             tokio::spawn(async move {
                 let _permit = permit;
                 let resolves = match query_name(&query) {
-                    Some(name) => hosts.read().map(|h| h.resolves(&name)).unwrap_or(false),
+                    Some(name) => hosts.read().resolves(&name),
                     None => false,
                 };
                 if !resolves {
@@ -114,7 +114,7 @@ pub(crate) async fn serve(
 /// its question matches.
 async fn follow(hosts: &HostSets, answer: &[u8]) {
     let sets: Vec<String> = {
-        let Ok(hosts) = hosts.read() else { return };
+        let hosts = hosts.read();
         if hosts.host_rules.is_empty() {
             return;
         }
@@ -261,7 +261,7 @@ mod tests {
             r#"{"default_effect":"deny","rules":[{"effect":"allow","destination":"api.example.com"}]}"#,
         )
         .unwrap();
-        *hosts.write().unwrap() = policy.compile(9).unwrap();
+        *hosts.write() = policy.compile(9).unwrap();
         g.send_to(&query, (listen, 53)).await.unwrap();
         let n = g.recv(&mut b).await.unwrap();
         assert!(b[..n].ends_with(b"answer"), "allowed by name");

@@ -557,8 +557,10 @@ impl JailHandle {
         let old: Vec<String> = self
             .hosts
             .read()
-            .map(|h| h.host_rules.iter().map(|r| r.set.clone()).collect())
-            .unwrap_or_default();
+            .host_rules
+            .iter()
+            .map(|r| r.set.clone())
+            .collect();
         let mut script = nft::vm_policy(self.record.slot, &compiled, &old);
         let names: Vec<(String, String)> = compiled
             .host_rules
@@ -583,9 +585,7 @@ impl JailHandle {
             });
         }
         nft::apply(&script).await?;
-        if let Ok(mut h) = self.hosts.write() {
-            *h = compiled;
-        }
+        *self.hosts.write() = compiled;
         Ok(())
     }
 
@@ -600,8 +600,10 @@ impl JailHandle {
             let sets: Vec<String> = self
                 .hosts
                 .read()
-                .map(|h| h.host_rules.iter().map(|r| r.set.clone()).collect())
-                .unwrap_or_default();
+                .host_rules
+                .iter()
+                .map(|r| r.set.clone())
+                .collect();
             if let Err(e) = nft::apply(&nft::remove_vm_chain(slot, &sets)).await {
                 tracing::debug!(slot, error = %e, "remove vm filter chain");
             }

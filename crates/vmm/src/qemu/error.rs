@@ -79,20 +79,14 @@ impl QemuError {
     /// The host filesystem ran out of room (ENOSPC anywhere in the chain,
     /// or a migration that failed on a full disk).
     pub fn is_no_space(&self) -> bool {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = cur {
-            if matches!(
+        hearth_agent_protocol::causes(self).any(|e| {
+            matches!(
                 e.downcast_ref::<QemuError>(),
                 Some(QemuError::NoSpace { .. })
             ) || e
                 .downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.raw_os_error() == Some(libc::ENOSPC))
-            {
-                return true;
-            }
-            cur = e.source();
-        }
-        false
+        })
     }
 
     /// The end of the guest console this error quotes (a VM that exited

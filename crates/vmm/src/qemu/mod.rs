@@ -27,8 +27,8 @@ mod restore;
 mod snapshot;
 mod vm;
 
+use parking_lot::Mutex as SyncMutex;
 use std::path::Path;
-use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use hearth_agent_client::AgentClient;
@@ -165,13 +165,13 @@ pub struct QemuVm {
     qmp_timeout: Duration,
     migrate_timeout: Duration,
     agent: AgentClient,
-    state: StdMutex<VmState>,
+    state: SyncMutex<VmState>,
     /// Serializes lifecycle operations on this VM.
     op: tokio::sync::Mutex<()>,
     /// Released once the process is gone for good.
     jail: tokio::sync::Mutex<Option<JailHandle>>,
     /// Reads the serial console into its capped log.
-    console: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+    console: SyncMutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 async fn blocking<T: Send + 'static>(

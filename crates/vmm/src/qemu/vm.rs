@@ -1,10 +1,10 @@
 //! One QEMU VM: its state, its QMP connection, pause and resume, its
 //! console and jail, destroy, and the [`Vm`] trait on top.
 
+use parking_lot::Mutex as SyncMutex;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
 use hearth_agent_client::{AgentClient, Connector};
@@ -40,10 +40,10 @@ impl QemuVm {
             qmp_timeout,
             migrate_timeout,
             agent,
-            state: StdMutex::new(VmState::Paused),
+            state: SyncMutex::new(VmState::Paused),
             op: tokio::sync::Mutex::new(()),
             jail: tokio::sync::Mutex::new(jail),
-            console: StdMutex::new(None),
+            console: SyncMutex::new(None),
         }
     }
 
@@ -71,7 +71,7 @@ impl QemuVm {
     /// The driver's view of the VM; a VMM process that died on its own
     /// (guest poweroff, crash, kill) shows as [`VmState::Exited`].
     pub fn state(&self) -> VmState {
-        let s = *self.state.lock().expect("vm state lock poisoned");
+        let s = *self.state.lock();
         if s.is_live() && self.process.exit_status().is_some() {
             return VmState::Exited;
         }
@@ -79,7 +79,7 @@ impl QemuVm {
     }
 
     pub(super) fn set_state(&self, s: VmState) {
-        *self.state.lock().expect("vm state lock poisoned") = s;
+        *self.state.lock() = s;
     }
 
     pub fn agent(&self) -> AgentClient {
@@ -250,19 +250,14 @@ impl QemuVm {
             self.layout.console_log_old.clone(),
             self.qmp_timeout,
         );
-        if let Some(old) = self
-            .console
-            .lock()
-            .expect("console lock poisoned")
-            .replace(task)
-        {
+        if let Some(old) = self.console.lock().replace(task) {
             old.abort();
         }
     }
 
     /// Tears the jail down once the process has exited.
     pub(super) async fn release_jail(&self) {
-        if let Some(task) = self.console.lock().expect("console lock poisoned").take() {
+        if let Some(task) = self.console.lock().take() {
             task.abort();
         }
         if let Some(mut j) = self.jail.lock().await.take() {

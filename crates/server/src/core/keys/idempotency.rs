@@ -4,7 +4,9 @@
 //! on a per-key lock, so the mutation runs once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex as StdMutex, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex as SyncMutex;
 
 use sha2::{Digest, Sha256};
 
@@ -18,14 +20,11 @@ pub const MAX_KEY_LEN: usize = 255;
 type KeyLock = tokio::sync::Mutex<()>;
 
 #[derive(Debug, Default)]
-pub struct Locks(StdMutex<HashMap<(String, String), Weak<KeyLock>>>);
+pub struct Locks(SyncMutex<HashMap<(String, String), Weak<KeyLock>>>);
 
 impl Locks {
     fn get(&self, tenant: &str, key: &str) -> Arc<KeyLock> {
-        let mut map = self
-            .0
-            .lock()
-            .expect("idempotency lock map is never poisoned");
+        let mut map = self.0.lock();
         map.retain(|_, w| w.strong_count() > 0);
         let k = (tenant.to_string(), key.to_string());
         if let Some(l) = map.get(&k).and_then(Weak::upgrade) {

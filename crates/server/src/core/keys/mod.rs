@@ -4,11 +4,11 @@
 
 pub mod idempotency;
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::RwLock;
 
 use super::ids::{hash_secret, new_api_key, new_id};
 use super::Core;
@@ -43,13 +43,7 @@ impl Core {
             return Err(Error::unauthorized("invalid API key"));
         }
         let hash = hash_secret(key);
-        let cached = self
-            .keys
-            .0
-            .read()
-            .expect("key cache lock is never poisoned")
-            .get(&hash)
-            .cloned();
+        let cached = self.keys.0.read().get(&hash).cloned();
         let rec = match cached {
             Some(r) => r,
             None => {
@@ -58,11 +52,7 @@ impl Core {
                     .api_key_by_hash(&hash)
                     .await?
                     .ok_or_else(|| Error::unauthorized("invalid API key"))?;
-                self.keys
-                    .0
-                    .write()
-                    .expect("key cache lock is never poisoned")
-                    .insert(hash, r.clone());
+                self.keys.0.write().insert(hash, r.clone());
                 r
             }
         };
@@ -105,11 +95,7 @@ impl Core {
         {
             return Err(Error::not_found("api key"));
         }
-        self.keys
-            .0
-            .write()
-            .expect("key cache lock is never poisoned")
-            .retain(|_, r| r.id != id);
+        self.keys.0.write().retain(|_, r| r.id != id);
         Ok(())
     }
 

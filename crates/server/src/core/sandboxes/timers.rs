@@ -6,7 +6,9 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex as SyncMutex;
 use std::time::Duration;
 
 use serde_json::json;
@@ -29,7 +31,7 @@ type Schedule = (String, Option<i64>);
 #[derive(Debug)]
 pub struct Timers {
     tx: mpsc::UnboundedSender<Schedule>,
-    rx: StdMutex<Option<mpsc::UnboundedReceiver<Schedule>>>,
+    rx: SyncMutex<Option<mpsc::UnboundedReceiver<Schedule>>>,
     clock: Arc<dyn Clock>,
     poke: Arc<Notify>,
 }
@@ -39,7 +41,7 @@ impl Timers {
         let (tx, rx) = mpsc::unbounded_channel();
         Timers {
             tx,
-            rx: StdMutex::new(Some(rx)),
+            rx: SyncMutex::new(Some(rx)),
             clock,
             poke: Arc::new(Notify::new()),
         }
@@ -107,13 +109,7 @@ impl Wheel {
 }
 
 pub(crate) fn spawn_wheel(core: Arc<Core>, stop: CancellationToken) {
-    let Some(mut rx) = core
-        .timers
-        .rx
-        .lock()
-        .expect("timer lock is never poisoned")
-        .take()
-    else {
+    let Some(mut rx) = core.timers.rx.lock().take() else {
         return;
     };
     let clock = core.timers.clock.clone();

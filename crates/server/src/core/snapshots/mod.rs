@@ -6,7 +6,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex as SyncMutex;
 
 use serde_json::json;
 
@@ -23,13 +25,13 @@ use crate::model::{SandboxRecord, SandboxState, SnapshotRecord, SnapshotStatus};
 pub struct SnapshotState {
     in_use: InUse,
     /// Snapshots whose fast-clone form is being written.
-    fast_forks: StdMutex<HashSet<String>>,
+    fast_forks: SyncMutex<HashSet<String>>,
 }
 
 /// Snapshots a restore or fork is reading right now (they cannot be
 /// deleted meanwhile).
 #[derive(Debug, Default)]
-struct InUse(StdMutex<HashMap<String, usize>>);
+struct InUse(SyncMutex<HashMap<String, usize>>);
 
 /// Marks a snapshot in use until dropped.
 #[derive(Debug)]
@@ -40,29 +42,20 @@ struct InUseGuard<'a> {
 
 impl InUse {
     fn hold(&self, id: &str) -> InUseGuard<'_> {
-        *self
-            .0
-            .lock()
-            .expect("in-use lock is never poisoned")
-            .entry(id.to_string())
-            .or_default() += 1;
+        *self.0.lock().entry(id.to_string()).or_default() += 1;
         InUseGuard {
             set: self,
             id: id.to_string(),
         }
     }
     fn is_used(&self, id: &str) -> bool {
-        self.0
-            .lock()
-            .expect("in-use lock is never poisoned")
-            .get(id)
-            .is_some_and(|n| *n > 0)
+        self.0.lock().get(id).is_some_and(|n| *n > 0)
     }
 }
 
 impl Drop for InUseGuard<'_> {
     fn drop(&mut self) {
-        let mut map = self.set.0.lock().expect("in-use lock is never poisoned");
+        let mut map = self.set.0.lock();
         if let Some(n) = map.get_mut(&self.id) {
             *n -= 1;
             if *n == 0 {
@@ -299,24 +292,14 @@ impl Core {
     /// clone runs for the moment it takes to save it, so later forks start
     /// from a state a fraction of a second past the snapshot's.
     fn make_fast_fork(self: &Arc<Core>, id: String, like: SandboxRecord) {
-        if !self
-            .snapshots
-            .fast_forks
-            .lock()
-            .expect("fast fork lock is never poisoned")
-            .insert(id.clone())
-        {
+        if !self.snapshots.fast_forks.lock().insert(id.clone()) {
             return;
         }
         let core = self.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let res = core.write_fast_fork(&id, &like).await;
-            core.snapshots
-                .fast_forks
-                .lock()
-                .expect("fast fork lock is never poisoned")
-                .remove(&id);
+            core.snapshots.fast_forks.lock().remove(&id);
             match res {
                 Ok(()) => tracing::info!(
                     snapshot_id = %id,

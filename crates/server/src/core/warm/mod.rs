@@ -12,7 +12,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex as SyncMutex;
 use std::time::Instant;
 
 use hearth_vmm::{AfterSnapshot, MemoryBacking, SnapshotOptions, Vm};
@@ -66,7 +68,7 @@ async fn prewarm(agent: &hearth_agent_client::AgentClient) {
 
 /// Builds in flight, so a shape is built once at a time.
 #[derive(Debug, Default)]
-pub struct WarmBuilds(StdMutex<HashSet<Shape>>);
+pub struct WarmBuilds(SyncMutex<HashSet<Shape>>);
 
 /// A VM already cloned from a template snapshot and warmed up (its first
 /// exec, the slow one under TCG, is done), waiting for a create. Its id is
@@ -83,8 +85,8 @@ pub struct Pooled {
 /// taken, and a restarted server destroys any left behind.
 #[derive(Debug, Default)]
 pub struct WarmPool {
-    vms: StdMutex<HashMap<Shape, Vec<Pooled>>>,
-    filling: StdMutex<HashSet<Shape>>,
+    vms: SyncMutex<HashMap<Shape, Vec<Pooled>>>,
+    filling: SyncMutex<HashSet<Shape>>,
 }
 
 /// The extension of a template snapshot directory while it is written.
@@ -130,11 +132,7 @@ impl Core {
             return;
         }
         {
-            let mut building = self
-                .warm_builds
-                .0
-                .lock()
-                .expect("warm lock is never poisoned");
+            let mut building = self.warm_builds.0.lock();
             if !building.insert(shape.clone()) {
                 return;
             }
@@ -149,11 +147,7 @@ impl Core {
                 res = core.build_warm(&shape, &tpl) => res,
                 _ = stop.cancelled() => Err(anyhow::anyhow!("the server is shutting down")),
             };
-            core.warm_builds
-                .0
-                .lock()
-                .expect("warm lock is never poisoned")
-                .remove(&shape);
+            core.warm_builds.0.lock().remove(&shape);
             match res {
                 Ok(dir) => {
                     tracing::info!(
@@ -176,13 +170,7 @@ impl Core {
         if self.config.warm_pool_size == 0 {
             return None;
         }
-        let got = self
-            .warm_pool
-            .vms
-            .lock()
-            .expect("pool lock is never poisoned")
-            .get_mut(shape)
-            .and_then(Vec::pop);
+        let got = self.warm_pool.vms.lock().get_mut(shape).and_then(Vec::pop);
         self.refill_pool(shape.clone(), tpl.clone());
         got
     }
@@ -194,25 +182,13 @@ impl Core {
         if want == 0 || self.warm_snapshot(&shape).is_none() {
             return;
         }
-        if !self
-            .warm_pool
-            .filling
-            .lock()
-            .expect("pool lock is never poisoned")
-            .insert(shape.clone())
-        {
+        if !self.warm_pool.filling.lock().insert(shape.clone()) {
             return;
         }
         let core = self.clone();
         tokio::spawn(async move {
             loop {
-                let have = core
-                    .warm_pool
-                    .vms
-                    .lock()
-                    .expect("pool lock is never poisoned")
-                    .get(&shape)
-                    .map_or(0, Vec::len);
+                let have = core.warm_pool.vms.lock().get(&shape).map_or(0, Vec::len);
                 if have >= want || core.shutdown_token().is_cancelled() {
                     break;
                 }
@@ -221,7 +197,6 @@ impl Core {
                         .warm_pool
                         .vms
                         .lock()
-                        .expect("pool lock is never poisoned")
                         .entry(shape.clone())
                         .or_default()
                         .push(p),
@@ -231,11 +206,7 @@ impl Core {
                     }
                 }
             }
-            core.warm_pool
-                .filling
-                .lock()
-                .expect("pool lock is never poisoned")
-                .remove(&shape);
+            core.warm_pool.filling.lock().remove(&shape);
         });
     }
 
@@ -268,7 +239,6 @@ impl Core {
             .warm_pool
             .vms
             .lock()
-            .expect("pool lock is never poisoned")
             .drain()
             .flat_map(|(_, v)| v)
             .collect();

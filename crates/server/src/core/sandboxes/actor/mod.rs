@@ -15,7 +15,9 @@ use transitions::*;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex as SyncMutex;
 use std::time::Instant;
 
 use hearth_agent_client::AgentClient;
@@ -93,41 +95,32 @@ pub enum Op {
 pub struct SandboxHandle {
     pub id: String,
     pub tenant_id: String,
-    record: StdMutex<SandboxRecord>,
+    record: SyncMutex<SandboxRecord>,
     /// Serializes store writes of this record, so the last write is the
     /// newest state.
     persist: tokio::sync::Mutex<()>,
     ops: mpsc::UnboundedSender<Op>,
-    agent: StdMutex<Option<AgentClient>>,
+    agent: SyncMutex<Option<AgentClient>>,
     /// When `last_activity_at` was last written to the store.
     activity_persisted_at: AtomicI64,
 }
 
 impl SandboxHandle {
     pub fn record(&self) -> SandboxRecord {
-        self.record
-            .lock()
-            .expect("record lock is never poisoned")
-            .clone()
+        self.record.lock().clone()
     }
 
     pub fn state(&self) -> SandboxState {
-        self.record
-            .lock()
-            .expect("record lock is never poisoned")
-            .state
+        self.record.lock().state
     }
 
     /// The agent client while the sandbox runs.
     pub fn agent(&self) -> Option<AgentClient> {
-        self.agent
-            .lock()
-            .expect("agent lock is never poisoned")
-            .clone()
+        self.agent.lock().clone()
     }
 
     fn set_agent(&self, agent: Option<AgentClient>) {
-        *self.agent.lock().expect("agent lock is never poisoned") = agent;
+        *self.agent.lock() = agent;
     }
 
     /// Queues an operation; the answer comes when the actor has run it.
@@ -159,10 +152,10 @@ impl Core {
             id: record.id.clone(),
             tenant_id: record.tenant_id.clone(),
             activity_persisted_at: AtomicI64::new(record.last_activity_at),
-            record: StdMutex::new(record),
+            record: SyncMutex::new(record),
             persist: tokio::sync::Mutex::new(()),
             ops: tx,
-            agent: StdMutex::new(vm.as_ref().map(|v| v.agent())),
+            agent: SyncMutex::new(vm.as_ref().map(|v| v.agent())),
         });
         self.insert_handle(handle.clone());
         let core = self.clone();
@@ -184,13 +177,13 @@ impl Core {
     ) -> Result<SandboxRecord> {
         let _write = h.persist.lock().await;
         let (before, after) = {
-            let mut r = h.record.lock().expect("record lock is never poisoned");
+            let mut r = h.record.lock();
             let before = r.clone();
             change(&mut r);
             (before, r.clone())
         };
         if let Err(e) = self.store.update_sandbox(&after).await {
-            *h.record.lock().expect("record lock is never poisoned") = before;
+            *h.record.lock() = before;
             return Err(e.into());
         }
         h.activity_persisted_at
@@ -211,7 +204,7 @@ impl Core {
     pub fn touch(&self, h: &SandboxHandle) {
         let now = self.now_ms();
         let next = {
-            let mut r = h.record.lock().expect("record lock is never poisoned");
+            let mut r = h.record.lock();
             r.last_activity_at = now;
             r.next_deadline()
         };

@@ -3,9 +3,9 @@
 //! come (so a finished build's log survives a restart), and followed live
 //! by the SSE route.
 
+use parking_lot::Mutex as SyncMutex;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex as StdMutex;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -34,7 +34,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct BuildLog {
     path: PathBuf,
-    inner: StdMutex<Inner>,
+    inner: SyncMutex<Inner>,
     /// Bumped on every line and when the log ends.
     changed: watch::Sender<u64>,
 }
@@ -48,7 +48,7 @@ impl BuildLog {
         let file = std::fs::File::create(path)?;
         Ok(BuildLog {
             path: path.to_path_buf(),
-            inner: StdMutex::new(Inner {
+            inner: SyncMutex::new(Inner {
                 file: Some(file),
                 ..Inner::default()
             }),
@@ -65,7 +65,7 @@ impl BuildLog {
             .collect();
         BuildLog {
             path: path.to_path_buf(),
-            inner: StdMutex::new(Inner {
+            inner: SyncMutex::new(Inner {
                 lines,
                 file: None,
                 done: true,
@@ -80,7 +80,7 @@ impl BuildLog {
 
     /// Appends `text` (split into lines) from `stream`.
     pub fn push(&self, ts: i64, stream: &str, text: &str) {
-        let mut g = self.inner.lock().expect("log lock is never poisoned");
+        let mut g = self.inner.lock();
         if g.done {
             return;
         }
@@ -119,7 +119,7 @@ impl BuildLog {
 
     /// Ends the log: followers get what is left, then the end.
     pub fn finish(&self) {
-        let mut g = self.inner.lock().expect("log lock is never poisoned");
+        let mut g = self.inner.lock();
         g.done = true;
         if let Some(f) = g.file.take() {
             let _ = f.sync_all();
@@ -131,14 +131,14 @@ impl BuildLog {
 
     /// Lines from `from` on, and whether the log has ended.
     pub fn since(&self, from: u64) -> (Vec<LogLine>, bool) {
-        let g = self.inner.lock().expect("log lock is never poisoned");
+        let g = self.inner.lock();
         let from = (from as usize).min(g.lines.len());
         (g.lines[from..].to_vec(), g.done)
     }
 
     /// Every line's text joined (for error messages and tests).
     pub fn tail_text(&self, max_lines: usize) -> String {
-        let g = self.inner.lock().expect("log lock is never poisoned");
+        let g = self.inner.lock();
         let skip = g.lines.len().saturating_sub(max_lines);
         g.lines[skip..]
             .iter()

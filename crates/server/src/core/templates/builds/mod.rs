@@ -16,7 +16,9 @@ mod run;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex as SyncMutex;
 
 use crate::core::error::{Error, Result};
 use crate::core::ids::new_id;
@@ -31,14 +33,14 @@ use log::BuildLog;
 /// Running builds' logs, and the one build slot.
 #[derive(Debug)]
 pub struct Builds {
-    logs: StdMutex<HashMap<String, Arc<BuildLog>>>,
+    logs: SyncMutex<HashMap<String, Arc<BuildLog>>>,
     slot: tokio::sync::Semaphore,
 }
 
 impl Default for Builds {
     fn default() -> Self {
         Builds {
-            logs: StdMutex::default(),
+            logs: SyncMutex::default(),
             slot: tokio::sync::Semaphore::new(1),
         }
     }
@@ -177,13 +179,7 @@ impl Core {
 
     /// The log of `b`: live while it runs, from its file afterwards.
     pub fn build_log(&self, b: &BuildRecord) -> Arc<BuildLog> {
-        if let Some(l) = self
-            .builds
-            .logs
-            .lock()
-            .expect("build lock is never poisoned")
-            .get(&b.id)
-        {
+        if let Some(l) = self.builds.logs.lock().get(&b.id) {
             return l.clone();
         }
         Arc::new(BuildLog::load(&self.build_log_path(b)))

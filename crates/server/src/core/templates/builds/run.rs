@@ -56,11 +56,7 @@ impl Core {
                 b.id, template.name, b.version
             ),
         );
-        self.builds
-            .logs
-            .lock()
-            .expect("build lock is never poisoned")
-            .insert(b.id.clone(), log.clone());
+        self.builds.logs.lock().insert(b.id.clone(), log.clone());
         let core = self.clone();
         let queued = b.clone();
         tokio::spawn(async move { core.run_queued(queued, log).await });
@@ -102,11 +98,7 @@ impl Core {
             tracing::error!(build_id = %b.id, error = %error_chain(&e), "build state not stored");
         }
         log.finish();
-        self.builds
-            .logs
-            .lock()
-            .expect("build lock is never poisoned")
-            .remove(&b.id);
+        self.builds.logs.lock().remove(&b.id);
         tracing::info!(build_id = %b.id, template_id = %b.template_id, version = b.version, state = b.state.as_str(), "template build finished");
         self.events
             .emit_logged(
