@@ -184,11 +184,12 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    #[ignore = "needs root (network namespaces); run with --run-ignored (scripts/test does, as root)"]
     async fn a_stale_link_of_a_reused_slot_is_replaced_and_remove_frees_the_name_at_once() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root (network namespaces)");
-            return;
-        }
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (network namespaces)"
+        );
         // A slot far above what tests use, and a link left under its name
         // (as a namespace still being torn down leaves its veth).
         let slot = 16_000 + std::process::id() % 300;

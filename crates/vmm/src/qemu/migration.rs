@@ -92,10 +92,22 @@ impl QemuVm {
         Ok(())
     }
 
-    /// Migrates the (stopped) VM into `path`.
+    /// Migrates the (stopped) VM into `path`. On failure the file is cut
+    /// to nothing at once: QEMU closes its copy of the descriptor a moment
+    /// after it reports the failure, and until then unlinking the file
+    /// would not give its blocks back (a full disk must be free again by
+    /// the time the caller answers).
     pub(super) async fn migrate_to(&self, path: &Path) -> Result<u64, QemuError> {
         let file = File::create(path).map_err(io_err("create", path))?;
-        self.qmp_with_fd(&file, MIGRATION_FD).await?;
+        let res = self.migrate_into(&file, path).await;
+        if res.is_err() {
+            let _ = file.set_len(0);
+        }
+        res
+    }
+
+    async fn migrate_into(&self, file: &File, path: &Path) -> Result<u64, QemuError> {
+        self.qmp_with_fd(file, MIGRATION_FD).await?;
         self.qmp_run(&qmp::Migrate {
             uri: format!("fd:{MIGRATION_FD}"),
         })
