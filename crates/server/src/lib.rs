@@ -5,15 +5,14 @@
 //! Layout: [`routes`] translate HTTP, [`core`] holds every operation,
 //! [`store`] persists, [`model`] names the domain objects.
 
-pub mod config;
-pub mod core;
 pub mod error;
-pub mod metrics;
-pub mod model;
 pub mod proxy;
 pub mod routes;
-pub mod store;
 pub mod validate;
+
+/// The operations, in their own crate: it depends on no HTTP crate.
+pub use hearth_core as core;
+pub use hearth_core::{config, metrics, model, store};
 
 use std::sync::Arc;
 use std::time::Duration;

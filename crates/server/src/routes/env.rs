@@ -12,8 +12,8 @@ use utoipa_axum::routes;
 
 use super::openapi::{Data, SandboxId, E404, E409, ENV};
 use super::{data, AppState};
-use crate::core::keys::Caller;
 use crate::error::ApiResult;
+use crate::routes::Auth;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,7 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 )]
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let rec = state.get_sandbox(&caller, &id).await?;
@@ -63,7 +63,7 @@ async fn list(
 )]
 async fn change(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     state.change_env(&caller, &id).await?;

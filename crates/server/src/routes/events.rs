@@ -18,6 +18,7 @@ use crate::core::events::EventFilter;
 use crate::core::keys::Caller;
 use crate::error::ApiResult;
 use crate::model::EventRecord;
+use crate::routes::Auth;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -76,7 +77,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 )]
 async fn sandbox_events(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
@@ -99,7 +100,7 @@ async fn sandbox_events(
 )]
 async fn tenant_events(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<Response> {

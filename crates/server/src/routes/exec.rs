@@ -17,8 +17,8 @@ use utoipa_axum::routes;
 use super::openapi::{Data, E404And422, EventStream, SandboxId, EXEC};
 use super::{data, sse, ApiJson, AppState};
 use crate::core::guest::Output;
-use crate::core::keys::Caller;
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::routes::Auth;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -146,7 +146,7 @@ pub fn capped_text(b: &[u8], cap: usize) -> (String, bool) {
 )]
 async fn exec(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ExecBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -211,7 +211,7 @@ pub fn output_frame(ev: &OutputEvent) -> Option<axum::response::sse::Event> {
 )]
 async fn exec_stream(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ExecBody>,
 ) -> ApiResult<impl IntoResponse> {

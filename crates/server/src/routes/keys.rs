@@ -14,9 +14,9 @@ use utoipa_axum::routes;
 use super::openapi::{ApiKeyId, Data, DataList, E404, E422, KEYS};
 use super::{data, ApiJson, AppState};
 use crate::core::clock::rfc3339;
-use crate::core::keys::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::model::ApiKeyRecord;
+use crate::routes::Auth;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -42,7 +42,7 @@ fn view(k: &ApiKeyRecord) -> serde_json::Value {
     summary = "List API keys",
     responses((status = 200, description = "OK", body = DataList)),
 )]
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<impl IntoResponse> {
+async fn list(State(state): State<AppState>, Auth(caller): Auth) -> ApiResult<impl IntoResponse> {
     let keys = state.list_api_keys(&caller).await?;
     Ok(data(keys.iter().map(view).collect::<Vec<_>>()))
 }
@@ -79,7 +79,7 @@ fn valid_tenant(t: &str) -> bool {
 )]
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> ApiResult<impl IntoResponse> {
     let name = body.name.unwrap_or_else(|| "key".into());
@@ -117,7 +117,7 @@ async fn create(
 )]
 async fn revoke(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     if id == caller.key_id {

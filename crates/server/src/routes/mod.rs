@@ -136,14 +136,20 @@ async fn authenticate(State(core): State<AppState>, mut req: Request, next: Next
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+/// The authenticated caller of a route, as [`authenticate`] found it:
+/// handlers take `Auth(caller): Auth`.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Auth, ApiError> {
         parts
             .extensions
             .get::<Caller>()
             .cloned()
+            .map(Auth)
             .ok_or_else(|| ApiError::unauthorized("missing API key"))
     }
 }

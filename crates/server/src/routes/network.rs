@@ -13,10 +13,10 @@ use utoipa_axum::routes;
 use super::openapi::{E404And422, NetworkPolicyData, SandboxId, E404, NET};
 use super::{data, ApiJson, AppState};
 use crate::core::clock::rfc3339;
-use crate::core::keys::Caller;
 use crate::core::sandboxes::network::{Effect, EgressPolicy, EgressRule};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::SandboxRecord;
+use crate::routes::Auth;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_policy, put_policy, delete_policy))
@@ -72,7 +72,7 @@ pub fn check_policy(bad: &mut Vec<FieldError>, prefix: &str, policy: &EgressPoli
 )]
 async fn get_policy(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let rec = state.get_sandbox(&caller, &id).await?;
@@ -90,7 +90,7 @@ async fn get_policy(
 )]
 async fn put_policy(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(policy): ApiJson<EgressPolicy>,
 ) -> ApiResult<impl IntoResponse> {
@@ -113,7 +113,7 @@ async fn put_policy(
 )]
 async fn delete_policy(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let rec = state.set_egress_policy(&caller, &id, None).await?;

@@ -14,10 +14,10 @@ use utoipa_axum::routes;
 use super::openapi::{Data, DataList, E404And422, PreviewId, SandboxId, E404, PREVIEW};
 use super::{data, ApiJson, AppState};
 use crate::core::clock::rfc3339;
-use crate::core::keys::Caller;
 use crate::core::previews::{SHARE_TTL_DEFAULT, SHARE_TTL_MAX};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::{PreviewRecord, Visibility};
+use crate::routes::Auth;
 use crate::validate::range;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -72,7 +72,7 @@ struct CreateBody {
 )]
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -102,7 +102,7 @@ async fn create(
 )]
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let list = state.list_previews(&caller, &id).await?;
@@ -121,7 +121,7 @@ async fn list(
 )]
 async fn get_one(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, pid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let p = state.get_preview(&caller, &id, &pid).await?;
@@ -138,7 +138,7 @@ async fn get_one(
 )]
 async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, pid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let p = state.delete_preview(&caller, &id, &pid).await?;
@@ -164,7 +164,7 @@ struct PortBody {
 )]
 async fn expose(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PortBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -209,7 +209,7 @@ fn with_token(url: &str, token: &str) -> String {
 )]
 async fn share(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, pid)): Path<(String, String)>,
     ApiJson(body): ApiJson<ShareBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -254,7 +254,7 @@ async fn share(
 )]
 async fn revoke(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, pid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let n = state.revoke_preview_shares(&caller, &id, &pid).await?;
@@ -289,7 +289,7 @@ struct TokenBody {
 )]
 async fn preview_token(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> ApiResult<impl IntoResponse> {

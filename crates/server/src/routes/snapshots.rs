@@ -15,10 +15,10 @@ use super::openapi::{Data, DataList, E404And422, SandboxData, SandboxId, Snapsho
 use super::sandboxes::SandboxView;
 use super::{data, ApiJson, AppState};
 use crate::core::clock::rfc3339;
-use crate::core::keys::Caller;
 use crate::core::snapshots::ForkOverrides;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::SnapshotRecord;
+use crate::routes::Auth;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -60,7 +60,7 @@ pub struct CreateBody {
 )]
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -81,7 +81,7 @@ async fn create(
 )]
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let list = state.list_snapshots(&caller, &id).await?;
@@ -98,7 +98,7 @@ async fn list(
 )]
 async fn get_one(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, sid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(data(view(&state.get_snapshot(&caller, &id, &sid).await?)))
@@ -114,7 +114,7 @@ async fn get_one(
 )]
 async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, sid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let snap = state.delete_snapshot(&caller, &id, &sid).await?;
@@ -144,7 +144,7 @@ pub struct RestoreBody {
 )]
 async fn restore(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, sid)): Path<(String, String)>,
     ApiJson(body): ApiJson<RestoreBody>,
 ) -> ApiResult<axum::response::Response> {
@@ -187,7 +187,7 @@ pub struct ForkBody {
 )]
 async fn fork(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ForkBody>,
 ) -> ApiResult<impl IntoResponse> {

@@ -22,10 +22,10 @@ use super::openapi::{
 use super::{data, parse_json, read_limited, sse, ApiJson, AppState};
 use crate::core::clock::rfc3339;
 use crate::core::error::Kind;
-use crate::core::keys::Caller;
 use crate::core::templates::builds::TemplateInfo;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::{BuildRecord, BuildSpec, BuildStep};
+use crate::routes::Auth;
 use crate::validate::{check_env, range};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -396,7 +396,7 @@ fn built_in_view(state: &AppState, id: &str) -> Option<serde_json::Value> {
     summary = "List templates",
     responses((status = 200, description = "OK: `{default_template_id, data: [...]}`", body = Object)),
 )]
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<impl IntoResponse> {
+async fn list(State(state): State<AppState>, Auth(caller): Auth) -> ApiResult<impl IntoResponse> {
     let mut data: Vec<_> = BUILT_IN
         .iter()
         .filter_map(|(id, _, _)| built_in_view(&state, id))
@@ -423,7 +423,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<impl I
 )]
 async fn get_one(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     if let Some(v) = built_in_view(&state, &id) {
@@ -446,7 +446,7 @@ async fn get_one(
 )]
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<Response> {
     let mut bad: Vec<FieldError> = check_name(&body.name).into_iter().collect();
@@ -482,7 +482,7 @@ async fn create(
 )]
 async fn validate(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     ApiJson(body): ApiJson<SpecOnly>,
 ) -> ApiResult<impl IntoResponse> {
     let mut errors: Vec<FieldError> = body
@@ -526,7 +526,7 @@ async fn validate(
 )]
 async fn rebuild(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     req: axum::extract::Request,
 ) -> ApiResult<Response> {
@@ -557,7 +557,7 @@ async fn rebuild(
 )]
 async fn get_build(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let b = state.get_build(&caller, &id).await?;
@@ -580,7 +580,7 @@ async fn get_build(
 )]
 async fn build_logs(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {

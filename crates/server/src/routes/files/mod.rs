@@ -35,6 +35,7 @@ use crate::core::clock::rfc3339;
 use crate::core::guest::Guest;
 use crate::core::keys::Caller;
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::routes::Auth;
 
 mod read;
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub(super) async fn send_file(guest: &Guest, path: &[u8]) -> ApiResult<Response>
 )]
 pub(super) async fn download(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
@@ -50,7 +50,7 @@ pub(super) async fn download(
 )]
 pub(super) async fn legacy_read(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     uri: Uri,
 ) -> ApiResult<Response> {
     let (id, path) = legacy_target(uri.path()).ok_or_else(|| ApiError::not_found("route"))?;
@@ -71,7 +71,7 @@ pub(super) async fn legacy_read(
 )]
 pub(super) async fn read(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<impl IntoResponse> {
@@ -102,7 +102,7 @@ pub(super) async fn read(
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<impl IntoResponse> {
@@ -139,7 +139,7 @@ pub struct PathBody {
 )]
 pub(super) async fn stat(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PathBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -163,7 +163,7 @@ pub(super) async fn stat(
 )]
 pub(super) async fn tree(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<impl IntoResponse> {
@@ -198,7 +198,7 @@ pub(super) async fn tree(
 )]
 pub(super) async fn watch(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<impl IntoResponse> {
@@ -262,7 +262,7 @@ pub(super) async fn watch(
 )]
 pub(super) async fn export(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {

@@ -88,7 +88,7 @@ pub(super) async fn write_file(
 )]
 pub(super) async fn fs_write(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<WriteBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -107,7 +107,7 @@ pub(super) async fn fs_write(
 )]
 pub(super) async fn legacy_write(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<WriteBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -132,7 +132,7 @@ pub(super) async fn legacy_write(
 )]
 pub(super) async fn fs_raw(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
     body: Body,
@@ -211,7 +211,7 @@ pub(super) fn split_write_many(files: Vec<WriteManyItem>) -> (Vec<WriteFileReque
 )]
 pub(super) async fn write_many(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<WriteManyBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -253,7 +253,7 @@ pub struct MkdirBody {
 )]
 pub(super) async fn mkdir(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<MkdirBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -301,7 +301,7 @@ pub struct RemoveBody {
 )]
 pub(super) async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RemoveBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -333,7 +333,7 @@ pub struct RenameBody {
 )]
 pub(super) async fn rename(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RenameBody>,
 ) -> ApiResult<impl IntoResponse> {

@@ -208,32 +208,6 @@ impl ToSchema for RawBytes {
     }
 }
 
-/// A shell command (`templates::command_ok`): not blank, without NUL, at
-/// most 64 KiB.
-#[derive(Debug)]
-pub struct ShellCommand;
-
-impl PartialSchema for ShellCommand {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .min_length(Some(1))
-            .max_length(Some(65536))
-            .pattern(Some(NOT_BLANK))
-            .examples([json!("pip install -r requirements.txt")])
-            .into()
-    }
-}
-
-impl ToSchema for ShellCommand {
-    fn name() -> Cow<'static, str> {
-        "ShellCommand".into()
-    }
-}
-
-/// Not blank, without NUL.
-pub(super) const NOT_BLANK: &str = r"^[^\u0000]*[^\s\u0000][^\u0000]*$";
-
 /// The `size` shorthand of a sandbox: `cpu_count`, `memory_mb` and
 /// `disk_size_mb` at once.
 #[derive(Debug, ToSchema)]

@@ -14,7 +14,7 @@ use super::*;
 )]
 pub(super) async fn start(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<StartBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -38,7 +38,7 @@ pub(super) async fn start(
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
@@ -70,7 +70,7 @@ pub(super) async fn list(
 )]
 pub(super) async fn get_one(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, pid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let pid = parse_pid(&pid)?;
@@ -92,7 +92,7 @@ pub(super) async fn get_one(
 )]
 pub(super) async fn kill(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, pid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let pid = parse_pid(&pid)?;
@@ -114,7 +114,7 @@ pub(super) async fn kill(
 )]
 pub(super) async fn signal(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, pid)): Path<(String, String)>,
     ApiJson(body): ApiJson<SignalBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -136,7 +136,7 @@ pub(super) async fn signal(
 )]
 pub(super) async fn stdin(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, pid)): Path<(String, String)>,
     ApiJson(body): ApiJson<StdinBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -157,7 +157,7 @@ pub(super) async fn stdin(
 )]
 pub(super) async fn logs(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, pid)): Path<(String, String)>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<impl IntoResponse> {
@@ -189,7 +189,7 @@ pub(super) async fn logs(
 )]
 pub(super) async fn stream(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, pid)): Path<(String, String)>,
     Query(q): Query<StreamQuery>,
     headers: http::HeaderMap,

@@ -30,8 +30,8 @@ use super::openapi::{
 use super::{data, page, parse_page, sse, ApiJson, AppState, PageQuery};
 use crate::core::clock::rfc3339;
 use crate::core::guest::{Guest, Pipe};
-use crate::core::keys::Caller;
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::routes::Auth;
 
 mod handlers;
 mod terminal;

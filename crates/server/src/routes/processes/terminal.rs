@@ -14,7 +14,7 @@ use super::*;
 )]
 pub(super) async fn open_terminal(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<TerminalBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -48,7 +48,7 @@ pub(super) async fn open_terminal(
 )]
 pub(super) async fn close_terminal(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, tid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     state
@@ -74,7 +74,7 @@ pub(super) async fn close_terminal(
 )]
 pub(super) async fn terminal_ws(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path((id, tid)): Path<(String, String)>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {

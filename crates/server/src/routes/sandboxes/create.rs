@@ -258,7 +258,7 @@ pub struct CreateQuery {
 )]
 pub(super) async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Query(q): Query<CreateQuery>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<impl IntoResponse> {

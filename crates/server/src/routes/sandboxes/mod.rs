@@ -18,11 +18,11 @@ use super::openapi::{
 use super::{data, page, parse_page, ApiJson, AppState};
 use crate::core::clock::{parse_time, rfc3339};
 use crate::core::keys::idempotency::MAX_KEY_LEN;
-use crate::core::keys::Caller;
 use crate::core::sandboxes::{CreateParams, PatchParams};
 use crate::core::usage::GroupBy;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::{BootPath, SandboxFilter, SandboxRecord, SandboxState};
+use crate::routes::Auth;
 use crate::validate::{check_env, check_label, range};
 
 mod create;
@@ -185,7 +185,7 @@ pub struct ListQuery {
 )]
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let pg = parse_page(q.page.as_deref(), q.page_size.as_deref())?;
@@ -235,7 +235,7 @@ async fn list(
 )]
 async fn get_one(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let rec = state.get_sandbox(&caller, &id).await?;
@@ -252,7 +252,7 @@ async fn get_one(
 )]
 async fn by_name(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let rec = state.sandbox_by_name(&caller, &name).await?;
@@ -346,7 +346,7 @@ impl PatchBody {
 )]
 async fn patch(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -365,7 +365,7 @@ async fn patch(
 )]
 async fn destroy(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let rec = state.destroy_sandbox(&caller, &id).await?;
@@ -382,7 +382,7 @@ async fn destroy(
 )]
 async fn pause(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let rec = state.pause_sandbox(&caller, &id).await?;
@@ -399,7 +399,7 @@ async fn pause(
 )]
 async fn resume(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let rec = state.resume_sandbox(&caller, &id).await?;
@@ -425,7 +425,7 @@ pub struct ExtendBody {
 )]
 async fn extend(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ExtendBody>,
 ) -> ApiResult<impl IntoResponse> {
@@ -451,7 +451,7 @@ async fn extend(
 )]
 async fn readiness(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let (ready, st) = state.readiness(&caller, &id).await?;

@@ -59,7 +59,7 @@ pub(super) fn period(state: &AppState, q: &UsageQuery) -> ApiResult<(i64, i64)> 
 )]
 pub(super) async fn sandbox_usage(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     Query(q): Query<UsageQuery>,
 ) -> ApiResult<impl IntoResponse> {
@@ -85,7 +85,7 @@ pub(super) async fn sandbox_usage(
 )]
 pub(super) async fn tenant_usage(
     State(state): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Query(q): Query<UsageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let (from, to) = period(&state, &q)?;

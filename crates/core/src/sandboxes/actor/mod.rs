@@ -25,12 +25,12 @@ use hearth_vmm::{EgressPolicy, SnapshotOptions, Vm, VmSpec};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::error::{Error, Kind, Result};
-use crate::core::events::EventKind;
-use crate::core::templates::ResolvedTemplate;
-use crate::core::warm::Shape;
-use crate::core::Core;
+use crate::error::{Error, Kind, Result};
+use crate::events::EventKind;
 use crate::model::{BootPath, SandboxRecord, SandboxState};
+use crate::templates::ResolvedTemplate;
+use crate::warm::Shape;
+use crate::Core;
 use hearth_agent_protocol::error_chain;
 
 /// Why a pause happens (it is reported in the event).
@@ -190,7 +190,7 @@ impl Core {
             .store(after.last_activity_at, Ordering::Relaxed);
         if before.state != after.state {
             self.metrics.state_changed(Some(before.state), after.state);
-            if let Err(e) = crate::core::usage::switch(self, &after).await {
+            if let Err(e) = crate::usage::switch(self, &after).await {
                 tracing::warn!(error = %e, "usage interval not recorded");
             }
         }
@@ -297,7 +297,7 @@ async fn run(
             Op::Pause { reason, reply } => (pause(&core, &h, &mut vm, reason).await, reply),
             Op::Resume { reply } => (resume(&core, &h, &mut vm).await, reply),
             Op::SetEgressPolicy { policy, reply } => (
-                crate::core::sandboxes::network::apply(&core, &h, vm.as_deref(), policy).await,
+                crate::sandboxes::network::apply(&core, &h, vm.as_deref(), policy).await,
                 reply,
             ),
             Op::Destroy { reason, reply } => {

@@ -343,7 +343,7 @@ impl BuildState {
 #[serde(rename_all = "snake_case")]
 pub enum BuildStep {
     /// A shell command.
-    #[schema(value_type = crate::routes::openapi::ShellCommand)]
+    #[schema(value_type = ShellCommand)]
     Run(String),
     Copy(CopyStep),
 }
@@ -585,5 +585,28 @@ pub struct Page {
 impl Page {
     pub fn offset(self) -> u64 {
         u64::from(self.page.saturating_sub(1)) * u64::from(self.page_size)
+    }
+}
+
+/// For the API document only: a shell command (`templates::command_ok`): not blank, without NUL, at
+/// most 64 KiB.
+#[derive(Debug)]
+pub struct ShellCommand;
+
+impl utoipa::PartialSchema for ShellCommand {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(65536))
+            .pattern(Some(r"^[^\u0000]*[^\s\u0000][^\u0000]*$"))
+            .examples([serde_json::json!("pip install -r requirements.txt")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ShellCommand {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ShellCommand".into()
     }
 }

@@ -10,9 +10,9 @@ use parking_lot::Mutex as SyncMutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::core::error::{Error, Result};
-use crate::core::Core;
+use crate::error::{Error, Result};
 use crate::store::{IdempotentResponse, StoreError};
+use crate::Core;
 
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;

@@ -15,11 +15,11 @@ use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::clock::Clock;
-use crate::core::events::EventKind;
-use crate::core::sandboxes::actor::{Op, PauseReason};
-use crate::core::Core;
+use crate::clock::Clock;
+use crate::events::EventKind;
 use crate::model::Expiry;
+use crate::sandboxes::actor::{Op, PauseReason};
+use crate::Core;
 
 /// The longest the wheel sleeps without looking at the clock again (a
 /// clock moved by hand in tests, or a wall clock that jumped).

@@ -16,11 +16,11 @@ use serde_json::json;
 
 use super::log::{BuildLog, LineSplitter};
 use super::{build_shape, shell_quote};
-use crate::core::error::{Error, Result};
-use crate::core::events::EventKind;
-use crate::core::ids::new_id;
-use crate::core::Core;
+use crate::error::{Error, Result};
+use crate::events::EventKind;
+use crate::ids::new_id;
 use crate::model::{BuildRecord, BuildSpec, BuildState, BuildStep, TemplateRecord};
+use crate::Core;
 use hearth_agent_protocol::error_chain;
 
 /// How long one `ready_cmd` attempt may run.
@@ -168,7 +168,7 @@ impl Core {
             .snapshot_build_vm(vm, &shape)
             .await
             .map_err(|e| format!("template snapshot: {e:#}"))?;
-        let bytes = crate::core::snapshots::disk_usage(&dir);
+        let bytes = crate::snapshots::disk_usage(&dir);
         sys(format!(
             "version {} ready: snapshot in {} ms, {} MiB on disk, build took {:.1} s",
             b.version,

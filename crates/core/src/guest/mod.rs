@@ -26,7 +26,7 @@ pub use hearth_agent_client::Duplex as Pipe;
 use super::error::{Error, Result};
 use super::keys::Caller;
 use super::Core;
-use crate::core::sandboxes::actor::SandboxHandle;
+use crate::sandboxes::actor::SandboxHandle;
 
 /// One running sandbox's agent, for one caller.
 #[derive(Debug, Clone)]

@@ -12,8 +12,8 @@ use hearth_agent_protocol::{
 use serde_json::json;
 
 use super::{Frames, Guest, GuestBytes};
-use crate::core::error::{Error, Kind, Result};
-use crate::core::events::EventKind;
+use crate::error::{Error, Kind, Result};
+use crate::events::EventKind;
 
 /// What a write-many did: the files written, and per failed file its path
 /// and why.

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::core::events::EventKind;
-use crate::core::Core;
+use crate::events::EventKind;
 use crate::model::{SandboxRecord, SandboxState};
 use crate::store::StoreResult;
+use crate::Core;
 
 pub(crate) async fn recover(core: &Arc<Core>) -> StoreResult<()> {
     let live = core.store.live_sandboxes().await?;
@@ -151,7 +151,7 @@ async fn recover_one(core: &Arc<Core>, mut rec: SandboxRecord) -> StoreResult<bo
     core.store.update_sandbox(&rec).await?;
     core.metrics.state_changed(None, rec.state);
     if changed {
-        if let Err(e) = crate::core::usage::switch(core, &rec).await {
+        if let Err(e) = crate::usage::switch(core, &rec).await {
             tracing::warn!(error = %e, "usage interval not recorded");
         }
     }
@@ -172,7 +172,7 @@ async fn recover_one(core: &Arc<Core>, mut rec: SandboxRecord) -> StoreResult<bo
     if keep_vm && policy.is_some() {
         // The kernel kept the VM's filter across the restart; this brings
         // back what lives in the server (hostname rules' DNS tracking).
-        h.send(crate::core::sandboxes::actor::Op::SetEgressPolicy {
+        h.send(crate::sandboxes::actor::Op::SetEgressPolicy {
             policy,
             reply: None,
         });

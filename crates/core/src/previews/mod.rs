@@ -11,8 +11,8 @@ use serde_json::json;
 use super::ids::{hash_secret, new_id, new_slug, new_token};
 use super::keys::Caller;
 use super::Core;
-use crate::core::error::{Error, Result};
-use crate::core::events::EventKind;
+use crate::error::{Error, Result};
+use crate::events::EventKind;
 use crate::model::{PreviewRecord, PreviewTokenRecord, Visibility};
 use crate::store::StoreError;
 

@@ -15,10 +15,10 @@ use serde_json::json;
 use super::ids::new_id;
 use super::keys::Caller;
 use super::Core;
-use crate::core::error::{Error, Kind, Result};
-use crate::core::events::EventKind;
-use crate::core::sandboxes::actor::Op;
+use crate::error::{Error, Kind, Result};
+use crate::events::EventKind;
 use crate::model::{SandboxRecord, SandboxState, SnapshotRecord, SnapshotStatus};
+use crate::sandboxes::actor::Op;
 
 /// What the snapshot service tracks in memory.
 #[derive(Debug, Default)]

@@ -8,8 +8,8 @@ use hearth_agent_protocol::{ExecRequest, ExecResult, OutputEvent};
 use serde_json::json;
 
 use super::Guest;
-use crate::core::error::{Error, Result};
-use crate::core::events::EventKind;
+use crate::error::{Error, Result};
+use crate::events::EventKind;
 
 impl Guest {
     /// Runs `req` to the end and answers with all of its output.

@@ -20,14 +20,14 @@ use std::sync::Arc;
 
 use parking_lot::Mutex as SyncMutex;
 
-use crate::core::error::{Error, Result};
-use crate::core::ids::new_id;
-use crate::core::keys::Caller;
-use crate::core::templates::{ResolvedTemplate, TemplateError};
-use crate::core::warm::Shape;
-use crate::core::Core;
+use crate::error::{Error, Result};
+use crate::ids::new_id;
+use crate::keys::Caller;
 use crate::model::{BuildRecord, BuildSpec, BuildState, TemplateRecord};
 use crate::store::StoreError;
+use crate::templates::{ResolvedTemplate, TemplateError};
+use crate::warm::Shape;
+use crate::Core;
 use log::BuildLog;
 
 /// Running builds' logs, and the one build slot.

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use super::ids::{hash_secret, new_api_key, new_id};
 use super::Core;
-use crate::core::error::{Error, Result};
+use crate::error::{Error, Result};
 use crate::model::ApiKeyRecord;
 
 /// The tenant of the first admin key.

@@ -6,7 +6,7 @@ use hearth_agent_protocol::{
 };
 
 use super::{Guest, Pipe};
-use crate::core::error::Result;
+use crate::error::Result;
 
 impl Guest {
     pub async fn process_start(&self, req: &StartProcessRequest) -> Result<ProcessInfo> {

@@ -1,6 +1,10 @@
-//! The control plane's operations, below any API and above the drivers.
-//! Every route (REST today, others tomorrow) calls [`Core`] methods only;
-//! core never names an HTTP type, and fails with [`error::Error`].
+//! `hearth-core`: the control plane's operations, below any API and above
+//! the drivers. Every route (REST today in `hearth-server`, others
+//! tomorrow) calls [`Core`] methods only; this crate does not depend on
+//! any HTTP crate, so it cannot name an HTTP type, and it fails with
+//! [`error::Error`]. It also holds what those operations stand on: the
+//! domain records ([`model`]), the [`store`] (SQLite), the server's
+//! [`config`] and its [`metrics`].
 //!
 //! One folder per service, each owning its state (private to the folder)
 //! and its `impl Core` block:
@@ -21,14 +25,18 @@
 //! Shared by all: the store, the VMM driver, the clock, the event bus.
 
 pub mod clock;
+pub mod config;
 pub mod error;
 pub mod events;
 pub mod guest;
 pub mod ids;
 pub mod keys;
+pub mod metrics;
+pub mod model;
 pub mod previews;
 pub mod sandboxes;
 pub mod snapshots;
+pub mod store;
 pub mod templates;
 pub mod usage;
 pub mod warm;

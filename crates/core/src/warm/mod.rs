@@ -256,7 +256,7 @@ impl Core {
         };
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with("tpl-") {
-                crate::core::sandboxes::recovery::reap_dir(self, &entry.path()).await;
+                crate::sandboxes::recovery::reap_dir(self, &entry.path()).await;
             }
         }
     }

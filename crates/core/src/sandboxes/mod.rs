@@ -16,10 +16,10 @@ use serde_json::json;
 use super::ids::new_id;
 use super::keys::Caller;
 use super::Core;
-use crate::core::error::{Error, FieldError, Result};
-use crate::core::events::EventKind;
-use crate::core::sandboxes::actor::{Op, PauseReason, SandboxHandle};
+use crate::error::{Error, FieldError, Result};
+use crate::events::EventKind;
 use crate::model::{SandboxRecord, SandboxState};
+use crate::sandboxes::actor::{Op, PauseReason, SandboxHandle};
 use crate::store::{Page, SandboxFilter, StoreError};
 
 /// A validated create request.

@@ -7,12 +7,12 @@ use hearth_vmm::Vm;
 pub use hearth_vmm::{Effect, EgressPolicy, EgressRule};
 use serde_json::json;
 
-use crate::core::error::{Error, Result};
-use crate::core::events::EventKind;
-use crate::core::keys::Caller;
-use crate::core::sandboxes::actor::{Op, SandboxHandle};
-use crate::core::Core;
+use crate::error::{Error, Result};
+use crate::events::EventKind;
+use crate::keys::Caller;
 use crate::model::SandboxRecord;
+use crate::sandboxes::actor::{Op, SandboxHandle};
+use crate::Core;
 
 impl Core {
     /// Replaces (or with `None` removes) the sandbox's egress policy; a
