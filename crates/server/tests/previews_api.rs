@@ -658,11 +658,15 @@ async fn a_share_link_works_inside_an_iframe_in_headless_chromium() {
     let outer_port = l.local_addr().expect("addr").port();
     tokio::spawn(async move { axum::serve(l, outer).await });
 
-    // Virtual time can run out before a loaded host serves the iframe:
-    // a few tries, each with a fresh profile (no cookie carried over).
+    // Virtual time can run out before a loaded host serves the iframe (seen
+    // with the whole suite running beside it): several tries, each with a
+    // fresh profile (no cookie carried over), a moment apart.
     let mut dom = String::new();
     let mut stderr = String::new();
-    for _ in 0..3 {
+    for attempt in 0..6 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let profile = tempfile::tempdir().expect("profile");
         let out = tokio::process::Command::new(chromium())
             .args([
