@@ -690,3 +690,57 @@ async fn sse_streams_send_heartbeats() {
         .expect("bytes");
     assert_eq!(String::from_utf8_lossy(&chunk), ": heartbeat\n\n");
 }
+
+/// One request of tens of thousands of `*` used to overflow the server's
+/// stack (every tenant down); a glob of 16 stars took about a second per
+/// stored event. Now the globs are bounded (422 naming the limit) and
+/// matched without recursion.
+#[tokio::test]
+async fn hostile_event_type_globs_are_refused_or_cheap() {
+    let srv = TestServer::start().await;
+    srv.create_sandbox(json!({})).await;
+    let stars = "*".repeat(50_000);
+    let started = std::time::Instant::now();
+    let (st, v) = srv
+        .call("GET", &format!("/events?types={stars}"), None)
+        .await;
+    assert_eq!(
+        (st, v["error"]["details"][0]["field"].clone()),
+        (422, json!("types")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("128 bytes"),
+        "{v}"
+    );
+    // The longest allowed glob, all stars but one byte that never matches,
+    // against every stored event: answered at once.
+    let worst = format!("{}x", "*".repeat(127));
+    let (st, v) = body(
+        srv.client
+            .get(srv.url(&format!("/api/v1/events?types={worst}")))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("events"),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"], json!([]));
+    let many = vec!["sandbox.*"; 33].join(",");
+    let (st, v) = srv
+        .call("GET", &format!("/events?types={many}"), None)
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The server is still up for everyone.
+    let (st, _) = srv.call("GET", "/sandboxes", None).await;
+    assert_eq!(st, 200);
+}

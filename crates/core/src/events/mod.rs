@@ -152,6 +152,11 @@ impl EventBus {
 /// Events read from the store per query while replaying.
 const REPLAY_PAGE: u32 = 500;
 
+/// Most type globs one reader may give.
+pub const MAX_GLOBS: usize = 32;
+/// Longest type glob, in bytes (event kinds are far shorter).
+pub const MAX_GLOB_LEN: usize = 128;
+
 /// Which events a reader wants: one tenant's, optionally one sandbox's,
 /// whose kind matches one of `globs` (none: all).
 #[derive(Debug, Clone)]
@@ -162,6 +167,39 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
+    /// A filter from comma-separated `types` globs, refused (naming the
+    /// limit) past [`MAX_GLOBS`] globs or [`MAX_GLOB_LEN`] bytes in one.
+    pub fn new(
+        tenant_id: String,
+        sandbox_id: Option<String>,
+        types: Option<&str>,
+    ) -> super::error::Result<EventFilter> {
+        let globs: Vec<String> = types
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if globs.len() > MAX_GLOBS {
+            return Err(super::error::Error::field(
+                "types",
+                format!("at most {MAX_GLOBS} type globs"),
+            ));
+        }
+        if globs.iter().any(|g| g.len() > MAX_GLOB_LEN) {
+            return Err(super::error::Error::field(
+                "types",
+                format!("a type glob is at most {MAX_GLOB_LEN} bytes"),
+            ));
+        }
+        Ok(EventFilter {
+            tenant_id,
+            sandbox_id,
+            globs,
+        })
+    }
+
     fn wants(&self, e: &EventRecord) -> bool {
         e.tenant_id == self.tenant_id
             && self
@@ -274,12 +312,35 @@ pub fn matches_types(globs: &[String], kind: &str) -> bool {
             .any(|g| glob_match(g.as_bytes(), kind.as_bytes()))
 }
 
+/// `*` matches any run of bytes. No recursion: one pass that remembers the
+/// last `*` and retries from there, so at most `pat.len() * s.len()` steps
+/// whatever the pattern (a recursive matcher was exponential in the stars,
+/// and tens of thousands of them overflowed the stack).
 fn glob_match(pat: &[u8], s: &[u8]) -> bool {
-    match pat.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| glob_match(rest, &s[i..])),
-        Some((c, rest)) => s.first() == Some(c) && glob_match(rest, &s[1..]),
+    let (mut p, mut i) = (0, 0);
+    // Where the last `*` was, and where in `s` it currently stops.
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        match pat.get(p) {
+            Some(b'*') => {
+                star = Some((p, i));
+                p += 1;
+            }
+            Some(&c) if c == s[i] => {
+                p += 1;
+                i += 1;
+            }
+            _ => match star {
+                Some((sp, si)) => {
+                    p = sp + 1;
+                    i = si + 1;
+                    star = Some((sp, si + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    pat[p..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -297,6 +358,38 @@ mod tests {
                 "{n}"
             );
         }
+    }
+
+    #[test]
+    fn globs_match_without_recursion_and_stay_fast() {
+        assert!(glob_match(b"*a*b*c*", b"xxaxxbxxc"));
+        assert!(!glob_match(b"*a*b*c*d", b"xxaxxbxxc"));
+        assert!(glob_match(b"**", b""));
+        assert!(!glob_match(b"a", b""));
+        assert!(glob_match(b"sandbox.*.ready", b"sandbox.snapshot.ready"));
+        assert!(!glob_match(b"sandbox.*.ready", b"sandbox.snapshot.readyx"));
+        // The pattern that took seconds (16 stars) or blew the stack (tens
+        // of thousands): now a bounded loop.
+        let stars = "*".repeat(100_000) + "x";
+        let kind = "sandbox.exec.completed".repeat(3);
+        let started = std::time::Instant::now();
+        assert!(!glob_match(stars.as_bytes(), kind.as_bytes()));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn filters_refuse_too_many_or_too_long_globs() {
+        let f = EventFilter::new("t".into(), None, Some(" sandbox.* , ,*.ready")).unwrap();
+        assert_eq!(f.globs, ["sandbox.*", "*.ready"]);
+        let many = vec!["a"; MAX_GLOBS + 1].join(",");
+        let e = EventFilter::new("t".into(), None, Some(&many)).unwrap_err();
+        assert_eq!(
+            (e.code, e.details[0].field.as_str()),
+            ("validation_error", "types")
+        );
+        let long = "*".repeat(MAX_GLOB_LEN + 1);
+        let e = EventFilter::new("t".into(), None, Some(&long)).unwrap_err();
+        assert!(e.message.contains("128 bytes"), "{}", e.message);
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Comma-separated event type globs, such as `sandbox.*`.
+    /// Comma-separated event type globs, such as `sandbox.*`: at most 32,
+    /// each at most 128 bytes.
     #[param(value_type = String, required = false)]
     pub types: Option<String>,
     /// Send only events after this id (`Last-Event-ID` wins).
@@ -114,20 +115,8 @@ async fn stream(
     headers: HeaderMap,
     q: EventsQuery,
 ) -> ApiResult<Response> {
-    let globs: Vec<String> = q
-        .types
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let filter = EventFilter::new(caller.tenant_id, sandbox, q.types.as_deref())?;
     let after = sse::last_event_id(&headers).or(q.after).unwrap_or(0);
-    let filter = EventFilter {
-        tenant_id: caller.tenant_id,
-        sandbox_id: sandbox,
-        globs,
-    };
     if wants_json(&headers) {
         let list = state.event_history(&filter, after).await?;
         return Ok(data(list.iter().map(event_json).collect::<Vec<_>>()).into_response());
