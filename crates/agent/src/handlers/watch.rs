@@ -164,9 +164,15 @@ impl Watcher {
         tracing::debug!(root = %self.root.display(), recursive = self.recursive, "watch started");
         loop {
             let flush_at = self.pending_move.as_ref().map(|p| p.since + MOVE_PAIR_WAIT);
+            // Biased: an event already queued (the MOVED_TO of a pending
+            // MOVED_FROM) is read before the pair's timer may give up on
+            // it. Unbiased, a task scheduled late found both ready and
+            // sometimes took the timer: a rename came out as delete+create.
             let next = tokio::select! {
+                biased;
                 _ = tx.closed() => break,
                 _ = shutdown.cancelled() => break,
+                ev = stream.next() => ev,
                 _ = sleep_until(flush_at) => {
                     let out = self.pending_move.take().map(|p| self.moved_away(p)).unwrap_or_default();
                     if !self.send_all(&tx, out).await {
@@ -174,7 +180,6 @@ impl Watcher {
                     }
                     continue;
                 }
-                ev = stream.next() => ev,
             };
             match next {
                 Some(Ok(ev)) => {
