@@ -66,14 +66,45 @@ pub(crate) async fn reap_dir(core: &Arc<Core>, dir: &std::path::Path) {
         let pid = nix::unistd::Pid::from_raw(pid);
         if nix::sys::signal::kill(pid, None).is_ok() {
             let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+            // A killed process may finish the system call it is in (a
+            // socket bound in the directory): wait until it is gone.
+            let deadline = std::time::Instant::now() + REAP_WAIT;
+            while hearth_vmm::host::process_alive(pid.as_raw())
+                && std::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(REAP_POLL).await;
+            }
         }
     }
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "orphan directory not removed");
-    } else {
-        tracing::info!(dir = %dir.display(), "orphan VM directory reaped");
+    // Something still finishing with the directory (the VMM's last
+    // writes) can make one removal meet a new entry: try a few times.
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "orphan VM directory reaped");
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if tries < REAP_TRIES => {
+                tracing::debug!(dir = %dir.display(), error = %e, "orphan directory removal retried");
+                tries += 1;
+                tokio::time::sleep(REAP_POLL).await;
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "orphan directory not removed");
+                return;
+            }
+        }
     }
 }
+
+/// How long a reap waits for a killed VMM to exit.
+const REAP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The pause between checks while reaping.
+const REAP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+/// Removal attempts after the first.
+const REAP_TRIES: u32 = 5;
 
 /// Brings one stored sandbox back under an actor. True when a running VM
 /// was re-adopted.

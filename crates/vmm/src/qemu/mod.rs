@@ -174,6 +174,17 @@ pub struct QemuVm {
     console: SyncMutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+impl Drop for QemuVm {
+    /// A dropped handle (a server shutting down, a boot cut short) stops
+    /// its console pump, so no task of ours writes into a VM directory
+    /// that is being reaped; the next adopter starts its own.
+    fn drop(&mut self) {
+        if let Some(task) = self.console.get_mut().take() {
+            task.abort();
+        }
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {

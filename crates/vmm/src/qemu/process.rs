@@ -149,17 +149,7 @@ impl QemuProcess {
     }
 }
 
-/// True while `pid` exists and is not a zombie.
-pub(crate) fn is_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesized command name, which may hold spaces.
-        Ok(stat) => match stat.rfind(')') {
-            Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
-            None => true,
-        },
-        Err(_) => false,
-    }
-}
+pub(crate) use crate::host::process_alive as is_alive;
 
 /// The argument vector of `pid`, when it is readable.
 pub(crate) fn cmdline(pid: i32) -> Option<Vec<String>> {
