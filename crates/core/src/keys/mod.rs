@@ -26,8 +26,21 @@ pub struct Caller {
     pub admin: bool,
 }
 
+/// Keys looked up by hash. `epoch` counts revocations: a lookup that
+/// read the store before a revocation finished does not put what it read
+/// back into the cache (it reads again), so a revocation wins every race.
 #[derive(Debug, Default)]
-pub(crate) struct KeyCache(RwLock<HashMap<String, ApiKeyRecord>>);
+pub(crate) struct KeyCache(RwLock<CacheInner>);
+
+#[derive(Debug, Default)]
+pub(crate) struct CacheInner {
+    keys: HashMap<String, ApiKeyRecord>,
+    epoch: u64,
+}
+
+/// Keys cached at most; past that the cache starts over (a flood of
+/// distinct valid keys cannot grow it without bound).
+const MAX_CACHED_KEYS: usize = 10_000;
 
 /// A key just created: the only time its plain text exists.
 #[derive(Debug, Clone)]
@@ -43,18 +56,29 @@ impl Core {
             return Err(Error::unauthorized("invalid API key"));
         }
         let hash = hash_secret(key);
-        let cached = self.keys.0.read().get(&hash).cloned();
-        let rec = match cached {
-            Some(r) => r,
-            None => {
-                let r = self
-                    .store
-                    .api_key_by_hash(&hash)
-                    .await?
-                    .ok_or_else(|| Error::unauthorized("invalid API key"))?;
-                self.keys.0.write().insert(hash, r.clone());
-                r
+        let rec = loop {
+            let epoch = {
+                let cache = self.keys.0.read();
+                if let Some(r) = cache.keys.get(&hash) {
+                    break r.clone();
+                }
+                cache.epoch
+            };
+            let r = self
+                .store
+                .api_key_by_hash(&hash)
+                .await?
+                .ok_or_else(|| Error::unauthorized("invalid API key"))?;
+            let mut cache = self.keys.0.write();
+            if cache.epoch != epoch {
+                // A key was revoked while we read: read again.
+                continue;
             }
+            if cache.keys.len() >= MAX_CACHED_KEYS {
+                cache.keys.clear();
+            }
+            cache.keys.insert(hash, r.clone());
+            break r;
         };
         Ok(Caller {
             tenant_id: rec.tenant_id,
@@ -87,7 +111,27 @@ impl Core {
     }
 
     /// Revokes one of the caller's tenant's keys; 404 for anything else.
+    /// A key cannot revoke itself, and only an admin key can revoke an
+    /// admin key.
     pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> Result<()> {
+        if id == caller.key_id {
+            return Err(Error::conflict("conflict", "a key cannot revoke itself"));
+        }
+        let target = self
+            .store
+            .list_api_keys(&caller.tenant_id)
+            .await?
+            .into_iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| Error::not_found("api key"))?;
+        if target.admin && !caller.admin {
+            return Err(Error::forbidden(
+                "only an admin key can revoke an admin key",
+            ));
+        }
+        // The epoch moves before the store changes and again after, so a
+        // lookup that overlaps the revocation in any way sees it move.
+        self.forget_key(id);
         if !self
             .store
             .revoke_api_key(&caller.tenant_id, id, self.now_ms())
@@ -95,8 +139,14 @@ impl Core {
         {
             return Err(Error::not_found("api key"));
         }
-        self.keys.0.write().retain(|_, r| r.id != id);
+        self.forget_key(id);
         Ok(())
+    }
+
+    fn forget_key(&self, id: &str) {
+        let mut cache = self.keys.0.write();
+        cache.epoch += 1;
+        cache.keys.retain(|_, r| r.id != id);
     }
 
     /// On the very first start (no key at all), creates the admin key and

@@ -120,9 +120,6 @@ async fn revoke(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    if id == caller.key_id {
-        return Err(ApiError::conflict("conflict", "a key cannot revoke itself"));
-    }
     state.revoke_api_key(&caller, &id).await?;
     Ok(data(json!({ "id": id, "revoked": true })))
 }
