@@ -46,7 +46,10 @@ pub fn rfc3339(ms: i64) -> String {
 /// Parses an RFC 3339 time (or unix seconds) from a query string.
 pub fn parse_time(s: &str) -> Option<i64> {
     if let Ok(secs) = s.parse::<i64>() {
-        return Some(secs * 1000);
+        // Past chrono's range (about 262,000 years) is not a time.
+        return secs
+            .checked_mul(1000)
+            .filter(|ms| chrono::DateTime::from_timestamp_millis(*ms).is_some());
     }
     chrono::DateTime::parse_from_rfc3339(s)
         .ok()
@@ -66,5 +69,8 @@ mod tests {
         );
         assert_eq!(parse_time("1700000000"), Some(1_700_000_000_000));
         assert_eq!(parse_time("yesterday"), None);
+        // Seconds whose milliseconds overflow are refused, not wrapped.
+        assert_eq!(parse_time(&i64::MAX.to_string()), None);
+        assert_eq!(parse_time(&(i64::MIN / 10).to_string()), None);
     }
 }

@@ -58,6 +58,15 @@ pub struct PatchParams {
     pub always_on: Option<bool>,
 }
 
+/// The most JSON a sandbox's metadata may take (at create, and merged
+/// after every PATCH).
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// The size of `m` as JSON.
+pub fn metadata_size(m: &serde_json::Map<String, serde_json::Value>) -> usize {
+    serde_json::to_vec(m).map_or(usize::MAX, |v| v.len())
+}
+
 impl Core {
     /// Creates a sandbox and starts booting it. With `wait`, answers once
     /// it runs (or failed); without, at once in `provisioning`.
@@ -289,15 +298,27 @@ impl Core {
         Ok((ready, rec.state))
     }
 
-    /// Env is read-only while the sandbox exists: changes would not reach
-    /// processes already running (setting env on a paused sandbox is not
-    /// built yet).
+    /// Env is read-only while the sandbox exists: it is set at create (and
+    /// per exec). A running sandbox's processes would not see a change; a
+    /// paused one resumes from memory where every process already holds
+    /// its env, so a change there would reach only some of them. Both
+    /// answer 409 with that reason.
     pub async fn change_env(&self, caller: &Caller, id: &str) -> Result<()> {
         let rec = self.get_sandbox(caller, id).await?;
-        if rec.state.can_resume() {
-            return Err(Error::not_implemented("changing env of a paused sandbox"));
-        }
-        Err(Error::invalid_state(id, rec.state, "change env of"))
+        let why = if rec.state.can_resume() {
+            "a paused sandbox resumes with the env its processes already hold"
+        } else {
+            "processes already running would not see the change"
+        };
+        Err(Error::new(
+            crate::error::Kind::InvalidState,
+            "invalid_state",
+            format!(
+                "sandbox {id} is {}: env is set at create and cannot change ({why}); \
+                 pass env to each exec instead",
+                rec.state
+            ),
+        ))
     }
 
     /// The caller's sandboxes that `filter` keeps (a template filter may
@@ -340,36 +361,63 @@ impl Core {
             return Err(Error::invalid_state(id, rec.state, "update"));
         };
         let now = self.now_ms();
-        self.commit(&h, |r| {
-            if let Some(name) = p.name {
-                r.name = name;
-            }
-            if let Some(tags) = p.tags {
-                r.tags = tags;
-            }
-            if let Some(meta) = p.metadata {
-                for (k, v) in meta {
-                    if v.is_null() {
-                        r.metadata.remove(&k);
-                    } else {
-                        r.metadata.insert(k, v);
+        let mut too_big = false;
+        let after = self
+            .commit(&h, |r| {
+                // The merged metadata is bounded as a create's is; over the
+                // limit nothing of the patch applies.
+                let merged = p.metadata.map(|meta| {
+                    let mut m = r.metadata.clone();
+                    for (k, v) in meta {
+                        if v.is_null() {
+                            m.remove(&k);
+                        } else {
+                            m.insert(k, v);
+                        }
+                    }
+                    m
+                });
+                if merged
+                    .as_ref()
+                    .is_some_and(|m| metadata_size(m) > MAX_METADATA_BYTES)
+                {
+                    too_big = true;
+                    return;
+                }
+                if let Some(m) = merged {
+                    r.metadata = m;
+                }
+                if let Some(name) = p.name {
+                    r.name = name;
+                }
+                if let Some(tags) = p.tags {
+                    r.tags = tags;
+                }
+                if let Some(t) = p.timeout_sec {
+                    r.timeout_sec = t;
+                    if r.state.timers_run() {
+                        r.deadline_at = Some(now + i64::from(t) * 1000);
                     }
                 }
-            }
-            if let Some(t) = p.timeout_sec {
-                r.timeout_sec = t;
-                if r.state.timers_run() {
-                    r.deadline_at = Some(now + i64::from(t) * 1000);
+                if let Some(t) = p.idle_timeout_sec {
+                    r.idle_timeout_sec = t;
                 }
-            }
-            if let Some(t) = p.idle_timeout_sec {
-                r.idle_timeout_sec = t;
-            }
-            if let Some(a) = p.always_on {
-                r.always_on = a;
-            }
-        })
-        .await
+                if let Some(a) = p.always_on {
+                    r.always_on = a;
+                }
+            })
+            .await?;
+        if too_big {
+            return Err(Error::field(
+                "metadata",
+                format!(
+                    "the sandbox's metadata with this patch merged in must be at most \
+                     {} KiB of JSON",
+                    MAX_METADATA_BYTES / 1024
+                ),
+            ));
+        }
+        Ok(after)
     }
 
     /// Destroys a sandbox; destroying a destroyed one answers its record.

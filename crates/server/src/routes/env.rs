@@ -1,7 +1,8 @@
 //! `/sandboxes/{id}/env`: the env a sandbox was created with. Read-only
 //! while the sandbox exists: changes would not reach processes already
-//! running, so PUT and DELETE answer 409 `invalid_state` (setting env on a
-//! paused sandbox is not built yet). Secret values are never returned.
+//! running and a paused one resumes with the env its processes hold, so
+//! PUT and DELETE answer 409 `invalid_state` with that reason. Secret
+//! values are never returned.
 
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
@@ -21,7 +22,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(super::openapi::summary_of(
             routes!(change),
             HttpMethod::Delete,
-            "Remove env vars (409 while running)",
+            "Remove env vars (always 409: env is set at create)",
         ))
 }
 
@@ -40,14 +41,13 @@ async fn list(
 ) -> ApiResult<impl IntoResponse> {
     let rec = state.get_sandbox(&caller, &id).await?;
     let vars: Vec<_> = rec
-        .env
-        .iter()
-        .map(|(k, v)| {
-            if rec.secret_env.contains(k) {
-                json!({ "key": k, "value": null, "secret": true })
-            } else {
+        .env_keys()
+        .into_iter()
+        .map(|k| match rec.env.get(&k) {
+            Some(v) if !rec.secret_env.contains(&k) => {
                 json!({ "key": k, "value": v, "secret": false })
             }
+            _ => json!({ "key": k, "value": null, "secret": true }),
         })
         .collect();
     Ok(data(json!({ "vars": vars })))
@@ -57,7 +57,7 @@ async fn list(
     method(put, delete),
     path = "/sandboxes/{id}/env",
     tag = ENV,
-    summary = "Change env vars (409 while running)",
+    summary = "Change env vars (always 409: env is set at create)",
     params(SandboxId),
     responses(E409, E404),
 )]

@@ -586,7 +586,7 @@ async fn build_logs(
 ) -> ApiResult<Response> {
     let b = state.get_build(&caller, &id).await?;
     let log = state.build_log(&b);
-    let from = sse::last_event_id(&headers).map_or(0, |n| n.max(-1) + 1) as u64;
+    let from = sse::last_event_id(&headers).map_or(0, |n| n.max(-1).saturating_add(1)) as u64;
     let core = state.clone();
     let frames = super::exec::async_stream(move |tx| async move {
         let mut next = from;

@@ -113,8 +113,6 @@ pub fn size_preset(size: &str) -> Option<(u32, u32, u32)> {
     })
 }
 
-pub(super) const MAX_METADATA_BYTES: usize = 16 * 1024;
-
 pub(super) fn check_tags(bad: &mut Vec<FieldError>, tags: &[String]) {
     if tags.len() > 50 {
         bad.push(FieldError::new("tags", "at most 50 tags"));
@@ -133,8 +131,7 @@ pub(super) fn check_metadata(
     bad: &mut Vec<FieldError>,
     m: &serde_json::Map<String, serde_json::Value>,
 ) {
-    let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
-    if size > MAX_METADATA_BYTES {
+    if crate::core::sandboxes::metadata_size(m) > crate::core::sandboxes::MAX_METADATA_BYTES {
         bad.push(FieldError::new(
             "metadata",
             "must be at most 16 KiB of JSON",
