@@ -148,6 +148,10 @@ pub struct InitRequest {
     /// Env applied to every later exec, process and PTY (request env wins).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Names whose current value is kept when `env` does not carry them
+    /// (secrets the host does not store: a restore after a host restart).
+    #[serde(default)]
+    pub keep_env: Vec<String>,
     /// Host wall clock, milliseconds since the Unix epoch.
     #[serde(default)]
     pub clock_unix_ms: Option<i64>,

@@ -86,6 +86,63 @@ async fn init_env_applies_to_later_commands_and_request_env_wins() {
 }
 
 #[tokio::test]
+async fn a_later_init_keeps_the_values_it_is_told_to_keep() {
+    let agent = AgentProcess::start(AGENT.as_ref(), &[]).await.unwrap();
+    let c = agent.client();
+    let env = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let echo = |c: AgentClient| async move {
+        let out = c
+            .exec(&ExecRequest {
+                command: "echo \"$PLAIN|$SECRET|$GONE\"".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        String::from_utf8(out.stdout.0).unwrap()
+    };
+    c.init(&InitRequest {
+        sandbox_id: "sbx_keep".into(),
+        env: env(&[("PLAIN", "1"), ("SECRET", "s3"), ("GONE", "g")]),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // A restore after a host restart: the host knows the secret's name
+    // only. Kept names survive; others follow the new env.
+    c.init(&InitRequest {
+        sandbox_id: "sbx_keep".into(),
+        env: env(&[("PLAIN", "2")]),
+        keep_env: vec!["SECRET".into(), "NEVER_SET".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(echo(c.clone()).await, "2|s3|\n");
+    // A value sent wins over a kept one; without keep_env it goes.
+    c.init(&InitRequest {
+        sandbox_id: "sbx_keep".into(),
+        env: env(&[("SECRET", "new")]),
+        keep_env: vec!["SECRET".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(echo(c.clone()).await, "|new|\n");
+    c.init(&InitRequest {
+        sandbox_id: "sbx_keep".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(echo(c.clone()).await, "||\n");
+}
+
+#[tokio::test]
 async fn sync_answers_and_shutdown_stops_the_agent() {
     let mut agent = AgentProcess::start(AGENT.as_ref(), &[]).await.unwrap();
     let c = agent.client();

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod model;
 pub mod previews;
 pub mod sandboxes;
+pub mod seal;
 pub mod snapshots;
 pub mod store;
 pub mod templates;
@@ -86,6 +87,8 @@ pub struct Core {
     /// keys/: verified keys, and idempotency locks.
     keys: KeyCache,
     idempotency_locks: keys::idempotency::Locks,
+    /// Encrypts what is stored but must not be readable at rest.
+    sealer: seal::Sealer,
     /// Absolute data directory.
     data_dir: PathBuf,
     shutdown: CancellationToken,
@@ -101,8 +104,9 @@ impl Core {
         templates: Arc<dyn Templates>,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Arc<Core>> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        private_dir(&config.data_dir)?;
         let data_dir = std::path::absolute(&config.data_dir)?;
+        let sealer = seal::Sealer::open_or_create(&data_dir.join(seal::KEY_FILE))?;
         let events = EventBus::new(store.clone(), clock.clone());
         Ok(Arc::new(Core {
             events,
@@ -110,6 +114,7 @@ impl Core {
             metrics: crate::metrics::Metrics::default(),
             keys: KeyCache::default(),
             idempotency_locks: Default::default(),
+            sealer,
             warm_builds: Default::default(),
             builds: Default::default(),
             warm_pool: Default::default(),
@@ -185,4 +190,14 @@ impl Core {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
+}
+
+/// Creates `dir` (and its parents) if needed and makes it the owner's
+/// alone (0700): the data directory holds the database, keys, snapshots
+/// and disks, which no other user of the host may read. VMs reach their
+/// files through their jail's bind mounts, made before privileges drop.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

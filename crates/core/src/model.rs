@@ -161,6 +161,31 @@ pub struct SandboxRecord {
 }
 
 impl SandboxRecord {
+    /// The env a store may keep: without the values of `secret_env` keys,
+    /// which live only in memory (and in the guest) for the VM's life.
+    pub fn storable_env(&self) -> std::borrow::Cow<'_, BTreeMap<String, String>> {
+        if self.secret_env.iter().any(|k| self.env.contains_key(k)) {
+            let mut env = self.env.clone();
+            env.retain(|k, _| !self.secret_env.contains(k));
+            std::borrow::Cow::Owned(env)
+        } else {
+            std::borrow::Cow::Borrowed(&self.env)
+        }
+    }
+
+    /// Every env name, secret ones included (their values may be gone
+    /// from a record read back from the store).
+    pub fn env_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.env.keys().cloned().collect();
+        for k in &self.secret_env {
+            if !self.env.contains_key(k) {
+                keys.push(k.clone());
+            }
+        }
+        keys.sort();
+        keys
+    }
+
     /// Milliseconds left before the timeout fires, exactly, at `now`.
     pub fn timeout_remaining_ms(&self, now: i64) -> Option<i64> {
         if self.always_on || !self.state.timers_run() {

@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -17,12 +17,29 @@ use crate::error::ImageError;
 /// Label of every sandbox disk.
 pub const SANDBOX_DISK_LABEL: &str = "hearth-sandbox";
 
+/// Creates (or truncates) `path` for writing, readable by its owner alone
+/// (0600): a sandbox disk holds the tenant's files.
+fn private_create(path: &Path) -> Result<File, ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(ImageError::io(path))?;
+    // An existing file keeps its mode through `open`: narrow it.
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(ImageError::io(path))?;
+    Ok(file)
+}
+
 /// Creates (or replaces) `path` as a sparse file of `size_mb` MiB holding an
 /// empty ext4 filesystem. Inode tables and journal are initialized lazily, so
 /// this takes a fraction of a second and allocates a few MiB whatever the size.
 /// Blocking: call it from `spawn_blocking` in async code.
 pub fn create_sparse_ext4(path: &Path, size_mb: u64) -> Result<(), ImageError> {
-    let file = File::create(path).map_err(ImageError::io(path))?;
+    let file = private_create(path)?;
     file.set_len(size_mb << 20).map_err(ImageError::io(path))?;
     drop(file);
     let result = cmd::run(
@@ -60,12 +77,7 @@ fn copy(src: &Path, dst: &Path, try_reflink: bool) -> Result<u64, ImageError> {
     };
     let source = File::open(src).map_err(ImageError::io(src))?;
     let len = source.metadata().map_err(ImageError::io(src))?.len();
-    let dest = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dst)
-        .map_err(ImageError::io(dst))?;
+    let dest = private_create(dst)?;
 
     let result = if try_reflink && reflink(&source, &dest) {
         data_extent_bytes(&source, len)

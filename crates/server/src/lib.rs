@@ -49,7 +49,7 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
+    crate::core::private_dir(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
     let store = Arc::new(SqliteStore::open(&config.database_path()).await?);
     let vmm = hearth_vmm::open(&config.vmm).context("open the VMM driver")?;

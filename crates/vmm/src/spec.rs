@@ -65,6 +65,11 @@ pub struct VmSpec {
     /// Env the agent applies to every command.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Names whose value the guest keeps when `env` does not carry them:
+    /// secrets the host holds only in memory, so a restore after a host
+    /// restart leaves the guest's copy in place.
+    #[serde(default)]
+    pub keep_env: Vec<String>,
     /// Deadline from spawn to the agent's first answer.
     #[serde(default = "default_boot_timeout")]
     pub boot_timeout_ms: u64,
@@ -101,6 +106,7 @@ impl VmSpec {
             kernel_args: Vec::new(),
             hostname: None,
             env: BTreeMap::new(),
+            keep_env: Vec::new(),
             boot_timeout_ms: DEFAULT_BOOT_TIMEOUT_MS,
         }
     }

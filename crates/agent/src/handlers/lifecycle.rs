@@ -80,7 +80,13 @@ async fn init(
     }
     let mut identity = agent.identity.write();
     identity.sandbox_id = Some(req.sandbox_id.clone());
-    identity.env = req.env;
+    let mut env = req.env;
+    for k in &req.keep_env {
+        if let Some(v) = identity.env.get(k).filter(|_| !env.contains_key(k)) {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    identity.env = env;
     tracing::info!(sandbox_id = %req.sandbox_id, ?resp, "initialized");
     Ok(Json(resp))
 }

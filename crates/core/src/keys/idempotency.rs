@@ -1,7 +1,8 @@
 //! Idempotent mutations: the first response to an `Idempotency-Key` is
 //! stored for the TTL and replayed for the same key and request; the same
 //! key with a different request is a conflict. Concurrent duplicates queue
-//! on a per-key lock, so the mutation runs once.
+//! on a per-key lock, so the mutation runs once. Responses are stored
+//! sealed (`crate::seal`): one may hold a new API key or share token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -45,6 +46,11 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     h.update(b"\n");
     h.update(body);
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a stored response is bound to: its tenant and key.
+fn aad(tenant: &str, key: &str) -> Vec<u8> {
+    format!("idempotency\0{tenant}\0{key}").into_bytes()
 }
 
 /// Held while the first request with a key runs.
@@ -96,7 +102,16 @@ impl Core {
                         "this Idempotency-Key was used with a different request",
                     ));
                 }
-                return Ok(Decision::Replay(stored));
+                // Stored sealed: a response may carry a new key or share
+                // token, which must not rest in plain text.
+                let Ok(body) = self.sealer.open(&aad(tenant, key), &stored.body) else {
+                    return Err(Error::conflict(
+                        "idempotency_key_unreadable",
+                        "the response stored for this Idempotency-Key cannot be read \
+                         (the server's secrets.key changed); use a new key",
+                    ));
+                };
+                return Ok(Decision::Replay(IdempotentResponse { body, ..stored }));
             }
             self.store.prune_idempotency(self.now_ms() - ttl_ms).await?;
         }
@@ -113,7 +128,7 @@ impl Core {
         let resp = IdempotentResponse {
             fingerprint: claim.fingerprint.clone(),
             status,
-            body,
+            body: self.sealer.seal(&aad(&claim.tenant, &claim.key), &body),
             created_at: self.now_ms(),
         };
         match self

@@ -74,7 +74,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revoke_api_key(&self, tenant_id: &str, id: &str, now: i64) -> StoreResult<bool>;
     async fn count_api_keys(&self) -> StoreResult<u64>;
 
-    // Sandboxes.
+    // Sandboxes. A store writes `SandboxRecord::storable_env`, never the
+    // values of `secret_env` keys; a record read back has their names only.
     async fn insert_sandbox(&self, s: &SandboxRecord) -> StoreResult<()>;
     async fn update_sandbox(&self, s: &SandboxRecord) -> StoreResult<()>;
     /// Moves `last_activity_at` forward (never back), touching nothing else.

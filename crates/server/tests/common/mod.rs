@@ -108,6 +108,7 @@ async fn spawn_agent(knobs: Arc<FakeKnobs>, spec: VmSpec) -> Result<FakeVm, VmmE
                 sandbox_id: spec.id.clone(),
                 hostname: None,
                 env: spec.env.clone(),
+                keep_env: spec.keep_env.clone(),
                 clock_unix_ms: None,
                 entropy: None,
             };

@@ -84,6 +84,7 @@ impl QemuVm {
             sandbox_id: self.spec.id.clone(),
             hostname: Some(self.spec.hostname().to_string()),
             env: self.spec.env.clone(),
+            keep_env: self.spec.keep_env.clone(),
             clock_unix_ms: None,
             entropy: Some(Base64Bytes::from(entropy)),
         };

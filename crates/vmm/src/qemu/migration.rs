@@ -98,7 +98,17 @@ impl QemuVm {
     /// would not give its blocks back (a full disk must be free again by
     /// the time the caller answers).
     pub(super) async fn migrate_to(&self, path: &Path) -> Result<u64, QemuError> {
-        let file = File::create(path).map_err(io_err("create", path))?;
+        // The VM's memory, the tenant's alone (0600).
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io_err("create", path))?
+        };
         let res = self.migrate_into(&file, path).await;
         if res.is_err() {
             let _ = file.set_len(0);

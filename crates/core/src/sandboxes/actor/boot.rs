@@ -53,6 +53,7 @@ pub(super) async fn boot(
             sandbox_id: rec.id.clone(),
             hostname: Some(rec.id.replace('_', "-")),
             env: rec.env.clone(),
+            keep_env: Vec::new(),
             clock_unix_ms: Some(chrono::Utc::now().timestamp_millis()),
             entropy: Some(hearth_agent_protocol::Base64Bytes::from(
                 rand::random::<[u8; 32]>().to_vec(),

@@ -251,6 +251,9 @@ impl Core {
         spec.egress = rec.egress;
         spec.egress_policy = rec.egress_policy.clone();
         spec.env = rec.env.clone();
+        // Secret values live only in memory: after a restart the record
+        // has their names alone, and the guest keeps its copy.
+        spec.keep_env = rec.secret_env.clone();
         spec
     }
 }

@@ -217,7 +217,7 @@ pub(super) fn push_sandbox_values(b: &mut QueryBuilder<'_, Sqlite>, s: &SandboxR
         .push_bind(s.always_on)
         .push_bind(s.persistent)
         .push_bind(s.egress)
-        .push_bind(json(&s.env))
+        .push_bind(json(&s.storable_env()))
         .push_bind(json(&s.secret_env))
         .push_bind(json(&s.metadata))
         .push_bind(json(&s.tags))

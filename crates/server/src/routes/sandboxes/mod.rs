@@ -111,7 +111,7 @@ impl SandboxView {
             timeout_remaining_ms: r.timeout_remaining_ms(now),
             state: r.state,
             status: r.state,
-            env_keys: r.env.keys().cloned().collect(),
+            env_keys: r.env_keys(),
             network: json!({ "egress": r.egress }),
             boot_path: r.boot_path.map(|b| b.as_str()),
             created_at: rfc3339(r.created_at),

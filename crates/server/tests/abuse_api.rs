@@ -1,0 +1,303 @@
+//! Hostile tenants against the control plane (issue 15): every test here
+//! is an attack through the HTTP API, and asserts it fails.
+
+mod common;
+
+use common::TestServer;
+use serde_json::{json, Value};
+
+/// A new key of the admin's own tenant (not an admin key): its id and
+/// plain text.
+async fn tenant_key(srv: &TestServer, name: &str) -> (String, String) {
+    let (st, v) = srv
+        .call("POST", "/api-keys", Some(json!({ "name": name })))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    (
+        v["data"]["id"].as_str().expect("id").to_string(),
+        v["data"]["key"].as_str().expect("key").to_string(),
+    )
+}
+
+/// The id of the admin key (the only admin key a fresh server has).
+async fn admin_key_id(srv: &TestServer) -> String {
+    let (_, v) = srv.call("GET", "/api-keys", None).await;
+    let keys = v["data"].as_array().expect("keys");
+    let admin: Vec<&Value> = keys.iter().filter(|k| k["admin"] == true).collect();
+    assert_eq!(admin.len(), 1, "{v}");
+    admin[0]["id"].as_str().expect("id").to_string()
+}
+
+#[tokio::test]
+async fn a_tenant_key_cannot_revoke_the_admin_key() {
+    let srv = TestServer::start().await;
+    let admin_id = admin_key_id(&srv).await;
+    let (_, plain) = tenant_key(&srv, "worker").await;
+    let worker = srv.client_with(&plain);
+    let (st, v) = srv
+        .call_as(&worker, "DELETE", &format!("/api-keys/{admin_id}"), None)
+        .await;
+    assert_eq!(st, 403, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("admin")),
+        "{v}"
+    );
+    // The admin key still works, and can revoke the worker's.
+    let (st, _) = srv.call("GET", "/sandboxes", None).await;
+    assert_eq!(st, 200);
+    // A key cannot revoke itself either.
+    let (_, v) = srv.call_as(&worker, "GET", "/api-keys", None).await;
+    let worker_id = v["data"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["name"] == "worker")
+        .and_then(|k| k["id"].as_str())
+        .expect("worker id")
+        .to_string();
+    let (st, _) = srv
+        .call_as(&worker, "DELETE", &format!("/api-keys/{worker_id}"), None)
+        .await;
+    assert_eq!(st, 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_wins_against_requests_in_flight() {
+    let srv = std::sync::Arc::new(TestServer::start().await);
+    for round in 0..8 {
+        let (id, plain) = tenant_key(&srv, &format!("racer{round}")).await;
+        let client = srv.client_with(&plain);
+        // Requests with the key run while it is revoked: lookups that read
+        // the store before the revocation must not put it back in the cache.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut hammers = Vec::new();
+        for _ in 0..4 {
+            let (srv, client, stop) = (srv.clone(), client.clone(), stop.clone());
+            hammers.push(tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = srv.call_as(&client, "GET", "/sandboxes", None).await;
+                }
+            }));
+        }
+        let (st, v) = srv.call("DELETE", &format!("/api-keys/{id}"), None).await;
+        assert_eq!(st, 200, "{v}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for h in hammers {
+            h.await.expect("hammer");
+        }
+        for _ in 0..5 {
+            let (st, _) = srv.call_as(&client, "GET", "/sandboxes", None).await;
+            assert_eq!(st, 401, "round {round}: a revoked key was accepted");
+        }
+    }
+}
+
+#[tokio::test]
+async fn env_cannot_change_in_any_state_and_no_route_answers_501() {
+    let srv = TestServer::start().await;
+    let sbx = srv.create_sandbox(json!({"env": {"A": "1"}})).await;
+    let id = sbx["id"].as_str().expect("id");
+    for state in ["running", "paused"] {
+        if state == "paused" {
+            let (st, v) = srv
+                .call("POST", &format!("/sandboxes/{id}/pause"), None)
+                .await;
+            assert_eq!(st, 200, "{v}");
+        }
+        for method in ["PUT", "DELETE"] {
+            let (st, v) = srv
+                .call(
+                    method,
+                    &format!("/sandboxes/{id}/env"),
+                    Some(json!({"B": "2"})),
+                )
+                .await;
+            assert_eq!(st, 409, "{method} while {state}: {v}");
+            assert_eq!(v["error"]["code"], "invalid_state", "{v}");
+            let msg = v["error"]["message"].as_str().expect("message");
+            assert!(msg.contains(state) && msg.contains("each exec"), "{msg}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn patched_metadata_is_bounded_in_total() {
+    let srv = TestServer::start().await;
+    let sbx = srv.create_sandbox(json!({"name": "before"})).await;
+    let id = sbx["id"].as_str().expect("id");
+    let chunk = "x".repeat(6 * 1024);
+    for k in ["a", "b"] {
+        let (st, v) = srv
+            .call(
+                "PATCH",
+                &format!("/sandboxes/{id}"),
+                Some(json!({"metadata": {k: chunk}})),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+    }
+    // Each patch is small; merged in, the third is over the 16 KiB total.
+    let (st, v) = srv
+        .call(
+            "PATCH",
+            &format!("/sandboxes/{id}"),
+            Some(json!({"name": "after", "metadata": {"c": chunk}})),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["details"][0]["field"], "metadata", "{v}");
+    assert!(v.to_string().contains("16 KiB"), "{v}");
+    let (_, v) = srv.call("GET", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(
+        v["data"]["name"], "before",
+        "nothing of a refused patch applies"
+    );
+    assert!(v["data"]["metadata"].get("c").is_none(), "{v}");
+    // Removing keys (null) makes room again.
+    let (st, v) = srv
+        .call(
+            "PATCH",
+            &format!("/sandboxes/{id}"),
+            Some(json!({"metadata": {"a": null, "c": chunk}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+}
+
+/// Every file under `dir`, with its bytes (none for files over 16 MiB).
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = e.path();
+            let ft = e.file_type().expect("file type");
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                // Sandbox disks are sparse files of gigabytes (the guest's
+                // own, not the server's records): named, not read.
+                let small = e.metadata().expect("meta").len() <= 16 << 20;
+                let bytes = if small {
+                    std::fs::read(&p).expect("read")
+                } else {
+                    Vec::new()
+                };
+                out.push((p, bytes));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn credentials_never_rest_in_plain_text_and_the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let srv = TestServer::start().await;
+    let secret = "sek-9f1c2e7d-never-on-disk";
+    let sbx = srv
+        .create_sandbox(json!({"env": {"PLAIN": "p"}, "secret_env": {"API_TOKEN": secret}}))
+        .await;
+    let id = sbx["id"].as_str().expect("id");
+    assert_eq!(sbx["env_keys"], json!(["API_TOKEN", "PLAIN"]));
+    // The guest has it.
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/exec"),
+            Some(json!({"command": "printf %s \"$API_TOKEN\""})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["stdout"], secret);
+    // A new API key and a share token, each minted with an Idempotency-Key
+    // (so the response carrying them is kept for replay).
+    let mint = |path: String, body: Value, idem: &'static str| {
+        let req = srv
+            .client
+            .post(srv.url(&format!("/api/v1{path}")))
+            .header("idempotency-key", idem)
+            .json(&body);
+        async move {
+            let resp = req.send().await.expect("request");
+            let status = resp.status().as_u16();
+            let replayed = resp.headers().contains_key("idempotent-replayed");
+            (status, replayed, resp.json::<Value>().await.expect("json"))
+        }
+    };
+    let (st, _, v) = mint("/api-keys".into(), json!({"name": "minted"}), "mint-key-1").await;
+    assert_eq!(st, 201, "{v}");
+    let new_key = v["data"]["key"].as_str().expect("key").to_string();
+    let (st, replayed, again) =
+        mint("/api-keys".into(), json!({"name": "minted"}), "mint-key-1").await;
+    assert_eq!((st, replayed), (201, true), "{again}");
+    assert_eq!(
+        again["data"]["key"],
+        new_key.as_str(),
+        "the replay answers the same key"
+    );
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/previews"),
+            Some(json!({"port": 8080, "visibility": "private"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let prv = v["data"]["id"].as_str().expect("preview id").to_string();
+    let (st, _, v) = mint(
+        format!("/sandboxes/{id}/previews/{prv}/share"),
+        json!({"ttl_seconds": 600}),
+        "share-1",
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let share = v["preview_token"].as_str().expect("token").to_string();
+
+    let data = srv.core.data_dir().to_path_buf();
+    let files = files_under(&data);
+    assert!(
+        files.iter().any(|(p, _)| p.ends_with("hearth.db")),
+        "{files:?}"
+    );
+    for (path, bytes) in &files {
+        for (what, needle) in [
+            ("secret_env value", secret),
+            ("new API key", new_key.as_str()),
+            ("share token", share.as_str()),
+        ] {
+            assert!(
+                !contains(bytes, needle),
+                "{what} in plain text in {}",
+                path.display()
+            );
+        }
+    }
+    // Only the owner may enter the data directory or read what is in it.
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for (path, _) in &files {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("hearth.db") || name.ends_with(".key") {
+            assert_eq!(mode(path), 0o600, "{}", path.display());
+        }
+    }
+    // The env route still lists the secret's name, never its value.
+    let (_, v) = srv.call("GET", &format!("/sandboxes/{id}/env"), None).await;
+    let vars = v["data"]["vars"].as_array().expect("vars");
+    let token = vars
+        .iter()
+        .find(|x| x["key"] == "API_TOKEN")
+        .expect("listed");
+    assert_eq!(
+        (token["value"].clone(), token["secret"].clone()),
+        (Value::Null, json!(true))
+    );
+}
