@@ -111,16 +111,32 @@ async fn the_cli_creates_execs_copies_lists_and_removes_sandboxes() {
 }
 
 /// GETs a preview URL (`http://<slug>.preview.localhost:PORT/...`) from the
-/// server's preview listener on 127.0.0.1: (status, body).
+/// server's preview listener on 127.0.0.1: (status, body). A share link's
+/// redirect is followed as a browser does, with the cookie it sets.
 async fn fetch_preview(url: &str) -> (u16, String) {
     let parsed = reqwest::Url::parse(url).expect("preview url");
     let host = parsed.host_str().expect("host").to_string();
     let port = parsed.port().expect("port");
     let c = reqwest::Client::builder()
         .resolve(&host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let r = c.get(url).send().await.expect("preview request");
+    let mut r = c.get(url).send().await.expect("preview request");
+    if r.status() == 303 {
+        let cookie = r.headers()["set-cookie"].to_str().expect("cookie");
+        let pair = cookie.split(';').next().expect("name=value").to_string();
+        let location = r.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_string();
+        r = c
+            .get(location)
+            .header("cookie", pair)
+            .send()
+            .await
+            .expect("preview request");
+    }
     let status = r.status().as_u16();
     (status, r.text().await.unwrap_or_default())
 }

@@ -52,6 +52,7 @@ async fn previews_serve_a_guest_app_with_share_tokens_on_real_vms() {
     let port: u16 = url.rsplit(':').next().expect("port").parse().expect("port");
     let web = reqwest::Client::builder()
         .resolve(&host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
     let (st, v) = api
@@ -64,7 +65,15 @@ async fn previews_serve_a_guest_app_with_share_tokens_on_real_vms() {
     assert_eq!(st, 201, "{v}");
     let token = v["preview_token"].as_str().expect("token").to_string();
     let share_url = v["share_url"].as_str().expect("share url").to_string();
-    let r = web.get(&share_url).send().await.expect("get");
+    // The link trades its token for a cookie and a clean URL.
+    let (cookie, location) = open_share_link(&web, &share_url).await;
+    assert_eq!(location, format!("{url}/"));
+    let r = web
+        .get(&location)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), 502);
     assert!(r.text().await.expect("body").contains("not running yet"));
 
@@ -78,26 +87,30 @@ async fn previews_serve_a_guest_app_with_share_tokens_on_real_vms() {
     assert_eq!(st, 201, "{v}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let r = loop {
-        let r = web.get(&share_url).send().await.expect("get");
+        let r = web
+            .get(&location)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("get");
         if r.status() != 502 || Instant::now() > deadline {
             break r;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .starts_with("hearth_preview_token="));
     assert_eq!(r.text().await.expect("body"), "hello-from-the-guest\n");
 
-    // Private: nothing without a credential; the token never reaches the
-    // guest (the CGI script prints what it got).
+    // Private: nothing without a credential; no Hearth credential reaches
+    // the guest (the CGI script prints what it got).
     assert_eq!(web.get(&url).send().await.expect("get").status(), 401);
     let started = Instant::now();
     let shown = web
-        .get(format!("{url}/cgi-bin/show?a=1&preview_token={token}"))
-        .header("cookie", "theme=dark")
+        .get(format!("{url}/cgi-bin/show?a=1"))
+        .header("cookie", format!("theme=dark; {cookie}"))
+        .header("x-hearth-preview-token", &token)
+        .header("x-api-key", &api.key)
+        .bearer_auth(&api.key)
         .send()
         .await
         .expect("get");
@@ -108,19 +121,24 @@ async fn previews_serve_a_guest_app_with_share_tokens_on_real_vms() {
     assert_eq!(shown.status(), 200);
     let shown = shown.text().await.expect("body");
     assert!(shown.contains("query=a=1\n"), "{shown}");
-    assert!(!shown.contains(&token), "the guest saw the token: {shown}");
-    let by_cookie = web
-        .get(format!("{url}/cgi-bin/show"))
-        .header(
-            "cookie",
-            format!("hearth_preview_token={token}; theme=dark"),
-        )
+    assert!(shown.contains("HTTP_COOKIE=theme=dark\n"), "{shown}");
+    for secret in [token.as_str(), api.key.as_str(), "hk_", "HTTP_X_API_KEY"] {
+        assert!(!shown.contains(secret), "the guest saw {secret:?}: {shown}");
+    }
+    // A form post keeps its token in the URL: forwarded, without it.
+    let posted = web
+        .post(format!("{url}/cgi-bin/show?a=1&preview_token={token}"))
+        .body("x=1")
         .send()
         .await
-        .expect("get");
-    assert_eq!(by_cookie.status(), 200);
-    let by_cookie = by_cookie.text().await.expect("body");
-    assert!(!by_cookie.contains(&token), "{by_cookie}");
+        .expect("post");
+    assert_eq!(posted.status(), 200);
+    let posted = posted.text().await.expect("body");
+    assert!(posted.contains("query=a=1\n"), "{posted}");
+    assert!(
+        !posted.contains(&token),
+        "the guest saw the token: {posted}"
+    );
 
     // Revoked: 401, and the page says so.
     let (st, _) = api
@@ -197,11 +215,18 @@ async fn a_python_app_and_its_websocket_through_a_preview_on_the_default_templat
     let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let web = reqwest::Client::builder()
         .resolve(&host, proxy)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
+    let (cookie, location) = open_share_link(&web, &link).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let r = loop {
-        let r = web.get(&link).send().await.expect("get");
+        let r = web
+            .get(&location)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("get");
         if r.status() != 502 || Instant::now() > deadline {
             break r;
         }
@@ -284,3 +309,22 @@ class H(http.server.BaseHTTPRequestHandler):
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
 S(("127.0.0.1", 8000), H).serve_forever()
 "#;
+
+/// Opens a share link as a browser does: 303 to the URL without the token,
+/// with the share cookie. Returns the cookie's `name=value` and the URL.
+async fn open_share_link(web: &reqwest::Client, link: &str) -> (String, String) {
+    let r = web.get(link).send().await.expect("share link");
+    assert_eq!(r.status(), 303, "a share link redirects");
+    let cookie = r.headers()["set-cookie"].to_str().expect("cookie");
+    assert!(
+        cookie.starts_with("__Host-hearth_preview_token=") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().expect("name=value").to_string();
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    assert!(!location.contains("preview_token"), "{location}");
+    (pair, location)
+}

@@ -44,6 +44,7 @@ pub struct ServerConfig {
     pub rates: Rates,
     pub vmm: VmmConfig,
     pub preview: PreviewConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// The preview proxy: its own listener, routing `Host:
@@ -73,6 +74,11 @@ pub struct PreviewConfig {
     pub upstream_timeout_ms: u64,
     /// Requests per second per client IP on public previews (burst 4x).
     pub public_rps: u32,
+    /// Previews may be embedded in iframes of other sites: the share
+    /// cookie becomes `SameSite=None; Partitioned` instead of
+    /// `SameSite=Lax`, so cross-site requests (from any site) carry it.
+    /// Set `frame_ancestors` to the sites that embed them.
+    pub embed: bool,
 }
 
 impl PreviewConfig {
@@ -100,8 +106,20 @@ impl Default for PreviewConfig {
             max_body_bytes: 1 << 30,
             upstream_timeout_ms: 60_000,
             public_rps: 50,
+            embed: false,
         }
     }
+}
+
+/// `/metrics`: on the API listener it takes an admin key; `listen` adds a
+/// listener of its own that serves it without one (bind it to loopback or
+/// a private network a Prometheus server reaches).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of a metrics-only listener (`GET /metrics`, no key); off
+    /// when unset.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Prices used by the usage endpoints, in cents.
@@ -146,6 +164,7 @@ impl Default for ServerConfig {
             rates: Rates::default(),
             vmm: VmmConfig::default(),
             preview: PreviewConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -268,6 +287,14 @@ impl ServerConfig {
         if p.public_rps == 0 || p.upstream_timeout_ms == 0 {
             bad.push("preview.public_rps and preview.upstream_timeout_ms must be positive".into());
         }
+        if let Some(m) = self.metrics.listen {
+            let taken = [("listen", self.listen), ("preview.listen", p.listen)];
+            for (name, addr) in taken {
+                if m.port() != 0 && m == addr {
+                    bad.push(format!("metrics.listen {m} is also {name}"));
+                }
+            }
+        }
         if self.boot_timeout_ms < 1000 {
             bad.push("boot_timeout_ms must be at least 1000".into());
         }
@@ -365,6 +392,28 @@ mod tests {
             .expect("env");
         assert_eq!(c.listen.port(), 7171);
         assert_eq!(c.data_dir, PathBuf::from("/srv/hearth"));
+    }
+
+    #[test]
+    fn preview_embedding_and_the_metrics_listener_are_opt_in() {
+        let c = ServerConfig::default();
+        assert!(!c.preview.embed);
+        assert_eq!(c.metrics.listen, None);
+        let mut c: ServerConfig =
+            toml::from_str("[preview]\nembed = true\n[metrics]\nlisten = \"127.0.0.1:9100\"\n")
+                .expect("parse");
+        assert!(c.preview.embed);
+        assert_eq!(
+            c.metrics.listen,
+            Some("127.0.0.1:9100".parse().expect("addr"))
+        );
+        c.validate().expect("valid");
+        c.metrics.listen = Some(c.listen);
+        match c.validate() {
+            Err(ConfigError::Invalid(v)) => assert!(v[0].contains("metrics.listen"), "{v:?}"),
+            other => panic!("expected a clash, got {other:?}"),
+        }
+        assert!(toml::from_str::<ServerConfig>("[metrics]\nport = 1\n").is_err());
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! Prometheus metrics, kept in atomics and rendered as text on `/metrics`:
 //! sandboxes by state, exec latency, boot time and API request durations.
+//!
+//! Every label value comes from a closed set, so no client can grow the
+//! series without bound: methods outside the standard ones are `other`,
+//! routes are the matched route templates the router passes in, statuses
+//! are classes (`2xx`), and past [`MAX_REQUEST_SERIES`] series new
+//! combinations are counted under `route="other"`.
 
 use parking_lot::Mutex;
 use std::fmt::Write;
@@ -61,13 +67,43 @@ impl Histogram {
     }
 }
 
+/// The HTTP methods kept as label values; any other is `other`.
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// Request series (method, route, status class) kept apart at most; the
+/// router's routes times methods times classes stay far below it.
+pub const MAX_REQUEST_SERIES: usize = 2048;
+
+/// `method` as a label value: one of [`METHODS`], else `other`.
+fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// `status` as a label value: its class, `1xx` to `5xx`, else `other`.
+fn status_label(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     by_state: [AtomicI64; SandboxState::ALL.len()],
     pub exec: Histogram,
     pub boot: Histogram,
     /// Request durations by (method, route template, status class).
-    requests: Mutex<std::collections::BTreeMap<(String, String, String), Histogram>>,
+    requests: Mutex<std::collections::BTreeMap<(&'static str, String, &'static str), Histogram>>,
 }
 
 fn state_index(s: SandboxState) -> usize {
@@ -90,12 +126,22 @@ impl Metrics {
         self.boot.observe_ms(ms as f64);
     }
 
+    /// One API request: `route` must be a route template (or a fixed word
+    /// such as `unmatched`), never a raw path; `method` and `status` are
+    /// folded into bounded label values here.
     pub fn observe_request(&self, method: &str, route: &str, status: u16, ms: f64) {
-        let class = format!("{}xx", status / 100);
+        let (method, class) = (method_label(method), status_label(status));
         let mut map = self.requests.lock();
-        map.entry((method.to_string(), route.to_string(), class))
-            .or_default()
-            .observe_ms(ms);
+        let mut key = (method, route.to_string(), class);
+        if map.len() >= MAX_REQUEST_SERIES && !map.contains_key(&key) {
+            key.1 = "other".into();
+        }
+        map.entry(key).or_default().observe_ms(ms);
+    }
+
+    /// How many request series `/metrics` shows.
+    pub fn request_series(&self) -> usize {
+        self.requests.lock().len()
     }
 
     pub fn render(&self) -> String {
@@ -152,5 +198,27 @@ mod tests {
         assert!(text.contains(
             "hearth_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/sandboxes/{id}\",status=\"2xx\"} 1"
         ));
+    }
+
+    #[test]
+    fn request_labels_stay_in_closed_sets() {
+        let m = Metrics::default();
+        for i in 0..500 {
+            m.observe_request(&format!("FOOBAR{i}"), "unmatched", 400 + i % 200, 1.0);
+        }
+        m.observe_request("get", "/healthz", 200, 1.0);
+        assert_eq!(m.request_series(), 3, "{}", m.render());
+        let text = m.render();
+        assert!(text.contains("method=\"other\",route=\"unmatched\",status=\"4xx\""));
+        assert!(text.contains("method=\"other\",route=\"unmatched\",status=\"5xx\""));
+        assert!(!text.contains("FOOBAR"));
+        // Past the cap, new routes share one series.
+        for i in 0..(MAX_REQUEST_SERIES + 100) {
+            m.observe_request("GET", &format!("/r{i}"), 200, 1.0);
+        }
+        assert_eq!(m.request_series(), MAX_REQUEST_SERIES + 1);
+        assert!(m
+            .render()
+            .contains("method=\"GET\",route=\"other\",status=\"2xx\""));
     }
 }

@@ -90,6 +90,24 @@ pub async fn serve_until(
             }
         });
     }
+    if let Some(addr) = config.metrics.listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics: listen on {addr}"))?;
+        tracing::info!(addr = %metrics.local_addr()?, "metrics serving (no key)");
+        let (app, stop) = (
+            routes::system::metrics_router(core.clone()),
+            core.shutdown_token(),
+        );
+        tokio::spawn(async move {
+            let served = axum::serve(metrics, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
+    }
     let app = routes::router(core.clone());
     let stop = core.shutdown_token();
     // Streamed answers (SSE, downloads) go out in several writes: no Nagle.

@@ -647,7 +647,10 @@ async fn timers_follow_a_controlled_clock() {
     wait_state(&srv, &id(&a), "destroyed", Duration::from_secs(5)).await;
 
     // Metrics saw all of it.
-    let text = reqwest::get(srv.url("/metrics"))
+    let text = srv
+        .client
+        .get(srv.url("/metrics"))
+        .send()
         .await
         .expect("metrics")
         .text()

@@ -5,101 +5,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{Message as WsMessage, WebSocketUpgrade};
-use axum::extract::Request;
-use axum::response::IntoResponse;
-use axum::routing::{any, get};
+use axum::routing::get;
+use common::previews::*;
 use common::TestServer;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-
-/// What the guest app saw of each request: request line and headers.
-type Seen = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;
-
-/// An app on a free port: `/` echoes, `/slow` sleeps 3 s, `/ws` echoes
-/// WebSocket messages.
-async fn start_app() -> (u16, Seen) {
-    let seen: Seen = Arc::default();
-    let log = seen.clone();
-    let app = axum::Router::new()
-        .route(
-            "/ws",
-            get(|ws: WebSocketUpgrade| async move {
-                ws.on_upgrade(|mut socket| async move {
-                    while let Some(Ok(msg)) = socket.recv().await {
-                        if let WsMessage::Text(t) = msg {
-                            let _ = socket
-                                .send(WsMessage::Text(format!("echo:{t}").into()))
-                                .await;
-                        }
-                    }
-                })
-            }),
-        )
-        .route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                "late"
-            }),
-        )
-        .fallback(any(move |req: Request| {
-            let log = log.clone();
-            async move {
-                let line = format!("{} {}", req.method(), req.uri());
-                let headers = req
-                    .headers()
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-                    .collect();
-                log.lock().expect("test step").push((line.clone(), headers));
-                let body = axum::body::to_bytes(req.into_body(), usize::MAX)
-                    .await
-                    .map(|b| b.len())
-                    .unwrap_or(0);
-                format!("app saw {line} with {body} body bytes").into_response()
-            }
-        }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("test step");
-    let port = listener.local_addr().expect("test step").port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (port, seen)
-}
-
-/// A client that sends `host` to the proxy (no DNS needed).
-fn client_for(host: &str, proxy: SocketAddr) -> reqwest::Client {
-    reqwest::Client::builder()
-        .resolve(host, proxy)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("test step")
-}
-
-fn host_of(url: &str) -> String {
-    url.trim_start_matches("http://")
-        .split([':', '/'])
-        .next()
-        .expect("test step")
-        .to_string()
-}
-
-async fn preview(srv: &TestServer, id: &str, port: u16, visibility: &str) -> Value {
-    let (st, v) = srv
-        .call(
-            "POST",
-            &format!("/sandboxes/{id}/previews"),
-            Some(json!({"port": port, "visibility": visibility})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    v["data"].clone()
-}
 
 #[tokio::test]
 async fn public_previews_stream_through_the_proxy_over_http1_and_http2() {
@@ -239,31 +151,27 @@ async fn private_previews_take_the_owners_key_or_a_share_token_the_app_never_see
         format!("{url}/?preview_token={token}")
     );
     assert_eq!(share["data"]["share_token_prefix"], &token[..12]);
+    let (cookie, location, pair) =
+        open_share_link(&c, &format!("{url}/page?preview_token={token}&keep=1")).await;
+    assert!(
+        cookie.starts_with(&format!("__Host-hearth_preview_token={token};")),
+        "{cookie}"
+    );
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+    assert_eq!(location, format!("{url}/page?keep=1"));
     let resp = c
-        .get(format!("{url}/page?preview_token={token}&keep=1"))
+        .get(&location)
+        .header("cookie", &pair)
         .send()
         .await
         .expect("test step");
-    assert_eq!(resp.status(), 200);
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .expect("test step")
-        .to_string();
-    assert!(
-        cookie.starts_with(&format!("hearth_preview_token={token};")),
-        "{cookie}"
-    );
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=None"));
     assert_eq!(
         resp.text().await.expect("test step"),
         "app saw GET /page?keep=1 with 0 body bytes"
     );
     let resp = c
         .get(format!("{url}/later"))
-        .header(
-            "cookie",
-            format!("theme=dark; hearth_preview_token={token}"),
-        )
+        .header("cookie", format!("theme=dark; {pair}"))
         .send()
         .await
         .expect("test step");
@@ -325,7 +233,7 @@ async fn private_previews_take_the_owners_key_or_a_share_token_the_app_never_see
     assert_eq!((st, v["data"]["revoked"].clone()), (200, json!(1)));
     let resp = c
         .get(format!("{url}/"))
-        .header("cookie", format!("hearth_preview_token={token}"))
+        .header("cookie", &pair)
         .send()
         .await
         .expect("test step");
@@ -378,7 +286,14 @@ async fn private_previews_take_the_owners_key_or_a_share_token_the_app_never_see
         .await;
     assert_eq!(st, 201, "{v}");
     let link = v["url"].as_str().expect("test step");
-    assert_eq!(c.get(link).send().await.expect("test step").status(), 200);
+    let (_, location, pair) = open_share_link(&c, link).await;
+    let resp = c
+        .get(location)
+        .header("cookie", pair)
+        .send()
+        .await
+        .expect("test step");
+    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]
@@ -603,7 +518,8 @@ fn chromium() -> std::path::PathBuf {
 
 #[tokio::test]
 async fn a_share_link_works_inside_an_iframe_in_headless_chromium() {
-    let srv = TestServer::start().await;
+    // Another site embeds the preview: that takes `[preview] embed`.
+    let srv = TestServer::start_with(|c| c.preview.embed = true).await;
     // The guest app: a page whose script fetches /data (which needs the
     // cookie the share link set) and tells its parent what it got.
     let inner = axum::Router::new()

@@ -2,46 +2,28 @@
 //! preview proxy (`crate::proxy`), public or private, and the share tokens
 //! that open private ones (shown once, stored as SHA-256, revocable). The
 //! slug is random, so preview URLs cannot be guessed from sandbox ids.
+//! Share tokens are in `tokens.rs`.
+
+mod tokens;
+
+pub use tokens::{NewToken, TokenCheck, SHARE_TOKENS_LISTED, SHARE_TTL_DEFAULT, SHARE_TTL_MAX};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::ids::{hash_secret, new_id, new_slug, new_token};
+use super::ids::{new_id, new_slug};
 use super::keys::Caller;
 use super::Core;
 use crate::error::{Error, Result};
 use crate::events::EventKind;
-use crate::model::{PreviewRecord, PreviewTokenRecord, Visibility};
+use crate::model::{PreviewRecord, Visibility};
 use crate::store::StoreError;
-
-/// Share token lifetime: default and longest, in seconds.
-pub const SHARE_TTL_DEFAULT: u32 = 3600;
-pub const SHARE_TTL_MAX: u32 = 86_400;
 
 /// How long after a preview's creation the proxy watches for its port to
 /// start listening (for `sandbox.preview.ready`).
 const READY_WATCH: Duration = Duration::from_secs(30 * 60);
-
-/// What a presented token is worth for a preview.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenCheck {
-    Valid {
-        expires_at: i64,
-    },
-    Expired,
-    Revoked,
-    /// Unknown, or made for another preview or sandbox.
-    Invalid,
-}
-
-/// A share token just minted: the raw secret is in `token` only.
-#[derive(Debug, Clone)]
-pub struct NewToken {
-    pub record: PreviewTokenRecord,
-    pub token: String,
-}
 
 /// What the preview service keeps in memory.
 #[derive(Debug, Default)]
@@ -175,68 +157,6 @@ impl Core {
                 .find(|p| p.port == port)
                 .ok_or(e),
             r => r,
-        }
-    }
-
-    /// Mints a token for one preview (`preview`), or for every preview of
-    /// the sandbox (`None`), valid `ttl_sec`.
-    pub async fn mint_preview_token(
-        &self,
-        caller: &Caller,
-        sandbox_id: &str,
-        preview: Option<&PreviewRecord>,
-        ttl_sec: u32,
-    ) -> Result<NewToken> {
-        let token = new_token();
-        let now = self.now_ms();
-        let record = PreviewTokenRecord {
-            id: new_id("pvt"),
-            tenant_id: caller.tenant_id.clone(),
-            sandbox_id: sandbox_id.to_string(),
-            preview_id: preview.map(|p| p.id.clone()),
-            hash: hash_secret(&token),
-            prefix: token.chars().take(12).collect(),
-            expires_at: now + i64::from(ttl_sec) * 1000,
-            revoked_at: None,
-            created_at: now,
-        };
-        self.store.insert_preview_token(&record).await?;
-        Ok(NewToken { record, token })
-    }
-
-    /// Revokes every share token of a preview; how many were live.
-    pub async fn revoke_preview_shares(
-        &self,
-        caller: &Caller,
-        sandbox_id: &str,
-        id: &str,
-    ) -> Result<u64> {
-        let p = self.get_preview(caller, sandbox_id, id).await?;
-        Ok(self
-            .store
-            .revoke_preview_tokens(&p.id, self.now_ms())
-            .await?)
-    }
-
-    /// What `token` is worth for `preview`.
-    pub async fn check_preview_token(&self, preview: &PreviewRecord, token: &str) -> TokenCheck {
-        let Ok(Some(t)) = self.store.preview_token_by_hash(&hash_secret(token)).await else {
-            return TokenCheck::Invalid;
-        };
-        let fits = t.sandbox_id == preview.sandbox_id
-            && t.tenant_id == preview.tenant_id
-            && t.preview_id.as_deref().is_none_or(|id| id == preview.id);
-        if !fits {
-            return TokenCheck::Invalid;
-        }
-        if t.revoked_at.is_some() {
-            return TokenCheck::Revoked;
-        }
-        if t.expires_at <= self.now_ms() {
-            return TokenCheck::Expired;
-        }
-        TokenCheck::Valid {
-            expires_at: t.expires_at,
         }
     }
 

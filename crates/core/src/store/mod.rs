@@ -113,6 +113,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn preview_token_by_hash(&self, hash: &str) -> StoreResult<Option<PreviewTokenRecord>>;
     /// Revokes every live token of a preview; how many.
     async fn revoke_preview_tokens(&self, preview_id: &str, now: i64) -> StoreResult<u64>;
+    async fn get_preview_token(&self, id: &str) -> StoreResult<Option<PreviewTokenRecord>>;
+    /// A sandbox's tokens (only those of `preview_id` when given, which
+    /// leaves out the sandbox-wide ones), newest first, at most `limit`.
+    async fn list_preview_tokens(
+        &self,
+        sandbox_id: &str,
+        preview_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<PreviewTokenRecord>>;
+    /// Revokes every live token of a sandbox (of each of its previews and
+    /// the sandbox-wide ones); how many.
+    async fn revoke_sandbox_preview_tokens(&self, sandbox_id: &str, now: i64) -> StoreResult<u64>;
+    /// Revokes one token unless it already is; whether it was live.
+    async fn revoke_preview_token(&self, id: &str, now: i64) -> StoreResult<bool>;
 
     // Templates built from a BuildSpec, and their builds.
     /// Inserts a template; a name taken in the tenant is `Duplicate`.

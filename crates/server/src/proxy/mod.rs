@@ -5,11 +5,15 @@
 //!
 //! Private previews take the owning tenant's API key or a share token
 //! (`?preview_token=`, `x-hearth-preview-token`, `x-miosa-preview-token`, or
-//! the cookie the proxy sets on the preview's host so an iframe's later
-//! requests work); the credential never reaches the guest. Public previews
-//! are rate limited per client IP. A request to a paused persistent sandbox
-//! resumes it first; every request resets the sandbox's idle clock.
+//! the cookie the proxy sets on the preview's host so later requests work).
+//! No Hearth credential ever reaches the guest ([`credentials`]). A page
+//! request (GET, HEAD) with a token in its URL is answered with the cookie
+//! and a redirect to the URL without it, so the token stays out of browser
+//! history and `Referer`. Public previews are rate limited per client. A
+//! request to a paused persistent sandbox resumes it first; every request
+//! resets the sandbox's idle clock.
 
+pub mod credentials;
 pub mod listener;
 pub mod pages;
 pub mod ratelimit;
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
 
@@ -30,12 +34,7 @@ use crate::core::Core;
 use crate::model::{PreviewRecord, Visibility};
 use ratelimit::RateLimiter;
 
-/// The cookie that carries a share token on a preview's own host. It is
-/// `SameSite=None; Partitioned` (CHIPS), so an iframe inside another site
-/// keeps it even where third-party cookies are blocked.
-pub const TOKEN_COOKIE: &str = "hearth_preview_token";
-const TOKEN_QUERY: &str = "preview_token";
-const TOKEN_HEADERS: [&str; 2] = ["x-hearth-preview-token", "x-miosa-preview-token"];
+pub use credentials::TOKEN_COOKIE;
 
 #[derive(Debug)]
 struct Proxy {
@@ -43,6 +42,10 @@ struct Proxy {
     /// `.preview.<domain>`
     suffix: String,
     limiter: RateLimiter,
+    /// Share cookies stick in browsers at this scheme and domain (see
+    /// [`credentials::cookie_sticks`]): page requests with a token in the
+    /// URL are redirected.
+    redirect_tokens: bool,
 }
 
 /// The proxy's router (every path, every method).
@@ -51,6 +54,7 @@ pub fn router(core: Arc<Core>) -> axum::Router {
     let proxy = Proxy {
         suffix: format!(".preview.{}", p.domain.to_ascii_lowercase()),
         limiter: RateLimiter::new(p.public_rps, p.public_rps.saturating_mul(4)),
+        redirect_tokens: credentials::cookie_sticks(p.url_scheme(), &p.domain),
         core,
     };
     axum::Router::new()
@@ -94,79 +98,6 @@ fn slug_of<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
     }
     let slug = &name[..cut];
     (!slug.is_empty() && slug.chars().all(|c| c.is_ascii_alphanumeric())).then_some(slug)
-}
-
-/// Takes the share token out of the request (query, headers, cookie);
-/// returns it and whether it came from the cookie.
-fn take_token(req: &mut Request) -> Option<(String, bool)> {
-    let mut found: Option<(String, bool)> = None;
-    if let Some(q) = req.uri().query() {
-        let mut kept = Vec::new();
-        for pair in q.split('&') {
-            match pair.split_once('=') {
-                Some((TOKEN_QUERY, v)) if found.is_none() => found = Some((v.to_string(), false)),
-                Some((TOKEN_QUERY, _)) => {}
-                _ if pair == TOKEN_QUERY => {}
-                _ => kept.push(pair),
-            }
-        }
-        let path = req.uri().path().to_string();
-        let pq = if kept.is_empty() {
-            path
-        } else {
-            format!("{path}?{}", kept.join("&"))
-        };
-        let mut parts = req.uri().clone().into_parts();
-        if let Ok(pq) = pq.parse() {
-            parts.path_and_query = Some(pq);
-            if let Ok(uri) = Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
-            }
-        }
-    }
-    for h in TOKEN_HEADERS {
-        if let Some(v) = req.headers_mut().remove(h) {
-            if found.is_none() {
-                found = v.to_str().ok().map(|s| (s.trim().to_string(), false));
-            }
-        }
-    }
-    let cookies: Vec<HeaderValue> = req
-        .headers_mut()
-        .remove(header::COOKIE)
-        .into_iter()
-        .collect();
-    let mut kept = Vec::new();
-    for c in cookies.iter().filter_map(|v| v.to_str().ok()) {
-        for pair in c.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some((TOKEN_COOKIE, v)) => {
-                    if found.is_none() {
-                        found = Some((v.to_string(), true));
-                    }
-                }
-                _ => kept.push(pair.to_string()),
-            }
-        }
-    }
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            req.headers_mut().insert(header::COOKIE, v);
-        }
-    }
-    found.filter(|(t, _)| !t.is_empty())
-}
-
-/// The bearer API key of the request, if any.
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|s| s.trim().to_string())
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), and any the Connection header names.
@@ -225,7 +156,7 @@ async fn handle(
             return pages::bad_gateway("the preview could not be looked up");
         }
     };
-    let token = take_token(&mut req);
+    let presented = credentials::take(&mut req);
     let mut set_cookie = None;
     match preview.visibility {
         Visibility::Public => {
@@ -234,46 +165,52 @@ async fn handle(
             }
         }
         Visibility::Private => {
-            let owner_key = match bearer(req.headers()) {
-                Some(k) if k.starts_with("hk_") => core
-                    .authenticate(&k)
+            let owner = match &presented.api_key {
+                Some(k) => core
+                    .authenticate(k)
                     .await
                     .is_ok_and(|c| c.tenant_id == preview.tenant_id),
-                _ => false,
+                None => false,
             };
-            if owner_key {
-                req.headers_mut().remove(header::AUTHORIZATION);
-            } else {
-                match token {
-                    None => return pages::private(),
-                    Some((t, from_cookie)) => match core.check_preview_token(&preview, &t).await {
-                        TokenCheck::Valid { expires_at } => {
-                            if !from_cookie {
-                                set_cookie = Some((t, expires_at));
-                            }
+            if !owner {
+                let Some((t, source)) = presented.token else {
+                    return pages::private();
+                };
+                match core.check_preview_token(&preview, &t).await {
+                    TokenCheck::Valid { expires_at } => {
+                        if source != credentials::Source::Cookie {
+                            set_cookie = Some((t, expires_at));
                         }
-                        TokenCheck::Expired => return pages::token_expired(),
-                        TokenCheck::Revoked => return pages::token_revoked(),
-                        TokenCheck::Invalid => return pages::token_invalid(),
-                    },
+                    }
+                    TokenCheck::Expired => return pages::token_expired(),
+                    TokenCheck::Revoked => return pages::token_revoked(),
+                    TokenCheck::Invalid => return pages::token_invalid(),
                 }
             }
         }
     }
-    let mut resp = forward(core, &preview, peer, &host, req).await;
+    let page_request = matches!(*req.method(), Method::GET | Method::HEAD);
+    let resp = if presented.token_in_query && page_request && proxy.redirect_tokens {
+        let scheme = core.config.preview.url_scheme();
+        let rest = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        pages::see_other(&format!("{scheme}://{host}{rest}"))
+    } else {
+        forward(core, &preview, peer, &host, req).await
+    };
+    finish(core, resp, set_cookie)
+}
+
+/// Adds the proxy's own headers to an answer: the frame-ancestors policy,
+/// and the share cookie when a token just opened the preview.
+fn finish(core: &Core, mut resp: Response, set_cookie: Option<(String, i64)>) -> Response {
+    let cfg = &core.config.preview;
     let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "frame-ancestors {}",
-        core.config.preview.frame_ancestors
-    )) {
+    if let Ok(v) = HeaderValue::from_str(&format!("frame-ancestors {}", cfg.frame_ancestors)) {
         headers.append(header::CONTENT_SECURITY_POLICY, v);
     }
     if let Some((t, expires_at)) = set_cookie {
         let max_age = ((expires_at - core.now_ms()) / 1000).max(0);
-        let cookie = format!(
-            "{TOKEN_COOKIE}={t}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=None; Partitioned"
-        );
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
+        if let Ok(v) = HeaderValue::from_str(&credentials::cookie(&t, max_age, cfg.embed)) {
             headers.append(header::SET_COOKIE, v);
         }
     }
@@ -434,37 +371,6 @@ mod tests {
         ] {
             assert_eq!(slug_of(bad, s), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn tokens_are_taken_from_query_headers_and_cookie_and_stripped() {
-        let mut req = Request::builder()
-            .uri("/page?a=1&preview_token=hpt_q&b=2")
-            .header("x-hearth-preview-token", "hpt_h")
-            .header(header::COOKIE, "theme=dark; hearth_preview_token=hpt_c")
-            .body(Body::empty())
-            .expect("test value");
-        assert_eq!(take_token(&mut req), Some(("hpt_q".into(), false)));
-        assert_eq!(req.uri(), "/page?a=1&b=2");
-        assert!(!req.headers().contains_key("x-hearth-preview-token"));
-        assert_eq!(req.headers()[header::COOKIE], "theme=dark");
-
-        let mut req = Request::builder()
-            .uri("/")
-            .header(header::COOKIE, "hearth_preview_token=hpt_c")
-            .body(Body::empty())
-            .expect("test value");
-        assert_eq!(take_token(&mut req), Some(("hpt_c".into(), true)));
-        assert!(!req.headers().contains_key(header::COOKIE));
-
-        let mut req = Request::builder()
-            .uri("/x?preview_token=hpt_only")
-            .header("x-miosa-preview-token", "hpt_m")
-            .body(Body::empty())
-            .expect("test value");
-        assert_eq!(take_token(&mut req), Some(("hpt_only".into(), false)));
-        assert_eq!(req.uri(), "/x");
-        assert!(!req.headers().contains_key("x-miosa-preview-token"));
     }
 
     #[test]

@@ -33,6 +33,25 @@ pub fn page(status: StatusCode, title: &str, message: &str) -> Response {
     resp
 }
 
+/// `303 See Other` to `location` (the same page without the share token
+/// in its URL), stored by no cache and sending no `Referer` onwards.
+pub fn see_other(location: &str) -> Response {
+    let mut resp = page(
+        StatusCode::SEE_OTHER,
+        "Opening the preview",
+        "The share link worked; your browser goes on to the preview.",
+    );
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, v);
+    }
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
 pub fn not_found() -> Response {
     page(
         StatusCode::NOT_FOUND,

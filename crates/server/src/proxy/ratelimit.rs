@@ -1,12 +1,23 @@
-//! Per-client-IP token buckets for public previews.
+//! Per-client token buckets for public previews, in a map that never holds
+//! more than [`MAX_CLIENTS`] buckets.
+//!
+//! A client is an IPv4 address or an IPv6 /64 (one host usually holds a
+//! whole /64, so keying by full address would give it 2^64 buckets). When
+//! the map is full and a new client arrives, full (idle) buckets go first;
+//! if none is idle, the least recently seen tenth goes. An evicted client
+//! that comes back starts with a full bucket: eviction only ever forgets a
+//! limit, it never refuses anyone, so a flood of addresses cannot lock
+//! other clients out (it can only make the limit forget the oldest ones).
+//! Each eviction pass costs O(n) and frees n/10 places, so a new client
+//! costs O(1) amortized.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-/// Buckets kept at most; past that, full (idle) buckets are dropped.
-const MAX_CLIENTS: usize = 10_000;
+/// Buckets kept at most.
+pub const MAX_CLIENTS: usize = 10_000;
 
 #[derive(Debug)]
 struct Bucket {
@@ -14,36 +25,62 @@ struct Bucket {
     last: Instant,
 }
 
-/// `rate` requests per second per IP, bursts up to `burst`.
+/// Who a bucket belongs to: an IPv4 address, or the /64 of an IPv6 one
+/// (an IPv4-mapped IPv6 address counts as its IPv4 address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Client {
+    V4(u32),
+    V6(u64),
+}
+
+impl From<IpAddr> for Client {
+    fn from(ip: IpAddr) -> Client {
+        match ip {
+            IpAddr::V4(v4) => Client::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Client::V4(u32::from(v4)),
+                None => Client::V6((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// `rate` requests per second per client, bursts up to `burst`.
 #[derive(Debug)]
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    capacity: usize,
+    buckets: Mutex<HashMap<Client, Bucket>>,
 }
 
 impl RateLimiter {
     pub fn new(rate: u32, burst: u32) -> RateLimiter {
+        RateLimiter::with_capacity(rate, burst, MAX_CLIENTS)
+    }
+
+    fn with_capacity(rate: u32, burst: u32, capacity: usize) -> RateLimiter {
         RateLimiter {
             rate: f64::from(rate),
             burst: f64::from(burst.max(1)),
+            capacity: capacity.max(10),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes one token for `ip`; false when its bucket is empty.
+    /// Takes one token for `ip`'s client; false when its bucket is empty.
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        let client = Client::from(ip);
         let mut map = self.buckets.lock();
-        if map.len() >= MAX_CLIENTS && !map.contains_key(&ip) {
-            let (rate, burst) = (self.rate, self.burst);
-            map.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
+        if map.len() >= self.capacity && !map.contains_key(&client) {
+            self.evict(&mut map, now);
         }
-        let b = map.entry(ip).or_insert(Bucket {
+        let b = map.entry(client).or_insert(Bucket {
             tokens: self.burst,
             last: now,
         });
-        b.tokens =
-            (b.tokens + now.duration_since(b.last).as_secs_f64() * self.rate).min(self.burst);
+        b.tokens = (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * self.rate)
+            .min(self.burst);
         b.last = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
@@ -52,11 +89,37 @@ impl RateLimiter {
             false
         }
     }
+
+    /// How many clients have a bucket.
+    pub fn clients(&self) -> usize {
+        self.buckets.lock().len()
+    }
+
+    /// Makes room: drops the buckets that have refilled (forgetting them
+    /// changes nothing), then, if the map is still over nine tenths full,
+    /// the least recently seen until it is not.
+    fn evict(&self, map: &mut HashMap<Client, Bucket>, now: Instant) {
+        let (rate, burst) = (self.rate, self.burst);
+        map.retain(|_, b| {
+            b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
+        });
+        let keep = self.capacity - self.capacity / 10;
+        if map.len() <= keep {
+            return;
+        }
+        let mut by_age: Vec<(Instant, Client)> = map.iter().map(|(c, b)| (b.last, *c)).collect();
+        let drop = map.len() - keep;
+        by_age.select_nth_unstable_by_key(drop - 1, |(last, _)| *last);
+        for (_, c) in &by_age[..drop] {
+            map.remove(c);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
     use std::time::Duration;
 
     #[test]
@@ -73,5 +136,43 @@ mod tests {
         assert!(!r.allow(a, t + Duration::from_millis(50)), "half a token");
         assert!(r.allow(a, t + Duration::from_millis(110)), "one token back");
         assert!(!r.allow(a, t + Duration::from_millis(120)));
+    }
+
+    #[test]
+    fn the_map_stays_bounded_when_no_bucket_is_idle() {
+        // A rate so slow no bucket refills during the test: the old
+        // `retain` of idle buckets dropped nothing and the map grew.
+        let r = RateLimiter::new(1, 2);
+        let t = Instant::now();
+        for i in 0..(2 * MAX_CLIENTS) as u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            let now = t + Duration::from_micros(u64::from(i));
+            assert!(r.allow(ip, now), "a new client is never refused");
+            assert!(r.clients() <= MAX_CLIENTS, "{} clients", r.clients());
+        }
+        assert!(r.clients() > MAX_CLIENTS / 2, "{}", r.clients());
+        // The most recent clients kept their (spent) buckets.
+        let last = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + 2 * MAX_CLIENTS as u32 - 1));
+        let now = t + Duration::from_millis(100);
+        assert!(r.allow(last, now));
+        assert!(!r.allow(last, now), "its bucket was kept, not reset");
+    }
+
+    #[test]
+    fn one_ipv6_slash_64_is_one_client() {
+        let r = RateLimiter::new(1, 2);
+        let t = Instant::now();
+        let base = u128::from("2001:db8:1:2::".parse::<Ipv6Addr>().expect("test value"));
+        let spent = (0..10u128)
+            .filter(|i| !r.allow(IpAddr::V6(Ipv6Addr::from(base + i + 1)), t))
+            .count();
+        assert_eq!(spent, 8, "addresses of one /64 share a bucket of 2");
+        assert_eq!(r.clients(), 1);
+        let other = IpAddr::V6("2001:db8:1:3::1".parse().expect("test value"));
+        assert!(r.allow(other, t));
+        let mapped = IpAddr::V6("::ffff:10.0.0.1".parse().expect("test value"));
+        let plain = IpAddr::V4("10.0.0.1".parse().expect("test value"));
+        assert!(r.allow(mapped, t) && r.allow(plain, t));
+        assert!(!r.allow(plain, t), "mapped and plain IPv4 share one bucket");
     }
 }

@@ -113,17 +113,7 @@ async fn observe(State(core): State<AppState>, req: Request, next: Next) -> Resp
 /// `Authorization: Bearer hk_...` (or `X-API-Key`) to a [`Caller`] in the
 /// request's extensions; 401 without a valid key.
 async fn authenticate(State(core): State<AppState>, mut req: Request, next: Next) -> Response {
-    let headers = req.headers();
-    let key = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(|s| s.trim().to_string());
-    let Some(key) = key else {
+    let Some(key) = presented_key(req.headers()) else {
         return ApiError::unauthorized("missing API key (Authorization: Bearer <key>)")
             .into_response();
     };
@@ -134,6 +124,20 @@ async fn authenticate(State(core): State<AppState>, mut req: Request, next: Next
         }
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// The API key a request presents: `Authorization: Bearer <key>`, else
+/// `X-API-Key: <key>`.
+pub(crate) fn presented_key(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(|s| s.trim().to_string())
 }
 
 /// The authenticated caller of a route, as [`authenticate`] found it:

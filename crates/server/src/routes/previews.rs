@@ -1,6 +1,7 @@
-//! `/sandboxes/{id}/previews`, `/expose`, `/preview-token`: previews of a
-//! sandbox's ports and their share tokens. The proxy that serves them is
-//! `crate::proxy`.
+//! `/sandboxes/{id}/previews`, `/expose`, `/preview-token`,
+//! `/share-tokens`: previews of a sandbox's ports and their share tokens
+//! (minted, listed, revoked per preview, per sandbox or one by one). The
+//! proxy that serves them is `crate::proxy`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,9 +15,9 @@ use utoipa_axum::routes;
 use super::openapi::{Data, DataList, E404And422, PreviewId, SandboxId, E404, PREVIEW};
 use super::{data, ApiJson, AppState};
 use crate::core::clock::rfc3339;
-use crate::core::previews::{SHARE_TTL_DEFAULT, SHARE_TTL_MAX};
+use crate::core::previews::{SHARE_TOKENS_LISTED, SHARE_TTL_DEFAULT, SHARE_TTL_MAX};
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::model::{PreviewRecord, Visibility};
+use crate::model::{PreviewRecord, PreviewTokenRecord, Visibility};
 use crate::routes::Auth;
 use crate::validate::range;
 
@@ -24,9 +25,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
         .routes(routes!(get_one, delete))
-        .routes(routes!(share, revoke))
+        .routes(routes!(share, list_shares, revoke))
+        .routes(routes!(revoke_preview_share))
         .routes(routes!(expose))
         .routes(routes!(preview_token))
+        .routes(routes!(list_share_tokens, revoke_share_tokens))
+        .routes(routes!(revoke_share_token))
 }
 
 fn view(state: &AppState, p: &PreviewRecord) -> serde_json::Value {
@@ -38,6 +42,21 @@ fn view(state: &AppState, p: &PreviewRecord) -> serde_json::Value {
         "slug": p.slug,
         "url": state.preview_url(&p.slug),
         "created_at": rfc3339(p.created_at),
+    })
+}
+
+/// A share token as listed: never its secret, only its prefix.
+fn token_view(state: &AppState, t: &PreviewTokenRecord) -> serde_json::Value {
+    json!({
+        "id": t.id,
+        "sandbox_id": t.sandbox_id,
+        "preview_id": t.preview_id,
+        "prefix": t.prefix,
+        "created_at": rfc3339(t.created_at),
+        "expires_at": rfc3339(t.expires_at),
+        "expired": t.expires_at <= state.now_ms(),
+        "revoked": t.revoked_at.is_some(),
+        "revoked_at": t.revoked_at.map(rfc3339),
     })
 }
 
@@ -261,6 +280,113 @@ async fn revoke(
     Ok(data(json!({ "id": pid, "revoked": n })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/previews/{prv}/share",
+    tag = PREVIEW,
+    summary = "List a preview's share tokens (newest first, no secrets)",
+    description = "At most 1000, the newest. Each: `{id, sandbox_id, preview_id, prefix, \
+                   created_at, expires_at, expired, revoked, revoked_at}`. Sandbox-wide \
+                   tokens are listed at `/sandboxes/{id}/share-tokens`.",
+    params(SandboxId, PreviewId),
+    responses((status = 200, description = "OK", body = DataList), E404),
+)]
+async fn list_shares(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, pid)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let list = state.list_share_tokens(&caller, &id, Some(&pid)).await?;
+    Ok(data(
+        list.iter()
+            .map(|t| token_view(&state, t))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/sandboxes/{id}/previews/{prv}/share/{token_id}",
+    tag = PREVIEW,
+    summary = "Revoke one share token of a preview",
+    description = "The token stops opening the preview from the next request on. Revoking \
+                   a revoked token changes nothing (its `revoked_at` stays).",
+    params(SandboxId, PreviewId, ("token_id" = String, Path, description = "Share token id (`pvt_...`)")),
+    responses((status = 200, description = "OK: the token", body = Data), E404),
+)]
+async fn revoke_preview_share(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, pid, tid)): Path<(String, String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let t = state
+        .revoke_share_token(&caller, &id, Some(&pid), &tid)
+        .await?;
+    Ok(data(token_view(&state, &t)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/sandboxes/{id}/share-tokens",
+    tag = PREVIEW,
+    summary = "List every share token of a sandbox (each preview's and sandbox-wide ones)",
+    description = "Newest first, at most 1000, no secrets. Each: `{id, sandbox_id, \
+                   preview_id (null: every preview of the sandbox), prefix, created_at, \
+                   expires_at, expired, revoked, revoked_at}`.",
+    params(SandboxId),
+    responses((status = 200, description = "OK", body = DataList), E404),
+)]
+async fn list_share_tokens(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let list = state.list_share_tokens(&caller, &id, None).await?;
+    debug_assert!(list.len() <= SHARE_TOKENS_LISTED as usize);
+    Ok(data(
+        list.iter()
+            .map(|t| token_view(&state, t))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/sandboxes/{id}/share-tokens",
+    tag = PREVIEW,
+    summary = "Revoke every share token of a sandbox (each preview's and sandbox-wide ones)",
+    description = "Answers `{data: {sandbox_id, revoked}}`: how many were live.",
+    params(SandboxId),
+    responses((status = 200, description = "OK", body = Data), E404),
+)]
+async fn revoke_share_tokens(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let n = state.revoke_sandbox_shares(&caller, &id).await?;
+    Ok(data(json!({ "sandbox_id": id, "revoked": n })))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/sandboxes/{id}/share-tokens/{token_id}",
+    tag = PREVIEW,
+    summary = "Revoke one share token of a sandbox (of a preview or sandbox-wide)",
+    description = "The token stops opening previews from the next request on. Revoking a \
+                   revoked token changes nothing (its `revoked_at` stays).",
+    params(SandboxId, ("token_id" = String, Path, description = "Share token id (`pvt_...`)")),
+    responses((status = 200, description = "OK: the token", body = Data), E404),
+)]
+async fn revoke_share_token(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, tid)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let t = state.revoke_share_token(&caller, &id, None, &tid).await?;
+    Ok(data(token_view(&state, &t)))
+}
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[schema(as = PreviewTokenBody)]
 struct TokenBody {
@@ -285,7 +411,7 @@ struct TokenBody {
     summary = "A token for one port's preview, or every preview of the sandbox",
     params(SandboxId),
     request_body = TokenBody,
-    responses((status = 201, description = "Created: `{token, url, expires_at}`", body = Object), E404And422),
+    responses((status = 201, description = "Created: `{token, token_id, url, expires_at}`", body = Object), E404And422),
 )]
 async fn preview_token(
     State(state): State<AppState>,
@@ -321,6 +447,7 @@ async fn preview_token(
         StatusCode::CREATED,
         axum::Json(json!({
             "token": t.token,
+            "token_id": t.record.id,
             "url": url,
             "expires_at": rfc3339(t.record.expires_at),
         })),

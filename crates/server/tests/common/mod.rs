@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod previews;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

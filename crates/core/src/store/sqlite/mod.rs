@@ -4,7 +4,8 @@
 //!
 //! This file is the one `impl Store for SqliteStore` (a trait impl cannot be
 //! split across files), one short method per query, in the trait's order;
-//! row mapping is in `rows.rs`, tests in `tests.rs`.
+//! row mapping is in `rows.rs`, tests in `tests.rs`; the share-token
+//! queries past insert and lookup are in `share_tokens.rs`.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -23,6 +24,7 @@ use crate::model::{
 };
 
 mod rows;
+mod share_tokens;
 
 use rows::*;
 
@@ -453,6 +455,27 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
+    }
+
+    async fn get_preview_token(&self, id: &str) -> StoreResult<Option<PreviewTokenRecord>> {
+        share_tokens::get(&self.pool, id).await
+    }
+
+    async fn list_preview_tokens(
+        &self,
+        sandbox_id: &str,
+        preview_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<PreviewTokenRecord>> {
+        share_tokens::list(&self.pool, sandbox_id, preview_id, limit).await
+    }
+
+    async fn revoke_sandbox_preview_tokens(&self, sandbox_id: &str, now: i64) -> StoreResult<u64> {
+        share_tokens::revoke_sandbox(&self.pool, sandbox_id, now).await
+    }
+
+    async fn revoke_preview_token(&self, id: &str, now: i64) -> StoreResult<bool> {
+        share_tokens::revoke_one(&self.pool, id, now).await
     }
 
     async fn insert_template(&self, t: &TemplateRecord) -> StoreResult<()> {

@@ -293,3 +293,79 @@ async fn templates_and_numbered_builds() {
     );
     assert_eq!(all[0].error.as_deref(), Some("restarted"));
 }
+
+#[tokio::test]
+async fn share_tokens_list_and_revoke_by_sandbox_and_by_id() {
+    let store = SqliteStore::in_memory().await.expect("store");
+    let token = |id: &str, sandbox: &str, preview: Option<&str>, at: i64| PreviewTokenRecord {
+        id: id.into(),
+        tenant_id: "ten_a".into(),
+        sandbox_id: sandbox.into(),
+        preview_id: preview.map(str::to_string),
+        hash: format!("hash-{id}"),
+        prefix: "hpt_x".into(),
+        expires_at: 1_000,
+        revoked_at: None,
+        created_at: at,
+    };
+    for t in [
+        token("pvt_1", "sbx_a", Some("prv_1"), 1),
+        token("pvt_2", "sbx_a", Some("prv_2"), 2),
+        token("pvt_3", "sbx_a", None, 3),
+        token("pvt_4", "sbx_b", None, 4),
+    ] {
+        store.insert_preview_token(&t).await.expect("insert");
+    }
+    let ids = |v: Vec<PreviewTokenRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let all = store
+        .list_preview_tokens("sbx_a", None, 10)
+        .await
+        .expect("list");
+    assert_eq!(
+        ids(all),
+        ["pvt_3", "pvt_2", "pvt_1"],
+        "newest first, one sandbox"
+    );
+    let one = store
+        .list_preview_tokens("sbx_a", Some("prv_1"), 10)
+        .await
+        .expect("list");
+    assert_eq!(ids(one), ["pvt_1"]);
+    let capped = store
+        .list_preview_tokens("sbx_a", None, 2)
+        .await
+        .expect("list");
+    assert_eq!(capped.len(), 2);
+
+    assert!(store
+        .revoke_preview_token("pvt_2", 50)
+        .await
+        .expect("revoke"));
+    assert!(!store
+        .revoke_preview_token("pvt_2", 60)
+        .await
+        .expect("again"));
+    let t2 = store.get_preview_token("pvt_2").await.expect("get");
+    assert_eq!(
+        t2.and_then(|t| t.revoked_at),
+        Some(50),
+        "first revocation kept"
+    );
+    // The sandbox-wide token goes with the rest; another sandbox's stays.
+    assert_eq!(
+        store
+            .revoke_sandbox_preview_tokens("sbx_a", 70)
+            .await
+            .expect("revoke all"),
+        2
+    );
+    let sandbox_wide = store.get_preview_token("pvt_3").await.expect("get");
+    assert_eq!(sandbox_wide.and_then(|t| t.revoked_at), Some(70));
+    let other = store.get_preview_token("pvt_4").await.expect("get");
+    assert_eq!(other.and_then(|t| t.revoked_at), None);
+    assert!(store
+        .get_preview_token("pvt_9")
+        .await
+        .expect("get")
+        .is_none());
+}
