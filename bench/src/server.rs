@@ -56,6 +56,8 @@ fn bench_config_pool(
         listen: "127.0.0.1:0".parse()?,
         warm_boot,
         warm_pool_size,
+        // A bench measures the server, not its per-key limit.
+        api_rps: 0,
         preview: hearth_server::config::PreviewConfig {
             listen: "127.0.0.1:0".parse()?,
             ..Default::default()

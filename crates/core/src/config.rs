@@ -41,10 +41,17 @@ pub struct ServerConfig {
     pub template_build_timeout_sec: u64,
     /// How long idempotent responses are replayed.
     pub idempotency_ttl_sec: u64,
+    /// API requests per second per key, sustained (0 = no limit); over it
+    /// is `429 rate_limited` with `Retry-After`.
+    pub api_rps: u32,
+    /// Requests one key may make at once above `api_rps`.
+    pub api_burst: u32,
     pub rates: Rates,
     pub vmm: VmmConfig,
     pub preview: PreviewConfig,
     pub metrics: MetricsConfig,
+    /// `[quotas]`: each tenant's limits unless an admin set its own.
+    pub quotas: crate::quotas::Quotas,
 }
 
 /// The preview proxy: its own listener, routing `Host:
@@ -161,10 +168,13 @@ impl Default for ServerConfig {
             warm_pool_size: 0,
             template_build_timeout_sec: 3600,
             idempotency_ttl_sec: 24 * 3600,
+            api_rps: 100,
+            api_burst: 400,
             rates: Rates::default(),
             vmm: VmmConfig::default(),
             preview: PreviewConfig::default(),
             metrics: MetricsConfig::default(),
+            quotas: crate::quotas::Quotas::defaults(),
         }
     }
 }

@@ -53,6 +53,10 @@ pub enum Kind {
     Unreachable,
     /// The service cannot do it now (shutting down, at capacity); retry.
     Unavailable,
+    /// A tenant quota would be exceeded ([`Error::quota`] says which).
+    QuotaExceeded,
+    /// Too many requests from one key; retry after [`Error::retry_after_sec`].
+    RateLimited,
     /// Not built yet.
     NotImplemented,
     /// A failure the caller cannot act on; the cause is logged, never shown.
@@ -70,6 +74,20 @@ pub struct Error {
     pub details: Vec<FieldError>,
     /// What actually went wrong, for the log only.
     pub cause: Option<String>,
+    /// With [`Kind::QuotaExceeded`]: the quota, its use and its limit.
+    pub quota: Option<Box<QuotaInfo>>,
+    /// With [`Kind::RateLimited`]: when a retry may succeed.
+    pub retry_after_sec: Option<u64>,
+}
+
+/// Which quota a request would exceed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct QuotaInfo {
+    /// `sandboxes`, `vcpus`, `memory_mb`, `disk_mb`, `snapshots`,
+    /// `previews`, `api_keys` or `concurrent_builds`.
+    pub name: String,
+    pub used: u64,
+    pub limit: u64,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -82,6 +100,32 @@ impl Error {
             message: message.into(),
             details: Vec::new(),
             cause: None,
+            quota: None,
+            retry_after_sec: None,
+        }
+    }
+
+    /// Names the quota exceeded.
+    pub fn with_quota(self, name: &str, used: u64, limit: u64) -> Error {
+        Error {
+            quota: Some(Box::new(QuotaInfo {
+                name: name.to_string(),
+                used,
+                limit,
+            })),
+            ..self
+        }
+    }
+
+    /// Too many requests: retry after `secs`.
+    pub fn rate_limited(secs: u64) -> Error {
+        Error {
+            retry_after_sec: Some(secs),
+            ..Error::new(
+                Kind::RateLimited,
+                "rate_limited",
+                format!("too many requests with this key; retry in {secs} s"),
+            )
         }
     }
 

@@ -34,6 +34,7 @@ pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod previews;
+pub mod quotas;
 pub mod sandboxes;
 pub mod seal;
 pub mod snapshots;
@@ -87,6 +88,8 @@ pub struct Core {
     /// keys/: verified keys, and idempotency locks.
     keys: KeyCache,
     idempotency_locks: keys::idempotency::Locks,
+    /// quotas/: one lock per tenant with a quota check in flight.
+    quota_locks: quotas::QuotaLocks,
     /// Encrypts what is stored but must not be readable at rest.
     sealer: seal::Sealer,
     /// Absolute data directory.
@@ -114,6 +117,7 @@ impl Core {
             metrics: crate::metrics::Metrics::default(),
             keys: KeyCache::default(),
             idempotency_locks: Default::default(),
+            quota_locks: Default::default(),
             sealer,
             warm_builds: Default::default(),
             builds: Default::default(),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::model::SandboxState;
 
 pub use crate::core::error::FieldError;
-use crate::core::error::{Error, Kind};
+use crate::core::error::{Error, Kind, QuotaInfo};
 
 /// A failure as the API reports it.
 #[derive(Debug)]
@@ -22,6 +22,10 @@ pub struct ApiError {
     pub details: Vec<FieldError>,
     /// For 500s: what actually went wrong (logged, never sent).
     pub internal: Option<String>,
+    /// With `quota_exceeded`: the quota, its use and its limit.
+    pub quota: Option<Box<QuotaInfo>>,
+    /// With `rate_limited`: the `Retry-After` header, in seconds.
+    pub retry_after_sec: Option<u64>,
 }
 
 impl ApiError {
@@ -32,6 +36,8 @@ impl ApiError {
             message: message.into(),
             details: Vec::new(),
             internal: None,
+            quota: None,
+            retry_after_sec: None,
         }
     }
 
@@ -150,6 +156,7 @@ pub fn status_of(kind: Kind) -> StatusCode {
         Kind::Unreachable => StatusCode::BAD_GATEWAY,
         Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Kind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        Kind::QuotaExceeded | Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -162,6 +169,8 @@ impl From<Error> for ApiError {
             message: e.message,
             details: e.details,
             internal: e.cause,
+            quota: e.quota,
+            retry_after_sec: e.retry_after_sec,
         }
     }
 }
@@ -187,6 +196,9 @@ struct Body<'a> {
     /// With `validation_error`: each bad field.
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     details: &'a [FieldError],
+    /// With `quota_exceeded`: which quota, its use and its limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota: Option<&'a QuotaInfo>,
 }
 
 impl IntoResponse for ApiError {
@@ -203,9 +215,15 @@ impl IntoResponse for ApiError {
                 message: &self.message,
                 request_id: &request_id,
                 details: &self.details,
+                quota: self.quota.as_deref(),
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_sec {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        resp
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 pub mod validate;
 

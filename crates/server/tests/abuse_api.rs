@@ -301,3 +301,175 @@ async fn credentials_never_rest_in_plain_text_and_the_data_directory_is_private(
         (Value::Null, json!(true))
     );
 }
+
+/// A key of a new tenant `tenant`, made by the admin.
+async fn tenant_client(srv: &TestServer, tenant: &str) -> reqwest::Client {
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/api-keys",
+            Some(json!({"name": "t", "tenant_id": tenant})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    srv.client_with(v["data"]["key"].as_str().expect("key"))
+}
+
+#[tokio::test]
+async fn quotas_stop_a_tenant_at_its_limits_and_only_admins_set_them() {
+    let srv = TestServer::start().await;
+    let t = tenant_client(&srv, "ten_q").await;
+    // A tenant cannot raise its own limits.
+    let (st, _) = srv
+        .call_as(
+            &t,
+            "PUT",
+            "/tenants/ten_q/quotas",
+            Some(json!({"sandboxes": 99})),
+        )
+        .await;
+    assert_eq!(st, 403);
+    let (st, v) = srv
+        .call(
+            "PUT",
+            "/tenants/ten_q/quotas",
+            Some(json!({"sandboxes": 2, "vcpus": 3, "previews": 1, "api_keys": 2})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["limits"]["sandboxes"], 2);
+    assert_eq!(
+        v["data"]["limits"]["snapshots"], 500,
+        "unset quotas keep the default"
+    );
+    let (st, v) = srv
+        .call(
+            "PUT",
+            "/tenants/ten_q/quotas",
+            Some(json!({"sandboxes": -1})),
+        )
+        .await;
+    assert!(st == 422 || st == 400, "{st} {v}");
+
+    let create = |body: Value| srv.call_as(&t, "POST", "/sandboxes", Some(body));
+    let (st, a) = create(json!({"cpu_count": 2})).await;
+    assert_eq!(st, 201, "{a}");
+    // 2 + 2 vCPUs is over 3.
+    let (st, v) = create(json!({"cpu_count": 2})).await;
+    assert_eq!(st, 429, "{v}");
+    assert_eq!(v["error"]["code"], "quota_exceeded");
+    assert_eq!(
+        v["error"]["quota"],
+        json!({"name": "vcpus", "used": 2, "limit": 3})
+    );
+    let (st, b) = create(json!({"cpu_count": 1})).await;
+    assert_eq!(st, 201, "{b}");
+    let (st, v) = create(json!({"cpu_count": 1})).await;
+    assert_eq!(st, 429, "{v}");
+    assert_eq!(v["error"]["quota"]["name"], "sandboxes");
+    // The tenant sees its use.
+    let (st, v) = srv.call_as(&t, "GET", "/quotas", None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["usage"]["sandboxes"], 2);
+    assert_eq!(v["data"]["usage"]["vcpus"], 3);
+    // Previews and keys.
+    let a_id = a["data"]["id"].as_str().expect("id");
+    let previews = format!("/sandboxes/{a_id}/previews");
+    let prv = |port: u16| srv.call_as(&t, "POST", &previews, Some(json!({"port": port})));
+    assert_eq!(prv(3000).await.0, 201);
+    let (st, v) = prv(3001).await;
+    assert_eq!(
+        (st, v["error"]["quota"]["name"].clone()),
+        (429, json!("previews")),
+        "{v}"
+    );
+    assert_eq!(
+        srv.call_as(&t, "POST", "/api-keys", Some(json!({})))
+            .await
+            .0,
+        201
+    );
+    let (st, v) = srv.call_as(&t, "POST", "/api-keys", Some(json!({}))).await;
+    assert_eq!(
+        (st, v["error"]["quota"]["name"].clone()),
+        (429, json!("api_keys")),
+        "{v}"
+    );
+    // Destroying frees the room; another tenant never counted.
+    let (st, _) = srv
+        .call_as(&t, "DELETE", &format!("/sandboxes/{a_id}"), None)
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(create(json!({"cpu_count": 1})).await.0, 201);
+    let (st, v) = srv.call("GET", "/quotas", None).await;
+    assert_eq!(
+        (st, v["data"]["usage"]["sandboxes"].clone()),
+        (200, json!(0)),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_never_overcommit_a_quota() {
+    let srv = std::sync::Arc::new(TestServer::start().await);
+    let t = tenant_client(&srv, "ten_race").await;
+    let (st, v) = srv
+        .call(
+            "PUT",
+            "/tenants/ten_race/quotas",
+            Some(json!({"sandboxes": 2})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (srv, t) = (srv.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            srv.call_as(&t, "POST", "/sandboxes", Some(json!({})))
+                .await
+                .0
+        }));
+    }
+    let mut codes = Vec::new();
+    for task in tasks {
+        codes.push(task.await.expect("task"));
+    }
+    codes.sort();
+    assert_eq!(codes, vec![201, 201, 429, 429, 429, 429]);
+}
+
+#[tokio::test]
+async fn a_key_past_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let srv = TestServer::start_with(|c| {
+        c.api_rps = 2;
+        c.api_burst = 5;
+    })
+    .await;
+    let (_, plain) = tenant_key(&srv, "busy").await;
+    let busy = srv.client_with(&plain);
+    let mut limited = None;
+    for _ in 0..20 {
+        let resp = busy
+            .get(srv.url("/api/v1/sandboxes"))
+            .send()
+            .await
+            .expect("request");
+        if resp.status() == 429 {
+            limited = Some(resp);
+            break;
+        }
+    }
+    let resp = limited.expect("20 requests at once stay under a burst of 5");
+    let retry: u64 = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=2).contains(&retry), "{retry}");
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "rate_limited");
+    // The admin's key has its own bucket.
+    let (st, _) = srv.call("GET", "/sandboxes", None).await;
+    assert_eq!(st, 200);
+}

@@ -102,6 +102,11 @@ impl Core {
             created_at: now,
             revoked_at: None,
         };
+        let need = crate::quotas::Quotas {
+            api_keys: 1,
+            ..Default::default()
+        };
+        let _quota = self.reserve(tenant_id, need).await?;
         self.store.insert_api_key(&record).await?;
         Ok(NewKey { record, key })
     }

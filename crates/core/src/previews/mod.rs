@@ -83,6 +83,11 @@ impl Core {
             slug: new_slug(),
             created_at: self.now_ms(),
         };
+        let need = crate::quotas::Quotas {
+            previews: 1,
+            ..Default::default()
+        };
+        let _quota = self.reserve(&caller.tenant_id, need).await?;
         match self.store.insert_preview(&p).await {
             Err(StoreError::Duplicate(_)) => {
                 return Err(Error::conflict(

@@ -221,23 +221,31 @@ impl Core {
         rec: &SandboxRecord,
         vm: Option<Box<dyn hearth_vmm::Vm>>,
     ) -> Result<Arc<SandboxHandle>> {
-        let inserted = self.store.insert_sandbox(rec).await;
-        if inserted.is_err() {
-            if let Some(vm) = vm.as_ref() {
-                let _ = vm.destroy().await;
-            }
-        }
-        match inserted {
-            Err(StoreError::Duplicate(_)) => {
-                return Err(Error::conflict(
+        let need = crate::quotas::Quotas {
+            sandboxes: 1,
+            vcpus: u64::from(rec.cpu_count),
+            memory_mb: u64::from(rec.memory_mb),
+            disk_mb: u64::from(rec.disk_size_mb),
+            ..Default::default()
+        };
+        let inserted = match self.reserve(&rec.tenant_id, need).await {
+            Ok(_quota) => self.store.insert_sandbox(rec).await.map_err(|e| match e {
+                StoreError::Duplicate(_) => Error::conflict(
                     "conflict",
                     format!(
                         "a sandbox named {:?} already exists",
                         rec.name.as_deref().unwrap_or_default()
                     ),
-                ))
+                ),
+                e => e.into(),
+            }),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = inserted {
+            if let Some(vm) = vm.as_ref() {
+                let _ = vm.destroy().await;
             }
-            r => r?,
+            return Err(e);
         }
         self.metrics.state_changed(None, SandboxState::Provisioning);
         tracing::info!(sandbox_id = %rec.id, template = %rec.template_id, "sandbox created");
@@ -445,6 +453,16 @@ impl Core {
 
     pub async fn resume_sandbox(&self, caller: &Caller, id: &str) -> Result<SandboxRecord> {
         let h = self.live_or_state_error(caller, id, "resume").await?;
+        let rec = h.record();
+        if rec.state.can_resume() {
+            // A paused sandbox holds no vCPUs or memory: resuming takes them.
+            let need = crate::quotas::Quotas {
+                vcpus: u64::from(rec.cpu_count),
+                memory_mb: u64::from(rec.memory_mb),
+                ..Default::default()
+            };
+            drop(self.reserve(&caller.tenant_id, need).await?);
+        }
         h.call(|tx| Op::Resume { reply: Some(tx) }).await
     }
 

@@ -106,7 +106,14 @@ impl Core {
             error: None,
             created_at: self.now_ms(),
         };
-        self.store.put_snapshot(&snap).await?;
+        {
+            let need = crate::quotas::Quotas {
+                snapshots: 1,
+                ..Default::default()
+            };
+            let _quota = self.reserve(&caller.tenant_id, need).await?;
+            self.store.put_snapshot(&snap).await?;
+        }
         let dest = self.snapshot_dir(&snap.id);
         let res = h
             .call(|tx| Op::Snapshot {

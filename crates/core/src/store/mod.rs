@@ -74,6 +74,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revoke_api_key(&self, tenant_id: &str, id: &str, now: i64) -> StoreResult<bool>;
     async fn count_api_keys(&self) -> StoreResult<u64>;
 
+    // Quotas.
+    /// The admin's overrides for `tenant`, if any.
+    async fn tenant_quotas(
+        &self,
+        tenant: &str,
+    ) -> StoreResult<Option<crate::quotas::QuotaOverrides>>;
+    async fn put_tenant_quotas(
+        &self,
+        tenant: &str,
+        overrides: &crate::quotas::QuotaOverrides,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// What `tenant` holds now, counted as [`crate::quotas::Quotas`] says.
+    async fn tenant_usage(&self, tenant: &str) -> StoreResult<crate::quotas::Quotas>;
+
     // Sandboxes. A store writes `SandboxRecord::storable_env`, never the
     // values of `secret_env` keys; a record read back has their names only.
     async fn insert_sandbox(&self, s: &SandboxRecord) -> StoreResult<()>;

@@ -16,7 +16,6 @@
 pub mod credentials;
 pub mod listener;
 pub mod pages;
-pub mod ratelimit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +31,7 @@ use crate::core::keys::Caller;
 use crate::core::previews::TokenCheck;
 use crate::core::Core;
 use crate::model::{PreviewRecord, Visibility};
-use ratelimit::RateLimiter;
+use crate::ratelimit::RateLimiter;
 
 pub use credentials::TOKEN_COOKIE;
 

@@ -62,7 +62,7 @@ pub struct CreateKeyBody {
     pub tenant_id: Option<String>,
 }
 
-fn valid_tenant(t: &str) -> bool {
+pub(super) fn valid_tenant(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 64
         && t.bytes()

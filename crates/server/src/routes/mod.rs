@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod previews;
 pub mod processes;
 pub mod query;
+pub mod quotas;
 pub mod request_id;
 pub mod sandboxes;
 pub mod snapshots;
@@ -38,6 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::core::keys::Caller;
 use crate::core::Core;
 use crate::error::{ApiError, FieldError};
+use crate::ratelimit::Limiter;
 
 pub type AppState = Arc<Core>;
 
@@ -58,6 +60,7 @@ pub fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .merge(env::routes())
         .merge(events::routes())
         .merge(keys::routes())
+        .merge(quotas::routes())
         .merge(system::authed_routes());
     (api, system::public_routes())
 }
@@ -70,7 +73,17 @@ pub fn router(core: AppState) -> Router {
             core.clone(),
             idempotency::layer,
         ))
-        .route_layer(middleware::from_fn_with_state(core.clone(), authenticate));
+        .route_layer(middleware::from_fn_with_state(
+            KeyLimits {
+                core: core.clone(),
+                limiter: Arc::new(Limiter::new(
+                    core.config.api_rps,
+                    core.config.api_burst,
+                    MAX_LIMITED_KEYS,
+                )),
+            },
+            authenticate,
+        ));
     let (app, _) = OpenApiRouter::new()
         .nest("/api/v1", api)
         .merge(public)
@@ -110,15 +123,37 @@ async fn observe(State(core): State<AppState>, req: Request, next: Next) -> Resp
     resp
 }
 
+/// Keys whose request rate is remembered at most (idle ones go first).
+const MAX_LIMITED_KEYS: usize = 100_000;
+
+/// What [`authenticate`] needs: the core, and each key's token bucket.
+#[derive(Clone)]
+struct KeyLimits {
+    core: AppState,
+    limiter: Arc<Limiter<String>>,
+}
+
 /// `Authorization: Bearer hk_...` (or `X-API-Key`) to a [`Caller`] in the
-/// request's extensions; 401 without a valid key.
-async fn authenticate(State(core): State<AppState>, mut req: Request, next: Next) -> Response {
+/// request's extensions; 401 without a valid key, 429 with `Retry-After`
+/// past the key's rate (`api_rps`, bursts of `api_burst`).
+async fn authenticate(
+    State(KeyLimits { core, limiter }): State<KeyLimits>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let Some(key) = presented_key(req.headers()) else {
         return ApiError::unauthorized("missing API key (Authorization: Bearer <key>)")
             .into_response();
     };
     match core.authenticate(&key).await {
         Ok(caller) => {
+            if core.config.api_rps > 0 {
+                if let Err(wait) = limiter.take(caller.key_id.clone(), Instant::now()) {
+                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    return ApiError::from(crate::core::error::Error::rate_limited(secs.max(1)))
+                        .into_response();
+                }
+            }
             req.extensions_mut().insert(caller);
             next.run(req).await
         }

@@ -370,6 +370,8 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         config.listen = addr;
         config.public_url = Some(format!("http://{addr}"));
+        // Tests hammer the API on purpose; the per-key limit has its own.
+        config.api_rps = 0;
         tweak(&mut config);
         std::fs::create_dir_all(&config.data_dir).expect("data dir");
         let store = Arc::new(

@@ -5,7 +5,8 @@
 //! This file is the one `impl Store for SqliteStore` (a trait impl cannot be
 //! split across files), one short method per query, in the trait's order;
 //! row mapping is in `rows.rs`, tests in `tests.rs`; the share-token
-//! queries past insert and lookup are in `share_tokens.rs`.
+//! queries past insert and lookup are in `share_tokens.rs`; quota
+//! queries in `quotas.rs`.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -23,6 +24,7 @@ use crate::model::{
     SnapshotRecord, TemplateRecord, UsageInterval,
 };
 
+mod quotas;
 mod rows;
 mod share_tokens;
 
@@ -179,6 +181,26 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn tenant_quotas(
+        &self,
+        tenant: &str,
+    ) -> StoreResult<Option<crate::quotas::QuotaOverrides>> {
+        quotas::get(&self.pool, tenant).await
+    }
+
+    async fn put_tenant_quotas(
+        &self,
+        tenant: &str,
+        overrides: &crate::quotas::QuotaOverrides,
+        now: i64,
+    ) -> StoreResult<()> {
+        quotas::put(&self.pool, tenant, overrides, now).await
+    }
+
+    async fn tenant_usage(&self, tenant: &str) -> StoreResult<crate::quotas::Quotas> {
+        quotas::usage(&self.pool, tenant).await
     }
 
     async fn insert_sandbox(&self, s: &SandboxRecord) -> StoreResult<()> {

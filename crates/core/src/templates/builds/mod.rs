@@ -9,9 +9,11 @@
 //! `start_cmd` included), never a cold boot.
 //!
 //! Builds run one at a time (each is a VM that may compile or download for
-//! minutes); later ones wait `queued`.
+//! minutes); later ones wait `queued`, each tenant in its own line, and the
+//! slot goes to the tenants in turn (`queue.rs`).
 
 pub mod log;
+mod queue;
 mod run;
 
 use std::collections::HashMap;
@@ -30,18 +32,19 @@ use crate::warm::Shape;
 use crate::Core;
 use log::BuildLog;
 
-/// Running builds' logs, and the one build slot.
+/// Running builds' logs, and the one build slot (taken in turn by
+/// tenants, see [`queue`]).
 #[derive(Debug)]
 pub struct Builds {
     logs: SyncMutex<HashMap<String, Arc<BuildLog>>>,
-    slot: tokio::sync::Semaphore,
+    slot: Arc<queue::FairQueue>,
 }
 
 impl Default for Builds {
     fn default() -> Self {
         Builds {
             logs: SyncMutex::default(),
-            slot: tokio::sync::Semaphore::new(1),
+            slot: queue::FairQueue::new(1),
         }
     }
 }

@@ -46,7 +46,14 @@ impl Core {
             started_at: None,
             finished_at: None,
         };
-        b.version = self.store.insert_build(&b).await?;
+        b.version = {
+            let need = crate::quotas::Quotas {
+                concurrent_builds: 1,
+                ..Default::default()
+            };
+            let _quota = self.reserve(&b.tenant_id, need).await?;
+            self.store.insert_build(&b).await?
+        };
         let log = Arc::new(BuildLog::create(&self.build_log_path(&b)).map_err(Error::internal)?);
         log.push(
             self.now_ms(),
@@ -67,7 +74,7 @@ impl Core {
     async fn run_queued(self: Arc<Core>, mut b: BuildRecord, log: Arc<BuildLog>) {
         let shutdown = self.shutdown_token();
         let permit = tokio::select! {
-            p = self.builds.slot.acquire() => p.ok(),
+            p = self.builds.slot.acquire(&b.tenant_id) => Some(p),
             _ = shutdown.cancelled() => None,
         };
         let result = match permit {

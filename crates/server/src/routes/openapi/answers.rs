@@ -93,6 +93,18 @@ impl IntoResponses for E409 {
     }
 }
 
+/// `429` with the error envelope: a quota (`quota_exceeded`, naming the
+/// quota, its use and limit) or the key's rate (`rate_limited`, with
+/// `Retry-After`).
+#[derive(Debug)]
+pub struct E429;
+
+impl IntoResponses for E429 {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [("429".into(), Ref::from_response_name("Error").into())].into()
+    }
+}
+
 /// `404` and `422`: the usual pair of a route on one sandbox with input.
 #[derive(Debug)]
 pub struct E404And422;

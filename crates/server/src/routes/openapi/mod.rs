@@ -74,6 +74,7 @@ pub const TPL: &str = "Templates";
 pub const EVENTS: &str = "Events";
 pub const USAGE: &str = "Usage";
 pub const KEYS: &str = "API keys";
+pub const QUOTAS: &str = "Quotas";
 pub const SYSTEM: &str = "System";
 
 /// What the document says besides the operations: info, tags in order,
@@ -105,6 +106,7 @@ pub const SYSTEM: &str = "System";
         (name = EVENTS, description = "Lifecycle and activity events."),
         (name = USAGE, description = "Metered usage."),
         (name = KEYS, description = "API keys."),
+        (name = QUOTAS, description = "Per-tenant limits and their use; admins set them."),
         (name = SYSTEM, description = "Health, this document and metrics."),
     ),
     components(

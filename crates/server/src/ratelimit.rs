@@ -1,5 +1,6 @@
-//! Per-client token buckets for public previews, in a map that never holds
-//! more than [`MAX_CLIENTS`] buckets.
+//! Token buckets in a map that never holds more than its capacity: per
+//! client address for public previews ([`RateLimiter`]), per API key for
+//! the API ([`Limiter`] keyed by key id).
 //!
 //! A client is an IPv4 address or an IPv6 /64 (one host usually holds a
 //! whole /64, so keying by full address would give it 2^64 buckets). When
@@ -13,8 +14,9 @@
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Buckets kept at most.
 pub const MAX_CLIENTS: usize = 10_000;
@@ -25,8 +27,80 @@ struct Bucket {
     last: Instant,
 }
 
-/// Who a bucket belongs to: an IPv4 address, or the /64 of an IPv6 one
-/// (an IPv4-mapped IPv6 address counts as its IPv4 address).
+/// `rate` tokens a second per key, bursts up to `burst`, at most
+/// `capacity` keys remembered.
+#[derive(Debug)]
+pub struct Limiter<K> {
+    rate: f64,
+    burst: f64,
+    capacity: usize,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Hash + Eq + Clone> Limiter<K> {
+    pub fn new(rate: u32, burst: u32, capacity: usize) -> Limiter<K> {
+        Limiter {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            capacity: capacity.max(10),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `key`; when its bucket is empty, how long until
+    /// it holds one again.
+    pub fn take(&self, key: K, now: Instant) -> Result<(), Duration> {
+        let mut map = self.buckets.lock();
+        if map.len() >= self.capacity && !map.contains_key(&key) {
+            self.evict(&mut map, now);
+        }
+        let b = map.entry(key).or_insert(Bucket {
+            tokens: self.burst,
+            last: now,
+        });
+        b.tokens = (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * self.rate)
+            .min(self.burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else if self.rate > 0.0 {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
+        } else {
+            Err(Duration::from_secs(3600))
+        }
+    }
+
+    /// Keys remembered now.
+    pub fn len(&self) -> usize {
+        self.buckets.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops idle (full) buckets; if that is not enough, the least
+    /// recently seen tenth.
+    fn evict(&self, map: &mut HashMap<K, Bucket>, now: Instant) {
+        let (rate, burst) = (self.rate, self.burst);
+        map.retain(|_, b| {
+            b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
+        });
+        let keep = self.capacity - self.capacity / 10;
+        if map.len() <= keep {
+            return;
+        }
+        let mut by_age: Vec<(Instant, K)> = map.iter().map(|(c, b)| (b.last, c.clone())).collect();
+        let drop = map.len() - keep;
+        by_age.select_nth_unstable_by_key(drop - 1, |(last, _)| *last);
+        for (_, c) in &by_age[..drop] {
+            map.remove(c);
+        }
+    }
+}
+
+/// A preview client: an IPv4 address or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Client {
     V4(u32),
@@ -45,14 +119,9 @@ impl From<IpAddr> for Client {
     }
 }
 
-/// `rate` requests per second per client, bursts up to `burst`.
+/// `rate` requests per second per client address, bursts up to `burst`.
 #[derive(Debug)]
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    capacity: usize,
-    buckets: Mutex<HashMap<Client, Bucket>>,
-}
+pub struct RateLimiter(Limiter<Client>);
 
 impl RateLimiter {
     pub fn new(rate: u32, burst: u32) -> RateLimiter {
@@ -60,59 +129,17 @@ impl RateLimiter {
     }
 
     fn with_capacity(rate: u32, burst: u32, capacity: usize) -> RateLimiter {
-        RateLimiter {
-            rate: f64::from(rate),
-            burst: f64::from(burst.max(1)),
-            capacity: capacity.max(10),
-            buckets: Mutex::new(HashMap::new()),
-        }
+        RateLimiter(Limiter::new(rate, burst, capacity))
     }
 
     /// Takes one token for `ip`'s client; false when its bucket is empty.
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
-        let client = Client::from(ip);
-        let mut map = self.buckets.lock();
-        if map.len() >= self.capacity && !map.contains_key(&client) {
-            self.evict(&mut map, now);
-        }
-        let b = map.entry(client).or_insert(Bucket {
-            tokens: self.burst,
-            last: now,
-        });
-        b.tokens = (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * self.rate)
-            .min(self.burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.0.take(Client::from(ip), now).is_ok()
     }
 
-    /// How many clients have a bucket.
+    /// Clients remembered now.
     pub fn clients(&self) -> usize {
-        self.buckets.lock().len()
-    }
-
-    /// Makes room: drops the buckets that have refilled (forgetting them
-    /// changes nothing), then, if the map is still over nine tenths full,
-    /// the least recently seen until it is not.
-    fn evict(&self, map: &mut HashMap<Client, Bucket>, now: Instant) {
-        let (rate, burst) = (self.rate, self.burst);
-        map.retain(|_, b| {
-            b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
-        });
-        let keep = self.capacity - self.capacity / 10;
-        if map.len() <= keep {
-            return;
-        }
-        let mut by_age: Vec<(Instant, Client)> = map.iter().map(|(c, b)| (b.last, *c)).collect();
-        let drop = map.len() - keep;
-        by_age.select_nth_unstable_by_key(drop - 1, |(last, _)| *last);
-        for (_, c) in &by_age[..drop] {
-            map.remove(c);
-        }
+        self.0.len()
     }
 }
 

@@ -1,0 +1,89 @@
+//! Quota queries: a tenant's overrides, and what it holds now (one pass
+//! per table); the `Store` impl in `mod.rs` calls them.
+
+use sqlx::{Row, SqlitePool};
+
+use crate::quotas::{QuotaOverrides, Quotas};
+use crate::store::{StoreError, StoreResult};
+
+pub(super) async fn get(pool: &SqlitePool, tenant: &str) -> StoreResult<Option<QuotaOverrides>> {
+    let row: Option<String> =
+        sqlx::query_scalar("SELECT overrides FROM tenant_quotas WHERE tenant_id = ?")
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await?;
+    row.map(|s| {
+        serde_json::from_str(&s).map_err(|e| StoreError::Corrupt {
+            what: "tenant quotas",
+            source: Some(e),
+        })
+    })
+    .transpose()
+}
+
+pub(super) async fn put(
+    pool: &SqlitePool,
+    tenant: &str,
+    o: &QuotaOverrides,
+    now: i64,
+) -> StoreResult<()> {
+    let json = serde_json::to_string(o).map_err(|e| StoreError::Corrupt {
+        what: "tenant quotas",
+        source: Some(e),
+    })?;
+    sqlx::query(
+        "INSERT INTO tenant_quotas (tenant_id, overrides, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (tenant_id) DO UPDATE SET overrides = ?2, updated_at = ?3",
+    )
+    .bind(tenant)
+    .bind(json)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn usage(pool: &SqlitePool, tenant: &str) -> StoreResult<Quotas> {
+    let s = sqlx::query(
+        "SELECT COUNT(*) AS n, \
+           COALESCE(SUM(CASE WHEN state != 'paused' THEN cpu_count END), 0) AS vcpus, \
+           COALESCE(SUM(CASE WHEN state != 'paused' THEN memory_mb END), 0) AS mem, \
+           COALESCE(SUM(disk_size_mb), 0) AS disk \
+         FROM sandboxes WHERE tenant_id = ? AND state != 'destroyed'",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await?;
+    let count = |sql: &'static str| count(pool, sql, tenant);
+    let snapshots = count(
+        "SELECT COUNT(*) FROM snapshots WHERE tenant_id = ? AND status IN ('creating', 'ready')",
+    )
+    .await?;
+    let previews = count(
+        "SELECT COUNT(*) FROM previews p JOIN sandboxes s ON s.id = p.sandbox_id \
+         WHERE p.tenant_id = ? AND s.state != 'destroyed'",
+    )
+    .await?;
+    let api_keys =
+        count("SELECT COUNT(*) FROM api_keys WHERE tenant_id = ? AND revoked_at IS NULL").await?;
+    let builds = count(
+        "SELECT COUNT(*) FROM template_builds WHERE tenant_id = ? \
+         AND state IN ('queued', 'building', 'snapshotting')",
+    )
+    .await?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(Quotas {
+        sandboxes: n(s.try_get("n")?),
+        vcpus: n(s.try_get("vcpus")?),
+        memory_mb: n(s.try_get("mem")?),
+        disk_mb: n(s.try_get("disk")?),
+        snapshots: n(snapshots),
+        previews: n(previews),
+        api_keys: n(api_keys),
+        concurrent_builds: n(builds),
+    })
+}
+
+async fn count(pool: &SqlitePool, sql: &'static str, tenant: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(sql).bind(tenant).fetch_one(pool).await
+}
