@@ -26,12 +26,14 @@ pub use chain::{causes, error_chain};
 
 /// Version of the wire contract; the host refuses an agent outside
 /// [`MIN_AGENT_PROTOCOL_VERSION`]`..=PROTOCOL_VERSION`.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
-/// The oldest agent the host still speaks to. Version 2 only added an
-/// optional field (`PtyInfo::exit_code`), so a version-1 agent (in a VM
-/// that was running, paused, snapshotted or built into a template before
-/// an upgrade) still works; raise this when a change is not additive.
+/// The oldest agent the host still speaks to. Versions 2 and 3 only added
+/// optional fields (`PtyInfo::exit_code`; `InitRequest::keep_env`, which an
+/// older agent ignores: a restore then replaces the env it holds), so a
+/// version-1 agent (in a VM that was running, paused, snapshotted or built
+/// into a template before an upgrade) still works; raise this when a
+/// change is not additive.
 pub const MIN_AGENT_PROTOCOL_VERSION: u32 = 1;
 
 /// Default cap on output kept per exec call, per stream.

@@ -156,8 +156,12 @@ async fn serve_creates_execs_pauses_times_out_and_readopts_real_vms() {
         "its directory is gone"
     );
 
-    // A paused sandbox across the restart.
-    let (st, v) = api.call("POST", "/sandboxes", Some(spec.clone())).await;
+    // A paused sandbox across the restart, with a secret the server keeps
+    // only in memory (and the guest holds).
+    let secret = "sek-vm-41d0-never-stored";
+    let mut with_secret = spec.clone();
+    with_secret["secret_env"] = json!({ "API_TOKEN": secret });
+    let (st, v) = api.call("POST", "/sandboxes", Some(with_secret)).await;
     assert_eq!(st, 201, "{v}");
     let paused_id = v["data"]["id"].as_str().expect("id").to_string();
     api.exec(&paused_id, "echo still-here > /workspace/p").await;
@@ -199,6 +203,21 @@ async fn serve_creates_execs_pauses_times_out_and_readopts_real_vms() {
         api.exec(&paused_id, "cat /workspace/p").await["stdout"],
         "still-here\n"
     );
+    // The restarted server never had the secret's value, yet the resumed
+    // guest still has it; the database never held it.
+    assert_eq!(
+        api.exec(&paused_id, "printf %s \"$API_TOKEN\"").await["stdout"],
+        secret
+    );
+    for name in ["hearth.db", "hearth.db-wal"] {
+        let bytes = std::fs::read(data.join(name)).unwrap_or_default();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret is in {name}"
+        );
+    }
+    let mode = std::fs::metadata(&data).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the data directory is private");
     let (st, _) = api
         .call("DELETE", &format!("/sandboxes/{paused_id}"), None)
         .await;
