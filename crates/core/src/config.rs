@@ -42,8 +42,31 @@ pub struct ServerConfig {
     /// How long idempotent responses are replayed.
     pub idempotency_ttl_sec: u64,
     pub rates: Rates,
+    pub builds: BuildsConfig,
     pub vmm: VmmConfig,
     pub preview: PreviewConfig,
+}
+
+/// Template builds (`[builds]`): how much of each build's log is kept.
+/// The newest output is kept (it holds the error); a reader of a log that
+/// lost lines gets one line saying how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildsConfig {
+    /// Bytes of one build's log kept in memory while it runs, and on disk
+    /// (in two parts) afterwards.
+    pub log_max_bytes: u64,
+    /// Lines of one build's log kept in memory.
+    pub log_max_lines: usize,
+}
+
+impl Default for BuildsConfig {
+    fn default() -> Self {
+        BuildsConfig {
+            log_max_bytes: 4 << 20,
+            log_max_lines: 20_000,
+        }
+    }
 }
 
 /// The preview proxy: its own listener, routing `Host:
@@ -144,6 +167,7 @@ impl Default for ServerConfig {
             template_build_timeout_sec: 3600,
             idempotency_ttl_sec: 24 * 3600,
             rates: Rates::default(),
+            builds: BuildsConfig::default(),
             vmm: VmmConfig::default(),
             preview: PreviewConfig::default(),
         }
@@ -267,6 +291,12 @@ impl ServerConfig {
         }
         if p.public_rps == 0 || p.upstream_timeout_ms == 0 {
             bad.push("preview.public_rps and preview.upstream_timeout_ms must be positive".into());
+        }
+        if self.builds.log_max_bytes < 64 << 10 || self.builds.log_max_lines < 100 {
+            bad.push(
+                "builds.log_max_bytes must be at least 65536 and builds.log_max_lines at least 100"
+                    .into(),
+            );
         }
         if self.boot_timeout_ms < 1000 {
             bad.push("boot_timeout_ms must be at least 1000".into());

@@ -592,19 +592,25 @@ async fn build_logs(
         let mut next = from;
         let mut changed = log.subscribe();
         loop {
-            let (lines, done) = log.since(next);
-            for l in &lines {
+            let page = log.since(next);
+            for l in &page.lines {
                 next = l.seq + 1;
                 let frame = sse::frame("log", Some(l.seq as i64), json!(l));
                 if tx.send(Ok(frame)).await.is_err() {
                     return;
                 }
             }
-            if done {
+            if page.done {
                 break;
             }
-            if changed.changed().await.is_err() {
-                break;
+            if !page.lines.is_empty() {
+                continue;
+            }
+            // A queued or quiet build prints nothing for a long time: a
+            // client that left is noticed at once, not at its next line.
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { break },
+                () = tx.closed() => return,
             }
         }
         let end = match core.get_build(&caller, &b.id).await {
