@@ -42,9 +42,34 @@ pub struct ServerConfig {
     /// How long idempotent responses are replayed.
     pub idempotency_ttl_sec: u64,
     pub rates: Rates,
+    pub events: EventsConfig,
     pub builds: BuildsConfig,
     pub vmm: VmmConfig,
     pub preview: PreviewConfig,
+}
+
+/// The event log (`[events]`): how long events are kept. The oldest go
+/// first, pruned hourly; 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events older than this many days are dropped.
+    pub retention_days: u64,
+    /// At most this many events are kept, all tenants together.
+    pub max_rows: u64,
+    /// At most this many events are kept per tenant, so one busy tenant
+    /// cannot push everyone else's history out.
+    pub max_rows_per_tenant: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            retention_days: 7,
+            max_rows: 1_000_000,
+            max_rows_per_tenant: 100_000,
+        }
+    }
 }
 
 /// Template builds (`[builds]`): how much of each build's log is kept.
@@ -167,6 +192,7 @@ impl Default for ServerConfig {
             template_build_timeout_sec: 3600,
             idempotency_ttl_sec: 24 * 3600,
             rates: Rates::default(),
+            events: EventsConfig::default(),
             builds: BuildsConfig::default(),
             vmm: VmmConfig::default(),
             preview: PreviewConfig::default(),
@@ -395,6 +421,26 @@ mod tests {
             .expect("env");
         assert_eq!(c.listen.port(), 7171);
         assert_eq!(c.data_dir, PathBuf::from("/srv/hearth"));
+    }
+
+    #[test]
+    fn events_and_builds_tables_parse_and_are_checked() {
+        let mut c: ServerConfig = toml::from_str(
+            "[events]\nretention_days = 30\nmax_rows = 0\n[builds]\nlog_max_bytes = 1048576\n",
+        )
+        .expect("parse");
+        assert_eq!(c.events.retention_days, 30);
+        assert_eq!(c.events.max_rows, 0);
+        assert_eq!(c.events.max_rows_per_tenant, 100_000);
+        assert_eq!(
+            (c.builds.log_max_bytes, c.builds.log_max_lines),
+            (1 << 20, 20_000)
+        );
+        c.validate().expect("valid");
+        assert!(toml::from_str::<ServerConfig>("[events]\nretention = 1\n").is_err());
+        c.builds.log_max_bytes = 10;
+        let err = c.validate().expect_err("too small");
+        assert!(err.to_string().contains("builds.log_max_bytes"), "{err}");
     }
 
     #[test]

@@ -126,7 +126,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Drops idempotent responses past their TTL, hourly.
+/// Drops idempotent responses past their TTL and events past their
+/// retention, hourly (and once at start).
 fn spawn_housekeeping(core: Arc<Core>) {
     let stop = core.shutdown_token();
     tokio::spawn(async move {
@@ -136,6 +137,7 @@ fn spawn_housekeeping(core: Arc<Core>) {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
                     core.prune_idempotency().await;
+                    core.prune_events().await;
                 }
             }
         }

@@ -1,8 +1,10 @@
 //! The event log: every event is appended to the store first (so a stream
 //! can resume from any id), then broadcast to live SSE subscribers. What
-//! one event carries is bounded (`payload.rs`).
+//! one event carries is bounded (`payload.rs`), and old events are pruned
+//! (`retention.rs`).
 
 mod payload;
+mod retention;
 
 pub use payload::{MAX_DATA, MAX_STRING};
 
