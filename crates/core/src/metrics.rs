@@ -1,5 +1,6 @@
 //! Prometheus metrics, kept in atomics and rendered as text on `/metrics`:
-//! sandboxes by state, exec latency, boot time and API request durations.
+//! sandboxes by state, exec latency, boot time, API request durations and
+//! live event streams.
 
 use parking_lot::Mutex;
 use std::fmt::Write;
@@ -68,6 +69,8 @@ pub struct Metrics {
     pub boot: Histogram,
     /// Request durations by (method, route template, status class).
     requests: Mutex<std::collections::BTreeMap<(String, String, String), Histogram>>,
+    /// Live server-sent event streams (the tasks feeding them) by kind.
+    streams: Mutex<std::collections::BTreeMap<&'static str, i64>>,
 }
 
 fn state_index(s: SandboxState) -> usize {
@@ -96,6 +99,22 @@ impl Metrics {
         map.entry((method.to_string(), route.to_string(), class))
             .or_default()
             .observe_ms(ms);
+    }
+
+    /// A server-sent event stream of `kind` (`events`, `exec`, ...)
+    /// started; [`Metrics::stream_ended`] must follow.
+    pub fn stream_started(&self, kind: &'static str) {
+        *self.streams.lock().entry(kind).or_default() += 1;
+    }
+
+    /// A stream of `kind` ended (its task is gone).
+    pub fn stream_ended(&self, kind: &'static str) {
+        *self.streams.lock().entry(kind).or_default() -= 1;
+    }
+
+    /// Live streams of `kind`.
+    pub fn streams_active(&self, kind: &'static str) -> i64 {
+        self.streams.lock().get(kind).copied().unwrap_or(0)
     }
 
     pub fn render(&self) -> String {
@@ -127,6 +146,14 @@ impl Metrics {
             let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{class}\"");
             h.render(&mut out, "hearth_http_request_duration_seconds", &labels);
         }
+        drop(map);
+        out.push_str(
+            "# HELP hearth_sse_streams_active Server-sent event streams being served, by kind.\n",
+        );
+        out.push_str("# TYPE hearth_sse_streams_active gauge\n");
+        for (kind, n) in self.streams.lock().iter() {
+            let _ = writeln!(out, "hearth_sse_streams_active{{kind=\"{kind}\"}} {n}");
+        }
         out
     }
 }
@@ -152,5 +179,12 @@ mod tests {
         assert!(text.contains(
             "hearth_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/sandboxes/{id}\",status=\"2xx\"} 1"
         ));
+        m.stream_started("events");
+        m.stream_started("events");
+        m.stream_ended("events");
+        assert_eq!(m.streams_active("events"), 1);
+        assert!(m
+            .render()
+            .contains("hearth_sse_streams_active{kind=\"events\"} 1"));
     }
 }

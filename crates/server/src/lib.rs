@@ -93,9 +93,12 @@ pub async fn serve_until(
     let app = routes::router(core.clone());
     let stop = core.shutdown_token();
     // Streamed answers (SSE, downloads) go out in several writes: no Nagle.
+    // A client that vanished is given up soon after a heartbeat.
     use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    let heartbeat = routes::sse::heartbeat_of(&core);
+    let listener = listener.tap_io(move |tcp| {
         let _ = tcp.set_nodelay(true);
+        routes::sse::abort_unacknowledged(tcp, heartbeat);
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

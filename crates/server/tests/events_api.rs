@@ -1,13 +1,15 @@
 //! What events cost the server, through the API: an event's payload is
-//! bounded whatever the request quoted, and old and excess events are
-//! pruned.
+//! bounded whatever the request quoted, old and excess events are pruned,
+//! and a stream whose client left ends (its task with it) within about a
+//! heartbeat, however quiet its source is.
 
 mod common;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::TestServer;
-use hearth_server::core::clock::{Clock, ManualClock};
+use hearth_server::core::clock::{Clock, ManualClock, SystemClock};
 use serde_json::{json, Value};
 
 /// The events of `path` (`/events`, `/sandboxes/{id}/events`) as a list.
@@ -146,4 +148,125 @@ async fn old_events_and_events_past_the_limits_are_pruned() {
         resumed.first().map(|e| e["seq"].clone()),
         Some(json!(seq_of_first_kept))
     );
+}
+
+/// The active streams of every kind, from `/metrics`.
+async fn active_streams(srv: &TestServer) -> i64 {
+    let text = srv
+        .client
+        .get(srv.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|l| l.starts_with("hearth_sse_streams_active{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum()
+}
+
+/// Polls the active stream count until it is `want`, failing at `deadline`.
+async fn wait_streams(srv: &TestServer, want: i64, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let n = active_streams(srv).await;
+        if n == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{n} streams active after {within:?}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn streams_of_clients_that_left_end_within_a_heartbeat() {
+    let heartbeat = Duration::from_millis(300);
+    let srv = TestServer::start_full(
+        |c| c.sse_heartbeat_ms = heartbeat.as_millis() as u64,
+        Arc::new(SystemClock),
+    )
+    .await;
+    let sbx = srv.create_sandbox(json!({})).await;
+    let id = sbx["id"].as_str().expect("id").to_string();
+    // A build that sleeps, with nothing in its log meanwhile.
+    let work = tempfile::tempdir().expect("workdir");
+    let spec = json!({
+        "from": "minimal", "workdir": work.path().to_str().expect("utf8"),
+        "cpu_count": 1, "memory_mb": 256, "disk_size_mb": 512,
+        "steps": [{"run": "sleep 30"}],
+    });
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/sandbox-templates",
+            Some(json!({"name": "quiet", "build_spec": spec})),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    let build = v["data"]["build"]["id"]
+        .as_str()
+        .expect("build id")
+        .to_string();
+    // Nothing happens on this tenant while the streams are open.
+    let paths = [
+        "/api/v1/events/stream".to_string(),
+        "/api/v1/events?types=nothing.*".to_string(),
+        format!("/api/v1/sandboxes/{id}/events"),
+        format!("/api/v1/sandbox-template-builds/{build}/logs/stream"),
+    ];
+    let mut open = Vec::new();
+    for i in 0..50 {
+        // One connection per stream, as separate clients would have.
+        let client = srv.client_with(&srv.admin_key);
+        let resp = client
+            .get(srv.url(&paths[i % paths.len()]))
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(resp.status(), 200);
+        open.push((client, resp));
+    }
+    let process = {
+        let (st, v) = srv
+            .call(
+                "POST",
+                &format!("/sandboxes/{id}/processes"),
+                Some(json!({"command": "sleep 60"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        v["data"]["pid"].as_u64().expect("pid")
+    };
+    for path in [
+        format!("/api/v1/sandboxes/{id}/processes/{process}/stream"),
+        format!(
+            "/api/v1/sandboxes/{id}/files/watch?path={}",
+            work.path().display()
+        ),
+    ] {
+        let client = srv.client_with(&srv.admin_key);
+        let resp = client.get(srv.url(&path)).send().await.expect("stream");
+        assert_eq!(resp.status(), 200, "{path}");
+        open.push((client, resp));
+    }
+    let client = srv.client_with(&srv.admin_key);
+    let resp = client
+        .post(srv.url(&format!("/api/v1/sandboxes/{id}/exec/stream")))
+        .json(&json!({"command": "sleep 60"}))
+        .send()
+        .await
+        .expect("exec stream");
+    assert_eq!(resp.status(), 200);
+    open.push((client, resp));
+    assert_eq!(active_streams(&srv).await, 53);
+    // The clients leave; every stream's task ends within about a
+    // heartbeat (a bound of three leaves room for a loaded machine).
+    drop(open);
+    let took = wait_streams(&srv, 0, heartbeat * 3 + Duration::from_secs(1)).await;
+    eprintln!("53 streams ended {took:?} after their clients left");
 }

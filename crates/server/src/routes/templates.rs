@@ -588,7 +588,7 @@ async fn build_logs(
     let log = state.build_log(&b);
     let from = sse::last_event_id(&headers).map_or(0, |n| n.max(-1) + 1) as u64;
     let core = state.clone();
-    let frames = super::exec::async_stream(move |tx| async move {
+    let frames = super::exec::async_stream(&state, "build_log", move |tx| async move {
         let mut next = from;
         let mut changed = log.subscribe();
         loop {
