@@ -47,11 +47,59 @@ pub struct ServerConfig {
     /// Requests one key may make at once above `api_rps`.
     pub api_burst: u32,
     pub rates: Rates,
+    pub events: EventsConfig,
+    pub builds: BuildsConfig,
     pub vmm: VmmConfig,
     pub preview: PreviewConfig,
     pub metrics: MetricsConfig,
     /// `[quotas]`: each tenant's limits unless an admin set its own.
     pub quotas: crate::quotas::Quotas,
+}
+
+/// The event log (`[events]`): how long events are kept. The oldest go
+/// first, pruned hourly; 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events older than this many days are dropped.
+    pub retention_days: u64,
+    /// At most this many events are kept, all tenants together.
+    pub max_rows: u64,
+    /// At most this many events are kept per tenant, so one busy tenant
+    /// cannot push everyone else's history out.
+    pub max_rows_per_tenant: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            retention_days: 7,
+            max_rows: 1_000_000,
+            max_rows_per_tenant: 100_000,
+        }
+    }
+}
+
+/// Template builds (`[builds]`): how much of each build's log is kept.
+/// The newest output is kept (it holds the error); a reader of a log that
+/// lost lines gets one line saying how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildsConfig {
+    /// Bytes of one build's log kept in memory while it runs, and on disk
+    /// (in two parts) afterwards.
+    pub log_max_bytes: u64,
+    /// Lines of one build's log kept in memory.
+    pub log_max_lines: usize,
+}
+
+impl Default for BuildsConfig {
+    fn default() -> Self {
+        BuildsConfig {
+            log_max_bytes: 4 << 20,
+            log_max_lines: 20_000,
+        }
+    }
 }
 
 /// The preview proxy: its own listener, routing `Host:
@@ -171,6 +219,8 @@ impl Default for ServerConfig {
             api_rps: 100,
             api_burst: 400,
             rates: Rates::default(),
+            events: EventsConfig::default(),
+            builds: BuildsConfig::default(),
             vmm: VmmConfig::default(),
             preview: PreviewConfig::default(),
             metrics: MetricsConfig::default(),
@@ -305,6 +355,12 @@ impl ServerConfig {
                 }
             }
         }
+        if self.builds.log_max_bytes < 64 << 10 || self.builds.log_max_lines < 100 {
+            bad.push(
+                "builds.log_max_bytes must be at least 65536 and builds.log_max_lines at least 100"
+                    .into(),
+            );
+        }
         if self.boot_timeout_ms < 1000 {
             bad.push("boot_timeout_ms must be at least 1000".into());
         }
@@ -424,6 +480,26 @@ mod tests {
             other => panic!("expected a clash, got {other:?}"),
         }
         assert!(toml::from_str::<ServerConfig>("[metrics]\nport = 1\n").is_err());
+    }
+
+    #[test]
+    fn events_and_builds_tables_parse_and_are_checked() {
+        let mut c: ServerConfig = toml::from_str(
+            "[events]\nretention_days = 30\nmax_rows = 0\n[builds]\nlog_max_bytes = 1048576\n",
+        )
+        .expect("parse");
+        assert_eq!(c.events.retention_days, 30);
+        assert_eq!(c.events.max_rows, 0);
+        assert_eq!(c.events.max_rows_per_tenant, 100_000);
+        assert_eq!(
+            (c.builds.log_max_bytes, c.builds.log_max_lines),
+            (1 << 20, 20_000)
+        );
+        c.validate().expect("valid");
+        assert!(toml::from_str::<ServerConfig>("[events]\nretention = 1\n").is_err());
+        c.builds.log_max_bytes = 10;
+        let err = c.validate().expect_err("too small");
+        assert!(err.to_string().contains("builds.log_max_bytes"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Prometheus metrics, kept in atomics and rendered as text on `/metrics`:
-//! sandboxes by state, exec latency, boot time and API request durations.
+//! sandboxes by state, exec latency, boot time, API request durations and
+//! live event streams.
 //!
 //! Every label value comes from a closed set, so no client can grow the
 //! series without bound: methods outside the standard ones are `other`,
@@ -104,6 +105,8 @@ pub struct Metrics {
     pub boot: Histogram,
     /// Request durations by (method, route template, status class).
     requests: Mutex<std::collections::BTreeMap<(&'static str, String, &'static str), Histogram>>,
+    /// Live server-sent event streams (the tasks feeding them) by kind.
+    streams: Mutex<std::collections::BTreeMap<&'static str, i64>>,
 }
 
 fn state_index(s: SandboxState) -> usize {
@@ -144,6 +147,22 @@ impl Metrics {
         self.requests.lock().len()
     }
 
+    /// A server-sent event stream of `kind` (`events`, `exec`, ...)
+    /// started; [`Metrics::stream_ended`] must follow.
+    pub fn stream_started(&self, kind: &'static str) {
+        *self.streams.lock().entry(kind).or_default() += 1;
+    }
+
+    /// A stream of `kind` ended (its task is gone).
+    pub fn stream_ended(&self, kind: &'static str) {
+        *self.streams.lock().entry(kind).or_default() -= 1;
+    }
+
+    /// Live streams of `kind`.
+    pub fn streams_active(&self, kind: &'static str) -> i64 {
+        self.streams.lock().get(kind).copied().unwrap_or(0)
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# HELP hearth_sandboxes Sandboxes by state (destroyed: since start).\n");
@@ -173,6 +192,14 @@ impl Metrics {
             let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{class}\"");
             h.render(&mut out, "hearth_http_request_duration_seconds", &labels);
         }
+        drop(map);
+        out.push_str(
+            "# HELP hearth_sse_streams_active Server-sent event streams being served, by kind.\n",
+        );
+        out.push_str("# TYPE hearth_sse_streams_active gauge\n");
+        for (kind, n) in self.streams.lock().iter() {
+            let _ = writeln!(out, "hearth_sse_streams_active{{kind=\"{kind}\"}} {n}");
+        }
         out
     }
 }
@@ -198,6 +225,13 @@ mod tests {
         assert!(text.contains(
             "hearth_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/sandboxes/{id}\",status=\"2xx\"} 1"
         ));
+        m.stream_started("events");
+        m.stream_started("events");
+        m.stream_ended("events");
+        assert_eq!(m.streams_active("events"), 1);
+        assert!(m
+            .render()
+            .contains("hearth_sse_streams_active{kind=\"events\"} 1"));
     }
 
     #[test]

@@ -112,9 +112,12 @@ pub async fn serve_until(
     let app = routes::router(core.clone());
     let stop = core.shutdown_token();
     // Streamed answers (SSE, downloads) go out in several writes: no Nagle.
+    // A client that vanished is given up soon after a heartbeat.
     use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    let heartbeat = routes::sse::heartbeat_of(&core);
+    let listener = listener.tap_io(move |tcp| {
         let _ = tcp.set_nodelay(true);
+        routes::sse::abort_unacknowledged(tcp, heartbeat);
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -145,7 +148,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Drops idempotent responses past their TTL, hourly.
+/// Drops idempotent responses past their TTL and events past their
+/// retention, hourly (and once at start).
 fn spawn_housekeeping(core: Arc<Core>) {
     let stop = core.shutdown_token();
     tokio::spawn(async move {
@@ -155,6 +159,7 @@ fn spawn_housekeeping(core: Arc<Core>) {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
                     core.prune_idempotency().await;
+                    core.prune_events().await;
                 }
             }
         }

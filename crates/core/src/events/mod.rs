@@ -1,5 +1,12 @@
 //! The event log: every event is appended to the store first (so a stream
-//! can resume from any id), then broadcast to live SSE subscribers.
+//! can resume from any id), then broadcast to live SSE subscribers. What
+//! one event carries is bounded (`payload.rs`), and old events are pruned
+//! (`retention.rs`).
+
+mod payload;
+mod retention;
+
+pub use payload::{MAX_DATA, MAX_STRING};
 
 use std::sync::Arc;
 
@@ -103,7 +110,9 @@ impl EventBus {
         EventBus { store, clock, tx }
     }
 
-    /// Appends and publishes one event.
+    /// Appends and publishes one event; `data` is cut to [`MAX_DATA`]
+    /// bytes, and each string in it to [`MAX_STRING`] (`"truncated": true`
+    /// says it was).
     pub async fn emit(
         &self,
         tenant_id: &str,
@@ -119,7 +128,7 @@ impl EventBus {
                 sandbox_id: sandbox_id.map(str::to_string),
                 kind: kind.as_str().to_string(),
                 ts: self.clock.now_ms(),
-                data,
+                data: payload::cap(data),
             })
             .await?;
         let _ = self.tx.send(rec.clone());
@@ -149,8 +158,12 @@ impl EventBus {
     }
 }
 
-/// Events read from the store per query while replaying.
-const REPLAY_PAGE: u32 = 500;
+/// Events read from the store per query while a stream replays. With
+/// data capped at [`MAX_DATA`], a replaying stream holds at most this many
+/// times that (1 MiB), whatever the log holds.
+const REPLAY_PAGE: u32 = 64;
+/// Most events one history answer (`Accept: application/json`) lists.
+const HISTORY_PAGE: u32 = 500;
 
 /// Most type globs one reader may give.
 pub const MAX_GLOBS: usize = 32;
@@ -223,7 +236,7 @@ impl super::Core {
                 &filter.tenant_id,
                 filter.sandbox_id.as_deref(),
                 after,
-                REPLAY_PAGE,
+                HISTORY_PAGE,
             )
             .await?;
         Ok(list.into_iter().filter(|e| filter.wants(e)).collect())

@@ -173,6 +173,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>>;
+    /// Deletes events older than `before_ts` (when given), then the oldest
+    /// past `max_per_tenant` of any one tenant, then the oldest past
+    /// `max_rows` in all (a limit of 0 is none); how many went. Sequence
+    /// numbers are never reused, so `Last-Event-ID` stays meaningful.
+    async fn prune_events(
+        &self,
+        before_ts: Option<i64>,
+        max_rows: u64,
+        max_per_tenant: u64,
+    ) -> StoreResult<u64>;
 
     // Idempotency.
     async fn idempotent_response(

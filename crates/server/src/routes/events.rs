@@ -122,7 +122,7 @@ async fn stream(
         return Ok(data(list.iter().map(event_json).collect::<Vec<_>>()).into_response());
     }
     let mut events = state.follow_events(filter, after);
-    let frames = super::exec::async_stream(move |tx| async move {
+    let frames = super::exec::async_stream(&state, "events", move |tx| async move {
         loop {
             let e = tokio::select! {
                 e = events.next() => e,

@@ -221,7 +221,7 @@ async fn exec_stream(
         .await?
         .exec_stream(&req)
         .await?;
-    let events = async_stream(move |tx| async move {
+    let events = async_stream(&state, "exec", move |tx| async move {
         forward_output(&mut output, &tx).await;
     });
     Ok(sse::response(events, sse::heartbeat_of(&state)))
@@ -269,8 +269,12 @@ pub async fn forward_output(output: &mut Output, tx: &FrameSender) {
 }
 
 /// A stream fed by a task through a bounded channel: the task stops when
-/// the client goes away (send fails).
+/// the client goes away (a send fails, or `tx.closed()` fires while it
+/// waits). The task counts in `hearth_sse_streams_active{kind}` while it
+/// lives, so a stream that outlives its client shows.
 pub fn async_stream<F, Fut>(
+    state: &AppState,
+    kind: &'static str,
     f: F,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<axum::response::sse::Event, Infallible>>
 where
@@ -278,7 +282,12 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
+    let live = sse::LiveStream::new(state, kind);
+    let task = f(tx);
+    tokio::spawn(async move {
+        let _live = live;
+        task.await;
+    });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 

@@ -588,23 +588,29 @@ async fn build_logs(
     let log = state.build_log(&b);
     let from = sse::last_event_id(&headers).map_or(0, |n| n.max(-1).saturating_add(1)) as u64;
     let core = state.clone();
-    let frames = super::exec::async_stream(move |tx| async move {
+    let frames = super::exec::async_stream(&state, "build_log", move |tx| async move {
         let mut next = from;
         let mut changed = log.subscribe();
         loop {
-            let (lines, done) = log.since(next);
-            for l in &lines {
+            let page = log.since(next);
+            for l in &page.lines {
                 next = l.seq + 1;
                 let frame = sse::frame("log", Some(l.seq as i64), json!(l));
                 if tx.send(Ok(frame)).await.is_err() {
                     return;
                 }
             }
-            if done {
+            if page.done {
                 break;
             }
-            if changed.changed().await.is_err() {
-                break;
+            if !page.lines.is_empty() {
+                continue;
+            }
+            // A queued or quiet build prints nothing for a long time: a
+            // client that left is noticed at once, not at its next line.
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { break },
+                () = tx.closed() => return,
             }
         }
         let end = match core.get_build(&caller, &b.id).await {

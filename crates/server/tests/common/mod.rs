@@ -354,7 +354,7 @@ impl TestServer {
         Self::start_full(|_| {}, clock).await
     }
 
-    async fn start_full(
+    pub async fn start_full(
         tweak: impl FnOnce(&mut ServerConfig),
         clock: Arc<dyn Clock>,
     ) -> TestServer {

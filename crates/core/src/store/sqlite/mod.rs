@@ -24,6 +24,7 @@ use crate::model::{
     SnapshotRecord, TemplateRecord, UsageInterval,
 };
 
+mod events;
 mod quotas;
 mod rows;
 mod share_tokens;
@@ -682,6 +683,15 @@ impl Store for SqliteStore {
             }
         };
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn prune_events(
+        &self,
+        before_ts: Option<i64>,
+        max_rows: u64,
+        max_per_tenant: u64,
+    ) -> StoreResult<u64> {
+        events::prune(&self.pool, before_ts, max_rows, max_per_tenant).await
     }
 
     async fn idempotent_response(

@@ -170,6 +170,83 @@ async fn events_are_ordered_and_scoped() {
 }
 
 #[tokio::test]
+async fn events_are_pruned_by_age_then_per_tenant_then_in_all() {
+    let store = SqliteStore::in_memory().await.expect("store");
+    // 20 events of tenant a at ts 0..20, then 5 of tenant b at ts 100..105.
+    let tenants = std::iter::repeat_n("a", 20).chain(std::iter::repeat_n("b", 5));
+    for (i, tenant) in tenants.enumerate() {
+        let ts = if tenant == "a" {
+            i as i64
+        } else {
+            80 + i as i64
+        };
+        store
+            .append_event(&NewEvent {
+                id: format!("evt_{i}"),
+                tenant_id: tenant.into(),
+                sandbox_id: None,
+                kind: "sandbox.created".into(),
+                ts,
+                data: serde_json::json!({}),
+            })
+            .await
+            .expect("append");
+    }
+    let ids = |v: Vec<EventRecord>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    // No limits: nothing goes.
+    assert_eq!(store.prune_events(None, 0, 0).await.expect("prune"), 0);
+    // Older than ts 5: evt_0..evt_4.
+    assert_eq!(store.prune_events(Some(5), 0, 0).await.expect("prune"), 5);
+    // At most 10 per tenant: a keeps its newest 10 (evt_10..19), b all 5.
+    assert_eq!(store.prune_events(None, 0, 10).await.expect("prune"), 5);
+    let a = ids(store.events_after("a", None, 0, 100).await.expect("a"));
+    assert_eq!(a.first().map(String::as_str), Some("evt_10"));
+    assert_eq!(a.len(), 10);
+    // At most 8 in all: the oldest go, whoever's they are.
+    assert_eq!(store.prune_events(None, 8, 0).await.expect("prune"), 7);
+    let a = ids(store.events_after("a", None, 0, 100).await.expect("a"));
+    let b = ids(store.events_after("b", None, 0, 100).await.expect("b"));
+    assert_eq!((a.len(), b.len()), (3, 5));
+    assert_eq!(a[0], "evt_17");
+    // Sequence numbers are not reused after a prune.
+    let next = store
+        .append_event(&NewEvent {
+            id: "evt_new".into(),
+            tenant_id: "a".into(),
+            sandbox_id: None,
+            kind: "sandbox.created".into(),
+            ts: 200,
+            data: serde_json::json!({}),
+        })
+        .await
+        .expect("append");
+    assert_eq!(next.seq, 26);
+}
+
+#[tokio::test]
+async fn a_prune_larger_than_a_batch_goes_whole() {
+    let store = SqliteStore::in_memory().await.expect("store");
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12001) \
+         INSERT INTO events (id, tenant_id, type, ts, data) \
+         SELECT 'evt_' || i, 'a', 'sandbox.created', i, '{}' FROM n",
+    )
+    .execute(&store.pool)
+    .await
+    .expect("insert");
+    assert_eq!(
+        store.prune_events(Some(11_002), 0, 0).await.expect("prune"),
+        11_001
+    );
+    let left = store
+        .events_after("a", None, 0, 10_000)
+        .await
+        .expect("left");
+    assert_eq!(left.len(), 1000);
+    assert_eq!(left[0].ts, 11_002);
+}
+
+#[tokio::test]
 async fn usage_intervals_close_and_open() {
     let store = SqliteStore::in_memory().await.expect("store");
     let iv = |state, start| UsageInterval {

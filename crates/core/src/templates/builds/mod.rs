@@ -30,7 +30,7 @@ use crate::store::StoreError;
 use crate::templates::{ResolvedTemplate, TemplateError};
 use crate::warm::Shape;
 use crate::Core;
-use log::BuildLog;
+use log::{BuildLog, LogLimits};
 
 /// Running builds' logs, and the one build slot (taken in turn by
 /// tenants, see [`queue`]).
@@ -180,12 +180,16 @@ impl Core {
             .ok_or_else(|| Error::not_found("template build"))
     }
 
-    /// The log of `b`: live while it runs, from its file afterwards.
+    /// The log of `b`: live while it runs, from its file afterwards (its
+    /// tail, within `[builds]`' limits).
     pub fn build_log(&self, b: &BuildRecord) -> Arc<BuildLog> {
         if let Some(l) = self.builds.logs.lock().get(&b.id) {
             return l.clone();
         }
-        Arc::new(BuildLog::load(&self.build_log_path(b)))
+        Arc::new(BuildLog::load(
+            &self.build_log_path(b),
+            LogLimits::from(&self.config.builds),
+        ))
     }
 
     fn build_log_path(&self, b: &BuildRecord) -> PathBuf {

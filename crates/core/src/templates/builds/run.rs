@@ -14,7 +14,7 @@ use hearth_agent_protocol::{
 use hearth_vmm::Vm;
 use serde_json::json;
 
-use super::log::{BuildLog, LineSplitter};
+use super::log::{BuildLog, LineSplitter, LogLimits};
 use super::{build_shape, shell_quote};
 use crate::error::{Error, Result};
 use crate::events::EventKind;
@@ -25,6 +25,8 @@ use hearth_agent_protocol::error_chain;
 
 /// How long one `ready_cmd` attempt may run.
 const READY_ATTEMPT_MS: u64 = 10_000;
+/// Output kept of one `ready_cmd` attempt, per stream.
+const READY_OUTPUT_BYTES: u64 = 64 * 1024;
 /// Pause between `ready_cmd` attempts.
 const READY_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -54,7 +56,9 @@ impl Core {
             let _quota = self.reserve(&b.tenant_id, need).await?;
             self.store.insert_build(&b).await?
         };
-        let log = Arc::new(BuildLog::create(&self.build_log_path(&b)).map_err(Error::internal)?);
+        let limits = LogLimits::from(&self.config.builds);
+        let log =
+            Arc::new(BuildLog::create(&self.build_log_path(&b), limits).map_err(Error::internal)?);
         log.push(
             self.now_ms(),
             "system",
@@ -80,6 +84,7 @@ impl Core {
         let result = match permit {
             None => Err("the server shut down before the build started".to_string()),
             Some(_permit) => {
+                log.start();
                 b.state = BuildState::Building;
                 b.started_at = Some(self.now_ms());
                 match self.store.update_build(&b).await {
@@ -305,6 +310,10 @@ impl Core {
             env: spec.env.clone(),
             user: spec.user.clone(),
             timeout_ms: Some(READY_ATTEMPT_MS),
+            // Only the last attempt's output is logged: a chatty
+            // ready_cmd's first 64 KiB say why it fails as well as all of
+            // it would.
+            max_output_bytes: Some(READY_OUTPUT_BYTES),
             ..Default::default()
         };
         let mut attempts = 0u32;

@@ -60,7 +60,8 @@ pub(super) async fn legacy_read(
 }
 
 /// The whole file in JSON (base64), refused past the JSON body limit:
-/// larger files belong to `fs/download`.
+/// larger files belong to `fs/download`. The answer is written as the file
+/// streams in, never held whole.
 #[utoipa::path(
     get,
     path = "/sandboxes/{id}/files/read",
@@ -74,18 +75,86 @@ pub(super) async fn read(
     Auth(caller): Auth,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     let path = query_path(&Params::parse(query.as_deref()), "path", None)
         .map_err(|e| ApiError::validation(vec![e]))?;
     let limit = state.config.max_json_body_bytes;
     let guest = state.guest(&caller, &id, false).await?;
-    let content = guest.read_file_limited(&path, limit).await?;
-    Ok(data(json!({
-        "path": String::from_utf8_lossy(&path),
-        "content": base64::engine::general_purpose::STANDARD.encode(&content),
-        "encoding": "base64",
-        "size": content.len(),
-    })))
+    if guest.stat(&path).await?.size > limit as u64 {
+        return Err(too_large(limit).into());
+    }
+    let file = guest.read_file(&path).await?;
+    Ok((
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        Body::from_stream(base64_json(&path, file, limit)),
+    )
+        .into_response())
+}
+
+fn too_large(limit: usize) -> crate::core::error::Error {
+    crate::core::error::Error::new(
+        crate::core::error::Kind::TooLarge,
+        "payload_too_large",
+        format!("file exceeds {limit} bytes; use fs/download"),
+    )
+}
+
+/// `{"data": {"path", "encoding", "content", "size"}}`, the content
+/// base64-encoded chunk by chunk as `file` streams in. Eight reads of a
+/// 32 MiB file at once held 389 MiB when each answer was built whole. A
+/// file that grows past `limit` (or fails) while it is read cuts the
+/// answer short: the client sees a broken body, never a wrong one.
+fn base64_json(
+    path: &[u8],
+    file: crate::core::guest::GuestBytes,
+    limit: usize,
+) -> impl futures_util::Stream<Item = io::Result<bytes::Bytes>> {
+    let head = format!(
+        r#"{{"data":{{"path":{},"encoding":"base64","content":""#,
+        Value::String(String::from_utf8_lossy(path).into_owned())
+    );
+    struct State {
+        head: Option<String>,
+        file: crate::core::guest::GuestBytes,
+        /// Bytes short of a whole base64 group, for the next chunk.
+        carry: Vec<u8>,
+        size: usize,
+    }
+    let start = State {
+        head: Some(head),
+        file,
+        carry: Vec::new(),
+        size: 0,
+    };
+    futures_util::stream::unfold(Some(start), move |st| async move {
+        let mut st = st?;
+        if let Some(head) = st.head.take() {
+            return Some((Ok(bytes::Bytes::from(head)), Some(st)));
+        }
+        match st.file.next().await {
+            Some(Ok(chunk)) => {
+                st.size += chunk.len();
+                if st.size > limit {
+                    let e = io::Error::other(format!("file grew past {limit} bytes while read"));
+                    return Some((Err(e), None));
+                }
+                st.carry.extend_from_slice(&chunk);
+                let whole = st.carry.len() / 3 * 3;
+                let out = base64::engine::general_purpose::STANDARD.encode(&st.carry[..whole]);
+                st.carry.drain(..whole);
+                Some((Ok(bytes::Bytes::from(out)), Some(st)))
+            }
+            Some(Err(e)) => Some((Err(io::Error::other(e.message)), None)),
+            None => {
+                let tail = format!(
+                    r#"{}","size":{}}}}}"#,
+                    base64::engine::general_purpose::STANDARD.encode(&st.carry),
+                    st.size
+                );
+                Some((Ok(bytes::Bytes::from(tail)), None))
+            }
+        }
+    })
 }
 
 #[utoipa::path(
@@ -208,7 +277,7 @@ pub(super) async fn watch(
     let (path, recursive) = both(path, recursive)?;
     let guest = state.guest(&caller, &id, false).await?;
     let mut stream = guest.watch(&path, recursive).await?;
-    let events = async_stream(move |tx| async move {
+    let events = async_stream(&state, "watch", move |tx| async move {
         let mut view = WatchView::new(&path);
         let mut seq = 0i64;
         loop {
