@@ -93,7 +93,10 @@ async fn spawn_agent(knobs: Arc<FakeKnobs>, spec: VmSpec) -> Result<FakeVm, VmmE
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(false)
+        // A test that ends with sandboxes left ends their agents too (its
+        // runtime drops the waiter that owns the child); they used to live
+        // on, holding whatever the test process inherited.
+        .kill_on_drop(true)
         .spawn()
         .map_err(|e| err(e.to_string()))?;
     let pid = child.id().unwrap_or(0);
