@@ -25,6 +25,7 @@ use crate::model::{
 };
 
 mod events;
+mod file;
 mod quotas;
 mod rows;
 mod share_tokens;
@@ -32,31 +33,6 @@ mod share_tokens;
 use rows::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Creates the database file as the owner's alone (0600) before SQLite
-/// opens it, and narrows an existing one (with its WAL and shared-memory
-/// files, which SQLite creates with the database's mode).
-fn private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)?;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    Ok(())
-}
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -66,7 +42,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
-        private_file(path).map_err(|e| StoreError::Open {
+        file::private_file(path).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
             source: sqlx::Error::Io(e),
         })?;
