@@ -473,3 +473,49 @@ async fn a_key_past_its_rate_gets_429_with_retry_after_and_others_do_not() {
     let (st, _) = srv.call("GET", "/sandboxes", None).await;
     assert_eq!(st, 200);
 }
+
+#[tokio::test]
+async fn a_resume_takes_its_vcpus_back_within_the_quota() {
+    let srv = TestServer::start().await;
+    let t = tenant_client(&srv, "ten_resume").await;
+    let (st, v) = srv
+        .call(
+            "PUT",
+            "/tenants/ten_resume/quotas",
+            Some(json!({"vcpus": 2})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, a) = srv
+        .call_as(&t, "POST", "/sandboxes", Some(json!({"cpu_count": 2})))
+        .await;
+    assert_eq!(st, 201, "{a}");
+    let a_id = a["data"]["id"].as_str().expect("id");
+    let (st, v) = srv
+        .call_as(&t, "POST", &format!("/sandboxes/{a_id}/pause"), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    // Paused, it holds no vCPUs: another sandbox takes them.
+    let (st, b) = srv
+        .call_as(&t, "POST", "/sandboxes", Some(json!({"cpu_count": 2})))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let (st, v) = srv
+        .call_as(&t, "POST", &format!("/sandboxes/{a_id}/resume"), None)
+        .await;
+    assert_eq!(st, 429, "{v}");
+    assert_eq!(
+        v["error"]["quota"],
+        json!({"name": "vcpus", "used": 2, "limit": 2})
+    );
+    let b_id = b["data"]["id"].as_str().expect("id");
+    let (st, _) = srv
+        .call_as(&t, "DELETE", &format!("/sandboxes/{b_id}"), None)
+        .await;
+    assert_eq!(st, 200);
+    let (st, v) = srv
+        .call_as(&t, "POST", &format!("/sandboxes/{a_id}/resume"), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["state"], "running");
+}

@@ -454,15 +454,19 @@ impl Core {
     pub async fn resume_sandbox(&self, caller: &Caller, id: &str) -> Result<SandboxRecord> {
         let h = self.live_or_state_error(caller, id, "resume").await?;
         let rec = h.record();
-        if rec.state.can_resume() {
-            // A paused sandbox holds no vCPUs or memory: resuming takes them.
+        // A paused sandbox holds no vCPUs or memory: resuming takes them.
+        // The quota lock is held until the resume has answered (the state
+        // is `running` then), so a create beside it counts it.
+        let _quota = if rec.state.can_resume() {
             let need = crate::quotas::Quotas {
                 vcpus: u64::from(rec.cpu_count),
                 memory_mb: u64::from(rec.memory_mb),
                 ..Default::default()
             };
-            drop(self.reserve(&caller.tenant_id, need).await?);
-        }
+            Some(self.reserve(&caller.tenant_id, need).await?)
+        } else {
+            None
+        };
         h.call(|tx| Op::Resume { reply: Some(tx) }).await
     }
 
