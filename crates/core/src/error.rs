@@ -252,6 +252,18 @@ impl From<crate::store::StoreError> for Error {
             crate::store::StoreError::Duplicate(what) => {
                 Error::conflict("conflict", format!("{what} already exists"))
             }
+            // SQLITE_FULL: the host disk is full; nothing was written.
+            crate::store::StoreError::Query(sqlx::Error::Database(ref db))
+                if db.code().as_deref() == Some("13") =>
+            {
+                let cause = hearth_agent_protocol::error_chain(&e);
+                Error::new(
+                    Kind::NoSpace,
+                    "insufficient_storage",
+                    "the host disk is full: the change was not recorded and nothing changed",
+                )
+                .with_cause(cause)
+            }
             e => Error::internal(e),
         }
     }
