@@ -519,3 +519,110 @@ async fn a_resume_takes_its_vcpus_back_within_the_quota() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["data"]["state"], "running");
 }
+
+/// The field a 422 names first, and its message.
+fn first_bad_field(v: &Value) -> (String, String) {
+    let d = &v["error"]["details"][0];
+    (
+        d["field"].as_str().unwrap_or_default().to_string(),
+        d["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn every_query_parameter_is_bounded_with_a_422_naming_it() {
+    let srv = TestServer::start().await;
+    let sbx = srv.create_sandbox(json!({})).await;
+    let id = sbx["id"].as_str().expect("id");
+    let long = "w".repeat(257);
+    let many_tags = (0..51)
+        .map(|i| format!("t{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    // (path and query, the field the 422 must name, a word its message must hold)
+    let cases = [
+        (
+            format!("/sandboxes?external_workspace_id={long}"),
+            "external_workspace_id",
+            "256",
+        ),
+        (
+            format!("/sandboxes?external_user_id={long}"),
+            "external_user_id",
+            "256",
+        ),
+        (
+            format!("/sandboxes?template_id={long}"),
+            "template_id",
+            "256",
+        ),
+        (format!("/sandboxes?tags={many_tags}"), "tags", "50"),
+        (
+            format!("/sandboxes?tags={}", "t".repeat(65)),
+            "tags[0]",
+            "64",
+        ),
+        (
+            "/sandboxes?external_user_id=a%0Ab".to_string(),
+            "external_user_id",
+            "control",
+        ),
+        ("/sandboxes?page_size=101".to_string(), "page_size", "100"),
+        ("/sandboxes?page=99999999999".to_string(), "page", ">= 1"),
+        // A repeated key is the JSON envelope naming it, not a plain-text 400.
+        (
+            "/sandboxes?state=running&state=paused".to_string(),
+            "state",
+            "duplicate",
+        ),
+        ("/events/stream?after=x".to_string(), "after", "integer"),
+        ("/events/stream?after=-1".to_string(), "after", "integer"),
+        (
+            format!("/sandboxes/{id}/events?types={}", "a".repeat(129)),
+            "types",
+            "128",
+        ),
+        (
+            format!("/sandboxes/{id}/processes?page_size=0"),
+            "page_size",
+            "1-100",
+        ),
+        (
+            format!("/sandboxes/{id}/usage?period_start=99999999999999999"),
+            "period_start",
+            "unix",
+        ),
+        ("/usage?group_by=nope".to_string(), "group_by", "sandbox_id"),
+    ];
+    for (uri, field, word) in &cases {
+        let (st, v) = srv.call("GET", uri, None).await;
+        assert_eq!(st, 422, "GET {uri}: {v}");
+        assert_eq!(v["error"]["code"], "validation_error", "GET {uri}: {v}");
+        let (f, msg) = first_bad_field(&v);
+        assert_eq!(&f, field, "GET {uri}: {v}");
+        assert!(msg.contains(word), "GET {uri}: {msg:?} should say {word:?}");
+    }
+    let (st, v) = srv
+        .call("POST", "/sandboxes?wait=maybe", Some(json!({})))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(first_bad_field(&v).0, "wait", "{v}");
+    // At the bound, each is accepted.
+    let ok = "w".repeat(256);
+    let (st, v) = srv
+        .call(
+            "GET",
+            &format!("/sandboxes?external_workspace_id={ok}&tags=a,b&page_size=100"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let resp = srv
+        .client
+        .get(srv.url("/api/v1/events/stream?after=0"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(resp.status(), 200);
+}

@@ -3,7 +3,7 @@
 //! `Last-Event-ID` (or `?after=`), then follows live events; a subscriber
 //! that falls behind re-reads from the store, so nothing is skipped.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -16,9 +16,9 @@ use super::{data, sse, AppState};
 use crate::core::clock::rfc3339;
 use crate::core::events::EventFilter;
 use crate::core::keys::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::model::EventRecord;
-use crate::routes::Auth;
+use crate::routes::{ApiQuery, Auth};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -39,8 +39,20 @@ pub struct EventsQuery {
     #[param(value_type = String, required = false)]
     pub types: Option<String>,
     /// Send only events after this id (`Last-Event-ID` wins).
-    #[param(value_type = i64, required = false)]
-    pub after: Option<i64>,
+    #[param(value_type = u64, required = false)]
+    pub after: Option<String>,
+}
+
+/// `?after=`: an event id, 0 (everything) when absent.
+fn parse_after(after: Option<&str>) -> ApiResult<i64> {
+    match after.map(str::trim) {
+        None | Some("") => Ok(0),
+        Some(s) => {
+            s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::field("after", format!("must be an integer 0-{}", i64::MAX))
+            })
+        }
+    }
 }
 
 /// The wire form: `{type, id, sandbox_id, ts, data, seq}`.
@@ -81,10 +93,12 @@ async fn sandbox_events(
     Auth(caller): Auth,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Response> {
+    // Bad input is refused before the lookup, as everywhere.
+    let (filter, after) = parse(&caller, Some(id.clone()), &headers, &q)?;
     state.get_sandbox(&caller, &id).await?;
-    stream(state, caller, Some(id), headers, q).await
+    stream(state, filter, after, &headers).await
 }
 
 #[utoipa::path(
@@ -103,21 +117,35 @@ async fn tenant_events(
     State(state): State<AppState>,
     Auth(caller): Auth,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Response> {
-    stream(state, caller, None, headers, q).await
+    let (filter, after) = parse(&caller, None, &headers, &q)?;
+    stream(state, filter, after, &headers).await
+}
+
+/// The filter and the id to start after, from the query and
+/// `Last-Event-ID` (which wins over `?after=`).
+fn parse(
+    caller: &Caller,
+    sandbox: Option<String>,
+    headers: &HeaderMap,
+    q: &EventsQuery,
+) -> ApiResult<(EventFilter, i64)> {
+    let filter = EventFilter::new(caller.tenant_id.clone(), sandbox, q.types.as_deref())?;
+    let after = match sse::last_event_id(headers) {
+        Some(id) => id,
+        None => parse_after(q.after.as_deref())?,
+    };
+    Ok((filter, after))
 }
 
 async fn stream(
     state: AppState,
-    caller: Caller,
-    sandbox: Option<String>,
-    headers: HeaderMap,
-    q: EventsQuery,
+    filter: EventFilter,
+    after: i64,
+    headers: &HeaderMap,
 ) -> ApiResult<Response> {
-    let filter = EventFilter::new(caller.tenant_id, sandbox, q.types.as_deref())?;
-    let after = sse::last_event_id(&headers).or(q.after).unwrap_or(0);
-    if wants_json(&headers) {
+    if wants_json(headers) {
         let list = state.event_history(&filter, after).await?;
         return Ok(data(list.iter().map(event_json).collect::<Vec<_>>()).into_response());
     }

@@ -193,6 +193,44 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
     }
 }
 
+/// A query string parsed into `T`. A value that does not fit (a repeated
+/// key, a wrong type) is a 422 naming the field, in the JSON envelope, never
+/// axum's plain-text 400. Handlers bound each value themselves.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let raw = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(raw).map(ApiQuery).map_err(|e| {
+            let msg = e.to_string();
+            // serde names the field between backticks ("duplicate field `state`").
+            let field = msg.split('`').nth(1).unwrap_or("query").to_string();
+            ApiError::field(&field, msg)
+        })
+    }
+}
+
+/// A free-text query filter: at most `max` bytes, no control characters.
+pub fn query_text(
+    bad: &mut Vec<FieldError>,
+    field: &str,
+    v: Option<String>,
+    max: usize,
+) -> Option<String> {
+    let v = v.filter(|s| !s.is_empty())?;
+    if v.len() > max || v.chars().any(char::is_control) {
+        bad.push(FieldError::new(
+            field,
+            format!("must be at most {max} bytes without control characters"),
+        ));
+        return None;
+    }
+    Some(v)
+}
+
 /// A JSON body: size-limited (413), parsed with the path of the first bad
 /// field (422 naming it), syntax errors 400. An empty body is `{}`, so
 /// routes whose fields are all optional accept no body at all. Unknown

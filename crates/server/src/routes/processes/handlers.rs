@@ -40,7 +40,7 @@ pub(super) async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let pg = parse_page(q.page.as_deref(), q.page_size.as_deref())?;
     let mut procs = state
@@ -159,7 +159,7 @@ pub(super) async fn logs(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path((id, pid)): Path<(String, String)>,
-    Query(q): Query<LogsQuery>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let pid = parse_pid(&pid)?;
     let tail = parse_tail(q.tail.as_deref())?;
@@ -191,7 +191,7 @@ pub(super) async fn stream(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path((id, pid)): Path<(String, String)>,
-    Query(q): Query<StreamQuery>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
     headers: http::HeaderMap,
 ) -> ApiResult<impl IntoResponse> {
     let pid = parse_pid(&pid)?;

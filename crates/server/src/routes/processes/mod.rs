@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -27,7 +27,7 @@ use super::openapi::{
     Data, DataPage, E404And422, EventStream, LastEventId, ProcessId, SandboxId, TerminalId, E404,
     PROC, TERM,
 };
-use super::{data, page, parse_page, sse, ApiJson, AppState, PageQuery};
+use super::{data, page, parse_page, sse, ApiJson, ApiQuery, AppState, PageQuery};
 use crate::core::clock::rfc3339;
 use crate::core::guest::{Guest, Pipe};
 use crate::error::{ApiError, ApiResult, FieldError};

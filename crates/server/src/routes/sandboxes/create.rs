@@ -256,10 +256,14 @@ pub struct CreateQuery {
 pub(super) async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Query(q): Query<CreateQuery>,
+    ApiQuery(q): ApiQuery<CreateQuery>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let wait = !matches!(q.wait.as_deref(), Some("false" | "0"));
+    let wait = match q.wait.as_deref().map(str::trim) {
+        None | Some("" | "true" | "1" | "yes") => true,
+        Some("false" | "0" | "no") => false,
+        Some(_) => return Err(ApiError::field("wait", "must be true or false")),
+    };
     let params = body.validate()?;
     let rec = state.create_sandbox(&caller, params, wait).await?;
     let status = if wait {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use super::openapi::{
     Data, E404And422, SandboxData, SandboxId, SandboxName, SandboxPage, E404, E422, SBX, USAGE,
 };
-use super::{data, page, parse_page, ApiJson, AppState};
+use super::{data, page, parse_page, query_text, ApiJson, ApiQuery, AppState};
 use crate::core::clock::{parse_time, rfc3339};
 use crate::core::keys::idempotency::MAX_KEY_LEN;
 use crate::core::sandboxes::{CreateParams, PatchParams};
@@ -143,6 +143,11 @@ fn view(state: &AppState, r: SandboxRecord) -> SandboxView {
     SandboxView::new(r, state.now_ms())
 }
 
+/// Longest external id (workspace, user, project) and template filter.
+const MAX_EXTERNAL_ID: usize = 256;
+/// Longest `tags=` filter: 50 tags of 64 bytes and their commas.
+const MAX_TAGS_QUERY_BYTES: usize = 50 * 65;
+
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
@@ -152,20 +157,20 @@ pub struct ListQuery {
     /// Alias of `state`.
     #[param(value_type = SandboxState, required = false)]
     pub status: Option<String>,
-    /// Comma-separated tags; all must match.
+    /// Comma-separated tags (at most 50, each 1-64 bytes); all must match.
     #[param(value_type = String, required = false)]
     pub tags: Option<String>,
     /// Only this external workspace.
-    #[param(value_type = String, required = false)]
+    #[param(value_type = String, required = false, max_length = 256)]
     pub external_workspace_id: Option<String>,
     /// Only this external user.
-    #[param(value_type = String, required = false)]
+    #[param(value_type = String, required = false, max_length = 256)]
     pub external_user_id: Option<String>,
     /// Only this external project.
-    #[param(value_type = String, required = false)]
+    #[param(value_type = String, required = false, max_length = 256)]
     pub external_project_id: Option<String>,
     /// Only this template.
-    #[param(value_type = String, required = false)]
+    #[param(value_type = String, required = false, max_length = 256)]
     pub template_id: Option<String>,
     /// Page number, from 1 (default 1).
     #[param(value_type = u32, required = false, minimum = 1)]
@@ -186,7 +191,7 @@ pub struct ListQuery {
 async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let pg = parse_page(q.page.as_deref(), q.page_size.as_deref())?;
     let st = match q.state.or(q.status).filter(|s| !s.is_empty()) {
@@ -198,24 +203,43 @@ async fn list(
             )
         })?),
     };
-    let template_id = q.template_id.filter(|t| !t.is_empty());
+    let mut bad = Vec::new();
+    let tags: Vec<String> = query_text(&mut bad, "tags", q.tags, MAX_TAGS_QUERY_BYTES)
+        .map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    check_tags(&mut bad, &tags);
     let filter = SandboxFilter {
         state: st,
-        tags: q
-            .tags
-            .map(|t| {
-                t.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        external_workspace_id: q.external_workspace_id.filter(|s| !s.is_empty()),
-        external_user_id: q.external_user_id.filter(|s| !s.is_empty()),
-        external_project_id: q.external_project_id.filter(|s| !s.is_empty()),
-        template_id,
+        tags,
+        external_workspace_id: query_text(
+            &mut bad,
+            "external_workspace_id",
+            q.external_workspace_id,
+            MAX_EXTERNAL_ID,
+        ),
+        external_user_id: query_text(
+            &mut bad,
+            "external_user_id",
+            q.external_user_id,
+            MAX_EXTERNAL_ID,
+        ),
+        external_project_id: query_text(
+            &mut bad,
+            "external_project_id",
+            q.external_project_id,
+            MAX_EXTERNAL_ID,
+        ),
+        template_id: query_text(&mut bad, "template_id", q.template_id, MAX_EXTERNAL_ID),
     };
+    if !bad.is_empty() {
+        return Err(ApiError::validation(bad));
+    }
     let (items, total) = state.list_sandboxes(&caller, &filter, pg).await?;
     let now = state.now_ms();
     let items: Vec<SandboxView> = items

@@ -61,7 +61,7 @@ pub(super) async fn sandbox_usage(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Query(q): Query<UsageQuery>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let rec = state.get_sandbox(&caller, &id).await?;
     let (from, to) = period(&state, &q)?;
@@ -86,7 +86,7 @@ pub(super) async fn sandbox_usage(
 pub(super) async fn tenant_usage(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Query(q): Query<UsageQuery>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let (from, to) = period(&state, &q)?;
     let group = GroupBy::parse(q.group_by.as_deref().unwrap_or(""))
