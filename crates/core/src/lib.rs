@@ -19,11 +19,14 @@
 //!   VMs;
 //! - `previews/`: preview URLs and share tokens;
 //! - `keys/`: API keys, authentication and idempotent replays;
+//! - `access.rs`: long-lived connections end when their grant is taken
+//!   away;
 //! - `events/`: the event log and its followers;
 //! - `usage/`: metering and usage reports.
 //!
 //! Shared by all: the store, the VMM driver, the clock, the event bus.
 
+pub mod access;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -87,6 +90,8 @@ pub struct Core {
     previews: previews::PreviewState,
     /// keys/: verified keys, and idempotency locks.
     keys: KeyCache,
+    /// access.rs: moves when a key or share token loses its access.
+    access: access::AccessChanges,
     idempotency_locks: keys::idempotency::Locks,
     /// quotas/: one lock per tenant with a quota check in flight.
     quota_locks: quotas::QuotaLocks,
@@ -116,6 +121,7 @@ impl Core {
             timers: Timers::new(clock.clone()),
             metrics: crate::metrics::Metrics::default(),
             keys: KeyCache::default(),
+            access: Default::default(),
             idempotency_locks: Default::default(),
             quota_locks: Default::default(),
             sealer,

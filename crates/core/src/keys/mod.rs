@@ -145,6 +145,7 @@ impl Core {
             return Err(Error::not_found("api key"));
         }
         self.forget_key(id);
+        self.access.taken();
         Ok(())
     }
 

@@ -132,6 +132,7 @@ impl Core {
     ) -> Result<PreviewRecord> {
         let p = self.get_preview(caller, sandbox_id, id).await?;
         self.store.delete_preview(&p.id).await?;
+        self.access.taken();
         Ok(p)
     }
 

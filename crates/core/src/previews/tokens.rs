@@ -70,10 +70,12 @@ impl Core {
         id: &str,
     ) -> Result<u64> {
         let p = self.get_preview(caller, sandbox_id, id).await?;
-        Ok(self
+        let n = self
             .store
             .revoke_preview_tokens(&p.id, self.now_ms())
-            .await?)
+            .await?;
+        self.access.taken();
+        Ok(n)
     }
 
     /// A sandbox's share tokens, newest first (at most
@@ -103,10 +105,12 @@ impl Core {
     /// sandbox-wide ones; how many were live.
     pub async fn revoke_sandbox_shares(&self, caller: &Caller, sandbox_id: &str) -> Result<u64> {
         self.get_sandbox(caller, sandbox_id).await?;
-        Ok(self
+        let n = self
             .store
             .revoke_sandbox_preview_tokens(sandbox_id, self.now_ms())
-            .await?)
+            .await?;
+        self.access.taken();
+        Ok(n)
     }
 
     /// Revokes one share token of a sandbox (of its preview `preview_id`
@@ -138,6 +142,7 @@ impl Core {
         self.store
             .revoke_preview_token(&t.id, self.now_ms())
             .await?;
+        self.access.taken();
         self.store
             .get_preview_token(&t.id)
             .await?

@@ -9,11 +9,14 @@
 //! No Hearth credential ever reaches the guest ([`credentials`]). A page
 //! request (GET, HEAD) with a token in its URL is answered with the cookie
 //! and a redirect to the URL without it, so the token stays out of browser
-//! history and `Referer`. Public previews are rate limited per client. A
+//! history and `Referer`. A WebSocket through a private preview closes
+//! when the key or token that opened it is revoked or expires ([`grant`]).
+//! Public previews are rate limited per client. A
 //! request to a paused persistent sandbox resumes it first; every request
 //! resets the sandbox's idle clock.
 
 pub mod credentials;
+mod grant;
 pub mod listener;
 pub mod pages;
 
@@ -28,7 +31,6 @@ use axum::response::Response;
 use hyper_util::rt::TokioIo;
 
 use crate::core::keys::Caller;
-use crate::core::previews::TokenCheck;
 use crate::core::Core;
 use crate::model::{PreviewRecord, Visibility};
 use crate::ratelimit::RateLimiter;
@@ -156,45 +158,21 @@ async fn handle(
         }
     };
     let presented = credentials::take(&mut req);
-    let mut set_cookie = None;
-    match preview.visibility {
-        Visibility::Public => {
-            if !proxy.limiter.allow(peer.ip(), Instant::now()) {
-                return pages::rate_limited();
-            }
-        }
-        Visibility::Private => {
-            let owner = match &presented.api_key {
-                Some(k) => core
-                    .authenticate(k)
-                    .await
-                    .is_ok_and(|c| c.tenant_id == preview.tenant_id),
-                None => false,
-            };
-            if !owner {
-                let Some((t, source)) = presented.token else {
-                    return pages::private();
-                };
-                match core.check_preview_token(&preview, &t).await {
-                    TokenCheck::Valid { expires_at } => {
-                        if source != credentials::Source::Cookie {
-                            set_cookie = Some((t, expires_at));
-                        }
-                    }
-                    TokenCheck::Expired => return pages::token_expired(),
-                    TokenCheck::Revoked => return pages::token_revoked(),
-                    TokenCheck::Invalid => return pages::token_invalid(),
-                }
-            }
-        }
+    if preview.visibility == Visibility::Public && !proxy.limiter.allow(peer.ip(), Instant::now()) {
+        return pages::rate_limited();
     }
+    let (grant, set_cookie) = match grant::authorize(core, &preview, &presented).await {
+        Ok(g) => g,
+        Err(page) => return page,
+    };
     let page_request = matches!(*req.method(), Method::GET | Method::HEAD);
     let resp = if presented.token_in_query && page_request && proxy.redirect_tokens {
         let scheme = core.config.preview.url_scheme();
         let rest = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         pages::see_other(&format!("{scheme}://{host}{rest}"))
     } else {
-        forward(core, &preview, peer, &host, req).await
+        let held = grant.lost(core.clone(), slug.to_string(), preview.id.clone());
+        forward(core, &preview, peer, &host, req, held).await
     };
     finish(core, resp, set_cookie)
 }
@@ -217,12 +195,15 @@ fn finish(core: &Core, mut resp: Response, set_cookie: Option<(String, i64)>) ->
 }
 
 /// Sends `req` to the preview's port in its sandbox and streams the answer.
+/// A connection upgraded (a WebSocket) lives until either side closes it
+/// or `held` completes: the grant that let it through is gone.
 async fn forward(
     core: &Arc<Core>,
     preview: &PreviewRecord,
     peer: SocketAddr,
     host: &str,
     mut req: Request,
+    held: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Response {
     let cfg = &core.config.preview;
     let caller = Caller {
@@ -330,14 +311,17 @@ async fn forward(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = client_upgrade {
             let upstream = hyper::upgrade::on(&mut resp);
+            let sandbox_id = preview.sandbox_id.clone();
             tokio::spawn(async move {
                 match tokio::try_join!(client, upstream) {
                     Ok((c, u)) => {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(c),
-                            &mut TokioIo::new(u),
-                        )
-                        .await;
+                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+                            () = held => {
+                                tracing::info!(%sandbox_id, "preview connection closed: its access was revoked or expired");
+                            }
+                        }
                     }
                     Err(e) => tracing::debug!(error = %e, "preview upgrade"),
                 }

@@ -98,7 +98,7 @@ async fn sandbox_events(
     // Bad input is refused before the lookup, as everywhere.
     let (filter, after) = parse(&caller, Some(id.clone()), &headers, &q)?;
     state.get_sandbox(&caller, &id).await?;
-    stream(state, filter, after, &headers).await
+    stream(state, &caller, filter, after, &headers).await
 }
 
 #[utoipa::path(
@@ -120,7 +120,7 @@ async fn tenant_events(
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Response> {
     let (filter, after) = parse(&caller, None, &headers, &q)?;
-    stream(state, filter, after, &headers).await
+    stream(state, &caller, filter, after, &headers).await
 }
 
 /// The filter and the id to start after, from the query and
@@ -141,6 +141,7 @@ fn parse(
 
 async fn stream(
     state: AppState,
+    caller: &Caller,
     filter: EventFilter,
     after: i64,
     headers: &HeaderMap,
@@ -150,7 +151,7 @@ async fn stream(
         return Ok(data(list.iter().map(event_json).collect::<Vec<_>>()).into_response());
     }
     let mut events = state.follow_events(filter, after);
-    let frames = super::exec::async_stream(&state, "events", move |tx| async move {
+    let frames = super::exec::async_stream(&state, caller, "events", move |tx| async move {
         loop {
             let e = tokio::select! {
                 e = events.next() => e,

@@ -221,7 +221,7 @@ async fn exec_stream(
         .await?
         .exec_stream(&req)
         .await?;
-    let events = async_stream(&state, "exec", move |tx| async move {
+    let events = async_stream(&state, &caller, "exec", move |tx| async move {
         forward_output(&mut output, &tx).await;
     });
     Ok(sse::response(events, sse::heartbeat_of(&state)))
@@ -270,10 +270,12 @@ pub async fn forward_output(output: &mut Output, tx: &FrameSender) {
 
 /// A stream fed by a task through a bounded channel: the task stops when
 /// the client goes away (a send fails, or `tx.closed()` fires while it
-/// waits). The task counts in `hearth_sse_streams_active{kind}` while it
-/// lives, so a stream that outlives its client shows.
+/// waits), or when `caller`'s key is revoked (the stream just ends). The
+/// task counts in `hearth_sse_streams_active{kind}` while it lives, so a
+/// stream that outlives its client shows.
 pub fn async_stream<F, Fut>(
     state: &AppState,
+    caller: &crate::core::keys::Caller,
     kind: &'static str,
     f: F,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<axum::response::sse::Event, Infallible>>
@@ -284,9 +286,15 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let live = sse::LiveStream::new(state, kind);
     let task = f(tx);
+    let (core, caller) = (state.clone(), caller.clone());
     tokio::spawn(async move {
         let _live = live;
-        task.await;
+        tokio::select! {
+            () = task => {}
+            () = core.key_revoked(&caller) => {
+                tracing::info!(kind, key_id = %caller.key_id, "stream ended: its API key was revoked");
+            }
+        }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }

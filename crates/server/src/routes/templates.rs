@@ -587,8 +587,8 @@ async fn build_logs(
     let b = state.get_build(&caller, &id).await?;
     let log = state.build_log(&b);
     let from = sse::last_event_id(&headers).map_or(0, |n| n.max(-1).saturating_add(1)) as u64;
-    let core = state.clone();
-    let frames = super::exec::async_stream(&state, "build_log", move |tx| async move {
+    let (core, holder) = (state.clone(), caller.clone());
+    let frames = super::exec::async_stream(&state, &holder, "build_log", move |tx| async move {
         let mut next = from;
         let mut changed = log.subscribe();
         loop {

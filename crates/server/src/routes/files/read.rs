@@ -277,7 +277,7 @@ pub(super) async fn watch(
     let (path, recursive) = both(path, recursive)?;
     let guest = state.guest(&caller, &id, false).await?;
     let mut stream = guest.watch(&path, recursive).await?;
-    let events = async_stream(&state, "watch", move |tx| async move {
+    let events = async_stream(&state, &caller, "watch", move |tx| async move {
         let mut view = WatchView::new(&path);
         let mut seq = 0i64;
         loop {

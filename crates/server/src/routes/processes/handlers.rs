@@ -198,7 +198,7 @@ pub(super) async fn stream(
     let from = resume_seq(sse::last_event_id(&headers), q.from_seq.as_deref())?;
     let guest = state.guest(&caller, &id, false).await?;
     let mut output = guest.process_output(pid, from).await?;
-    let events = async_stream(&state, "process", move |tx| async move {
+    let events = async_stream(&state, &caller, "process", move |tx| async move {
         forward_output(&mut output, &tx).await;
     });
     Ok(sse::response(events, sse::heartbeat_of(&state)))

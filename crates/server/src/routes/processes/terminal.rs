@@ -84,7 +84,11 @@ pub(super) async fn terminal_ws(
     let guest = state.guest(&caller, &id, true).await?;
     guest.terminal_get(&tid).await?;
     let pipe = guest.terminal_attach(&tid).await?;
-    Ok(ws.on_upgrade(move |socket| Bridge { guest, tid }.run(socket, pipe)))
+    let core = state.clone();
+    Ok(ws.on_upgrade(move |socket| async move {
+        let revoked = core.key_revoked(&caller);
+        Bridge { guest, tid }.run(socket, pipe, revoked).await;
+    }))
 }
 
 /// A WebSocket client control message (text frame).
@@ -138,8 +142,14 @@ pub(super) struct Bridge {
 impl Bridge {
     /// Copies bytes both ways until either side ends. The client leaving
     /// detaches (the shell keeps running); the shell's output ending closes
-    /// the socket.
-    async fn run(self, socket: WebSocket, pipe: Pipe) {
+    /// the socket. So does `revoked` completing (the key that opened the
+    /// socket was revoked): a close frame 1008 says so, the shell runs on.
+    async fn run(
+        self,
+        socket: WebSocket,
+        pipe: Pipe,
+        revoked: impl std::future::Future<Output = ()>,
+    ) {
         let (mut ws_tx, mut ws_rx) = socket.split();
         let (mut pty_rd, mut pty_wr) = tokio::io::split(pipe);
         // Replies to the client (resize errors) go through the output side,
@@ -151,8 +161,18 @@ impl Bridge {
         let output = async {
             let mut buf = vec![0u8; WS_CHUNK];
             let mut client_gone = false;
+            tokio::pin!(revoked);
             loop {
                 tokio::select! {
+                    () = &mut revoked, if !client_gone => {
+                        let _ = ws_tx
+                            .send(Message::Close(Some(CloseFrame {
+                                code: 1008,
+                                reason: "the API key was revoked".into(),
+                            })))
+                            .await;
+                        return;
+                    }
                     r = pty_rd.read(&mut buf) => match r {
                         Ok(0) => break,
                         Ok(n) => {
