@@ -343,3 +343,39 @@ async fn a_snapshot_being_restored_cannot_be_deleted_and_forks_get_a_fast_form()
     assert_eq!(st, 200);
     assert!(!srv.core.snapshot_dir(&sid).exists());
 }
+
+/// Found by the fuzzer: a fork (or snapshot, pause, resume) queued behind
+/// a destroy in progress (a timeout firing) was answered "done", so the
+/// snapshot was recorded ready with nothing written and the fork failed
+/// with a 500. Each now fails with 409 and leaves no ready snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_queued_behind_a_destroy_fail_cleanly() {
+    let srv = std::sync::Arc::new(TestServer::start().await);
+    srv.knobs
+        .destroy_delay_ms
+        .store(800, std::sync::atomic::Ordering::SeqCst);
+    for op in ["snapshots", "fork", "pause"] {
+        let sbx = srv.create_sandbox(json!({})).await;
+        let id = sbx["id"].as_str().expect("id").to_string();
+        let destroy = {
+            let (srv, id) = (srv.clone(), id.clone());
+            tokio::spawn(async move { srv.call("DELETE", &format!("/sandboxes/{id}"), None).await })
+        };
+        // The destroy is under way (it takes 800 ms); queue behind it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (st, v) = srv
+            .call("POST", &format!("/sandboxes/{id}/{op}"), Some(json!({})))
+            .await;
+        assert!(st == 409 || st == 404, "{op} behind a destroy: {st} {v}");
+        let (st, v) = destroy.await.expect("destroy");
+        assert!(st == 200 || st == 204, "{st} {v}");
+        let (_, list) = srv
+            .call("GET", &format!("/sandboxes/{id}/snapshots"), None)
+            .await;
+        let ready = list["data"]
+            .as_array()
+            .map(|a| a.iter().filter(|s| s["status"] == "ready").count())
+            .unwrap_or(0);
+        assert_eq!(ready, 0, "no snapshot is ready after {op}: {list}");
+    }
+}

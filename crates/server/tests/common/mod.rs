@@ -57,6 +57,8 @@ pub fn agent_binary() -> PathBuf {
 pub struct FakeKnobs {
     pub fail_boot: AtomicBool,
     pub boot_delay_ms: AtomicU32,
+    /// How long a destroy takes (operations queue behind it meanwhile).
+    pub destroy_delay_ms: AtomicU32,
     /// The egress policy each sandbox's VM has in force (by sandbox id):
     /// what booted with it, then every live change.
     pub policies: Mutex<std::collections::HashMap<String, Option<hearth_vmm::EgressPolicy>>>,
@@ -269,6 +271,8 @@ impl Vm for FakeVm {
     }
     fn destroy(&self) -> VmmFuture<'_, ()> {
         Box::pin(async move {
+            let delay = self.knobs.destroy_delay_ms.load(Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(self.pid as i32),
                 nix::sys::signal::Signal::SIGKILL,

@@ -129,8 +129,17 @@ impl SandboxHandle {
         self.ops
             .send(make(tx))
             .map_err(|_| Error::sandbox_not_found(&self.id))?;
-        rx.await
-            .map_err(|_| Error::internal(anyhow::anyhow!("sandbox actor {} ended", self.id)))?
+        match rx.await {
+            Ok(answer) => answer,
+            // Sent in the moment the actor ended after a destroy.
+            Err(_) if self.record().state == SandboxState::Destroyed => {
+                Err(Error::not_running(&self.id, SandboxState::Destroyed))
+            }
+            Err(_) => Err(Error::internal(anyhow::anyhow!(
+                "sandbox actor {} ended",
+                self.id
+            ))),
+        }
     }
 
     /// Queues an operation without waiting for it.
@@ -327,18 +336,30 @@ async fn run(
     }
 }
 
+/// Answers an operation that was queued behind the destroy: a destroy (or
+/// the boot of a sandbox destroyed while it was being created) gets the
+/// destroyed record; anything else fails, so a snapshot queued behind a
+/// destroy is never taken for written.
 fn answer_destroyed(h: &SandboxHandle, op: Op) {
-    let reply = match op {
-        Op::Boot { reply, .. }
-        | Op::Snapshot { reply, .. }
-        | Op::Restore { reply, .. }
-        | Op::Pause { reply, .. }
-        | Op::Resume { reply }
-        | Op::Destroy { reply, .. }
-        | Op::SetEgressPolicy { reply, .. } => reply,
+    let (reply, what) = match op {
+        Op::Boot { reply, .. } | Op::Destroy { reply, .. } => {
+            if let Some(tx) = reply {
+                let _ = tx.send(Ok(h.record()));
+            }
+            return;
+        }
+        Op::Snapshot { reply, .. } => (reply, "snapshot"),
+        Op::Restore { reply, .. } => (reply, "restore"),
+        Op::Pause { reply, .. } => (reply, "pause"),
+        Op::Resume { reply } => (reply, "resume"),
+        Op::SetEgressPolicy { reply, .. } => (reply, "change the network policy of"),
     };
     if let Some(tx) = reply {
-        let _ = tx.send(Ok(h.record()));
+        let _ = tx.send(Err(Error::invalid_state(
+            &h.id,
+            SandboxState::Destroyed,
+            what,
+        )));
     }
 }
 
