@@ -60,6 +60,15 @@ fn token_view(state: &AppState, t: &PreviewTokenRecord) -> serde_json::Value {
     })
 }
 
+/// A list of share tokens as `{data: [...]}`.
+fn tokens_view(state: &AppState, list: &[PreviewTokenRecord]) -> axum::Json<serde_json::Value> {
+    data(
+        list.iter()
+            .map(|t| token_view(state, t))
+            .collect::<Vec<_>>(),
+    )
+}
+
 fn port(bad: &mut Vec<FieldError>, v: Option<i64>) -> u16 {
     match v {
         None => {
@@ -297,11 +306,7 @@ async fn list_shares(
     Path((id, pid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let list = state.list_share_tokens(&caller, &id, Some(&pid)).await?;
-    Ok(data(
-        list.iter()
-            .map(|t| token_view(&state, t))
-            .collect::<Vec<_>>(),
-    ))
+    Ok(tokens_view(&state, &list))
 }
 
 #[utoipa::path(
@@ -309,8 +314,9 @@ async fn list_shares(
     path = "/sandboxes/{id}/previews/{prv}/share/{token_id}",
     tag = PREVIEW,
     summary = "Revoke one share token of a preview",
-    description = "The token stops opening the preview from the next request on. Revoking \
-                   a revoked token changes nothing (its `revoked_at` stays).",
+    description = "The token stops opening the preview from the next request on, and the \
+                   WebSockets it opened close. Revoking a revoked token changes nothing (its \
+                   `revoked_at` stays).",
     params(SandboxId, PreviewId, ("token_id" = String, Path, description = "Share token id (`pvt_...`)")),
     responses((status = 200, description = "OK: the token", body = Data), E404),
 )]
@@ -343,11 +349,7 @@ async fn list_share_tokens(
 ) -> ApiResult<impl IntoResponse> {
     let list = state.list_share_tokens(&caller, &id, None).await?;
     debug_assert!(list.len() <= SHARE_TOKENS_LISTED as usize);
-    Ok(data(
-        list.iter()
-            .map(|t| token_view(&state, t))
-            .collect::<Vec<_>>(),
-    ))
+    Ok(tokens_view(&state, &list))
 }
 
 #[utoipa::path(
@@ -373,8 +375,9 @@ async fn revoke_share_tokens(
     path = "/sandboxes/{id}/share-tokens/{token_id}",
     tag = PREVIEW,
     summary = "Revoke one share token of a sandbox (of a preview or sandbox-wide)",
-    description = "The token stops opening previews from the next request on. Revoking a \
-                   revoked token changes nothing (its `revoked_at` stays).",
+    description = "The token stops opening previews from the next request on, and the \
+                   WebSockets it opened close. Revoking a revoked token changes nothing (its \
+                   `revoked_at` stays).",
     params(SandboxId, ("token_id" = String, Path, description = "Share token id (`pvt_...`)")),
     responses((status = 200, description = "OK: the token", body = Data), E404),
 )]
