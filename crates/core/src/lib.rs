@@ -95,6 +95,7 @@ pub struct Core {
     idempotency_locks: keys::idempotency::Locks,
     /// quotas/: one lock per tenant with a quota check in flight.
     quota_locks: quotas::QuotaLocks,
+    rate_overrides: quotas::RateOverrides,
     /// Encrypts what is stored but must not be readable at rest.
     sealer: seal::Sealer,
     /// Absolute data directory.
@@ -124,6 +125,7 @@ impl Core {
             access: Default::default(),
             idempotency_locks: Default::default(),
             quota_locks: Default::default(),
+            rate_overrides: Default::default(),
             sealer,
             warm_builds: Default::default(),
             builds: Default::default(),

@@ -193,12 +193,40 @@ struct Body<'a> {
     message: &'a str,
     /// `req_...`, also in the `X-Request-Id` header.
     request_id: &'a str,
-    /// With `validation_error`: each bad field.
-    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
-    details: &'a [FieldError],
-    /// With `quota_exceeded`: which quota, its use and its limit.
+    /// With `validation_error`: each bad field (a list). With
+    /// `quota_exceeded`: `{quota, limit, used}` (an object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Details<'a>>,
+    /// With `quota_exceeded`: which quota, its use and its limit (as
+    /// `details`, named `name`).
     #[serde(skip_serializing_if = "Option::is_none")]
     quota: Option<&'a QuotaInfo>,
+}
+
+/// What `details` holds, by error.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+enum Details<'a> {
+    Fields(&'a [FieldError]),
+    Quota {
+        quota: &'a str,
+        limit: u64,
+        used: u64,
+    },
+}
+
+impl<'a> Details<'a> {
+    fn of(fields: &'a [FieldError], quota: Option<&'a QuotaInfo>) -> Option<Details<'a>> {
+        match quota {
+            Some(q) => Some(Details::Quota {
+                quota: &q.name,
+                limit: q.limit,
+                used: q.used,
+            }),
+            None if fields.is_empty() => None,
+            None => Some(Details::Fields(fields)),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -214,7 +242,7 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: &self.message,
                 request_id: &request_id,
-                details: &self.details,
+                details: Details::of(&self.details, self.quota.as_deref()),
                 quota: self.quota.as_deref(),
             },
         };

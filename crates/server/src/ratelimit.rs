@@ -25,6 +25,17 @@ pub const MAX_CLIENTS: usize = 10_000;
 struct Bucket {
     tokens: f64,
     last: Instant,
+    /// This key's rate and burst (a tenant may have its own).
+    rate: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    /// Tokens at `now`, refilled since the last take.
+    fn level(&self, now: Instant) -> f64 {
+        (self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * self.rate)
+            .min(self.burst)
+    }
 }
 
 /// `rate` tokens a second per key, bursts up to `burst`, at most
@@ -50,22 +61,35 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     /// Takes one token for `key`; when its bucket is empty, how long until
     /// it holds one again.
     pub fn take(&self, key: K, now: Instant) -> Result<(), Duration> {
+        self.take_at_rate(key, self.rate, self.burst, now)
+    }
+
+    /// [`Limiter::take`] at `rate` a second with bursts of `burst` for this
+    /// key (a tenant's own rate); a changed rate applies from this take.
+    pub fn take_with(&self, key: K, rate: u32, burst: u32, now: Instant) -> Result<(), Duration> {
+        self.take_at_rate(key, f64::from(rate), f64::from(burst.max(1)), now)
+    }
+
+    fn take_at_rate(&self, key: K, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
         let mut map = self.buckets.lock();
         if map.len() >= self.capacity && !map.contains_key(&key) {
             self.evict(&mut map, now);
         }
         let b = map.entry(key).or_insert(Bucket {
-            tokens: self.burst,
+            tokens: burst,
             last: now,
+            rate,
+            burst,
         });
-        b.tokens = (b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * self.rate)
-            .min(self.burst);
+        b.tokens = b.level(now);
         b.last = now;
+        (b.rate, b.burst) = (rate, burst);
+        b.tokens = b.tokens.min(burst);
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             Ok(())
-        } else if self.rate > 0.0 {
-            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
+        } else if rate > 0.0 {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / rate))
         } else {
             Err(Duration::from_secs(3600))
         }
@@ -83,10 +107,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     /// Drops idle (full) buckets; if that is not enough, the least
     /// recently seen tenth.
     fn evict(&self, map: &mut HashMap<K, Bucket>, now: Instant) {
-        let (rate, burst) = (self.rate, self.burst);
-        map.retain(|_, b| {
-            b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
-        });
+        map.retain(|_, b| b.level(now) < b.burst);
         let keep = self.capacity - self.capacity / 10;
         if map.len() <= keep {
             return;
@@ -183,6 +204,24 @@ mod tests {
         let now = t + Duration::from_millis(100);
         assert!(r.allow(last, now));
         assert!(!r.allow(last, now), "its bucket was kept, not reset");
+    }
+
+    #[test]
+    fn a_keys_own_rate_applies_from_its_next_take() {
+        let l: Limiter<&str> = Limiter::new(1, 1, 100);
+        let t = Instant::now();
+        assert!(l.take_with("k", 10, 2, t).is_ok());
+        assert!(l.take_with("k", 10, 2, t).is_ok());
+        let wait = l.take_with("k", 10, 2, t).expect_err("burst of 2 spent");
+        assert_eq!(wait, Duration::from_millis(100), "one token at 10/s");
+        // Refills at the key's rate, not the limiter's 1/s.
+        assert!(l
+            .take_with("k", 10, 2, t + Duration::from_millis(100))
+            .is_ok());
+        // A lowered rate holds at once: the bucket is cut to the new burst.
+        let t2 = t + Duration::from_secs(10);
+        assert!(l.take_with("k", 1, 1, t2).is_ok());
+        assert!(l.take_with("k", 1, 1, t2).is_err());
     }
 
     #[test]

@@ -362,6 +362,11 @@ async fn quotas_stop_a_tenant_at_its_limits_and_only_admins_set_them() {
         v["error"]["quota"],
         json!({"name": "vcpus", "used": 2, "limit": 3})
     );
+    // API.md's shape: `details: {quota, limit, used}`.
+    assert_eq!(
+        v["error"]["details"],
+        json!({"quota": "vcpus", "used": 2, "limit": 3})
+    );
     let (st, b) = create(json!({"cpu_count": 1})).await;
     assert_eq!(st, 201, "{b}");
     let (st, v) = create(json!({"cpu_count": 1})).await;
@@ -472,6 +477,73 @@ async fn a_key_past_its_rate_gets_429_with_retry_after_and_others_do_not() {
     // The admin's key has its own bucket.
     let (st, _) = srv.call("GET", "/sandboxes", None).await;
     assert_eq!(st, 200);
+}
+
+/// `requests_per_sec` is a tenant quota: an admin lifts one tenant's
+/// rate (its keys then pass where the default would refuse) and lowers
+/// another's, and both show in `GET /quotas`.
+#[tokio::test]
+async fn an_admin_sets_a_tenants_request_rate() {
+    let srv = TestServer::start_with(|c| {
+        c.api_rps = 1;
+        c.api_burst = 3;
+    })
+    .await;
+    // The admin lifts its own tenant's limit first (its third request).
+    let (st, v) = srv
+        .call(
+            "PUT",
+            "/tenants/ten_default/quotas",
+            Some(json!({ "requests_per_sec": 0 })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let fast = tenant_client(&srv, "ten_fast").await;
+    let slow = tenant_client(&srv, "ten_slow").await;
+    for (tenant, rate) in [("ten_fast", 1000), ("ten_slow", 0)] {
+        let (st, v) = srv
+            .call(
+                "PUT",
+                &format!("/tenants/{tenant}/quotas"),
+                Some(json!({ "requests_per_sec": rate })),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["data"]["limits"]["requests_per_sec"], rate, "{v}");
+    }
+    // 0 is no limit; 1000/s with bursts of 4000: 30 requests pass for both,
+    // where the default (1/s, bursts of 3) stops at the fourth.
+    for (name, c) in [("fast", &fast), ("unlimited", &slow)] {
+        for i in 0..30 {
+            let (st, v) = srv.call_as(c, "GET", "/quotas", None).await;
+            assert_eq!(st, 200, "{name} request {i}: {v}");
+        }
+    }
+    let (st, v) = srv
+        .call(
+            "PUT",
+            "/tenants/ten_slow/quotas",
+            Some(json!({ "requests_per_sec": 1 })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        codes.push(srv.call_as(&slow, "GET", "/sandboxes", None).await.0);
+    }
+    assert!(
+        codes.contains(&429),
+        "1/s with bursts of 4 stops 10 at once: {codes:?}"
+    );
+    let (st, v) = srv
+        .call(
+            "PUT",
+            "/tenants/ten_slow/quotas",
+            Some(json!({ "requests_per_sec": 2_000_000 })),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["details"][0]["field"], "requests_per_sec", "{v}");
 }
 
 #[tokio::test]

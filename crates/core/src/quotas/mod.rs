@@ -37,6 +37,12 @@ pub struct Quotas {
     pub api_keys: u64,
     /// Template builds queued or running.
     pub concurrent_builds: u64,
+    /// Requests a second each of the tenant's keys may make (bursts of
+    /// four times as many; 0 = no limit). Its default is the config's
+    /// `api_rps` (with bursts of `api_burst`), not `[quotas]`; as use it is
+    /// always 0.
+    #[serde(skip_deserializing)]
+    pub requests_per_sec: u64,
 }
 
 impl Quotas {
@@ -52,10 +58,12 @@ impl Quotas {
             previews: 200,
             api_keys: 50,
             concurrent_builds: 2,
+            requests_per_sec: 0,
         }
     }
 
-    /// Each quota's name and number, in a fixed order.
+    /// Each quota's name and number, in a fixed order (the rate, which is
+    /// not held, is not among them).
     pub fn fields(&self) -> [(&'static str, u64); 8] {
         [
             ("sandboxes", self.sandboxes),
@@ -82,6 +90,9 @@ pub struct QuotaOverrides {
     pub previews: Option<u64>,
     pub api_keys: Option<u64>,
     pub concurrent_builds: Option<u64>,
+    /// Requests a second per key (bursts of four times as many; 0 = no
+    /// limit).
+    pub requests_per_sec: Option<u64>,
 }
 
 impl QuotaOverrides {
@@ -96,6 +107,7 @@ impl QuotaOverrides {
             previews: self.previews.unwrap_or(d.previews),
             api_keys: self.api_keys.unwrap_or(d.api_keys),
             concurrent_builds: self.concurrent_builds.unwrap_or(d.concurrent_builds),
+            requests_per_sec: self.requests_per_sec.unwrap_or(d.requests_per_sec),
         }
     }
 }
@@ -145,11 +157,72 @@ fn exceeded(name: &str, used: u64, limit: u64, need: u64) -> Error {
     .with_quota(name, used, limit)
 }
 
+/// Tenants whose request rate is cached at most (past that the cache
+/// starts over).
+const MAX_CACHED_RATES: usize = 100_000;
+
+/// Each tenant's request-rate override, cached: every request reads it.
+/// One server owns the store, so setting quotas refreshes it.
+#[derive(Debug, Default)]
+pub struct RateOverrides(SyncMutex<HashMap<String, Option<u64>>>);
+
+/// A request rate: tokens a second and the burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestRate {
+    /// 0 = no limit.
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
 impl Core {
+    /// Every tenant's defaults: `[quotas]`, with the request rate of
+    /// `api_rps`.
+    fn default_quotas(&self) -> Quotas {
+        Quotas {
+            requests_per_sec: u64::from(self.config.api_rps),
+            ..self.config.quotas
+        }
+    }
+
     /// The limits in force for `tenant`.
     pub async fn quota_limits(&self, tenant: &str) -> Result<Quotas> {
         let o = self.store.tenant_quotas(tenant).await?.unwrap_or_default();
-        Ok(o.over(&self.config.quotas))
+        Ok(o.over(&self.default_quotas()))
+    }
+
+    /// The request rate each of `tenant`'s keys gets: its override (bursts
+    /// of four times as many), else `api_rps` with bursts of `api_burst`.
+    pub async fn request_rate(&self, tenant: &str) -> Result<RequestRate> {
+        let cached = self.rate_overrides.0.lock().get(tenant).copied();
+        let o = match cached {
+            Some(o) => o,
+            None => {
+                let o = self
+                    .store
+                    .tenant_quotas(tenant)
+                    .await?
+                    .and_then(|q| q.requests_per_sec);
+                let mut map = self.rate_overrides.0.lock();
+                if map.len() >= MAX_CACHED_RATES {
+                    map.clear();
+                }
+                map.insert(tenant.to_string(), o);
+                o
+            }
+        };
+        Ok(match o {
+            Some(n) => {
+                let per_sec = u32::try_from(n).unwrap_or(u32::MAX);
+                RequestRate {
+                    per_sec,
+                    burst: per_sec.saturating_mul(4).max(1),
+                }
+            }
+            None => RequestRate {
+                per_sec: self.config.api_rps,
+                burst: self.config.api_burst,
+            },
+        })
     }
 
     /// `tenant`'s limits, use and overrides.
@@ -157,7 +230,7 @@ impl Core {
         let overrides = self.store.tenant_quotas(tenant).await?.unwrap_or_default();
         Ok(QuotaReport {
             tenant_id: tenant.to_string(),
-            limits: overrides.over(&self.config.quotas),
+            limits: overrides.over(&self.default_quotas()),
             usage: self.store.tenant_usage(tenant).await?,
             overrides,
         })
@@ -176,6 +249,7 @@ impl Core {
         self.store
             .put_tenant_quotas(tenant, &overrides, self.now_ms())
             .await?;
+        self.rate_overrides.0.lock().remove(tenant);
         self.quota_report(tenant).await
     }
 

@@ -135,7 +135,8 @@ struct KeyLimits {
 
 /// `Authorization: Bearer hk_...` (or `X-API-Key`) to a [`Caller`] in the
 /// request's extensions; 401 without a valid key, 429 with `Retry-After`
-/// past the key's rate (`api_rps`, bursts of `api_burst`).
+/// past the key's rate (its tenant's `requests_per_sec` quota, else
+/// `api_rps` with bursts of `api_burst`).
 async fn authenticate(
     State(KeyLimits { core, limiter }): State<KeyLimits>,
     mut req: Request,
@@ -147,8 +148,14 @@ async fn authenticate(
     };
     match core.authenticate(&key).await {
         Ok(caller) => {
-            if core.config.api_rps > 0 {
-                if let Err(wait) = limiter.take(caller.key_id.clone(), Instant::now()) {
+            let rate = match core.request_rate(&caller.tenant_id).await {
+                Ok(r) => r,
+                Err(e) => return ApiError::from(e).into_response(),
+            };
+            if rate.per_sec > 0 {
+                let now = Instant::now();
+                let taken = limiter.take_with(caller.key_id.clone(), rate.per_sec, rate.burst, now);
+                if let Err(wait) = taken {
                     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                     return ApiError::from(crate::core::error::Error::rate_limited(secs.max(1)))
                         .into_response();

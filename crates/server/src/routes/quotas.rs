@@ -31,6 +31,8 @@ struct TenantId {
 /// The largest limit a PUT may set (a sandbox count or MiB total no host
 /// reaches; larger is a typo).
 const MAX_LIMIT: u64 = 1 << 40;
+/// The highest request rate an admin may set per key.
+const MAX_RATE: u64 = 1_000_000;
 
 fn checked_tenant(caller_admin: bool, id: &str) -> ApiResult<()> {
     if !caller_admin {
@@ -93,12 +95,18 @@ async fn put_tenant(
     checked_tenant(caller.admin, &id)?;
     // Unset fields read as 0 here: only what the body sets is checked.
     let set = body.over(&crate::core::quotas::Quotas::default());
-    let bad: Vec<_> = set
+    let mut bad: Vec<_> = set
         .fields()
         .into_iter()
         .filter(|(_, v)| *v > MAX_LIMIT)
         .map(|(k, _)| crate::error::FieldError::new(k, format!("must be at most {MAX_LIMIT}")))
         .collect();
+    if set.requests_per_sec > MAX_RATE {
+        bad.push(crate::error::FieldError::new(
+            "requests_per_sec",
+            format!("must be at most {MAX_RATE} (0 = no limit)"),
+        ));
+    }
     if !bad.is_empty() {
         return Err(ApiError::validation(bad));
     }

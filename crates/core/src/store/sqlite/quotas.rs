@@ -81,6 +81,7 @@ pub(super) async fn usage(pool: &SqlitePool, tenant: &str) -> StoreResult<Quotas
         previews: n(previews),
         api_keys: n(api_keys),
         concurrent_builds: n(builds),
+        requests_per_sec: 0,
     })
 }
 
