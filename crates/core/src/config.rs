@@ -41,6 +41,11 @@ pub struct ServerConfig {
     pub template_build_timeout_sec: u64,
     /// How long idempotent responses are replayed.
     pub idempotency_ttl_sec: u64,
+    /// The sealing key (32 bytes) of the secrets vault and of stored
+    /// responses that carry credentials: a file kept outside the data
+    /// directory (a mounted KMS secret, say). Default
+    /// `<data_dir>/secrets.key`, made on the first start.
+    pub secrets_key_file: Option<PathBuf>,
     /// API requests per second per key, sustained (0 = no limit); over it
     /// is `429 rate_limited` with `Retry-After`.
     pub api_rps: u32,
@@ -216,6 +221,7 @@ impl Default for ServerConfig {
             warm_pool_size: 0,
             template_build_timeout_sec: 3600,
             idempotency_ttl_sec: 24 * 3600,
+            secrets_key_file: None,
             api_rps: 100,
             api_burst: 400,
             rates: Rates::default(),
@@ -275,7 +281,8 @@ impl ServerConfig {
 
     /// Applies `HEARTH_LISTEN`, `HEARTH_DATA_DIR`, `HEARTH_DATABASE`,
     /// `HEARTH_IMAGES_DIR`, `HEARTH_PUBLIC_URL`, `HEARTH_PREVIEW_LISTEN`,
-    /// `HEARTH_PREVIEW_DOMAIN` and `HEARTH_ACCEL` (auto|kvm|tcg).
+    /// `HEARTH_PREVIEW_DOMAIN`, `HEARTH_SECRETS_KEY_FILE` and `HEARTH_ACCEL`
+    /// (auto|kvm|tcg).
     pub fn apply_env(
         &mut self,
         get: impl Fn(&'static str) -> Option<String>,
@@ -308,6 +315,9 @@ impl ServerConfig {
         }
         if let Some(v) = get("HEARTH_PUBLIC_URL") {
             self.public_url = Some(v);
+        }
+        if let Some(v) = get("HEARTH_SECRETS_KEY_FILE") {
+            self.secrets_key_file = Some(PathBuf::from(v));
         }
         if let Some(v) = get("HEARTH_ACCEL") {
             self.vmm.qemu.accel = match v.as_str() {

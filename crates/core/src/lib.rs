@@ -19,6 +19,7 @@
 //!   VMs;
 //! - `previews/`: preview URLs and share tokens;
 //! - `keys/`: API keys, authentication and idempotent replays;
+//! - `secrets/`: the secrets vault, bindings, and masking values in output;
 //! - `access.rs`: long-lived connections end when their grant is taken
 //!   away;
 //! - `events/`: the event log and its followers;
@@ -40,6 +41,7 @@ pub mod previews;
 pub mod quotas;
 pub mod sandboxes;
 pub mod seal;
+pub mod secrets;
 pub mod snapshots;
 pub mod store;
 pub mod templates;
@@ -115,7 +117,11 @@ impl Core {
     ) -> std::io::Result<Arc<Core>> {
         private_dir(&config.data_dir)?;
         let data_dir = std::path::absolute(&config.data_dir)?;
-        let sealer = seal::Sealer::open_or_create(&data_dir.join(seal::KEY_FILE))?;
+        let key_file = match &config.secrets_key_file {
+            Some(f) => std::path::absolute(f)?,
+            None => data_dir.join(seal::KEY_FILE),
+        };
+        let sealer = seal::Sealer::open_or_create(&key_file)?;
         let events = EventBus::new(store.clone(), clock.clone());
         Ok(Arc::new(Core {
             events,

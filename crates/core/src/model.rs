@@ -635,3 +635,46 @@ impl utoipa::ToSchema for ShellCommand {
         "ShellCommand".into()
     }
 }
+
+/// A secret of the vault. Its value is only ever stored sealed
+/// ([`crate::seal`], bound to the tenant and the secret's id) and never
+/// leaves the server except into a guest's environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    pub id: String,
+    pub tenant_id: String,
+    /// Unique in the tenant; what `secrets: ["NAME"]` names.
+    pub name: String,
+    /// `api_key`, `token`, `password`, `certificate` or `generic`.
+    pub kind: String,
+    /// `user`, `workspace` or `tenant`.
+    pub scope: String,
+    pub sealed: Vec<u8>,
+    /// The first characters of the value (a few, never more than a
+    /// quarter of it), to tell secrets apart.
+    pub value_prefix: String,
+    /// The last four characters, for values of 16 or more.
+    pub last4: Option<String>,
+    /// The environment variable a per-call use exposes it as (its name
+    /// when unset).
+    pub expose_as_env: Option<String>,
+    pub resource_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: i64,
+    pub rotated_at: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+/// A secret bound to a resource (a sandbox): exposed as `expose_as_env`
+/// to everything started there after the binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretBindingRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub secret_id: String,
+    pub resource_id: String,
+    pub resource_type: String,
+    pub expose_as_env: String,
+    pub created_at: i64,
+}

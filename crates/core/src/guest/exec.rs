@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use hearth_agent_client::NdjsonStream;
-use hearth_agent_protocol::{ExecRequest, ExecResult, OutputEvent};
+use hearth_agent_protocol::{Base64Bytes, ExecRequest, ExecResult, OutputEvent};
 use serde_json::json;
 
 use super::Guest;
@@ -15,9 +15,15 @@ impl Guest {
     /// Runs `req` to the end and answers with all of its output.
     pub async fn exec(&self, req: &ExecRequest) -> Result<ExecResult> {
         let started = Instant::now();
+        let mut req = req.clone();
+        let redactor = self.with_vault(&mut req.env).await?;
         self.emit(EventKind::ExecStarted, json!({ "command": req.command }))
             .await;
-        let r = self.agent.exec(req).await?;
+        let mut r = self.agent.exec(&req).await?;
+        if !redactor.is_empty() {
+            r.stdout = Base64Bytes(redactor.redact(r.stdout.0));
+            r.stderr = Base64Bytes(redactor.redact(r.stderr.0));
+        }
         self.core
             .metrics
             .exec
@@ -33,7 +39,9 @@ impl Guest {
     /// Starts `req` and streams its output; the completion event is
     /// emitted when the exit frame passes through the returned stream.
     pub async fn exec_stream(&self, req: &ExecRequest) -> Result<Output> {
-        let frames = self.agent.exec_stream(req).await?;
+        let mut req = req.clone();
+        let redactor = self.with_vault(&mut req.env).await?;
+        let frames = self.agent.exec_stream(&req).await?;
         self.emit(
             EventKind::ExecStarted,
             json!({ "command": req.command, "stream": true }),
@@ -42,6 +50,7 @@ impl Guest {
         Ok(Output {
             frames,
             exec: Some((self.clone(), Instant::now())),
+            redactor,
         })
     }
 
@@ -51,6 +60,7 @@ impl Guest {
         Ok(Output {
             frames: self.agent.process_stream(pid, from_seq).await?,
             exec: None,
+            redactor: self.vault().await?.redactor,
         })
     }
 }
@@ -61,15 +71,23 @@ pub struct Output {
     frames: NdjsonStream<OutputEvent>,
     /// For an exec: who to report its completion to, and since when.
     exec: Option<(Guest, Instant)>,
+    /// Masks the vault's values in each chunk (a value split across two
+    /// chunks is not caught).
+    redactor: crate::secrets::Redactor,
 }
 
 impl Output {
     /// The next frame, or `None` at the end of the stream.
     pub async fn next(&mut self) -> Option<Result<OutputEvent>> {
-        let ev = match self.frames.next().await? {
+        let mut ev = match self.frames.next().await? {
             Ok(ev) => ev,
             Err(e) => return Some(Err(Error::from(e))),
         };
+        if let OutputEvent::Output { data, .. } = &mut ev {
+            if !self.redactor.is_empty() {
+                data.0 = self.redactor.redact(std::mem::take(&mut data.0));
+            }
+        }
         if let OutputEvent::Exit {
             exit_code,
             timed_out,

@@ -34,6 +34,9 @@ pub struct Guest {
     core: Arc<Core>,
     handle: Arc<SandboxHandle>,
     agent: AgentClient,
+    /// Vault secrets this call names (`secrets: ["NAME"]`), added to the
+    /// env of what it starts, beside those bound to the sandbox.
+    secrets: Vec<String>,
 }
 
 impl Core {
@@ -61,11 +64,36 @@ impl Core {
             core: self.clone(),
             handle: h,
             agent,
+            secrets: Vec::new(),
         })
     }
 }
 
 impl Guest {
+    /// This call also exposes the vault's secrets `names` (by name).
+    pub fn with_secrets(mut self, names: Vec<String>) -> Guest {
+        self.secrets = names;
+        self
+    }
+
+    /// The vault's env for what this call starts, and its redactor.
+    async fn vault(&self) -> Result<crate::secrets::SecretEnv> {
+        self.core
+            .secret_env(&self.handle.tenant_id, &self.handle.id, &self.secrets)
+            .await
+    }
+
+    /// `env` with the vault's variables added (a secret wins over a
+    /// variable of the same name), and the redactor of their values.
+    async fn with_vault(
+        &self,
+        env: &mut std::collections::BTreeMap<String, String>,
+    ) -> Result<crate::secrets::Redactor> {
+        let v = self.vault().await?;
+        env.extend(v.env);
+        Ok(v.redactor)
+    }
+
     pub fn sandbox_id(&self) -> &str {
         &self.handle.id
     }

@@ -9,8 +9,11 @@ use super::{Guest, Pipe};
 use crate::error::Result;
 
 impl Guest {
+    /// Starts a process with the vault's secrets in its env.
     pub async fn process_start(&self, req: &StartProcessRequest) -> Result<ProcessInfo> {
-        Ok(self.agent.process_start(req).await?)
+        let mut req = req.clone();
+        self.with_vault(&mut req.env).await?;
+        Ok(self.agent.process_start(&req).await?)
     }
 
     pub async fn process_list(&self) -> Result<Vec<ProcessInfo>> {
@@ -36,12 +39,23 @@ impl Guest {
         Ok(self.agent.process_stdin(pid, req).await?)
     }
 
+    /// A process's buffered output, the sandbox's bound secrets masked.
     pub async fn process_logs(&self, pid: u32) -> Result<ProcessLogs> {
-        Ok(self.agent.process_logs(pid).await?)
+        let mut logs = self.agent.process_logs(pid).await?;
+        let redactor = self.vault().await?.redactor;
+        if !redactor.is_empty() {
+            logs.stdout.0 = redactor.redact(std::mem::take(&mut logs.stdout.0));
+            logs.stderr.0 = redactor.redact(std::mem::take(&mut logs.stderr.0));
+        }
+        Ok(logs)
     }
 
+    /// Opens a terminal whose shell has the vault's secrets in its env
+    /// (its output, interactive, is not masked).
     pub async fn terminal_open(&self, req: &PtyOpenRequest) -> Result<PtyInfo> {
-        Ok(self.agent.pty_open(req).await?)
+        let mut req = req.clone();
+        self.with_vault(&mut req.env).await?;
+        Ok(self.agent.pty_open(&req).await?)
     }
 
     pub async fn terminal_get(&self, id: &str) -> Result<PtyInfo> {

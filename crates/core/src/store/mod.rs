@@ -12,7 +12,7 @@ pub use sqlite::SqliteStore;
 
 use crate::model::{
     ApiKeyRecord, BuildRecord, EventRecord, PreviewRecord, PreviewTokenRecord, SandboxRecord,
-    SnapshotRecord, TemplateRecord, UsageInterval,
+    SecretBindingRecord, SecretRecord, SnapshotRecord, TemplateRecord, UsageInterval,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,17 @@ pub enum StoreError {
 }
 
 pub use crate::model::{Page, SandboxFilter};
+
+/// Which secrets or bindings a listing wants (each `None` matches all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretFilter {
+    pub resource_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub kind: Option<String>,
+    pub scope: Option<String>,
+    /// Bindings only: those of this secret.
+    pub secret_id: Option<String>,
+}
 
 /// A stored response to an idempotent mutation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +99,44 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<()>;
     /// What `tenant` holds now, counted as [`crate::quotas::Quotas`] says.
     async fn tenant_usage(&self, tenant: &str) -> StoreResult<crate::quotas::Quotas>;
+
+    // Secrets (values sealed) and their bindings. Every query is scoped to
+    // a tenant.
+    /// `Duplicate` when the tenant has a secret of that name.
+    async fn insert_secret(&self, s: &SecretRecord) -> StoreResult<()>;
+    async fn get_secret(&self, tenant: &str, id: &str) -> StoreResult<Option<SecretRecord>>;
+    /// The tenant's secrets whose names are in `names`.
+    async fn secrets_named(&self, tenant: &str, names: &[String])
+        -> StoreResult<Vec<SecretRecord>>;
+    /// The tenant's secrets matching `filter`, oldest first (at most `limit`).
+    async fn list_secrets(
+        &self,
+        tenant: &str,
+        filter: &SecretFilter,
+        limit: u32,
+    ) -> StoreResult<Vec<SecretRecord>>;
+    /// Writes a rotation: the sealed value, prefixes, `rotated_at`, expiry.
+    async fn update_secret(&self, s: &SecretRecord) -> StoreResult<()>;
+    /// Deletes a secret and its bindings; whether it existed.
+    async fn delete_secret(&self, tenant: &str, id: &str) -> StoreResult<bool>;
+    async fn count_secrets(&self, tenant: &str) -> StoreResult<u64>;
+    /// `Duplicate` when the resource already has a binding of that
+    /// variable.
+    async fn insert_binding(&self, b: &SecretBindingRecord) -> StoreResult<()>;
+    async fn list_bindings(
+        &self,
+        tenant: &str,
+        filter: &SecretFilter,
+        limit: u32,
+    ) -> StoreResult<Vec<SecretBindingRecord>>;
+    async fn delete_binding(&self, tenant: &str, id: &str) -> StoreResult<bool>;
+    /// Each binding of a resource with its secret.
+    async fn bound_secrets(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> StoreResult<Vec<(SecretBindingRecord, SecretRecord)>>;
 
     // Sandboxes. A store writes `SandboxRecord::storable_env`, never the
     // values of `secret_env` keys; a record read back has their names only.

@@ -58,6 +58,10 @@ pub struct ExecBody {
     /// Bytes written to the command's stdin (`stdin` wins).
     #[schema(content_encoding = "base64")]
     pub stdin_base64: Option<String>,
+    /// Vault secrets (by name) added to this command's env only, as each
+    /// one's `expose_as_env` (else its name); at most 32.
+    #[schema(schema_with = super::openapi::secret_names::<32>)]
+    pub secrets: Vec<String>,
 }
 
 impl ExecBody {
@@ -148,10 +152,16 @@ async fn exec(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<ExecBody>,
+    ApiJson(mut body): ApiJson<ExecBody>,
 ) -> ApiResult<impl IntoResponse> {
+    let secrets = super::secrets::call_secrets(std::mem::take(&mut body.secrets))?;
     let req = body.validate(state.config.exec_output_cap_bytes)?;
-    let r = state.guest(&caller, &id, true).await?.exec(&req).await?;
+    let r = state
+        .guest(&caller, &id, true)
+        .await?
+        .with_secrets(secrets)
+        .exec(&req)
+        .await?;
     let cap = state.config.exec_output_cap_bytes;
     let (stdout, out_cut) = capped_text(r.stdout.as_slice(), cap);
     let (stderr, err_cut) = capped_text(r.stderr.as_slice(), cap);
@@ -213,12 +223,14 @@ async fn exec_stream(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<ExecBody>,
+    ApiJson(mut body): ApiJson<ExecBody>,
 ) -> ApiResult<impl IntoResponse> {
+    let secrets = super::secrets::call_secrets(std::mem::take(&mut body.secrets))?;
     let req = body.validate(state.config.exec_output_cap_bytes)?;
     let mut output = state
         .guest(&caller, &id, true)
         .await?
+        .with_secrets(secrets)
         .exec_stream(&req)
         .await?;
     let events = async_stream(&state, &caller, "exec", move |tx| async move {

@@ -18,6 +18,7 @@ pub mod query;
 pub mod quotas;
 pub mod request_id;
 pub mod sandboxes;
+pub mod secrets;
 pub mod snapshots;
 pub mod sse;
 pub mod system;
@@ -61,6 +62,7 @@ pub fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .merge(events::routes())
         .merge(keys::routes())
         .merge(quotas::routes())
+        .merge(secrets::routes())
         .merge(system::authed_routes());
     (api, system::public_routes())
 }
@@ -218,6 +220,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             ApiError::field(&field, msg)
         })
     }
+}
+
+/// Tells "absent" (`None`) from "null" (`Some(None)`) in a body field
+/// (`#[serde(default, deserialize_with = "double_option")]`).
+pub(crate) fn double_option<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    <Option<String> as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 /// A free-text query filter: at most `max` bytes, no control characters.

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod at_rest;
 pub mod previews;
 
 use std::path::{Path, PathBuf};

@@ -18,16 +18,19 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{IdempotentResponse, NewEvent, Page, SandboxFilter, Store, StoreError, StoreResult};
+use super::{
+    IdempotentResponse, NewEvent, Page, SandboxFilter, SecretFilter, Store, StoreError, StoreResult,
+};
 use crate::model::{
     ApiKeyRecord, BuildRecord, EventRecord, PreviewRecord, PreviewTokenRecord, SandboxRecord,
-    SnapshotRecord, TemplateRecord, UsageInterval,
+    SecretBindingRecord, SecretRecord, SnapshotRecord, TemplateRecord, UsageInterval,
 };
 
 mod events;
 mod file;
 mod quotas;
 mod rows;
+mod secrets;
 mod share_tokens;
 
 use rows::*;
@@ -178,6 +181,69 @@ impl Store for SqliteStore {
 
     async fn tenant_usage(&self, tenant: &str) -> StoreResult<crate::quotas::Quotas> {
         quotas::usage(&self.pool, tenant).await
+    }
+
+    async fn insert_secret(&self, s: &SecretRecord) -> StoreResult<()> {
+        secrets::insert(&self.pool, s).await
+    }
+
+    async fn get_secret(&self, tenant: &str, id: &str) -> StoreResult<Option<SecretRecord>> {
+        secrets::get(&self.pool, tenant, id).await
+    }
+
+    async fn secrets_named(
+        &self,
+        tenant: &str,
+        names: &[String],
+    ) -> StoreResult<Vec<SecretRecord>> {
+        secrets::named(&self.pool, tenant, names).await
+    }
+
+    async fn list_secrets(
+        &self,
+        tenant: &str,
+        filter: &SecretFilter,
+        limit: u32,
+    ) -> StoreResult<Vec<SecretRecord>> {
+        secrets::list(&self.pool, tenant, filter, limit).await
+    }
+
+    async fn update_secret(&self, s: &SecretRecord) -> StoreResult<()> {
+        secrets::update(&self.pool, s).await
+    }
+
+    async fn delete_secret(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        secrets::delete(&self.pool, tenant, id).await
+    }
+
+    async fn count_secrets(&self, tenant: &str) -> StoreResult<u64> {
+        secrets::count(&self.pool, tenant).await
+    }
+
+    async fn insert_binding(&self, b: &SecretBindingRecord) -> StoreResult<()> {
+        secrets::insert_binding(&self.pool, b).await
+    }
+
+    async fn list_bindings(
+        &self,
+        tenant: &str,
+        filter: &SecretFilter,
+        limit: u32,
+    ) -> StoreResult<Vec<SecretBindingRecord>> {
+        secrets::list_bindings(&self.pool, tenant, filter, limit).await
+    }
+
+    async fn delete_binding(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        secrets::delete_binding(&self.pool, tenant, id).await
+    }
+
+    async fn bound_secrets(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> StoreResult<Vec<(SecretBindingRecord, SecretRecord)>> {
+        secrets::bound(&self.pool, tenant, resource_type, resource_id).await
     }
 
     async fn insert_sandbox(&self, s: &SandboxRecord) -> StoreResult<()> {

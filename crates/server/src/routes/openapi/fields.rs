@@ -255,3 +255,43 @@ pub fn build_packages<const MAX: usize>() -> ArrayBuilder {
         .max_items(Some(MAX))
         .description(Some("Debian package names, optionally `=version`."))
 }
+
+/// A string that is one of `values`, or `null` (as if absent).
+fn one_of_strings(values: &[&str]) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some(
+            values
+                .iter()
+                .map(|v| Value::String(v.to_string()))
+                .chain([Value::Null]),
+        ))
+}
+
+/// A secret's `type`.
+pub fn secret_kind() -> ObjectBuilder {
+    one_of_strings(crate::core::secrets::KINDS)
+}
+
+/// A secret's `scope`.
+pub fn secret_scope() -> ObjectBuilder {
+    one_of_strings(crate::core::secrets::SCOPES)
+}
+
+/// What a secret can be bound to.
+pub fn secret_resource_type() -> ObjectBuilder {
+    one_of_strings(crate::core::secrets::RESOURCE_TYPES)
+}
+
+/// A call's `secrets`: at most `MAX` secret names.
+pub fn secret_names<const MAX: usize>() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(128))
+                .pattern(Some(r"^[A-Za-z0-9_.-]+$")),
+        )
+        .max_items(Some(MAX))
+}

@@ -75,6 +75,7 @@ pub const EVENTS: &str = "Events";
 pub const USAGE: &str = "Usage";
 pub const KEYS: &str = "API keys";
 pub const QUOTAS: &str = "Quotas";
+pub const SECRETS: &str = "Secrets";
 pub const SYSTEM: &str = "System";
 
 /// What the document says besides the operations: info, tags in order,
@@ -107,6 +108,9 @@ pub const SYSTEM: &str = "System";
         (name = USAGE, description = "Metered usage."),
         (name = KEYS, description = "API keys."),
         (name = QUOTAS, description = "Per-tenant limits and their use; admins set them."),
+        (name = SECRETS, description = "The secrets vault: values sealed at rest and never \
+            answered, exposed to a sandbox's commands as env variables (bound, or named per \
+            call) and masked in their output."),
         (name = SYSTEM, description = "Health, this document and metrics."),
     ),
     components(

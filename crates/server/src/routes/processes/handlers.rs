@@ -16,12 +16,14 @@ pub(super) async fn start(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<StartBody>,
+    ApiJson(mut body): ApiJson<StartBody>,
 ) -> ApiResult<impl IntoResponse> {
+    let secrets = super::super::secrets::call_secrets(std::mem::take(&mut body.secrets))?;
     let req = body.validate()?;
     let p = state
         .guest(&caller, &id, true)
         .await?
+        .with_secrets(secrets)
         .process_start(&req)
         .await?;
     tracing::debug!(sandbox_id = %id, pid = p.pid, "process started");

@@ -105,6 +105,10 @@ pub struct StartBody {
     pub name: Option<String>,
     /// Default `sandbox`.
     pub user: Option<String>,
+    /// Vault secrets (by name) added to this command's env only, as each
+    /// one's `expose_as_env` (else its name); at most 32.
+    #[schema(schema_with = super::openapi::secret_names::<32>)]
+    pub secrets: Vec<String>,
 }
 
 impl StartBody {

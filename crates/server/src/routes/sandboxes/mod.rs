@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use super::openapi::{
     Data, E404And422, SandboxData, SandboxId, SandboxName, SandboxPage, E404, E422, SBX, USAGE,
 };
-use super::{data, page, parse_page, query_text, ApiJson, ApiQuery, AppState};
+use super::{data, double_option, page, parse_page, query_text, ApiJson, ApiQuery, AppState};
 use crate::core::clock::{parse_time, rfc3339};
 use crate::core::keys::idempotency::MAX_KEY_LEN;
 use crate::core::sandboxes::{CreateParams, PatchParams};
@@ -308,13 +308,6 @@ pub struct PatchBody {
     pub external_project_id: Option<serde_json::Value>,
     #[schema(schema_with = super::openapi::immutable)]
     pub template_id: Option<serde_json::Value>,
-}
-
-/// Tells "absent" (`None`) from "null" (`Some(None)`).
-fn double_option<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 impl PatchBody {
