@@ -5,6 +5,7 @@
 pub mod image;
 pub mod preview;
 pub mod sandbox;
+pub mod secret;
 pub mod serve;
 pub mod shell;
 pub mod template;
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
     name = "hearth",
     version,
     about = "Self-hosted microVM sandboxes for AI agents",
-    after_help = "Examples:\n  hearth up                                  # set up, serve, and run a demo sandbox\n  hearth sandbox create --template minimal\n  hearth sandbox exec sbx_123 -- python3 -c 'print(42)'\n  hearth sandbox shell sbx_123\n  hearth template build web --from default --run 'pip install flask'\n  hearth preview share sbx_123 8000\n\nThe client commands find the server in --url / HEARTH_BASE_URL and the key in\n--api-key / HEARTH_API_KEY (else ./data/admin.key)."
+    after_help = "Examples:\n  hearth up                                  # set up, serve, and run a demo sandbox\n  hearth sandbox create --template minimal\n  hearth sandbox exec sbx_123 -- python3 -c 'print(42)'\n  hearth sandbox shell sbx_123\n  hearth template build web --from default --run 'pip install flask'\n  hearth preview share sbx_123 8000\n  printf %s \"$TOKEN\" | hearth secret set gh --sandbox sbx_123 --env GITHUB_TOKEN\n\nThe client commands find the server in --url / HEARTH_BASE_URL and the key in\n--api-key / HEARTH_API_KEY (else ./data/admin.key)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -38,6 +39,8 @@ pub enum Command {
     Template(template::Args),
     /// Preview URLs for ports in a sandbox, and share links.
     Preview(preview::Args),
+    /// The secrets vault: store, rotate, bind to a sandbox as env, delete.
+    Secret(secret::Args),
 }
 
 /// Runs the command; `Ok` carries the exit status (`sandbox exec` passes
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Sandbox(args) => sandbox::run(args),
         Command::Template(args) => template::run(args),
         Command::Preview(args) => preview::run(args),
+        Command::Secret(args) => secret::run(args),
     }
 }
 

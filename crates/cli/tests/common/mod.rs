@@ -233,12 +233,33 @@ pub async fn started(data: &Path) -> (Server, Api) {
 
 /// `hearth ARGS...` against `api`'s server: (exit code, stdout, stderr).
 pub fn hearth(api: &Api, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(HEARTH)
+    hearth_with(api, args, &[], None)
+}
+
+/// [`hearth`] with more environment variables and, when given, `stdin`.
+pub fn hearth_with(
+    api: &Api,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(HEARTH)
         .args(args)
         .env("HEARTH_BASE_URL", &api.base)
         .env("HEARTH_API_KEY", &api.key)
-        .output()
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run hearth");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("wait for hearth");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
