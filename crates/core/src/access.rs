@@ -67,15 +67,20 @@ impl Core {
         }
     }
 
-    /// Completes once `caller`'s API key is revoked. A caller that is not a
-    /// stored key (the preview proxy's own) never loses it this way.
+    /// Completes once `caller`'s API key (or scoped token) is revoked, or
+    /// the token expires. A caller that is not a stored key (the preview
+    /// proxy's own) never loses it this way.
     pub async fn key_revoked(&self, caller: &Caller) {
-        self.access_lost(None, || self.key_live(caller)).await;
+        let expires_at = caller.scope.as_ref().map(|t| t.expires_at);
+        self.access_lost(expires_at, || self.key_live(caller)).await;
     }
 
     /// Whether `caller`'s key is still good: a store read, made only when
     /// some access was taken away.
     async fn key_live(&self, caller: &Caller) -> bool {
+        if let Some(t) = &caller.scope {
+            return self.token_live(t, &caller.tenant_id).await;
+        }
         // Stored keys' ids are `key_...` (`create_api_key`).
         if !caller.key_id.starts_with("key_") {
             return true;

@@ -598,6 +598,8 @@ pub struct SandboxFilter {
     pub external_user_id: Option<String>,
     pub external_project_id: Option<String>,
     pub template_id: Option<String>,
+    /// Only these sandboxes (a scoped token's pinned ones).
+    pub ids: Option<Vec<String>>,
 }
 
 /// A page request: 1-based page number and its size.
@@ -677,4 +679,24 @@ pub struct SecretBindingRecord {
     pub resource_type: String,
     pub expose_as_env: String,
     pub created_at: i64,
+}
+
+/// A scoped token (stored as its SHA-256): a tenant key's delegate that
+/// can do less, for less long, on fewer sandboxes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopedTokenRecord {
+    pub id: String,
+    pub tenant_id: String,
+    /// The API key that minted it (its revocation revokes the token).
+    pub minted_by: String,
+    pub user_id: String,
+    pub workspace_id: String,
+    pub scopes: Vec<String>,
+    /// When set, the only sandboxes it may touch.
+    pub sandbox_ids: Option<Vec<String>>,
+    pub hash: String,
+    pub prefix: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
 }

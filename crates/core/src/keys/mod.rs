@@ -3,6 +3,7 @@
 //! memory (one server owns the store), revocations drop the cache entry.
 
 pub mod idempotency;
+pub mod scoped;
 
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -18,12 +19,16 @@ use crate::model::ApiKeyRecord;
 /// The tenant of the first admin key.
 pub const DEFAULT_TENANT: &str = "ten_default";
 
-/// Who is calling: the tenant every object lookup is scoped to.
+/// Who is calling: the tenant every object lookup is scoped to, and for a
+/// scoped token, what it may do and see ([`scoped`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub tenant_id: String,
+    /// The API key's id, or the scoped token's.
     pub key_id: String,
     pub admin: bool,
+    /// `Some` for a scoped token.
+    pub scope: Option<std::sync::Arc<scoped::TokenScope>>,
 }
 
 /// Keys looked up by hash. `epoch` counts revocations: a lookup that
@@ -52,6 +57,9 @@ pub struct NewKey {
 impl Core {
     /// The caller behind a bearer key, or 401.
     pub async fn authenticate(&self, key: &str) -> Result<Caller> {
+        if key.starts_with(scoped::TOKEN_PREFIX) {
+            return self.authenticate_token(key).await;
+        }
         if !key.starts_with("hk_") {
             return Err(Error::unauthorized("invalid API key"));
         }
@@ -84,6 +92,7 @@ impl Core {
             tenant_id: rec.tenant_id,
             key_id: rec.id,
             admin: rec.admin,
+            scope: None,
         })
     }
 
@@ -145,6 +154,10 @@ impl Core {
             return Err(Error::not_found("api key"));
         }
         self.forget_key(id);
+        // What the key minted goes with it.
+        self.store
+            .revoke_tokens_minted_by(id, self.now_ms())
+            .await?;
         self.access.taken();
         Ok(())
     }

@@ -77,6 +77,11 @@ impl Core {
         wait: bool,
     ) -> Result<SandboxRecord> {
         let mut p = p;
+        // A token's sandboxes carry its user and workspace: what it sees.
+        if let Some(t) = &caller.scope {
+            p.external_user_id = Some(t.user_id.clone());
+            p.external_workspace_id = Some(t.workspace_id.clone());
+        }
         let canonical = match self.templates.canonical(&p.template_id) {
             Some(c) => c,
             None => self.custom_template_for(caller, &mut p).await?,
@@ -277,14 +282,12 @@ impl Core {
 
     /// The record of one of the caller's sandboxes (destroyed ones too).
     pub async fn get_sandbox(&self, caller: &Caller, id: &str) -> Result<SandboxRecord> {
-        if let Some(h) = self.handle(id) {
-            if h.tenant_id == caller.tenant_id {
-                return Ok(h.record());
-            }
-            return Err(Error::sandbox_not_found(id));
-        }
-        match self.store.get_sandbox(id).await? {
-            Some(r) if r.tenant_id == caller.tenant_id => Ok(r),
+        let rec = match self.handle(id) {
+            Some(h) => Some(h.record()),
+            None => self.store.get_sandbox(id).await?,
+        };
+        match rec {
+            Some(r) if caller.sees(&r) => Ok(r),
             _ => Err(Error::sandbox_not_found(id)),
         }
     }
@@ -296,7 +299,11 @@ impl Core {
             .await?
             .ok_or_else(|| Error::sandbox_not_found(name))?;
         // The live copy is fresher than the store's.
-        Ok(self.handle(&rec.id).map(|h| h.record()).unwrap_or(rec))
+        let rec = self.handle(&rec.id).map(|h| h.record()).unwrap_or(rec);
+        if !caller.sees(&rec) {
+            return Err(Error::sandbox_not_found(name));
+        }
+        Ok(rec)
     }
 
     /// Whether the sandbox's guest answers commands now, and its state.
@@ -338,6 +345,17 @@ impl Core {
         page: Page,
     ) -> Result<(Vec<SandboxRecord>, u64)> {
         let mut filter = filter.clone();
+        // A token lists what it sees: its pinned sandboxes, or its user's
+        // and workspace's.
+        if let Some(t) = &caller.scope {
+            match &t.sandbox_ids {
+                Some(ids) => filter.ids = Some(ids.clone()),
+                None => {
+                    filter.external_user_id = Some(t.user_id.clone());
+                    filter.external_workspace_id = Some(t.workspace_id.clone());
+                }
+            }
+        }
         filter.template_id = filter
             .template_id
             .map(|t| self.templates.canonical(&t).unwrap_or(t));
@@ -354,7 +372,9 @@ impl Core {
 
     /// The live handle of one of the caller's sandboxes.
     pub(super) fn live(&self, caller: &Caller, id: &str) -> Option<Arc<SandboxHandle>> {
-        self.handle(id).filter(|h| h.tenant_id == caller.tenant_id)
+        self.handle(id)
+            .filter(|h| h.tenant_id == caller.tenant_id)
+            .filter(|h| caller.scope.is_none() || caller.sees(&h.record()))
     }
 
     pub async fn patch_sandbox(

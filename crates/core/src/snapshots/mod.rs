@@ -262,6 +262,10 @@ impl Core {
         if let Some(m) = overrides.metadata {
             rec.metadata = m;
         }
+        if let Some(t) = &caller.scope {
+            rec.external_user_id = Some(t.user_id.clone());
+            rec.external_workspace_id = Some(t.workspace_id.clone());
+        }
         rec.metadata.remove("last_error");
         rec.metadata.insert("forked_from".into(), json!(source_id));
         rec.metadata.insert("snapshot_id".into(), json!(snap.id));

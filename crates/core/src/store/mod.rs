@@ -12,7 +12,8 @@ pub use sqlite::SqliteStore;
 
 use crate::model::{
     ApiKeyRecord, BuildRecord, EventRecord, PreviewRecord, PreviewTokenRecord, SandboxRecord,
-    SecretBindingRecord, SecretRecord, SnapshotRecord, TemplateRecord, UsageInterval,
+    ScopedTokenRecord, SecretBindingRecord, SecretRecord, SnapshotRecord, TemplateRecord,
+    UsageInterval,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<()>;
     /// What `tenant` holds now, counted as [`crate::quotas::Quotas`] says.
     async fn tenant_usage(&self, tenant: &str) -> StoreResult<crate::quotas::Quotas>;
+
+    // Scoped tokens.
+    async fn insert_scoped_token(&self, t: &ScopedTokenRecord) -> StoreResult<()>;
+    async fn scoped_token_by_hash(&self, hash: &str) -> StoreResult<Option<ScopedTokenRecord>>;
+    async fn get_scoped_token(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<Option<ScopedTokenRecord>>;
+    /// The tenant's tokens, newest first (at most `limit`).
+    async fn list_scoped_tokens(
+        &self,
+        tenant: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<ScopedTokenRecord>>;
+    /// Whether the tenant has the token (revoking a revoked one keeps its
+    /// first `revoked_at`).
+    async fn revoke_scoped_token(&self, tenant: &str, id: &str, now: i64) -> StoreResult<bool>;
+    /// Revokes every live token `key_id` minted; how many.
+    async fn revoke_tokens_minted_by(&self, key_id: &str, now: i64) -> StoreResult<u64>;
 
     // Secrets (values sealed) and their bindings. Every query is scoped to
     // a tenant.

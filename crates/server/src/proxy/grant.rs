@@ -58,10 +58,15 @@ pub(super) async fn authorize(
     }
 }
 
+/// Whether `key` (an API key of the preview's tenant, or a scoped token
+/// that sees the preview's sandbox) opens the preview.
 async fn is_owner(core: &Core, preview: &PreviewRecord, key: &str) -> bool {
-    core.authenticate(key)
-        .await
-        .is_ok_and(|c| c.tenant_id == preview.tenant_id)
+    match core.authenticate(key).await {
+        Ok(c) if c.tenant_id == preview.tenant_id => {
+            c.scope.is_none() || core.get_sandbox(&c, &preview.sandbox_id).await.is_ok()
+        }
+        _ => false,
+    }
 }
 
 impl Grant {

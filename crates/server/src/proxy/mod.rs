@@ -210,6 +210,7 @@ async fn forward(
         tenant_id: preview.tenant_id.clone(),
         key_id: "preview".into(),
         admin: false,
+        scope: None,
     };
     // Wake a paused persistent sandbox; anything else not running says so.
     let rec = match core.get_sandbox(&caller, &preview.sandbox_id).await {

@@ -18,11 +18,13 @@ pub mod query;
 pub mod quotas;
 pub mod request_id;
 pub mod sandboxes;
+pub mod scopes;
 pub mod secrets;
 pub mod snapshots;
 pub mod sse;
 pub mod system;
 pub mod templates;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,6 +65,7 @@ pub fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .merge(keys::routes())
         .merge(quotas::routes())
         .merge(secrets::routes())
+        .merge(tokens::routes())
         .merge(system::authed_routes());
     (api, system::public_routes())
 }
@@ -163,11 +166,37 @@ async fn authenticate(
                         .into_response();
                 }
             }
+            if caller.scope.is_some() {
+                if let Err(e) = token_may(&caller, &req) {
+                    return e.into_response();
+                }
+            }
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// A scoped token's request: 403 unless its route is open to tokens and
+/// the token holds every scope the route needs.
+fn token_may(caller: &Caller, req: &Request) -> Result<(), ApiError> {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str())
+        .unwrap_or("");
+    let route = route.strip_prefix("/api/v1").unwrap_or(route);
+    let Some(needed) = scopes::required(req.method(), route) else {
+        return Err(ApiError::forbidden(format!(
+            "scoped tokens cannot use {} {route}",
+            req.method()
+        )));
+    };
+    for s in needed {
+        caller.require(s)?;
+    }
+    Ok(())
 }
 
 /// The API key a request presents: `Authorization: Bearer <key>`, else

@@ -23,13 +23,15 @@ use super::{
 };
 use crate::model::{
     ApiKeyRecord, BuildRecord, EventRecord, PreviewRecord, PreviewTokenRecord, SandboxRecord,
-    SecretBindingRecord, SecretRecord, SnapshotRecord, TemplateRecord, UsageInterval,
+    ScopedTokenRecord, SecretBindingRecord, SecretRecord, SnapshotRecord, TemplateRecord,
+    UsageInterval,
 };
 
 mod events;
 mod file;
 mod quotas;
 mod rows;
+mod scoped_tokens;
 mod secrets;
 mod share_tokens;
 
@@ -181,6 +183,38 @@ impl Store for SqliteStore {
 
     async fn tenant_usage(&self, tenant: &str) -> StoreResult<crate::quotas::Quotas> {
         quotas::usage(&self.pool, tenant).await
+    }
+
+    async fn insert_scoped_token(&self, t: &ScopedTokenRecord) -> StoreResult<()> {
+        scoped_tokens::insert(&self.pool, t).await
+    }
+
+    async fn scoped_token_by_hash(&self, hash: &str) -> StoreResult<Option<ScopedTokenRecord>> {
+        scoped_tokens::by_hash(&self.pool, hash).await
+    }
+
+    async fn get_scoped_token(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<Option<ScopedTokenRecord>> {
+        scoped_tokens::get(&self.pool, tenant, id).await
+    }
+
+    async fn list_scoped_tokens(
+        &self,
+        tenant: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<ScopedTokenRecord>> {
+        scoped_tokens::list(&self.pool, tenant, limit).await
+    }
+
+    async fn revoke_scoped_token(&self, tenant: &str, id: &str, now: i64) -> StoreResult<bool> {
+        scoped_tokens::revoke(&self.pool, tenant, id, now).await
+    }
+
+    async fn revoke_tokens_minted_by(&self, key_id: &str, now: i64) -> StoreResult<u64> {
+        scoped_tokens::revoke_minted_by(&self.pool, key_id, now).await
     }
 
     async fn insert_secret(&self, s: &SecretRecord) -> StoreResult<()> {
@@ -336,6 +370,11 @@ impl Store for SqliteStore {
                 if let Some(v) = v {
                     b.push(format!(" AND {col} = ")).push_bind(v.as_str());
                 }
+            }
+            if let Some(ids) = &f.ids {
+                b.push(" AND id IN (SELECT value FROM json_each(")
+                    .push_bind(json(ids))
+                    .push("))");
             }
             for tag in &f.tags {
                 b.push(" AND EXISTS (SELECT 1 FROM json_each(sandboxes.tags) WHERE value = ")

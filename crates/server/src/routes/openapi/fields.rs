@@ -268,6 +268,13 @@ fn one_of_strings(values: &[&str]) -> ObjectBuilder {
         ))
 }
 
+/// A string that is one of `values`.
+fn one_of_strings_only(values: &[&str]) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values.iter().map(|v| Value::String(v.to_string()))))
+}
+
 /// A secret's `type`.
 pub fn secret_kind() -> ObjectBuilder {
     one_of_strings(crate::core::secrets::KINDS)
@@ -294,4 +301,12 @@ pub fn secret_names<const MAX: usize>() -> ArrayBuilder {
                 .pattern(Some(r"^[A-Za-z0-9_.-]+$")),
         )
         .max_items(Some(MAX))
+}
+
+/// A scoped token's `scopes`: each one of the known scopes, or `null` for
+/// all of them.
+pub fn token_scopes() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(one_of_strings_only(crate::core::keys::scoped::SCOPES))
 }

@@ -76,6 +76,7 @@ pub const USAGE: &str = "Usage";
 pub const KEYS: &str = "API keys";
 pub const QUOTAS: &str = "Quotas";
 pub const SECRETS: &str = "Secrets";
+pub const TOKENS: &str = "Scoped tokens";
 pub const SYSTEM: &str = "System";
 
 /// What the document says besides the operations: info, tags in order,
@@ -108,6 +109,8 @@ pub const SYSTEM: &str = "System";
         (name = USAGE, description = "Metered usage."),
         (name = KEYS, description = "API keys."),
         (name = QUOTAS, description = "Per-tenant limits and their use; admins set them."),
+        (name = TOKENS, description = "Delegates of a key with fewer scopes, for at most a \
+            day, on fewer sandboxes: for a browser or an end user."),
         (name = SECRETS, description = "The secrets vault: values sealed at rest and never \
             answered, exposed to a sandbox's commands as env variables (bound, or named per \
             call) and masked in their output."),

@@ -236,6 +236,7 @@ async fn list(
             MAX_EXTERNAL_ID,
         ),
         template_id: query_text(&mut bad, "template_id", q.template_id, MAX_EXTERNAL_ID),
+        ids: None,
     };
     if !bad.is_empty() {
         return Err(ApiError::validation(bad));
