@@ -53,6 +53,7 @@ pub struct ServerConfig {
     pub api_burst: u32,
     pub rates: Rates,
     pub events: EventsConfig,
+    pub audit: AuditConfig,
     pub builds: BuildsConfig,
     pub vmm: VmmConfig,
     pub preview: PreviewConfig,
@@ -81,6 +82,22 @@ impl Default for EventsConfig {
             retention_days: 7,
             max_rows: 1_000_000,
             max_rows_per_tenant: 100_000,
+        }
+    }
+}
+
+/// The audit log (`[audit]`): how long entries are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Entries older than this many days are dropped (0 = kept forever).
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: 365,
         }
     }
 }
@@ -226,6 +243,7 @@ impl Default for ServerConfig {
             api_burst: 400,
             rates: Rates::default(),
             events: EventsConfig::default(),
+            audit: AuditConfig::default(),
             builds: BuildsConfig::default(),
             vmm: VmmConfig::default(),
             preview: PreviewConfig::default(),

@@ -20,6 +20,7 @@
 //! - `previews/`: preview URLs and share tokens;
 //! - `keys/`: API keys, authentication and idempotent replays;
 //! - `secrets/`: the secrets vault, bindings, and masking values in output;
+//! - `audit/`: the audit log of every mutating action and denied attempt;
 //! - `access.rs`: long-lived connections end when their grant is taken
 //!   away;
 //! - `events/`: the event log and its followers;
@@ -28,6 +29,7 @@
 //! Shared by all: the store, the VMM driver, the clock, the event bus.
 
 pub mod access;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod error;

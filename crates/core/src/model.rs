@@ -700,3 +700,28 @@ pub struct ScopedTokenRecord {
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
 }
+
+/// One entry of the audit log: who did what to which resource, when, from
+/// where, and how it ended. Append-only; never holds a secret's value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// Position in the log (the cursor), set by the store.
+    pub seq: i64,
+    pub id: String,
+    pub tenant_id: String,
+    /// `sandbox.create`, `sandbox.exec`, `secret.rotate`, ...
+    pub kind: String,
+    /// `api_key`, `scoped_token` or `system`.
+    pub actor_type: String,
+    pub actor_id: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub at: i64,
+    /// `ok`, `denied` or `error`.
+    pub outcome: String,
+    /// The error code when not `ok`.
+    pub error_code: Option<String>,
+    pub details: serde_json::Value,
+}

@@ -119,6 +119,8 @@ pub async fn serve_until(
         let _ = tcp.set_nodelay(true);
         routes::sse::abort_unacknowledged(tcp, heartbeat);
     });
+    // The peer address reaches the audit log (`ip`).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -148,8 +150,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Drops idempotent responses past their TTL and events past their
-/// retention, hourly (and once at start).
+/// Drops idempotent responses past their TTL, and events and audit
+/// entries past their retention, hourly (and once at start).
 fn spawn_housekeeping(core: Arc<Core>) {
     let stop = core.shutdown_token();
     tokio::spawn(async move {
@@ -160,6 +162,7 @@ fn spawn_housekeeping(core: Arc<Core>) {
                 _ = tick.tick() => {
                     core.prune_idempotency().await;
                     core.prune_events().await;
+                    core.prune_audit().await;
                 }
             }
         }

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    ApiKeyRecord, BuildRecord, EventRecord, PreviewRecord, PreviewTokenRecord, SandboxRecord,
-    ScopedTokenRecord, SecretBindingRecord, SecretRecord, SnapshotRecord, TemplateRecord,
-    UsageInterval,
+    ApiKeyRecord, AuditRecord, BuildRecord, EventRecord, PreviewRecord, PreviewTokenRecord,
+    SandboxRecord, ScopedTokenRecord, SecretBindingRecord, SecretRecord, SnapshotRecord,
+    TemplateRecord, UsageInterval,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,15 @@ pub enum StoreError {
 }
 
 pub use crate::model::{Page, SandboxFilter};
+
+/// Which audit entries a reading wants (each `None` matches all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub kind: Option<String>,
+    pub actor_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+}
 
 /// Which secrets or bindings a listing wants (each `None` matches all).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,6 +109,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<()>;
     /// What `tenant` holds now, counted as [`crate::quotas::Quotas`] says.
     async fn tenant_usage(&self, tenant: &str) -> StoreResult<crate::quotas::Quotas>;
+
+    // The audit log (append-only; retention deletes by age).
+    /// Appends an entry; its `seq`.
+    async fn append_audit(&self, e: &AuditRecord) -> StoreResult<i64>;
+    /// A tenant's entries after `after_seq`, oldest first (at most `limit`).
+    async fn audit_after(
+        &self,
+        tenant: &str,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
+    /// Deletes entries older than `before`; how many.
+    async fn prune_audit(&self, before: i64) -> StoreResult<u64>;
 
     // Scoped tokens.
     async fn insert_scoped_token(&self, t: &ScopedTokenRecord) -> StoreResult<()>;

@@ -156,6 +156,7 @@ async fn exec(
 ) -> ApiResult<impl IntoResponse> {
     let secrets = super::secrets::call_secrets(std::mem::take(&mut body.secrets))?;
     let req = body.validate(state.config.exec_output_cap_bytes)?;
+    let note = command_note(&state, &caller, &id, &secrets, &req.command).await;
     let r = state
         .guest(&caller, &id, true)
         .await?
@@ -165,14 +166,18 @@ async fn exec(
     let cap = state.config.exec_output_cap_bytes;
     let (stdout, out_cut) = capped_text(r.stdout.as_slice(), cap);
     let (stderr, err_cut) = capped_text(r.stderr.as_slice(), cap);
-    Ok(data(json!({
-        "stdout": stdout,
-        "stderr": stderr,
-        "exit_code": r.exit_code,
-        "duration_ms": r.duration_ms,
-        "timed_out": r.timed_out,
-        "truncated": r.stdout_truncated || r.stderr_truncated || out_cut || err_cut,
-    })))
+    let note = note.detail("exit_code", r.exit_code);
+    Ok((
+        axum::Extension(note),
+        data(json!({
+            "stdout": stdout,
+            "stderr": stderr,
+            "exit_code": r.exit_code,
+            "duration_ms": r.duration_ms,
+            "timed_out": r.timed_out,
+            "truncated": r.stdout_truncated || r.stderr_truncated || out_cut || err_cut,
+        })),
+    ))
 }
 
 /// One agent output event as an SSE frame (`None`: nothing to send).
@@ -227,6 +232,9 @@ async fn exec_stream(
 ) -> ApiResult<impl IntoResponse> {
     let secrets = super::secrets::call_secrets(std::mem::take(&mut body.secrets))?;
     let req = body.validate(state.config.exec_output_cap_bytes)?;
+    let note = command_note(&state, &caller, &id, &secrets, &req.command)
+        .await
+        .detail("stream", true);
     let mut output = state
         .guest(&caller, &id, true)
         .await?
@@ -236,7 +244,25 @@ async fn exec_stream(
     let events = async_stream(&state, &caller, "exec", move |tx| async move {
         forward_output(&mut output, &tx).await;
     });
-    Ok(sse::response(events, sse::heartbeat_of(&state)))
+    Ok((
+        axum::Extension(note),
+        sse::response(events, sse::heartbeat_of(&state)),
+    ))
+}
+
+/// The audit note of a command: masked with the vault's values for it,
+/// truncated.
+pub(super) async fn command_note(
+    state: &AppState,
+    caller: &crate::core::keys::Caller,
+    sandbox_id: &str,
+    secrets: &[String],
+    command: &str,
+) -> super::audit::AuditNote {
+    let masked = state
+        .audit_command(caller, sandbox_id, secrets, command)
+        .await;
+    super::audit::AuditNote::default().detail("command", masked)
 }
 
 /// The sending side of an SSE stream made by [`async_stream`].

@@ -4,6 +4,7 @@
 //! metrics, authentication, idempotency, and the JSON extractor that turns
 //! every bad body into the error envelope.
 
+pub mod audit;
 pub mod env;
 pub mod events;
 pub mod exec;
@@ -66,6 +67,7 @@ pub fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .merge(quotas::routes())
         .merge(secrets::routes())
         .merge(tokens::routes())
+        .merge(audit::routes())
         .merge(system::authed_routes());
     (api, system::public_routes())
 }
@@ -89,6 +91,8 @@ pub fn router(core: AppState) -> Router {
             },
             authenticate,
         ));
+    // Outermost: it sees the caller the authentication layer found.
+    let api = api.route_layer(middleware::from_fn_with_state(core.clone(), audit::layer));
     let (app, _) = OpenApiRouter::new()
         .nest("/api/v1", api)
         .merge(public)
@@ -168,11 +172,16 @@ async fn authenticate(
             }
             if caller.scope.is_some() {
                 if let Err(e) = token_may(&caller, &req) {
-                    return e.into_response();
+                    // The audit layer records the denial under the caller.
+                    let mut resp = e.into_response();
+                    resp.extensions_mut().insert(caller);
+                    return resp;
                 }
             }
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+            req.extensions_mut().insert(caller.clone());
+            let mut resp = next.run(req).await;
+            resp.extensions_mut().insert(caller);
+            resp
         }
         Err(e) => ApiError::from(e).into_response(),
     }

@@ -400,6 +400,7 @@ impl TestServer {
             .expect("first start makes a key");
         core.start().await.expect("start");
         let app = hearth_server::routes::router(core.clone());
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

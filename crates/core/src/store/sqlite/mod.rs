@@ -19,14 +19,16 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
-    IdempotentResponse, NewEvent, Page, SandboxFilter, SecretFilter, Store, StoreError, StoreResult,
+    AuditFilter, IdempotentResponse, NewEvent, Page, SandboxFilter, SecretFilter, Store,
+    StoreError, StoreResult,
 };
 use crate::model::{
-    ApiKeyRecord, BuildRecord, EventRecord, PreviewRecord, PreviewTokenRecord, SandboxRecord,
-    ScopedTokenRecord, SecretBindingRecord, SecretRecord, SnapshotRecord, TemplateRecord,
-    UsageInterval,
+    ApiKeyRecord, AuditRecord, BuildRecord, EventRecord, PreviewRecord, PreviewTokenRecord,
+    SandboxRecord, ScopedTokenRecord, SecretBindingRecord, SecretRecord, SnapshotRecord,
+    TemplateRecord, UsageInterval,
 };
 
+mod audit;
 mod events;
 mod file;
 mod quotas;
@@ -183,6 +185,24 @@ impl Store for SqliteStore {
 
     async fn tenant_usage(&self, tenant: &str) -> StoreResult<crate::quotas::Quotas> {
         quotas::usage(&self.pool, tenant).await
+    }
+
+    async fn append_audit(&self, e: &AuditRecord) -> StoreResult<i64> {
+        audit::append(&self.pool, e).await
+    }
+
+    async fn audit_after(
+        &self,
+        tenant: &str,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        audit::after(&self.pool, tenant, filter, after_seq, limit).await
+    }
+
+    async fn prune_audit(&self, before: i64) -> StoreResult<u64> {
+        audit::prune(&self.pool, before).await
     }
 
     async fn insert_scoped_token(&self, t: &ScopedTokenRecord) -> StoreResult<()> {

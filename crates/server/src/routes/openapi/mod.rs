@@ -77,6 +77,7 @@ pub const KEYS: &str = "API keys";
 pub const QUOTAS: &str = "Quotas";
 pub const SECRETS: &str = "Secrets";
 pub const TOKENS: &str = "Scoped tokens";
+pub const AUDIT: &str = "Audit log";
 pub const SYSTEM: &str = "System";
 
 /// What the document says besides the operations: info, tags in order,
@@ -109,6 +110,8 @@ pub const SYSTEM: &str = "System";
         (name = USAGE, description = "Metered usage."),
         (name = KEYS, description = "API keys."),
         (name = QUOTAS, description = "Per-tenant limits and their use; admins set them."),
+        (name = AUDIT, description = "Every mutating action and denied attempt of the tenant: \
+            who, what, on which resource, when, from where, and how it ended."),
         (name = TOKENS, description = "Delegates of a key with fewer scopes, for at most a \
             day, on fewer sandboxes: for a browser or an end user."),
         (name = SECRETS, description = "The secrets vault: values sealed at rest and never \

@@ -20,6 +20,7 @@ pub(super) async fn start(
 ) -> ApiResult<impl IntoResponse> {
     let secrets = super::super::secrets::call_secrets(std::mem::take(&mut body.secrets))?;
     let req = body.validate()?;
+    let note = super::super::exec::command_note(&state, &caller, &id, &secrets, &req.command).await;
     let p = state
         .guest(&caller, &id, true)
         .await?
@@ -27,7 +28,12 @@ pub(super) async fn start(
         .process_start(&req)
         .await?;
     tracing::debug!(sandbox_id = %id, pid = p.pid, "process started");
-    Ok((StatusCode::CREATED, data(process_json(&p))))
+    let note = note.detail("pid", p.pid);
+    Ok((
+        StatusCode::CREATED,
+        axum::Extension(note),
+        data(process_json(&p)),
+    ))
 }
 
 #[utoipa::path(

@@ -271,5 +271,6 @@ pub(super) async fn create(
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, data(view(&state, rec))))
+    let note = crate::routes::audit::AuditNote::created("sandbox", rec.id.clone());
+    Ok((status, axum::Extension(note), data(view(&state, rec))))
 }
