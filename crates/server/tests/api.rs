@@ -476,6 +476,22 @@ async fn timeouts_and_idle_timeouts_fire() {
         .call("GET", &format!("/sandboxes/{}", id(&d)), None)
         .await;
     assert_eq!(v["data"]["state"], "running", "always_on never times out");
+    // The audit log names the system as who destroyed a and paused b.
+    let (_, v) = srv.call("GET", "/audit-log", None).await;
+    let system: Vec<(String, String)> = v["data"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["actor_type"] == "system")
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["resource_id"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(system.contains(&("sandbox.destroy".into(), id(&a))), "{v}");
+    assert!(system.contains(&("sandbox.pause".into(), id(&b))), "{v}");
 
     // Resume a paused sandbox: snapshot boot path, exec works again.
     let (st, v) = srv

@@ -173,6 +173,31 @@ async fn fire(core: &Arc<Core>, id: &str) {
         },
     };
     h.send(op);
+    // The audit log names the system as the actor.
+    let (kind, action) = match expiry {
+        Expiry::TimeoutDestroy => ("sandbox.destroy", "timeout"),
+        Expiry::TimeoutPause => ("sandbox.pause", "timeout"),
+        Expiry::IdlePause => ("sandbox.pause", "idle"),
+    };
+    core.record_audit(
+        &crate::keys::Caller {
+            tenant_id: h.tenant_id.clone(),
+            key_id: "timer".into(),
+            admin: false,
+            scope: None,
+        },
+        crate::audit::NewAudit {
+            kind: kind.into(),
+            resource_type: Some("sandbox".into()),
+            resource_id: Some(id.to_string()),
+            request_id: None,
+            ip: None,
+            outcome: "ok",
+            error_code: None,
+            details: json!({ "reason": action }),
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]
