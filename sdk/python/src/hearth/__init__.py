@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._models import (
     ApiKey,
+    AuditEntry,
     BuildSpec,
     EnvVar,
     Event,
@@ -36,6 +37,9 @@ from ._models import (
     Process,
     ProcessLogs,
     SandboxInfo,
+    ScopedToken,
+    Secret,
+    SecretBinding,
     Snapshot,
     Template,
     TemplateBuild,
@@ -77,6 +81,10 @@ __all__ = [
     "TemplateBuild",
     "TemplateValidation",
     "ApiKey",
+    "Secret",
+    "SecretBinding",
+    "ScopedToken",
+    "AuditEntry",
     "Usage",
     "UsageReport",
     "SSEDecoder",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import httpx
 
@@ -20,6 +20,7 @@ from . import _base as b
 from ._errors import HearthConnectionError, HearthError, HearthTimeoutError, NotFoundError
 from ._models import (
     ApiKey,
+    AuditEntry,
     BuildSpec,
     EnvVar,
     Event,
@@ -33,6 +34,9 @@ from ._models import (
     Process,
     ProcessLogs,
     SandboxInfo,
+    ScopedToken,
+    Secret,
+    SecretBinding,
     Snapshot,
     Template,
     TemplateBuild,
@@ -105,6 +109,9 @@ class AsyncHearth:
         self.sandboxes = AsyncSandboxes(self)
         self.templates = AsyncTemplates(self)
         self.api_keys = AsyncApiKeys(self)
+        self.secrets = AsyncSecrets(self)
+        self.tokens = AsyncTokens(self)
+        self.audit = AsyncAudit(self)
         self.usage = AsyncUsageResource(self)
         self.events = AsyncTenantEvents(self)
 
@@ -612,9 +619,12 @@ class AsyncProcesses(_Part):
         env: Optional[Mapping[str, str]] = None,
         name: Optional[str] = None,
         user: Optional[str] = None,
+        secrets: Optional[List[str]] = None,
     ) -> Process:
+        """Starts ``cmd`` in the background; ``secrets`` names vault secrets
+        to add to its env (beside those bound to the sandbox)."""
         body = b.clean({"command": cmd, "cwd": cwd, "env": dict(env) if env else None,
-                        "name": name, "user": user})
+                        "name": name, "user": user, "secrets": list(secrets) if secrets else None})
         return from_dict(Process, await self._c._post(self._p + "/processes", body))
 
     async def list(self) -> List[Process]:
@@ -1188,6 +1198,115 @@ class AsyncApiKeys:
         return await self._c._delete("/api-keys/%s" % key_id)
 
     delete = revoke
+
+
+class AsyncSecrets:
+    """``client.secrets``: the vault. A value goes in and never comes back:
+    a secret bound to a sandbox is in the env of every command started
+    there (``bind``); ``exec.run(..., secrets=["NAME"])`` adds one to a
+    single call. Output that prints a value shows ``***``."""
+
+    def __init__(self, client: AsyncHearth) -> None:
+        self._c = client
+
+    async def create(
+        self, name: str, value: str, *, type: str = "api_key", scope: str = "user",
+        expose_as_env: Optional[str] = None, sandbox_id: Optional[str] = None,
+        expires_at: b.TimeLike = None, metadata: Optional[Mapping[str, Any]] = None,
+    ) -> Secret:
+        """Stores a secret; with ``sandbox_id`` and ``expose_as_env`` it is
+        bound there too."""
+        body = b.clean({
+            "name": name, "value": value, "type": type, "scope": scope,
+            "expose_as_env": expose_as_env, "resource_id": sandbox_id,
+            "resource_type": "sandbox" if sandbox_id else None,
+            "expires_at": b.time_param(expires_at), "metadata": dict(metadata) if metadata else None,
+        })
+        return from_dict(Secret, await self._c._post("/egress/secrets", body))
+
+    async def list(self, *, sandbox_id: Optional[str] = None, type: Optional[str] = None) -> List[Secret]:
+        params = b.clean({"resource_id": sandbox_id, "type": type})
+        return [from_dict(Secret, s) for s in await self._c._get("/egress/secrets", params=params) or []]
+
+    async def get(self, secret_id: str) -> Secret:
+        return from_dict(Secret, await self._c._get("/egress/secrets/%s" % secret_id))
+
+    async def rotate(self, secret_id: str, value: str) -> Secret:
+        """A new value: the next command started gets it."""
+        d = b.unwrap(await self._c.request("PATCH", "/egress/secrets/%s" % secret_id, json={"value": value}))
+        return from_dict(Secret, d)
+
+    async def delete(self, secret_id: str) -> Dict[str, Any]:
+        """Deletes the secret and its bindings."""
+        return await self._c._delete("/egress/secrets/%s" % secret_id)
+
+    async def bind(self, secret_id: str, sandbox_id: str, expose_as_env: str) -> SecretBinding:
+        body = {"secret_id": secret_id, "resource_id": sandbox_id, "resource_type": "sandbox",
+                "expose_as_env": expose_as_env}
+        return from_dict(SecretBinding, await self._c._post("/egress/bindings", body))
+
+    async def bindings(self, *, sandbox_id: Optional[str] = None,
+                       secret_id: Optional[str] = None) -> List[SecretBinding]:
+        params = b.clean({"resource_id": sandbox_id, "secret_id": secret_id})
+        return [from_dict(SecretBinding, x) for x in await self._c._get("/egress/bindings", params=params) or []]
+
+    async def unbind(self, binding_id: str) -> Dict[str, Any]:
+        """The next command started no longer gets the secret."""
+        return await self._c._delete("/egress/bindings/%s" % binding_id)
+
+
+class AsyncTokens:
+    """``client.tokens``: scoped tokens, a key's delegates that can do less
+    (``scopes``), for less long (at most a day), on fewer sandboxes."""
+
+    def __init__(self, client: AsyncHearth) -> None:
+        self._c = client
+
+    async def create(
+        self, user_id: str, workspace_id: str, *, expires_in_seconds: int = 3600,
+        scopes: Optional[List[str]] = None, sandbox_ids: Optional[List[str]] = None,
+    ) -> ScopedToken:
+        """A new token; its secret is in ``.token``, shown this once. Pass it
+        as ``api_key`` to another client."""
+        body = b.clean({"user_id": user_id, "workspace_id": workspace_id,
+                        "expires_in_seconds": expires_in_seconds, "scopes": scopes,
+                        "sandbox_ids": sandbox_ids})
+        return from_dict(ScopedToken, await self._c._post("/tokens/scoped", body))
+
+    async def list(self) -> List[ScopedToken]:
+        return [from_dict(ScopedToken, t) for t in await self._c._get("/tokens/scoped") or []]
+
+    async def revoke(self, token_id: str) -> Dict[str, Any]:
+        """The token is refused from its next request; its streams end."""
+        return await self._c._delete("/tokens/scoped/%s" % token_id)
+
+
+class AsyncAudit:
+    """``client.audit``: the tenant's audit log, oldest first."""
+
+    def __init__(self, client: AsyncHearth) -> None:
+        self._c = client
+
+    async def list(
+        self, *, after: Optional[str] = None, limit: int = 100, type: Optional[str] = None,
+        actor_id: Optional[str] = None, sandbox_id: Optional[str] = None,
+    ) -> Tuple[List[AuditEntry], Optional[str]]:
+        """One page and the cursor of the next (``None`` on the last)."""
+        params = b.clean({"after": after, "limit": limit, "type": type, "actor_id": actor_id,
+                          "resource_type": "sandbox" if sandbox_id else None,
+                          "resource_id": sandbox_id})
+        body = (await self._c.request("GET", "/audit-log", params=params)).json()
+        return [from_dict(AuditEntry, e) for e in body.get("data") or []], body.get("next_cursor")
+
+    async def iter(self, **filters: Any) -> AsyncIterator[AuditEntry]:
+        """Every entry matching ``filters`` (as ``list``), page after page."""
+        after = filters.pop("after", None)
+        while True:
+            page, after = await self.list(after=after, **filters)
+            for e in page:
+                yield e
+            if after is None:
+                return
 
 
 class AsyncUsageResource:

@@ -445,6 +445,81 @@ class ApiKey:
 
 
 @dataclass
+class Secret:
+    """A secret of the vault. Its value is never answered: ``value_prefix``
+    and ``last4`` tell secrets apart."""
+
+    id: str = ""
+    name: str = ""
+    type: Optional[str] = None
+    scope: Optional[str] = None
+    value_prefix: Optional[str] = None
+    last4: Optional[str] = None
+    expose_as_env: Optional[str] = None
+    resource_id: Optional[str] = None
+    resource_type: Optional[str] = None
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    created_at: Optional[str] = None
+    rotated_at: Optional[str] = None
+    expires_at: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class SecretBinding:
+    """A secret bound to a sandbox as the env variable ``expose_as_env``."""
+
+    id: str = ""
+    secret_id: str = ""
+    resource_id: str = ""
+    resource_type: str = "sandbox"
+    expose_as_env: str = ""
+    created_at: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class ScopedToken:
+    """A scoped token; ``token`` (the secret) is set only in the answer of
+    ``tokens.create``, the one time the server shows it."""
+
+    id: str = ""
+    token: Optional[str] = None
+    prefix: Optional[str] = None
+    user_id: Optional[str] = None
+    workspace_id: Optional[str] = None
+    scopes: List[str] = field(default_factory=list)
+    sandbox_ids: Optional[List[str]] = None
+    created_at: Optional[str] = None
+    expires_at: Optional[str] = None
+    expired: bool = False
+    revoked: bool = False
+    revoked_at: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class AuditEntry:
+    """One entry of the audit log."""
+
+    id: str = ""
+    cursor: Optional[str] = None
+    type: str = ""
+    actor_type: Optional[str] = None
+    actor_id: Optional[str] = None
+    tenant_id: Optional[str] = None
+    resource_type: Optional[str] = None
+    resource_id: Optional[str] = None
+    request_id: Optional[str] = None
+    ip: Optional[str] = None
+    at: Optional[str] = None
+    outcome: Optional[str] = None
+    error_code: Optional[str] = None
+    details: Dict[str, Any] = field(default_factory=dict)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
 class Usage:
     """Metered usage of one sandbox or one group (``key`` names the group
     when ``group_by`` was given)."""

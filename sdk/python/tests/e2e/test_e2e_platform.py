@@ -20,6 +20,7 @@ from hearth import (
     AuthenticationError,
     BuildSpec,
     Hearth,
+    HearthError,
     NotFoundError,
     TemplateBuildError,
     ValidationError,
@@ -223,6 +224,51 @@ def test_usage(client, sbx):
     assert len(mine) == 1 and mine[0].runtime_sec > 0
     total = client.usage.get()
     assert len(total.groups) == 1 and total.groups[0].runtime_sec >= mine[0].runtime_sec
+
+
+# ---------------------------------------------------------------- vault, tokens, audit
+
+def test_secret_bound_rotated_unbound_and_masked(client, sbx):
+    name = "e2e-%s" % uid()
+    value, rotated = "sk-e2e-%s-first" % uid(), "sk-e2e-%s-second" % uid()
+    s = client.secrets.create(name, value, expose_as_env="E2E_SECRET", sandbox_id=sbx.id)
+    assert s.value_prefix and value not in repr(s)
+    rev = "printf %s \"$E2E_SECRET\" | rev"
+    assert sbx.exec.run(rev).stdout == value[::-1]
+    assert sbx.exec.run("echo $E2E_SECRET").stdout == "***\n"  # masked in output
+    assert all(e.key != "E2E_SECRET" for e in sbx.env.list())  # not in env.list
+    client.secrets.rotate(s.id, rotated)
+    assert sbx.exec.run(rev).stdout == rotated[::-1]
+    (binding,) = client.secrets.bindings(sandbox_id=sbx.id, secret_id=s.id)
+    client.secrets.unbind(binding.id)
+    assert sbx.exec.run("printf %s \"${E2E_SECRET-unset}\"").stdout == "unset"
+    # Named per call: only that call gets it.
+    assert sbx.exec.run(rev, secrets=[name]).stdout == rotated[::-1]
+    client.secrets.delete(s.id)
+    assert s.id not in [x.id for x in client.secrets.list()]
+
+
+def test_scoped_token_can_exec_on_its_sandbox_only(client, sbx):
+    t = client.tokens.create("u-%s" % uid(), "w", scopes=["sandboxes:exec"], sandbox_ids=[sbx.id],
+                             expires_in_seconds=600)
+    assert t.token and t.token.startswith("hk_st_") and t.scopes == ["sandboxes:exec"]
+    with Hearth(api_key=t.token, base_url=client.base_url) as scoped:
+        r = scoped.request("POST", "/sandboxes/%s/exec" % sbx.id, json={"command": "echo ok"})
+        assert r.json()["data"]["stdout"] == "ok\n"
+        with pytest.raises(HearthError) as e:
+            scoped.sandboxes.create(**SHAPE)
+        assert e.value.status == 403 and "sandboxes:create" in str(e.value)
+        client.tokens.revoke(t.id)
+        with pytest.raises(AuthenticationError):
+            scoped.request("POST", "/sandboxes/%s/exec" % sbx.id, json={"command": "true"})
+
+
+def test_audit_log_lists_what_was_done(client, sbx):
+    sbx.exec.run("echo audited-%s" % uid())
+    entries = list(client.audit.iter(sandbox_id=sbx.id, type="sandbox.exec"))
+    assert entries and entries[-1].type == "sandbox.exec"
+    assert entries[-1].details["command"].startswith("echo audited-")
+    assert entries[-1].outcome == "ok" and entries[-1].actor_type == "api_key"
 
 
 # ---------------------------------------------------------------- async
