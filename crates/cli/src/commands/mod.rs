@@ -2,6 +2,7 @@
 //! an `Args` type and a `run` function; add new ones (`serve`, `up`, ...) to
 //! [`Command`] and [`run`].
 
+pub mod audit;
 pub mod image;
 pub mod preview;
 pub mod sandbox;
@@ -9,6 +10,7 @@ pub mod secret;
 pub mod serve;
 pub mod shell;
 pub mod template;
+pub mod token;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +43,10 @@ pub enum Command {
     Preview(preview::Args),
     /// The secrets vault: store, rotate, bind to a sandbox as env, delete.
     Secret(secret::Args),
+    /// Scoped tokens for end users: mint, list, revoke.
+    Token(token::Args),
+    /// The audit log: who did what, when, and how it ended.
+    Audit(audit::Args),
 }
 
 /// Runs the command; `Ok` carries the exit status (`sandbox exec` passes
@@ -54,6 +60,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Template(args) => template::run(args),
         Command::Preview(args) => preview::run(args),
         Command::Secret(args) => secret::run(args),
+        Command::Token(args) => token::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }
 

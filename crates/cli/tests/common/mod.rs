@@ -139,6 +139,7 @@ impl Drop for Server {
     }
 }
 
+#[derive(Clone)]
 pub struct Api {
     pub c: reqwest::Client,
     pub base: String,
