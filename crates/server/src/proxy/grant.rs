@@ -59,11 +59,14 @@ pub(super) async fn authorize(
 }
 
 /// Whether `key` (an API key of the preview's tenant, or a scoped token
-/// that sees the preview's sandbox) opens the preview.
+/// with `sandboxes:read` that sees the preview's sandbox) opens the
+/// preview.
 async fn is_owner(core: &Core, preview: &PreviewRecord, key: &str) -> bool {
     match core.authenticate(key).await {
         Ok(c) if c.tenant_id == preview.tenant_id => {
-            c.scope.is_none() || core.get_sandbox(&c, &preview.sandbox_id).await.is_ok()
+            c.scope.is_none()
+                || (c.has_scope("sandboxes:read")
+                    && core.get_sandbox(&c, &preview.sandbox_id).await.is_ok())
         }
         _ => false,
     }
