@@ -14,15 +14,7 @@ use serde_json::json;
 async fn previews_serve_a_guest_app_with_share_tokens_on_real_vms() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (server, api) = fresh_server(tmp.path()).await;
-    let (st, v) = api
-        .call(
-            "POST",
-            "/sandboxes",
-            Some(json!({"template_id": "minimal", "memory_mb": 256, "disk_size_mb": 512, "timeout_sec": 600})),
-        )
-        .await;
-    assert_eq!(st, 201, "create: {v}\n{}", server.log());
-    let id = v["data"]["id"].as_str().expect("id").to_string();
+    let id = api.create(json!({"template_id": "minimal", "memory_mb": 256, "disk_size_mb": 512, "timeout_sec": 600}), &server).await;
     // A page, and a CGI script that shows what the app receives.
     api.exec(
         &id,
@@ -160,15 +152,12 @@ async fn previews_serve_a_guest_app_with_share_tokens_on_real_vms() {
 async fn a_python_app_and_its_websocket_through_a_preview_on_the_default_template() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (server, api) = fresh_server(tmp.path()).await;
-    let (st, v) = api
-        .call(
-            "POST",
-            "/sandboxes",
-            Some(json!({"template_id": "default", "memory_mb": 512, "timeout_sec": 900})),
+    let id = api
+        .create(
+            json!({"template_id": "default", "memory_mb": 512, "timeout_sec": 900}),
+            &server,
         )
         .await;
-    assert_eq!(st, 201, "create: {v}\n{}", server.log());
-    let id = v["data"]["id"].as_str().expect("id").to_string();
     let write = reqwest::Client::new()
         .put(format!(
             "{}/api/v1/sandboxes/{id}/fs/raw?path=/workspace/app.py",

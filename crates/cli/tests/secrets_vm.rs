@@ -27,15 +27,12 @@ fn rev(s: &str) -> String {
 async fn secrets_tokens_and_the_audit_log_through_the_cli_on_a_real_vm() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (server, api) = fresh_server(tmp.path()).await;
-    let (st, v) = api
-        .call(
-            "POST",
-            "/sandboxes",
-            Some(json!({"template_id": "minimal", "memory_mb": 256, "disk_size_mb": 512})),
+    let id = api
+        .create(
+            json!({"template_id": "minimal", "memory_mb": 256, "disk_size_mb": 512}),
+            &server,
         )
         .await;
-    assert_eq!(st, 201, "{v}\n{}", server.log());
-    let id = v["data"]["id"].as_str().expect("id").to_string();
 
     let (code, out, err) = hearth_with(
         &api,

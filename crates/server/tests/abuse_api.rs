@@ -7,19 +7,6 @@ use common::at_rest::{contains, files_under};
 use common::TestServer;
 use serde_json::{json, Value};
 
-/// A new key of the admin's own tenant (not an admin key): its id and
-/// plain text.
-async fn tenant_key(srv: &TestServer, name: &str) -> (String, String) {
-    let (st, v) = srv
-        .call("POST", "/api-keys", Some(json!({ "name": name })))
-        .await;
-    assert_eq!(st, 201, "{v}");
-    (
-        v["data"]["id"].as_str().expect("id").to_string(),
-        v["data"]["key"].as_str().expect("key").to_string(),
-    )
-}
-
 /// The id of the admin key (the only admin key a fresh server has).
 async fn admin_key_id(srv: &TestServer) -> String {
     let (_, v) = srv.call("GET", "/api-keys", None).await;
@@ -33,7 +20,7 @@ async fn admin_key_id(srv: &TestServer) -> String {
 async fn a_tenant_key_cannot_revoke_the_admin_key() {
     let srv = TestServer::start().await;
     let admin_id = admin_key_id(&srv).await;
-    let (_, plain) = tenant_key(&srv, "worker").await;
+    let (_, plain) = srv.tenant_key("worker").await;
     let worker = srv.client_with(&plain);
     let (st, v) = srv
         .call_as(&worker, "DELETE", &format!("/api-keys/{admin_id}"), None)
@@ -68,7 +55,7 @@ async fn a_tenant_key_cannot_revoke_the_admin_key() {
 async fn a_revocation_wins_against_requests_in_flight() {
     let srv = std::sync::Arc::new(TestServer::start().await);
     for round in 0..8 {
-        let (id, plain) = tenant_key(&srv, &format!("racer{round}")).await;
+        let (id, plain) = srv.tenant_key(&format!("racer{round}")).await;
         let client = srv.client_with(&plain);
         // Requests with the key run while it is revoked: lookups that read
         // the store before the revocation must not put it back in the cache.
@@ -421,7 +408,7 @@ async fn a_key_past_its_rate_gets_429_with_retry_after_and_others_do_not() {
         c.api_burst = 5;
     })
     .await;
-    let (_, plain) = tenant_key(&srv, "busy").await;
+    let (_, plain) = srv.tenant_key("busy").await;
     let busy = srv.client_with(&plain);
     let mut limited = None;
     for _ in 0..20 {

@@ -143,15 +143,7 @@ async fn mutations_and_denials_are_logged_reads_are_not_and_values_never() {
     );
 
     // Another tenant reads only its own.
-    let (st, v) = srv
-        .call(
-            "POST",
-            "/api-keys",
-            Some(json!({"name": "o", "tenant_id": "ten_other"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    let other = srv.client_with(v["data"]["key"].as_str().expect("key"));
+    let other = srv.stranger().await;
     let v = log(&srv, &other, "").await;
     assert_eq!(v["data"], json!([]), "{v}");
     // ...and its own actions land in its own log.

@@ -79,22 +79,8 @@ async fn a_preview_websocket_closes_when_its_token_is_revoked_or_its_preview_del
     let p = preview(&srv, &id, port, "private").await;
     let pid = p["id"].as_str().expect("id").to_string();
     let host = host_of(p["url"].as_str().expect("url"));
-    let share = || async {
-        let (st, v) = srv
-            .call(
-                "POST",
-                &format!("/sandboxes/{id}/previews/{pid}/share"),
-                None,
-            )
-            .await;
-        assert_eq!(st, 201, "{v}");
-        (
-            v["preview_token"].as_str().expect("token").to_string(),
-            v["data"]["token_id"].as_str().expect("id").to_string(),
-        )
-    };
-    let (doomed, doomed_id) = share().await;
-    let (kept, _) = share().await;
+    let (doomed, doomed_id) = share(&srv, &id, &pid).await;
+    let (kept, _) = share(&srv, &id, &pid).await;
     let mut by_doomed = preview_ws(&srv, &host, ("x-hearth-preview-token", &doomed)).await;
     let mut by_kept = preview_ws(&srv, &host, ("x-hearth-preview-token", &kept)).await;
     let bearer = format!("Bearer {}", srv.admin_key);
@@ -123,18 +109,6 @@ async fn a_preview_websocket_closes_when_its_token_is_revoked_or_its_preview_del
     assert!(st == 200 || st == 204, "{st} {v}");
     ends(&mut by_kept).await;
     ends(&mut by_owner).await;
-}
-
-/// A new key of `tenant` and a client that sends it.
-async fn key_of(srv: &TestServer, name: &str) -> (String, String) {
-    let (st, v) = srv
-        .call("POST", "/api-keys", Some(json!({ "name": name })))
-        .await;
-    assert_eq!(st, 201, "{v}");
-    (
-        v["data"]["id"].as_str().expect("id").to_string(),
-        v["data"]["key"].as_str().expect("key").to_string(),
-    )
 }
 
 /// Opens the tenant's event stream with `key` and reads until the first
@@ -171,8 +145,8 @@ async fn streams_and_terminals_opened_with_a_key_end_when_it_is_revoked() {
     let srv = TestServer::start().await;
     let sbx = srv.create_sandbox(json!({})).await;
     let id = sbx["id"].as_str().expect("id").to_string();
-    let (doomed_id, doomed) = key_of(&srv, "doomed").await;
-    let (_, kept) = key_of(&srv, "kept").await;
+    let (doomed_id, doomed) = srv.tenant_key("doomed").await;
+    let (_, kept) = srv.tenant_key("kept").await;
 
     let doomed_events = event_stream(&srv, &doomed).await;
     let kept_events = event_stream(&srv, &kept).await;

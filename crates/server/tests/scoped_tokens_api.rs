@@ -310,15 +310,7 @@ async fn bad_mints_get_422_and_other_tenants_cannot_touch_a_token() {
     );
     let id = v["id"].as_str().expect("id").to_string();
 
-    let (st, v) = srv
-        .call(
-            "POST",
-            "/api-keys",
-            Some(json!({"name": "o", "tenant_id": "ten_other"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    let other = srv.client_with(v["data"]["key"].as_str().expect("key"));
+    let other = srv.stranger().await;
     let (st, _) = srv
         .call_as(&other, "DELETE", &format!("/tokens/scoped/{id}"), None)
         .await;

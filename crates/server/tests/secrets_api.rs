@@ -211,15 +211,7 @@ async fn another_tenant_cannot_see_bind_or_use_a_secret() {
     assert_eq!(st, 201, "{v}");
     let sid = v["data"]["id"].as_str().expect("id").to_string();
 
-    let (st, v) = srv
-        .call(
-            "POST",
-            "/api-keys",
-            Some(json!({"name": "other", "tenant_id": "ten_other"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    let other = srv.client_with(v["data"]["key"].as_str().expect("key"));
+    let other = srv.stranger().await;
     let (st, sbx) = srv
         .call_as(&other, "POST", "/sandboxes", Some(json!({})))
         .await;

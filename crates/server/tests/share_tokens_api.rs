@@ -41,27 +41,9 @@ async fn share_tokens_are_listed_and_revoked_by_id_and_by_sandbox() {
         client_for(&host_of(&url1), srv.preview_addr),
         client_for(&host_of(&url2), srv.preview_addr),
     );
-    let share = |pid: String| {
-        let srv = &srv;
-        let id = id.clone();
-        async move {
-            let (st, v) = srv
-                .call(
-                    "POST",
-                    &format!("/sandboxes/{id}/previews/{pid}/share"),
-                    None,
-                )
-                .await;
-            assert_eq!(st, 201, "{v}");
-            (
-                v["preview_token"].as_str().expect("token").to_string(),
-                v["data"]["token_id"].as_str().expect("id").to_string(),
-            )
-        }
-    };
-    let (t1, t1_id) = share(pid1.clone()).await;
-    let (t2, t2_id) = share(pid1.clone()).await;
-    let (t3, _) = share(pid2.clone()).await;
+    let (t1, t1_id) = share(&srv, &id, &pid1).await;
+    let (t2, t2_id) = share(&srv, &id, &pid1).await;
+    let (t3, _) = share(&srv, &id, &pid2).await;
     let (st, v) = srv
         .call("POST", &format!("/sandboxes/{id}/preview-token"), None)
         .await;

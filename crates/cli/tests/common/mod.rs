@@ -169,6 +169,14 @@ impl Api {
         (status, v)
     }
 
+    /// Creates a sandbox from `spec` (201 expected; the server's log shows
+    /// when not) and returns its id.
+    pub async fn create(&self, spec: Value, server: &Server) -> String {
+        let (st, v) = self.call("POST", "/sandboxes", Some(spec)).await;
+        assert_eq!(st, 201, "create: {v}\n{}", server.log());
+        v["data"]["id"].as_str().expect("id").to_string()
+    }
+
     pub async fn exec(&self, id: &str, command: &str) -> Value {
         let (st, v) = self
             .call(

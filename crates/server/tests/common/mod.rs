@@ -472,6 +472,23 @@ impl TestServer {
         self.call_as(&self.client, method, path, body).await
     }
 
+    /// A new key of the admin's tenant (not an admin key): its id and
+    /// plain text.
+    pub async fn tenant_key(&self, name: &str) -> (String, String) {
+        let (st, v) = self
+            .call(
+                "POST",
+                "/api-keys",
+                Some(serde_json::json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        (
+            v["data"]["id"].as_str().expect("id").to_string(),
+            v["data"]["key"].as_str().expect("key").to_string(),
+        )
+    }
+
     /// [`TestServer::call`] with another client (another key, or none).
     pub async fn call_as(
         &self,

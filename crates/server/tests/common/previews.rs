@@ -99,6 +99,23 @@ pub async fn preview(srv: &TestServer, id: &str, port: u16, visibility: &str) ->
     v["data"].clone()
 }
 
+/// Mints a share token of preview `pid` of sandbox `id`: the token and
+/// its id.
+pub async fn share(srv: &TestServer, id: &str, pid: &str) -> (String, String) {
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/previews/{pid}/share"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    (
+        v["preview_token"].as_str().expect("token").to_string(),
+        v["data"]["token_id"].as_str().expect("id").to_string(),
+    )
+}
+
 /// Opens a share link as a browser does: the proxy answers 303 with the
 /// cookie and the URL without the token; the cookie then opens that URL.
 /// Returns the `Set-Cookie` value, the `Location`, and the `name=value`
