@@ -18,6 +18,7 @@
 //! - `warm/`: template snapshots per VM shape and the pool of pre-cloned
 //!   VMs;
 //! - `previews/`: preview URLs and share tokens;
+//! - `deployments/`: sandboxes published as services, versions, rollout;
 //! - `keys/`: API keys, authentication and idempotent replays;
 //! - `secrets/`: the secrets vault, bindings, and masking values in output;
 //! - `audit/`: the audit log of every mutating action and denied attempt;
@@ -32,11 +33,13 @@ pub mod access;
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod deployments;
 pub mod error;
 pub mod events;
 pub mod guest;
 pub mod ids;
 pub mod keys;
+pub mod locks;
 pub mod metrics;
 pub mod model;
 pub mod previews;
@@ -99,6 +102,9 @@ pub struct Core {
     idempotency_locks: keys::idempotency::Locks,
     /// quotas/: one lock per tenant with a quota check in flight.
     quota_locks: quotas::QuotaLocks,
+    /// deployments/: one publish, promotion or rollback per deployment at
+    /// a time.
+    deploy_locks: locks::KeyedLocks,
     rate_overrides: quotas::RateOverrides,
     /// Encrypts what is stored but must not be readable at rest.
     sealer: seal::Sealer,
@@ -133,6 +139,7 @@ impl Core {
             access: Default::default(),
             idempotency_locks: Default::default(),
             quota_locks: Default::default(),
+            deploy_locks: Default::default(),
             rate_overrides: Default::default(),
             sealer,
             warm_builds: Default::default(),

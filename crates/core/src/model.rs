@@ -158,6 +158,9 @@ pub struct SandboxRecord {
     pub deadline_at: Option<i64>,
     /// Last exec, file write, terminal input or preview request.
     pub last_activity_at: i64,
+    /// The deployment this sandbox is a runtime instance of (then it is
+    /// not listed among the tenant's sandboxes).
+    pub deployment_id: Option<String>,
 }
 
 impl SandboxRecord {
@@ -533,6 +536,7 @@ mod tests {
             destroyed_at: None,
             deadline_at: Some(now + 60_000),
             last_activity_at: now,
+            deployment_id: None,
         }
     }
 
@@ -600,6 +604,18 @@ pub struct SandboxFilter {
     pub template_id: Option<String>,
     /// Only these sandboxes (a scoped token's pinned ones).
     pub ids: Option<Vec<String>>,
+    /// Deployments' runtime instances too (else they are left out); with
+    /// `Some(id)`, only that deployment's.
+    pub deployment: Option<DeploymentFilter>,
+}
+
+/// Which runtime instances a sandbox listing shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeploymentFilter {
+    /// Every sandbox, instances included.
+    All,
+    /// Only the instances of this deployment.
+    Of(String),
 }
 
 /// A page request: 1-based page number and its size.
@@ -724,4 +740,43 @@ pub struct AuditRecord {
     /// The error code when not `ok`.
     pub error_code: Option<String>,
     pub details: serde_json::Value,
+}
+
+/// A deployment: a sandbox published as a long-lived service at
+/// `<slug>.apps.<domain>`, serving its active version from a runtime
+/// instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub slug: String,
+    /// `pending`, `building`, `running`, `stopped` or `failed`.
+    pub state: String,
+    pub active_version_id: Option<String>,
+    /// The sandbox serving the active version.
+    pub active_instance_id: Option<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One immutable version of a deployment: a snapshot of its source
+/// sandbox, and how to run and check it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentVersionRecord {
+    pub id: String,
+    pub deployment_id: String,
+    pub tenant_id: String,
+    pub version_number: i64,
+    /// `building`, `ready` (healthy once), `active`, `failed` or `retired`.
+    pub state: String,
+    pub source_sandbox_id: String,
+    pub snapshot_id: Option<String>,
+    pub runtime_command: String,
+    pub runtime_port: u16,
+    pub health_check_path: String,
+    pub error: Option<String>,
+    pub promoted_at: Option<i64>,
+    pub created_at: i64,
 }

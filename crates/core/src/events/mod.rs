@@ -45,10 +45,12 @@ pub enum EventKind {
     SnapshotReady,
     TemplateBuildReady,
     TemplateBuildFailed,
+    DeploymentPromoted,
+    DeploymentFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::SandboxCreated,
         EventKind::SandboxRunning,
         EventKind::SandboxPaused,
@@ -66,6 +68,8 @@ impl EventKind {
         EventKind::SnapshotReady,
         EventKind::TemplateBuildReady,
         EventKind::TemplateBuildFailed,
+        EventKind::DeploymentPromoted,
+        EventKind::DeploymentFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +91,8 @@ impl EventKind {
             EventKind::SnapshotReady => "sandbox.snapshot.ready",
             EventKind::TemplateBuildReady => "template.build.ready",
             EventKind::TemplateBuildFailed => "template.build.failed",
+            EventKind::DeploymentPromoted => "deployment.promoted",
+            EventKind::DeploymentFailed => "deployment.failed",
         }
     }
 }
@@ -367,7 +373,9 @@ mod tests {
         assert_eq!(names.len(), EventKind::ALL.len());
         for n in names {
             assert!(
-                n.starts_with("sandbox.") || n.starts_with("template."),
+                n.starts_with("sandbox.")
+                    || n.starts_with("template.")
+                    || n.starts_with("deployment."),
                 "{n}"
             );
         }

@@ -44,6 +44,12 @@ impl Core {
 
     /// The URL the proxy serves `slug` at.
     pub fn preview_url(&self, slug: &str) -> String {
+        self.proxied_url("preview", slug)
+    }
+
+    /// `<scheme>://<slug>.<kind>.<domain>[:port]`: a URL the proxy serves
+    /// (`preview` for previews, `apps` for deployments).
+    pub(crate) fn proxied_url(&self, kind: &str, slug: &str) -> String {
         let p = &self.config.preview;
         let port = p
             .public_port
@@ -52,9 +58,9 @@ impl Core {
         let scheme = p.url_scheme();
         let default_port = if scheme == "https" { 443 } else { 80 };
         if port == 0 || port == default_port {
-            format!("{scheme}://{slug}.preview.{}", p.domain)
+            format!("{scheme}://{slug}.{kind}.{}", p.domain)
         } else {
-            format!("{scheme}://{slug}.preview.{}:{port}", p.domain)
+            format!("{scheme}://{slug}.{kind}.{}:{port}", p.domain)
         }
     }
 

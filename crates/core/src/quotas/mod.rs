@@ -7,7 +7,6 @@
 //! creates never both take the last unit.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex as SyncMutex;
 use serde::{Deserialize, Serialize};
@@ -122,25 +121,8 @@ pub struct QuotaReport {
     pub overrides: QuotaOverrides,
 }
 
-type TenantLock = tokio::sync::Mutex<()>;
-
-/// One lock per tenant with a check in flight (weakly held: idle tenants
-/// cost nothing).
-#[derive(Debug, Default)]
-pub struct QuotaLocks(SyncMutex<HashMap<String, Weak<TenantLock>>>);
-
-impl QuotaLocks {
-    fn get(&self, tenant: &str) -> Arc<TenantLock> {
-        let mut map = self.0.lock();
-        if let Some(l) = map.get(tenant).and_then(Weak::upgrade) {
-            return l;
-        }
-        map.retain(|_, w| w.strong_count() > 0);
-        let l = Arc::new(TenantLock::default());
-        map.insert(tenant.to_string(), Arc::downgrade(&l));
-        l
-    }
-}
+/// One lock per tenant with a check in flight.
+pub type QuotaLocks = crate::locks::KeyedLocks;
 
 /// Held from a quota check until what it guards is stored.
 pub type QuotaGuard = tokio::sync::OwnedMutexGuard<()>;
@@ -256,7 +238,7 @@ impl Core {
     /// Takes `tenant`'s quota lock and checks that `need` fits; hold the
     /// guard until what it allows is stored.
     pub async fn reserve(&self, tenant: &str, need: Quotas) -> Result<QuotaGuard> {
-        let guard = self.quota_locks.get(tenant).lock_owned().await;
+        let guard = self.quota_locks.lock(tenant).await;
         let limits = self.quota_limits(tenant).await?;
         let used = self.store.tenant_usage(tenant).await?;
         let needs = need.fields();

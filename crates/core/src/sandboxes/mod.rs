@@ -136,6 +136,7 @@ impl Core {
             destroyed_at: None,
             deadline_at: None,
             last_activity_at: now,
+            deployment_id: None,
         };
         if wait {
             if let Some(pooled) = self.pooled_for(&rec).await {

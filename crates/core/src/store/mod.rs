@@ -11,9 +11,9 @@ use async_trait::async_trait;
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    ApiKeyRecord, AuditRecord, BuildRecord, EventRecord, PreviewRecord, PreviewTokenRecord,
-    SandboxRecord, ScopedTokenRecord, SecretBindingRecord, SecretRecord, SnapshotRecord,
-    TemplateRecord, UsageInterval,
+    ApiKeyRecord, AuditRecord, BuildRecord, DeploymentRecord, DeploymentVersionRecord, EventRecord,
+    PreviewRecord, PreviewTokenRecord, SandboxRecord, ScopedTokenRecord, SecretBindingRecord,
+    SecretRecord, SnapshotRecord, TemplateRecord, UsageInterval,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +109,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<()>;
     /// What `tenant` holds now, counted as [`crate::quotas::Quotas`] says.
     async fn tenant_usage(&self, tenant: &str) -> StoreResult<crate::quotas::Quotas>;
+
+    // Deployments and their versions.
+    async fn put_deployment(&self, d: &DeploymentRecord) -> StoreResult<()>;
+    async fn get_deployment(&self, id: &str) -> StoreResult<Option<DeploymentRecord>>;
+    async fn deployment_by_slug(&self, slug: &str) -> StoreResult<Option<DeploymentRecord>>;
+    /// A tenant's deployments, newest first (at most 1000).
+    async fn list_deployments(
+        &self,
+        tenant: &str,
+        state: Option<&str>,
+    ) -> StoreResult<Vec<DeploymentRecord>>;
+    /// Deletes a deployment and its versions.
+    async fn delete_deployment(&self, id: &str) -> StoreResult<()>;
+    /// Inserts a version as the deployment's next number; the version.
+    async fn insert_version(
+        &self,
+        v: &DeploymentVersionRecord,
+    ) -> StoreResult<DeploymentVersionRecord>;
+    async fn update_version(&self, v: &DeploymentVersionRecord) -> StoreResult<()>;
+    /// A deployment's versions, newest first.
+    async fn list_versions(&self, deployment_id: &str)
+        -> StoreResult<Vec<DeploymentVersionRecord>>;
 
     // The audit log (append-only; retention deletes by age).
     /// Appends an entry; its `seq`.

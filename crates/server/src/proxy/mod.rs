@@ -42,6 +42,8 @@ struct Proxy {
     core: Arc<Core>,
     /// `.preview.<domain>`
     suffix: String,
+    /// `.apps.<domain>`: deployments.
+    apps_suffix: String,
     limiter: RateLimiter,
     /// Share cookies stick in browsers at this scheme and domain (see
     /// [`credentials::cookie_sticks`]): page requests with a token in the
@@ -54,6 +56,7 @@ pub fn router(core: Arc<Core>) -> axum::Router {
     let p = &core.config.preview;
     let proxy = Proxy {
         suffix: format!(".preview.{}", p.domain.to_ascii_lowercase()),
+        apps_suffix: format!(".apps.{}", p.domain.to_ascii_lowercase()),
         limiter: RateLimiter::new(p.public_rps, p.public_rps.saturating_mul(4)),
         redirect_tokens: credentials::cookie_sticks(p.url_scheme(), &p.domain),
         core,
@@ -147,7 +150,10 @@ async fn handle(
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
     let Some(slug) = slug_of(&host, &proxy.suffix) else {
-        return pages::not_found();
+        return match slug_of(&host, &proxy.apps_suffix) {
+            Some(app) => serve_app(&proxy, peer, &host, app, req).await,
+            None => pages::not_found(),
+        };
     };
     let preview = match core.preview_by_slug(slug).await {
         Ok(Some(p)) => p,
@@ -175,6 +181,43 @@ async fn handle(
         forward(core, &preview, peer, &host, req, held).await
     };
     finish(core, resp, set_cookie)
+}
+
+/// A deployment's public URL: its serving instance's port, public, rate
+/// limited per client like a public preview; every Hearth credential is
+/// stripped as for previews.
+async fn serve_app(
+    proxy: &Proxy,
+    peer: SocketAddr,
+    host: &str,
+    slug: &str,
+    mut req: Request,
+) -> Response {
+    let core = &proxy.core;
+    let (dep, instance, port) = match core.app_route(slug).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return pages::not_found(),
+        Err(e) => {
+            tracing::error!(error = %e, "deployment lookup");
+            return pages::bad_gateway("the deployment could not be looked up");
+        }
+    };
+    if !proxy.limiter.allow(peer.ip(), Instant::now()) {
+        return pages::rate_limited();
+    }
+    credentials::take(&mut req);
+    // The instance as a public preview of its port.
+    let route = PreviewRecord {
+        id: dep.id,
+        tenant_id: dep.tenant_id,
+        sandbox_id: instance,
+        port,
+        visibility: Visibility::Public,
+        slug: dep.slug,
+        created_at: dep.created_at,
+    };
+    let resp = forward(core, &route, peer, host, req, std::future::pending()).await;
+    finish(core, resp, None)
 }
 
 /// Adds the proxy's own headers to an answer: the frame-ancestors policy,

@@ -5,6 +5,7 @@
 //! every bad body into the error envelope.
 
 pub mod audit;
+pub mod deployments;
 pub mod env;
 pub mod events;
 pub mod exec;
@@ -68,6 +69,7 @@ pub fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .merge(secrets::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
+        .merge(deployments::routes())
         .merge(system::authed_routes());
     (api, system::public_routes())
 }

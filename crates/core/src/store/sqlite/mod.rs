@@ -23,12 +23,13 @@ use super::{
     StoreError, StoreResult,
 };
 use crate::model::{
-    ApiKeyRecord, AuditRecord, BuildRecord, EventRecord, PreviewRecord, PreviewTokenRecord,
-    SandboxRecord, ScopedTokenRecord, SecretBindingRecord, SecretRecord, SnapshotRecord,
-    TemplateRecord, UsageInterval,
+    ApiKeyRecord, AuditRecord, BuildRecord, DeploymentRecord, DeploymentVersionRecord, EventRecord,
+    PreviewRecord, PreviewTokenRecord, SandboxRecord, ScopedTokenRecord, SecretBindingRecord,
+    SecretRecord, SnapshotRecord, TemplateRecord, UsageInterval,
 };
 
 mod audit;
+mod deployments;
 mod events;
 mod file;
 mod quotas;
@@ -185,6 +186,48 @@ impl Store for SqliteStore {
 
     async fn tenant_usage(&self, tenant: &str) -> StoreResult<crate::quotas::Quotas> {
         quotas::usage(&self.pool, tenant).await
+    }
+
+    async fn put_deployment(&self, d: &DeploymentRecord) -> StoreResult<()> {
+        deployments::put(&self.pool, d).await
+    }
+
+    async fn get_deployment(&self, id: &str) -> StoreResult<Option<DeploymentRecord>> {
+        deployments::get(&self.pool, id).await
+    }
+
+    async fn deployment_by_slug(&self, slug: &str) -> StoreResult<Option<DeploymentRecord>> {
+        deployments::by_slug(&self.pool, slug).await
+    }
+
+    async fn list_deployments(
+        &self,
+        tenant: &str,
+        state: Option<&str>,
+    ) -> StoreResult<Vec<DeploymentRecord>> {
+        deployments::list(&self.pool, tenant, state).await
+    }
+
+    async fn delete_deployment(&self, id: &str) -> StoreResult<()> {
+        deployments::delete(&self.pool, id).await
+    }
+
+    async fn insert_version(
+        &self,
+        v: &DeploymentVersionRecord,
+    ) -> StoreResult<DeploymentVersionRecord> {
+        deployments::insert_version(&self.pool, v).await
+    }
+
+    async fn update_version(&self, v: &DeploymentVersionRecord) -> StoreResult<()> {
+        deployments::update_version(&self.pool, v).await
+    }
+
+    async fn list_versions(
+        &self,
+        deployment_id: &str,
+    ) -> StoreResult<Vec<DeploymentVersionRecord>> {
+        deployments::versions(&self.pool, deployment_id).await
     }
 
     async fn append_audit(&self, e: &AuditRecord) -> StoreResult<i64> {
@@ -389,6 +432,15 @@ impl Store for SqliteStore {
             ] {
                 if let Some(v) = v {
                     b.push(format!(" AND {col} = ")).push_bind(v.as_str());
+                }
+            }
+            match &f.deployment {
+                None => {
+                    b.push(" AND deployment_id IS NULL");
+                }
+                Some(crate::model::DeploymentFilter::All) => {}
+                Some(crate::model::DeploymentFilter::Of(d)) => {
+                    b.push(" AND deployment_id = ").push_bind(d.as_str());
                 }
             }
             if let Some(ids) = &f.ids {

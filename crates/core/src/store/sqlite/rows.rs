@@ -70,6 +70,7 @@ pub(super) fn sandbox_from_row(r: &SqliteRow) -> StoreResult<SandboxRecord> {
         destroyed_at: r.try_get("destroyed_at")?,
         deadline_at: r.try_get("deadline_at")?,
         last_activity_at: r.try_get("last_activity_at")?,
+        deployment_id: r.try_get("deployment_id")?,
     })
 }
 
@@ -199,7 +200,7 @@ pub(super) const SANDBOX_COLUMNS: &str =
     cpu_count, memory_mb, disk_size_mb, timeout_sec, idle_timeout_sec, always_on, persistent, \
     egress, env, secret_env, metadata, tags, external_workspace_id, external_user_id, \
     external_project_id, boot_ms, boot_path, created_at, started_at, paused_at, destroyed_at, \
-    deadline_at, last_activity_at, egress_policy, egress_policy_updated_at";
+    deadline_at, last_activity_at, egress_policy, egress_policy_updated_at, deployment_id";
 
 pub(super) fn push_sandbox_values(b: &mut QueryBuilder<'_, Sqlite>, s: &SandboxRecord) {
     let mut v = b.separated(", ");
@@ -233,5 +234,6 @@ pub(super) fn push_sandbox_values(b: &mut QueryBuilder<'_, Sqlite>, s: &SandboxR
         .push_bind(s.deadline_at)
         .push_bind(s.last_activity_at)
         .push_bind(s.egress_policy.as_ref().map(json))
-        .push_bind(s.egress_policy_updated_at);
+        .push_bind(s.egress_policy_updated_at)
+        .push_bind(s.deployment_id.clone());
 }

@@ -37,6 +37,7 @@ fn sandbox(id: &str, tenant: &str, created_at: i64) -> SandboxRecord {
         destroyed_at: None,
         deadline_at: Some(created_at + 300_000),
         last_activity_at: created_at,
+        deployment_id: None,
     }
 }
 

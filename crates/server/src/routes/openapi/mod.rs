@@ -78,6 +78,7 @@ pub const QUOTAS: &str = "Quotas";
 pub const SECRETS: &str = "Secrets";
 pub const TOKENS: &str = "Scoped tokens";
 pub const AUDIT: &str = "Audit log";
+pub const DEPLOY: &str = "Deployments";
 pub const SYSTEM: &str = "System";
 
 /// What the document says besides the operations: info, tags in order,
@@ -110,6 +111,8 @@ pub const SYSTEM: &str = "System";
         (name = USAGE, description = "Metered usage."),
         (name = KEYS, description = "API keys."),
         (name = QUOTAS, description = "Per-tenant limits and their use; admins set them."),
+        (name = DEPLOY, description = "Sandboxes published as long-lived services: versions \
+            (snapshots), runtime instances, health-checked promotion and rollback."),
         (name = AUDIT, description = "Every mutating action and denied attempt of the tenant: \
             who, what, on which resource, when, from where, and how it ended."),
         (name = TOKENS, description = "Delegates of a key with fewer scopes, for at most a \
@@ -354,7 +357,7 @@ fn drop_null_defaults(v: &mut Value) {
 /// names its type, so renaming the type breaks the build, and its fields,
 /// which the document test checks exist.
 fn refine(schemas: &mut Map<String, Value>) {
-    use super::{files, processes};
+    use super::{deployments, files, processes};
     let one_of = |alternatives: &[Value], exclusive: &[&str]| {
         let mut rule = json!({ "anyOf": alternatives });
         if !exclusive.is_empty() {
@@ -363,6 +366,16 @@ fn refine(schemas: &mut Map<String, Value>) {
         rule
     };
     let rules = [
+        (
+            <deployments::DeployBody as ToSchema>::name(),
+            one_of(
+                &[
+                    json!({ "required": ["name"] }),
+                    json!({ "required": ["deployment_id"] }),
+                ],
+                &[],
+            ),
+        ),
         (
             <files::WriteBody as ToSchema>::name(),
             one_of(

@@ -237,6 +237,7 @@ async fn list(
         ),
         template_id: query_text(&mut bad, "template_id", q.template_id, MAX_EXTERNAL_ID),
         ids: None,
+        deployment: None,
     };
     if !bad.is_empty() {
         return Err(ApiError::validation(bad));

@@ -1,0 +1,215 @@
+//! Deployments through the HTTP API and the proxy: publish a sandbox, the
+//! app serves at `<slug>.apps.<domain>` from an instance the deployment
+//! owns, also after the source is destroyed; a version whose health check
+//! never passes is `failed` and the URL stays; a healthy one is promoted;
+//! rollback serves the earlier version again; another tenant sees none of
+//! it; deleting stops it. (The fake VMM's instances tunnel to an app on
+//! the test's own loopback; real VMs are in the CLI's `deployments_vm`.)
+
+mod common;
+
+use common::previews::{client_for, host_of, start_app};
+use common::TestServer;
+use serde_json::{json, Value};
+
+async fn deploy(srv: &TestServer, sbx: &str, body: Value) -> (u16, Value) {
+    srv.call("POST", &format!("/sandboxes/{sbx}/deploy"), Some(body))
+        .await
+}
+
+async fn get_url(srv: &TestServer, url: &str) -> (u16, String) {
+    let c = client_for(&host_of(url), srv.preview_addr);
+    let resp = c.get(format!("{url}/page")).send().await.expect("get");
+    (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn publish_serve_fail_promote_roll_back_and_delete() {
+    let srv = TestServer::start().await;
+    let (port, _) = start_app().await;
+    let src = srv.create_sandbox(json!({})).await;
+    let src = src["id"].as_str().expect("id").to_string();
+
+    let (st, v) = deploy(
+        &srv,
+        &src,
+        json!({"name": "web", "port": port, "start_command": "true", "health_check_path": "/healthz"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let d = &v["data"];
+    assert_eq!(d["promoted"], true, "{v}");
+    assert_eq!(d["deployment"]["state"], "running");
+    assert_eq!(d["version"]["state"], "active");
+    assert_eq!(d["version"]["version_number"], 1);
+    assert_eq!(d["version"]["kind"], "sandbox_backed");
+    let dep = d["deployment"]["id"].as_str().expect("id").to_string();
+    let v1 = d["version"]["id"].as_str().expect("id").to_string();
+    let url = d["deployment"]["public_url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    assert!(url.contains(".apps.localhost:"), "{url}");
+    assert_eq!(
+        get_url(&srv, &url).await,
+        (200, "app saw GET /page with 0 body bytes".into())
+    );
+
+    // The instance is the deployment's, not among the tenant's sandboxes.
+    let (_, list) = srv.call("GET", "/sandboxes", None).await;
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, [src.as_str()], "{list}");
+    let (_, inst) = srv
+        .call(
+            "GET",
+            &format!("/deployments/{dep}/runtime-instances"),
+            None,
+        )
+        .await;
+    assert_eq!(inst["data"].as_array().map(Vec::len), Some(1), "{inst}");
+    assert_eq!(inst["data"][0]["active"], true);
+
+    // The source goes; production stays.
+    let (st, _) = srv.call("DELETE", &format!("/sandboxes/{src}"), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(get_url(&srv, &url).await.0, 200);
+
+    // A version whose health check never passes: failed, URL unchanged.
+    let src2 = srv.create_sandbox(json!({})).await;
+    let src2 = src2["id"].as_str().expect("id").to_string();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let (st, v) = deploy(
+        &srv,
+        &src2,
+        json!({"deployment_id": dep, "port": closed, "start_command": "true", "health_timeout_sec": 2}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["data"]["promoted"], false, "{v}");
+    assert_eq!(v["data"]["version"]["state"], "failed");
+    assert!(
+        v["data"]["version"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not healthy")),
+        "{v}"
+    );
+    assert_eq!(v["data"]["deployment"]["active_version_id"], v1.as_str());
+    assert_eq!(get_url(&srv, &url).await.0, 200);
+
+    // A healthy v3 is promoted; rollback serves v1 again.
+    let (st, v) = deploy(
+        &srv,
+        &src2,
+        json!({"deployment_id": dep, "port": port, "start_command": "true"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["data"]["promoted"], true, "{v}");
+    assert_eq!(v["data"]["version"]["version_number"], 3);
+    let v3 = v["data"]["version"]["id"].as_str().expect("id").to_string();
+    assert_eq!(get_url(&srv, &url).await.0, 200);
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/deployments/{dep}/rollback"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["data"]["version"]["id"],
+        v1.as_str(),
+        "back to the version before: {v}"
+    );
+    assert_eq!(v["data"]["deployment"]["active_version_id"], v1.as_str());
+    let (_, vs) = srv
+        .call("GET", &format!("/deployments/{dep}/versions"), None)
+        .await;
+    let states: Vec<(i64, String)> = vs["data"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| {
+            (
+                v["version_number"].as_i64().unwrap_or(0),
+                v["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (3, "retired".into()),
+            (2, "failed".into()),
+            (1, "active".into())
+        ],
+        "{vs}"
+    );
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/deployments/{dep}/versions/{v3}/promote"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, v["data"]["promoted"].clone()),
+        (200, json!(true)),
+        "{v}"
+    );
+
+    // Another tenant sees none of it.
+    let other = srv.stranger().await;
+    let (st, _) = srv
+        .call_as(&other, "GET", &format!("/deployments/{dep}"), None)
+        .await;
+    assert_eq!(st, 404);
+    let (_, v) = srv.call_as(&other, "GET", "/deployments", None).await;
+    assert_eq!(v["data"], json!([]));
+    let (st, _) = srv
+        .call_as(&other, "DELETE", &format!("/deployments/{dep}"), None)
+        .await;
+    assert_eq!(st, 404);
+
+    // One name per tenant; bad bodies are 422.
+    let (st, v) = deploy(
+        &srv,
+        &src2,
+        json!({"name": "web", "port": port, "start_command": "true"}),
+    )
+    .await;
+    assert_eq!(st, 409, "{v}");
+    for (body, field) in [
+        (json!({"name": "x", "start_command": "true"}), "port"),
+        (json!({"name": "x", "port": 80}), "start_command"),
+        (json!({"port": 80, "start_command": "true"}), "name"),
+        (
+            json!({"name": "x", "port": 80, "start_command": "true", "health_check_path": "nope"}),
+            "health_check_path",
+        ),
+    ] {
+        let (st, v) = deploy(&srv, &src2, body.clone()).await;
+        assert_eq!(st, 422, "{body}: {v}");
+        assert_eq!(v["error"]["details"][0]["field"], field, "{v}");
+    }
+
+    // Deleting stops it: the URL is gone, its instances are destroyed.
+    let (st, v) = srv
+        .call("DELETE", &format!("/deployments/{dep}"), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(get_url(&srv, &url).await.0, 404);
+    let (st, _) = srv.call("GET", &format!("/deployments/{dep}"), None).await;
+    assert_eq!(st, 404);
+}
