@@ -1,0 +1,211 @@
+//! Deployments on real VMs: an app built in a sandbox (busybox httpd
+//! serving a page that names its version) is published; its URL serves
+//! after the source is destroyed; v2 goes live while a client polls every
+//! 50 ms with no failed request; rollback brings v1 back the same way; a
+//! v3 whose health check never passes is `failed` and production stays.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const SHAPE: &str =
+    r#"{"template_id": "minimal", "memory_mb": 256, "disk_size_mb": 512, "timeout_sec": 900}"#;
+const START: &str = "busybox httpd -f -p 8080 -h /workspace/www";
+
+/// A sandbox whose `/workspace/www/index.html` says `page`.
+async fn app(api: &Api, server: &Server, page: &str) -> String {
+    let id = api
+        .create(serde_json::from_str(SHAPE).expect("shape"), server)
+        .await;
+    let r = api
+        .exec(
+            &id,
+            &format!("mkdir -p /workspace/www && echo {page} > /workspace/www/index.html"),
+        )
+        .await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    id
+}
+
+/// A client that sends the deployment's host to the proxy, and the URL.
+fn client(url: &str) -> reqwest::Client {
+    let host = url
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .expect("host");
+    let port: u16 = url.rsplit(':').next().expect("port").parse().expect("port");
+    reqwest::Client::builder()
+        .resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+async fn page(c: &reqwest::Client, url: &str) -> Option<String> {
+    let r = c.get(format!("{url}/")).send().await.ok()?;
+    r.status().is_success().then_some(())?;
+    r.text().await.ok().map(|t| t.trim().to_string())
+}
+
+/// Polls `url` every 50 ms until stopped: (requests, failures, pages seen).
+struct Poller {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, u64, Vec<String>)>,
+}
+
+impl Poller {
+    fn start(url: &str) -> Poller {
+        let (c, url) = (client(url), url.to_string());
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut n, mut failed, mut seen) = (0, 0, Vec::<String>::new());
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    match page(&c, &url).await {
+                        Some(p) => {
+                            if seen.last() != Some(&p) {
+                                seen.push(p);
+                            }
+                        }
+                        None => failed += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (n, failed, seen)
+            })
+        };
+        Poller { stop, task }
+    }
+
+    async fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("poller")
+    }
+}
+
+async fn deploy(api: &Api, sbx: &str, body: Value) -> Value {
+    let (st, v) = api
+        .call("POST", &format!("/sandboxes/{sbx}/deploy"), Some(body))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    v["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots real VMs; run with --run-ignored (scripts/test does)"]
+async fn publish_promote_roll_back_and_fail_without_downtime_on_real_vms() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (server, api) = fresh_server(tmp.path()).await;
+    let v1_src = app(&api, &server, "version-1").await;
+
+    let t = Instant::now();
+    let d = deploy(
+        &api,
+        &v1_src,
+        json!({"name": "site", "port": 8080, "start_command": START}),
+    )
+    .await;
+    assert_eq!(d["promoted"], true, "{d}\n{}", server.log());
+    let dep = d["deployment"]["id"].as_str().expect("id").to_string();
+    let url = d["deployment"]["public_url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let c = client(&url);
+    assert_eq!(page(&c, &url).await.as_deref(), Some("version-1"));
+    eprintln!(
+        "publish -> first 200 on the URL: {} ms",
+        t.elapsed().as_millis()
+    );
+
+    // The source goes; the deployment serves from its own snapshot.
+    let (st, _) = api
+        .call("DELETE", &format!("/sandboxes/{v1_src}"), None)
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(page(&c, &url).await.as_deref(), Some("version-1"));
+
+    // v2 while a client polls: no failed request, and it switches.
+    let v2_src = app(&api, &server, "version-2").await;
+    let poll = Poller::start(&url);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let d = deploy(
+        &api,
+        &v2_src,
+        json!({"deployment_id": dep, "port": 8080, "start_command": START}),
+    )
+    .await;
+    assert_eq!(d["promoted"], true, "{d}");
+    eprintln!("v2 publish -> serving: {} ms", t.elapsed().as_millis());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (n, failed, seen) = poll.finish().await;
+    assert_eq!(
+        failed, 0,
+        "{failed} of {n} requests failed during the switch"
+    );
+    assert_eq!(seen, ["version-1", "version-2"], "{n} requests");
+
+    // Rollback, again under polling.
+    let poll = Poller::start(&url);
+    let (st, v) = api
+        .call(
+            "POST",
+            &format!("/deployments/{dep}/rollback"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (n, failed, seen) = poll.finish().await;
+    assert_eq!(
+        failed, 0,
+        "{failed} of {n} requests failed during the rollback"
+    );
+    assert_eq!(seen, ["version-2", "version-1"], "{n} requests");
+
+    // A v3 whose health check never passes: failed, production on v1.
+    let d = deploy(
+        &api,
+        &v2_src,
+        json!({"deployment_id": dep, "port": 8080, "start_command": START,
+               "health_check_path": "/missing", "health_timeout_sec": 5}),
+    )
+    .await;
+    assert_eq!(d["promoted"], false, "{d}");
+    assert_eq!(d["version"]["state"], "failed");
+    assert!(
+        d["version"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("404")),
+        "{d}"
+    );
+    assert_eq!(page(&c, &url).await.as_deref(), Some("version-1"));
+    // The failed instance and the drained ones are gone.
+    let (_, inst) = api
+        .call(
+            "GET",
+            &format!("/deployments/{dep}/runtime-instances"),
+            None,
+        )
+        .await;
+    assert_eq!(inst["data"].as_array().map(Vec::len), Some(1), "{inst}");
+
+    let (st, _) = api
+        .call("DELETE", &format!("/deployments/{dep}"), None)
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(page(&c, &url).await, None);
+    api.call("DELETE", &format!("/sandboxes/{v2_src}"), None)
+        .await;
+}
