@@ -174,23 +174,34 @@ async fn publish_promote_roll_back_and_fail_without_downtime_on_real_vms() {
     );
     assert_eq!(seen, ["version-2", "version-1"], "{n} requests");
 
-    // A v3 whose health check never passes: failed, production on v1.
-    let d = deploy(
+    // A v3 whose health check never passes, published with the CLI: it
+    // fails saying why, and production stays on v1.
+    let (code, out, err) = hearth(
         &api,
-        &v2_src,
-        json!({"deployment_id": dep, "port": 8080, "start_command": START,
-               "health_check_path": "/missing", "health_timeout_sec": 5}),
-    )
-    .await;
-    assert_eq!(d["promoted"], false, "{d}");
-    assert_eq!(d["version"]["state"], "failed");
-    assert!(
-        d["version"]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("404")),
-        "{d}"
+        &[
+            "deploy",
+            &v2_src,
+            "--to",
+            &dep,
+            "--port",
+            "8080",
+            "--start",
+            START,
+            "--health",
+            "/missing",
+            "--health-timeout",
+            "5",
+        ],
     );
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("failed") && err.contains("404"), "{err}");
     assert_eq!(page(&c, &url).await.as_deref(), Some("version-1"));
+    let (code, out, _) = hearth(&api, &["deployment", "versions", &dep]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines().nth(1).is_some_and(|l| l.contains("failed")),
+        "{out}"
+    );
     // The failed instance and the drained ones are gone.
     let (_, inst) = api
         .call(
@@ -201,10 +212,13 @@ async fn publish_promote_roll_back_and_fail_without_downtime_on_real_vms() {
         .await;
     assert_eq!(inst["data"].as_array().map(Vec::len), Some(1), "{inst}");
 
-    let (st, _) = api
-        .call("DELETE", &format!("/deployments/{dep}"), None)
-        .await;
-    assert_eq!(st, 200);
+    let (code, out, _) = hearth(&api, &["deployment", "ls"]);
+    assert!(
+        code == 0 && out.contains(&dep) && out.contains("running"),
+        "{out}"
+    );
+    let (code, _, err) = hearth(&api, &["deployment", "rm", &dep]);
+    assert_eq!(code, 0, "{err}");
     assert_eq!(page(&c, &url).await, None);
     api.call("DELETE", &format!("/sandboxes/{v2_src}"), None)
         .await;

@@ -3,6 +3,7 @@
 //! [`Command`] and [`run`].
 
 pub mod audit;
+pub mod deploy;
 pub mod image;
 pub mod preview;
 pub mod sandbox;
@@ -47,6 +48,10 @@ pub enum Command {
     Token(token::Args),
     /// The audit log: who did what, when, and how it ended.
     Audit(audit::Args),
+    /// Publish a sandbox as a deployment (or a new version of one).
+    Deploy(deploy::DeployArgs),
+    /// Deployments: list, versions, rollback, delete.
+    Deployment(deploy::Args),
 }
 
 /// Runs the command; `Ok` carries the exit status (`sandbox exec` passes
@@ -62,6 +67,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Secret(args) => secret::run(args),
         Command::Token(args) => token::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Deploy(args) => deploy::deploy(args),
+        Command::Deployment(args) => deploy::run(args),
     }
 }
 
