@@ -2,7 +2,9 @@
 //! serving a page that names its version) is published; its URL serves
 //! after the source is destroyed; v2 goes live while a client polls every
 //! 50 ms with no failed request; rollback brings v1 back the same way; a
-//! v3 whose health check never passes is `failed` and production stays.
+//! v3 whose health check never passes is `failed` and production stays;
+//! the serving instance's VMM killed, the supervisor replaces it; after
+//! `kill -9` of the server and a restart, the URL serves again.
 
 mod common;
 
@@ -105,7 +107,7 @@ async fn deploy(api: &Api, sbx: &str, body: Value) -> Value {
 #[ignore = "boots real VMs; run with --run-ignored (scripts/test does)"]
 async fn publish_promote_roll_back_and_fail_without_downtime_on_real_vms() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (server, api) = fresh_server(tmp.path()).await;
+    let (mut server, api) = fresh_server(tmp.path()).await;
     let v1_src = app(&api, &server, "version-1").await;
 
     let t = Instant::now();
@@ -173,6 +175,70 @@ async fn publish_promote_roll_back_and_fail_without_downtime_on_real_vms() {
         "{failed} of {n} requests failed during the rollback"
     );
     assert_eq!(seen, ["version-2", "version-1"], "{n} requests");
+
+    // The serving instance's VMM dies: the supervisor starts another and
+    // the URL serves again.
+    let active = |inst: &Value| {
+        inst["data"]
+            .as_array()
+            .and_then(|l| l.iter().find(|i| i["active"] == true))
+            .and_then(|i| i["id"].as_str())
+            .map(str::to_string)
+    };
+    let (_, inst) = api
+        .call(
+            "GET",
+            &format!("/deployments/{dep}/runtime-instances"),
+            None,
+        )
+        .await;
+    let old = active(&inst).expect("an active instance");
+    let killed = std::process::Command::new("pkill")
+        .args(["-9", "-f", &format!("sandboxes/{old}/")])
+        .status()
+        .expect("pkill");
+    assert!(killed.success(), "the instance's VMM was found and killed");
+    let t = Instant::now();
+    loop {
+        let (_, inst) = api
+            .call(
+                "GET",
+                &format!("/deployments/{dep}/runtime-instances"),
+                None,
+            )
+            .await;
+        let now = active(&inst);
+        if now.as_deref().is_some_and(|n| n != old)
+            && page(&c, &url).await.as_deref() == Some("version-1")
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "not replaced within 60 s: {inst}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "instance VMM killed -> URL serves again: {} ms",
+        t.elapsed().as_millis()
+    );
+
+    // kill -9 of the server: after a restart (a new proxy port) the URL
+    // serves the same version again.
+    server.kill9();
+    let (server, api) = started(&tmp.path().join("data")).await;
+    let (st, d) = api.call("GET", &format!("/deployments/{dep}"), None).await;
+    assert_eq!(st, 200, "{d}");
+    let url = d["data"]["public_url"].as_str().expect("url").to_string();
+    let c = client(&url);
+    assert_eq!(
+        page(&c, &url).await.as_deref(),
+        Some("version-1"),
+        "{}",
+        server.log()
+    );
 
     // A v3 whose health check never passes, published with the CLI: it
     // fails saying why, and production stays on v1.

@@ -162,6 +162,7 @@ impl Core {
     pub async fn start(self: &Arc<Core>) -> Result<(), crate::store::StoreError> {
         sandboxes::recovery::recover(self).await?;
         sandboxes::timers::spawn_wheel(self.clone(), self.shutdown.clone());
+        deployments::supervise::spawn(self.clone(), self.shutdown.clone());
         Ok(())
     }
 

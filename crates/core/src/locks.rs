@@ -18,6 +18,11 @@ impl KeyedLocks {
         self.get(key).lock_owned().await
     }
 
+    /// `key`'s lock if nobody holds it now.
+    pub fn try_lock(&self, key: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.get(key).try_lock_owned().ok()
+    }
+
     fn get(&self, key: &str) -> Arc<KeyLock> {
         let mut map = self.0.lock();
         if let Some(l) = map.get(key).and_then(Weak::upgrade) {

@@ -11,6 +11,7 @@
 //! go through the same start-check-switch.
 
 mod health;
+pub(crate) mod supervise;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,17 @@ pub struct Deployed {
     pub deployment: DeploymentRecord,
     pub version: DeploymentVersionRecord,
     pub promoted: bool,
+}
+
+/// Why an instance is being started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rollout {
+    /// A new version (or an older one again): it fails for good if it
+    /// never gets healthy; `promote: false` only checks it.
+    Publish { promote: bool },
+    /// A new instance of the active version in place of a dead or
+    /// unhealthy one: a failure leaves the version as it is.
+    Replace,
 }
 
 fn deployment_not_found(id: &str) -> Error {
@@ -186,8 +198,9 @@ impl Core {
             dep.updated_at = self.now_ms();
             self.store.put_deployment(&dep).await?;
         }
+        let mode = Rollout::Publish { promote: p.promote };
         let (deployment, version, promoted) = self
-            .roll_out(caller, dep, version, p.promote, p.health_deadline)
+            .roll_out(caller, dep, version, mode, p.health_deadline)
             .await?;
         Ok(Deployed {
             deployment,
@@ -238,8 +251,9 @@ impl Core {
                 format!("version {} failed and cannot be promoted", target.id),
             ));
         }
+        let mode = Rollout::Publish { promote: true };
         let (deployment, version, promoted) = self
-            .roll_out(caller, dep, target, true, HEALTH_DEADLINE)
+            .roll_out(caller, dep, target, mode, HEALTH_DEADLINE)
             .await?;
         Ok(Deployed {
             deployment,
@@ -293,6 +307,20 @@ impl Core {
         Ok(port.map(|p| (dep.clone(), inst.clone(), p)))
     }
 
+    /// Version `vid` of deployment `id`.
+    pub(crate) async fn version_of(
+        &self,
+        id: &str,
+        vid: &str,
+    ) -> Result<Option<DeploymentVersionRecord>> {
+        Ok(self
+            .store
+            .list_versions(id)
+            .await?
+            .into_iter()
+            .find(|v| v.id == vid))
+    }
+
     async fn new_deployment(&self, caller: &Caller, name: &str) -> Result<DeploymentRecord> {
         let now = self.now_ms();
         let d = DeploymentRecord {
@@ -327,7 +355,7 @@ impl Core {
         caller: &Caller,
         mut dep: DeploymentRecord,
         mut version: DeploymentVersionRecord,
-        promote: bool,
+        mode: Rollout,
         deadline: Duration,
     ) -> Result<(DeploymentRecord, DeploymentVersionRecord, bool)> {
         let started = self.start_instance(caller, &dep, &version).await;
@@ -341,6 +369,10 @@ impl Core {
         if let Err(why) = healthy {
             if let Ok(inst) = &started {
                 let _ = self.destroy_sandbox(caller, &inst.id).await;
+            }
+            if mode == Rollout::Replace {
+                tracing::warn!(deployment_id = %dep.id, %why, "replacement instance not healthy");
+                return Ok((dep, version, false));
             }
             version.state = "failed".into();
             version.error = Some(why.clone());
@@ -361,7 +393,7 @@ impl Core {
             return Ok((dep, version, false));
         }
         let inst = started?;
-        if !promote {
+        if mode == (Rollout::Publish { promote: false }) {
             version.state = "ready".into();
             self.store.update_version(&version).await?;
             let _ = self.destroy_sandbox(caller, &inst.id).await;

@@ -47,10 +47,11 @@ pub enum EventKind {
     TemplateBuildFailed,
     DeploymentPromoted,
     DeploymentFailed,
+    DeploymentReplaced,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::SandboxCreated,
         EventKind::SandboxRunning,
         EventKind::SandboxPaused,
@@ -70,6 +71,7 @@ impl EventKind {
         EventKind::TemplateBuildFailed,
         EventKind::DeploymentPromoted,
         EventKind::DeploymentFailed,
+        EventKind::DeploymentReplaced,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +95,7 @@ impl EventKind {
             EventKind::TemplateBuildFailed => "template.build.failed",
             EventKind::DeploymentPromoted => "deployment.promoted",
             EventKind::DeploymentFailed => "deployment.failed",
+            EventKind::DeploymentReplaced => "deployment.replaced",
         }
     }
 }

@@ -120,6 +120,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         tenant: &str,
         state: Option<&str>,
     ) -> StoreResult<Vec<DeploymentRecord>>;
+    /// Every tenant's deployments in state `running` (the supervisor's
+    /// round).
+    async fn running_deployments(&self) -> StoreResult<Vec<DeploymentRecord>>;
     /// Deletes a deployment and its versions.
     async fn delete_deployment(&self, id: &str) -> StoreResult<()>;
     /// Inserts a version as the deployment's next number; the version.

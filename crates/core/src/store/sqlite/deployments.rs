@@ -111,6 +111,15 @@ pub(super) async fn list(
     .collect()
 }
 
+pub(super) async fn running(pool: &SqlitePool) -> StoreResult<Vec<DeploymentRecord>> {
+    sqlx::query("SELECT * FROM deployments WHERE state = 'running' ORDER BY created_at")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(deployment_from_row)
+        .collect()
+}
+
 pub(super) async fn delete(pool: &SqlitePool, id: &str) -> StoreResult<()> {
     let mut tx = pool.begin().await?;
     sqlx::query("DELETE FROM deployment_versions WHERE deployment_id = ?")

@@ -208,6 +208,10 @@ impl Store for SqliteStore {
         deployments::list(&self.pool, tenant, state).await
     }
 
+    async fn running_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
+        deployments::running(&self.pool).await
+    }
+
     async fn delete_deployment(&self, id: &str) -> StoreResult<()> {
         deployments::delete(&self.pool, id).await
     }

@@ -1,0 +1,203 @@
+//! Keeping deployments up: every [`TICK`], each running deployment's
+//! serving instance is checked. One whose VM is gone (its VMM died, the
+//! host lost it) is replaced at once; one that fails its health check
+//! [`STRIKES`] times in a row is replaced too. A replacement is a new
+//! instance of the same version, started and healthy before the URL
+//! switches to it; one that fails waits a backoff that doubles up to
+//! [`MAX_BACKOFF`]. Each replacement is an event (`deployment.replaced`)
+//! and an audit entry with the system as actor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{Rollout, HEALTH_DEADLINE};
+use crate::keys::Caller;
+use crate::model::{DeploymentRecord, SandboxState};
+use crate::Core;
+
+/// How often serving instances are checked.
+pub const TICK: Duration = Duration::from_secs(2);
+/// Failed health checks in a row that get an instance replaced.
+pub const STRIKES: u32 = 3;
+/// The longest wait between two replacement attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// One health check during supervision.
+const CHECK: Duration = Duration::from_secs(5);
+/// How long after a switch a replaced instance that still runs is left to
+/// its drain (the roll-out stops it; a server restart in between does not).
+const STRAY_AFTER: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+struct Watch {
+    strikes: u32,
+    backoff: Duration,
+    next_try: Option<tokio::time::Instant>,
+}
+
+/// Starts the supervisor; it stops with `stop`.
+pub(crate) fn spawn(core: Arc<Core>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut watches: HashMap<String, Watch> = HashMap::new();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let deps = match core.store.running_deployments().await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %hearth_agent_protocol::error_chain(&e), "list deployments");
+                    continue;
+                }
+            };
+            watches.retain(|id, _| deps.iter().any(|d| &d.id == id));
+            for dep in deps {
+                let w = watches.entry(dep.id.clone()).or_default();
+                core.supervise_one(dep, w).await;
+            }
+        }
+    });
+}
+
+fn system(tenant: &str) -> Caller {
+    Caller {
+        tenant_id: tenant.to_string(),
+        key_id: "supervisor".into(),
+        admin: false,
+        scope: None,
+    }
+}
+
+impl Core {
+    async fn supervise_one(self: &Arc<Core>, dep: DeploymentRecord, w: &mut Watch) {
+        if w.next_try.is_some_and(|t| tokio::time::Instant::now() < t) {
+            return;
+        }
+        let (Some(inst), Some(vid)) = (
+            dep.active_instance_id.clone(),
+            dep.active_version_id.clone(),
+        ) else {
+            return;
+        };
+        let caller = system(&dep.tenant_id);
+        self.reap_strays(&caller, &dep).await;
+        let alive = self
+            .handle(&inst)
+            .is_some_and(|h| h.state() == SandboxState::Running && h.agent().is_some());
+        let why = if !alive {
+            Some("its instance is gone".to_string())
+        } else {
+            let Ok(Some(version)) = self.version_of(&dep.id, &vid).await else {
+                return;
+            };
+            match self.wait_healthy(&caller, &inst, &version, CHECK).await {
+                Ok(()) => {
+                    w.strikes = 0;
+                    None
+                }
+                Err(e) => {
+                    w.strikes += 1;
+                    (w.strikes >= STRIKES).then(|| format!("{STRIKES} failed health checks: {e}"))
+                }
+            }
+        };
+        let Some(why) = why else { return };
+        tracing::warn!(deployment_id = %dep.id, instance = %inst, %why, "replacing a deployment instance");
+        match self.replace_instance(&caller, &dep.id, &inst).await {
+            Ok(new) => {
+                *w = Watch::default();
+                self.events
+                    .emit_logged(
+                        &dep.tenant_id,
+                        None,
+                        crate::events::EventKind::DeploymentReplaced,
+                        json!({ "deployment_id": dep.id, "old_instance_id": inst, "instance_id": new, "reason": why }),
+                    )
+                    .await;
+                self.record_audit(
+                    &caller,
+                    crate::audit::NewAudit {
+                        kind: "deployment.replace".into(),
+                        resource_type: Some("deployment".into()),
+                        resource_id: Some(dep.id.clone()),
+                        request_id: None,
+                        ip: None,
+                        outcome: "ok",
+                        error_code: None,
+                        details: json!({ "old_instance_id": inst, "instance_id": new, "reason": why }),
+                    },
+                )
+                .await;
+            }
+            Err(e) => {
+                w.backoff = (w.backoff * 2).clamp(TICK, MAX_BACKOFF);
+                w.next_try = Some(tokio::time::Instant::now() + w.backoff);
+                tracing::warn!(deployment_id = %dep.id, error = %e, backoff_s = w.backoff.as_secs(), "replacement failed; trying again later");
+            }
+        }
+    }
+
+    /// Destroys the deployment's instances that serve nothing: not the
+    /// active one, and dead or replaced more than [`STRAY_AFTER`] ago (a
+    /// drain a server restart cut short, a replaced instance that died).
+    /// Skipped while a roll-out holds the deployment.
+    async fn reap_strays(&self, caller: &Caller, dep: &DeploymentRecord) {
+        let Some(_held) = self.deploy_locks.try_lock(&dep.id) else {
+            return;
+        };
+        let Ok(instances) = self.deployment_instances(caller, &dep.id).await else {
+            return;
+        };
+        let settled = self.now_ms() - dep.updated_at
+            > i64::try_from(STRAY_AFTER.as_millis()).unwrap_or(i64::MAX);
+        for inst in instances {
+            let active = dep.active_instance_id.as_deref() == Some(inst.id.as_str());
+            let serving = inst.state == SandboxState::Running;
+            if active || (serving && !settled) {
+                continue;
+            }
+            tracing::info!(deployment_id = %dep.id, instance = %inst.id, state = %inst.state, "stopping a stray deployment instance");
+            if let Err(e) = self.destroy_sandbox(caller, &inst.id).await {
+                tracing::warn!(instance = %inst.id, error = %e, "stray instance not stopped");
+            }
+        }
+    }
+
+    /// Starts a healthy instance of the deployment's active version in
+    /// place of `old` (unless someone moved the deployment meanwhile);
+    /// the new instance's id.
+    async fn replace_instance(
+        self: &Arc<Core>,
+        caller: &Caller,
+        id: &str,
+        old: &str,
+    ) -> crate::error::Result<String> {
+        let _one_at_a_time = self.deploy_locks.lock(id).await;
+        let dep = self.get_deployment(caller, id).await?;
+        if dep.active_instance_id.as_deref() != Some(old) {
+            // A publish or rollback already replaced it.
+            return Ok(dep.active_instance_id.unwrap_or_default());
+        }
+        let vid = dep.active_version_id.clone().unwrap_or_default();
+        let version = self
+            .version_of(id, &vid)
+            .await?
+            .ok_or_else(|| crate::error::Error::conflict("invalid_state", "no active version"))?;
+        let (dep, _, promoted) = self
+            .roll_out(caller, dep, version, Rollout::Replace, HEALTH_DEADLINE)
+            .await?;
+        if !promoted {
+            return Err(crate::error::Error::conflict(
+                "invalid_state",
+                "the replacement did not become healthy",
+            ));
+        }
+        Ok(dep.active_instance_id.unwrap_or_default())
+    }
+}
