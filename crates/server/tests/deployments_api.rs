@@ -213,3 +213,129 @@ async fn publish_serve_fail_promote_roll_back_and_delete() {
     let (st, _) = srv.call("GET", &format!("/deployments/{dep}"), None).await;
     assert_eq!(st, 404);
 }
+
+#[tokio::test]
+async fn publish_stop_redeploy_rename_and_read_logs() {
+    let srv = TestServer::start().await;
+    let (port, _) = start_app().await;
+    let src = srv.create_sandbox(json!({})).await;
+    let src = src["id"].as_str().expect("id").to_string();
+    let (st, v) = deploy(
+        &srv,
+        &src,
+        json!({"name": "api", "port": port, "run_command": "echo started-$((6*7))"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let dep = v["data"]["deployment"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let url = v["data"]["deployment"]["public_url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let v1 = v["data"]["version"]["id"].as_str().expect("id").to_string();
+
+    // Its start command's output, for the deployment and per instance.
+    let (st, logs) = srv
+        .call("GET", &format!("/deployments/{dep}/logs?lines=5"), None)
+        .await;
+    assert_eq!(st, 200, "{logs}");
+    assert_eq!(logs["data"]["stdout"], "started-42", "{logs}");
+    let (_, inst) = srv
+        .call(
+            "GET",
+            &format!("/deployments/{dep}/runtime-instances"),
+            None,
+        )
+        .await;
+    let iid = inst["data"][0]["id"].as_str().expect("iid").to_string();
+    let (st, one) = srv
+        .call(
+            "GET",
+            &format!("/deployments/{dep}/runtime-instances/{iid}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, one["data"]["active"].clone()),
+        (200, json!(true)),
+        "{one}"
+    );
+    let (st, l) = srv
+        .call(
+            "GET",
+            &format!("/deployments/{dep}/runtime-instances/{iid}/logs"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, l["data"]["stdout"].clone()),
+        (200, json!("started-42")),
+        "{l}"
+    );
+    let (st, v) = srv
+        .call("GET", &format!("/deployments/{dep}/logs?lines=0"), None)
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let (st, v) = srv
+        .call("GET", &format!("/deployments/{dep}/versions/{v1}"), None)
+        .await;
+    assert_eq!(
+        (st, v["data"]["state"].clone()),
+        (200, json!("active")),
+        "{v}"
+    );
+
+    // Publish by deployment: a new version from the same source.
+    let (st, v) = srv
+        .call(
+            "POST",
+            &format!("/deployments/{dep}/publish"),
+            Some(json!({"source_sandbox_id": src, "port": port, "start_command": "true"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["data"]["version"]["version_number"], 2);
+    assert_eq!(v["data"]["promoted"], true);
+
+    // Rename, then stop: the URL answers 404; redeploy serves again.
+    let (st, v) = srv
+        .call(
+            "PATCH",
+            &format!("/deployments/{dep}"),
+            Some(json!({"name": "api-renamed", "metadata": {"team": "web"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["name"], "api-renamed");
+    assert_eq!(v["data"]["metadata"]["team"], "web");
+    let (st, v) = srv
+        .call("POST", &format!("/deployments/{dep}/stop"), None)
+        .await;
+    assert_eq!(
+        (st, v["data"]["state"].clone()),
+        (200, json!("stopped")),
+        "{v}"
+    );
+    assert_eq!(get_url(&srv, &url).await.0, 404);
+    let (_, inst) = srv
+        .call(
+            "GET",
+            &format!("/deployments/{dep}/runtime-instances"),
+            None,
+        )
+        .await;
+    assert_eq!(inst["data"], json!([]), "{inst}");
+    let (st, v) = srv
+        .call("POST", &format!("/deployments/{dep}/redeploy"), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["promoted"], true);
+    assert_eq!(v["data"]["deployment"]["state"], "running");
+    assert_eq!(get_url(&srv, &url).await.0, 200);
+    let (st, v) = srv.call("GET", "/deployments?state=running", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["data"][0]["id"], dep.as_str(), "{v}");
+}

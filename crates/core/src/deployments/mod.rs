@@ -11,6 +11,7 @@
 //! go through the same start-check-switch.
 
 mod health;
+mod manage;
 pub(crate) mod supervise;
 
 use std::sync::Arc;
@@ -487,7 +488,7 @@ impl Core {
         guest
             .process_start(&hearth_agent_protocol::StartProcessRequest {
                 command: version.runtime_command.clone(),
-                name: Some("deployment".into()),
+                name: Some(manage::PROCESS_NAME.into()),
                 cwd: None,
                 env: Default::default(),
                 user: None,
