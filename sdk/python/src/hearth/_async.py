@@ -22,6 +22,9 @@ from ._models import (
     ApiKey,
     AuditEntry,
     BuildSpec,
+    DeployResult,
+    Deployment,
+    DeploymentVersion,
     EnvVar,
     Event,
     ExecResult,
@@ -110,6 +113,7 @@ class AsyncHearth:
         self.templates = AsyncTemplates(self)
         self.api_keys = AsyncApiKeys(self)
         self.secrets = AsyncSecrets(self)
+        self.deployments = AsyncDeployments(self)
         self.tokens = AsyncTokens(self)
         self.audit = AsyncAudit(self)
         self.usage = AsyncUsageResource(self)
@@ -476,6 +480,28 @@ class AsyncSandbox(SandboxInfo):
 
     async def destroy(self) -> "AsyncSandbox":
         return self._set(await self._client._delete(self._path))
+
+    async def deploy(
+        self,
+        port: int,
+        start_command: str,
+        *,
+        name: Optional[str] = None,
+        deployment_id: Optional[str] = None,
+        health_check_path: str = "/",
+        health_timeout_sec: Optional[int] = None,
+        promote: bool = True,
+    ) -> DeployResult:
+        """Publishes this sandbox: a new deployment (``name``) or a new
+        version of one (``deployment_id``). Answers once the new version
+        serves (``promoted``) or failed its health check (``version.error``)."""
+        body = b.clean({"name": name, "deployment_id": deployment_id, "port": port,
+                        "start_command": start_command, "health_check_path": health_check_path,
+                        "health_timeout_sec": health_timeout_sec, "promote": promote})
+        wait = float(health_timeout_sec or 90) + 120.0
+        d = await self._client._post(self._path + "/deploy", body,
+                                     timeout=b.exec_timeout(self._client.timeout, wait))
+        return DeployResult.of(d)
 
     async def usage(self, period_start: b.TimeLike = None, period_end: b.TimeLike = None) -> Usage:
         """The sandbox's metered usage (runtime, vCPU and memory time, cost)."""
@@ -1198,6 +1224,51 @@ class AsyncApiKeys:
         return await self._c._delete("/api-keys/%s" % key_id)
 
     delete = revoke
+
+
+class AsyncDeployments:
+    """``client.deployments``: sandboxes published as services (publish
+    with ``sandbox.deploy``)."""
+
+    def __init__(self, client: AsyncHearth) -> None:
+        self._c = client
+
+    async def list(self, *, state: Optional[str] = None) -> List[Deployment]:
+        params = b.clean({"state": state})
+        return [from_dict(Deployment, d) for d in await self._c._get("/deployments", params=params) or []]
+
+    async def get(self, deployment_id: str) -> Deployment:
+        return from_dict(Deployment, await self._c._get("/deployments/%s" % deployment_id))
+
+    async def versions(self, deployment_id: str) -> List[DeploymentVersion]:
+        items = await self._c._get("/deployments/%s/versions" % deployment_id) or []
+        return [from_dict(DeploymentVersion, v) for v in items]
+
+    async def rollback(self, deployment_id: str, version_id: Optional[str] = None) -> DeployResult:
+        """Serves ``version_id`` (default: the version before the active one)
+        again, once its new instance is healthy."""
+        d = await self._c._post("/deployments/%s/rollback" % deployment_id,
+                                b.clean({"version_id": version_id}),
+                                timeout=b.exec_timeout(self._c.timeout, 210.0))
+        return DeployResult.of(d)
+
+    async def stop(self, deployment_id: str) -> Deployment:
+        return from_dict(Deployment, await self._c._post("/deployments/%s/stop" % deployment_id))
+
+    async def redeploy(self, deployment_id: str) -> DeployResult:
+        d = await self._c._post("/deployments/%s/redeploy" % deployment_id,
+                                timeout=b.exec_timeout(self._c.timeout, 210.0))
+        return DeployResult.of(d)
+
+    async def logs(self, deployment_id: str, lines: int = 200) -> Dict[str, str]:
+        """The start command's last ``lines`` lines: ``{stdout, stderr}``."""
+        return await self._c._get("/deployments/%s/logs" % deployment_id, params={"lines": lines})
+
+    async def instances(self, deployment_id: str) -> List[Dict[str, Any]]:
+        return await self._c._get("/deployments/%s/runtime-instances" % deployment_id) or []
+
+    async def delete(self, deployment_id: str) -> Dict[str, Any]:
+        return await self._c._delete("/deployments/%s" % deployment_id)
 
 
 class AsyncSecrets:

@@ -445,6 +445,58 @@ class ApiKey:
 
 
 @dataclass
+class Deployment:
+    """A sandbox published as a service at ``public_url``."""
+
+    id: str = ""
+    name: str = ""
+    slug: Optional[str] = None
+    state: Optional[str] = None
+    active_version_id: Optional[str] = None
+    public_url: Optional[str] = None
+    tenant_id: Optional[str] = None
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    created_at: Optional[str] = None
+    updated_at: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class DeploymentVersion:
+    """One immutable version of a deployment (a snapshot of its source)."""
+
+    id: str = ""
+    deployment_id: str = ""
+    version_number: int = 0
+    kind: Optional[str] = None
+    state: Optional[str] = None
+    source_sandbox_id: Optional[str] = None
+    runtime_command: Optional[str] = None
+    runtime_port: Optional[int] = None
+    health_check_path: Optional[str] = None
+    error: Optional[str] = None
+    promoted_at: Optional[str] = None
+    created_at: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class DeployResult:
+    """What a publish or rollback did: ``promoted`` says whether the URL
+    serves ``version`` now (else ``version.error`` says why not)."""
+
+    deployment: Deployment = field(default_factory=Deployment)
+    version: DeploymentVersion = field(default_factory=DeploymentVersion)
+    promoted: bool = False
+
+    @classmethod
+    def of(cls, d: Dict[str, Any]) -> "DeployResult":
+        return cls(deployment=from_dict(Deployment, d.get("deployment") or {}),
+                   version=from_dict(DeploymentVersion, d.get("version") or {}),
+                   promoted=bool(d.get("promoted")))
+
+
+@dataclass
 class Secret:
     """A secret of the vault. Its value is never answered: ``value_prefix``
     and ``last4`` tell secrets apart."""

@@ -19,6 +19,9 @@ from ._models import (
     ApiKey,
     AuditEntry,
     BuildSpec,
+    DeployResult,
+    Deployment,
+    DeploymentVersion,
     EnvVar,
     Event,
     ExecResult,
@@ -107,6 +110,7 @@ class Hearth:
         self.templates = Templates(self)
         self.api_keys = ApiKeys(self)
         self.secrets = Secrets(self)
+        self.deployments = Deployments(self)
         self.tokens = Tokens(self)
         self.audit = Audit(self)
         self.usage = UsageResource(self)
@@ -471,6 +475,28 @@ class Sandbox(SandboxInfo):
 
     def destroy(self) -> "Sandbox":
         return self._set(self._client._delete(self._path))
+
+    def deploy(
+        self,
+        port: int,
+        start_command: str,
+        *,
+        name: Optional[str] = None,
+        deployment_id: Optional[str] = None,
+        health_check_path: str = "/",
+        health_timeout_sec: Optional[int] = None,
+        promote: bool = True,
+    ) -> DeployResult:
+        """Publishes this sandbox: a new deployment (``name``) or a new
+        version of one (``deployment_id``). Answers once the new version
+        serves (``promoted``) or failed its health check (``version.error``)."""
+        body = b.clean({"name": name, "deployment_id": deployment_id, "port": port,
+                        "start_command": start_command, "health_check_path": health_check_path,
+                        "health_timeout_sec": health_timeout_sec, "promote": promote})
+        wait = float(health_timeout_sec or 90) + 120.0
+        d = self._client._post(self._path + "/deploy", body,
+                                     timeout=b.exec_timeout(self._client.timeout, wait))
+        return DeployResult.of(d)
 
     def usage(self, period_start: b.TimeLike = None, period_end: b.TimeLike = None) -> Usage:
         """The sandbox's metered usage (runtime, vCPU and memory time, cost)."""
@@ -1189,6 +1215,51 @@ class ApiKeys:
         return self._c._delete("/api-keys/%s" % key_id)
 
     delete = revoke
+
+
+class Deployments:
+    """``client.deployments``: sandboxes published as services (publish
+    with ``sandbox.deploy``)."""
+
+    def __init__(self, client: Hearth) -> None:
+        self._c = client
+
+    def list(self, *, state: Optional[str] = None) -> List[Deployment]:
+        params = b.clean({"state": state})
+        return [from_dict(Deployment, d) for d in self._c._get("/deployments", params=params) or []]
+
+    def get(self, deployment_id: str) -> Deployment:
+        return from_dict(Deployment, self._c._get("/deployments/%s" % deployment_id))
+
+    def versions(self, deployment_id: str) -> List[DeploymentVersion]:
+        items = self._c._get("/deployments/%s/versions" % deployment_id) or []
+        return [from_dict(DeploymentVersion, v) for v in items]
+
+    def rollback(self, deployment_id: str, version_id: Optional[str] = None) -> DeployResult:
+        """Serves ``version_id`` (default: the version before the active one)
+        again, once its new instance is healthy."""
+        d = self._c._post("/deployments/%s/rollback" % deployment_id,
+                                b.clean({"version_id": version_id}),
+                                timeout=b.exec_timeout(self._c.timeout, 210.0))
+        return DeployResult.of(d)
+
+    def stop(self, deployment_id: str) -> Deployment:
+        return from_dict(Deployment, self._c._post("/deployments/%s/stop" % deployment_id))
+
+    def redeploy(self, deployment_id: str) -> DeployResult:
+        d = self._c._post("/deployments/%s/redeploy" % deployment_id,
+                                timeout=b.exec_timeout(self._c.timeout, 210.0))
+        return DeployResult.of(d)
+
+    def logs(self, deployment_id: str, lines: int = 200) -> Dict[str, str]:
+        """The start command's last ``lines`` lines: ``{stdout, stderr}``."""
+        return self._c._get("/deployments/%s/logs" % deployment_id, params={"lines": lines})
+
+    def instances(self, deployment_id: str) -> List[Dict[str, Any]]:
+        return self._c._get("/deployments/%s/runtime-instances" % deployment_id) or []
+
+    def delete(self, deployment_id: str) -> Dict[str, Any]:
+        return self._c._delete("/deployments/%s" % deployment_id)
 
 
 class Secrets:

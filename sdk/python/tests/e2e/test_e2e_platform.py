@@ -271,6 +271,23 @@ def test_audit_log_lists_what_was_done(client, sbx):
     assert entries[-1].outcome == "ok" and entries[-1].actor_type == "api_key"
 
 
+def test_deploy_serves_the_app_at_its_url(client, sbx):
+    import httpx
+
+    page = "deployed-%s" % uid()
+    sbx.exec.run("mkdir -p /workspace/www && echo %s > /workspace/www/index.html" % page)
+    r = sbx.deploy(8080, "busybox httpd -f -p 8080 -h /workspace/www", name="e2e-%s" % uid())
+    try:
+        assert r.promoted and r.version.state == "active", r
+        url = httpx.URL(r.deployment.public_url)
+        got = httpx.get("http://127.0.0.1:%d/" % url.port, headers={"Host": url.netloc.decode()})
+        assert got.status_code == 200 and got.text.strip() == page
+        assert [d.id for d in client.deployments.list() if d.id == r.deployment.id]
+        assert client.deployments.versions(r.deployment.id)[0].id == r.version.id
+    finally:
+        client.deployments.delete(r.deployment.id)
+
+
 # ---------------------------------------------------------------- async
 
 async def test_async_terminal_watch_keys_usage():

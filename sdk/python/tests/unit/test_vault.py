@@ -65,3 +65,19 @@ def test_audit_iter_follows_the_cursor_to_the_last_page():
     q1, q2 = (dict(r.url.params) for r in rec.requests)
     assert q1 == {"limit": "1", "type": "sandbox.exec", "resource_type": "sandbox", "resource_id": "sbx_1"}
     assert q2["after"] == "1"
+
+
+def test_deploy_sends_its_body_and_reads_the_result():
+    answer = {"deployment": {"id": "dep_1", "name": "site", "public_url": "http://x.apps.localhost:1"},
+              "version": {"id": "dpv_1", "version_number": 1, "state": "active"}, "promoted": True}
+    c, rec = client(ok({**SBX_MIN}), ok(answer, status=201))
+    sbx = c.sandboxes.get("sbx_1")
+    r = sbx.deploy(8080, "python3 -m http.server 8080", name="site")
+    req = rec.requests[1]
+    assert (req.method, req.url.path) == ("POST", "/api/v1/sandboxes/sbx_1/deploy")
+    assert rec.json(1) == {"name": "site", "port": 8080, "start_command": "python3 -m http.server 8080",
+                           "health_check_path": "/", "promote": True}
+    assert r.promoted and r.deployment.public_url.endswith(":1") and r.version.version_number == 1
+
+
+SBX_MIN = {"id": "sbx_1", "state": "running", "template_id": "minimal"}
