@@ -72,6 +72,7 @@ pub fn kind_of(method: &Method, route: &str) -> &'static str {
             ("POST", "resume") => "sandbox.resume",
             ("POST", "extend") => "sandbox.extend",
             ("POST", "fork") => "sandbox.fork",
+            ("POST", "deploy") => "deployment.publish",
             (_, "env") => "sandbox.env",
             (_, "network-policy") => "sandbox.network",
             ("POST", "processes") if sub == "processes" => "process.start",
@@ -97,6 +98,18 @@ pub fn kind_of(method: &Method, route: &str) -> &'static str {
             _ => "request",
         };
     }
+    if let Some(rest) = route.strip_prefix("/deployments/{id}") {
+        return match (m, rest) {
+            ("PATCH", "") => "deployment.update",
+            ("DELETE", "") => "deployment.delete",
+            ("POST", "/publish") => "deployment.publish",
+            ("POST", "/stop") => "deployment.stop",
+            ("POST", "/redeploy") => "deployment.redeploy",
+            ("POST", "/rollback") => "deployment.rollback",
+            ("POST", "/versions/{vid}/promote") => "deployment.promote",
+            _ => "request",
+        };
+    }
     match (m, route) {
         ("POST", "/sandboxes") => "sandbox.create",
         ("POST", "/egress/secrets") => "secret.create",
@@ -119,6 +132,7 @@ fn resource_of(route: &str, path: &str) -> Option<(&'static str, String)> {
     let kind = [
         ("/sandboxes/{id}", "sandbox"),
         ("/egress/secrets/{id}", "secret"),
+        ("/deployments/{id}", "deployment"),
         ("/egress/bindings/{id}", "binding"),
         ("/api-keys/{id}", "api_key"),
         ("/tokens/scoped/{id}", "token"),
@@ -411,5 +425,17 @@ mod tests {
             "share.revoke"
         );
         assert_eq!(kind_of(&Method::POST, "/sandbox-templates"), "request");
+        assert_eq!(
+            kind_of(&Method::POST, "/deployments/{id}/rollback"),
+            "deployment.rollback"
+        );
+        assert_eq!(
+            kind_of(&Method::POST, "/sandboxes/{id}/deploy"),
+            "deployment.publish"
+        );
+        assert_eq!(
+            resource_of("/deployments/{id}/stop", "/deployments/dep_1/stop"),
+            Some(("deployment", "dep_1".into()))
+        );
     }
 }
