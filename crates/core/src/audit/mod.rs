@@ -82,29 +82,6 @@ impl Core {
         }
     }
 
-    /// `command` as an audit entry keeps it: masked with the values the
-    /// vault would expose in `sandbox_id` (bound there, or named in
-    /// `secrets`), then truncated.
-    pub async fn audit_command(
-        &self,
-        caller: &Caller,
-        sandbox_id: &str,
-        secrets: &[String],
-        command: &str,
-    ) -> String {
-        let masked = match self
-            .secret_env(&caller.tenant_id, sandbox_id, secrets)
-            .await
-        {
-            Ok(v) if !v.redactor.is_empty() => {
-                String::from_utf8_lossy(&v.redactor.redact(command.as_bytes().to_vec()))
-                    .into_owned()
-            }
-            _ => command.to_string(),
-        };
-        truncate(&masked)
-    }
-
     /// The caller's tenant's entries after `after` (a `seq`), oldest
     /// first, and the cursor of the next page when there may be one.
     pub async fn audit_log(

@@ -37,6 +37,9 @@ pub struct Guest {
     /// Vault secrets this call names (`secrets: ["NAME"]`), added to the
     /// env of what it starts, beside those bound to the sandbox.
     secrets: Vec<String>,
+    /// The vault's answer for this call, read once (the command's env and
+    /// the masking of its output and of its audit entry share it).
+    vault: Arc<tokio::sync::OnceCell<crate::secrets::SecretEnv>>,
 }
 
 impl Core {
@@ -65,6 +68,7 @@ impl Core {
             handle: h,
             agent,
             secrets: Vec::new(),
+            vault: Default::default(),
         })
     }
 }
@@ -73,14 +77,29 @@ impl Guest {
     /// This call also exposes the vault's secrets `names` (by name).
     pub fn with_secrets(mut self, names: Vec<String>) -> Guest {
         self.secrets = names;
+        self.vault = Default::default();
         self
     }
 
-    /// The vault's env for what this call starts, and its redactor.
+    /// The vault's env for what this call starts, and its redactor: read
+    /// from the store the first time this call needs it.
     async fn vault(&self) -> Result<crate::secrets::SecretEnv> {
-        self.core
-            .secret_env(&self.handle.tenant_id, &self.handle.id, &self.secrets)
+        self.vault
+            .get_or_try_init(|| {
+                self.core
+                    .secret_env(&self.handle.tenant_id, &self.handle.id, &self.secrets)
+            })
             .await
+            .cloned()
+    }
+
+    /// `command` as the audit log keeps it: masked with the values this
+    /// call's vault exposes, truncated.
+    pub async fn audit_command(&self, command: &str) -> Result<String> {
+        let redactor = self.vault().await?.redactor;
+        let masked =
+            String::from_utf8_lossy(&redactor.redact(command.as_bytes().to_vec())).into_owned();
+        Ok(crate::audit::truncate(&masked))
     }
 
     /// `env` with the vault's variables added (a secret wins over a

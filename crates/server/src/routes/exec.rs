@@ -156,13 +156,9 @@ async fn exec(
 ) -> ApiResult<impl IntoResponse> {
     let secrets = super::secrets::call_secrets(std::mem::take(&mut body.secrets))?;
     let req = body.validate(state.config.exec_output_cap_bytes)?;
-    let note = command_note(&state, &caller, &id, &secrets, &req.command).await;
-    let r = state
-        .guest(&caller, &id, true)
-        .await?
-        .with_secrets(secrets)
-        .exec(&req)
-        .await?;
+    let guest = state.guest(&caller, &id, true).await?.with_secrets(secrets);
+    let note = command_note(&guest, &req.command).await?;
+    let r = guest.exec(&req).await?;
     let cap = state.config.exec_output_cap_bytes;
     let (stdout, out_cut) = capped_text(r.stdout.as_slice(), cap);
     let (stderr, err_cut) = capped_text(r.stderr.as_slice(), cap);
@@ -232,15 +228,11 @@ async fn exec_stream(
 ) -> ApiResult<impl IntoResponse> {
     let secrets = super::secrets::call_secrets(std::mem::take(&mut body.secrets))?;
     let req = body.validate(state.config.exec_output_cap_bytes)?;
-    let note = command_note(&state, &caller, &id, &secrets, &req.command)
-        .await
-        .detail("stream", true);
-    let mut output = state
-        .guest(&caller, &id, true)
+    let guest = state.guest(&caller, &id, true).await?.with_secrets(secrets);
+    let note = command_note(&guest, &req.command)
         .await?
-        .with_secrets(secrets)
-        .exec_stream(&req)
-        .await?;
+        .detail("stream", true);
+    let mut output = guest.exec_stream(&req).await?;
     let events = async_stream(&state, &caller, "exec", move |tx| async move {
         forward_output(&mut output, &tx).await;
     });
@@ -250,19 +242,14 @@ async fn exec_stream(
     ))
 }
 
-/// The audit note of a command: masked with the vault's values for it,
-/// truncated.
+/// The audit note of a command: masked with the values the call's vault
+/// exposes, truncated.
 pub(super) async fn command_note(
-    state: &AppState,
-    caller: &crate::core::keys::Caller,
-    sandbox_id: &str,
-    secrets: &[String],
+    guest: &crate::core::guest::Guest,
     command: &str,
-) -> super::audit::AuditNote {
-    let masked = state
-        .audit_command(caller, sandbox_id, secrets, command)
-        .await;
-    super::audit::AuditNote::default().detail("command", masked)
+) -> ApiResult<super::audit::AuditNote> {
+    let masked = guest.audit_command(command).await?;
+    Ok(super::audit::AuditNote::default().detail("command", masked))
 }
 
 /// The sending side of an SSE stream made by [`async_stream`].

@@ -247,11 +247,25 @@ pub(super) async fn bound(
         u32::MAX,
     )
     .await?;
-    let mut out = Vec::with_capacity(bindings.len());
-    for b in bindings {
-        if let Some(s) = get(pool, tenant, &b.secret_id).await? {
-            out.push((b, s));
-        }
+    if bindings.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    let ids: Vec<&str> = bindings.iter().map(|b| b.secret_id.as_str()).collect();
+    let secrets: Vec<SecretRecord> = sqlx::query(
+        "SELECT * FROM secrets WHERE tenant_id = ? AND id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(tenant)
+    .bind(json(&ids))
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(secret_from_row)
+    .collect::<StoreResult<_>>()?;
+    Ok(bindings
+        .into_iter()
+        .filter_map(|b| {
+            let s = secrets.iter().find(|s| s.id == b.secret_id)?.clone();
+            Some((b, s))
+        })
+        .collect())
 }

@@ -20,13 +20,9 @@ pub(super) async fn start(
 ) -> ApiResult<impl IntoResponse> {
     let secrets = super::super::secrets::call_secrets(std::mem::take(&mut body.secrets))?;
     let req = body.validate()?;
-    let note = super::super::exec::command_note(&state, &caller, &id, &secrets, &req.command).await;
-    let p = state
-        .guest(&caller, &id, true)
-        .await?
-        .with_secrets(secrets)
-        .process_start(&req)
-        .await?;
+    let guest = state.guest(&caller, &id, true).await?.with_secrets(secrets);
+    let note = super::super::exec::command_note(&guest, &req.command).await?;
+    let p = guest.process_start(&req).await?;
     tracing::debug!(sandbox_id = %id, pid = p.pid, "process started");
     let note = note.detail("pid", p.pid);
     Ok((
