@@ -68,8 +68,8 @@ impl Core {
     }
 
     /// Completes once `caller`'s API key (or scoped token) is revoked, or
-    /// the token expires. A caller that is not a stored key (the preview
-    /// proxy's own) never loses it this way.
+    /// the token expires. A system caller (the preview proxy's own) never
+    /// loses it this way.
     pub async fn key_revoked(&self, caller: &Caller) {
         let expires_at = caller.scope.as_ref().map(|t| t.expires_at);
         self.access_lost(expires_at, || self.key_live(caller)).await;
@@ -81,8 +81,7 @@ impl Core {
         if let Some(t) = &caller.scope {
             return self.token_live(t, &caller.tenant_id).await;
         }
-        // Stored keys' ids are `key_...` (`create_api_key`).
-        if !caller.key_id.starts_with("key_") {
+        if caller.system {
             return true;
         }
         // The store lists live keys only.

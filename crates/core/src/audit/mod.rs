@@ -39,8 +39,8 @@ pub struct NewAudit {
 fn actor(caller: &Caller) -> (&'static str, String) {
     match &caller.scope {
         Some(t) => ("scoped_token", t.token_id.clone()),
-        None if caller.key_id.starts_with("key_") => ("api_key", caller.key_id.clone()),
-        None => ("system", caller.key_id.clone()),
+        None if caller.system => ("system", caller.key_id.clone()),
+        None => ("api_key", caller.key_id.clone()),
     }
 }
 

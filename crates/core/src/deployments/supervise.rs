@@ -65,15 +65,6 @@ pub(crate) fn spawn(core: Arc<Core>, stop: CancellationToken) {
     });
 }
 
-fn system(tenant: &str) -> Caller {
-    Caller {
-        tenant_id: tenant.to_string(),
-        key_id: "supervisor".into(),
-        admin: false,
-        scope: None,
-    }
-}
-
 impl Core {
     async fn supervise_one(self: &Arc<Core>, dep: DeploymentRecord, w: &mut Watch) {
         if w.next_try.is_some_and(|t| tokio::time::Instant::now() < t) {
@@ -85,7 +76,7 @@ impl Core {
         ) else {
             return;
         };
-        let caller = system(&dep.tenant_id);
+        let caller = Caller::system(&dep.tenant_id, "supervisor");
         self.reap_strays(&caller, &dep).await;
         let alive = self
             .handle(&inst)

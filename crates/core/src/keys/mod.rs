@@ -29,6 +29,23 @@ pub struct Caller {
     pub admin: bool,
     /// `Some` for a scoped token.
     pub scope: Option<std::sync::Arc<scoped::TokenScope>>,
+    /// The server acting for the tenant on its own (a timer, the
+    /// deployment supervisor, the preview proxy): no key to revoke, and
+    /// `system` in the audit log.
+    pub system: bool,
+}
+
+impl Caller {
+    /// The server itself acting in `tenant` (`who` names the part).
+    pub fn system(tenant: &str, who: &str) -> Caller {
+        Caller {
+            tenant_id: tenant.to_string(),
+            key_id: who.to_string(),
+            admin: false,
+            scope: None,
+            system: true,
+        }
+    }
 }
 
 /// Keys looked up by hash. `epoch` counts revocations: a lookup that
@@ -93,6 +110,7 @@ impl Core {
             key_id: rec.id,
             admin: rec.admin,
             scope: None,
+            system: false,
         })
     }
 

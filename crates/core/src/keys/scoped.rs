@@ -173,6 +173,7 @@ impl Core {
             tenant_id: t.tenant_id,
             key_id: t.id.clone(),
             admin: false,
+            system: false,
             scope: Some(Arc::new(TokenScope {
                 token_id: t.id,
                 user_id: t.user_id,

@@ -180,12 +180,7 @@ async fn fire(core: &Arc<Core>, id: &str) {
         Expiry::IdlePause => ("sandbox.pause", "idle"),
     };
     core.record_audit(
-        &crate::keys::Caller {
-            tenant_id: h.tenant_id.clone(),
-            key_id: "timer".into(),
-            admin: false,
-            scope: None,
-        },
+        &crate::keys::Caller::system(&h.tenant_id, "timer"),
         crate::audit::NewAudit {
             kind: kind.into(),
             resource_type: Some("sandbox".into()),

@@ -249,12 +249,7 @@ async fn forward(
     held: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Response {
     let cfg = &core.config.preview;
-    let caller = Caller {
-        tenant_id: preview.tenant_id.clone(),
-        key_id: "preview".into(),
-        admin: false,
-        scope: None,
-    };
+    let caller = Caller::system(&preview.tenant_id, "preview");
     // Wake a paused persistent sandbox; anything else not running says so.
     let rec = match core.get_sandbox(&caller, &preview.sandbox_id).await {
         Ok(r) => r,
