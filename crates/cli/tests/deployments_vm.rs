@@ -140,6 +140,7 @@ async fn publish_promote_roll_back_and_fail_without_downtime_on_real_vms() {
     // v2 while a client polls: no failed request, and it switches.
     let v2_src = app(&api, &server, "version-2").await;
     let poll = Poller::start(&url);
+    // A window of requests to v1 before the switch (not a wait for a state).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
     let d = deploy(
@@ -150,6 +151,8 @@ async fn publish_promote_roll_back_and_fail_without_downtime_on_real_vms() {
     .await;
     assert_eq!(d["promoted"], true, "{d}");
     eprintln!("v2 publish -> serving: {} ms", t.elapsed().as_millis());
+    // Keep polling past the old instance's 2 s drain and its stop: the
+    // window in which a request could fail.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (n, failed, seen) = poll.finish().await;
     assert_eq!(
@@ -168,6 +171,7 @@ async fn publish_promote_roll_back_and_fail_without_downtime_on_real_vms() {
         )
         .await;
     assert_eq!(st, 200, "{v}");
+    // Past the drain and stop of the instance rolled back from.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (n, failed, seen) = poll.finish().await;
     assert_eq!(

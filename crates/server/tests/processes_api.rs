@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{wait_until, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -19,25 +18,6 @@ async fn body(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let v = resp.json().await.unwrap_or(Value::Null);
     (status, v)
-}
-
-/// Polls `check` until it yields a value or `timeout` passes.
-async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// One parsed SSE frame.

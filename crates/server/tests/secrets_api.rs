@@ -7,7 +7,7 @@
 mod common;
 
 use common::at_rest::{contains, files_under};
-use common::TestServer;
+use common::{wait_until, TestServer};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -85,20 +85,20 @@ async fn a_bound_secret_reaches_commands_and_nothing_else() {
         .await;
     assert_eq!(st, 201, "{v}");
     let pid = v["data"]["pid"].as_u64().expect("pid");
-    let mut logs = Value::Null;
-    for _ in 0..50 {
-        let (_, l) = srv
-            .call("GET", &format!("/sandboxes/{a}/processes/{pid}/logs"), None)
-            .await;
-        logs = l;
-        if logs["data"]["stdout"]
-            .as_str()
-            .is_some_and(|s| s.contains("token="))
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let logs = wait_until(
+        std::time::Duration::from_secs(10),
+        "the process's output",
+        || async {
+            let (_, l) = srv
+                .call("GET", &format!("/sandboxes/{a}/processes/{pid}/logs"), None)
+                .await;
+            l["data"]["stdout"]
+                .as_str()
+                .is_some_and(|s| s.contains("token="))
+                .then_some(l)
+        },
+    )
+    .await;
     assert_eq!(logs["data"]["stdout"], "token=***\n", "{logs}");
     // Not in `b`, which it is not bound to.
     assert_eq!(stdout(&srv, &b, DIGEST, &[]).await.trim(), "-");

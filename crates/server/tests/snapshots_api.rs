@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use std::sync::atomic::Ordering;
+
+use common::{wait_until, TestServer};
 use serde_json::json;
 
 #[tokio::test]
@@ -351,18 +353,20 @@ async fn a_snapshot_being_restored_cannot_be_deleted_and_forks_get_a_fast_form()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_queued_behind_a_destroy_fail_cleanly() {
     let srv = std::sync::Arc::new(TestServer::start().await);
-    srv.knobs
-        .destroy_delay_ms
-        .store(800, std::sync::atomic::Ordering::SeqCst);
+    srv.knobs.destroy_delay_ms.store(800, Ordering::SeqCst);
     for op in ["snapshots", "fork", "pause"] {
         let sbx = srv.create_sandbox(json!({})).await;
         let id = sbx["id"].as_str().expect("id").to_string();
+        let begun = srv.knobs.destroys_begun.load(Ordering::SeqCst);
         let destroy = {
             let (srv, id) = (srv.clone(), id.clone());
             tokio::spawn(async move { srv.call("DELETE", &format!("/sandboxes/{id}"), None).await })
         };
-        // The destroy is under way (it takes 800 ms); queue behind it.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Once the destroy is under way (it takes 800 ms), queue behind it.
+        wait_until(Duration::from_secs(5), "the destroy to begin", || async {
+            (srv.knobs.destroys_begun.load(Ordering::SeqCst) > begun).then_some(())
+        })
+        .await;
         let (st, v) = srv
             .call("POST", &format!("/sandboxes/{id}/{op}"), Some(json!({})))
             .await;

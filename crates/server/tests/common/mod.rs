@@ -53,6 +53,25 @@ pub fn agent_binary() -> PathBuf {
     .clone()
 }
 
+/// Polls `check` until it yields a value or `timeout` passes.
+pub async fn wait_until<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Knobs a test turns on the fake driver.
 #[derive(Debug, Default)]
 pub struct FakeKnobs {
@@ -60,6 +79,8 @@ pub struct FakeKnobs {
     pub boot_delay_ms: AtomicU32,
     /// How long a destroy takes (operations queue behind it meanwhile).
     pub destroy_delay_ms: AtomicU32,
+    /// Destroys begun so far (a test waits for one to be under way).
+    pub destroys_begun: AtomicU32,
     /// The egress policy each sandbox's VM has in force (by sandbox id):
     /// what booted with it, then every live change.
     pub policies: Mutex<std::collections::HashMap<String, Option<hearth_vmm::EgressPolicy>>>,
@@ -272,6 +293,7 @@ impl Vm for FakeVm {
     }
     fn destroy(&self) -> VmmFuture<'_, ()> {
         Box::pin(async move {
+            self.knobs.destroys_begun.fetch_add(1, Ordering::SeqCst);
             let delay = self.knobs.destroy_delay_ms.load(Ordering::SeqCst);
             tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;
             let _ = nix::sys::signal::kill(
