@@ -4,9 +4,11 @@
 //!
 //! This file is the one `impl Store for SqliteStore` (a trait impl cannot be
 //! split across files), one short method per query, in the trait's order;
-//! row mapping is in `rows.rs`, tests in `tests.rs`; the share-token
-//! queries past insert and lookup are in `share_tokens.rs`; quota
-//! queries in `quotas.rs`.
+//! row mapping is in `rows.rs`, tests in `tests.rs`; the longer queries
+//! live by concept, each in its file (`sandboxes.rs`, `templates.rs`,
+//! `events.rs`, `share_tokens.rs`, `quotas.rs`, `secrets.rs`,
+//! `scoped_tokens.rs`, `deployments.rs`, `audit.rs`), and the methods here
+//! call them.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -16,7 +18,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row};
 
 use super::{
     AuditFilter, IdempotentResponse, NewEvent, Page, SandboxFilter, SecretFilter, Store,
@@ -34,9 +36,11 @@ mod events;
 mod file;
 mod quotas;
 mod rows;
+mod sandboxes;
 mod scoped_tokens;
 mod secrets;
 mod share_tokens;
+mod templates;
 
 use rows::*;
 
@@ -348,49 +352,19 @@ impl Store for SqliteStore {
     }
 
     async fn insert_sandbox(&self, s: &SandboxRecord) -> StoreResult<()> {
-        let mut b = QueryBuilder::new(format!(
-            "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ("
-        ));
-        push_sandbox_values(&mut b, s);
-        b.push(")");
-        match b.build().execute(&self.pool).await {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate("sandbox name")),
-            r => r.map(|_| ()).map_err(StoreError::from),
-        }
+        sandboxes::insert_sandbox(&self.pool, s).await
     }
 
     async fn update_sandbox(&self, s: &SandboxRecord) -> StoreResult<()> {
-        // REPLACE keeps one statement for every field; the row is the record.
-        let mut b = QueryBuilder::new(format!(
-            "REPLACE INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ("
-        ));
-        push_sandbox_values(&mut b, s);
-        b.push(")");
-        match b.build().execute(&self.pool).await {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate("sandbox name")),
-            r => r.map(|_| ()).map_err(StoreError::from),
-        }
+        sandboxes::update_sandbox(&self.pool, s).await
     }
 
     async fn touch_sandbox(&self, id: &str, at: i64) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE sandboxes SET last_activity_at = MAX(last_activity_at, ?) WHERE id = ?",
-        )
-        .bind(at)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        sandboxes::touch_sandbox(&self.pool, id, at).await
     }
 
     async fn get_sandbox(&self, id: &str) -> StoreResult<Option<SandboxRecord>> {
-        sqlx::query("SELECT * FROM sandboxes WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(sandbox_from_row)
-            .transpose()
+        sandboxes::get_sandbox(&self.pool, id).await
     }
 
     async fn sandbox_by_name(
@@ -398,17 +372,7 @@ impl Store for SqliteStore {
         tenant_id: &str,
         name: &str,
     ) -> StoreResult<Option<SandboxRecord>> {
-        sqlx::query(
-            "SELECT * FROM sandboxes WHERE tenant_id = ? AND name = ? \
-             ORDER BY state = 'destroyed', created_at DESC LIMIT 1",
-        )
-        .bind(tenant_id)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(sandbox_from_row)
-        .transpose()
+        sandboxes::sandbox_by_name(&self.pool, tenant_id, name).await
     }
 
     async fn list_sandboxes(
@@ -417,72 +381,11 @@ impl Store for SqliteStore {
         f: &SandboxFilter,
         page: Page,
     ) -> StoreResult<(Vec<SandboxRecord>, u64)> {
-        fn filtered<'a>(
-            head: &str,
-            tenant_id: &'a str,
-            f: &'a SandboxFilter,
-        ) -> QueryBuilder<'a, Sqlite> {
-            let mut b = QueryBuilder::new(head);
-            b.push(" FROM sandboxes WHERE tenant_id = ")
-                .push_bind(tenant_id);
-            if let Some(s) = f.state {
-                b.push(" AND state = ").push_bind(s.as_str());
-            }
-            for (col, v) in [
-                ("external_workspace_id", &f.external_workspace_id),
-                ("external_user_id", &f.external_user_id),
-                ("external_project_id", &f.external_project_id),
-                ("template_id", &f.template_id),
-            ] {
-                if let Some(v) = v {
-                    b.push(format!(" AND {col} = ")).push_bind(v.as_str());
-                }
-            }
-            match &f.deployment {
-                None => {
-                    b.push(" AND deployment_id IS NULL");
-                }
-                Some(crate::model::DeploymentFilter::All) => {}
-                Some(crate::model::DeploymentFilter::Of(d)) => {
-                    b.push(" AND deployment_id = ").push_bind(d.as_str());
-                }
-            }
-            if let Some(ids) = &f.ids {
-                b.push(" AND id IN (SELECT value FROM json_each(")
-                    .push_bind(json(ids))
-                    .push("))");
-            }
-            for tag in &f.tags {
-                b.push(" AND EXISTS (SELECT 1 FROM json_each(sandboxes.tags) WHERE value = ")
-                    .push_bind(tag.as_str())
-                    .push(")");
-            }
-            b
-        }
-        let total: i64 = filtered("SELECT COUNT(*)", tenant_id, f)
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await?;
-        let mut b = filtered("SELECT *", tenant_id, f);
-        b.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(i64::from(page.page_size))
-            .push(" OFFSET ")
-            .push_bind(page.offset() as i64);
-        let rows = b.build().fetch_all(&self.pool).await?;
-        let list = rows
-            .iter()
-            .map(sandbox_from_row)
-            .collect::<StoreResult<_>>()?;
-        Ok((list, total as u64))
+        sandboxes::list_sandboxes(&self.pool, tenant_id, f, page).await
     }
 
     async fn live_sandboxes(&self) -> StoreResult<Vec<SandboxRecord>> {
-        sqlx::query("SELECT * FROM sandboxes WHERE state != 'destroyed' ORDER BY created_at")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(sandbox_from_row)
-            .collect()
+        sandboxes::live_sandboxes(&self.pool).await
     }
 
     async fn put_snapshot(&self, s: &SnapshotRecord) -> StoreResult<()> {
@@ -659,29 +562,11 @@ impl Store for SqliteStore {
     }
 
     async fn insert_template(&self, t: &TemplateRecord) -> StoreResult<()> {
-        let r = sqlx::query(
-            "INSERT INTO templates (id, tenant_id, name, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&t.id)
-        .bind(&t.tenant_id)
-        .bind(&t.name)
-        .bind(t.created_at)
-        .execute(&self.pool)
-        .await;
-        match r {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate("template name")),
-            r => r.map(|_| ()).map_err(StoreError::from),
-        }
+        templates::insert_template(&self.pool, t).await
     }
 
     async fn get_template(&self, id: &str) -> StoreResult<Option<TemplateRecord>> {
-        sqlx::query("SELECT * FROM templates WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(template_from_row)
-            .transpose()
+        templates::get_template(&self.pool, id).await
     }
 
     async fn template_by_name(
@@ -689,99 +574,31 @@ impl Store for SqliteStore {
         tenant_id: &str,
         name: &str,
     ) -> StoreResult<Option<TemplateRecord>> {
-        sqlx::query("SELECT * FROM templates WHERE tenant_id = ? AND name = ?")
-            .bind(tenant_id)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(template_from_row)
-            .transpose()
+        templates::template_by_name(&self.pool, tenant_id, name).await
     }
 
     async fn list_templates(&self, tenant_id: &str) -> StoreResult<Vec<TemplateRecord>> {
-        sqlx::query("SELECT * FROM templates WHERE tenant_id = ? ORDER BY created_at, id")
-            .bind(tenant_id)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(template_from_row)
-            .collect()
+        templates::list_templates(&self.pool, tenant_id).await
     }
 
     async fn insert_build(&self, b: &BuildRecord) -> StoreResult<u32> {
-        let spec = serde_json::to_string(&b.spec).map_err(|e| StoreError::Corrupt {
-            what: "build spec",
-            source: Some(e),
-        })?;
-        // One statement: two concurrent builds never get the same version.
-        let version: i64 = sqlx::query_scalar(
-            "INSERT INTO template_builds \
-             (id, template_id, tenant_id, version, state, spec, error, created_at, started_at, finished_at) \
-             VALUES (?, ?, ?, \
-             (SELECT COALESCE(MAX(version), 0) + 1 FROM template_builds WHERE template_id = ?), \
-             ?, ?, ?, ?, ?, ?) RETURNING version",
-        )
-        .bind(&b.id)
-        .bind(&b.template_id)
-        .bind(&b.tenant_id)
-        .bind(&b.template_id)
-        .bind(b.state.as_str())
-        .bind(spec)
-        .bind(&b.error)
-        .bind(b.created_at)
-        .bind(b.started_at)
-        .bind(b.finished_at)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(version as u32)
+        templates::insert_build(&self.pool, b).await
     }
 
     async fn update_build(&self, b: &BuildRecord) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE template_builds SET state = ?, error = ?, started_at = ?, finished_at = ? \
-             WHERE id = ?",
-        )
-        .bind(b.state.as_str())
-        .bind(&b.error)
-        .bind(b.started_at)
-        .bind(b.finished_at)
-        .bind(&b.id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        templates::update_build(&self.pool, b).await
     }
 
     async fn get_build(&self, id: &str) -> StoreResult<Option<BuildRecord>> {
-        sqlx::query("SELECT * FROM template_builds WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(build_from_row)
-            .transpose()
+        templates::get_build(&self.pool, id).await
     }
 
     async fn list_builds(&self, template_id: &str) -> StoreResult<Vec<BuildRecord>> {
-        sqlx::query("SELECT * FROM template_builds WHERE template_id = ? ORDER BY version DESC")
-            .bind(template_id)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(build_from_row)
-            .collect()
+        templates::list_builds(&self.pool, template_id).await
     }
 
     async fn fail_unfinished_builds(&self, error: &str, now: i64) -> StoreResult<u64> {
-        let r = sqlx::query(
-            "UPDATE template_builds SET state = 'failed', error = ?, finished_at = ? \
-             WHERE state NOT IN ('ready', 'failed')",
-        )
-        .bind(error)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+        templates::fail_unfinished_builds(&self.pool, error, now).await
     }
 
     async fn append_event(&self, e: &NewEvent) -> StoreResult<EventRecord> {
