@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use common::{log_frames, TestServer};
 use serde_json::{json, Value};
 
 /// Starts a build of template `name` whose one step runs `run`; its id.
@@ -29,41 +29,6 @@ async fn build(srv: &TestServer, work: &std::path::Path, name: &str, run: &str) 
         .as_str()
         .expect("build id")
         .to_string()
-}
-
-/// The log stream of build `id` to its end: (event kind, data) per frame.
-async fn log_frames(
-    srv: &TestServer,
-    id: &str,
-    last_event_id: Option<u64>,
-) -> Vec<(String, Value)> {
-    let mut req = srv
-        .client
-        .get(srv.url(&format!("/api/v1/sandbox-template-builds/{id}/logs/stream")));
-    if let Some(n) = last_event_id {
-        req = req.header("last-event-id", n.to_string());
-    }
-    let text = tokio::time::timeout(Duration::from_secs(60), async {
-        req.send()
-            .await
-            .expect("stream")
-            .text()
-            .await
-            .expect("body")
-    })
-    .await
-    .expect("the log stream ends with the build");
-    let mut frames = Vec::new();
-    let mut kind = String::new();
-    for line in text.lines() {
-        if let Some(k) = line.strip_prefix("event: ") {
-            kind = k.to_string();
-        } else if let Some(d) = line.strip_prefix("data: ") {
-            frames.push((kind.clone(), serde_json::from_str(d).expect("frame json")));
-        }
-    }
-    assert_eq!(frames.last().map(|f| f.0.as_str()), Some("done"));
-    frames
 }
 
 fn log_texts(frames: &[(String, Value)]) -> Vec<String> {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use common::{log_frames, TestServer};
 use serde_json::{json, Value};
 
 /// Polls a build until it is `ready` or `failed`.
@@ -24,40 +24,6 @@ async fn wait_build(srv: &TestServer, id: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("build {id} did not finish");
-}
-
-/// The whole SSE log of a build: (event kind, data) per frame.
-async fn log_frames(
-    srv: &TestServer,
-    id: &str,
-    last_event_id: Option<u64>,
-) -> Vec<(String, Value)> {
-    let mut req = srv
-        .client
-        .get(srv.url(&format!("/api/v1/sandbox-template-builds/{id}/logs/stream")));
-    if let Some(n) = last_event_id {
-        req = req.header("last-event-id", n.to_string());
-    }
-    let text = tokio::time::timeout(Duration::from_secs(30), async {
-        req.send()
-            .await
-            .expect("stream")
-            .text()
-            .await
-            .expect("body")
-    })
-    .await
-    .expect("the log stream ends with the build");
-    let mut frames = Vec::new();
-    let mut kind = String::new();
-    for line in text.lines() {
-        if let Some(k) = line.strip_prefix("event: ") {
-            kind = k.to_string();
-        } else if let Some(d) = line.strip_prefix("data: ") {
-            frames.push((kind.clone(), serde_json::from_str(d).expect("frame json")));
-        }
-    }
-    frames
 }
 
 fn spec_in(dir: &std::path::Path, extra: Value) -> Value {

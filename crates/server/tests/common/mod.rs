@@ -72,6 +72,41 @@ where
     }
 }
 
+/// The whole SSE log stream of template build `id`, to the build's end:
+/// (event kind, data) per frame, after `last_event_id` when given.
+pub async fn log_frames(
+    srv: &TestServer,
+    id: &str,
+    last_event_id: Option<u64>,
+) -> Vec<(String, serde_json::Value)> {
+    let mut req = srv
+        .client
+        .get(srv.url(&format!("/api/v1/sandbox-template-builds/{id}/logs/stream")));
+    if let Some(n) = last_event_id {
+        req = req.header("last-event-id", n.to_string());
+    }
+    let text = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        req.send()
+            .await
+            .expect("stream")
+            .text()
+            .await
+            .expect("body")
+    })
+    .await
+    .expect("the log stream ends with the build");
+    let mut frames = Vec::new();
+    let mut kind = String::new();
+    for line in text.lines() {
+        if let Some(k) = line.strip_prefix("event: ") {
+            kind = k.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            frames.push((kind.clone(), serde_json::from_str(d).expect("frame json")));
+        }
+    }
+    frames
+}
+
 /// Knobs a test turns on the fake driver.
 #[derive(Debug, Default)]
 pub struct FakeKnobs {
