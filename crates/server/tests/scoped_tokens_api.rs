@@ -91,17 +91,21 @@ async fn a_token_does_what_its_scopes_allow_on_what_it_sees_and_nothing_else() {
     }
     // Routes closed to tokens whatever their scopes.
     for (method, path) in [
-        ("POST", "/api-keys"),
-        ("GET", "/api-keys"),
-        ("POST", "/tokens/scoped"),
-        ("GET", "/egress/secrets"),
-        ("GET", "/quotas"),
+        ("POST", "/api-keys".to_string()),
+        ("GET", "/api-keys".to_string()),
+        ("POST", "/tokens/scoped".to_string()),
+        ("GET", "/egress/secrets".to_string()),
+        ("GET", "/quotas".to_string()),
+        ("GET", "/audit-log".to_string()),
+        ("GET", "/deployments".to_string()),
+        // Even on its own sandbox, publishing is not a token's to do.
+        ("POST", format!("/sandboxes/{x}/deploy")),
     ] {
         let (st, v) = srv
             .call_as(
                 &tok,
                 method,
-                path,
+                &path,
                 Some(json!({"user_id": "a", "workspace_id": "b"})),
             )
             .await;
