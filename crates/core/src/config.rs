@@ -55,6 +55,7 @@ pub struct ServerConfig {
     pub events: EventsConfig,
     pub audit: AuditConfig,
     pub builds: BuildsConfig,
+    pub deployments: DeploymentsConfig,
     pub vmm: VmmConfig,
     pub preview: PreviewConfig,
     pub metrics: MetricsConfig,
@@ -120,6 +121,27 @@ impl Default for BuildsConfig {
         BuildsConfig {
             log_max_bytes: 4 << 20,
             log_max_lines: 20_000,
+        }
+    }
+}
+
+/// Deployments (`[deployments]`): where custom domains' TXT records are
+/// looked up, and how long a publish's build may run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploymentsConfig {
+    /// DNS servers (`ip:port`, UDP) that verify custom domains; empty: the
+    /// host's resolver (`/etc/resolv.conf`).
+    pub dns_servers: Vec<SocketAddr>,
+    /// How long a `build_command` may run.
+    pub build_timeout_sec: u64,
+}
+
+impl Default for DeploymentsConfig {
+    fn default() -> Self {
+        DeploymentsConfig {
+            dns_servers: Vec::new(),
+            build_timeout_sec: 900,
         }
     }
 }
@@ -245,6 +267,7 @@ impl Default for ServerConfig {
             events: EventsConfig::default(),
             audit: AuditConfig::default(),
             builds: BuildsConfig::default(),
+            deployments: DeploymentsConfig::default(),
             vmm: VmmConfig::default(),
             preview: PreviewConfig::default(),
             metrics: MetricsConfig::default(),

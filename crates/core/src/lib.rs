@@ -105,6 +105,8 @@ pub struct Core {
     /// deployments/: one publish, promotion or rollback per deployment at
     /// a time.
     deploy_locks: locks::KeyedLocks,
+    /// Deployments' routes as the proxy reads them.
+    app_routes: deployments::routing::Routes,
     rate_overrides: quotas::RateOverrides,
     /// Encrypts what is stored but must not be readable at rest.
     sealer: seal::Sealer,
@@ -140,6 +142,7 @@ impl Core {
             idempotency_locks: Default::default(),
             quota_locks: Default::default(),
             deploy_locks: Default::default(),
+            app_routes: Default::default(),
             rate_overrides: Default::default(),
             sealer,
             warm_builds: Default::default(),
@@ -162,6 +165,7 @@ impl Core {
     pub async fn start(self: &Arc<Core>) -> Result<(), crate::store::StoreError> {
         sandboxes::recovery::recover(self).await?;
         sandboxes::timers::spawn_wheel(self.clone(), self.shutdown.clone());
+        self.load_domains().await?;
         deployments::supervise::spawn(self.clone(), self.shutdown.clone());
         Ok(())
     }

@@ -494,6 +494,8 @@ pub struct UsageInterval {
     pub external_user_id: Option<String>,
     pub external_project_id: Option<String>,
     pub template_id: String,
+    /// The deployment the sandbox is an instance of.
+    pub deployment_id: Option<String>,
     pub started_at: i64,
     /// `None` while the interval is still open.
     pub ended_at: Option<i64>,
@@ -754,11 +756,47 @@ pub struct DeploymentRecord {
     /// `pending`, `building`, `running`, `stopped` or `failed`.
     pub state: String,
     pub active_version_id: Option<String>,
-    /// The sandbox serving the active version.
-    pub active_instance_id: Option<String>,
+    /// The sandboxes serving the active version (the load-balanced set).
+    pub instances: Vec<String>,
+    /// How many instances serve it.
+    pub replicas: u32,
+    /// Environment of the start command in instances started from now on.
+    pub env: std::collections::BTreeMap<String, String>,
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub external_workspace_id: Option<String>,
+    pub external_user_id: Option<String>,
+    pub external_project_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// Which deployments `GET /deployments` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeploymentListFilter {
+    pub state: Option<String>,
+    pub external_workspace_id: Option<String>,
+    pub external_user_id: Option<String>,
+    pub external_project_id: Option<String>,
+}
+
+/// A custom domain of a deployment: served once verified (a TXT record
+/// `_hearth-challenge.<domain>` holding its token), over TLS with its own
+/// certificate when one was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRecord {
+    pub id: String,
+    pub deployment_id: String,
+    pub tenant_id: String,
+    /// Lower case, no trailing dot.
+    pub domain: String,
+    /// `pending` or `verified`.
+    pub state: String,
+    pub verification_token: String,
+    pub certificate_pem: Option<String>,
+    /// The certificate's private key, sealed.
+    pub sealed_key: Option<Vec<u8>>,
+    pub created_at: i64,
+    pub verified_at: Option<i64>,
 }
 
 /// One immutable version of a deployment: a snapshot of its source
@@ -776,6 +814,14 @@ pub struct DeploymentVersionRecord {
     pub runtime_command: String,
     pub runtime_port: u16,
     pub health_check_path: String,
+    /// Run once at publish, in a clone of the source; the version is the
+    /// clone after it.
+    pub build_command: Option<String>,
+    /// What the build command wrote (its tail, at most
+    /// [`crate::deployments::MAX_BUILD_LOG`] bytes).
+    pub build_log: Option<String>,
+    /// The directory the start command runs in.
+    pub output_path: Option<String>,
     pub error: Option<String>,
     pub promoted_at: Option<i64>,
     pub created_at: i64,

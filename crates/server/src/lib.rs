@@ -78,7 +78,7 @@ pub async fn serve_until(
     spawn_housekeeping(core.clone());
     if config.preview.enabled {
         if let (Some(cert), Some(key)) = (&config.preview.tls_cert, &config.preview.tls_key) {
-            proxy::listener::tls_config(cert, key).context("preview proxy TLS")?;
+            proxy::listener::tls_config(cert, key, None).context("preview proxy TLS")?;
         }
         let previews = tokio::net::TcpListener::bind(config.preview.listen)
             .await

@@ -9,9 +9,17 @@
 //! version that never becomes healthy is `failed` with its reason, and the
 //! URL stays on the old one. Rollback and promotion of an older version
 //! go through the same start-check-switch.
+//!
+//! A deployment runs `replicas` instances of its active version; the proxy
+//! spreads requests across those that are healthy ([`routing`]). A
+//! `build_command` runs once at publish in a clone of the source
+//! ([`build`]); verified custom domains serve it too ([`domains`]).
 
+mod build;
+pub mod domains;
 mod health;
 mod manage;
+pub mod routing;
 pub(crate) mod supervise;
 
 use std::sync::Arc;
@@ -35,6 +43,11 @@ pub const HEALTH_DEADLINE: Duration = Duration::from_secs(90);
 pub const MAX_HEALTH_DEADLINE: Duration = Duration::from_secs(600);
 /// How long requests in flight on a replaced instance get before it stops.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// The most instances one deployment runs (a tenant's `replicas` quota
+/// may be lower).
+pub const MAX_REPLICAS: u32 = 20;
+/// The tail of a build's output kept with its version.
+pub const MAX_BUILD_LOG: usize = 64 * 1024;
 
 /// What a publish asks for (fields checked by the API layer).
 #[derive(Debug, Clone)]
@@ -46,10 +59,31 @@ pub struct DeployParams {
     pub port: u16,
     pub run_command: String,
     pub health_check_path: String,
+    /// Run once in a clone of the source before the snapshot is taken.
+    pub build_command: Option<String>,
+    /// The directory the start command runs in.
+    pub output_path: Option<String>,
+    /// Instances to run (a new deployment: default 1; a new version: the
+    /// deployment's count unless given).
+    pub replicas: Option<u32>,
+    /// A new deployment's external ids (default: the source sandbox's).
+    pub external: Externals,
+    /// A new deployment's slug (`<slug>.apps.<domain>`; default random).
+    pub slug: Option<String>,
+    /// A custom domain to add (pending until verified), unless it has it.
+    pub custom_domain: Option<String>,
     /// Switch the URL to the new version once healthy (default).
     pub promote: bool,
     /// How long the new instance has to pass its health check.
     pub health_deadline: Duration,
+}
+
+/// The caller's own ids a deployment carries (filters of its listing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Externals {
+    pub workspace_id: Option<String>,
+    pub user_id: Option<String>,
+    pub project_id: Option<String>,
 }
 
 /// What a publish did.
@@ -58,17 +92,25 @@ pub struct Deployed {
     pub deployment: DeploymentRecord,
     pub version: DeploymentVersionRecord,
     pub promoted: bool,
+    /// The custom domain the publish asked for.
+    pub domain: Option<crate::model::DomainRecord>,
 }
 
-/// Why an instance is being started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why instances are being started.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Rollout {
-    /// A new version (or an older one again): it fails for good if it
-    /// never gets healthy; `promote: false` only checks it.
+    /// A new version (or an older one again), `replicas` instances in
+    /// place of all serving: it fails for good if they never get healthy;
+    /// `promote: false` only checks one.
     Publish { promote: bool },
-    /// A new instance of the active version in place of a dead or
-    /// unhealthy one: a failure leaves the version as it is.
-    Replace,
+    /// Fresh instances of the active version in place of all serving
+    /// (a redeploy): a failure leaves everything as it was.
+    Restart,
+    /// One new instance of the active version in place of `old` (dead or
+    /// unhealthy): a failure leaves the version as it is.
+    Replace { old: String },
+    /// `count` more instances of the active version (scaling up).
+    Grow { count: u32 },
 }
 
 fn deployment_not_found(id: &str) -> Error {
@@ -100,11 +142,14 @@ impl Core {
     pub async fn list_deployments(
         &self,
         caller: &Caller,
-        state: Option<&str>,
+        filter: &crate::model::DeploymentListFilter,
     ) -> Result<Vec<DeploymentRecord>> {
+        if caller.scope.is_some() {
+            return Ok(Vec::new());
+        }
         Ok(self
             .store
-            .list_deployments(&caller.tenant_id, state)
+            .list_deployments(&caller.tenant_id, filter)
             .await?)
     }
 
@@ -164,7 +209,7 @@ impl Core {
         }
         let mut dep = match (&p.deployment_id, &p.name) {
             (Some(id), _) => self.get_deployment(caller, id).await?,
-            (None, Some(name)) => self.new_deployment(caller, name).await?,
+            (None, Some(name)) => self.new_deployment(caller, name, &source, &p).await?,
             (None, None) => {
                 return Err(Error::validation(vec![crate::error::FieldError::new(
                     "name",
@@ -172,11 +217,21 @@ impl Core {
                 )]))
             }
         };
+        let domain = match &p.custom_domain {
+            Some(name) => Some(self.ensure_domain(caller, &dep.id, name).await?),
+            None => None,
+        };
         let _one_at_a_time = self.deploy_locks.lock(&dep.id).await;
+        // Re-read under the lock: a roll-out that held it moved it on.
+        dep = self.get_deployment(caller, &dep.id).await?;
+        if let Some(n) = p.replicas.filter(|n| *n != dep.replicas) {
+            self.check_replicas(&dep.tenant_id, n).await?;
+            dep.replicas = n;
+        }
         let snap = self
             .create_snapshot(caller, source_id, Some(format!("deployment {}", dep.id)))
             .await?;
-        let version = self
+        let mut version = self
             .store
             .insert_version(&DeploymentVersionRecord {
                 id: new_id("dpv"),
@@ -189,6 +244,9 @@ impl Core {
                 runtime_command: p.run_command,
                 runtime_port: p.port,
                 health_check_path: p.health_check_path,
+                build_command: p.build_command,
+                build_log: None,
+                output_path: p.output_path,
                 error: None,
                 promoted_at: None,
                 created_at: self.now_ms(),
@@ -196,8 +254,23 @@ impl Core {
             .await?;
         if dep.active_version_id.is_none() {
             dep.state = "building".into();
-            dep.updated_at = self.now_ms();
-            self.store.put_deployment(&dep).await?;
+        }
+        dep.updated_at = self.now_ms();
+        self.save_deployment(&dep).await?;
+        if version.build_command.is_some() {
+            if let Err(why) = self.build_version(caller, &dep, &mut version).await {
+                let dep = self.fail_version(dep, version.clone(), why).await?;
+                let version = self
+                    .version_of(&dep.id, &version.id)
+                    .await?
+                    .unwrap_or(version);
+                return Ok(Deployed {
+                    deployment: dep,
+                    version,
+                    promoted: false,
+                    domain,
+                });
+            }
         }
         let mode = Rollout::Publish { promote: p.promote };
         let (deployment, version, promoted) = self
@@ -207,6 +280,7 @@ impl Core {
             deployment,
             version,
             promoted,
+            domain,
         })
     }
 
@@ -260,6 +334,7 @@ impl Core {
             deployment,
             version,
             promoted,
+            domain: None,
         })
     }
 
@@ -273,47 +348,16 @@ impl Core {
         }
         for v in self.store.list_versions(id).await? {
             if let Some(snap) = &v.snapshot_id {
-                if let Err(e) = self
-                    .delete_snapshot(caller, &v.source_sandbox_id, snap)
-                    .await
-                {
-                    tracing::warn!(snapshot_id = %snap, error = %e, "deployment snapshot not deleted");
-                }
+                self.drop_snapshot(caller, snap).await;
             }
         }
         self.store.delete_deployment(id).await?;
+        self.routes_changed().await;
         Ok(dep)
     }
 
-    /// Where the proxy sends a request for `<slug>.apps.<domain>`: the
-    /// deployment and its serving instance and port.
-    pub async fn app_route(&self, slug: &str) -> Result<Option<(DeploymentRecord, String, u16)>> {
-        let Some(dep) = self
-            .store
-            .deployment_by_slug(&slug.to_ascii_lowercase())
-            .await?
-        else {
-            return Ok(None);
-        };
-        let (Some(inst), Some(vid)) = (&dep.active_instance_id, &dep.active_version_id) else {
-            return Ok(None);
-        };
-        let port = self
-            .store
-            .list_versions(&dep.id)
-            .await?
-            .into_iter()
-            .find(|v| &v.id == vid)
-            .map(|v| v.runtime_port);
-        Ok(port.map(|p| (dep.clone(), inst.clone(), p)))
-    }
-
     /// Version `vid` of deployment `id`.
-    pub(crate) async fn version_of(
-        &self,
-        id: &str,
-        vid: &str,
-    ) -> Result<Option<DeploymentVersionRecord>> {
+    pub async fn version_of(&self, id: &str, vid: &str) -> Result<Option<DeploymentVersionRecord>> {
         Ok(self
             .store
             .list_versions(id)
@@ -322,20 +366,53 @@ impl Core {
             .find(|v| v.id == vid))
     }
 
-    async fn new_deployment(&self, caller: &Caller, name: &str) -> Result<DeploymentRecord> {
+    async fn new_deployment(
+        &self,
+        caller: &Caller,
+        name: &str,
+        source: &SandboxRecord,
+        p: &DeployParams,
+    ) -> Result<DeploymentRecord> {
+        let replicas = p.replicas.unwrap_or(1);
+        self.check_replicas(&caller.tenant_id, replicas).await?;
         let now = self.now_ms();
         let d = DeploymentRecord {
             id: new_id("dep"),
             tenant_id: caller.tenant_id.clone(),
             name: name.to_string(),
-            slug: new_slug(),
+            slug: p.slug.clone().unwrap_or_else(new_slug),
             state: "pending".into(),
             active_version_id: None,
-            active_instance_id: None,
+            instances: Vec::new(),
+            replicas,
+            env: Default::default(),
             metadata: serde_json::Map::new(),
+            external_workspace_id: p
+                .external
+                .workspace_id
+                .clone()
+                .or_else(|| source.external_workspace_id.clone()),
+            external_user_id: p
+                .external
+                .user_id
+                .clone()
+                .or_else(|| source.external_user_id.clone()),
+            external_project_id: p
+                .external
+                .project_id
+                .clone()
+                .or_else(|| source.external_project_id.clone()),
             created_at: now,
             updated_at: now,
         };
+        if let Some(slug) = &p.slug {
+            if self.store.deployment_by_slug(slug).await?.is_some() {
+                return Err(Error::conflict(
+                    "conflict",
+                    format!("the domain {slug} is taken; choose another"),
+                ));
+            }
+        }
         match self.store.put_deployment(&d).await {
             Err(StoreError::Duplicate(_)) => Err(Error::conflict(
                 "conflict",
@@ -347,10 +424,72 @@ impl Core {
         }
     }
 
-    /// Starts an instance of `version`, waits for its health check, and
-    /// (with `promote`) switches the deployment to it and stops the old
-    /// instance after [`DRAIN_GRACE`]. A version that never becomes
-    /// healthy is `failed`; the deployment keeps what it served.
+    /// Stores a deployment and drops the proxy's routes (they are read
+    /// again on the next request).
+    pub(crate) async fn save_deployment(&self, d: &DeploymentRecord) -> Result<()> {
+        self.store.put_deployment(d).await?;
+        self.routes_changed().await;
+        Ok(())
+    }
+
+    /// Whether `tenant` may run `n` instances of one deployment.
+    pub(crate) async fn check_replicas(&self, tenant: &str, n: u32) -> Result<()> {
+        let limit = self.quota_limits(tenant).await?.replicas;
+        if n == 0 || n > MAX_REPLICAS {
+            return Err(Error::validation(vec![crate::error::FieldError::new(
+                "replicas",
+                format!("must be between 1 and {MAX_REPLICAS}"),
+            )]));
+        }
+        if u64::from(n) > limit {
+            return Err(crate::quotas::exceeded("replicas", 0, limit, u64::from(n)));
+        }
+        Ok(())
+    }
+
+    /// Deletes a snapshot a version held, wherever it was taken.
+    async fn drop_snapshot(&self, caller: &Caller, snap: &str) {
+        let owner = match self.store.get_snapshot(snap).await {
+            Ok(Some(s)) => s.sandbox_id,
+            _ => return,
+        };
+        if let Err(e) = self.delete_snapshot(caller, &owner, snap).await {
+            tracing::warn!(snapshot_id = %snap, error = %e, "deployment snapshot not deleted");
+        }
+    }
+
+    /// Marks `version` failed with `why` (the deployment too when it never
+    /// served), and records the event; the deployment.
+    async fn fail_version(
+        &self,
+        mut dep: DeploymentRecord,
+        mut version: DeploymentVersionRecord,
+        why: String,
+    ) -> Result<DeploymentRecord> {
+        version.state = "failed".into();
+        version.error = Some(why.clone());
+        self.store.update_version(&version).await?;
+        if dep.active_version_id.is_none() {
+            dep.state = "failed".into();
+            dep.updated_at = self.now_ms();
+            self.save_deployment(&dep).await?;
+        }
+        self.events
+            .emit_logged(
+                &dep.tenant_id,
+                None,
+                crate::events::EventKind::DeploymentFailed,
+                json!({ "deployment_id": dep.id, "version_id": version.id, "error": why }),
+            )
+            .await;
+        Ok(dep)
+    }
+
+    /// Starts instances of `version` (as `mode` says how many), waits for
+    /// their health checks, then puts them in the deployment's serving set
+    /// and stops those they replace after [`DRAIN_GRACE`]. A version that
+    /// never becomes healthy on a publish is `failed`; the deployment keeps
+    /// what it served. The answer's flag: whether the set changed.
     async fn roll_out(
         self: &Arc<Core>,
         caller: &Caller,
@@ -359,97 +498,163 @@ impl Core {
         mode: Rollout,
         deadline: Duration,
     ) -> Result<(DeploymentRecord, DeploymentVersionRecord, bool)> {
-        let started = self.start_instance(caller, &dep, &version).await;
-        let healthy = match &started {
-            Ok(inst) => {
-                self.wait_healthy(caller, &inst.id, &version, deadline)
-                    .await
-            }
-            Err(e) => Err(format!("the instance did not start: {}", e.message)),
+        let count = match &mode {
+            Rollout::Publish { promote: false } | Rollout::Replace { .. } => 1,
+            Rollout::Grow { count } => *count,
+            Rollout::Publish { promote: true } | Rollout::Restart => dep.replicas.max(1),
         };
-        if let Err(why) = healthy {
-            if let Ok(inst) = &started {
+        let started = futures_util::future::join_all(
+            (0..count).map(|_| self.start_healthy(caller, &dep, &version, deadline)),
+        )
+        .await;
+        let (up, failed): (Vec<_>, Vec<_>) = started.into_iter().partition(|r| r.is_ok());
+        let up: Vec<SandboxRecord> = up.into_iter().filter_map(|r| r.ok()).collect();
+        if let Some(Err(why)) = failed.into_iter().next() {
+            for inst in &up {
                 let _ = self.destroy_sandbox(caller, &inst.id).await;
             }
-            if mode == Rollout::Replace {
-                tracing::warn!(deployment_id = %dep.id, %why, "replacement instance not healthy");
+            if matches!(mode, Rollout::Publish { .. }) {
+                let dep = self.fail_version(dep, version.clone(), why.clone()).await?;
+                version.state = "failed".into();
+                version.error = Some(why);
                 return Ok((dep, version, false));
             }
-            version.state = "failed".into();
-            version.error = Some(why.clone());
+            tracing::warn!(deployment_id = %dep.id, %why, "new instances not healthy");
+            return Ok((dep, version, false));
+        }
+        let new_ids: Vec<String> = up.iter().map(|s| s.id.clone()).collect();
+        let retired = match &mode {
+            Rollout::Publish { promote: false } => {
+                version.state = "ready".into();
+                self.store.update_version(&version).await?;
+                for id in &new_ids {
+                    let _ = self.destroy_sandbox(caller, id).await;
+                }
+                return Ok((dep, version, false));
+            }
+            Rollout::Publish { promote: true } | Rollout::Restart => {
+                std::mem::replace(&mut dep.instances, new_ids.clone())
+            }
+            Rollout::Replace { old } => {
+                match dep.instances.iter().position(|i| i == old) {
+                    Some(at) => dep.instances[at] = new_ids[0].clone(),
+                    None => dep.instances.push(new_ids[0].clone()),
+                }
+                vec![old.clone()]
+            }
+            Rollout::Grow { .. } => {
+                dep.instances.extend(new_ids.iter().cloned());
+                Vec::new()
+            }
+        };
+        let old_version = dep.active_version_id.replace(version.id.clone());
+        dep.state = "running".into();
+        dep.updated_at = self.now_ms();
+        self.save_deployment(&dep).await?;
+        if mode == (Rollout::Publish { promote: true }) {
+            version.state = "active".into();
+            version.promoted_at = Some(self.now_ms());
             self.store.update_version(&version).await?;
-            if dep.active_version_id.is_none() {
-                dep.state = "failed".into();
-                dep.updated_at = self.now_ms();
-                self.store.put_deployment(&dep).await?;
+            if let Some(old) = old_version.filter(|o| *o != version.id) {
+                if let Some(mut v) = self.version_of(&dep.id, &old).await? {
+                    v.state = "retired".into();
+                    self.store.update_version(&v).await?;
+                }
             }
             self.events
                 .emit_logged(
                     &dep.tenant_id,
                     None,
-                    crate::events::EventKind::DeploymentFailed,
-                    json!({ "deployment_id": dep.id, "version_id": version.id, "error": why }),
+                    crate::events::EventKind::DeploymentPromoted,
+                    json!({ "deployment_id": dep.id, "version_id": version.id, "instance_ids": new_ids }),
                 )
                 .await;
-            return Ok((dep, version, false));
         }
-        let inst = started?;
-        if mode == (Rollout::Publish { promote: false }) {
-            version.state = "ready".into();
-            self.store.update_version(&version).await?;
-            let _ = self.destroy_sandbox(caller, &inst.id).await;
-            return Ok((dep, version, false));
-        }
-        let old_instance = dep.active_instance_id.replace(inst.id.clone());
-        let old_version = dep.active_version_id.replace(version.id.clone());
-        dep.state = "running".into();
-        dep.updated_at = self.now_ms();
-        self.store.put_deployment(&dep).await?;
-        version.state = "active".into();
-        version.promoted_at = Some(self.now_ms());
-        self.store.update_version(&version).await?;
-        if let Some(old) = old_version.filter(|o| *o != version.id) {
-            if let Some(mut v) = self
-                .store
-                .list_versions(&dep.id)
-                .await?
+        self.drain(
+            caller,
+            retired
                 .into_iter()
-                .find(|v| v.id == old)
-            {
-                v.state = "retired".into();
-                self.store.update_version(&v).await?;
-            }
+                .filter(|o| !new_ids.contains(o))
+                .collect(),
+        );
+        Ok((dep, version, true))
+    }
+
+    /// Stops `instances` after [`DRAIN_GRACE`]: new requests already go
+    /// elsewhere; those in flight get the grace to finish.
+    pub(crate) fn drain(self: &Arc<Core>, caller: &Caller, instances: Vec<String>) {
+        if instances.is_empty() {
+            return;
         }
-        self.events
-            .emit_logged(
-                &dep.tenant_id,
-                None,
-                crate::events::EventKind::DeploymentPromoted,
-                json!({ "deployment_id": dep.id, "version_id": version.id, "instance_id": inst.id }),
-            )
-            .await;
-        if let Some(old) = old_instance.filter(|o| *o != inst.id) {
-            // New requests go to the new instance from now on; those in
-            // flight on the old one get a grace before it stops.
-            let (core, caller) = (self.clone(), caller.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(DRAIN_GRACE).await;
+        let (core, caller) = (self.clone(), caller.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(DRAIN_GRACE).await;
+            for old in instances {
                 if let Err(e) = core.destroy_sandbox(&caller, &old).await {
                     tracing::warn!(instance = %old, error = %e, "old deployment instance not stopped");
                 }
-            });
+            }
+        });
+    }
+
+    /// One instance of `version`, started and healthy within `deadline`;
+    /// why not otherwise (the instance is gone then).
+    async fn start_healthy(
+        self: &Arc<Core>,
+        caller: &Caller,
+        dep: &DeploymentRecord,
+        version: &DeploymentVersionRecord,
+        deadline: Duration,
+    ) -> std::result::Result<SandboxRecord, String> {
+        let inst = self
+            .start_instance(caller, dep, version)
+            .await
+            .map_err(|e| format!("the instance did not start: {}", e.message))?;
+        match self.wait_healthy(caller, &inst.id, version, deadline).await {
+            Ok(()) => Ok(inst),
+            Err(why) => {
+                let _ = self.destroy_sandbox(caller, &inst.id).await;
+                Err(why)
+            }
         }
-        Ok((dep, version, true))
     }
 
     /// A new runtime instance of `version`: its source's shape, restored
     /// from the version's snapshot, always on, owned by the deployment;
-    /// the start command runs in it.
+    /// the start command runs in it with the deployment's env, in the
+    /// version's `output_path`.
     async fn start_instance(
         self: &Arc<Core>,
         caller: &Caller,
         dep: &DeploymentRecord,
         version: &DeploymentVersionRecord,
+    ) -> Result<SandboxRecord> {
+        let inst = self.boot_from_version(dep, version, "instance").await?;
+        let guest = self.guest(caller, &inst.id, true).await?;
+        let started = guest
+            .process_start(&hearth_agent_protocol::StartProcessRequest {
+                command: version.runtime_command.clone(),
+                name: Some(manage::PROCESS_NAME.into()),
+                cwd: version.output_path.clone(),
+                env: dep.env.clone(),
+                user: None,
+            })
+            .await;
+        if let Err(e) = started {
+            let _ = self.destroy_sandbox(caller, &inst.id).await;
+            return Err(e);
+        }
+        Ok(inst)
+    }
+
+    /// A sandbox the deployment owns (not in the tenant's listing),
+    /// restored from `version`'s snapshot in its source's shape; `role`
+    /// (`instance` or `build`) is in its metadata.
+    async fn boot_from_version(
+        self: &Arc<Core>,
+        dep: &DeploymentRecord,
+        version: &DeploymentVersionRecord,
+        role: &str,
     ) -> Result<SandboxRecord> {
         let snap = version
             .snapshot_id
@@ -464,7 +669,7 @@ impl Core {
         rec.id = new_id("sbx");
         rec.name = None;
         rec.state = SandboxState::Provisioning;
-        rec.always_on = true;
+        rec.always_on = role == "instance";
         rec.persistent = false;
         rec.idle_timeout_sec = 0;
         rec.deployment_id = Some(dep.id.clone());
@@ -472,6 +677,7 @@ impl Core {
         rec.metadata = serde_json::Map::new();
         rec.metadata.insert("deployment_id".into(), json!(dep.id));
         rec.metadata.insert("version_id".into(), json!(version.id));
+        rec.metadata.insert("role".into(), json!(role));
         rec.boot_ms = None;
         rec.boot_path = None;
         rec.created_at = now;
@@ -484,16 +690,6 @@ impl Core {
         if inst.state != SandboxState::Running {
             return Err(Error::not_running(&inst.id, inst.state));
         }
-        let guest = self.guest(caller, &inst.id, true).await?;
-        guest
-            .process_start(&hearth_agent_protocol::StartProcessRequest {
-                command: version.runtime_command.clone(),
-                name: Some(manage::PROCESS_NAME.into()),
-                cwd: None,
-                env: Default::default(),
-                user: None,
-            })
-            .await?;
         Ok(inst)
     }
 }

@@ -1,11 +1,13 @@
-//! Keeping deployments up: every [`TICK`], each running deployment's
-//! serving instance is checked. One whose VM is gone (its VMM died, the
-//! host lost it) is replaced at once; one that fails its health check
-//! [`STRIKES`] times in a row is replaced too. A replacement is a new
-//! instance of the same version, started and healthy before the URL
-//! switches to it; one that fails waits a backoff that doubles up to
-//! [`MAX_BACKOFF`]. Each replacement is an event (`deployment.replaced`)
-//! and an audit entry with the system as actor.
+//! Keeping deployments up: every [`TICK`], each serving instance of each
+//! running deployment is checked. One whose VM is gone (its VMM died, the
+//! host lost it) is replaced at once; one that fails a health check leaves
+//! the rotation (others serve) until it passes again, and is replaced
+//! after [`STRIKES`] failures in a row. A replacement is a new instance of
+//! the same version, started and healthy before it joins; one that fails
+//! waits a backoff that doubles up to [`MAX_BACKOFF`]. Each replacement is
+//! an event (`deployment.replaced`) and an audit entry with the system as
+//! actor. A deployment short of its `replicas` (a restart lost some) gets
+//! more the same way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,9 +33,11 @@ const CHECK: Duration = Duration::from_secs(5);
 /// its drain (the roll-out stops it; a server restart in between does not).
 const STRAY_AFTER: Duration = Duration::from_secs(10);
 
+/// One deployment's supervision: failed checks in a row per instance,
+/// and the backoff of its replacements.
 #[derive(Debug, Default)]
 struct Watch {
-    strikes: u32,
+    strikes: HashMap<String, u32>,
     backoff: Duration,
     next_try: Option<tokio::time::Instant>,
 }
@@ -70,68 +74,116 @@ impl Core {
         if w.next_try.is_some_and(|t| tokio::time::Instant::now() < t) {
             return;
         }
-        let (Some(inst), Some(vid)) = (
-            dep.active_instance_id.clone(),
-            dep.active_version_id.clone(),
-        ) else {
+        let Some(vid) = dep.active_version_id.clone() else {
             return;
         };
         let caller = Caller::system(&dep.tenant_id, "supervisor");
         self.reap_strays(&caller, &dep).await;
-        let alive = self
-            .handle(&inst)
-            .is_some_and(|h| h.state() == SandboxState::Running && h.agent().is_some());
-        let why = if !alive {
-            Some("its instance is gone".to_string())
-        } else {
-            let Ok(Some(version)) = self.version_of(&dep.id, &vid).await else {
-                return;
-            };
-            match self.wait_healthy(&caller, &inst, &version, CHECK).await {
+        let Ok(Some(version)) = self.version_of(&dep.id, &vid).await else {
+            return;
+        };
+        w.strikes.retain(|i, _| dep.instances.contains(i));
+        let mut replace = Vec::new();
+        for inst in &dep.instances {
+            let alive = self
+                .handle(inst)
+                .is_some_and(|h| h.state() == SandboxState::Running && h.agent().is_some());
+            if !alive {
+                replace.push((inst.clone(), "its instance is gone".to_string()));
+                continue;
+            }
+            let strikes = w.strikes.entry(inst.clone()).or_default();
+            match self.wait_healthy(&caller, inst, &version, CHECK).await {
                 Ok(()) => {
-                    w.strikes = 0;
-                    None
+                    *strikes = 0;
+                    self.app_routes.set_healthy(inst, true);
                 }
                 Err(e) => {
-                    w.strikes += 1;
-                    (w.strikes >= STRIKES).then(|| format!("{STRIKES} failed health checks: {e}"))
+                    *strikes += 1;
+                    self.app_routes.set_healthy(inst, false);
+                    if *strikes >= STRIKES {
+                        replace
+                            .push((inst.clone(), format!("{STRIKES} failed health checks: {e}")));
+                    }
                 }
             }
-        };
-        let Some(why) = why else { return };
-        tracing::warn!(deployment_id = %dep.id, instance = %inst, %why, "replacing a deployment instance");
-        match self.replace_instance(&caller, &dep.id, &inst).await {
-            Ok(new) => {
-                *w = Watch::default();
-                self.events
-                    .emit_logged(
-                        &dep.tenant_id,
-                        None,
-                        crate::events::EventKind::DeploymentReplaced,
-                        json!({ "deployment_id": dep.id, "old_instance_id": inst, "instance_id": new, "reason": why }),
-                    )
-                    .await;
-                self.record_audit(
-                    &caller,
-                    crate::audit::NewAudit {
-                        kind: "deployment.replace".into(),
-                        resource_type: Some("deployment".into()),
-                        resource_id: Some(dep.id.clone()),
-                        request_id: None,
-                        ip: None,
-                        outcome: "ok",
-                        error_code: None,
-                        details: json!({ "old_instance_id": inst, "instance_id": new, "reason": why }),
-                    },
-                )
-                .await;
-            }
-            Err(e) => {
-                w.backoff = (w.backoff * 2).clamp(TICK, MAX_BACKOFF);
-                w.next_try = Some(tokio::time::Instant::now() + w.backoff);
-                tracing::warn!(deployment_id = %dep.id, error = %e, backoff_s = w.backoff.as_secs(), "replacement failed; trying again later");
+        }
+        let short = (dep.replicas as usize).saturating_sub(dep.instances.len());
+        let mut failed = false;
+        for (inst, why) in replace {
+            tracing::warn!(deployment_id = %dep.id, instance = %inst, %why, "replacing a deployment instance");
+            match self.replace_instance(&caller, &dep.id, Some(&inst)).await {
+                Ok(new) => {
+                    w.strikes.remove(&inst);
+                    self.record_replacement(&caller, &dep, Some(&inst), &new, &why)
+                        .await;
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(deployment_id = %dep.id, error = %e, "replacement failed");
+                }
             }
         }
+        for _ in 0..short {
+            let why = format!(
+                "{} of {} instances serve",
+                dep.instances.len(),
+                dep.replicas
+            );
+            match self.replace_instance(&caller, &dep.id, None).await {
+                Ok(new) => {
+                    self.record_replacement(&caller, &dep, None, &new, &why)
+                        .await
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(deployment_id = %dep.id, error = %e, "a missing instance was not started");
+                    break;
+                }
+            }
+        }
+        if failed {
+            w.backoff = (w.backoff * 2).clamp(TICK, MAX_BACKOFF);
+            w.next_try = Some(tokio::time::Instant::now() + w.backoff);
+            tracing::warn!(deployment_id = %dep.id, backoff_s = w.backoff.as_secs(), "trying again later");
+        } else {
+            w.backoff = Duration::ZERO;
+            w.next_try = None;
+        }
+    }
+
+    /// The `deployment.replaced` event and its audit entry.
+    async fn record_replacement(
+        &self,
+        caller: &Caller,
+        dep: &DeploymentRecord,
+        old: Option<&str>,
+        new: &str,
+        why: &str,
+    ) {
+        let details = json!({ "old_instance_id": old, "instance_id": new, "reason": why });
+        self.events
+            .emit_logged(
+                &dep.tenant_id,
+                None,
+                crate::events::EventKind::DeploymentReplaced,
+                json!({ "deployment_id": dep.id, "old_instance_id": old, "instance_id": new, "reason": why }),
+            )
+            .await;
+        self.record_audit(
+            caller,
+            crate::audit::NewAudit {
+                kind: "deployment.replace".into(),
+                resource_type: Some("deployment".into()),
+                resource_id: Some(dep.id.clone()),
+                request_id: None,
+                ip: None,
+                outcome: "ok",
+                error_code: None,
+                details,
+            },
+        )
+        .await;
     }
 
     /// Destroys the deployment's instances that serve nothing: not the
@@ -148,7 +200,7 @@ impl Core {
         let settled = self.now_ms() - dep.updated_at
             > i64::try_from(STRAY_AFTER.as_millis()).unwrap_or(i64::MAX);
         for inst in instances {
-            let active = dep.active_instance_id.as_deref() == Some(inst.id.as_str());
+            let active = dep.instances.contains(&inst.id);
             let serving = inst.state == SandboxState::Running;
             if active || (serving && !settled) {
                 continue;
@@ -161,34 +213,42 @@ impl Core {
     }
 
     /// Starts a healthy instance of the deployment's active version in
-    /// place of `old` (unless someone moved the deployment meanwhile);
-    /// the new instance's id.
+    /// place of `old` (or one more, with `None`), unless someone moved the
+    /// deployment meanwhile; the new instance's id.
     async fn replace_instance(
         self: &Arc<Core>,
         caller: &Caller,
         id: &str,
-        old: &str,
+        old: Option<&str>,
     ) -> crate::error::Result<String> {
         let _one_at_a_time = self.deploy_locks.lock(id).await;
         let dep = self.get_deployment(caller, id).await?;
-        if dep.active_instance_id.as_deref() != Some(old) {
+        let mode = match old {
             // A publish or rollback already replaced it.
-            return Ok(dep.active_instance_id.unwrap_or_default());
-        }
+            Some(o) if !dep.instances.iter().any(|i| i == o) => return Ok(String::new()),
+            Some(o) => Rollout::Replace { old: o.to_string() },
+            None if dep.instances.len() >= dep.replicas as usize => return Ok(String::new()),
+            None => Rollout::Grow { count: 1 },
+        };
         let vid = dep.active_version_id.clone().unwrap_or_default();
         let version = self
             .version_of(id, &vid)
             .await?
             .ok_or_else(|| crate::error::Error::conflict("invalid_state", "no active version"))?;
-        let (dep, _, promoted) = self
-            .roll_out(caller, dep, version, Rollout::Replace, HEALTH_DEADLINE)
+        let before = dep.instances.clone();
+        let (dep, _, changed) = self
+            .roll_out(caller, dep, version, mode, HEALTH_DEADLINE)
             .await?;
-        if !promoted {
+        if !changed {
             return Err(crate::error::Error::conflict(
                 "invalid_state",
                 "the replacement did not become healthy",
             ));
         }
-        Ok(dep.active_instance_id.unwrap_or_default())
+        Ok(dep
+            .instances
+            .into_iter()
+            .find(|i| !before.contains(i))
+            .unwrap_or_default())
     }
 }

@@ -36,6 +36,10 @@ pub struct Quotas {
     pub api_keys: u64,
     /// Template builds queued or running.
     pub concurrent_builds: u64,
+    /// Instances one deployment may run (as use: the most any of the
+    /// tenant's deployments runs). Each instance is also a sandbox, and
+    /// counts against the quotas above.
+    pub replicas: u64,
     /// Requests a second each of the tenant's keys may make (bursts of
     /// four times as many; 0 = no limit). Its default is the config's
     /// `api_rps` (with bursts of `api_burst`), not `[quotas]`; as use it is
@@ -57,6 +61,7 @@ impl Quotas {
             previews: 200,
             api_keys: 50,
             concurrent_builds: 2,
+            replicas: 10,
             requests_per_sec: 0,
         }
     }
@@ -89,6 +94,7 @@ pub struct QuotaOverrides {
     pub previews: Option<u64>,
     pub api_keys: Option<u64>,
     pub concurrent_builds: Option<u64>,
+    pub replicas: Option<u64>,
     /// Requests a second per key (bursts of four times as many; 0 = no
     /// limit).
     pub requests_per_sec: Option<u64>,
@@ -106,6 +112,7 @@ impl QuotaOverrides {
             previews: self.previews.unwrap_or(d.previews),
             api_keys: self.api_keys.unwrap_or(d.api_keys),
             concurrent_builds: self.concurrent_builds.unwrap_or(d.concurrent_builds),
+            replicas: self.replicas.unwrap_or(d.replicas),
             requests_per_sec: self.requests_per_sec.unwrap_or(d.requests_per_sec),
         }
     }
@@ -128,7 +135,7 @@ pub type QuotaLocks = crate::locks::KeyedLocks;
 pub type QuotaGuard = tokio::sync::OwnedMutexGuard<()>;
 
 /// The error of a quota that `need` would pass.
-fn exceeded(name: &str, used: u64, limit: u64, need: u64) -> Error {
+pub(crate) fn exceeded(name: &str, used: u64, limit: u64, need: u64) -> Error {
     Error::new(
         Kind::QuotaExceeded,
         "quota_exceeded",

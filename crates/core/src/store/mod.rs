@@ -118,7 +118,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_deployments(
         &self,
         tenant: &str,
-        state: Option<&str>,
+        filter: &crate::model::DeploymentListFilter,
     ) -> StoreResult<Vec<DeploymentRecord>>;
     /// Every tenant's deployments in state `running` (the supervisor's
     /// round).
@@ -134,6 +134,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A deployment's versions, newest first.
     async fn list_versions(&self, deployment_id: &str)
         -> StoreResult<Vec<DeploymentVersionRecord>>;
+    /// Inserts or replaces a custom domain; `Duplicate` when the
+    /// deployment has it already, or another holds it verified.
+    async fn put_domain(&self, d: &crate::model::DomainRecord) -> StoreResult<()>;
+    async fn delete_domain(&self, id: &str) -> StoreResult<()>;
+    /// A deployment's custom domains, oldest first.
+    async fn domains_of(&self, deployment_id: &str)
+        -> StoreResult<Vec<crate::model::DomainRecord>>;
+    /// Every verified custom domain (the proxy's table, loaded at start).
+    async fn verified_domains(&self) -> StoreResult<Vec<crate::model::DomainRecord>>;
 
     // The audit log (append-only; retention deletes by age).
     /// Appends an entry; its `seq`.

@@ -31,6 +31,7 @@ pub(crate) async fn switch(core: &Core, rec: &SandboxRecord) -> StoreResult<()> 
         external_user_id: rec.external_user_id.clone(),
         external_project_id: rec.external_project_id.clone(),
         template_id: rec.template_id.clone(),
+        deployment_id: rec.deployment_id.clone(),
         started_at: now,
         ended_at: None,
     });
@@ -93,6 +94,7 @@ pub enum GroupBy {
     ExternalUser,
     ExternalProject,
     Template,
+    Deployment,
 }
 
 impl GroupBy {
@@ -104,6 +106,7 @@ impl GroupBy {
             "external_user_id" => GroupBy::ExternalUser,
             "external_project_id" => GroupBy::ExternalProject,
             "template" | "template_id" => GroupBy::Template,
+            "deployment" | "deployment_id" => GroupBy::Deployment,
             _ => return None,
         })
     }
@@ -116,6 +119,7 @@ impl GroupBy {
             GroupBy::ExternalUser => iv.external_user_id.clone().unwrap_or_default(),
             GroupBy::ExternalProject => iv.external_project_id.clone().unwrap_or_default(),
             GroupBy::Template => iv.template_id.clone(),
+            GroupBy::Deployment => iv.deployment_id.clone().unwrap_or_default(),
         }
     }
 }
@@ -186,6 +190,7 @@ mod tests {
             external_user_id: None,
             external_project_id: None,
             template_id: "minimal".into(),
+            deployment_id: None,
             started_at: start,
             ended_at: end,
         }

@@ -78,7 +78,7 @@ pub async fn serve(
     }
     let p = &core.config.preview;
     let tls = match (&p.tls_cert, &p.tls_key) {
-        (Some(cert), Some(key)) => Some(listener::tls_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(listener::tls_config(cert, key, Some(core.clone()))?),
         _ => None,
     };
     let listener = listener::PreviewListener::new(listener, tls);
@@ -101,7 +101,17 @@ fn slug_of<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
         return None;
     }
     let slug = &name[..cut];
-    (!slug.is_empty() && slug.chars().all(|c| c.is_ascii_alphanumeric())).then_some(slug)
+    (!slug.is_empty() && slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .then_some(slug)
+}
+
+/// `host` without its port or trailing dot, lower case.
+fn host_name(host: &str) -> String {
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.chars().all(|c| c.is_ascii_digit()) => n,
+        _ => host,
+    };
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), and any the Connection header names.
@@ -150,8 +160,11 @@ async fn handle(
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
     let Some(slug) = slug_of(&host, &proxy.suffix) else {
-        return match slug_of(&host, &proxy.apps_suffix) {
-            Some(app) => serve_app(&proxy, peer, &host, app, req).await,
+        let app = slug_of(&host, &proxy.apps_suffix)
+            .map(str::to_string)
+            .or_else(|| core.domain_route(&host_name(&host)).map(|d| d.slug));
+        return match app {
+            Some(app) => serve_app(&proxy, peer, &host, &app, req).await,
             None => pages::not_found(),
         };
     };
@@ -183,9 +196,9 @@ async fn handle(
     finish(core, resp, set_cookie)
 }
 
-/// A deployment's public URL: its serving instance's port, public, rate
-/// limited per client like a public preview; every Hearth credential is
-/// stripped as for previews.
+/// A deployment's public URL (or a verified custom domain of it): one of
+/// its serving instances in turn, public, rate limited per client like a
+/// public preview; every Hearth credential is stripped as for previews.
 async fn serve_app(
     proxy: &Proxy,
     peer: SocketAddr,
@@ -194,7 +207,7 @@ async fn serve_app(
     mut req: Request,
 ) -> Response {
     let core = &proxy.core;
-    let (dep, instance, port) = match core.app_route(slug).await {
+    let app = match core.app_route(slug).await {
         Ok(Some(r)) => r,
         Ok(None) => return pages::not_found(),
         Err(e) => {
@@ -205,16 +218,19 @@ async fn serve_app(
     if !proxy.limiter.allow(peer.ip(), Instant::now()) {
         return pages::rate_limited();
     }
+    let Some(instance) = core.pick_instance(&app) else {
+        return pages::not_found();
+    };
     credentials::take(&mut req);
     // The instance as a public preview of its port.
     let route = PreviewRecord {
-        id: dep.id,
-        tenant_id: dep.tenant_id,
+        id: app.deployment_id.clone(),
+        tenant_id: app.tenant_id.clone(),
         sandbox_id: instance,
-        port,
+        port: app.port,
         visibility: Visibility::Public,
-        slug: dep.slug,
-        created_at: dep.created_at,
+        slug: app.slug.clone(),
+        created_at: app.created_at,
     };
     let resp = forward(core, &route, peer, host, req, std::future::pending()).await;
     finish(core, resp, None)

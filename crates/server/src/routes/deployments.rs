@@ -1,7 +1,8 @@
 //! Deployments: `POST /sandboxes/{id}/deploy` publishes a sandbox (a new
 //! deployment, or a new version of one), answered once the new version is
-//! healthy and serving (or failed); list, get, delete; versions, rollback
-//! and promotion; runtime instances.
+//! healthy and serving (or failed); list, get, patch (scale), delete;
+//! versions, rollback and promotion; runtime instances and logs; the start
+//! command's environment; custom domains.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -17,9 +18,14 @@ use super::{data, query_text, ApiJson, ApiQuery, AppState};
 use crate::core::clock::rfc3339;
 use std::time::Duration;
 
-use crate::core::deployments::{DeployParams, Deployed, HEALTH_DEADLINE, MAX_HEALTH_DEADLINE};
+use std::collections::BTreeMap;
+
+use crate::core::deployments::domains::{challenge, valid_domain};
+use crate::core::deployments::{
+    DeployParams, Deployed, Externals, HEALTH_DEADLINE, MAX_HEALTH_DEADLINE, MAX_REPLICAS,
+};
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::model::{DeploymentRecord, DeploymentVersionRecord};
+use crate::model::{DeploymentListFilter, DeploymentRecord, DeploymentVersionRecord, DomainRecord};
 use crate::routes::Auth;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -38,10 +44,20 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(instance))
         .routes(routes!(instance_logs))
         .routes(routes!(logs))
+        .routes(routes!(get_env, put_env))
+        .routes(routes!(list_domains, add_domain))
+        .routes(routes!(verify_domain))
+        .routes(routes!(delete_domain))
 }
 
-fn view(state: &AppState, d: &DeploymentRecord) -> serde_json::Value {
-    json!({
+/// A deployment as the API shows it: its active version's start command
+/// and its first verified custom domain with it.
+async fn view(state: &AppState, d: &DeploymentRecord) -> ApiResult<serde_json::Value> {
+    let active = match &d.active_version_id {
+        Some(vid) => state.version_of(&d.id, vid).await?,
+        None => None,
+    };
+    Ok(json!({
         "id": d.id,
         "tenant_id": d.tenant_id,
         "name": d.name,
@@ -49,10 +65,17 @@ fn view(state: &AppState, d: &DeploymentRecord) -> serde_json::Value {
         "state": d.state,
         "active_version_id": d.active_version_id,
         "public_url": state.app_url(&d.slug),
+        "custom_domain_id": state.custom_domain_of(&d.id),
+        "run_command": active.map(|v| v.runtime_command),
+        "replicas": d.replicas,
+        "instance_ids": d.instances,
         "metadata": d.metadata,
+        "external_workspace_id": d.external_workspace_id,
+        "external_user_id": d.external_user_id,
+        "external_project_id": d.external_project_id,
         "created_at": rfc3339(d.created_at),
         "updated_at": rfc3339(d.updated_at),
-    })
+    }))
 }
 
 fn version_view(v: &DeploymentVersionRecord) -> serde_json::Value {
@@ -66,18 +89,36 @@ fn version_view(v: &DeploymentVersionRecord) -> serde_json::Value {
         "runtime_command": v.runtime_command,
         "runtime_port": v.runtime_port,
         "health_check_path": v.health_check_path,
+        "build_command": v.build_command,
+        "build_log": v.build_log,
+        "output_path": v.output_path,
         "error": v.error,
         "promoted_at": v.promoted_at.map(rfc3339),
         "created_at": rfc3339(v.created_at),
     })
 }
 
-fn deployed_view(state: &AppState, d: &Deployed) -> serde_json::Value {
+fn domain_view(d: &DomainRecord) -> serde_json::Value {
+    let (name, value) = challenge(d);
     json!({
-        "deployment": view(state, &d.deployment),
+        "id": d.id,
+        "deployment_id": d.deployment_id,
+        "domain": d.domain,
+        "state": d.state,
+        "verification": { "type": "TXT", "name": name, "value": value },
+        "has_certificate": d.certificate_pem.is_some(),
+        "created_at": rfc3339(d.created_at),
+        "verified_at": d.verified_at.map(rfc3339),
+    })
+}
+
+async fn deployed_view(state: &AppState, d: &Deployed) -> ApiResult<serde_json::Value> {
+    Ok(json!({
+        "deployment": view(state, &d.deployment).await?,
         "version": version_view(&d.version),
         "promoted": d.promoted,
-    })
+        "custom_domain": d.domain.as_ref().map(domain_view),
+    }))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -116,6 +157,48 @@ pub struct DeployBody {
     /// (default 90).
     #[schema(minimum = 1, maximum = 600, default = 90)]
     pub health_timeout_sec: Option<i64>,
+    /// Run once at publish in a clone of the sandbox (its output is kept
+    /// as the version's `build_log`); a non-zero exit fails the version.
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    pub build_command: Option<String>,
+    /// The directory the build and start commands run in (absolute).
+    #[schema(min_length = 1, max_length = 4096, pattern = r"^/[^\u0000]*$")]
+    pub output_path: Option<String>,
+    /// Instances serving the deployment, load-balanced (default 1, or the
+    /// deployment's count; at most 20 and the tenant's `replicas` quota).
+    #[schema(minimum = 1, maximum = 20)]
+    pub replicas: Option<i64>,
+    /// A new deployment's name under the apps domain
+    /// (`<domain>.apps.<proxy domain>`; default random).
+    #[schema(
+        min_length = 3,
+        max_length = 63,
+        pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+    )]
+    pub domain: Option<String>,
+    /// A custom domain to serve too, once verified (see
+    /// `/deployments/{id}/domains`).
+    #[schema(
+        min_length = 3,
+        max_length = 253,
+        pattern = r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$",
+        example = "app.example.com"
+    )]
+    pub custom_domain: Option<String>,
+    /// Not supported yet (instances take the sandbox's shape): 501.
+    #[schema(value_type = Option<Object>)]
+    pub resources: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A new deployment's external ids (default: the sandbox's).
+    #[schema(max_length = 256)]
+    pub external_workspace_id: Option<String>,
+    #[schema(max_length = 256)]
+    pub external_user_id: Option<String>,
+    #[schema(max_length = 256)]
+    pub external_project_id: Option<String>,
 }
 
 #[utoipa::path(
@@ -136,14 +219,19 @@ async fn deploy(
     Path(id): Path<String>,
     ApiJson(b): ApiJson<DeployBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let params = b.validate()?;
+    let params = b.validate(&state.config.preview.domain)?;
     let d = state.deploy(&caller, &id, params).await?;
-    Ok((StatusCode::CREATED, data(deployed_view(&state, &d))))
+    Ok((StatusCode::CREATED, data(deployed_view(&state, &d).await?)))
 }
 
 impl DeployBody {
-    fn validate(self) -> ApiResult<DeployParams> {
+    fn validate(self, proxy_domain: &str) -> ApiResult<DeployParams> {
         let b = self;
+        if b.resources.is_some() {
+            return Err(ApiError::not_implemented(
+                "resources on a deployment (instances take the source sandbox's shape)",
+            ));
+        }
         let mut bad = Vec::new();
         let port = match b.port {
             Some(p) if (1..=65535).contains(&p) => p as u16,
@@ -204,6 +292,67 @@ impl DeployBody {
                 HEALTH_DEADLINE
             }
         };
+        if b.build_command.as_deref().is_some_and(bad_command) {
+            bad.push(FieldError::new("build_command", "1-4096 bytes without NUL"));
+        }
+        if b.output_path
+            .as_deref()
+            .is_some_and(|p| !p.starts_with('/') || p.len() > 4096 || p.contains('\0'))
+        {
+            bad.push(FieldError::new(
+                "output_path",
+                "an absolute path of at most 4096 bytes without NUL",
+            ));
+        }
+        let replicas = match b.replicas {
+            None => None,
+            Some(n) if (1..=i64::from(MAX_REPLICAS)).contains(&n) => Some(n as u32),
+            Some(_) => {
+                bad.push(FieldError::new(
+                    "replicas",
+                    format!("must be between 1 and {MAX_REPLICAS}"),
+                ));
+                None
+            }
+        };
+        if let Some(slug) = &b.domain {
+            let ok = (3..=63).contains(&slug.len())
+                && slug
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !slug.starts_with('-')
+                && !slug.ends_with('-');
+            if !ok {
+                bad.push(FieldError::new(
+                    "domain",
+                    "3-63 lower-case letters, digits and -, not at either end",
+                ));
+            } else if b.deployment_id.is_some() {
+                bad.push(FieldError::new(
+                    "domain",
+                    "names a new deployment's URL; a deployment keeps its own",
+                ));
+            }
+        }
+        if let Some(d) = &b.custom_domain {
+            if let Err(why) = valid_domain(d, proxy_domain) {
+                bad.push(FieldError::new("custom_domain", format!("must be {why}")));
+            }
+        }
+        for (field, v) in [
+            ("external_workspace_id", &b.external_workspace_id),
+            ("external_user_id", &b.external_user_id),
+            ("external_project_id", &b.external_project_id),
+        ] {
+            if v.as_deref()
+                .is_some_and(|v| v.len() > 256 || v.chars().any(char::is_control))
+            {
+                bad.push(FieldError::new(
+                    field,
+                    "at most 256 bytes without control characters",
+                ));
+            }
+        }
         if !bad.is_empty() {
             return Err(ApiError::validation(bad));
         }
@@ -213,6 +362,16 @@ impl DeployBody {
             port,
             run_command: command,
             health_check_path: health,
+            build_command: b.build_command,
+            output_path: b.output_path,
+            replicas,
+            external: Externals {
+                workspace_id: b.external_workspace_id,
+                user_id: b.external_user_id,
+                project_id: b.external_project_id,
+            },
+            slug: b.domain,
+            custom_domain: b.custom_domain,
             promote: b.promote.unwrap_or(true),
             health_deadline,
         })
@@ -225,6 +384,13 @@ pub struct ListQuery {
     /// Only deployments in this state.
     #[param(value_type = String, required = false, max_length = 16)]
     pub state: Option<String>,
+    /// Only deployments with this external workspace id.
+    #[param(value_type = String, required = false, max_length = 256)]
+    pub external_workspace_id: Option<String>,
+    #[param(value_type = String, required = false, max_length = 256)]
+    pub external_user_id: Option<String>,
+    #[param(value_type = String, required = false, max_length = 256)]
+    pub external_project_id: Option<String>,
 }
 
 #[utoipa::path(
@@ -241,14 +407,31 @@ async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let mut bad = Vec::new();
-    let st = query_text(&mut bad, "state", q.state, 16);
+    let filter = DeploymentListFilter {
+        state: query_text(&mut bad, "state", q.state, 16),
+        external_workspace_id: query_text(
+            &mut bad,
+            "external_workspace_id",
+            q.external_workspace_id,
+            256,
+        ),
+        external_user_id: query_text(&mut bad, "external_user_id", q.external_user_id, 256),
+        external_project_id: query_text(
+            &mut bad,
+            "external_project_id",
+            q.external_project_id,
+            256,
+        ),
+    };
     if !bad.is_empty() {
         return Err(ApiError::validation(bad));
     }
-    let list = state.list_deployments(&caller, st.as_deref()).await?;
-    Ok(data(
-        list.iter().map(|d| view(&state, d)).collect::<Vec<_>>(),
-    ))
+    let list = state.list_deployments(&caller, &filter).await?;
+    let mut out = Vec::with_capacity(list.len());
+    for d in &list {
+        out.push(view(&state, d).await?);
+    }
+    Ok(data(out))
 }
 
 #[derive(Debug, IntoParams)]
@@ -271,10 +454,9 @@ async fn get_one(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(data(view(
-        &state,
-        &state.get_deployment(&caller, &id).await?,
-    )))
+    Ok(data(
+        view(&state, &state.get_deployment(&caller, &id).await?).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -291,7 +473,7 @@ async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let d = state.delete_deployment(&caller, &id).await?;
-    let mut v = view(&state, &d);
+    let mut v = view(&state, &d).await?;
     v["deleted"] = json!(true);
     Ok(data(v))
 }
@@ -346,7 +528,7 @@ async fn rollback(
     let d = state
         .rollback_deployment(&caller, &id, b.version_id.as_deref())
         .await?;
-    Ok(data(deployed_view(&state, &d)))
+    Ok(data(deployed_view(&state, &d).await?))
 }
 
 #[derive(Debug, IntoParams)]
@@ -372,7 +554,7 @@ async fn promote(
     Path((id, vid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let d = state.rollback_deployment(&caller, &id, Some(&vid)).await?;
-    Ok(data(deployed_view(&state, &d)))
+    Ok(data(deployed_view(&state, &d).await?))
 }
 
 #[utoipa::path(
@@ -425,6 +607,40 @@ pub struct PublishBody {
     pub promote: Option<bool>,
     #[schema(minimum = 1, maximum = 600, default = 90)]
     pub health_timeout_sec: Option<i64>,
+    /// Run once at publish in a clone of the sandbox (its output is kept
+    /// as the version's `build_log`); a non-zero exit fails the version.
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    pub build_command: Option<String>,
+    /// The directory the build and start commands run in (absolute).
+    #[schema(min_length = 1, max_length = 4096, pattern = r"^/[^\u0000]*$")]
+    pub output_path: Option<String>,
+    /// Instances serving the deployment, load-balanced (default 1, or the
+    /// deployment's count; at most 20 and the tenant's `replicas` quota).
+    #[schema(minimum = 1, maximum = 20)]
+    pub replicas: Option<i64>,
+    /// A custom domain to serve too, once verified (see
+    /// `/deployments/{id}/domains`).
+    #[schema(
+        min_length = 3,
+        max_length = 253,
+        pattern = r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$",
+        example = "app.example.com"
+    )]
+    pub custom_domain: Option<String>,
+    /// Not supported yet (instances take the sandbox's shape): 501.
+    #[schema(value_type = Option<Object>)]
+    pub resources: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A new deployment's external ids (default: the sandbox's).
+    #[schema(max_length = 256)]
+    pub external_workspace_id: Option<String>,
+    #[schema(max_length = 256)]
+    pub external_user_id: Option<String>,
+    #[schema(max_length = 256)]
+    pub external_project_id: Option<String>,
 }
 
 impl From<(String, PublishBody)> for DeployBody {
@@ -438,6 +654,15 @@ impl From<(String, PublishBody)> for DeployBody {
             health_check_path: p.health_check_path,
             promote: p.promote,
             health_timeout_sec: p.health_timeout_sec,
+            build_command: p.build_command,
+            output_path: p.output_path,
+            replicas: p.replicas,
+            domain: None,
+            custom_domain: p.custom_domain,
+            resources: p.resources,
+            external_workspace_id: p.external_workspace_id,
+            external_user_id: p.external_user_id,
+            external_project_id: p.external_project_id,
         }
     }
 }
@@ -461,9 +686,9 @@ async fn publish(
         return Err(ApiError::field("source_sandbox_id", "is required"));
     }
     let source = b.source_sandbox_id.clone();
-    let params = DeployBody::from((id, b)).validate()?;
+    let params = DeployBody::from((id, b)).validate(&state.config.preview.domain)?;
     let d = state.deploy(&caller, &source, params).await?;
-    Ok((StatusCode::CREATED, data(deployed_view(&state, &d))))
+    Ok((StatusCode::CREATED, data(deployed_view(&state, &d).await?)))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -473,13 +698,16 @@ pub struct PatchDeploymentBody {
     pub name: Option<String>,
     /// Replaces the metadata; at most 16 KiB as JSON.
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Scales to this many instances (new ones healthy before they serve).
+    #[schema(minimum = 1, maximum = 20)]
+    pub replicas: Option<i64>,
 }
 
 #[utoipa::path(
     patch,
     path = "/deployments/{id}",
     tag = DEPLOY,
-    summary = "Rename a deployment or replace its metadata",
+    summary = "Rename a deployment, replace its metadata, or scale it",
     params(DeploymentId),
     request_body = PatchDeploymentBody,
     responses((status = 200, description = "OK", body = Data), E404And422),
@@ -509,13 +737,24 @@ async fn patch(
             ));
         }
     }
+    let replicas = match b.replicas {
+        None => None,
+        Some(n) if (1..=i64::from(MAX_REPLICAS)).contains(&n) => Some(n as u32),
+        Some(_) => {
+            bad.push(FieldError::new(
+                "replicas",
+                format!("must be between 1 and {MAX_REPLICAS}"),
+            ));
+            None
+        }
+    };
     if !bad.is_empty() {
         return Err(ApiError::validation(bad));
     }
     let d = state
-        .patch_deployment(&caller, &id, b.name, b.metadata)
+        .patch_deployment(&caller, &id, b.name, b.metadata, replicas)
         .await?;
-    Ok(data(view(&state, &d)))
+    Ok(data(view(&state, &d).await?))
 }
 
 #[utoipa::path(
@@ -531,17 +770,16 @@ async fn stop(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(data(view(
-        &state,
-        &state.stop_deployment(&caller, &id).await?,
-    )))
+    Ok(data(
+        view(&state, &state.stop_deployment(&caller, &id).await?).await?,
+    ))
 }
 
 #[utoipa::path(
     post,
     path = "/deployments/{id}/redeploy",
     tag = DEPLOY,
-    summary = "A fresh instance of the active version, healthy before it serves",
+    summary = "Fresh instances of the active version (with the current env), healthy before they serve",
     params(DeploymentId),
     responses((status = 200, description = "`{deployment, version, promoted}`", body = Data), E404),
 )]
@@ -555,8 +793,9 @@ async fn redeploy(
         deployment,
         version,
         promoted,
+        domain: None,
     };
-    Ok(data(deployed_view(&state, &d)))
+    Ok(data(deployed_view(&state, &d).await?))
 }
 
 #[utoipa::path(
@@ -592,7 +831,7 @@ fn instance_view(d: &DeploymentRecord, s: &crate::model::SandboxRecord) -> serde
         "deployment_id": d.id,
         "version_id": s.metadata.get("version_id"),
         "state": s.state,
-        "active": d.active_instance_id.as_deref() == Some(s.id.as_str()),
+        "active": d.instances.contains(&s.id),
         "boot_path": s.boot_path,
         "created_at": rfc3339(s.created_at),
     })
@@ -677,4 +916,210 @@ async fn instance_logs(
         .deployment_logs(&caller, &id, Some(&iid), lines)
         .await?;
     Ok(logs_view(out, err))
+}
+
+/// The start command's environment: at most this many variables...
+const MAX_ENV_VARS: usize = 200;
+/// ...and this many bytes of names and values together.
+const MAX_ENV_BYTES: usize = 128 * 1024;
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct EnvBody {
+    /// Replaces the environment (at most 200 variables, 128 KiB).
+    #[schema(required = true, schema_with = crate::routes::openapi::shell_env)]
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+fn env_view(d: &DeploymentRecord) -> axum::Json<serde_json::Value> {
+    data(json!({ "deployment_id": d.id, "env": d.env }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/deployments/{id}/env",
+    tag = DEPLOY,
+    summary = "The environment the start command gets",
+    params(DeploymentId),
+    responses((status = 200, description = "`{deployment_id, env}`", body = Data), E404),
+)]
+async fn get_env(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(env_view(&state.get_deployment(&caller, &id).await?))
+}
+
+#[utoipa::path(
+    put,
+    path = "/deployments/{id}/env",
+    tag = DEPLOY,
+    summary = "Replace the start command's environment",
+    description = "Instances started from now on get it: a publish, `redeploy` (restarts every \
+                   instance without downtime), a scale-up or a replacement.",
+    params(DeploymentId),
+    request_body = EnvBody,
+    responses((status = 200, description = "`{deployment_id, env}`", body = Data), E404And422),
+)]
+async fn put_env(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<EnvBody>,
+) -> ApiResult<impl IntoResponse> {
+    let Some(env) = b.env else {
+        return Err(ApiError::field(
+            "env",
+            "is required (an object; {} clears it)",
+        ));
+    };
+    let mut bad = Vec::new();
+    crate::validate::check_env(&mut bad, "env", &env);
+    let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if env.len() > MAX_ENV_VARS || bytes > MAX_ENV_BYTES {
+        bad.push(FieldError::new(
+            "env",
+            format!("at most {MAX_ENV_VARS} variables and {MAX_ENV_BYTES} bytes"),
+        ));
+    }
+    if !bad.is_empty() {
+        return Err(ApiError::validation(bad));
+    }
+    Ok(env_view(
+        &state.put_deployment_env(&caller, &id, env).await?,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct DomainBody {
+    /// The host name (lower case), e.g. `app.example.com`.
+    #[schema(
+        required = true,
+        min_length = 3,
+        max_length = 253,
+        pattern = r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$",
+        example = "app.example.com"
+    )]
+    pub domain: String,
+    /// A PEM certificate chain valid for the domain: served by the TLS
+    /// listener for that name once verified (empty: none).
+    #[schema(max_length = 65536)]
+    pub certificate_pem: Option<String>,
+    /// The certificate's PEM private key (sealed at rest, never shown).
+    #[schema(max_length = 16384)]
+    pub private_key_pem: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/deployments/{id}/domains",
+    tag = DEPLOY,
+    summary = "Add a custom domain (served once verified)",
+    description = "Answers the domain, `pending`, with the TXT record to create \
+                   (`verification.name` holding `verification.value`); then `POST \
+                   .../domains/{did}/verify`.",
+    params(DeploymentId),
+    request_body = DomainBody,
+    responses((status = 201, description = "The domain", body = Data), E404And422),
+)]
+async fn add_domain(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<DomainBody>,
+) -> ApiResult<impl IntoResponse> {
+    let domain = b.domain.trim_end_matches('.').to_string();
+    if let Err(why) = valid_domain(&domain, &state.config.preview.domain) {
+        return Err(ApiError::field("domain", format!("must be {why}")));
+    }
+    let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let certificate = match (given(b.certificate_pem), given(b.private_key_pem)) {
+        (None, None) => None,
+        (Some(chain), Some(key)) => {
+            if chain.len() > 65536 || key.len() > 16384 {
+                return Err(ApiError::field(
+                    "certificate_pem",
+                    "a chain of at most 64 KiB and a key of at most 16 KiB",
+                ));
+            }
+            crate::proxy::listener::check_certificate(&domain, chain.as_bytes(), key.as_bytes())
+                .map_err(|why| ApiError::field("certificate_pem", why))?;
+            Some((chain, key.into_bytes()))
+        }
+        _ => {
+            return Err(ApiError::field(
+                "private_key_pem",
+                "give certificate_pem and private_key_pem together",
+            ))
+        }
+    };
+    let d = state.add_domain(&caller, &id, &domain, certificate).await?;
+    Ok((StatusCode::CREATED, data(domain_view(&d))))
+}
+
+#[utoipa::path(
+    get,
+    path = "/deployments/{id}/domains",
+    tag = DEPLOY,
+    summary = "A deployment's custom domains",
+    params(DeploymentId),
+    responses((status = 200, description = "OK", body = DataList), E404),
+)]
+async fn list_domains(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let list = state.list_domains(&caller, &id).await?;
+    Ok(data(list.iter().map(domain_view).collect::<Vec<_>>()))
+}
+
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct DomainPath {
+    /// Deployment id (`dep_...`).
+    pub id: String,
+    /// Domain id (`dom_...`).
+    pub did: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/deployments/{id}/domains/{did}/verify",
+    tag = DEPLOY,
+    summary = "Check the domain's TXT record; verified domains are served",
+    description = "409 `domain_not_verified` naming the record and what was found, or \
+                   `domain_taken` when another deployment holds the domain verified.",
+    params(DomainPath),
+    responses((status = 200, description = "The domain, `verified`", body = Data), E404),
+)]
+async fn verify_domain(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, did)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(data(domain_view(
+        &state.verify_domain(&caller, &id, &did).await?,
+    )))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/deployments/{id}/domains/{did}",
+    tag = DEPLOY,
+    summary = "Remove a custom domain (no longer served)",
+    params(DomainPath),
+    responses((status = 200, description = "The removed domain", body = Data), E404),
+)]
+async fn delete_domain(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, did)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let d = state.delete_domain(&caller, &id, &did).await?;
+    let mut v = domain_view(&d);
+    v["deleted"] = json!(true);
+    Ok(data(v))
 }

@@ -5,7 +5,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
 use super::rows::{from_json, is_unique_violation, json};
-use crate::model::{DeploymentRecord, DeploymentVersionRecord};
+use crate::model::{DeploymentListFilter, DeploymentRecord, DeploymentVersionRecord, DomainRecord};
 use crate::store::{StoreError, StoreResult};
 
 fn deployment_from_row(r: &SqliteRow) -> StoreResult<DeploymentRecord> {
@@ -17,8 +17,16 @@ fn deployment_from_row(r: &SqliteRow) -> StoreResult<DeploymentRecord> {
         slug: r.try_get("slug")?,
         state: r.try_get("state")?,
         active_version_id: r.try_get("active_version_id")?,
-        active_instance_id: r.try_get("active_instance_id")?,
+        instances: from_json(
+            &r.try_get::<String, _>("instance_ids")?,
+            "deployment instances",
+        )?,
+        replicas: u32::try_from(r.try_get::<i64, _>("replicas")?).unwrap_or(1),
+        env: from_json(&r.try_get::<String, _>("env")?, "deployment env")?,
         metadata: from_json(&metadata, "deployment metadata")?,
+        external_workspace_id: r.try_get("external_workspace_id")?,
+        external_user_id: r.try_get("external_user_id")?,
+        external_project_id: r.try_get("external_project_id")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -37,6 +45,9 @@ fn version_from_row(r: &SqliteRow) -> StoreResult<DeploymentVersionRecord> {
         runtime_command: r.try_get("runtime_command")?,
         runtime_port: u16::try_from(port).unwrap_or(0),
         health_check_path: r.try_get("health_check_path")?,
+        build_command: r.try_get("build_command")?,
+        build_log: r.try_get("build_log")?,
+        output_path: r.try_get("output_path")?,
         error: r.try_get("error")?,
         promoted_at: r.try_get("promoted_at")?,
         created_at: r.try_get("created_at")?,
@@ -47,9 +58,11 @@ fn version_from_row(r: &SqliteRow) -> StoreResult<DeploymentVersionRecord> {
 pub(super) async fn put(pool: &SqlitePool, d: &DeploymentRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO deployments (id, tenant_id, name, slug, state, active_version_id, \
-         active_instance_id, metadata, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         instance_ids, metadata, created_at, updated_at, replicas, env, external_workspace_id, \
+         external_user_id, external_project_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
          ON CONFLICT (id) DO UPDATE SET name = ?3, state = ?5, active_version_id = ?6, \
-         active_instance_id = ?7, metadata = ?8, updated_at = ?10",
+         instance_ids = ?7, metadata = ?8, updated_at = ?10, replicas = ?11, env = ?12",
     )
     .bind(&d.id)
     .bind(&d.tenant_id)
@@ -57,10 +70,15 @@ pub(super) async fn put(pool: &SqlitePool, d: &DeploymentRecord) -> StoreResult<
     .bind(&d.slug)
     .bind(&d.state)
     .bind(&d.active_version_id)
-    .bind(&d.active_instance_id)
+    .bind(json(&d.instances))
     .bind(json(&d.metadata))
     .bind(d.created_at)
     .bind(d.updated_at)
+    .bind(i64::from(d.replicas))
+    .bind(json(&d.env))
+    .bind(&d.external_workspace_id)
+    .bind(&d.external_user_id)
+    .bind(&d.external_project_id)
     .execute(pool)
     .await
     .map_err(|e| match is_unique_violation(&e) {
@@ -96,14 +114,19 @@ pub(super) async fn by_slug(
 pub(super) async fn list(
     pool: &SqlitePool,
     tenant: &str,
-    state: Option<&str>,
+    f: &DeploymentListFilter,
 ) -> StoreResult<Vec<DeploymentRecord>> {
     sqlx::query(
         "SELECT * FROM deployments WHERE tenant_id = ?1 AND (?2 IS NULL OR state = ?2) \
+         AND (?3 IS NULL OR external_workspace_id = ?3) AND (?4 IS NULL OR external_user_id = ?4) \
+         AND (?5 IS NULL OR external_project_id = ?5) \
          ORDER BY created_at DESC, id DESC LIMIT 1000",
     )
     .bind(tenant)
-    .bind(state)
+    .bind(&f.state)
+    .bind(&f.external_workspace_id)
+    .bind(&f.external_user_id)
+    .bind(&f.external_project_id)
     .fetch_all(pool)
     .await?
     .iter()
@@ -122,10 +145,12 @@ pub(super) async fn running(pool: &SqlitePool) -> StoreResult<Vec<DeploymentReco
 
 pub(super) async fn delete(pool: &SqlitePool, id: &str) -> StoreResult<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM deployment_versions WHERE deployment_id = ?")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    for table in ["deployment_versions", "deployment_domains"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE deployment_id = ?"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
     sqlx::query("DELETE FROM deployments WHERE id = ?")
         .bind(id)
         .execute(&mut *tx)
@@ -151,7 +176,8 @@ pub(super) async fn insert_version(
     sqlx::query(
         "INSERT INTO deployment_versions (id, deployment_id, tenant_id, version_number, state, \
          source_sandbox_id, snapshot_id, runtime_command, runtime_port, health_check_path, error, \
-         promoted_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         promoted_at, created_at, build_command, build_log, output_path) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&v.id)
     .bind(&v.deployment_id)
@@ -166,23 +192,28 @@ pub(super) async fn insert_version(
     .bind(&v.error)
     .bind(v.promoted_at)
     .bind(v.created_at)
+    .bind(&v.build_command)
+    .bind(&v.build_log)
+    .bind(&v.output_path)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(v)
 }
 
-/// Writes a version's state, snapshot, error and promotion time.
+/// Writes a version's state, snapshot, build log, error and promotion
+/// time.
 pub(super) async fn update_version(
     pool: &SqlitePool,
     v: &DeploymentVersionRecord,
 ) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE deployment_versions SET state = ?, snapshot_id = ?, error = ?, promoted_at = ? \
-         WHERE id = ?",
+        "UPDATE deployment_versions SET state = ?, snapshot_id = ?, build_log = ?, error = ?, \
+         promoted_at = ? WHERE id = ?",
     )
     .bind(&v.state)
     .bind(&v.snapshot_id)
+    .bind(&v.build_log)
     .bind(&v.error)
     .bind(v.promoted_at)
     .bind(&v.id)
@@ -204,4 +235,69 @@ pub(super) async fn versions(
     .iter()
     .map(version_from_row)
     .collect()
+}
+
+fn domain_from_row(r: &SqliteRow) -> StoreResult<DomainRecord> {
+    Ok(DomainRecord {
+        id: r.try_get("id")?,
+        deployment_id: r.try_get("deployment_id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        domain: r.try_get("domain")?,
+        state: r.try_get("state")?,
+        verification_token: r.try_get("verification_token")?,
+        certificate_pem: r.try_get("certificate_pem")?,
+        sealed_key: r.try_get("sealed_key")?,
+        created_at: r.try_get("created_at")?,
+        verified_at: r.try_get("verified_at")?,
+    })
+}
+
+pub(super) async fn put_domain(pool: &SqlitePool, d: &DomainRecord) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO deployment_domains (id, deployment_id, tenant_id, domain, state, \
+         verification_token, certificate_pem, sealed_key, created_at, verified_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT (id) DO UPDATE SET state = ?5, certificate_pem = ?7, sealed_key = ?8, \
+         verified_at = ?10",
+    )
+    .bind(&d.id)
+    .bind(&d.deployment_id)
+    .bind(&d.tenant_id)
+    .bind(&d.domain)
+    .bind(&d.state)
+    .bind(&d.verification_token)
+    .bind(&d.certificate_pem)
+    .bind(&d.sealed_key)
+    .bind(d.created_at)
+    .bind(d.verified_at)
+    .execute(pool)
+    .await
+    .map_err(|e| match is_unique_violation(&e) {
+        true => StoreError::Duplicate("domain"),
+        false => e.into(),
+    })?;
+    Ok(())
+}
+
+pub(super) async fn delete_domain(pool: &SqlitePool, id: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM deployment_domains WHERE id = ?")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Domains matching `cond` (a condition with one `?1`, bound to `arg`).
+pub(super) async fn domains(
+    pool: &SqlitePool,
+    cond: &'static str,
+    arg: &str,
+) -> StoreResult<Vec<DomainRecord>> {
+    sqlx::query(&format!("SELECT * FROM deployment_domains WHERE {cond}"))
+        .bind(arg)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(domain_from_row)
+        .collect()
 }

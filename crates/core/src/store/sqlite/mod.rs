@@ -207,9 +207,9 @@ impl Store for SqliteStore {
     async fn list_deployments(
         &self,
         tenant: &str,
-        state: Option<&str>,
+        filter: &crate::model::DeploymentListFilter,
     ) -> StoreResult<Vec<DeploymentRecord>> {
-        deployments::list(&self.pool, tenant, state).await
+        deployments::list(&self.pool, tenant, filter).await
     }
 
     async fn running_deployments(&self) -> StoreResult<Vec<DeploymentRecord>> {
@@ -236,6 +236,30 @@ impl Store for SqliteStore {
         deployment_id: &str,
     ) -> StoreResult<Vec<DeploymentVersionRecord>> {
         deployments::versions(&self.pool, deployment_id).await
+    }
+
+    async fn put_domain(&self, d: &crate::model::DomainRecord) -> StoreResult<()> {
+        deployments::put_domain(&self.pool, d).await
+    }
+
+    async fn delete_domain(&self, id: &str) -> StoreResult<()> {
+        deployments::delete_domain(&self.pool, id).await
+    }
+
+    async fn domains_of(
+        &self,
+        deployment_id: &str,
+    ) -> StoreResult<Vec<crate::model::DomainRecord>> {
+        deployments::domains(
+            &self.pool,
+            "deployment_id = ?1 ORDER BY created_at",
+            deployment_id,
+        )
+        .await
+    }
+
+    async fn verified_domains(&self) -> StoreResult<Vec<crate::model::DomainRecord>> {
+        deployments::domains(&self.pool, "state = ?1 ORDER BY domain", "verified").await
     }
 
     async fn append_audit(&self, e: &AuditRecord) -> StoreResult<i64> {
@@ -743,7 +767,8 @@ impl Store for SqliteStore {
             sqlx::query(
                 "INSERT INTO usage_intervals (sandbox_id, tenant_id, state, cpu_count, memory_mb, \
                  disk_size_mb, external_workspace_id, external_user_id, external_project_id, \
-                 template_id, started_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                 template_id, deployment_id, started_at, ended_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
             )
             .bind(&u.sandbox_id)
             .bind(&u.tenant_id)
@@ -755,6 +780,7 @@ impl Store for SqliteStore {
             .bind(&u.external_user_id)
             .bind(&u.external_project_id)
             .bind(&u.template_id)
+            .bind(&u.deployment_id)
             .bind(u.started_at)
             .execute(&mut *tx)
             .await?;

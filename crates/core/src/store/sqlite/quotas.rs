@@ -71,6 +71,8 @@ pub(super) async fn usage(pool: &SqlitePool, tenant: &str) -> StoreResult<Quotas
          AND state IN ('queued', 'building', 'snapshotting')",
     )
     .await?;
+    let replicas =
+        count("SELECT COALESCE(MAX(replicas), 0) FROM deployments WHERE tenant_id = ?").await?;
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(Quotas {
         sandboxes: n(s.try_get("n")?),
@@ -81,6 +83,7 @@ pub(super) async fn usage(pool: &SqlitePool, tenant: &str) -> StoreResult<Quotas
         previews: n(previews),
         api_keys: n(api_keys),
         concurrent_builds: n(builds),
+        replicas: n(replicas),
         requests_per_sec: 0,
     })
 }

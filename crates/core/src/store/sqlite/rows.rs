@@ -190,6 +190,7 @@ pub(super) fn usage_from_row(r: &SqliteRow) -> StoreResult<UsageInterval> {
         external_user_id: r.try_get("external_user_id")?,
         external_project_id: r.try_get("external_project_id")?,
         template_id: r.try_get("template_id")?,
+        deployment_id: r.try_get("deployment_id")?,
         started_at: r.try_get("started_at")?,
         ended_at: r.try_get("ended_at")?,
     })

@@ -261,6 +261,7 @@ async fn usage_intervals_close_and_open() {
         external_user_id: None,
         external_project_id: None,
         template_id: "minimal".into(),
+        deployment_id: Some("dep_1".into()),
         started_at: start,
         ended_at: None,
     };

@@ -13,7 +13,7 @@ pub struct UsageQuery {
     #[param(value_type = String, required = false)]
     pub period_end: Option<String>,
     /// Tenant usage only: one total per value of this field.
-    #[param(value_type = String, required = false, pattern = "^(|none|sandbox|sandbox_id|external_workspace_id|external_user_id|external_project_id|template|template_id)$")]
+    #[param(value_type = String, required = false, pattern = "^(|none|sandbox|sandbox_id|external_workspace_id|external_user_id|external_project_id|template|template_id|deployment|deployment_id)$")]
     pub group_by: Option<String>,
 }
 
@@ -93,7 +93,7 @@ pub(super) async fn tenant_usage(
         .ok_or_else(|| {
             ApiError::field(
                 "group_by",
-                "must be sandbox_id, external_workspace_id, external_user_id, external_project_id or template_id",
+                "must be sandbox_id, external_workspace_id, external_user_id, external_project_id, template_id or deployment_id",
             )
         })?;
     let totals = state.usage(&caller, None, from, to, group).await?;
