@@ -8,8 +8,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::previews::{client_for, host_of, start_app};
-use common::TestServer;
+use common::{wait_until, TestServer};
 use serde_json::{json, Value};
 
 async fn deploy(srv: &TestServer, sbx: &str, body: Value) -> (u16, Value) {
@@ -338,4 +340,552 @@ async fn publish_stop_redeploy_rename_and_read_logs() {
     let (st, v) = srv.call("GET", "/deployments?state=running", None).await;
     assert_eq!(st, 200);
     assert_eq!(v["data"][0]["id"], dep.as_str(), "{v}");
+}
+
+/// The ids of a deployment's runtime instances that serve it.
+async fn serving(srv: &TestServer, dep: &str) -> Vec<String> {
+    let (st, v) = srv
+        .call(
+            "GET",
+            &format!("/deployments/{dep}/runtime-instances"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    v["data"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter(|i| i["active"] == true)
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// How many runtime instances the deployment has (serving or draining).
+async fn instance_count(srv: &TestServer, dep: &str) -> usize {
+    let path = format!("/deployments/{dep}/runtime-instances");
+    srv.call("GET", &path, None).await.1["data"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+async fn verify(srv: &TestServer, dep: &str, did: &str) -> (u16, Value) {
+    let path = format!("/deployments/{dep}/domains/{did}/verify");
+    srv.call("POST", &path, None).await
+}
+
+#[tokio::test]
+async fn replicas_scale_env_builds_external_ids_and_usage() {
+    let srv = TestServer::start().await;
+    let (port, seen) = start_app().await;
+    let src = srv
+        .create_sandbox(json!({"external_workspace_id": "ws-1"}))
+        .await;
+    let src = src["id"].as_str().expect("id").to_string();
+
+    // Two replicas; a build that writes to both streams, kept in order.
+    let (st, v) = deploy(
+        &srv,
+        &src,
+        json!({
+            "name": "multi", "port": port, "replicas": 2, "domain": "multi-app",
+            "build_command": "echo building-$((1+1)); echo warned >&2; pwd",
+            "output_path": "/tmp",
+            "start_command": "echo \"GREETING=$GREETING in $(pwd)\"; exec sleep 600",
+        }),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let d = &v["data"];
+    assert_eq!(d["promoted"], true, "{v}");
+    assert_eq!(d["deployment"]["replicas"], 2);
+    assert_eq!(d["deployment"]["external_workspace_id"], "ws-1");
+    assert_eq!(d["deployment"]["slug"], "multi-app");
+    let url = d["deployment"]["public_url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    assert!(url.contains("multi-app.apps.localhost"), "{url}");
+    assert_eq!(
+        d["version"]["build_log"], "building-2\nwarned\n/tmp\n",
+        "{v}"
+    );
+    assert_eq!(d["version"]["output_path"], "/tmp");
+    let dep = d["deployment"]["id"].as_str().expect("id").to_string();
+    let first = serving(&srv, &dep).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    let mut ids: Vec<String> =
+        serde_json::from_value(d["deployment"]["instance_ids"].clone()).expect("instance_ids");
+    ids.sort();
+    assert_eq!(ids, first, "the listing and the deployment agree");
+    // Neither the instances nor the build's clone are the tenant's
+    // sandboxes.
+    let (_, list) = srv.call("GET", "/sandboxes", None).await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
+    for _ in 0..4 {
+        assert_eq!(get_url(&srv, &url).await.0, 200);
+    }
+    let pages = |seen: &common::previews::Seen| {
+        let seen = seen.lock().expect("seen");
+        seen.iter()
+            .filter(|(line, _)| line.contains("/page"))
+            .count()
+    };
+    assert_eq!(pages(&seen), 4, "health checks aside");
+    // A name taken by another deployment is a conflict.
+    let (st, v) = deploy(
+        &srv,
+        &src,
+        json!({"name": "other", "port": port, "start_command": "true", "domain": "multi-app"}),
+    )
+    .await;
+    assert_eq!(st, 409, "{v}");
+
+    // The environment: validated, stored, applied by a redeploy (fresh
+    // instances in place of both).
+    let env_path = format!("/deployments/{dep}/env");
+    let (st, v) = srv
+        .call("PUT", &env_path, Some(json!({"env": {"1BAD": "x"}})))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["details"][0]["field"], "env.1BAD", "{v}");
+    let (st, v) = srv.call("PUT", &env_path, Some(json!({}))).await;
+    assert_eq!(st, 422, "{v}");
+    let (st, v) = srv
+        .call(
+            "PUT",
+            &env_path,
+            Some(json!({"env": {"GREETING": "hello"}})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["data"]["env"]["GREETING"].clone()),
+        (200, json!("hello")),
+        "{v}"
+    );
+    let (_, v) = srv.call("GET", &env_path, None).await;
+    assert_eq!(v["data"]["env"], json!({"GREETING": "hello"}), "{v}");
+    let (st, v) = srv
+        .call("POST", &format!("/deployments/{dep}/redeploy"), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let second = serving(&srv, &dep).await;
+    assert_eq!(second.len(), 2);
+    assert!(
+        second.iter().all(|i| !first.contains(i)),
+        "{first:?} {second:?}"
+    );
+    let (_, logs) = srv
+        .call("GET", &format!("/deployments/{dep}/logs"), None)
+        .await;
+    assert_eq!(logs["data"]["stdout"], "GREETING=hello in /tmp", "{logs}");
+    // The replaced ones drain, then go.
+    wait_until(
+        Duration::from_secs(15),
+        "the old instances to stop",
+        || async { (instance_count(&srv, &dep).await == 2).then_some(()) },
+    )
+    .await;
+
+    // Scale up (healthy before they join), then down (the extra drain).
+    let path = format!("/deployments/{dep}");
+    let (st, v) = srv.call("PATCH", &path, Some(json!({"replicas": 3}))).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["replicas"], 3);
+    let three = serving(&srv, &dep).await;
+    assert_eq!(three.len(), 3);
+    assert!(
+        second.iter().all(|i| three.contains(i)),
+        "scaling up keeps the serving ones"
+    );
+    let (st, v) = srv.call("PATCH", &path, Some(json!({"replicas": 1}))).await;
+    assert_eq!(
+        (st, v["data"]["instance_ids"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{v}"
+    );
+    wait_until(
+        Duration::from_secs(15),
+        "the extra instances to stop",
+        || async { (instance_count(&srv, &dep).await == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(get_url(&srv, &url).await.0, 200);
+    for bad in [json!({"replicas": 0}), json!({"replicas": 21})] {
+        let (st, v) = srv.call("PATCH", &path, Some(bad)).await;
+        assert_eq!(
+            (st, v["error"]["details"][0]["field"].clone()),
+            (422, json!("replicas")),
+            "{v}"
+        );
+    }
+
+    // A build that fails: the version is failed with its log; production
+    // stays.
+    let (st, v) = deploy(
+        &srv,
+        &src,
+        json!({"deployment_id": dep, "port": port, "start_command": "true",
+               "build_command": "echo oops; exit 3"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["data"]["promoted"], false, "{v}");
+    assert_eq!(v["data"]["version"]["state"], "failed");
+    assert_eq!(v["data"]["version"]["error"], "the build exited with 3");
+    assert_eq!(v["data"]["version"]["build_log"], "oops\n");
+    assert_eq!(v["data"]["deployment"]["state"], "running");
+    assert_eq!(get_url(&srv, &url).await.0, 200);
+    let (st, v) = deploy(
+        &srv,
+        &src,
+        json!({"deployment_id": dep, "port": port, "start_command": "true", "resources": {"cpu_count": 2}}),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (501, json!("not_implemented")),
+        "{v}"
+    );
+
+    // Listing by external ids.
+    let (_, v) = srv
+        .call("GET", "/deployments?external_workspace_id=ws-1", None)
+        .await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "{v}");
+    let (_, v) = srv
+        .call("GET", "/deployments?external_workspace_id=ws-2", None)
+        .await;
+    assert_eq!(v["data"], json!([]), "{v}");
+
+    // Usage labelled with the deployment: its instances' time.
+    let (st, v) = srv.call("GET", "/usage?group_by=deployment_id", None).await;
+    assert_eq!(st, 200, "{v}");
+    let groups = v["data"]["groups"].as_array().expect("groups");
+    let mine = groups
+        .iter()
+        .find(|g| g["key"] == dep.as_str())
+        .unwrap_or_else(|| panic!("no usage for {dep}: {v}"));
+    assert!(mine["runtime_sec"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
+
+    // The replicas quota: a tenant allowed 1 cannot run 2.
+    let other = srv.stranger().await;
+    let (st, v) = srv
+        .call(
+            "PUT",
+            "/tenants/ten_other/quotas",
+            Some(json!({"replicas": 1})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, s) = srv
+        .call_as(
+            &other,
+            "POST",
+            "/sandboxes",
+            Some(json!({"template_id": "minimal"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{s}");
+    let sid = s["data"]["id"].as_str().expect("id");
+    let (st, v) = srv
+        .call_as(
+            &other,
+            "POST",
+            &format!("/sandboxes/{sid}/deploy"),
+            Some(json!({"name": "big", "port": port, "start_command": "true", "replicas": 2})),
+        )
+        .await;
+    assert_eq!(st, 429, "{v}");
+    assert_eq!(v["error"]["details"]["quota"], "replicas", "{v}");
+}
+
+#[tokio::test]
+async fn custom_domains_verify_by_txt_and_serve_with_their_own_certificate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let default = rcgen::generate_simple_self_signed(vec![
+        "*.preview.localhost".to_string(),
+        "*.apps.localhost".to_string(),
+        // Stands in for a wildcard an operator configured: a domain given
+        // no certificate of its own is served with it.
+        "*.example.test".to_string(),
+    ])
+    .expect("certificate");
+    let default_pem = default.cert.pem();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, &default_pem).expect("write cert");
+    std::fs::write(&key_path, default.key_pair.serialize_pem()).expect("write key");
+    let (dns, zone) = common::dns::start().await;
+    let srv = TestServer::start_with(|c| {
+        c.preview.tls_cert = Some(cert_path.clone());
+        c.preview.tls_key = Some(key_path.clone());
+        c.deployments.dns_servers = vec![dns];
+    })
+    .await;
+    let (port, _) = start_app().await;
+    let src = srv.create_sandbox(json!({})).await;
+    let src = src["id"].as_str().expect("id").to_string();
+    let (st, v) = deploy(
+        &srv,
+        &src,
+        json!({"name": "shop", "port": port, "start_command": "true", "custom_domain": "shop.example.test"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let dep = v["data"]["deployment"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let shop = v["data"]["custom_domain"].clone();
+    assert_eq!(shop["state"], "pending", "{v}");
+    assert_eq!(shop["domain"], "shop.example.test");
+    assert_eq!(
+        shop["verification"]["name"],
+        "_hearth-challenge.shop.example.test"
+    );
+    let token = shop["verification"]["value"]
+        .as_str()
+        .expect("value")
+        .to_string();
+    assert!(token.starts_with("hearth-verify="), "{token}");
+    let shop_id = shop["id"].as_str().expect("id").to_string();
+    assert_eq!(v["data"]["deployment"]["custom_domain_id"], Value::Null);
+
+    let https = |host: &str, root: &str| {
+        reqwest::Client::builder()
+            .resolve(host, srv.preview_addr)
+            .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes()).expect("pem"))
+            .tls_built_in_root_certs(false)
+            .build()
+            .expect("client")
+    };
+    let port_of_proxy = srv.preview_addr.port();
+    let fetch = |host: &'static str, root: String| {
+        let c = https(host, &root);
+        async move {
+            c.get(format!("https://{host}:{port_of_proxy}/page"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    // Not verified: not served.
+    assert_eq!(
+        fetch("shop.example.test", default_pem.clone()).await.ok(),
+        Some(404)
+    );
+
+    // No record, then a wrong one: 409 naming what was found.
+    let (st, v) = verify(&srv, &dep, &shop_id).await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (409, json!("domain_not_verified")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no TXT record"),
+        "{v}"
+    );
+    zone.set_txt(
+        "_hearth-challenge.shop.example.test",
+        &["hearth-verify=someone-else"],
+    );
+    let (st, v) = verify(&srv, &dep, &shop_id).await;
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("someone-else"),
+        "{v}"
+    );
+    assert!(zone
+        .asked
+        .lock()
+        .expect("asked")
+        .iter()
+        .all(|q| q == "_hearth-challenge.shop.example.test"));
+    zone.set_txt(
+        "_hearth-challenge.shop.example.test",
+        &["unrelated", &token],
+    );
+    let (st, v) = verify(&srv, &dep, &shop_id).await;
+    assert_eq!(
+        (st, v["data"]["state"].clone()),
+        (200, json!("verified")),
+        "{v}"
+    );
+    let (_, v) = srv.call("GET", &format!("/deployments/{dep}"), None).await;
+    assert_eq!(v["data"]["custom_domain_id"], shop_id.as_str(), "{v}");
+    // Served, with the proxy's own certificate (none was given).
+    assert_eq!(
+        fetch("shop.example.test", default_pem.clone()).await.ok(),
+        Some(200)
+    );
+
+    // A domain with its own certificate: checked against the name...
+    let www = rcgen::generate_simple_self_signed(vec!["www.example.test".to_string()])
+        .expect("certificate");
+    let (www_pem, www_key) = (www.cert.pem(), www.key_pair.serialize_pem());
+    let domains = format!("/deployments/{dep}/domains");
+    let (st, v) = srv
+        .call(
+            "POST",
+            &domains,
+            Some(json!({"domain": "api.example.test", "certificate_pem": www_pem, "private_key_pem": www_key})),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not valid for api.example.test"),
+        "{v}"
+    );
+    let (st, v) = srv
+        .call(
+            "POST",
+            &domains,
+            Some(json!({"domain": "www.example.test", "certificate_pem": www_pem, "private_key_pem": default.key_pair.serialize_pem()})),
+        )
+        .await;
+    assert_eq!(st, 422, "{v}");
+    for bad in [
+        "localhost",
+        "x.apps.localhost",
+        "Shop.Example.test",
+        "10.0.0.1",
+        "a..b",
+    ] {
+        let (st, v) = srv
+            .call("POST", &domains, Some(json!({"domain": bad})))
+            .await;
+        assert_eq!(
+            (st, v["error"]["details"][0]["field"].clone()),
+            (422, json!("domain")),
+            "{bad}: {v}"
+        );
+    }
+    // ...then served for that name (SNI) once verified.
+    let (st, v) = srv
+        .call(
+            "POST",
+            &domains,
+            Some(json!({"domain": "www.example.test", "certificate_pem": www_pem, "private_key_pem": www_key})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["data"]["has_certificate"], true);
+    assert!(v["data"].get("private_key_pem").is_none());
+    let www_id = v["data"]["id"].as_str().expect("id").to_string();
+    let www_token = v["data"]["verification"]["value"]
+        .as_str()
+        .expect("v")
+        .to_string();
+    zone.set_txt("_hearth-challenge.www.example.test", &[&www_token]);
+    let (st, v) = verify(&srv, &dep, &www_id).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        fetch("www.example.test", www_pem.clone()).await.ok(),
+        Some(200)
+    );
+    assert!(
+        fetch("www.example.test", default_pem.clone())
+            .await
+            .is_err(),
+        "the domain's own certificate is served, not the proxy's"
+    );
+    // The key is sealed at rest.
+    let key_line = www_key.lines().nth(1).expect("a key line").to_string();
+    for (path, bytes) in common::at_rest::files_under(srv.dir.path()) {
+        assert!(
+            !common::at_rest::contains(&bytes, &key_line),
+            "the key rests in {path:?}"
+        );
+    }
+
+    // Another tenant may claim the name, but not take it, nor see ours.
+    let other = srv.stranger().await;
+    let (_, s) = srv
+        .call_as(
+            &other,
+            "POST",
+            "/sandboxes",
+            Some(json!({"template_id": "minimal"})),
+        )
+        .await;
+    let sid = s["data"]["id"].as_str().expect("id");
+    let (st, v) = srv
+        .call_as(
+            &other,
+            "POST",
+            &format!("/sandboxes/{sid}/deploy"),
+            Some(json!({"name": "thief", "port": port, "start_command": "true", "custom_domain": "www.example.test"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let theirs = v["data"]["deployment"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let their_dom = v["data"]["custom_domain"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let their_token = v["data"]["custom_domain"]["verification"]["value"]
+        .as_str()
+        .expect("v")
+        .to_string();
+    zone.set_txt(
+        "_hearth-challenge.www.example.test",
+        &[&www_token, &their_token],
+    );
+    let (st, v) = srv
+        .call_as(
+            &other,
+            "POST",
+            &format!("/deployments/{theirs}/domains/{their_dom}/verify"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (409, json!("domain_taken")),
+        "{v}"
+    );
+    for path in [domains.clone(), format!("{domains}/{www_id}/verify")] {
+        let method = if path.ends_with("verify") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let (st, _) = srv.call_as(&other, method, &path, None).await;
+        assert_eq!(st, 404, "{path}");
+    }
+    let (st, _) = srv
+        .call_as(&other, "DELETE", &format!("{domains}/{www_id}"), None)
+        .await;
+    assert_eq!(st, 404);
+
+    // Removed: no longer served.
+    let (st, v) = srv
+        .call("DELETE", &format!("{domains}/{www_id}"), None)
+        .await;
+    assert_eq!(
+        (st, v["data"]["deleted"].clone()),
+        (200, json!(true)),
+        "{v}"
+    );
+    let (_, v) = srv.call("GET", &domains, None).await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        fetch("www.example.test", default_pem.clone()).await.ok(),
+        Some(404)
+    );
 }

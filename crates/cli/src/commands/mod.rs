@@ -50,7 +50,7 @@ pub enum Command {
     Audit(audit::Args),
     /// Publish a sandbox as a deployment (or a new version of one).
     Deploy(deploy::DeployArgs),
-    /// Deployments: list, versions, rollback, delete.
+    /// Deployments: list, versions, logs, rollback, scale, env, domains, delete.
     Deployment(deploy::Args),
 }
 

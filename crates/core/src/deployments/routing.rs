@@ -116,26 +116,26 @@ impl Core {
         mine.first().map(|(_, r)| r.id.clone())
     }
 
-    /// The instance the next request of `route` goes to: the next in turn
-    /// that runs and passed its last check; else any that runs.
-    pub fn pick_instance(&self, route: &AppRoute) -> Option<String> {
+    /// The instances to try for the next request of `route`, best first:
+    /// from the next in turn, those that run and passed their last check,
+    /// then those that run; none when none runs.
+    pub fn instance_order(&self, route: &AppRoute) -> Vec<String> {
         let n = route.instances.len();
         if n == 0 {
-            return None;
+            return Vec::new();
         }
         let start = route.next.fetch_add(1, Ordering::Relaxed);
-        let running = |id: &String| {
-            self.handle(id)
-                .is_some_and(|h| h.state() == SandboxState::Running)
-        };
         let unhealthy = self.app_routes.unhealthy.lock().clone();
-        let order = (0..n).map(|i| &route.instances[(start + i) % n]);
-        order
-            .clone()
-            .find(|id| !unhealthy.contains(*id) && running(id))
-            .or_else(|| order.clone().find(|id| running(id)))
-            .or_else(|| route.instances.first())
-            .cloned()
+        let running: Vec<&String> = (0..n)
+            .map(|i| &route.instances[(start + i) % n])
+            .filter(|id| {
+                self.handle(id)
+                    .is_some_and(|h| h.state() == SandboxState::Running)
+            })
+            .collect();
+        let (healthy, sick): (Vec<&String>, Vec<&String>) =
+            running.into_iter().partition(|id| !unhealthy.contains(*id));
+        healthy.into_iter().chain(sick).cloned().collect()
     }
 
     async fn route_of(&self, dep: &DeploymentRecord) -> Result<Option<AppRoute>> {

@@ -218,22 +218,39 @@ async fn serve_app(
     if !proxy.limiter.allow(peer.ip(), Instant::now()) {
         return pages::rate_limited();
     }
-    let Some(instance) = core.pick_instance(&app) else {
+    let candidates = core.instance_order(&app);
+    if candidates.is_empty() {
         return pages::not_found();
-    };
+    }
     credentials::take(&mut req);
-    // The instance as a public preview of its port.
-    let route = PreviewRecord {
-        id: app.deployment_id.clone(),
-        tenant_id: app.tenant_id.clone(),
-        sandbox_id: instance,
-        port: app.port,
-        visibility: Visibility::Public,
-        slug: app.slug.clone(),
-        created_at: app.created_at,
-    };
-    let resp = forward(core, &route, peer, host, req, std::future::pending()).await;
-    finish(core, resp, None)
+    if let Some(page) = declared_too_large(core, &req) {
+        return page;
+    }
+    // The next instance in turn; one that cannot take a connection (it
+    // just died) passes the request on to the next, before a byte of it
+    // was sent.
+    let mut last = None;
+    for instance in candidates {
+        // The instance as a public preview of its port.
+        let route = PreviewRecord {
+            id: app.deployment_id.clone(),
+            tenant_id: app.tenant_id.clone(),
+            sandbox_id: instance,
+            port: app.port,
+            visibility: Visibility::Public,
+            slug: app.slug.clone(),
+            created_at: app.created_at,
+        };
+        match connect(core, &route).await {
+            Ok(upstream) => {
+                let held = std::future::pending();
+                let resp = relay(core, &route, upstream, peer, host, req, held).await;
+                return finish(core, resp, None);
+            }
+            Err(page) => last = Some(page),
+        }
+    }
+    finish(core, last.unwrap_or_else(pages::not_found), None)
 }
 
 /// Adds the proxy's own headers to an answer: the frame-ancestors policy,
@@ -253,28 +270,23 @@ fn finish(core: &Core, mut resp: Response, set_cookie: Option<(String, i64)>) ->
     resp
 }
 
-/// Sends `req` to the preview's port in its sandbox and streams the answer.
-/// A connection upgraded (a WebSocket) lives until either side closes it
-/// or `held` completes: the grant that let it through is gone.
-async fn forward(
-    core: &Arc<Core>,
-    preview: &PreviewRecord,
-    peer: SocketAddr,
-    host: &str,
-    mut req: Request,
-    held: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Response {
-    let cfg = &core.config.preview;
+/// The connection to a preview's port in its sandbox: an HTTP/1.1 client
+/// over the agent's tunnel, or the page that says why there is none.
+type Upstream = hyper::client::conn::http1::SendRequest<http_body_util::Limited<Body>>;
+
+/// Opens [`Upstream`] to the preview's port, waking a paused persistent
+/// sandbox first.
+async fn connect(core: &Arc<Core>, preview: &PreviewRecord) -> Result<Upstream, Response> {
     let caller = Caller::system(&preview.tenant_id, "preview");
     // Wake a paused persistent sandbox; anything else not running says so.
     let rec = match core.get_sandbox(&caller, &preview.sandbox_id).await {
         Ok(r) => r,
-        Err(_) => return pages::sandbox_down("gone"),
+        Err(_) => return Err(pages::sandbox_down("gone")),
     };
     if rec.state.can_resume() && rec.persistent {
         if let Err(e) = core.resume_sandbox(&caller, &rec.id).await {
             tracing::warn!(sandbox_id = %rec.id, error = %e, "wake on preview request failed");
-            return pages::sandbox_down("paused and could not be resumed");
+            return Err(pages::sandbox_down("paused and could not be resumed"));
         }
     }
     let guest = match core.guest(&caller, &preview.sandbox_id, true).await {
@@ -284,38 +296,73 @@ async fn forward(
                 .get_sandbox(&caller, &preview.sandbox_id)
                 .await
                 .map_or(rec.state, |r| r.state);
-            return pages::sandbox_down(state.as_str());
+            return Err(pages::sandbox_down(state.as_str()));
         }
     };
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > cfg.max_body_bytes {
-            return pages::too_large(cfg.max_body_bytes);
-        }
-    }
     let tunnel = match guest.tunnel(preview.port).await {
         Ok(t) => t,
-        Err(e) if e.code == "port_closed" => return pages::app_not_running(preview.port),
+        Err(e) if e.code == "port_closed" => return Err(pages::app_not_running(preview.port)),
         Err(e) => {
             tracing::warn!(sandbox_id = %preview.sandbox_id, error = %e, "preview tunnel");
-            return pages::bad_gateway("the sandbox's agent did not open a connection");
+            return Err(pages::bad_gateway(
+                "the sandbox's agent did not open a connection",
+            ));
         }
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tunnel)).await
-    {
+    let (sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tunnel)).await {
         Ok(x) => x,
-        Err(e) => return pages::bad_gateway(&format!("connection failed: {e}")),
+        Err(e) => return Err(pages::bad_gateway(&format!("connection failed: {e}"))),
     };
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "preview upstream connection");
         }
     });
+    Ok(sender)
+}
 
+/// A request body over the proxy's limit, by its declared length.
+fn declared_too_large(core: &Core, req: &Request) -> Option<Response> {
+    let max = core.config.preview.max_body_bytes;
+    let len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())?;
+    (len > max).then(|| pages::too_large(max))
+}
+
+/// Sends `req` to the preview's port in its sandbox and streams the answer.
+/// A connection upgraded (a WebSocket) lives until either side closes it
+/// or `held` completes: the grant that let it through is gone.
+async fn forward(
+    core: &Arc<Core>,
+    preview: &PreviewRecord,
+    peer: SocketAddr,
+    host: &str,
+    req: Request,
+    held: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Response {
+    if let Some(page) = declared_too_large(core, &req) {
+        return page;
+    }
+    match connect(core, preview).await {
+        Ok(upstream) => relay(core, preview, upstream, peer, host, req, held).await,
+        Err(page) => page,
+    }
+}
+
+/// Sends `req` over `sender` and streams the answer back (see [`forward`]).
+async fn relay(
+    core: &Arc<Core>,
+    preview: &PreviewRecord,
+    mut sender: Upstream,
+    peer: SocketAddr,
+    host: &str,
+    mut req: Request,
+    held: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Response {
+    let cfg = &core.config.preview;
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();

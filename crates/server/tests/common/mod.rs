@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod at_rest;
+pub mod dns;
 pub mod previews;
 
 use std::path::{Path, PathBuf};
