@@ -293,3 +293,164 @@ async fn publish_promote_roll_back_and_fail_without_downtime_on_real_vms() {
     api.call("DELETE", &format!("/sandboxes/{v2_src}"), None)
         .await;
 }
+
+/// The distinct pages `url` answers over `n` requests.
+async fn pages(c: &reqwest::Client, url: &str, n: usize) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        if let Some(p) = page(c, url).await {
+            seen.insert(p);
+        }
+    }
+    seen
+}
+
+/// Waits (at most 120 s) until `url`'s pages over 12 requests are
+/// `want(pages)`; those pages.
+async fn until_pages(
+    c: &reqwest::Client,
+    url: &str,
+    what: &str,
+    want: impl Fn(&std::collections::BTreeSet<String>) -> bool,
+) -> std::collections::BTreeSet<String> {
+    let t = Instant::now();
+    loop {
+        let seen = pages(c, url, 12).await;
+        if want(&seen) {
+            return seen;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "{what}: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots real VMs; run with --run-ignored (scripts/test does)"]
+async fn replicas_builds_env_and_scaling_on_real_vms() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (server, api) = fresh_server(tmp.path()).await;
+    let src = app(&api, &server, "unused").await;
+
+    // Published with the CLI: the build runs once in a clone (the source
+    // stays as it was), two instances serve, each page naming its host.
+    let start = "echo \"$(hostname) $(cat built.txt) [$GREETING]\" > index.html; exec busybox httpd -f -p 8080 -h .";
+    let t = Instant::now();
+    let (code, out, err) = hearth(
+        &api,
+        &[
+            "deploy",
+            &src,
+            "--name",
+            "multi",
+            "--port",
+            "8080",
+            "--replicas",
+            "2",
+            "--build",
+            "echo compiled > built.txt && echo build-ok",
+            "--output-path",
+            "/workspace/www",
+            "--start",
+            start,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}\n{}", server.log());
+    eprintln!(
+        "publish with a build and 2 replicas: {} ms",
+        t.elapsed().as_millis()
+    );
+    let url = out.trim().to_string();
+    let (_, list) = api.call("GET", "/deployments", None).await;
+    let dep = list["data"][0]["id"].as_str().expect("id").to_string();
+    let (_, versions) = api
+        .call("GET", &format!("/deployments/{dep}/versions"), None)
+        .await;
+    assert_eq!(versions["data"][0]["build_log"], "build-ok\n", "{versions}");
+    let r = api.exec(&src, "test -e /workspace/www/built.txt").await;
+    assert_eq!(
+        r["exit_code"], 1,
+        "the build ran in a clone, not the source"
+    );
+
+    let c = client(&url);
+    let hosts = |seen: &std::collections::BTreeSet<String>| -> Vec<String> {
+        seen.iter()
+            .map(|p| p.split(' ').next().unwrap_or("").replace('-', "_"))
+            .collect()
+    };
+    let seen = until_pages(&c, &url, "both instances serve", |s| s.len() == 2).await;
+    assert!(seen.iter().all(|p| p.ends_with(" compiled []")), "{seen:?}");
+    let (_, inst) = api
+        .call(
+            "GET",
+            &format!("/deployments/{dep}/runtime-instances"),
+            None,
+        )
+        .await;
+    let mut ids: Vec<String> = inst["data"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    assert_eq!(hosts(&seen), ids, "the pages come from the two instances");
+
+    // A new env, applied by a redeploy under polling: no failed request.
+    let (code, _, err) = hearth(&api, &["deployment", "env", &dep, "GREETING=hello"]);
+    assert_eq!(code, 0, "{err}");
+    let poll = Poller::start(&url);
+    let (code, _, err) = hearth(&api, &["deployment", "redeploy", &dep]);
+    assert_eq!(code, 0, "{err}");
+    // Past the 2 s drain of the replaced instances.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (n, failed, _) = poll.finish().await;
+    assert_eq!(
+        failed, 0,
+        "{failed} of {n} requests failed during the redeploy"
+    );
+    let seen = pages(&c, &url, 8).await;
+    assert!(
+        !seen.is_empty() && seen.iter().all(|p| p.ends_with(" compiled [hello]")),
+        "{seen:?}"
+    );
+
+    // Scale to 3, then kill one instance's VMM under polling: the proxy
+    // passes requests to the others, and the supervisor brings 3 back.
+    let (code, out, err) = hearth(&api, &["deployment", "scale", &dep, "3"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let three = until_pages(&c, &url, "three instances serve", |s| s.len() == 3).await;
+    let victim = hosts(&three)[0].clone();
+    let poll = Poller::start(&url);
+    let killed = std::process::Command::new("pkill")
+        .args(["-9", "-f", &format!("sandboxes/{victim}/")])
+        .status()
+        .expect("pkill");
+    assert!(killed.success(), "the instance's VMM was found and killed");
+    let t = Instant::now();
+    let back = until_pages(&c, &url, "a third instance again", |s| {
+        s.len() == 3 && !hosts(s).contains(&victim)
+    })
+    .await;
+    eprintln!(
+        "one of 3 instances killed -> 3 serve again: {} ms",
+        t.elapsed().as_millis()
+    );
+    let (n, failed, _) = poll.finish().await;
+    eprintln!("{failed} of {n} requests failed while an instance died");
+    assert!(
+        failed <= 1,
+        "{failed} of {n} requests failed: only one in flight may"
+    );
+    assert_eq!(back.len(), 3);
+
+    // Down to 1; the logs of what serves.
+    let (code, _, err) = hearth(&api, &["deployment", "scale", &dep, "1"]);
+    assert_eq!(code, 0, "{err}");
+    until_pages(&c, &url, "one instance serves", |s| s.len() == 1).await;
+    let (code, out, err) = hearth(&api, &["deployment", "logs", &dep, "--lines", "5"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = hearth(&api, &["deployment", "rm", &dep]);
+    assert_eq!(code, 0, "{err}");
+    api.call("DELETE", &format!("/sandboxes/{src}"), None).await;
+}
