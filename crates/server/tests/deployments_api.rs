@@ -290,17 +290,34 @@ async fn publish_stop_redeploy_rename_and_read_logs() {
         "{v}"
     );
 
-    // Publish by deployment: a new version from the same source.
+    // Publish by deployment, not waiting: 202 at once with the version
+    // building; it goes live in the background.
     let (st, v) = srv
         .call(
             "POST",
             &format!("/deployments/{dep}/publish"),
-            Some(json!({"source_sandbox_id": src, "port": port, "start_command": "true"})),
+            Some(
+                json!({"source_sandbox_id": src, "port": port, "start_command": "true",
+                        "build_command": "sleep 1; echo built", "wait": false}),
+            ),
         )
         .await;
-    assert_eq!(st, 201, "{v}");
+    assert_eq!(st, 202, "{v}");
     assert_eq!(v["data"]["version"]["version_number"], 2);
-    assert_eq!(v["data"]["promoted"], true);
+    assert_eq!(v["data"]["version"]["state"], "building");
+    assert_eq!(v["data"]["promoted"], false);
+    let v2 = v["data"]["version"]["id"].as_str().expect("id").to_string();
+    let version = wait_until(Duration::from_secs(30), "v2 to go live", || async {
+        let (_, v) = srv
+            .call("GET", &format!("/deployments/{dep}/versions/{v2}"), None)
+            .await;
+        (v["data"]["state"] != "building").then_some(v)
+    })
+    .await;
+    assert_eq!(version["data"]["state"], "active", "{version}");
+    assert_eq!(version["data"]["build_log"], "built\n");
+    let (_, d) = srv.call("GET", &format!("/deployments/{dep}"), None).await;
+    assert_eq!(d["data"]["active_version_id"], v2.as_str(), "{d}");
 
     // Rename, then stop: the URL answers 404; redeploy serves again.
     let (st, v) = srv

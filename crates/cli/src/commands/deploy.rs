@@ -50,6 +50,10 @@ pub struct DeployArgs {
     /// A custom domain to serve too, once verified.
     #[arg(long)]
     pub custom_domain: Option<String>,
+    /// Answer once the snapshot is taken; the build and roll-out go on
+    /// (`hearth deployment versions` shows how it went).
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -173,6 +177,9 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<u8> {
                 body[k] = v;
             }
         }
+        if args.no_wait {
+            body["wait"] = json!(false);
+        }
         match (args.name, args.to) {
             (_, Some(dep)) => body["deployment_id"] = json!(dep),
             (Some(name), None) => body["name"] = json!(name),
@@ -189,6 +196,14 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<u8> {
         let d = &v["data"];
         if args.client.json {
             println!("{d}");
+        } else if args.no_wait {
+            println!("{}", d["deployment"]["public_url"].as_str().unwrap_or(""));
+            eprintln!(
+                "version {} ({}) is building; `hearth deployment versions {}` shows how it goes",
+                d["version"]["version_number"],
+                d["version"]["id"].as_str().unwrap_or(""),
+                d["deployment"]["id"].as_str().unwrap_or("")
+            );
         } else if d["promoted"] == true {
             println!("{}", d["deployment"]["public_url"].as_str().unwrap_or(""));
             eprintln!(

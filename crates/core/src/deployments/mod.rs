@@ -74,6 +74,9 @@ pub struct DeployParams {
     pub custom_domain: Option<String>,
     /// Switch the URL to the new version once healthy (default).
     pub promote: bool,
+    /// Answer once the version serves or failed (default); else at once,
+    /// with the build and roll-out going on (the version `building`).
+    pub wait: bool,
     /// How long the new instance has to pass its health check.
     pub health_deadline: Duration,
 }
@@ -231,7 +234,7 @@ impl Core {
         let snap = self
             .create_snapshot(caller, source_id, Some(format!("deployment {}", dep.id)))
             .await?;
-        let mut version = self
+        let version = self
             .store
             .insert_version(&DeploymentVersionRecord {
                 id: new_id("dpv"),
@@ -257,24 +260,30 @@ impl Core {
         }
         dep.updated_at = self.now_ms();
         self.save_deployment(&dep).await?;
-        if version.build_command.is_some() {
-            if let Err(why) = self.build_version(caller, &dep, &mut version).await {
-                let dep = self.fail_version(dep, version.clone(), why).await?;
-                let version = self
-                    .version_of(&dep.id, &version.id)
-                    .await?
-                    .unwrap_or(version);
-                return Ok(Deployed {
-                    deployment: dep,
-                    version,
-                    promoted: false,
-                    domain,
-                });
-            }
+        let (promote, deadline) = (p.promote, p.health_deadline);
+        if !p.wait {
+            // The snapshot is taken: the source may change from here on.
+            // The build and roll-out go on, holding the deployment's lock.
+            let (core, caller) = (self.clone(), caller.clone());
+            let answer = Deployed {
+                deployment: dep.clone(),
+                version: version.clone(),
+                promoted: false,
+                domain,
+            };
+            tokio::spawn(async move {
+                let _held = _one_at_a_time;
+                if let Err(e) = core
+                    .build_and_roll_out(&caller, dep, version, promote, deadline)
+                    .await
+                {
+                    tracing::warn!(error = %e, "a publish in the background failed");
+                }
+            });
+            return Ok(answer);
         }
-        let mode = Rollout::Publish { promote: p.promote };
         let (deployment, version, promoted) = self
-            .roll_out(caller, dep, version, mode, p.health_deadline)
+            .build_and_roll_out(caller, dep, version, promote, deadline)
             .await?;
         Ok(Deployed {
             deployment,
@@ -282,6 +291,29 @@ impl Core {
             promoted,
             domain,
         })
+    }
+
+    /// A new version's build (when it has one), then its roll-out.
+    async fn build_and_roll_out(
+        self: &Arc<Core>,
+        caller: &Caller,
+        dep: DeploymentRecord,
+        mut version: DeploymentVersionRecord,
+        promote: bool,
+        deadline: Duration,
+    ) -> Result<(DeploymentRecord, DeploymentVersionRecord, bool)> {
+        if version.build_command.is_some() {
+            if let Err(why) = self.build_version(caller, &dep, &mut version).await {
+                let dep = self.fail_version(dep, version.clone(), why).await?;
+                let version = self
+                    .version_of(&dep.id, &version.id)
+                    .await?
+                    .unwrap_or(version);
+                return Ok((dep, version, false));
+            }
+        }
+        let mode = Rollout::Publish { promote };
+        self.roll_out(caller, dep, version, mode, deadline).await
     }
 
     /// Switches the deployment to `version_id` (an older version: a

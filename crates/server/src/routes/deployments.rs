@@ -157,6 +157,10 @@ pub struct DeployBody {
     /// (default 90).
     #[schema(minimum = 1, maximum = 600, default = 90)]
     pub health_timeout_sec: Option<i64>,
+    /// Answer once the version serves or failed (default true); false:
+    /// 202 at once (the snapshot taken), the build and roll-out going on
+    /// (poll the version).
+    pub wait: Option<bool>,
     /// Run once at publish in a clone of the sandbox (its output is kept
     /// as the version's `build_log`); a non-zero exit fails the version.
     #[schema(
@@ -211,7 +215,11 @@ pub struct DeployBody {
                    false, the version `failed` with its `error`, and the URL stays on what it served).",
     params(SandboxId),
     request_body = DeployBody,
-    responses((status = 201, description = "Published", body = Data), E404And422),
+    responses(
+        (status = 201, description = "Published (or failed: `promoted` false)", body = Data),
+        (status = 202, description = "`wait: false`: the snapshot is taken, the build and roll-out go on", body = Data),
+        E404And422,
+    ),
 )]
 async fn deploy(
     State(state): State<AppState>,
@@ -220,8 +228,22 @@ async fn deploy(
     ApiJson(b): ApiJson<DeployBody>,
 ) -> ApiResult<impl IntoResponse> {
     let params = b.validate(&state.config.preview.domain)?;
-    let d = state.deploy(&caller, &id, params).await?;
-    Ok((StatusCode::CREATED, data(deployed_view(&state, &d).await?)))
+    published(&state, &caller, &id, params).await
+}
+
+/// Publishes `source`: 201 with what it did, or 202 when not waited for.
+async fn published(
+    state: &AppState,
+    caller: &crate::core::keys::Caller,
+    source: &str,
+    params: DeployParams,
+) -> ApiResult<axum::response::Response> {
+    let status = match params.wait {
+        true => StatusCode::CREATED,
+        false => StatusCode::ACCEPTED,
+    };
+    let d = state.deploy(caller, source, params).await?;
+    Ok((status, data(deployed_view(state, &d).await?)).into_response())
 }
 
 impl DeployBody {
@@ -373,6 +395,7 @@ impl DeployBody {
             slug: b.domain,
             custom_domain: b.custom_domain,
             promote: b.promote.unwrap_or(true),
+            wait: b.wait.unwrap_or(true),
             health_deadline,
         })
     }
@@ -607,6 +630,10 @@ pub struct PublishBody {
     pub promote: Option<bool>,
     #[schema(minimum = 1, maximum = 600, default = 90)]
     pub health_timeout_sec: Option<i64>,
+    /// Answer once the version serves or failed (default true); false:
+    /// 202 at once (the snapshot taken), the build and roll-out going on
+    /// (poll the version).
+    pub wait: Option<bool>,
     /// Run once at publish in a clone of the sandbox (its output is kept
     /// as the version's `build_log`); a non-zero exit fails the version.
     #[schema(
@@ -654,6 +681,7 @@ impl From<(String, PublishBody)> for DeployBody {
             health_check_path: p.health_check_path,
             promote: p.promote,
             health_timeout_sec: p.health_timeout_sec,
+            wait: p.wait,
             build_command: p.build_command,
             output_path: p.output_path,
             replicas: p.replicas,
@@ -674,7 +702,11 @@ impl From<(String, PublishBody)> for DeployBody {
     summary = "Publish a sandbox as a new version of this deployment",
     params(DeploymentId),
     request_body = PublishBody,
-    responses((status = 201, description = "`{deployment, version, promoted}`", body = Data), E404And422),
+    responses(
+        (status = 201, description = "`{deployment, version, promoted}`", body = Data),
+        (status = 202, description = "`wait: false`: the snapshot is taken, the build and roll-out go on", body = Data),
+        E404And422,
+    ),
 )]
 async fn publish(
     State(state): State<AppState>,
@@ -687,8 +719,7 @@ async fn publish(
     }
     let source = b.source_sandbox_id.clone();
     let params = DeployBody::from((id, b)).validate(&state.config.preview.domain)?;
-    let d = state.deploy(&caller, &source, params).await?;
-    Ok((StatusCode::CREATED, data(deployed_view(&state, &d).await?)))
+    published(&state, &caller, &source, params).await
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
