@@ -166,6 +166,7 @@ impl Core {
         sandboxes::recovery::recover(self).await?;
         sandboxes::timers::spawn_wheel(self.clone(), self.shutdown.clone());
         self.load_domains().await?;
+        deployments::supervise::settle_after_restart(self).await?;
         deployments::supervise::spawn(self.clone(), self.shutdown.clone());
         Ok(())
     }

@@ -702,6 +702,15 @@ impl Core {
         rec.name = None;
         rec.state = SandboxState::Provisioning;
         rec.always_on = role == "instance";
+        if role == "build" {
+            // Outlives the build's own limit, whatever the source's was.
+            let limit = self
+                .config
+                .deployments
+                .build_timeout_sec
+                .saturating_add(300);
+            rec.timeout_sec = u32::try_from(limit).unwrap_or(u32::MAX);
+        }
         rec.persistent = false;
         rec.idle_timeout_sec = 0;
         rec.deployment_id = Some(dep.id.clone());

@@ -42,6 +42,30 @@ struct Watch {
     next_try: Option<tokio::time::Instant>,
 }
 
+/// After a restart (before the supervisor starts): publishes the last
+/// run left unfinished are failed, and their build sandboxes destroyed.
+pub(crate) async fn settle_after_restart(core: &Arc<Core>) -> crate::store::StoreResult<()> {
+    let why = "the server restarted during the publish; publish again";
+    let n = core
+        .store
+        .settle_interrupted_publishes(why, core.now_ms())
+        .await?;
+    if n > 0 {
+        tracing::warn!(versions = n, "publishes cut short by a restart failed");
+    }
+    for rec in core.store.live_sandboxes().await? {
+        let build = rec.deployment_id.is_some()
+            && rec.metadata.get("role").and_then(|r| r.as_str()) == Some("build");
+        if build {
+            let caller = Caller::system(&rec.tenant_id, "supervisor");
+            if let Err(e) = core.destroy_sandbox(&caller, &rec.id).await {
+                tracing::warn!(sandbox_id = %rec.id, error = %e, "a build sandbox left by a restart was not destroyed");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Starts the supervisor; it stops with `stop`.
 pub(crate) fn spawn(core: Arc<Core>, stop: CancellationToken) {
     tokio::spawn(async move {

@@ -125,6 +125,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn running_deployments(&self) -> StoreResult<Vec<DeploymentRecord>>;
     /// Deletes a deployment and its versions.
     async fn delete_deployment(&self, id: &str) -> StoreResult<()>;
+    /// After a restart: versions still `building` are `failed` with
+    /// `error`, and deployments that never served and were being
+    /// published are `failed`; how many versions.
+    async fn settle_interrupted_publishes(&self, error: &str, now: i64) -> StoreResult<u64>;
     /// Inserts a version as the deployment's next number; the version.
     async fn insert_version(
         &self,

@@ -438,6 +438,10 @@ impl TestServer {
         config.public_url = Some(format!("http://{addr}"));
         // Tests hammer the API on purpose; the per-key limit has its own.
         config.api_rps = 0;
+        // No DNS question leaves the machine: a test that verifies a
+        // domain starts its own server (`dns::start`); others ask a port
+        // where nothing listens.
+        config.deployments.dns_servers = vec!["127.0.0.1:9".parse().expect("addr")];
         tweak(&mut config);
         std::fs::create_dir_all(&config.data_dir).expect("data dir");
         let store = Arc::new(

@@ -36,6 +36,12 @@ MAX_TERMINAL_DIMENSION = 1000
 # Template builds: how often ``wait`` polls, how many log lines a failure shows.
 BUILD_POLL_INTERVAL = 1.0
 BUILD_LOG_TAIL = 50
+# Deployments: how long a publish may take past its health checks (server
+# default 90 s), and more for a build_command (the server's default
+# ``[deployments] build_timeout_sec``).
+DEPLOY_HEALTH_TIMEOUT = 90
+DEPLOY_EXTRA_WAIT = 120.0
+DEPLOY_BUILD_WAIT = 900.0
 
 try:  # pragma: no cover - trivial
     from importlib.metadata import version as _version
@@ -355,7 +361,7 @@ def find_marker(buf: bytes, marker: Any) -> int:
     return -1 if i < 0 else i + len(mb)
 
 
-# ---------------------------------------------------------------- templates, usage
+# ---------------------------------------------------------------- templates, deployments, usage
 
 
 def build_failure(build: Any, lines: List[str]) -> TemplateBuildError:
@@ -365,6 +371,15 @@ def build_failure(build: Any, lines: List[str]) -> TemplateBuildError:
         logs=lines[-BUILD_LOG_TAIL:],
         code="template_build_failed",
     )
+
+
+def deploy_wait(health_timeout_sec: Optional[int], build_command: Optional[str]) -> float:
+    """Seconds a publish may take before its answer: the health checks of
+    its instances (started together), and its build when it has one."""
+    wait = float(health_timeout_sec or DEPLOY_HEALTH_TIMEOUT) + DEPLOY_EXTRA_WAIT
+    if build_command is not None:
+        wait += DEPLOY_BUILD_WAIT
+    return wait
 
 
 TimeLike = Union[str, int, float, _dt.datetime, None]

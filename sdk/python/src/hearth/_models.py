@@ -446,7 +446,11 @@ class ApiKey:
 
 @dataclass
 class Deployment:
-    """A sandbox published as a service at ``public_url``."""
+    """A sandbox published as a service at ``public_url``: ``replicas``
+    instances (``instance_ids``, those serving) of its active version run
+    ``run_command``; ``custom_domain_id`` is its first verified custom
+    domain. Fields a server before replicas does not send keep their
+    defaults."""
 
     id: str = ""
     name: str = ""
@@ -455,6 +459,13 @@ class Deployment:
     active_version_id: Optional[str] = None
     public_url: Optional[str] = None
     tenant_id: Optional[str] = None
+    replicas: Optional[int] = None
+    instance_ids: List[str] = field(default_factory=list)
+    custom_domain_id: Optional[str] = None
+    run_command: Optional[str] = None
+    external_workspace_id: Optional[str] = None
+    external_user_id: Optional[str] = None
+    external_project_id: Optional[str] = None
     metadata: Dict[str, Any] = field(default_factory=dict)
     created_at: Optional[str] = None
     updated_at: Optional[str] = None
@@ -463,7 +474,9 @@ class Deployment:
 
 @dataclass
 class DeploymentVersion:
-    """One immutable version of a deployment (a snapshot of its source)."""
+    """One immutable version of a deployment (a snapshot of its source).
+    ``build_log`` is the output of its ``build_command`` (run once at
+    publish, in ``output_path`` when set)."""
 
     id: str = ""
     deployment_id: str = ""
@@ -474,6 +487,9 @@ class DeploymentVersion:
     runtime_command: Optional[str] = None
     runtime_port: Optional[int] = None
     health_check_path: Optional[str] = None
+    build_command: Optional[str] = None
+    build_log: Optional[str] = None
+    output_path: Optional[str] = None
     error: Optional[str] = None
     promoted_at: Optional[str] = None
     created_at: Optional[str] = None
@@ -481,19 +497,47 @@ class DeploymentVersion:
 
 
 @dataclass
+class CustomDomain:
+    """A deployment's custom domain: ``pending`` until the TXT record
+    ``verification["name"]`` (``_hearth-challenge.<domain>``) holds
+    ``verification["value"]`` and ``deployments.domains.verify`` saw it,
+    then ``verified`` and served (over TLS with its own certificate when
+    ``has_certificate``). ``deleted`` is set in the answer of a delete."""
+
+    id: str = ""
+    deployment_id: str = ""
+    domain: str = ""
+    state: Optional[str] = None
+    verification: Dict[str, Any] = field(default_factory=dict)
+    has_certificate: bool = False
+    created_at: Optional[str] = None
+    verified_at: Optional[str] = None
+    deleted: bool = False
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def verified(self) -> bool:
+        return self.state == "verified"
+
+
+@dataclass
 class DeployResult:
     """What a publish or rollback did: ``promoted`` says whether the URL
-    serves ``version`` now (else ``version.error`` says why not)."""
+    serves ``version`` now (else ``version.error`` says why not);
+    ``custom_domain`` is the domain a publish's ``custom_domain`` added."""
 
     deployment: Deployment = field(default_factory=Deployment)
     version: DeploymentVersion = field(default_factory=DeploymentVersion)
     promoted: bool = False
+    custom_domain: Optional[CustomDomain] = None
 
     @classmethod
     def of(cls, d: Dict[str, Any]) -> "DeployResult":
+        domain = d.get("custom_domain")
         return cls(deployment=from_dict(Deployment, d.get("deployment") or {}),
                    version=from_dict(DeploymentVersion, d.get("version") or {}),
-                   promoted=bool(d.get("promoted")))
+                   promoted=bool(d.get("promoted")),
+                   custom_domain=from_dict(CustomDomain, domain) if isinstance(domain, dict) else None)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from ._models import (
     ApiKey,
     AuditEntry,
     BuildSpec,
+    CustomDomain,
     DeployResult,
     Deployment,
     DeploymentVersion,
@@ -486,16 +487,43 @@ class Sandbox(SandboxInfo):
         health_check_path: str = "/",
         health_timeout_sec: Optional[int] = None,
         promote: bool = True,
+        build_command: Optional[str] = None,
+        output_path: Optional[str] = None,
+        replicas: Optional[int] = None,
+        domain: Optional[str] = None,
+        custom_domain: Optional[str] = None,
+        external_workspace_id: Optional[str] = None,
+        external_user_id: Optional[str] = None,
+        external_project_id: Optional[str] = None,
+        wait: bool = True,
     ) -> DeployResult:
         """Publishes this sandbox: a new deployment (``name``) or a new
         version of one (``deployment_id``). Answers once the new version
-        serves (``promoted``) or failed its health check (``version.error``)."""
+        serves (``promoted``) or failed its build or health check
+        (``version.error``).
+
+        ``build_command`` runs once, in a clone of the sandbox (its output
+        is the version's ``build_log``); the build and start commands run
+        in ``output_path`` (absolute) when given. ``replicas`` (1-20)
+        instances serve, load-balanced. ``domain`` names a new deployment's
+        URL under the apps domain (3-63 of ``a-z``, ``0-9``, ``-``);
+        ``custom_domain`` adds a custom domain, pending verification
+        (``result.custom_domain``). External ids default to the sandbox's.
+        ``wait=False`` answers once the snapshot is taken (the version
+        ``building``); poll ``client.deployments.version(...)``. Only the
+        arguments given are sent."""
         body = b.clean({"name": name, "deployment_id": deployment_id, "port": port,
                         "start_command": start_command, "health_check_path": health_check_path,
-                        "health_timeout_sec": health_timeout_sec, "promote": promote})
-        wait = float(health_timeout_sec or 90) + 120.0
+                        "health_timeout_sec": health_timeout_sec, "promote": promote,
+                        "build_command": build_command, "output_path": output_path,
+                        "replicas": replicas, "domain": domain, "custom_domain": custom_domain,
+                        "external_workspace_id": external_workspace_id,
+                        "external_user_id": external_user_id,
+                        "external_project_id": external_project_id,
+                        "wait": None if wait else False})
+        patience = b.deploy_wait(health_timeout_sec, build_command) if wait else 0.0
         d = self._client._post(self._path + "/deploy", body,
-                                     timeout=b.exec_timeout(self._client.timeout, wait))
+                                     timeout=b.exec_timeout(self._client.timeout, patience))
         return DeployResult.of(d)
 
     def usage(self, period_start: b.TimeLike = None, period_end: b.TimeLike = None) -> Usage:
@@ -1219,21 +1247,110 @@ class ApiKeys:
 
 class Deployments:
     """``client.deployments``: sandboxes published as services (publish
-    with ``sandbox.deploy``)."""
+    with ``sandbox.deploy``, or :meth:`publish`); ``.domains`` holds their
+    custom domains."""
 
     def __init__(self, client: Hearth) -> None:
         self._c = client
+        self.domains = DeploymentDomains(client)
 
-    def list(self, *, state: Optional[str] = None) -> List[Deployment]:
-        params = b.clean({"state": state})
+    def list(
+        self,
+        *,
+        state: Optional[str] = None,
+        external_workspace_id: Optional[str] = None,
+        external_user_id: Optional[str] = None,
+        external_project_id: Optional[str] = None,
+    ) -> List[Deployment]:
+        """The tenant's deployments, newest first, filtered by the
+        arguments given."""
+        params = b.clean({"state": state, "external_workspace_id": external_workspace_id,
+                          "external_user_id": external_user_id,
+                          "external_project_id": external_project_id})
         return [from_dict(Deployment, d) for d in self._c._get("/deployments", params=params) or []]
 
     def get(self, deployment_id: str) -> Deployment:
         return from_dict(Deployment, self._c._get("/deployments/%s" % deployment_id))
 
+    def publish(
+        self,
+        deployment_id: str,
+        sandbox_id: str,
+        port: int,
+        start_command: str,
+        *,
+        health_check_path: str = "/",
+        health_timeout_sec: Optional[int] = None,
+        promote: bool = True,
+        build_command: Optional[str] = None,
+        output_path: Optional[str] = None,
+        replicas: Optional[int] = None,
+        custom_domain: Optional[str] = None,
+        external_workspace_id: Optional[str] = None,
+        external_user_id: Optional[str] = None,
+        external_project_id: Optional[str] = None,
+        wait: bool = True,
+    ) -> DeployResult:
+        """Publishes sandbox ``sandbox_id`` as a new version of this
+        deployment (as ``sandbox.deploy(..., deployment_id=)``, which
+        describes the arguments). Only the arguments given are sent."""
+        body = b.clean({"source_sandbox_id": sandbox_id, "port": port,
+                        "start_command": start_command, "health_check_path": health_check_path,
+                        "health_timeout_sec": health_timeout_sec, "promote": promote,
+                        "build_command": build_command, "output_path": output_path,
+                        "replicas": replicas, "custom_domain": custom_domain,
+                        "external_workspace_id": external_workspace_id,
+                        "external_user_id": external_user_id,
+                        "external_project_id": external_project_id,
+                        "wait": None if wait else False})
+        patience = b.deploy_wait(health_timeout_sec, build_command) if wait else 0.0
+        d = self._c._post("/deployments/%s/publish" % deployment_id, body,
+                                timeout=b.exec_timeout(self._c.timeout, patience))
+        return DeployResult.of(d)
+
+    def update(
+        self,
+        deployment_id: str,
+        *,
+        name: Optional[str] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        replicas: Optional[int] = None,
+    ) -> Deployment:
+        """Renames the deployment, replaces its metadata, or scales it to
+        ``replicas`` instances (1-20: new ones pass their health check
+        before they serve, extra ones drain). Only the arguments given are
+        sent."""
+        body = b.clean({"name": name, "metadata": dict(metadata) if metadata is not None else None,
+                        "replicas": replicas})
+        t = b.exec_timeout(self._c.timeout, 210.0) if replicas is not None else None
+        resp = self._c.request("PATCH", "/deployments/%s" % deployment_id, json=body, timeout=t)
+        return from_dict(Deployment, b.unwrap(resp))
+
+    def scale(self, deployment_id: str, replicas: int) -> Deployment:
+        """Runs ``replicas`` instances (``update(deployment_id, replicas=)``)."""
+        return self.update(deployment_id, replicas=replicas)
+
+    def get_env(self, deployment_id: str) -> Dict[str, str]:
+        """The environment the start command gets."""
+        d = self._c._get("/deployments/%s/env" % deployment_id) or {}
+        return dict(d.get("env") or {})
+
+    def set_env(self, deployment_id: str, env: Mapping[str, str]) -> Dict[str, str]:
+        """Replaces the start command's environment (``{}`` clears it).
+        Instances started from now on get it: a publish, a scale-up, or
+        :meth:`redeploy` (every instance, without downtime)."""
+        d = self._c._put("/deployments/%s/env" % deployment_id, {"env": dict(env)}) or {}
+        return dict(d.get("env") or {})
+
     def versions(self, deployment_id: str) -> List[DeploymentVersion]:
         items = self._c._get("/deployments/%s/versions" % deployment_id) or []
         return [from_dict(DeploymentVersion, v) for v in items]
+
+    def version(self, deployment_id: str, version_id: str) -> DeploymentVersion:
+        """One version (``state`` ``building`` while a publish with
+        ``wait=False`` goes on)."""
+        v = self._c._get("/deployments/%s/versions/%s" % (deployment_id, version_id))
+        return from_dict(DeploymentVersion, v)
 
     def rollback(self, deployment_id: str, version_id: Optional[str] = None) -> DeployResult:
         """Serves ``version_id`` (default: the version before the active one)
@@ -1247,6 +1364,8 @@ class Deployments:
         return from_dict(Deployment, self._c._post("/deployments/%s/stop" % deployment_id))
 
     def redeploy(self, deployment_id: str) -> DeployResult:
+        """Fresh instances of the active version (with the current env),
+        healthy before they serve."""
         d = self._c._post("/deployments/%s/redeploy" % deployment_id,
                                 timeout=b.exec_timeout(self._c.timeout, 210.0))
         return DeployResult.of(d)
@@ -1255,11 +1374,56 @@ class Deployments:
         """The start command's last ``lines`` lines: ``{stdout, stderr}``."""
         return self._c._get("/deployments/%s/logs" % deployment_id, params={"lines": lines})
 
+    def instance_logs(self, deployment_id: str, instance_id: str, lines: int = 200) -> Dict[str, str]:
+        """One runtime instance's (see :meth:`instances`) start-command
+        output, its last ``lines`` lines: ``{stdout, stderr}``."""
+        return self._c._get(
+            "/deployments/%s/runtime-instances/%s/logs" % (deployment_id, instance_id),
+            params={"lines": lines},
+        )
+
     def instances(self, deployment_id: str) -> List[Dict[str, Any]]:
         return self._c._get("/deployments/%s/runtime-instances" % deployment_id) or []
 
     def delete(self, deployment_id: str) -> Dict[str, Any]:
         return self._c._delete("/deployments/%s" % deployment_id)
+
+
+class DeploymentDomains:
+    """``client.deployments.domains``: a deployment's custom domains,
+    served once verified."""
+
+    def __init__(self, client: Hearth) -> None:
+        self._c = client
+
+    def add(
+        self, deployment_id: str, domain: str, *, certificate_pem: Optional[str] = None,
+        private_key_pem: Optional[str] = None,
+    ) -> CustomDomain:
+        """Adds ``domain`` (``app.example.com``), ``pending``: create the
+        TXT record ``verification["name"]`` holding ``verification["value"]``,
+        then :meth:`verify`. A PEM ``certificate_pem`` chain and its
+        ``private_key_pem`` (together) are served for it over TLS."""
+        body = b.clean({"domain": domain, "certificate_pem": certificate_pem,
+                        "private_key_pem": private_key_pem})
+        return from_dict(CustomDomain, self._c._post("/deployments/%s/domains" % deployment_id, body))
+
+    def list(self, deployment_id: str) -> List[CustomDomain]:
+        items = self._c._get("/deployments/%s/domains" % deployment_id) or []
+        return [from_dict(CustomDomain, d) for d in items]
+
+    def verify(self, deployment_id: str, domain_id: str) -> CustomDomain:
+        """Checks the domain's TXT record: the domain, ``verified`` and
+        served; else :class:`ConflictError` with code ``domain_not_verified``
+        (the record is missing or wrong) or ``domain_taken`` (another
+        deployment holds the domain verified)."""
+        d = self._c._post("/deployments/%s/domains/%s/verify" % (deployment_id, domain_id))
+        return from_dict(CustomDomain, d)
+
+    def delete(self, deployment_id: str, domain_id: str) -> CustomDomain:
+        """Removes the domain (no longer served); the answer has ``deleted``."""
+        d = self._c._delete("/deployments/%s/domains/%s" % (deployment_id, domain_id))
+        return from_dict(CustomDomain, d)
 
 
 class Secrets:
@@ -1385,8 +1549,8 @@ class UsageResource:
     ) -> UsageReport:
         """Usage in ``[period_start, period_end)`` (default: all time until
         now), optionally grouped by ``sandbox_id``, ``template_id``,
-        ``external_workspace_id``, ``external_user_id`` or
-        ``external_project_id``."""
+        ``deployment_id``, ``external_workspace_id``, ``external_user_id``
+        or ``external_project_id``."""
         params = {"period_start": b.time_param(period_start),
                   "period_end": b.time_param(period_end), "group_by": group_by}
         return UsageReport.from_dict(self._c._get("/usage", params=params))

@@ -288,6 +288,57 @@ def test_deploy_serves_the_app_at_its_url(client, sbx):
         client.deployments.delete(r.deployment.id)
 
 
+def test_deploy_builds_runs_replicas_takes_env_scales_and_adds_a_domain(client, sbx):
+    import httpx
+
+    www = "/workspace/www-%s" % uid()
+    project = "e2e-%s" % uid()
+    assert sbx.exec.run("mkdir -p %s" % www).exit_code == 0
+    start = "echo \"$(cat built.txt) [$GREETING]\" > index.html; exec busybox httpd -f -p 8080 -h ."
+    r = sbx.deploy(8080, start, name="e2e-replicas-%s" % uid(), replicas=2, output_path=www,
+                   build_command="echo compiled > built.txt && echo build-ok",
+                   external_project_id=project)
+    dep = r.deployment
+    try:
+        assert r.promoted and r.version.state == "active", r
+        assert "build-ok" in r.version.build_log, r.version
+        assert r.version.output_path == www and r.version.build_command.startswith("echo compiled")
+        assert dep.replicas == 2 and len(dep.instance_ids) == 2, dep
+        assert dep.external_project_id == project and r.custom_domain is None
+        assert not sbx.files.exists(www + "/built.txt"), "the build ran in a clone, not the source"
+        url = httpx.URL(dep.public_url)
+
+        def page():
+            got = httpx.get("http://127.0.0.1:%d/" % url.port, headers={"Host": url.netloc.decode()})
+            assert got.status_code == 200, got.text
+            return got.text.strip()
+
+        assert page() == "compiled []"
+        assert [d.id for d in client.deployments.list(external_project_id=project)] == [dep.id]
+
+        assert client.deployments.set_env(dep.id, {"GREETING": "hello"}) == {"GREETING": "hello"}
+        assert client.deployments.get_env(dep.id) == {"GREETING": "hello"}
+        assert client.deployments.redeploy(dep.id).promoted
+        assert page() == "compiled [hello]"
+
+        d = client.deployments.scale(dep.id, 1)
+        assert d.replicas == 1 and len(d.instance_ids) == 1, d
+        assert page() == "compiled [hello]"
+        logs = client.deployments.instance_logs(dep.id, d.instance_ids[0], lines=5)
+        assert set(logs) == {"stdout", "stderr"}
+
+        name = "e2e-%s.example.com" % uid()
+        dom = client.deployments.domains.add(dep.id, name)
+        assert dom.domain == name and dom.state == "pending" and not dom.has_certificate, dom
+        assert dom.verification["type"] == "TXT" and dom.verification["value"]
+        assert dom.verification["name"].startswith("_hearth-challenge."), dom.verification
+        assert [x.id for x in client.deployments.domains.list(dep.id)] == [dom.id]
+    finally:
+        client.deployments.delete(dep.id)
+    with pytest.raises(NotFoundError):
+        client.deployments.get(dep.id)
+
+
 # ---------------------------------------------------------------- async
 
 async def test_async_terminal_watch_keys_usage():

@@ -159,6 +159,30 @@ pub(super) async fn delete(pool: &SqlitePool, id: &str) -> StoreResult<()> {
     Ok(())
 }
 
+pub(super) async fn settle_interrupted(
+    pool: &SqlitePool,
+    error: &str,
+    now: i64,
+) -> StoreResult<u64> {
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query(
+        "UPDATE deployment_versions SET state = 'failed', error = ? WHERE state = 'building'",
+    )
+    .bind(error)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "UPDATE deployments SET state = 'failed', updated_at = ? \
+         WHERE state IN ('pending', 'building') AND active_version_id IS NULL",
+    )
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
 /// Inserts a version numbered one past the deployment's last; returns it.
 pub(super) async fn insert_version(
     pool: &SqlitePool,

@@ -220,6 +220,10 @@ impl Store for SqliteStore {
         deployments::delete(&self.pool, id).await
     }
 
+    async fn settle_interrupted_publishes(&self, error: &str, now: i64) -> StoreResult<u64> {
+        deployments::settle_interrupted(&self.pool, error, now).await
+    }
+
     async fn insert_version(
         &self,
         v: &DeploymentVersionRecord,
