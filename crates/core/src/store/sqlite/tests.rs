@@ -1,7 +1,7 @@
 //! The SQLite store against an in-memory database.
 
 use super::*;
-use crate::model::{BootPath, BuildState, SandboxState};
+use crate::model::{BootPath, BuildState, DeploymentRecord, DeploymentVersionRecord, SandboxState};
 use std::collections::BTreeMap;
 
 fn sandbox(id: &str, tenant: &str, created_at: i64) -> SandboxRecord {
@@ -447,4 +447,110 @@ async fn share_tokens_list_and_revoke_by_sandbox_and_by_id() {
         .await
         .expect("get")
         .is_none());
+}
+
+fn deployment(id: &str, state: &str, active: Option<&str>) -> DeploymentRecord {
+    DeploymentRecord {
+        id: id.into(),
+        tenant_id: "t".into(),
+        name: id.into(),
+        slug: format!("slug{id}"),
+        state: state.into(),
+        active_version_id: active.map(str::to_string),
+        instances: active
+            .map(|_| vec!["sbx_i".to_string()])
+            .unwrap_or_default(),
+        replicas: 2,
+        env: BTreeMap::from([("A".to_string(), "1".to_string())]),
+        metadata: serde_json::Map::new(),
+        external_workspace_id: Some("ws".into()),
+        external_user_id: None,
+        external_project_id: None,
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+fn building_version(id: &str, dep: &str) -> DeploymentVersionRecord {
+    DeploymentVersionRecord {
+        id: id.into(),
+        deployment_id: dep.into(),
+        tenant_id: "t".into(),
+        version_number: 0,
+        state: "building".into(),
+        source_sandbox_id: "sbx_s".into(),
+        snapshot_id: Some("snap_1".into()),
+        runtime_command: "serve".into(),
+        runtime_port: 8080,
+        health_check_path: "/".into(),
+        build_command: Some("make".into()),
+        build_log: None,
+        output_path: Some("/app".into()),
+        error: None,
+        promoted_at: None,
+        created_at: 1,
+    }
+}
+
+#[tokio::test]
+async fn deployments_round_trip_and_publishes_cut_short_are_settled() {
+    let store = SqliteStore::in_memory().await.expect("store");
+    // A first publish under way, and a new version of a serving one.
+    store
+        .put_deployment(&deployment("dep_new", "building", None))
+        .await
+        .expect("put");
+    let serving = deployment("dep_old", "running", Some("dpv_0"));
+    store.put_deployment(&serving).await.expect("put");
+    assert_eq!(
+        store.get_deployment("dep_old").await.expect("get"),
+        Some(serving.clone()),
+        "every field round-trips"
+    );
+    let v1 = store
+        .insert_version(&building_version("dpv_1", "dep_new"))
+        .await
+        .expect("insert");
+    let v2 = store
+        .insert_version(&building_version("dpv_2", "dep_old"))
+        .await
+        .expect("insert");
+    assert_eq!((v1.version_number, v2.version_number), (1, 1));
+
+    let n = store
+        .settle_interrupted_publishes("restarted", 5)
+        .await
+        .expect("settle");
+    assert_eq!(n, 2);
+    for (dep, vid) in [("dep_new", "dpv_1"), ("dep_old", "dpv_2")] {
+        let v = store.list_versions(dep).await.expect("versions");
+        assert_eq!(v[0].id, vid);
+        assert_eq!(
+            (v[0].state.as_str(), v[0].error.as_deref()),
+            ("failed", Some("restarted"))
+        );
+        assert_eq!(v[0].output_path.as_deref(), Some("/app"));
+    }
+    let d = store
+        .get_deployment("dep_new")
+        .await
+        .expect("get")
+        .expect("dep");
+    assert_eq!((d.state.as_str(), d.updated_at), ("failed", 5));
+    let d = store
+        .get_deployment("dep_old")
+        .await
+        .expect("get")
+        .expect("dep");
+    assert_eq!(d, serving, "a deployment that serves keeps serving");
+    let filter = crate::model::DeploymentListFilter {
+        external_workspace_id: Some("ws".into()),
+        state: Some("running".into()),
+        ..Default::default()
+    };
+    let listed = store.list_deployments("t", &filter).await.expect("list");
+    assert_eq!(
+        listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["dep_old"]
+    );
 }
