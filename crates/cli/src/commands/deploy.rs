@@ -117,7 +117,10 @@ pub enum DeploymentCommand {
         unset: Vec<String>,
     },
     /// Custom domains: add, list, verify (its TXT record), remove.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  hearth deployment domain add dep_123 app.example.com\n  hearth deployment domain verify dep_123 dom_456"
+    )]
     Domain(DomainCommand),
     /// Fresh instances of the active version, without downtime.
     #[command(after_help = "Examples:\n  hearth deployment redeploy dep_123")]

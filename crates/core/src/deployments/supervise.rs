@@ -107,27 +107,35 @@ impl Core {
             return;
         };
         w.strikes.retain(|i, _| dep.instances.contains(i));
-        let mut replace = Vec::new();
-        for inst in &dep.instances {
-            let alive = self
-                .handle(inst)
-                .is_some_and(|h| h.state() == SandboxState::Running && h.agent().is_some());
-            if !alive {
-                replace.push((inst.clone(), "its instance is gone".to_string()));
-                continue;
+        // Every instance is checked at once (a round of many instances
+        // takes one check's time, not their sum).
+        let checks = dep.instances.iter().map(|inst| {
+            let (caller, version) = (&caller, &version);
+            async move {
+                let alive = self
+                    .handle(inst)
+                    .is_some_and(|h| h.state() == SandboxState::Running && h.agent().is_some());
+                let check = match alive {
+                    true => Some(self.wait_healthy(caller, inst, version, CHECK).await),
+                    false => None,
+                };
+                (inst.clone(), check)
             }
+        });
+        let mut replace = Vec::new();
+        for (inst, check) in futures_util::future::join_all(checks).await {
             let strikes = w.strikes.entry(inst.clone()).or_default();
-            match self.wait_healthy(&caller, inst, &version, CHECK).await {
-                Ok(()) => {
+            match check {
+                None => replace.push((inst, "its instance is gone".to_string())),
+                Some(Ok(())) => {
                     *strikes = 0;
-                    self.app_routes.set_healthy(inst, true);
+                    self.app_routes.set_healthy(&inst, true);
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     *strikes += 1;
-                    self.app_routes.set_healthy(inst, false);
+                    self.app_routes.set_healthy(&inst, false);
                     if *strikes >= STRIKES {
-                        replace
-                            .push((inst.clone(), format!("{STRIKES} failed health checks: {e}")));
+                        replace.push((inst, format!("{STRIKES} failed health checks: {e}")));
                     }
                 }
             }
@@ -139,6 +147,8 @@ impl Core {
             match self.replace_instance(&caller, &dep.id, Some(&inst)).await {
                 Ok(new) => {
                     w.strikes.remove(&inst);
+                    // Gone from the rotation: nothing to remember of it.
+                    self.app_routes.set_healthy(&inst, true);
                     self.record_replacement(&caller, &dep, Some(&inst), &new, &why)
                         .await;
                 }

@@ -107,6 +107,10 @@ pub fn kind_of(method: &Method, route: &str) -> &'static str {
             ("POST", "/redeploy") => "deployment.redeploy",
             ("POST", "/rollback") => "deployment.rollback",
             ("POST", "/versions/{vid}/promote") => "deployment.promote",
+            ("PUT", "/env") => "deployment.env",
+            ("POST", "/domains") => "domain.add",
+            ("POST", "/domains/{did}/verify") => "domain.verify",
+            ("DELETE", "/domains/{did}") => "domain.delete",
             _ => "request",
         };
     }
@@ -428,6 +432,14 @@ mod tests {
         assert_eq!(
             kind_of(&Method::POST, "/deployments/{id}/rollback"),
             "deployment.rollback"
+        );
+        assert_eq!(
+            kind_of(&Method::POST, "/deployments/{id}/domains/{did}/verify"),
+            "domain.verify"
+        );
+        assert_eq!(
+            kind_of(&Method::PUT, "/deployments/{id}/env"),
+            "deployment.env"
         );
         assert_eq!(
             kind_of(&Method::POST, "/sandboxes/{id}/deploy"),
