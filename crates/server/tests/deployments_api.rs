@@ -555,15 +555,32 @@ async fn replicas_scale_env_builds_external_ids_and_usage() {
     assert_eq!(v["data"]["version"]["build_log"], "oops\n");
     assert_eq!(v["data"]["deployment"]["state"], "running");
     assert_eq!(get_url(&srv, &url).await.0, 200);
+    // Instances take the source's shape (they restore its memory
+    // snapshot): another is refused naming what it is.
+    let (_, shape) = srv.call("GET", &format!("/sandboxes/{src}"), None).await;
+    let cpus = shape["data"]["cpu_count"].as_u64().expect("cpu_count");
     let (st, v) = deploy(
         &srv,
         &src,
-        json!({"deployment_id": dep, "port": port, "start_command": "true", "resources": {"cpu_count": 2}}),
+        json!({"deployment_id": dep, "port": port, "start_command": "true",
+               "resources": {"cpu_count": cpus + 1}}),
+    )
+    .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(
+        v["error"]["details"][0]["field"], "resources.cpu_count",
+        "{v}"
+    );
+    let (st, v) = deploy(
+        &srv,
+        &src,
+        json!({"deployment_id": dep, "port": port, "start_command": "true",
+               "resources": {"cpu_count": cpus}}),
     )
     .await;
     assert_eq!(
-        (st, v["error"]["code"].clone()),
-        (501, json!("not_implemented")),
+        (st, v["data"]["promoted"].clone()),
+        (201, json!(true)),
         "{v}"
     );
 

@@ -72,6 +72,8 @@ pub struct DeployParams {
     pub slug: Option<String>,
     /// A custom domain to add (pending until verified), unless it has it.
     pub custom_domain: Option<String>,
+    /// The instances' shape asked for: it must be the source's.
+    pub resources: Option<Shape>,
     /// Switch the URL to the new version once healthy (default).
     pub promote: bool,
     /// Answer once the version serves or failed (default); else at once,
@@ -79,6 +81,40 @@ pub struct DeployParams {
     pub wait: bool,
     /// How long the new instance has to pass its health check.
     pub health_deadline: Duration,
+}
+
+/// A sandbox's shape, as a publish may name it (each part optional).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub cpu_count: Option<u32>,
+    pub memory_mb: Option<u32>,
+    pub disk_size_mb: Option<u32>,
+}
+
+impl Shape {
+    /// Why `source` cannot serve this shape: instances restore the
+    /// version's memory snapshot, which fixes its vCPUs, memory and disk.
+    fn refused_by(&self, source: &SandboxRecord) -> Option<Error> {
+        let parts = [
+            ("cpu_count", self.cpu_count, source.cpu_count),
+            ("memory_mb", self.memory_mb, source.memory_mb),
+            ("disk_size_mb", self.disk_size_mb, source.disk_size_mb),
+        ];
+        let bad: Vec<_> = parts
+            .iter()
+            .filter(|(_, want, have)| want.is_some_and(|w| w != *have))
+            .map(|(name, _, have)| {
+                crate::error::FieldError::new(
+                    format!("resources.{name}"),
+                    format!(
+                        "instances restore the sandbox's memory snapshot and take its shape ({name} {have}); \
+                         publish a sandbox created with the shape you want"
+                    ),
+                )
+            })
+            .collect();
+        (!bad.is_empty()).then(|| Error::validation(bad))
+    }
 }
 
 /// The caller's own ids a deployment carries (filters of its listing).
@@ -209,6 +245,9 @@ impl Core {
                 source.state,
                 "deploy a runtime instance of",
             ));
+        }
+        if let Some(e) = p.resources.and_then(|r| r.refused_by(&source)) {
+            return Err(e);
         }
         let mut dep = match (&p.deployment_id, &p.name) {
             (Some(id), _) => self.get_deployment(caller, id).await?,

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use crate::core::deployments::domains::{challenge, valid_domain};
 use crate::core::deployments::{
-    DeployParams, Deployed, Externals, HEALTH_DEADLINE, MAX_HEALTH_DEADLINE, MAX_REPLICAS,
+    DeployParams, Deployed, Externals, Shape, HEALTH_DEADLINE, MAX_HEALTH_DEADLINE, MAX_REPLICAS,
 };
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::model::{DeploymentListFilter, DeploymentRecord, DeploymentVersionRecord, DomainRecord};
@@ -193,9 +193,10 @@ pub struct DeployBody {
         example = "app.example.com"
     )]
     pub custom_domain: Option<String>,
-    /// Not supported yet (instances take the sandbox's shape): 501.
-    #[schema(value_type = Option<Object>)]
-    pub resources: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The instances' shape. Instances restore the version's memory
+    /// snapshot, so they take the source sandbox's shape: a different one
+    /// is refused (422) with what it is.
+    pub resources: Option<DeployResources>,
     /// A new deployment's external ids (default: the sandbox's).
     #[schema(max_length = 256)]
     pub external_workspace_id: Option<String>,
@@ -203,6 +204,19 @@ pub struct DeployBody {
     pub external_user_id: Option<String>,
     #[schema(max_length = 256)]
     pub external_project_id: Option<String>,
+}
+
+/// `resources` of a publish: each field, when given, must be the source
+/// sandbox's.
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub struct DeployResources {
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
+    pub cpu_count: Option<u32>,
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
+    pub memory_mb: Option<u32>,
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
+    pub disk_size_mb: Option<u32>,
 }
 
 #[utoipa::path(
@@ -249,11 +263,7 @@ async fn published(
 impl DeployBody {
     fn validate(self, proxy_domain: &str) -> ApiResult<DeployParams> {
         let b = self;
-        if b.resources.is_some() {
-            return Err(ApiError::not_implemented(
-                "resources on a deployment (instances take the source sandbox's shape)",
-            ));
-        }
+
         let mut bad = Vec::new();
         let port = match b.port {
             Some(p) if (1..=65535).contains(&p) => p as u16,
@@ -356,6 +366,20 @@ impl DeployBody {
                 ));
             }
         }
+        if let Some(r) = &b.resources {
+            for (name, v) in [
+                ("cpu_count", r.cpu_count),
+                ("memory_mb", r.memory_mb),
+                ("disk_size_mb", r.disk_size_mb),
+            ] {
+                if v == Some(0) {
+                    bad.push(FieldError::new(
+                        format!("resources.{name}"),
+                        "must be at least 1",
+                    ));
+                }
+            }
+        }
         if let Some(d) = &b.custom_domain {
             if let Err(why) = valid_domain(d, proxy_domain) {
                 bad.push(FieldError::new("custom_domain", format!("must be {why}")));
@@ -394,6 +418,11 @@ impl DeployBody {
             },
             slug: b.domain,
             custom_domain: b.custom_domain,
+            resources: b.resources.map(|r| Shape {
+                cpu_count: r.cpu_count,
+                memory_mb: r.memory_mb,
+                disk_size_mb: r.disk_size_mb,
+            }),
             promote: b.promote.unwrap_or(true),
             wait: b.wait.unwrap_or(true),
             health_deadline,
@@ -658,9 +687,10 @@ pub struct PublishBody {
         example = "app.example.com"
     )]
     pub custom_domain: Option<String>,
-    /// Not supported yet (instances take the sandbox's shape): 501.
-    #[schema(value_type = Option<Object>)]
-    pub resources: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The instances' shape. Instances restore the version's memory
+    /// snapshot, so they take the source sandbox's shape: a different one
+    /// is refused (422) with what it is.
+    pub resources: Option<DeployResources>,
     /// A new deployment's external ids (default: the sandbox's).
     #[schema(max_length = 256)]
     pub external_workspace_id: Option<String>,
