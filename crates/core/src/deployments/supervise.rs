@@ -145,7 +145,8 @@ impl Core {
         for (inst, why) in replace {
             tracing::warn!(deployment_id = %dep.id, instance = %inst, %why, "replacing a deployment instance");
             match self.replace_instance(&caller, &dep.id, Some(&inst)).await {
-                Ok(new) => {
+                Ok(None) => {}
+                Ok(Some(new)) => {
                     w.strikes.remove(&inst);
                     // Gone from the rotation: nothing to remember of it.
                     self.app_routes.set_healthy(&inst, true);
@@ -165,7 +166,8 @@ impl Core {
                 dep.replicas
             );
             match self.replace_instance(&caller, &dep.id, None).await {
-                Ok(new) => {
+                Ok(None) => break,
+                Ok(Some(new)) => {
                     self.record_replacement(&caller, &dep, None, &new, &why)
                         .await
                 }
@@ -247,21 +249,28 @@ impl Core {
     }
 
     /// Starts a healthy instance of the deployment's active version in
-    /// place of `old` (or one more, with `None`), unless someone moved the
-    /// deployment meanwhile; the new instance's id.
+    /// place of `old` (or one more, with `None`), unless someone moved,
+    /// stopped or deleted the deployment meanwhile; the new instance's id,
+    /// `None` when there was nothing to do.
     async fn replace_instance(
         self: &Arc<Core>,
         caller: &Caller,
         id: &str,
         old: Option<&str>,
-    ) -> crate::error::Result<String> {
+    ) -> crate::error::Result<Option<String>> {
         let _one_at_a_time = self.deploy_locks.lock(id).await;
-        let dep = self.get_deployment(caller, id).await?;
+        let dep = match self.get_deployment(caller, id).await {
+            Ok(d) if d.state == "running" => d,
+            // Deleted or stopped meanwhile: nothing to keep up.
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind == crate::error::Kind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let mode = match old {
             // A publish or rollback already replaced it.
-            Some(o) if !dep.instances.iter().any(|i| i == o) => return Ok(String::new()),
+            Some(o) if !dep.instances.iter().any(|i| i == o) => return Ok(None),
             Some(o) => Rollout::Replace { old: o.to_string() },
-            None if dep.instances.len() >= dep.replicas as usize => return Ok(String::new()),
+            None if dep.instances.len() >= dep.replicas as usize => return Ok(None),
             None => Rollout::Grow { count: 1 },
         };
         let vid = dep.active_version_id.clone().unwrap_or_default();
@@ -279,10 +288,6 @@ impl Core {
                 "the replacement did not become healthy",
             ));
         }
-        Ok(dep
-            .instances
-            .into_iter()
-            .find(|i| !before.contains(i))
-            .unwrap_or_default())
+        Ok(dep.instances.into_iter().find(|i| !before.contains(i)))
     }
 }
