@@ -121,89 +121,106 @@ async fn deployed_view(state: &AppState, d: &Deployed) -> ApiResult<serde_json::
     }))
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct DeployBody {
-    /// A new deployment of this name (unique in the tenant)...
-    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.-]+$")]
-    pub name: Option<String>,
-    /// ...or a new version of this deployment.
-    #[schema(min_length = 1, max_length = 64)]
-    pub deployment_id: Option<String>,
-    /// The port the app listens on in the sandbox.
-    #[schema(required = true, minimum = 1, maximum = 65535)]
-    pub port: Option<i64>,
-    /// The command that starts the app (run in each instance).
-    #[schema(
-        required = true,
-        min_length = 1,
-        max_length = 4096,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
-    pub start_command: Option<String>,
-    /// Alias of `start_command`.
-    #[schema(
-        min_length = 1,
-        max_length = 4096,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
-    pub run_command: Option<String>,
-    /// Answered 2xx/3xx before the URL switches (default `/`).
-    #[schema(min_length = 1, max_length = 1024, pattern = r"^/[!-~]*$")]
-    pub health_check_path: Option<String>,
-    /// Switch the URL to this version once healthy (default true).
-    pub promote: Option<bool>,
-    /// Seconds the new instance has to pass its health check, 1-600
-    /// (default 90).
-    #[schema(minimum = 1, maximum = 600, default = 90)]
-    pub health_timeout_sec: Option<i64>,
-    /// Answer once the version serves or failed (default true); false:
-    /// 202 at once (the snapshot taken), the build and roll-out going on
-    /// (poll the version).
-    pub wait: Option<bool>,
-    /// Run once at publish in a clone of the sandbox (its output is kept
-    /// as the version's `build_log`); a non-zero exit fails the version.
-    #[schema(
-        min_length = 1,
-        max_length = 4096,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
-    pub build_command: Option<String>,
-    /// The directory the build and start commands run in (absolute).
-    #[schema(min_length = 1, max_length = 4096, pattern = r"^/[^\u0000]*$")]
-    pub output_path: Option<String>,
-    /// Instances serving the deployment, load-balanced (default 1, or the
-    /// deployment's count; at most 20 and the tenant's `replicas` quota).
-    #[schema(minimum = 1, maximum = 20)]
-    pub replicas: Option<i64>,
-    /// A new deployment's name under the apps domain
-    /// (`<domain>.apps.<proxy domain>`; default random).
-    #[schema(
-        min_length = 3,
-        max_length = 63,
-        pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
-    )]
-    pub domain: Option<String>,
-    /// A custom domain to serve too, once verified (see
-    /// `/deployments/{id}/domains`).
-    #[schema(
-        min_length = 3,
-        max_length = 253,
-        pattern = r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$",
-        example = "app.example.com"
-    )]
-    pub custom_domain: Option<String>,
-    /// The instances' shape. Instances restore the version's memory
-    /// snapshot, so they take the source sandbox's shape: a different one
-    /// is refused (422) with what it is.
-    pub resources: Option<DeployResources>,
-    /// A new deployment's external ids (default: the sandbox's).
-    #[schema(max_length = 256)]
-    pub external_workspace_id: Option<String>,
-    #[schema(max_length = 256)]
-    pub external_user_id: Option<String>,
-    #[schema(max_length = 256)]
-    pub external_project_id: Option<String>,
+/// Declares a publish body: its own fields, then those every publish
+/// takes (`POST /sandboxes/{id}/deploy` and `POST
+/// /deployments/{id}/publish` share them; one declaration keeps their
+/// schemas the same).
+macro_rules! publish_body {
+    ($(#[$meta:meta])* pub struct $name:ident { $($own:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Deserialize, ToSchema)]
+        #[serde(default)]
+        pub struct $name {
+            $($own)*
+            /// The port the app listens on in the sandbox.
+            #[schema(required = true, minimum = 1, maximum = 65535)]
+            pub port: Option<i64>,
+            /// The command that starts the app (run in each instance).
+            #[schema(
+                required = true,
+                min_length = 1,
+                max_length = 4096,
+                pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+            )]
+            pub start_command: Option<String>,
+            /// Alias of `start_command`.
+            #[schema(
+                min_length = 1,
+                max_length = 4096,
+                pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+            )]
+            pub run_command: Option<String>,
+            /// Answered 2xx/3xx before the URL switches (default `/`).
+            #[schema(min_length = 1, max_length = 1024, pattern = r"^/[!-~]*$")]
+            pub health_check_path: Option<String>,
+            /// Switch the URL to this version once healthy (default true).
+            pub promote: Option<bool>,
+            /// Seconds the new instance has to pass its health check, 1-600
+            /// (default 90).
+            #[schema(minimum = 1, maximum = 600, default = 90)]
+            pub health_timeout_sec: Option<i64>,
+            /// Answer once the version serves or failed (default true); false:
+            /// 202 at once (the snapshot taken), the build and roll-out going on
+            /// (poll the version).
+            pub wait: Option<bool>,
+            /// Run once at publish in a clone of the sandbox (its output is kept
+            /// as the version's `build_log`); a non-zero exit fails the version.
+            #[schema(
+                min_length = 1,
+                max_length = 4096,
+                pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+            )]
+            pub build_command: Option<String>,
+            /// The directory the build and start commands run in (absolute).
+            #[schema(min_length = 1, max_length = 4096, pattern = r"^/[^\u0000]*$")]
+            pub output_path: Option<String>,
+            /// Instances serving the deployment, load-balanced (default 1, or the
+            /// deployment's count; at most 20 and the tenant's `replicas` quota).
+            #[schema(minimum = 1, maximum = 20)]
+            pub replicas: Option<i64>,
+            /// A custom domain to serve too, once verified (see
+            /// `/deployments/{id}/domains`).
+            #[schema(
+                min_length = 3,
+                max_length = 253,
+                pattern = r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$",
+                example = "app.example.com"
+            )]
+            pub custom_domain: Option<String>,
+            /// The instances' shape. Instances restore the version's memory
+            /// snapshot, so they take the source sandbox's shape: a different one
+            /// is refused (422) with what it is.
+            pub resources: Option<DeployResources>,
+            /// A new deployment's external ids (default: the sandbox's).
+            #[schema(max_length = 256)]
+            pub external_workspace_id: Option<String>,
+            #[schema(max_length = 256)]
+            pub external_user_id: Option<String>,
+            #[schema(max_length = 256)]
+            pub external_project_id: Option<String>,
+        }
+    };
+}
+
+publish_body! {
+    /// `POST /sandboxes/{id}/deploy`: a new deployment (`name`) or a new
+    /// version of one (`deployment_id`).
+    pub struct DeployBody {
+        /// A new deployment of this name (unique in the tenant)...
+        #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.-]+$")]
+        pub name: Option<String>,
+        /// ...or a new version of this deployment.
+        #[schema(min_length = 1, max_length = 64)]
+        pub deployment_id: Option<String>,
+        /// A new deployment's name under the apps domain
+        /// (`<domain>.apps.<proxy domain>`; default random).
+        #[schema(
+            min_length = 3,
+            max_length = 63,
+            pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+        )]
+        pub domain: Option<String>,
+    }
 }
 
 /// `resources` of a publish: each field, when given, must be the source
@@ -631,73 +648,14 @@ async fn instances(
     ))
 }
 
-/// `POST /deployments/{id}/publish`: the source, then what a deploy takes
-/// (the deployment is the path's).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct PublishBody {
-    /// The sandbox whose snapshot becomes the new version.
-    #[schema(required = true, min_length = 1, max_length = 64)]
-    pub source_sandbox_id: String,
-    #[schema(required = true, minimum = 1, maximum = 65535)]
-    pub port: Option<i64>,
-    #[schema(
-        required = true,
-        min_length = 1,
-        max_length = 4096,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
-    pub start_command: Option<String>,
-    #[schema(
-        min_length = 1,
-        max_length = 4096,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
-    pub run_command: Option<String>,
-    #[schema(min_length = 1, max_length = 1024, pattern = r"^/[!-~]*$")]
-    pub health_check_path: Option<String>,
-    pub promote: Option<bool>,
-    #[schema(minimum = 1, maximum = 600, default = 90)]
-    pub health_timeout_sec: Option<i64>,
-    /// Answer once the version serves or failed (default true); false:
-    /// 202 at once (the snapshot taken), the build and roll-out going on
-    /// (poll the version).
-    pub wait: Option<bool>,
-    /// Run once at publish in a clone of the sandbox (its output is kept
-    /// as the version's `build_log`); a non-zero exit fails the version.
-    #[schema(
-        min_length = 1,
-        max_length = 4096,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-    )]
-    pub build_command: Option<String>,
-    /// The directory the build and start commands run in (absolute).
-    #[schema(min_length = 1, max_length = 4096, pattern = r"^/[^\u0000]*$")]
-    pub output_path: Option<String>,
-    /// Instances serving the deployment, load-balanced (default 1, or the
-    /// deployment's count; at most 20 and the tenant's `replicas` quota).
-    #[schema(minimum = 1, maximum = 20)]
-    pub replicas: Option<i64>,
-    /// A custom domain to serve too, once verified (see
-    /// `/deployments/{id}/domains`).
-    #[schema(
-        min_length = 3,
-        max_length = 253,
-        pattern = r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$",
-        example = "app.example.com"
-    )]
-    pub custom_domain: Option<String>,
-    /// The instances' shape. Instances restore the version's memory
-    /// snapshot, so they take the source sandbox's shape: a different one
-    /// is refused (422) with what it is.
-    pub resources: Option<DeployResources>,
-    /// A new deployment's external ids (default: the sandbox's).
-    #[schema(max_length = 256)]
-    pub external_workspace_id: Option<String>,
-    #[schema(max_length = 256)]
-    pub external_user_id: Option<String>,
-    #[schema(max_length = 256)]
-    pub external_project_id: Option<String>,
+publish_body! {
+    /// `POST /deployments/{id}/publish`: the source (the deployment is the
+    /// path's).
+    pub struct PublishBody {
+        /// The sandbox whose snapshot becomes the new version.
+        #[schema(required = true, min_length = 1, max_length = 64)]
+        pub source_sandbox_id: String,
+    }
 }
 
 impl From<(String, PublishBody)> for DeployBody {
