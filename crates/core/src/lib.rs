@@ -175,6 +175,12 @@ impl Core {
         self.clock.now_ms()
     }
 
+    /// A secret only this server derives from `input` (for `context`),
+    /// the same every time: a credential that needs no storage.
+    pub fn derive_secret(&self, context: &str, input: &str) -> [u8; 32] {
+        self.sealer.derive(context.as_bytes(), input.as_bytes())
+    }
+
     /// What the VMM driver can do on this host.
     pub fn vmm_capabilities(&self) -> hearth_vmm::Capabilities {
         self.vmm.capabilities()

@@ -77,29 +77,32 @@ pub fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
 /// The whole HTTP application.
 pub fn router(core: AppState) -> Router {
     let (api, public) = routes();
+    let limits = KeyLimits {
+        core: core.clone(),
+        limiter: Arc::new(Limiter::new(
+            core.config.api_rps,
+            core.config.api_burst,
+            MAX_LIMITED_KEYS,
+        )),
+    };
     let api = api
         .route_layer(middleware::from_fn_with_state(
             core.clone(),
             idempotency::layer,
         ))
-        .route_layer(middleware::from_fn_with_state(
-            KeyLimits {
-                core: core.clone(),
-                limiter: Arc::new(Limiter::new(
-                    core.config.api_rps,
-                    core.config.api_burst,
-                    MAX_LIMITED_KEYS,
-                )),
-            },
-            authenticate,
-        ));
+        .route_layer(middleware::from_fn_with_state(limits.clone(), authenticate));
     // Outermost: it sees the caller the authentication layer found.
     let api = api.route_layer(middleware::from_fn_with_state(core.clone(), audit::layer));
+    // E2B's control API: the same keys, limits and audit log.
+    let e2b = crate::e2b::control::router()
+        .route_layer(middleware::from_fn_with_state(limits, authenticate))
+        .route_layer(middleware::from_fn_with_state(core.clone(), audit::layer));
     let (app, _) = OpenApiRouter::new()
         .nest("/api/v1", api)
         .merge(public)
         .split_for_parts();
-    app.fallback(|| async { ApiError::not_found("route") })
+    app.nest("/e2b", e2b)
+        .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(core.clone(), observe))
         .layer(middleware::from_fn(request_id::layer))
         // Bodies are limited where they are read (ApiJson, raw uploads).

@@ -25,7 +25,7 @@ use crate::model::{BootPath, SandboxFilter, SandboxRecord, SandboxState};
 use crate::routes::Auth;
 use crate::validate::{check_env, check_label, range};
 
-mod create;
+pub mod create;
 #[cfg(test)]
 mod tests;
 mod usage;

@@ -1,0 +1,1 @@
+//! E2B's envd protocol, served host-side (see [`super`]).
