@@ -6,6 +6,8 @@
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
+pub use pbjson_types;
+
 /// `process/process.proto`.
 pub mod process {
     include!(concat!(env!("OUT_DIR"), "/process.rs"));

@@ -210,6 +210,7 @@ async fn create(
         persistent: b.auto_pause,
         env: b.env_vars,
         metadata,
+        tags: Some(vec![super::PUBLIC_PORTS_TAG.to_string()]),
         network: b.allow_internet_access.map(|allow| NetworkBody {
             egress: Some(allow),
             policy: None,

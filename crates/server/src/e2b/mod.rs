@@ -30,6 +30,11 @@ pub const ENVD_VERSION: &str = "0.5.6";
 /// The port E2B's SDK addresses envd at.
 pub const ENVD_PORT: u16 = 49983;
 
+/// The tag of sandboxes created through E2B's API: their ports are public
+/// at `<port>-<sandboxID>.<domain>`, as E2B's are (other sandboxes' ports
+/// answer only with the access token; Hearth's previews are unchanged).
+pub const PUBLIC_PORTS_TAG: &str = "e2b-public-ports";
+
 /// A Hearth sandbox id as E2B clients see it.
 pub fn to_e2b(id: &str) -> String {
     id.replace('_', "-")

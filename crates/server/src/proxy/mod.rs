@@ -49,6 +49,10 @@ struct Proxy {
     /// [`credentials::cookie_sticks`]): page requests with a token in the
     /// URL are redirected.
     redirect_tokens: bool,
+    /// `.<domain>`: E2B's `<port>-<sandboxID>.<domain>` hosts.
+    domain_suffix: String,
+    /// E2B's envd, served host-side ([`crate::e2b::envd`]).
+    envd: axum::Router,
 }
 
 /// The proxy's router (every path, every method).
@@ -59,6 +63,8 @@ pub fn router(core: Arc<Core>) -> axum::Router {
         apps_suffix: format!(".apps.{}", p.domain.to_ascii_lowercase()),
         limiter: RateLimiter::new(p.public_rps, p.public_rps.saturating_mul(4)),
         redirect_tokens: credentials::cookie_sticks(p.url_scheme(), &p.domain),
+        domain_suffix: format!(".{}", p.domain.to_ascii_lowercase()),
+        envd: crate::e2b::envd::router(core.clone()),
         core,
     };
     axum::Router::new()
@@ -103,6 +109,85 @@ fn slug_of<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
     let slug = &name[..cut];
     (!slug.is_empty() && slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
         .then_some(slug)
+}
+
+/// The sandbox and port an E2B client addresses: the `E2b-Sandbox-Id`
+/// (and `E2b-Sandbox-Port`, default envd's) headers of `E2B_SANDBOX_URL`,
+/// or a `<port>-<sandboxID>.<domain>` host.
+fn e2b_target(proxy: &Proxy, req: &Request, host: &str) -> Option<(String, u16)> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    if let Some(id) = header("e2b-sandbox-id") {
+        let port = header("e2b-sandbox-port")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(crate::e2b::ENVD_PORT);
+        return Some((crate::e2b::from_e2b(id.trim()), port));
+    }
+    let name = host_name(host);
+    let label = name.strip_suffix(&proxy.domain_suffix)?;
+    let (port, id) = label.split_once('-')?;
+    let port: u16 = port.parse().ok()?;
+    let id_ok =
+        id.starts_with("sbx-") && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-');
+    id_ok.then(|| (crate::e2b::from_e2b(id), port))
+}
+
+/// An E2B request: envd's port goes to the envd translation; any other
+/// port to the app listening there, when the sandbox was created through
+/// E2B's API (its ports are public, as E2B's are) or the request carries
+/// the sandbox's access token. Hearth credentials never reach the guest.
+async fn serve_e2b(
+    proxy: &Proxy,
+    peer: SocketAddr,
+    host: &str,
+    sandbox_id: String,
+    port: u16,
+    mut req: Request,
+) -> Response {
+    use tower::ServiceExt;
+    let core = &proxy.core;
+    credentials::take(&mut req);
+    for h in ["e2b-sandbox-id", "e2b-sandbox-port"] {
+        req.headers_mut().remove(h);
+    }
+    if port == crate::e2b::ENVD_PORT {
+        req.extensions_mut()
+            .insert(crate::e2b::envd::Target { sandbox_id });
+        return match proxy.envd.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+    }
+    let Some(rec) = core.handle(&sandbox_id).map(|h| h.record()) else {
+        return pages::not_found();
+    };
+    let token = req
+        .headers_mut()
+        .remove("x-access-token")
+        .and_then(|v| v.to_str().ok().map(str::to_string));
+    let public = rec.tags.iter().any(|t| t == crate::e2b::PUBLIC_PORTS_TAG);
+    let allowed = public || token.is_some_and(|t| crate::e2b::token_matches(core, &rec.id, &t));
+    if !allowed {
+        return pages::not_found();
+    }
+    if !proxy.limiter.allow(peer.ip(), Instant::now()) {
+        return pages::rate_limited();
+    }
+    let route = PreviewRecord {
+        id: format!("e2b-{}", rec.id),
+        tenant_id: rec.tenant_id.clone(),
+        sandbox_id: rec.id.clone(),
+        port,
+        visibility: Visibility::Public,
+        slug: String::new(),
+        created_at: rec.created_at,
+    };
+    let resp = forward(core, &route, peer, host, req, std::future::pending()).await;
+    finish(core, resp, None)
 }
 
 /// `host` without its port or trailing dot, lower case.
@@ -159,6 +244,9 @@ async fn handle(
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
+    if let Some((sandbox_id, port)) = e2b_target(&proxy, &req, &host) {
+        return serve_e2b(&proxy, peer, &host, sandbox_id, port, req).await;
+    }
     let Some(slug) = slug_of(&host, &proxy.suffix) else {
         let app = slug_of(&host, &proxy.apps_suffix)
             .map(str::to_string)

@@ -1,0 +1,384 @@
+//! `process.Process` on Hearth's background processes: `Start` runs the
+//! argv through the agent (as the E2B user's Hearth counterpart) and
+//! streams its start, output and end; `Connect` follows a running one;
+//! `List`, `SendInput`, `StreamInput`, `SendSignal` and `CloseStdin` map
+//! one to one. PTY sessions are not served yet (`unimplemented`).
+
+use axum::body::{Body, Bytes};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::StreamExt;
+use hearth_agent_protocol::{
+    Base64Bytes, OutputEvent, StartProcessRequest, StdinRequest, StreamKind,
+};
+use hearth_e2b_proto::process::{
+    process_event, process_input, process_selector, CloseStdinRequest, CloseStdinResponse,
+    ConnectRequest, ConnectResponse, ListRequest, ListResponse, ProcessConfig, ProcessEvent,
+    ProcessInfo, ProcessSelector, SendInputRequest, SendInputResponse, SendSignalRequest,
+    SendSignalResponse, Signal, StartRequest, StartResponse, StreamInputRequest,
+    StreamInputResponse, UpdateRequest, UpdateResponse,
+};
+
+use super::connect::{Call, Code, Frame, Frames, RpcError};
+use super::Envd;
+use crate::core::guest::Guest;
+
+/// `argv` as one POSIX shell command line.
+fn shell_line(cmd: &str, args: &[String]) -> String {
+    std::iter::once(cmd)
+        .chain(args.iter().map(String::as_str))
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&c));
+    match plain {
+        true => s.to_string(),
+        false => format!("'{}'", s.replace('\'', r"'\''")),
+    }
+}
+
+/// The pid a selector names (a tag is looked up among running processes).
+async fn pid_of(guest: &Guest, sel: Option<ProcessSelector>) -> Result<u32, RpcError> {
+    match sel.and_then(|s| s.selector) {
+        Some(process_selector::Selector::Pid(pid)) => Ok(pid),
+        Some(process_selector::Selector::Tag(tag)) => guest
+            .process_list()
+            .await?
+            .into_iter()
+            .find(|p| p.name.as_deref() == Some(tag.as_str()))
+            .map(|p| p.pid)
+            .ok_or_else(|| {
+                RpcError::new(Code::NotFound, format!("process with tag {tag} not found"))
+            }),
+        None => Err(RpcError::new(Code::InvalidArgument, "no process selected")),
+    }
+}
+
+fn event(e: process_event::Event) -> ProcessEvent {
+    ProcessEvent { event: Some(e) }
+}
+
+/// One agent output frame as an E2B process event, and whether it ends
+/// the stream.
+fn to_event(
+    frame: Option<crate::core::error::Result<OutputEvent>>,
+) -> (Result<ProcessEvent, RpcError>, bool) {
+    match frame {
+        None => (
+            Err(RpcError::new(
+                Code::Unavailable,
+                "the process's output ended before it did",
+            )),
+            true,
+        ),
+        Some(Err(e)) => (Err(e.into()), true),
+        Some(Ok(OutputEvent::Output { stream, data, .. })) => {
+            let output = match stream {
+                StreamKind::Stdout => process_event::data_event::Output::Stdout(data.0),
+                StreamKind::Stderr => process_event::data_event::Output::Stderr(data.0),
+            };
+            let data = process_event::DataEvent {
+                output: Some(output),
+            };
+            (Ok(event(process_event::Event::Data(data))), false)
+        }
+        Some(Ok(OutputEvent::Dropped { .. })) => (
+            Ok(event(process_event::Event::Keepalive(Default::default()))),
+            false,
+        ),
+        Some(Ok(OutputEvent::Exit {
+            exit_code, signal, ..
+        })) => {
+            let status = match signal {
+                Some(s) => format!("signal: {s}"),
+                None => format!("exit status {exit_code}"),
+            };
+            let end = process_event::EndEvent {
+                exit_code,
+                exited: signal.is_none(),
+                status,
+                error: None,
+            };
+            (Ok(event(process_event::Event::End(end))), true)
+        }
+    }
+}
+
+/// The agent's output frames as E2B process events; the stream ends
+/// after the end event.
+fn events(
+    out: crate::core::guest::Output,
+) -> impl futures_util::Stream<Item = Result<ProcessEvent, RpcError>> + Send {
+    futures_util::stream::unfold((out, false), |(mut out, ended)| async move {
+        if ended {
+            return None;
+        }
+        let (ev, ended) = to_event(out.next().await);
+        Some((ev, (out, ended)))
+    })
+}
+
+pub async fn start(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
+    let call = match Call::of(&headers) {
+        Ok(c) => c,
+        Err(e) => return Call::unsupported(e),
+    };
+    match start_inner(&envd, call, &body).await {
+        Ok(resp) => resp,
+        Err(e) => call.fail(e),
+    }
+}
+
+async fn start_inner(envd: &Envd, call: Call, body: &[u8]) -> Result<Response, RpcError> {
+    let req: StartRequest = call.request(body)?;
+    if req.pty.is_some() {
+        return Err(RpcError::new(
+            Code::Unimplemented,
+            "PTY sessions are not supported through E2B's protocol yet; use Hearth's terminals",
+        ));
+    }
+    let config = req
+        .process
+        .ok_or_else(|| RpcError::new(Code::InvalidArgument, "process is required"))?;
+    let guest = envd.guest(true).await?;
+    let info = guest
+        .process_start(&StartProcessRequest {
+            command: shell_line(&config.cmd, &config.args),
+            name: req.tag.clone(),
+            cwd: config.cwd.clone().filter(|c| !c.is_empty()),
+            env: config.envs.into_iter().collect(),
+            user: envd.user.clone(),
+        })
+        .await?;
+    if req.stdin != Some(true) {
+        // No input will come: the process reads end of file.
+        let _ = guest
+            .process_stdin(
+                info.pid,
+                &StdinRequest {
+                    data: None,
+                    eof: true,
+                },
+            )
+            .await;
+    }
+    let out = guest.process_output(info.pid, None).await?;
+    let first = event(process_event::Event::Start(process_event::StartEvent {
+        pid: info.pid,
+    }));
+    let stream = futures_util::stream::once(async move { Ok(first) })
+        .chain(events(out))
+        .map(|e| e.map(|event| StartResponse { event: Some(event) }));
+    Ok(call.stream(stream))
+}
+
+pub async fn connect(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
+    let call = match Call::of(&headers) {
+        Ok(c) => c,
+        Err(e) => return Call::unsupported(e),
+    };
+    let run = async {
+        let req: ConnectRequest = call.request(&body)?;
+        let guest = envd.guest(true).await?;
+        let pid = pid_of(&guest, req.process).await?;
+        let out = guest.process_output(pid, None).await?;
+        let first = event(process_event::Event::Start(process_event::StartEvent {
+            pid,
+        }));
+        let stream = futures_util::stream::once(async move { Ok(first) })
+            .chain(events(out))
+            .map(|e| e.map(|event| ConnectResponse { event: Some(event) }));
+        Ok::<_, RpcError>(call.stream(stream))
+    };
+    run.await.unwrap_or_else(|e| call.fail(e))
+}
+
+/// Runs a unary call: decodes its request, answers `f`'s message.
+pub(super) async fn unary<Req, Resp, F, Fut>(headers: &HeaderMap, body: &[u8], f: F) -> Response
+where
+    Req: prost::Message + serde::de::DeserializeOwned + Default,
+    Resp: prost::Message + serde::Serialize,
+    F: FnOnce(Req) -> Fut,
+    Fut: std::future::Future<Output = Result<Resp, RpcError>>,
+{
+    let call = match Call::of(headers) {
+        Ok(c) => c,
+        Err(e) => return Call::unsupported(e),
+    };
+    let run = async {
+        let req: Req = call.request(body)?;
+        f(req).await
+    };
+    match run.await {
+        Ok(m) => call.reply(&m),
+        Err(e) => call.fail(e),
+    }
+}
+
+pub async fn list(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
+    unary(&headers, &body, move |_: ListRequest| async move {
+        let guest = envd.guest(false).await?;
+        let processes = guest
+            .process_list()
+            .await?
+            .into_iter()
+            .filter(|p| p.state == hearth_agent_protocol::ProcessState::Running)
+            .map(|p| ProcessInfo {
+                config: Some(ProcessConfig {
+                    cmd: "/bin/sh".into(),
+                    args: vec!["-c".into(), p.command],
+                    envs: Default::default(),
+                    cwd: None,
+                }),
+                pid: p.pid,
+                tag: p.name,
+            })
+            .collect();
+        Ok(ListResponse { processes })
+    })
+    .await
+}
+
+pub async fn send_input(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
+    unary(&headers, &body, move |req: SendInputRequest| async move {
+        let guest = envd.guest(true).await?;
+        let pid = pid_of(&guest, req.process).await?;
+        write_input(&guest, pid, req.input).await?;
+        Ok(SendInputResponse {})
+    })
+    .await
+}
+
+async fn write_input(
+    guest: &Guest,
+    pid: u32,
+    input: Option<hearth_e2b_proto::process::ProcessInput>,
+) -> Result<(), RpcError> {
+    let data = match input.and_then(|i| i.input) {
+        Some(process_input::Input::Stdin(d)) => d,
+        Some(process_input::Input::Pty(_)) => {
+            return Err(RpcError::new(
+                Code::Unimplemented,
+                "PTY input is not supported yet",
+            ))
+        }
+        None => return Ok(()),
+    };
+    guest
+        .process_stdin(
+            pid,
+            &StdinRequest {
+                data: Some(Base64Bytes(data)),
+                eof: false,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// `StreamInput` (client streaming): a start event naming the process,
+/// then its input in order.
+pub async fn stream_input(envd: Envd, headers: HeaderMap, body: Body) -> Response {
+    let call = match Call::of(&headers) {
+        Ok(c) => c,
+        Err(e) => return Call::unsupported(e),
+    };
+    let run = async {
+        let guest = envd.guest(true).await?;
+        let mut frames = Frames::default();
+        let mut pid = None;
+        let mut body = body.into_data_stream();
+        loop {
+            while let Some(frame) = frames.next_frame()? {
+                let Frame::Message(m) = frame else {
+                    return Ok(call.reply(&StreamInputResponse {}));
+                };
+                let req: StreamInputRequest = call.decode(&m)?;
+                use hearth_e2b_proto::process::stream_input_request::Event;
+                match req.event {
+                    Some(Event::Start(s)) => pid = Some(pid_of(&guest, s.process).await?),
+                    Some(Event::Data(d)) => {
+                        let pid = pid.ok_or_else(|| {
+                            RpcError::new(Code::FailedPrecondition, "input before the start event")
+                        })?;
+                        write_input(&guest, pid, d.input).await?;
+                    }
+                    Some(Event::Keepalive(_)) | None => {}
+                }
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => frames.push(&chunk),
+                Some(Err(e)) => {
+                    return Err(RpcError::new(Code::Canceled, format!("request body: {e}")))
+                }
+                None => return Ok(call.reply(&StreamInputResponse {})),
+            }
+        }
+    };
+    run.await.unwrap_or_else(|e| call.fail(e))
+}
+
+pub async fn send_signal(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
+    unary(&headers, &body, move |req: SendSignalRequest| async move {
+        let guest = envd.guest(true).await?;
+        let pid = pid_of(&guest, req.process).await?;
+        let signal = match Signal::try_from(req.signal) {
+            Ok(Signal::Sigkill) => "SIGKILL",
+            Ok(Signal::Sigterm) => "SIGTERM",
+            _ => return Err(RpcError::new(Code::InvalidArgument, "unsupported signal")),
+        };
+        guest.process_signal(pid, signal).await?;
+        Ok(SendSignalResponse {})
+    })
+    .await
+}
+
+pub async fn close_stdin(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
+    unary(&headers, &body, move |req: CloseStdinRequest| async move {
+        let guest = envd.guest(true).await?;
+        let pid = pid_of(&guest, req.process).await?;
+        guest
+            .process_stdin(
+                pid,
+                &StdinRequest {
+                    data: None,
+                    eof: true,
+                },
+            )
+            .await?;
+        Ok(CloseStdinResponse {})
+    })
+    .await
+}
+
+pub async fn update(headers: HeaderMap, body: Bytes) -> Response {
+    unary(&headers, &body, move |_: UpdateRequest| async move {
+        Err::<UpdateResponse, _>(RpcError::new(
+            Code::Unimplemented,
+            "PTY resize is not supported through E2B's protocol yet",
+        ))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn argv_becomes_one_quoted_shell_line() {
+        let args = [
+            "-l".to_string(),
+            "-c".to_string(),
+            "echo 'hi' && ls".to_string(),
+        ];
+        assert_eq!(
+            super::shell_line("/bin/bash", &args),
+            r"/bin/bash -l -c 'echo '\''hi'\'' && ls'"
+        );
+        assert_eq!(super::shell_line("ls", &[String::new()]), "ls ''");
+    }
+}
