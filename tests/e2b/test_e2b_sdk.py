@@ -142,6 +142,24 @@ def test_set_timeout_connect_from_a_second_client_and_kill():
         Sandbox.get_info(s.sandbox_id)
 
 
+def test_pause_and_resume_keep_a_file_and_a_process():
+    s = Sandbox.create(template="base", timeout=300)
+    s.files.write("/tmp/kept.txt", "kept")
+    h = s.commands.run("sleep 600", background=True)
+    assert s.pause()
+    assert s.get_info().state.value == "paused" if hasattr(s.get_info().state, "value") else s.get_info().state == "paused"
+    back = Sandbox.connect(s.sandbox_id)
+    assert back.files.read("/tmp/kept.txt") == "kept"
+    assert h.pid in [p.pid for p in back.commands.list()]
+    back.kill()
+
+
+def test_unsupported_calls_say_so(sbx):
+    with pytest.raises(Exception) as e:
+        sbx.create_snapshot()
+    assert "not supported" in str(e.value)
+
+
 def test_envd_refuses_a_missing_or_wrong_access_token(sbx):
     for token in (None, "ea_wrong"):
         headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "Content-Type": "application/json"}

@@ -42,6 +42,18 @@ pub fn router() -> Router<AppState> {
         .route("/sandboxes/{id}/metrics", get(metrics))
         .route("/sandboxes/{id}/logs", get(logs))
         .route("/v2/sandboxes/{id}/logs", get(logs))
+        .fallback(unsupported)
+}
+
+/// Any other call of E2B's API: not supported yet, said so.
+async fn unsupported(method: axum::http::Method, uri: axum::http::Uri) -> E2bError {
+    E2bError {
+        status: StatusCode::NOT_IMPLEMENTED,
+        message: format!(
+            "{method} {} is not supported by Hearth's E2B compatibility yet",
+            uri.path()
+        ),
+    }
 }
 
 /// An error in E2B's shape.
