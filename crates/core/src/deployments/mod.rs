@@ -19,6 +19,7 @@ mod build;
 pub mod domains;
 mod health;
 mod manage;
+pub mod records;
 pub mod routing;
 pub(crate) mod supervise;
 

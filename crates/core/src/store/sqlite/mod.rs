@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
 
 use super::{
     AuditFilter, IdempotentResponse, NewEvent, Page, SandboxFilter, SecretFilter, Store,
@@ -41,6 +41,7 @@ mod scoped_tokens;
 mod secrets;
 mod share_tokens;
 mod templates;
+mod usage;
 
 use rows::*;
 
@@ -758,39 +759,7 @@ impl Store for SqliteStore {
         at: i64,
         next: Option<&UsageInterval>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE usage_intervals SET ended_at = MAX(?, started_at) \
-             WHERE sandbox_id = ? AND ended_at IS NULL",
-        )
-        .bind(at)
-        .bind(sandbox_id)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(u) = next {
-            sqlx::query(
-                "INSERT INTO usage_intervals (sandbox_id, tenant_id, state, cpu_count, memory_mb, \
-                 disk_size_mb, external_workspace_id, external_user_id, external_project_id, \
-                 template_id, deployment_id, started_at, ended_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-            )
-            .bind(&u.sandbox_id)
-            .bind(&u.tenant_id)
-            .bind(u.state.as_str())
-            .bind(i64::from(u.cpu_count))
-            .bind(i64::from(u.memory_mb))
-            .bind(i64::from(u.disk_size_mb))
-            .bind(&u.external_workspace_id)
-            .bind(&u.external_user_id)
-            .bind(&u.external_project_id)
-            .bind(&u.template_id)
-            .bind(&u.deployment_id)
-            .bind(u.started_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        usage::switch(&self.pool, sandbox_id, at, next).await
     }
 
     async fn usage_intervals(
@@ -800,22 +769,7 @@ impl Store for SqliteStore {
         from: i64,
         to: i64,
     ) -> StoreResult<Vec<UsageInterval>> {
-        let mut b = QueryBuilder::new("SELECT * FROM usage_intervals WHERE tenant_id = ");
-        b.push_bind(tenant_id);
-        if let Some(sid) = sandbox_id {
-            b.push(" AND sandbox_id = ").push_bind(sid);
-        }
-        b.push(" AND started_at < ")
-            .push_bind(to)
-            .push(" AND (ended_at IS NULL OR ended_at > ")
-            .push_bind(from)
-            .push(") ORDER BY started_at");
-        b.build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(usage_from_row)
-            .collect()
+        usage::intervals(&self.pool, tenant_id, sandbox_id, from, to).await
     }
 }
 
