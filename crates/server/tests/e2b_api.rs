@@ -179,6 +179,24 @@ async fn the_control_api_answers_in_e2b_shapes_and_errors() {
     }
     let (_, list) = e2b(&srv, Some(&other), "GET", "/sandboxes", None).await;
     assert_eq!(list, json!([]));
+    // A scoped token (its reach is per user) is refused on E2B's API: it
+    // could not tag what it creates nor be limited to what it sees there.
+    let (st, v) = srv
+        .call(
+            "POST",
+            "/tokens/scoped",
+            Some(json!({"user_id": "u", "workspace_id": "w", "scopes": ["sandboxes:read", "sandboxes:destroy"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let token = v["data"]["token"].as_str().expect("token").to_string();
+    for (method, path) in [
+        ("GET", "/sandboxes".to_string()),
+        ("DELETE", format!("/sandboxes/{id}")),
+    ] {
+        let (st, v) = e2b(&srv, Some(&token), method, &path, None).await;
+        assert_eq!(st, 403, "{method} {path}: {v}");
+    }
 
     let (st, _) = e2b(
         &srv,

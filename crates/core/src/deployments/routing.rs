@@ -125,7 +125,6 @@ impl Core {
             return Vec::new();
         }
         let start = route.next.fetch_add(1, Ordering::Relaxed);
-        let unhealthy = self.app_routes.unhealthy.lock().clone();
         let running: Vec<&String> = (0..n)
             .map(|i| &route.instances[(start + i) % n])
             .filter(|id| {
@@ -133,8 +132,10 @@ impl Core {
                     .is_some_and(|h| h.state() == SandboxState::Running)
             })
             .collect();
-        let (healthy, sick): (Vec<&String>, Vec<&String>) =
-            running.into_iter().partition(|id| !unhealthy.contains(*id));
+        let (healthy, sick): (Vec<&String>, Vec<&String>) = {
+            let unhealthy = self.app_routes.unhealthy.lock();
+            running.into_iter().partition(|id| !unhealthy.contains(*id))
+        };
         healthy.into_iter().chain(sick).cloned().collect()
     }
 

@@ -204,12 +204,7 @@ async fn create(
     Auth(caller): Auth,
     body: axum::body::Bytes,
 ) -> E2bResult<Response> {
-    let b: NewSandbox = if body.is_empty() {
-        NewSandbox::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| E2bError::bad_request(format!("invalid body: {e}")))?
-    };
+    let b: NewSandbox = body_of(&body)?;
     let metadata = b.metadata.map(|m| {
         m.into_iter()
             .map(|(k, v)| (k, Value::String(v)))

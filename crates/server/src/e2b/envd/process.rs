@@ -123,6 +123,19 @@ fn events(
     })
 }
 
+/// A process's events from the start: its start event (with its pid),
+/// then what the agent still holds of its output and what follows.
+async fn process_stream(
+    guest: &Guest,
+    pid: u32,
+) -> Result<impl futures_util::Stream<Item = Result<ProcessEvent, RpcError>> + Send, RpcError> {
+    let out = guest.process_output(pid, None).await?;
+    let first = event(process_event::Event::Start(process_event::StartEvent {
+        pid,
+    }));
+    Ok(futures_util::stream::once(async move { Ok(first) }).chain(events(out)))
+}
+
 pub async fn start(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
     let call = match Call::of(&headers) {
         Ok(c) => c,
@@ -167,12 +180,8 @@ async fn start_inner(envd: &Envd, call: Call, body: &[u8]) -> Result<Response, R
             )
             .await;
     }
-    let out = guest.process_output(info.pid, None).await?;
-    let first = event(process_event::Event::Start(process_event::StartEvent {
-        pid: info.pid,
-    }));
-    let stream = futures_util::stream::once(async move { Ok(first) })
-        .chain(events(out))
+    let stream = process_stream(&guest, info.pid)
+        .await?
         .map(|e| e.map(|event| StartResponse { event: Some(event) }));
     Ok(call.stream(stream))
 }
@@ -186,12 +195,8 @@ pub async fn connect(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
         let req: ConnectRequest = call.request(&body)?;
         let guest = envd.guest(true).await?;
         let pid = pid_of(&guest, req.process).await?;
-        let out = guest.process_output(pid, None).await?;
-        let first = event(process_event::Event::Start(process_event::StartEvent {
-            pid,
-        }));
-        let stream = futures_util::stream::once(async move { Ok(first) })
-            .chain(events(out))
+        let stream = process_stream(&guest, pid)
+            .await?
             .map(|e| e.map(|event| ConnectResponse { event: Some(event) }));
         Ok::<_, RpcError>(call.stream(stream))
     };
