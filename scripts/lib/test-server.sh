@@ -16,8 +16,8 @@ stop_test_server() {
   wait "$hearth_test_pid" 2>/dev/null || true
   # VMs outlive their server by design; these must not outlive the test.
   # Matched by the data directory in their command line, as test-fuzz
-  # does: a pid file can outlive its VM, and killing its (reused) pid's
-  # process group once took down an unrelated process group.
+  # does: a pid file can outlive its VM, and its pid be reused by an
+  # unrelated process group.
   pkill -9 -f "$hearth_test_work/data/sandboxes/" 2>/dev/null || true
   rm -rf "$hearth_test_work"
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use hearth_agent_client::NdjsonStream;
 use hearth_agent_protocol::{WatchEvent, WatchEventKind};
 use hearth_test_support::wait_until;
-use tokio::io::AsyncWriteExt;
 
 mod common;
 
@@ -54,13 +53,11 @@ async fn watch_reports_create_modify_delete_and_rename() {
     let ev = expect_event(&mut events, "created", is(WatchEventKind::Created, &f)).await;
     assert!(!ev.is_dir);
 
-    // Appending to an existing file is a modification.
-    let mut file = tokio::fs::OpenOptions::new()
-        .append(true)
-        .open(&f)
-        .await
-        .unwrap();
-    file.write_all(b" two").await.unwrap();
+    // Appending to an existing file is a modification. (A std file, closed
+    // here: tokio's closes later on a blocking thread, and its CLOSE_WRITE
+    // could land between the rename's MOVED_FROM and MOVED_TO below.)
+    let mut file = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+    std::io::Write::write_all(&mut file, b" two").unwrap();
     drop(file);
     expect_event(&mut events, "modified", is(WatchEventKind::Modified, &f)).await;
 
