@@ -75,6 +75,8 @@ fn populate_debian(
 ) -> Result<(), ImageError> {
     let cache = layout.debootstrap_cache();
     fs::create_dir_all(&cache).map_err(ImageError::io(&cache))?;
+    // debootstrap refuses a relative cache directory (`--data-dir data`).
+    let cache = fs::canonicalize(&cache).map_err(ImageError::io(&cache))?;
     step.set_message("debootstrap");
     let debootstrap = run_logged(
         Command::new("debootstrap")
