@@ -227,7 +227,7 @@ pub async fn create_watcher(envd: Envd, headers: HeaderMap, body: Bytes) -> Resp
                 }
             });
             let id = new_id("w");
-            let mut all = envd.watchers.watchers.0.lock();
+            let mut all = envd.state.watchers.0.lock();
             if all.len() >= MAX_WATCHERS {
                 return Err(RpcError::new(
                     Code::ResourceExhausted,
@@ -250,7 +250,7 @@ pub async fn create_watcher(envd: Envd, headers: HeaderMap, body: Bytes) -> Resp
 
 /// The events of a watcher of this sandbox.
 fn watcher_events(envd: &Envd, id: &str) -> Result<Arc<Mutex<Vec<FilesystemEvent>>>, RpcError> {
-    envd.watchers
+    envd.state
         .watchers
         .0
         .lock()
@@ -279,7 +279,7 @@ pub async fn remove_watcher(envd: Envd, headers: HeaderMap, body: Bytes) -> Resp
         &body,
         move |req: RemoveWatcherRequest| async move {
             watcher_events(&envd, &req.watcher_id)?;
-            envd.watchers.watchers.0.lock().remove(&req.watcher_id);
+            envd.state.watchers.0.lock().remove(&req.watcher_id);
             Ok(RemoveWatcherResponse {})
         },
     )

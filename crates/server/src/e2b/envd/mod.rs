@@ -3,7 +3,8 @@
 //! `E2b-Sandbox-Id` header on `E2B_SANDBOX_URL`) and translated to
 //! Hearth's guest agent: Connect RPC `process.Process` ([`process`]) and
 //! `filesystem.Filesystem` ([`filesystem`]) over [`connect`], REST
-//! `/files` ([`files`]) and `/health`.
+//! `/files` ([`files`]), `/envs` and `/health` (not `/init`: Hearth
+//! configures its guests itself).
 //!
 //! Every call but `/health` needs the sandbox's access token
 //! (`X-Access-Token`, handed out as `envdAccessToken`). The E2B user
@@ -14,6 +15,7 @@ pub mod connect;
 mod files;
 mod filesystem;
 mod process;
+mod pty;
 
 use std::sync::Arc;
 
@@ -42,6 +44,7 @@ pub struct Target {
 pub struct EnvdState {
     core: Arc<Core>,
     watchers: filesystem::Watchers,
+    ptys: pty::Ptys,
 }
 
 /// One envd request: its sandbox, the caller acting in it, and the guest
@@ -52,7 +55,7 @@ pub struct Envd {
     caller: Caller,
     sandbox_id: String,
     user: Option<String>,
-    watchers: Arc<EnvdState>,
+    state: Arc<EnvdState>,
 }
 
 impl std::ops::Deref for EnvdState {
@@ -67,6 +70,11 @@ impl Envd {
         self.core
             .guest(&self.caller, &self.sandbox_id, activity)
             .await
+    }
+
+    /// The PTY whose shell is `pid`, if an E2B client opened it.
+    fn pty(&self, pid: u32) -> Option<Arc<pty::Session>> {
+        self.state.ptys.get(&self.sandbox_id, pid)
     }
 
     /// A path relative to the user's home made absolute.
@@ -102,9 +110,11 @@ pub fn router(core: Arc<Core>) -> Router {
     let state = Arc::new(EnvdState {
         core,
         watchers: Default::default(),
+        ptys: Default::default(),
     });
     Router::new()
         .route("/files", get(files::download).post(files::upload))
+        .route("/envs", get(envs))
         .route("/process.Process/Start", post(process::start))
         .route("/process.Process/Connect", post(process::connect))
         .route("/process.Process/List", post(process::list))
@@ -135,9 +145,31 @@ pub fn router(core: Arc<Core>) -> Router {
             post(filesystem::remove_watcher),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/health", get(health))
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such envd route") })
         .with_state(state)
+}
+
+/// `GET /health` (no token): 204 while the sandbox runs, 502 otherwise, as
+/// E2B's edge answers for a sandbox that is gone (`is_running()`).
+async fn health(State(state): State<Arc<EnvdState>>, req: Request) -> Response {
+    let running = req
+        .extensions()
+        .get::<Target>()
+        .and_then(|t| state.core.handle(&t.sandbox_id))
+        .is_some_and(|h| h.state().can_exec());
+    match running {
+        true => StatusCode::NO_CONTENT.into_response(),
+        false => refuse(StatusCode::BAD_GATEWAY, "the sandbox is not running"),
+    }
+}
+
+/// `GET /envs`: the environment the sandbox was created with.
+async fn envs(envd: Envd) -> Response {
+    match envd.core.get_sandbox(&envd.caller, &envd.sandbox_id).await {
+        Ok(rec) => Json(rec.env).into_response(),
+        Err(e) => refuse(crate::error::status_of(e.kind), &e.message),
+    }
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -194,7 +226,7 @@ async fn authorize(State(state): State<Arc<EnvdState>>, mut req: Request, next: 
         .get("x-access-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !super::token_matches(&state.core, &rec.id, presented) {
+    if !super::Token::Envd.matches(&state.core, &rec.id, presented) {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "missing or wrong X-Access-Token for this sandbox",
@@ -205,7 +237,7 @@ async fn authorize(State(state): State<Arc<EnvdState>>, mut req: Request, next: 
         caller: Caller::system(&rec.tenant_id, "e2b-envd"),
         sandbox_id: rec.id.clone(),
         user: user_of(&req),
-        watchers: state.clone(),
+        state: state.clone(),
     };
     req.extensions_mut().insert(envd);
     next.run(req).await

@@ -2,7 +2,8 @@
 //! argv through the agent (as the E2B user's Hearth counterpart) and
 //! streams its start, output and end; `Connect` follows a running one;
 //! `List`, `SendInput`, `StreamInput`, `SendSignal` and `CloseStdin` map
-//! one to one. PTY sessions are not served yet (`unimplemented`).
+//! one to one. A `Start` with `pty` opens a terminal instead ([`super::pty`]),
+//! and the calls naming its pid act on that terminal.
 
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
@@ -149,16 +150,16 @@ pub async fn start(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
 
 async fn start_inner(envd: &Envd, call: Call, body: &[u8]) -> Result<Response, RpcError> {
     let req: StartRequest = call.request(body)?;
-    if req.pty.is_some() {
-        return Err(RpcError::new(
-            Code::Unimplemented,
-            "PTY sessions are not supported through E2B's protocol yet; use Hearth's terminals",
-        ));
-    }
     let config = req
         .process
         .ok_or_else(|| RpcError::new(Code::InvalidArgument, "process is required"))?;
     let guest = envd.guest(true).await?;
+    if let Some(pty) = &req.pty {
+        let stream = super::pty::start(envd, guest, config, pty)
+            .await?
+            .map(|e| e.map(|event| StartResponse { event: Some(event) }));
+        return Ok(call.stream(stream));
+    }
     let info = guest
         .process_start(&StartProcessRequest {
             command: shell_line(&config.cmd, &config.args),
@@ -195,6 +196,13 @@ pub async fn connect(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
         let req: ConnectRequest = call.request(&body)?;
         let guest = envd.guest(true).await?;
         let pid = pid_of(&guest, req.process).await?;
+        if let Some(pty) = envd.pty(pid) {
+            let terminal = pty.terminal().to_string();
+            let stream = super::pty::attach(&envd, guest, terminal, pid)
+                .await?
+                .map(|e| e.map(|event| ConnectResponse { event: Some(event) }));
+            return Ok(call.stream(stream));
+        }
         let stream = process_stream(&guest, pid)
             .await?
             .map(|e| e.map(|event| ConnectResponse { event: Some(event) }));
@@ -228,22 +236,31 @@ where
 pub async fn list(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
     unary(&headers, &body, move |_: ListRequest| async move {
         let guest = envd.guest(false).await?;
-        let processes = guest
+        let info = |cmd: &str, args: Vec<String>, pid, tag| ProcessInfo {
+            config: Some(ProcessConfig {
+                cmd: cmd.into(),
+                args,
+                envs: Default::default(),
+                cwd: None,
+            }),
+            pid,
+            tag,
+        };
+        let mut processes: Vec<ProcessInfo> = guest
             .process_list()
             .await?
             .into_iter()
             .filter(|p| p.state == hearth_agent_protocol::ProcessState::Running)
-            .map(|p| ProcessInfo {
-                config: Some(ProcessConfig {
-                    cmd: "/bin/sh".into(),
-                    args: vec!["-c".into(), p.command],
-                    envs: Default::default(),
-                    cwd: None,
-                }),
-                pid: p.pid,
-                tag: p.name,
-            })
+            .map(|p| info("/bin/sh", vec!["-c".into(), p.command], p.pid, p.name))
             .collect();
+        let login = vec!["-i".to_string(), "-l".to_string()];
+        processes.extend(
+            envd.state
+                .ptys
+                .pids(&envd.sandbox_id)
+                .into_iter()
+                .map(|pid| info("/bin/bash", login.clone(), pid, None)),
+        );
         Ok(ListResponse { processes })
     })
     .await
@@ -253,27 +270,29 @@ pub async fn send_input(envd: Envd, headers: HeaderMap, body: Bytes) -> Response
     unary(&headers, &body, move |req: SendInputRequest| async move {
         let guest = envd.guest(true).await?;
         let pid = pid_of(&guest, req.process).await?;
-        write_input(&guest, pid, req.input).await?;
+        write_input(&envd, &guest, pid, req.input).await?;
         Ok(SendInputResponse {})
     })
     .await
 }
 
+/// Input for a process's stdin, or for the terminal of a PTY.
 async fn write_input(
+    envd: &Envd,
     guest: &Guest,
     pid: u32,
     input: Option<hearth_e2b_proto::process::ProcessInput>,
 ) -> Result<(), RpcError> {
-    let data = match input.and_then(|i| i.input) {
-        Some(process_input::Input::Stdin(d)) => d,
-        Some(process_input::Input::Pty(_)) => {
-            return Err(RpcError::new(
-                Code::Unimplemented,
-                "PTY input is not supported yet",
-            ))
-        }
+    let (data, for_pty) = match input.and_then(|i| i.input) {
+        Some(process_input::Input::Stdin(d)) => (d, false),
+        Some(process_input::Input::Pty(d)) => (d, true),
         None => return Ok(()),
     };
+    match envd.pty(pid) {
+        Some(pty) => return pty.write(&data).await,
+        None if for_pty => return Err(no_pty(pid)),
+        None => {}
+    }
     guest
         .process_stdin(
             pid,
@@ -311,7 +330,7 @@ pub async fn stream_input(envd: Envd, headers: HeaderMap, body: Body) -> Respons
                         let pid = pid.ok_or_else(|| {
                             RpcError::new(Code::FailedPrecondition, "input before the start event")
                         })?;
-                        write_input(&guest, pid, d.input).await?;
+                        write_input(&envd, &guest, pid, d.input).await?;
                     }
                     Some(Event::Keepalive(_)) | None => {}
                 }
@@ -332,6 +351,11 @@ pub async fn send_signal(envd: Envd, headers: HeaderMap, body: Bytes) -> Respons
     unary(&headers, &body, move |req: SendSignalRequest| async move {
         let guest = envd.guest(true).await?;
         let pid = pid_of(&guest, req.process).await?;
+        if let Some(pty) = envd.pty(pid) {
+            // A PTY's shell is hung up whatever the signal: its jobs go too.
+            pty.kill(&guest).await?;
+            return Ok(SendSignalResponse {});
+        }
         let signal = match Signal::try_from(req.signal) {
             Ok(Signal::Sigkill) => "SIGKILL",
             Ok(Signal::Sigterm) => "SIGTERM",
@@ -361,12 +385,21 @@ pub async fn close_stdin(envd: Envd, headers: HeaderMap, body: Bytes) -> Respons
     .await
 }
 
-pub async fn update(headers: HeaderMap, body: Bytes) -> Response {
-    unary(&headers, &body, move |_: UpdateRequest| async move {
-        Err::<UpdateResponse, _>(RpcError::new(
-            Code::Unimplemented,
-            "PTY resize is not supported through E2B's protocol yet",
-        ))
+fn no_pty(pid: u32) -> RpcError {
+    RpcError::new(Code::NotFound, format!("no PTY with pid {pid}"))
+}
+
+/// `Update`: resizes a PTY.
+pub async fn update(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
+    unary(&headers, &body, move |req: UpdateRequest| async move {
+        let guest = envd.guest(false).await?;
+        let pid = pid_of(&guest, req.process).await?;
+        let pty = envd.pty(pid).ok_or_else(|| no_pty(pid))?;
+        let size = req
+            .pty
+            .ok_or_else(|| RpcError::new(Code::InvalidArgument, "pty is required"))?;
+        pty.resize(&guest, &size).await?;
+        Ok(UpdateResponse {})
     })
     .await
 }
