@@ -59,6 +59,7 @@ pub struct ServerConfig {
     pub vmm: VmmConfig,
     pub preview: PreviewConfig,
     pub metrics: MetricsConfig,
+    pub e2b: E2bConfig,
     /// `[quotas]`: each tenant's limits unless an admin set its own.
     pub quotas: crate::quotas::Quotas,
 }
@@ -221,6 +222,17 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[e2b]`: E2B's control API is always at `/e2b` on the API listener;
+/// `listen` also serves it at the root of a listener of its own (so
+/// `E2B_API_URL` is that address, as tools that take only a host expect).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct E2bConfig {
+    /// Address of an E2B-only API listener (`HEARTH_E2B_LISTEN`); off when
+    /// unset.
+    pub listen: Option<SocketAddr>,
+}
+
 /// Prices used by the usage endpoints, in cents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -271,6 +283,7 @@ impl Default for ServerConfig {
             vmm: VmmConfig::default(),
             preview: PreviewConfig::default(),
             metrics: MetricsConfig::default(),
+            e2b: E2bConfig::default(),
             quotas: crate::quotas::Quotas::defaults(),
         }
     }
@@ -322,8 +335,8 @@ impl ServerConfig {
 
     /// Applies `HEARTH_LISTEN`, `HEARTH_DATA_DIR`, `HEARTH_DATABASE`,
     /// `HEARTH_IMAGES_DIR`, `HEARTH_PUBLIC_URL`, `HEARTH_PREVIEW_LISTEN`,
-    /// `HEARTH_PREVIEW_DOMAIN`, `HEARTH_SECRETS_KEY_FILE` and `HEARTH_ACCEL`
-    /// (auto|kvm|tcg).
+    /// `HEARTH_PREVIEW_DOMAIN`, `HEARTH_SECRETS_KEY_FILE`, `HEARTH_E2B_LISTEN`
+    /// and `HEARTH_ACCEL` (auto|kvm|tcg).
     pub fn apply_env(
         &mut self,
         get: impl Fn(&'static str) -> Option<String>,
@@ -350,6 +363,13 @@ impl ServerConfig {
                 value: v.clone(),
                 reason: format!("{e}"),
             })?;
+        }
+        if let Some(v) = get("HEARTH_E2B_LISTEN") {
+            self.e2b.listen = Some(v.parse().map_err(|e| ConfigError::Env {
+                name: "HEARTH_E2B_LISTEN",
+                value: v.clone(),
+                reason: format!("{e}"),
+            })?);
         }
         if let Some(v) = get("HEARTH_PREVIEW_DOMAIN") {
             self.preview.domain = v;
@@ -398,13 +418,19 @@ impl ServerConfig {
         if p.public_rps == 0 || p.upstream_timeout_ms == 0 {
             bad.push("preview.public_rps and preview.upstream_timeout_ms must be positive".into());
         }
-        if let Some(m) = self.metrics.listen {
-            let taken = [("listen", self.listen), ("preview.listen", p.listen)];
-            for (name, addr) in taken {
-                if m.port() != 0 && m == addr {
-                    bad.push(format!("metrics.listen {m} is also {name}"));
+        let extra = [
+            ("metrics.listen", self.metrics.listen),
+            ("e2b.listen", self.e2b.listen),
+        ];
+        let mut taken = vec![("listen", self.listen), ("preview.listen", p.listen)];
+        for (extra, m) in extra {
+            let Some(m) = m else { continue };
+            for (name, addr) in &taken {
+                if m.port() != 0 && m == *addr {
+                    bad.push(format!("{extra} {m} is also {name}"));
                 }
             }
+            taken.push((extra, m));
         }
         if self.builds.log_max_bytes < 64 << 10 || self.builds.log_max_lines < 100 {
             bad.push(

@@ -110,6 +110,24 @@ pub async fn serve_until(
             }
         });
     }
+    if let Some(addr) = config.e2b.listen {
+        let e2b = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("E2B API: listen on {addr}"))?;
+        tracing::info!(addr = %e2b.local_addr()?, "E2B API serving");
+        let app = e2b::standalone(routes::router(core.clone()));
+        let stop = core.shutdown_token();
+        tokio::spawn(async move {
+            use axum::ServiceExt;
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let served = axum::serve(e2b, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "E2B API listener stopped");
+            }
+        });
+    }
     let app = routes::router(core.clone());
     let stop = core.shutdown_token();
     // Streamed answers (SSE, downloads) go out in several writes: no Nagle.

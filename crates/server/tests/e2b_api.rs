@@ -179,25 +179,87 @@ async fn the_control_api_answers_in_e2b_shapes_and_errors() {
     }
     let (_, list) = e2b(&srv, Some(&other), "GET", "/sandboxes", None).await;
     assert_eq!(list, json!([]));
-    // A scoped token (its reach is per user) is refused on E2B's API: it
-    // could not tag what it creates nor be limited to what it sees there.
-    let (st, v) = srv
-        .call(
-            "POST",
-            "/tokens/scoped",
-            Some(json!({"user_id": "u", "workspace_id": "w", "scopes": ["sandboxes:read", "sandboxes:destroy"]})),
-        )
-        .await;
+    // A scoped token reaches only what its scopes and its user allow: it
+    // lists none of the key's sandboxes, cannot kill one, cannot create
+    // without `sandboxes:create`, and gets no envd token without the exec
+    // and file scopes (envd would give it both).
+    let token = |scopes: Value| {
+        let srv = &srv;
+        async move {
+            let body = json!({"user_id": "u", "workspace_id": "w", "scopes": scopes});
+            let (st, v) = srv.call("POST", "/tokens/scoped", Some(body)).await;
+            assert_eq!(st, 201, "{v}");
+            v["data"]["token"].as_str().expect("token").to_string()
+        }
+    };
+    let reader = token(json!(["sandboxes:read", "sandboxes:destroy"])).await;
+    let (st, list) = e2b(&srv, Some(&reader), "GET", "/v2/sandboxes", None).await;
+    assert_eq!((st, list), (200, json!([])));
+    let (st, _) = e2b(
+        &srv,
+        Some(&reader),
+        "DELETE",
+        &format!("/sandboxes/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+    let minimal = json!({"templateID": "minimal"});
+    let (st, v) = e2b(
+        &srv,
+        Some(&reader),
+        "POST",
+        "/sandboxes",
+        Some(minimal.clone()),
+    )
+    .await;
+    assert_eq!(st, 403, "{v}");
+    let creator = token(json!(["sandboxes:create", "sandboxes:read"])).await;
+    let (st, v) = e2b(
+        &srv,
+        Some(&creator),
+        "POST",
+        "/sandboxes",
+        Some(minimal.clone()),
+    )
+    .await;
+    assert_eq!(
+        (st, v["envdAccessToken"].clone()),
+        (201, Value::Null),
+        "{v}"
+    );
+    let worker = token(json!([
+        "sandboxes:create",
+        "sandboxes:read",
+        "sandboxes:exec",
+        "sandboxes:files:read",
+        "sandboxes:files:write"
+    ]))
+    .await;
+    let (st, v) = e2b(&srv, Some(&worker), "POST", "/sandboxes", Some(minimal)).await;
     assert_eq!(st, 201, "{v}");
-    let token = v["data"]["token"].as_str().expect("token").to_string();
-    for (method, path) in [
-        ("GET", "/sandboxes".to_string()),
-        ("DELETE", format!("/sandboxes/{id}")),
-    ] {
-        let (st, v) = e2b(&srv, Some(&token), method, &path, None).await;
-        assert_eq!(st, 403, "{method} {path}: {v}");
-    }
+    assert!(
+        v["envdAccessToken"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("ea_")),
+        "{v}"
+    );
+    // Both tokens belong to user u: each lists the two sandboxes u made.
+    let (_, list) = e2b(&srv, Some(&reader), "GET", "/v2/sandboxes", None).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
 
+    // envd's health (no token) says whether the sandbox runs.
+    let health = || async {
+        reqwest::Client::new()
+            .get(format!("http://{}/health", srv.preview_addr))
+            .header("E2b-Sandbox-Id", &id)
+            .send()
+            .await
+            .expect("health")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(health().await, 204);
     let (st, _) = e2b(
         &srv,
         Some(&key),
@@ -209,6 +271,7 @@ async fn the_control_api_answers_in_e2b_shapes_and_errors() {
     assert_eq!(st, 204);
     let (st, _) = e2b(&srv, Some(&key), "GET", &format!("/sandboxes/{id}"), None).await;
     assert_eq!(st, 404);
+    assert_eq!(health().await, 502);
 }
 
 #[tokio::test]
@@ -220,11 +283,29 @@ async fn envd_runs_processes_and_moves_files_with_its_access_token() {
         Some(&key),
         "POST",
         "/sandboxes",
-        Some(json!({"templateID": "minimal"})),
+        Some(json!({"templateID": "minimal", "envVars": {"GREETING": "hi"}})),
     )
     .await;
     let id = v["sandboxID"].as_str().expect("id").to_string();
     let token = v["envdAccessToken"].as_str().expect("token").to_string();
+
+    // GET /envs: the environment it was created with, with the token only.
+    let get_envs = |token: Option<&str>| {
+        let mut req = reqwest::Client::new()
+            .get(format!("http://{}/envs", srv.preview_addr))
+            .header("E2b-Sandbox-Id", &id);
+        if let Some(t) = token {
+            req = req.header("X-Access-Token", t);
+        }
+        req.send()
+    };
+    let resp = get_envs(Some(&token)).await.expect("envs");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.expect("json"),
+        json!({"GREETING": "hi"})
+    );
+    assert_eq!(get_envs(None).await.expect("envs").status(), 401);
 
     // Start, streamed in protobuf: start, output, end.
     let req = StartRequest {
@@ -451,4 +532,261 @@ async fn e2b_port_hosts_open_e2b_sandboxes_ports_only() {
         .await
         .expect("get");
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn snapshots_start_sandboxes_outlive_theirs_and_forks_answer_one_by_one() {
+    let srv = TestServer::start().await;
+    let key = srv.admin_key.clone();
+    let minimal = json!({"templateID": "minimal", "metadata": {"from": "source"}});
+    let (_, v) = e2b(&srv, Some(&key), "POST", "/sandboxes", Some(minimal)).await;
+    let source = v["sandboxID"].as_str().expect("id").to_string();
+
+    let (st, snap) = e2b(
+        &srv,
+        Some(&key),
+        "POST",
+        &format!("/sandboxes/{source}/snapshots"),
+        Some(json!({"name": "ready-to-go"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{snap}");
+    let snap_id = snap["snapshotID"].as_str().expect("snapshotID").to_string();
+    assert_eq!(snap["names"], json!(["ready-to-go"]));
+    let (st, v) = e2b(
+        &srv,
+        Some(&key),
+        "POST",
+        &format!("/sandboxes/{source}/snapshots"),
+        Some(json!({"memory": false})),
+    )
+    .await;
+    assert_eq!(st, 501, "{v}");
+    for query in [
+        format!("?sandboxID={source}"),
+        "?name=ready-to-go".into(),
+        String::new(),
+    ] {
+        let (st, list) = e2b(&srv, Some(&key), "GET", &format!("/snapshots{query}"), None).await;
+        assert_eq!((st, list), (200, json!([snap.clone()])), "{query}");
+    }
+
+    // The source is killed; its snapshot still starts sandboxes.
+    let (st, _) = e2b(
+        &srv,
+        Some(&key),
+        "DELETE",
+        &format!("/sandboxes/{source}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    let body = json!({"templateID": snap_id, "timeout": 60, "metadata": {"from": "snapshot"}});
+    let (st, v) = e2b(&srv, Some(&key), "POST", "/sandboxes", Some(body)).await;
+    assert_eq!(st, 201, "{v}");
+    let started = v["sandboxID"].as_str().expect("id").to_string();
+    assert!(v["envdAccessToken"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("ea_")));
+    let (_, info) = e2b(
+        &srv,
+        Some(&key),
+        "GET",
+        &format!("/sandboxes/{started}"),
+        None,
+    )
+    .await;
+    assert_eq!(info["metadata"]["from"], "snapshot", "{info}");
+    let body = json!({"templateID": snap_id, "envVars": {"A": "1"}});
+    let (st, v) = e2b(&srv, Some(&key), "POST", "/sandboxes", Some(body)).await;
+    assert_eq!(st, 400, "{v}");
+
+    // Another tenant neither sees nor starts nor deletes it.
+    let body = json!({"name": "other", "tenant_id": "ten_e2b_snapshots_other"});
+    let (st, v) = srv.call("POST", "/api-keys", Some(body)).await;
+    assert_eq!(st, 201, "{v}");
+    let other = v["data"]["key"].as_str().expect("key").to_string();
+    let (_, list) = e2b(&srv, Some(&other), "GET", "/snapshots", None).await;
+    assert_eq!(list, json!([]));
+    let body = json!({"templateID": snap_id});
+    let (st, _) = e2b(&srv, Some(&other), "POST", "/sandboxes", Some(body)).await;
+    assert_eq!(st, 404);
+    let path = format!("/templates/{snap_id}");
+    let (st, _) = e2b(&srv, Some(&other), "DELETE", &path, None).await;
+    assert_eq!(st, 404);
+    let (st, v) = e2b(&srv, Some(&key), "DELETE", &path, None).await;
+    assert_eq!(st, 204, "{v}");
+    let (st, _) = e2b(&srv, Some(&key), "DELETE", &path, None).await;
+    assert_eq!(st, 404);
+    let (st, v) = e2b(&srv, Some(&key), "DELETE", "/templates/base", None).await;
+    assert_eq!(st, 501, "{v}");
+
+    // Fork: one snapshot, a sandbox per entry, each with its own tokens.
+    let fork = format!("/sandboxes/{started}/fork");
+    let (st, v) = e2b(
+        &srv,
+        Some(&key),
+        "POST",
+        &fork,
+        Some(json!({"count": 2, "timeout": 60})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let forks: Vec<String> = v
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| {
+            e["sandbox"]["sandboxID"]
+                .as_str()
+                .expect("a sandbox")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(forks.len(), 2);
+    assert!(forks.iter().all(|f| f != &started) && forks[0] != forks[1]);
+    let (_, snaps) = e2b(
+        &srv,
+        Some(&key),
+        "GET",
+        &format!("/snapshots?sandboxID={started}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        snaps.as_array().map(Vec::len),
+        Some(1),
+        "one snapshot for both: {snaps}"
+    );
+    for count in [0, 21] {
+        let (st, v) = e2b(
+            &srv,
+            Some(&key),
+            "POST",
+            &fork,
+            Some(json!({"count": count})),
+        )
+        .await;
+        assert_eq!(st, 400, "{count}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn network_settings_become_the_egress_policy_and_traffic_needs_its_token() {
+    let srv = TestServer::start().await;
+    let key = srv.admin_key.clone();
+    let body = json!({"templateID": "minimal", "network": {
+        "allowOut": ["203.0.113.7"], "denyOut": ["0.0.0.0/0"], "allowPublicTraffic": false}});
+    let (st, v) = e2b(&srv, Some(&key), "POST", "/v2/sandboxes", Some(body)).await;
+    assert_eq!(st, 201, "{v}");
+    let e2b_id = v["sandboxID"].as_str().expect("id").to_string();
+    let traffic = v["trafficAccessToken"]
+        .as_str()
+        .expect("traffic token")
+        .to_string();
+    assert!(traffic.starts_with("ta_"), "{v}");
+    let id = e2b_id.replace('-', "_");
+    let policy = || async {
+        let (st, v) = srv
+            .call("GET", &format!("/sandboxes/{id}/network-policy"), None)
+            .await;
+        assert_eq!(st, 200, "{v}");
+        v["data"].clone()
+    };
+    let p = policy().await;
+    assert_eq!(p["default_effect"], "allow");
+    assert_eq!(
+        p["rules"],
+        json!([{"effect": "allow", "destination": "203.0.113.7"},
+               {"effect": "deny", "destination": "0.0.0.0/0"}])
+    );
+
+    let network = format!("/sandboxes/{e2b_id}/network");
+    let put = |body: Value| e2b(&srv, Some(&key), "PUT", &network, Some(body));
+    let (st, v) = put(
+        json!({"allowOut": ["example.com"], "denyOut": ["0.0.0.0/0"],
+        "dnsServers": ["192.0.2.53"]}),
+    )
+    .await;
+    assert_eq!(st, 204, "{v}");
+    let p = policy().await;
+    assert_eq!(
+        p["rules"][0],
+        json!({"effect": "allow", "destination": "192.0.2.53", "ports": "53"})
+    );
+    assert_eq!(p["rules"][1]["destination"], "example.com");
+    let (st, _) = put(json!({"allow_internet_access": false})).await;
+    assert_eq!(st, 204);
+    let p = policy().await;
+    assert_eq!(
+        (p["default_effect"].clone(), p["rules"].clone()),
+        (json!("deny"), json!([]))
+    );
+    let (st, v) = put(json!({"egressProxy": {"address": "socks5://127.0.0.1:1080"}})).await;
+    assert_eq!(st, 501, "{v}");
+    let (st, v) = put(json!({"allowOut": ["not a host!"]})).await;
+    assert_eq!(st, 400, "{v}");
+
+    // Its ports answer only with the traffic token (or the envd one).
+    let (port, _) = start_app().await;
+    let host = format!("{port}-{e2b_id}.localhost");
+    let c = client_for(&host, srv.preview_addr);
+    let url = format!("http://{host}:{}/page", srv.preview_addr.port());
+    assert_eq!(c.get(&url).send().await.expect("get").status(), 404);
+    let wrong = c
+        .get(&url)
+        .header("e2b-traffic-access-token", "ta_wrong")
+        .send()
+        .await;
+    assert_eq!(wrong.expect("get").status(), 404);
+    let right = c
+        .get(&url)
+        .header("e2b-traffic-access-token", &traffic)
+        .send()
+        .await;
+    assert_eq!(right.expect("get").status(), 200);
+}
+
+#[tokio::test]
+async fn the_e2b_listener_serves_the_api_at_its_root() {
+    let srv = TestServer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = hearth_server::e2b::standalone(hearth_server::routes::router(srv.core.clone()));
+    tokio::spawn(async move {
+        use axum::ServiceExt;
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let _ = axum::serve(listener, app).await;
+    });
+    let c = reqwest::Client::new();
+    let create = c
+        .post(format!("http://{addr}/sandboxes"))
+        .header("X-API-Key", &srv.admin_key)
+        .json(&json!({"templateID": "minimal"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(create.status(), 201);
+    let id = create.json::<Value>().await.expect("json")["sandboxID"].clone();
+    let list: Value = c
+        .get(format!("http://{addr}/v2/sandboxes"))
+        .header("X-API-Key", &srv.admin_key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list[0]["sandboxID"], id);
+    // Only E2B's API is there: Hearth's own is not, and a key is needed.
+    let own = c
+        .get(format!("http://{addr}/api/v1/sandboxes"))
+        .header("X-API-Key", &srv.admin_key)
+        .send()
+        .await;
+    assert_eq!(own.expect("get").status(), 501);
+    let anon = c.get(format!("http://{addr}/v2/sandboxes")).send().await;
+    assert_eq!(anon.expect("get").status(), 401);
 }

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 pub use backend::{open, Backend, VmmConfig};
 pub use error::{BackendError, VmmError};
 pub use host::{Accel, HostInfo};
-pub use jail::policy::{Effect, EgressRule, Protocol};
+pub use jail::policy::{Destination, Effect, EgressRule, Protocol};
 pub use jail::{EgressPolicy, JailConfig, JailError, JailRecord};
 pub use qemu::{AccelChoice, MachineKind, QemuConfig, QemuError, QemuVm, QemuVmm};
 pub use snapshot::{

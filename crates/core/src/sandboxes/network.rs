@@ -4,7 +4,7 @@
 
 use hearth_vmm::Vm;
 /// The policy's shape (MIOSA's) is the jail's, which enforces it.
-pub use hearth_vmm::{Effect, EgressPolicy, EgressRule};
+pub use hearth_vmm::{Destination, Effect, EgressPolicy, EgressRule};
 use serde_json::json;
 
 use crate::error::{Error, Result};

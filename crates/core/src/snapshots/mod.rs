@@ -80,6 +80,9 @@ pub fn disk_usage(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// How long a delete waits for a snapshot's fast-clone form to be written.
+const FAST_FORK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Core {
     pub fn snapshot_dir(&self, id: &str) -> PathBuf {
         self.data_dir().join("snapshots").join(id)
@@ -154,6 +157,31 @@ impl Core {
         Ok(self.store.list_snapshots(sandbox_id).await?)
     }
 
+    /// The caller's snapshots of all their sandboxes, newest first.
+    pub async fn tenant_snapshots(
+        &self,
+        caller: &Caller,
+        limit: u32,
+    ) -> Result<Vec<SnapshotRecord>> {
+        Ok(self
+            .store
+            .tenant_snapshots(&caller.tenant_id, limit)
+            .await?)
+    }
+
+    /// One of the caller's snapshots by its id alone (its sandbox may be
+    /// destroyed).
+    pub async fn find_snapshot(&self, caller: &Caller, id: &str) -> Result<SnapshotRecord> {
+        match self.store.get_snapshot(id).await? {
+            Some(s) if s.tenant_id == caller.tenant_id => Ok(s),
+            _ => Err(Error::new(
+                Kind::NotFound,
+                "snapshot_not_found",
+                format!("snapshot {id} not found"),
+            )),
+        }
+    }
+
     /// One snapshot of one of the caller's sandboxes.
     pub async fn get_snapshot(
         &self,
@@ -179,6 +207,14 @@ impl Core {
         id: &str,
     ) -> Result<SnapshotRecord> {
         let snap = self.get_snapshot(caller, sandbox_id, id).await?;
+        // Writing its fast-clone form is the server's own business: a
+        // delete waits for it (seconds) rather than refusing.
+        let deadline = tokio::time::Instant::now() + FAST_FORK_WAIT;
+        while self.snapshots.fast_forks.lock().contains(id)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         if self.snapshots.in_use.is_used(id) {
             return Err(Error::conflict(
                 "snapshot_in_use",
@@ -230,7 +266,8 @@ impl Core {
 
     /// A new sandbox from a snapshot of `source` (taken now when `snapshot`
     /// is `None`; the source keeps running). Same template and size as the
-    /// source; `name`, `timeout_sec` and `metadata` may differ.
+    /// source; `name`, `timeout_sec` and `metadata` may differ. A named
+    /// snapshot outlives its sandbox: it forks even a destroyed one.
     pub async fn fork_sandbox(
         self: &Arc<Core>,
         caller: &Caller,
@@ -239,7 +276,7 @@ impl Core {
         overrides: ForkOverrides,
     ) -> Result<SandboxRecord> {
         let source = self.get_sandbox(caller, source_id).await?;
-        if !source.state.can_fork() {
+        if snapshot.is_none() && !source.state.can_fork() {
             return Err(Error::invalid_state(source_id, source.state, "fork"));
         }
         let snap = match snapshot {

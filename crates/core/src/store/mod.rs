@@ -246,6 +246,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn put_snapshot(&self, s: &SnapshotRecord) -> StoreResult<()>;
     async fn get_snapshot(&self, id: &str) -> StoreResult<Option<SnapshotRecord>>;
     async fn list_snapshots(&self, sandbox_id: &str) -> StoreResult<Vec<SnapshotRecord>>;
+    /// A tenant's snapshots, newest first, at most `limit`.
+    async fn tenant_snapshots(
+        &self,
+        tenant_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<SnapshotRecord>>;
     async fn delete_snapshot(&self, id: &str) -> StoreResult<bool>;
     // Previews and their share tokens.
     /// Inserts a preview; a port that already has one is `Duplicate`.

@@ -165,12 +165,19 @@ async fn serve_e2b(
     let Some(rec) = core.handle(&sandbox_id).map(|h| h.record()) else {
         return pages::not_found();
     };
-    let token = req
-        .headers_mut()
-        .remove("x-access-token")
-        .and_then(|v| v.to_str().ok().map(str::to_string));
+    // The envd token opens every port; the traffic token is what E2B
+    // hands out for them (`trafficAccessToken`).
+    use crate::e2b::Token;
+    let mut presented = |header: &str, kind: Token| {
+        req.headers_mut()
+            .remove(header)
+            .and_then(|v| v.to_str().ok().map(str::to_string))
+            .is_some_and(|t| kind.matches(core, &rec.id, &t))
+    };
+    let envd = presented("x-access-token", Token::Envd);
+    let traffic = presented("e2b-traffic-access-token", Token::Traffic);
     let public = rec.tags.iter().any(|t| t == crate::e2b::PUBLIC_PORTS_TAG);
-    let allowed = public || token.is_some_and(|t| crate::e2b::token_matches(core, &rec.id, &t));
+    let allowed = public || envd || traffic;
     if !allowed {
         return pages::not_found();
     }

@@ -457,6 +457,24 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn tenant_snapshots(
+        &self,
+        tenant_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<SnapshotRecord>> {
+        sqlx::query(
+            "SELECT * FROM snapshots WHERE tenant_id = ? \
+             ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+        .bind(tenant_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(snapshot_from_row)
+        .collect()
+    }
+
     async fn delete_snapshot(&self, id: &str) -> StoreResult<bool> {
         let r = sqlx::query("DELETE FROM snapshots WHERE id = ?")
             .bind(id)

@@ -2,26 +2,27 @@
 //! official SDKs make to create, find, time out, pause, resume and kill
 //! sandboxes, answered in E2B's shapes (`sandboxID`, `templateID`,
 //! `envdVersion`, `envdAccessToken`, `domain`, ...) and mapped onto
-//! Hearth's core. Errors are E2B's `{code, message}` with the status
-//! Hearth's own API would answer.
+//! Hearth's core: [`sandboxes`], [`snapshots`] (and forks), [`network`].
+//! Errors are E2B's `{code, message}` with the status Hearth's own API
+//! would answer.
+
+mod network;
+mod sandboxes;
+mod snapshots;
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{access_token, from_e2b, to_e2b, ENVD_VERSION};
+use super::{from_e2b, to_e2b, Token, ENVD_VERSION};
 use crate::core::clock::rfc3339;
 use crate::core::keys::Caller;
 use crate::model::{SandboxRecord, SandboxState};
-use crate::routes::sandboxes::create::{CreateBody, NetworkBody};
-use crate::routes::{AppState, Auth};
-use crate::store::{Page, SandboxFilter};
+use crate::routes::AppState;
 
 /// E2B's default sandbox timeout, seconds.
 const DEFAULT_TIMEOUT_SEC: u32 = 300;
@@ -29,6 +30,7 @@ const DEFAULT_TIMEOUT_SEC: u32 = 300;
 const MAX_LIST: u32 = 1000;
 
 pub fn router() -> Router<AppState> {
+    use sandboxes::*;
     Router::new()
         .route("/sandboxes", get(list_v1).post(create))
         .route("/v2/sandboxes", get(list_v2).post(create))
@@ -42,18 +44,17 @@ pub fn router() -> Router<AppState> {
         .route("/sandboxes/{id}/metrics", get(metrics))
         .route("/sandboxes/{id}/logs", get(logs))
         .route("/v2/sandboxes/{id}/logs", get(logs))
+        .route("/sandboxes/{id}/network", put(network::update))
+        .route("/sandboxes/{id}/snapshots", post(snapshots::create))
+        .route("/sandboxes/{id}/fork", post(snapshots::fork))
+        .route("/snapshots", get(snapshots::list))
+        .route("/templates/{id}", delete(snapshots::delete))
         .fallback(unsupported)
 }
 
 /// Any other call of E2B's API: not supported yet, said so.
 async fn unsupported(method: axum::http::Method, uri: axum::http::Uri) -> E2bError {
-    E2bError {
-        status: StatusCode::NOT_IMPLEMENTED,
-        message: format!(
-            "{method} {} is not supported by Hearth's E2B compatibility yet",
-            uri.path()
-        ),
-    }
+    E2bError::not_supported(&format!("{method} {}", uri.path()))
 }
 
 /// An error in E2B's shape.
@@ -64,6 +65,13 @@ pub struct E2bError {
 }
 
 impl E2bError {
+    fn not_supported(what: &str) -> E2bError {
+        E2bError {
+            status: StatusCode::NOT_IMPLEMENTED,
+            message: format!("{what} is not supported by Hearth's E2B compatibility yet"),
+        }
+    }
+
     fn bad_request(message: impl Into<String>) -> E2bError {
         E2bError {
             status: StatusCode::BAD_REQUEST,
@@ -113,39 +121,40 @@ impl IntoResponse for E2bError {
 
 type E2bResult<T> = Result<T, E2bError>;
 
-/// `POST /sandboxes` (and `/v2/sandboxes`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct NewSandbox {
-    #[serde(rename = "templateID")]
-    template_id: Option<String>,
-    timeout: Option<u32>,
-    auto_pause: Option<bool>,
-    metadata: Option<BTreeMap<String, String>>,
-    env_vars: Option<BTreeMap<String, String>>,
-    #[serde(rename = "allow_internet_access")]
-    allow_internet_access: Option<bool>,
-}
-
-/// The Hearth template an E2B template name means: `base` is the default.
-fn template_of(name: Option<String>) -> String {
-    match name.as_deref() {
-        None | Some("" | "base") => "default".into(),
-        Some(t) => t.to_string(),
-    }
-}
-
 /// The sandbox as `POST /sandboxes` and `connect` answer it.
-fn sandbox_view(state: &AppState, r: &SandboxRecord) -> Value {
+fn sandbox_view(state: &AppState, caller: &Caller, r: &SandboxRecord) -> Value {
     json!({
         "templateID": r.template_id,
         "alias": r.template_id,
         "sandboxID": to_e2b(&r.id),
         "clientID": "hearth",
         "envdVersion": ENVD_VERSION,
-        "envdAccessToken": access_token(state, &r.id),
+        "envdAccessToken": envd_token(state, caller, r),
+        "trafficAccessToken": traffic_token(state, r),
         "domain": sandbox_domain(state),
     })
+}
+
+/// `status` with the sandbox in [`sandbox_view`]'s shape.
+fn answer(status: StatusCode, state: &AppState, caller: &Caller, r: &SandboxRecord) -> Response {
+    (status, Json(sandbox_view(state, caller, r))).into_response()
+}
+
+/// The sandbox's envd token, for a caller that may run commands and read
+/// and write files (envd does all that with it): keys, and scoped tokens
+/// that hold those scopes.
+fn envd_token(state: &AppState, caller: &Caller, r: &SandboxRecord) -> Option<String> {
+    use crate::routes::scopes::{EXEC, FILES_READ, FILES_WRITE};
+    let may = [EXEC, FILES_READ, FILES_WRITE]
+        .iter()
+        .all(|s| caller.has_scope(s));
+    may.then(|| Token::Envd.of(state, &r.id))
+}
+
+/// The token that opens the sandbox's ports, when they are not public.
+fn traffic_token(state: &AppState, r: &SandboxRecord) -> Option<String> {
+    let public = r.tags.iter().any(|t| t == super::PUBLIC_PORTS_TAG);
+    (!public).then(|| Token::Traffic.of(state, &r.id))
 }
 
 /// The domain port URLs are under: `get_host(port)` is
@@ -165,7 +174,7 @@ fn e2b_state(s: SandboxState) -> &'static str {
 }
 
 /// The sandbox as listings and `GET /sandboxes/{id}` answer it.
-fn listed_view(state: &AppState, r: &SandboxRecord, detail: bool) -> Value {
+fn listed_view(state: &AppState, r: &SandboxRecord, detail: Option<&Caller>) -> Value {
     let started = r.started_at.unwrap_or(r.created_at);
     let end = r
         .deadline_at
@@ -192,50 +201,12 @@ fn listed_view(state: &AppState, r: &SandboxRecord, detail: bool) -> Value {
         "state": e2b_state(r.state),
         "envdVersion": ENVD_VERSION,
     });
-    if detail {
-        v["envdAccessToken"] = json!(access_token(state, &r.id));
+    if let Some(caller) = detail {
+        v["envdAccessToken"] = json!(envd_token(state, caller, r));
+        v["trafficAccessToken"] = json!(traffic_token(state, r));
         v["domain"] = json!(sandbox_domain(state));
     }
     v
-}
-
-async fn create(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    body: axum::body::Bytes,
-) -> E2bResult<Response> {
-    let b: NewSandbox = body_of(&body)?;
-    let metadata = b.metadata.map(|m| {
-        m.into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect::<serde_json::Map<_, _>>()
-    });
-    let create = CreateBody {
-        template_id: Some(template_of(b.template_id)),
-        timeout_sec: Some(i64::from(b.timeout.unwrap_or(DEFAULT_TIMEOUT_SEC))),
-        // A timeout pauses instead of killing.
-        persistent: b.auto_pause,
-        env: b.env_vars,
-        metadata,
-        tags: Some(vec![super::PUBLIC_PORTS_TAG.to_string()]),
-        network: b.allow_internet_access.map(|allow| NetworkBody {
-            egress: Some(allow),
-            policy: None,
-        }),
-        ..CreateBody::default()
-    };
-    let params = create.validate()?;
-    let rec = state.create_sandbox(&caller, params, true).await?;
-    if rec.state != SandboxState::Running {
-        return Err(E2bError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!(
-                "the sandbox did not start: {}",
-                rec.last_error().unwrap_or(rec.state.as_str())
-            ),
-        });
-    }
-    Ok((StatusCode::CREATED, Json(sandbox_view(&state, &rec))).into_response())
 }
 
 /// A sandbox of the caller's by its E2B id.
@@ -250,30 +221,20 @@ async fn sandbox(state: &AppState, caller: &Caller, id: &str) -> E2bResult<Sandb
     Ok(rec)
 }
 
-async fn get_one(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    Path(id): Path<String>,
-) -> E2bResult<Json<Value>> {
-    let rec = sandbox(&state, &caller, &id).await?;
-    Ok(Json(listed_view(&state, &rec, true)))
-}
-
-async fn kill(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    Path(id): Path<String>,
-) -> E2bResult<StatusCode> {
-    sandbox(&state, &caller, &id).await?;
-    state.destroy_sandbox(&caller, &from_e2b(&id)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct TimeoutBody {
-    timeout: Option<u32>,
-    duration: Option<u32>,
+/// One page of `items` from `next_token` (an offset), at most `limit`;
+/// the next page's token in `x-next-token`.
+fn paginate(items: Vec<Value>, limit: Option<u32>, next_token: Option<&str>) -> Response {
+    let limit = limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST) as usize;
+    let skip: usize = next_token.and_then(|t| t.parse().ok()).unwrap_or(0);
+    let total = items.len();
+    let page: Vec<Value> = items.into_iter().skip(skip).take(limit).collect();
+    let end = skip.saturating_add(page.len());
+    let mut resp = Json(Value::Array(page)).into_response();
+    if end < total {
+        resp.headers_mut()
+            .insert("x-next-token", axum::http::HeaderValue::from(end));
+    }
+    resp
 }
 
 fn body_of<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> E2bResult<T> {
@@ -281,209 +242,4 @@ fn body_of<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> E2bResult<T
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| E2bError::bad_request(format!("invalid body: {e}")))
-}
-
-async fn set_timeout(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> E2bResult<StatusCode> {
-    let b: TimeoutBody = body_of(&body)?;
-    let secs = b
-        .timeout
-        .ok_or_else(|| E2bError::bad_request("timeout is required"))?;
-    sandbox(&state, &caller, &id).await?;
-    state
-        .extend_sandbox(&caller, &from_e2b(&id), secs.max(1))
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn refresh(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> E2bResult<StatusCode> {
-    let b: TimeoutBody = body_of(&body)?;
-    sandbox(&state, &caller, &id).await?;
-    let secs = b.duration.unwrap_or(60).max(1);
-    state.extend_sandbox(&caller, &from_e2b(&id), secs).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn pause(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    Path(id): Path<String>,
-) -> E2bResult<StatusCode> {
-    let rec = sandbox(&state, &caller, &id).await?;
-    if rec.state == SandboxState::Paused {
-        return Err(E2bError {
-            status: StatusCode::CONFLICT,
-            message: format!("sandbox {id} is already paused"),
-        });
-    }
-    state.pause_sandbox(&caller, &rec.id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Resumes a paused sandbox (and sets its timeout when given); the
-/// status says whether it was paused.
-async fn wake(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    timeout: Option<u32>,
-) -> E2bResult<(StatusCode, SandboxRecord)> {
-    let rec = sandbox(state, caller, id).await?;
-    let resumed = rec.state.can_resume();
-    let mut rec = match resumed {
-        true => state.resume_sandbox(caller, &rec.id).await?,
-        false => rec,
-    };
-    if let Some(t) = timeout {
-        rec = state.extend_sandbox(caller, &rec.id, t.max(1)).await?;
-    }
-    let status = match resumed {
-        true => StatusCode::CREATED,
-        false => StatusCode::OK,
-    };
-    Ok((status, rec))
-}
-
-async fn resume(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> E2bResult<Response> {
-    let b: TimeoutBody = body_of(&body)?;
-    let rec = sandbox(&state, &caller, &id).await?;
-    if !rec.state.can_resume() {
-        return Err(E2bError {
-            status: StatusCode::CONFLICT,
-            message: format!("sandbox {id} is not paused"),
-        });
-    }
-    let (_, rec) = wake(&state, &caller, &id, b.timeout).await?;
-    Ok((StatusCode::CREATED, Json(sandbox_view(&state, &rec))).into_response())
-}
-
-async fn connect(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> E2bResult<Response> {
-    let b: TimeoutBody = body_of(&body)?;
-    let (status, rec) = wake(&state, &caller, &id, b.timeout).await?;
-    Ok((status, Json(sandbox_view(&state, &rec))).into_response())
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ListQuery {
-    /// `key=value&key2=value2`, URL-encoded.
-    metadata: Option<String>,
-    /// `running`, `paused` or both, comma-separated (v2).
-    state: Option<String>,
-    limit: Option<u32>,
-    #[serde(rename = "nextToken")]
-    next_token: Option<String>,
-}
-
-/// The caller's sandboxes that match `q`'s metadata and states, and the
-/// token of the next page (v2).
-async fn listing(
-    state: &AppState,
-    caller: &Caller,
-    q: ListQuery,
-    default_states: &[&str],
-) -> E2bResult<(Vec<Value>, Option<String>)> {
-    let wanted: BTreeMap<String, String> = q
-        .metadata
-        .as_deref()
-        .map(|m| form_urlencoded::parse(m.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
-    let states: Vec<String> = match q.state.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => s.split(',').map(|x| x.trim().to_string()).collect(),
-        None => default_states.iter().map(|s| s.to_string()).collect(),
-    };
-    let (all, _) = state
-        .list_sandboxes(
-            caller,
-            &SandboxFilter::default(),
-            Page {
-                page: 1,
-                page_size: MAX_LIST,
-            },
-        )
-        .await?;
-    let matching: Vec<&SandboxRecord> = all
-        .iter()
-        .filter(|r| r.state != SandboxState::Destroyed && r.deployment_id.is_none())
-        .filter(|r| states.iter().any(|s| s == e2b_state(r.state)))
-        .filter(|r| {
-            wanted
-                .iter()
-                .all(|(k, v)| r.metadata.get(k).and_then(Value::as_str) == Some(v.as_str()))
-        })
-        .collect();
-    let limit = q.limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST) as usize;
-    let skip: usize = q
-        .next_token
-        .as_deref()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let page: Vec<Value> = matching
-        .iter()
-        .skip(skip)
-        .take(limit)
-        .map(|r| listed_view(state, r, false))
-        .collect();
-    let next = (skip + page.len() < matching.len()).then(|| (skip + page.len()).to_string());
-    Ok((page, next))
-}
-
-async fn list_v1(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    Query(q): Query<ListQuery>,
-) -> E2bResult<Json<Value>> {
-    let (list, _) = listing(&state, &caller, q, &["running"]).await?;
-    Ok(Json(Value::Array(list)))
-}
-
-async fn list_v2(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    Query(q): Query<ListQuery>,
-) -> E2bResult<Response> {
-    let (list, next) = listing(&state, &caller, q, &["running", "paused"]).await?;
-    let mut resp = Json(Value::Array(list)).into_response();
-    if let Some(t) = next.and_then(|t| HeaderValue::from_str(&t).ok()) {
-        resp.headers_mut().insert("x-next-token", t);
-    }
-    Ok(resp)
-}
-
-async fn metrics(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    Path(id): Path<String>,
-) -> E2bResult<Json<Value>> {
-    sandbox(&state, &caller, &id).await?;
-    // Per-sandbox CPU and memory samples are not collected.
-    Ok(Json(json!([])))
-}
-
-async fn logs(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    Path(id): Path<String>,
-) -> E2bResult<Json<Value>> {
-    sandbox(&state, &caller, &id).await?;
-    Ok(Json(json!({ "logs": [], "logEntries": [] })))
 }
