@@ -154,10 +154,134 @@ def test_pause_and_resume_keep_a_file_and_a_process():
     back.kill()
 
 
+def follow(handle):
+    """Runs handle.wait() in a thread: the PTY output it collects, and how
+    it ended (its result or its exception)."""
+    import threading
+    seen, ended = bytearray(), {}
+
+    def run():
+        try:
+            ended["result"] = handle.wait(on_pty=seen.extend)
+        except Exception as e:  # what the SDK raises is what is checked
+            ended["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return seen, ended, t
+
+
+def wait_for(text, seen):
+    for _ in range(300):
+        if text in seen:
+            return
+        time.sleep(0.1)
+    raise AssertionError("no %r in %r" % (text, bytes(seen)))
+
+
+def test_pty_session_takes_input_resizes_and_is_killed(sbx):
+    from e2b.sandbox.commands.command_handle import PtySize
+    h = sbx.pty.create(PtySize(rows=24, cols=80), cwd="/tmp", envs={"MARK": "pty"})
+    seen, ended, t = follow(h)
+    sbx.pty.send_stdin(h.pid, b"tty; stty size; echo $MARK-$((6*7)) $PWD\n")
+    wait_for(b"pty-42 /tmp", seen)
+    assert b"/dev/pts/" in seen and b"24 80" in seen
+    sbx.pty.resize(h.pid, PtySize(rows=50, cols=132))
+    sbx.pty.send_stdin(h.pid, b"stty size\n")
+    wait_for(b"50 132", seen)
+    assert h.pid in [p.pid for p in sbx.commands.list()]
+    assert sbx.pty.kill(h.pid)
+    t.join(30)
+    assert isinstance(ended.get("error"), CommandExitException), ended
+    assert h.pid not in [p.pid for p in sbx.commands.list()]
+
+
+def test_pty_shell_exit_code_reaches_the_client(sbx):
+    from e2b.sandbox.commands.command_handle import PtySize
+    h = sbx.pty.create(PtySize(rows=24, cols=80))
+    seen, ended, t = follow(h)
+    sbx.pty.send_stdin(h.pid, b"exit 5\n")
+    t.join(30)
+    assert getattr(ended.get("error"), "exit_code", None) == 5, ended
+    with pytest.raises(Exception):
+        sbx.pty.resize(h.pid, PtySize(rows=10, cols=10))
+
+
 def test_unsupported_calls_say_so(sbx):
     with pytest.raises(Exception) as e:
-        sbx.create_snapshot()
+        sbx.create_snapshot(mode="filesystem")
     assert "not supported" in str(e.value)
+    with pytest.raises(Exception) as e:
+        Sandbox.create(template="base", mcp={"exa": {"apiKey": "x"}})
+    assert "not supported" in str(e.value)
+
+
+def test_a_snapshot_starts_sandboxes_after_its_source_is_killed():
+    s = Sandbox.create(template="base", timeout=300)
+    s.files.write("/tmp/snap.txt", "in the snapshot")
+    snap = s.create_snapshot(name="e2b-snap-" + RUN)
+    listed = Sandbox.list_snapshots(sandbox_id=s.sandbox_id).next_items()
+    assert [x.snapshot_id for x in listed] == [snap.snapshot_id]
+    assert s.is_running()
+    s.kill()
+    t = Sandbox.create(template=snap.snapshot_id, timeout=120)
+    assert t.files.read("/tmp/snap.txt") == "in the snapshot"
+    t.kill()
+    assert Sandbox.delete_snapshot(snap.snapshot_id)
+    assert not Sandbox.delete_snapshot(snap.snapshot_id)
+
+
+def test_fork_copies_files_and_running_processes():
+    s = Sandbox.create(template="base", timeout=300)
+    s.files.write("/tmp/forked.txt", "before the fork")
+    h = s.commands.run("sleep 600", background=True)
+    forks = s.fork(count=2, timeout=120)
+    assert len(forks) == 2 and not any(isinstance(f, Exception) for f in forks), forks
+    for f in forks:
+        assert f.sandbox_id != s.sandbox_id
+        assert f.files.read("/tmp/forked.txt") == "before the fork"
+        assert h.pid in [p.pid for p in f.commands.list()]
+        f.files.write("/tmp/forked.txt", "changed in " + f.sandbox_id)
+        f.kill()
+    assert s.files.read("/tmp/forked.txt") == "before the fork"
+    s.kill()
+
+
+def test_update_network_replaces_the_egress_policy(sbx):
+    api = os.environ["E2B_API_URL"].rsplit("/e2b", 1)[0]
+    admin = {"Authorization": "Bearer " + os.environ["E2B_API_KEY"]}
+    policy = api + "/api/v1/sandboxes/%s/network-policy" % sbx.sandbox_id.replace("-", "_")
+    sbx.update_network({"allow_out": ["203.0.113.7"], "deny_out": ["0.0.0.0/0"]})
+    rules = httpx.get(policy, headers=admin).json()["data"]["rules"]
+    assert [(r["effect"], r["destination"]) for r in rules] == [
+        ("allow", "203.0.113.7"), ("deny", "0.0.0.0/0")]
+    sbx.update_network({})
+    cleared = httpx.get(policy, headers=admin).json()["data"]
+    assert (cleared["default_effect"], cleared["rules"]) == ("allow", [])
+
+
+def test_the_async_sdk_through_the_e2b_listener():
+    """E2B_API_URL at the root of Hearth's own E2B listener
+    (HEARTH_E2B_LISTEN), with the async SDK."""
+    import asyncio
+    from e2b import AsyncSandbox
+
+    async def run():
+        url = os.environ["HEARTH_E2B_STANDALONE"]
+        s = await AsyncSandbox.create(template="base", timeout=120, api_url=url,
+                                      metadata={"async": RUN})
+        try:
+            r = await s.commands.run("echo async-$((2+3))")
+            assert (r.stdout, r.exit_code) == ("async-5\n", 0)
+            await s.files.write("/tmp/async.txt", "written async")
+            assert await s.files.read("/tmp/async.txt") == "written async"
+            found = await AsyncSandbox.list(api_url=url).next_items()
+            assert s.sandbox_id in [x.sandbox_id for x in found]
+        finally:
+            await s.kill()
+        assert not await s.is_running()
+
+    asyncio.run(run())
 
 
 def test_envd_refuses_a_missing_or_wrong_access_token(sbx):
