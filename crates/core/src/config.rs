@@ -17,6 +17,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// SQLite file; default `<data_dir>/hearth.db`.
     pub database: Option<PathBuf>,
+    /// `postgres://user:password@host/db`: the PostgreSQL store, which
+    /// several hosts share, instead of the SQLite file
+    /// (`HEARTH_DATABASE_URL`).
+    pub database_url: Option<String>,
     /// Where kernels and images are built and cached; default `data_dir`
     /// (several data directories can share one image cache).
     pub images_dir: Option<PathBuf>,
@@ -262,6 +266,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: PathBuf::from("./data"),
             database: None,
+            database_url: None,
             images_dir: None,
             public_url: None,
             max_json_body_bytes: 64 << 20,
@@ -334,6 +339,7 @@ impl ServerConfig {
     }
 
     /// Applies `HEARTH_LISTEN`, `HEARTH_DATA_DIR`, `HEARTH_DATABASE`,
+    /// `HEARTH_DATABASE_URL`,
     /// `HEARTH_IMAGES_DIR`, `HEARTH_PUBLIC_URL`, `HEARTH_PREVIEW_LISTEN`,
     /// `HEARTH_PREVIEW_DOMAIN`, `HEARTH_SECRETS_KEY_FILE`, `HEARTH_E2B_LISTEN`
     /// and `HEARTH_ACCEL` (auto|kvm|tcg).
@@ -353,6 +359,9 @@ impl ServerConfig {
         }
         if let Some(v) = get("HEARTH_DATABASE") {
             self.database = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("HEARTH_DATABASE_URL").filter(|v| !v.is_empty()) {
+            self.database_url = Some(v);
         }
         if let Some(v) = get("HEARTH_IMAGES_DIR") {
             self.images_dir = Some(PathBuf::from(v));
@@ -399,6 +408,14 @@ impl ServerConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut bad = Vec::new();
+        if let Some(u) = &self.database_url {
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                bad.push("database_url must be a postgres:// URL".to_string());
+            }
+            if self.database.is_some() {
+                bad.push("database (a SQLite file) and database_url exclude each other".into());
+            }
+        }
         if self.max_json_body_bytes < 1024 {
             bad.push("max_json_body_bytes must be at least 1024".to_string());
         }

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod netlab;
+pub mod postgres;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,14 +1,60 @@
 //! Everything that must survive a restart lives behind [`Store`]: tenants,
 //! API keys, sandboxes, the event log, idempotent responses and usage
-//! intervals. [`SqliteStore`] is the implementation (one file in the data
-//! directory, WAL, migrations at start); the trait is the seam for a
-//! Postgres store later and for fakes in tests.
+//! intervals. [`SqliteStore`] is the default (one file in the data
+//! directory, WAL, migrations at start) and [`PgStore`] the one several
+//! hosts share; both run the same queries (`sql/`). The trait is also the
+//! seam for fakes in tests.
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// The store `config` names: PostgreSQL at `database_url`, else the
+/// SQLite file (`database`, default `<data_dir>/hearth.db`).
+pub async fn open(config: &crate::config::ServerConfig) -> StoreResult<std::sync::Arc<dyn Store>> {
+    Ok(match &config.database_url {
+        Some(url) => std::sync::Arc::new(PgStore::connect(url).await?),
+        None => std::sync::Arc::new(SqliteStore::open(&config.database_path()).await?),
+    })
+}
+
+/// Where the SQL of the two stores differs; each backend names its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// `FROM <json_array(arg)>` yielding one row per element, its column
+    /// `value`: before and after the array expression.
+    pub(crate) fn json_elements(self) -> (&'static str, &'static str) {
+        match self {
+            Dialect::Sqlite => ("json_each(", ")"),
+            Dialect::Postgres => ("jsonb_array_elements_text((", ")::jsonb)"),
+        }
+    }
+
+    /// The larger of two values (a scalar, not the aggregate).
+    pub(crate) fn greatest(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "MAX",
+            Dialect::Postgres => "GREATEST",
+        }
+    }
+
+    /// The column that orders a table's rows as they were inserted.
+    pub(crate) fn insertion_order(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "rowid",
+            Dialect::Postgres => "seq",
+        }
+    }
+}
 
 use crate::model::{
     ApiKeyRecord, AuditRecord, BuildRecord, DeploymentRecord, DeploymentVersionRecord, EventRecord,
@@ -86,6 +132,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Closes the connections (at shutdown).
+    async fn close(&self);
+
     // Tenants and keys.
     async fn ensure_tenant(&self, id: &str, name: &str, now: i64) -> StoreResult<()>;
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;

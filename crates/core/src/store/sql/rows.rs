@@ -1,8 +1,9 @@
 //! Rows to records and back: the column lists, JSON columns and the
 //! mapping of each table's rows to the model's records.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use super::Db;
+use super::DbRow;
+use sqlx::{QueryBuilder, Row};
 
 use crate::model::{
     ApiKeyRecord, BootPath, BuildRecord, BuildState, EventRecord, PreviewRecord,
@@ -29,7 +30,7 @@ pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-pub(super) fn sandbox_from_row(r: &SqliteRow) -> StoreResult<SandboxRecord> {
+pub(super) fn sandbox_from_row(r: &DbRow) -> StoreResult<SandboxRecord> {
     let state: String = r.try_get("state")?;
     let boot_path: Option<String> = r.try_get("boot_path")?;
     Ok(SandboxRecord {
@@ -74,7 +75,7 @@ pub(super) fn sandbox_from_row(r: &SqliteRow) -> StoreResult<SandboxRecord> {
     })
 }
 
-pub(super) fn snapshot_from_row(r: &SqliteRow) -> StoreResult<SnapshotRecord> {
+pub(super) fn snapshot_from_row(r: &DbRow) -> StoreResult<SnapshotRecord> {
     let status: String = r.try_get("status")?;
     Ok(SnapshotRecord {
         id: r.try_get("id")?,
@@ -91,7 +92,7 @@ pub(super) fn snapshot_from_row(r: &SqliteRow) -> StoreResult<SnapshotRecord> {
     })
 }
 
-pub(super) fn template_from_row(r: &SqliteRow) -> StoreResult<TemplateRecord> {
+pub(super) fn template_from_row(r: &DbRow) -> StoreResult<TemplateRecord> {
     Ok(TemplateRecord {
         id: r.try_get("id")?,
         tenant_id: r.try_get("tenant_id")?,
@@ -100,7 +101,7 @@ pub(super) fn template_from_row(r: &SqliteRow) -> StoreResult<TemplateRecord> {
     })
 }
 
-pub(super) fn build_from_row(r: &SqliteRow) -> StoreResult<BuildRecord> {
+pub(super) fn build_from_row(r: &DbRow) -> StoreResult<BuildRecord> {
     let state: String = r.try_get("state")?;
     Ok(BuildRecord {
         id: r.try_get("id")?,
@@ -119,7 +120,7 @@ pub(super) fn build_from_row(r: &SqliteRow) -> StoreResult<BuildRecord> {
     })
 }
 
-pub(super) fn preview_from_row(r: &SqliteRow) -> StoreResult<PreviewRecord> {
+pub(super) fn preview_from_row(r: &DbRow) -> StoreResult<PreviewRecord> {
     let visibility: String = r.try_get("visibility")?;
     Ok(PreviewRecord {
         id: r.try_get("id")?,
@@ -135,7 +136,7 @@ pub(super) fn preview_from_row(r: &SqliteRow) -> StoreResult<PreviewRecord> {
     })
 }
 
-pub(super) fn preview_token_from_row(r: &SqliteRow) -> StoreResult<PreviewTokenRecord> {
+pub(super) fn preview_token_from_row(r: &DbRow) -> StoreResult<PreviewTokenRecord> {
     Ok(PreviewTokenRecord {
         id: r.try_get("id")?,
         tenant_id: r.try_get("tenant_id")?,
@@ -149,7 +150,7 @@ pub(super) fn preview_token_from_row(r: &SqliteRow) -> StoreResult<PreviewTokenR
     })
 }
 
-pub(super) fn key_from_row(r: &SqliteRow) -> StoreResult<ApiKeyRecord> {
+pub(super) fn key_from_row(r: &DbRow) -> StoreResult<ApiKeyRecord> {
     Ok(ApiKeyRecord {
         id: r.try_get("id")?,
         tenant_id: r.try_get("tenant_id")?,
@@ -162,7 +163,7 @@ pub(super) fn key_from_row(r: &SqliteRow) -> StoreResult<ApiKeyRecord> {
     })
 }
 
-pub(super) fn event_from_row(r: &SqliteRow) -> StoreResult<EventRecord> {
+pub(super) fn event_from_row(r: &DbRow) -> StoreResult<EventRecord> {
     Ok(EventRecord {
         seq: r.try_get("seq")?,
         id: r.try_get("id")?,
@@ -174,7 +175,7 @@ pub(super) fn event_from_row(r: &SqliteRow) -> StoreResult<EventRecord> {
     })
 }
 
-pub(super) fn usage_from_row(r: &SqliteRow) -> StoreResult<UsageInterval> {
+pub(super) fn usage_from_row(r: &DbRow) -> StoreResult<UsageInterval> {
     let state: String = r.try_get("state")?;
     Ok(UsageInterval {
         sandbox_id: r.try_get("sandbox_id")?,
@@ -203,7 +204,19 @@ pub(super) const SANDBOX_COLUMNS: &str =
     external_project_id, boot_ms, boot_path, created_at, started_at, paused_at, destroyed_at, \
     deadline_at, last_activity_at, egress_policy, egress_policy_updated_at, deployment_id";
 
-pub(super) fn push_sandbox_values(b: &mut QueryBuilder<'_, Sqlite>, s: &SandboxRecord) {
+/// `col = excluded.col` for every column of `columns` but `id`: an upsert
+/// that makes the row the record.
+pub(super) fn upsert_set(columns: &str) -> String {
+    columns
+        .split(',')
+        .map(str::trim)
+        .filter(|c| *c != "id")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(super) fn push_sandbox_values(b: &mut QueryBuilder<'_, Db>, s: &SandboxRecord) {
     let mut v = b.separated(", ");
     v.push_bind(s.id.clone())
         .push_bind(s.tenant_id.clone())

@@ -1,31 +1,29 @@
 //! Templates and their builds: the `Store` impl in `mod.rs` calls them.
 
-use sqlx::SqlitePool;
+use super::DbPool;
 
 use super::rows::*;
 use crate::model::{BuildRecord, TemplateRecord};
 use crate::store::{StoreError, StoreResult};
 
-pub(super) async fn insert_template(pool: &SqlitePool, t: &TemplateRecord) -> StoreResult<()> {
-    let r =
-        sqlx::query("INSERT INTO templates (id, tenant_id, name, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&t.id)
-            .bind(&t.tenant_id)
-            .bind(&t.name)
-            .bind(t.created_at)
-            .execute(pool)
-            .await;
+pub(super) async fn insert_template(pool: &DbPool, t: &TemplateRecord) -> StoreResult<()> {
+    let r = sqlx::query(
+        "INSERT INTO templates (id, tenant_id, name, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&t.id)
+    .bind(&t.tenant_id)
+    .bind(&t.name)
+    .bind(t.created_at)
+    .execute(pool)
+    .await;
     match r {
         Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate("template name")),
         r => r.map(|_| ()).map_err(StoreError::from),
     }
 }
 
-pub(super) async fn get_template(
-    pool: &SqlitePool,
-    id: &str,
-) -> StoreResult<Option<TemplateRecord>> {
-    sqlx::query("SELECT * FROM templates WHERE id = ?")
+pub(super) async fn get_template(pool: &DbPool, id: &str) -> StoreResult<Option<TemplateRecord>> {
+    sqlx::query("SELECT * FROM templates WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await?
@@ -35,11 +33,11 @@ pub(super) async fn get_template(
 }
 
 pub(super) async fn template_by_name(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant_id: &str,
     name: &str,
 ) -> StoreResult<Option<TemplateRecord>> {
-    sqlx::query("SELECT * FROM templates WHERE tenant_id = ? AND name = ?")
+    sqlx::query("SELECT * FROM templates WHERE tenant_id = $1 AND name = $2")
         .bind(tenant_id)
         .bind(name)
         .fetch_optional(pool)
@@ -50,10 +48,10 @@ pub(super) async fn template_by_name(
 }
 
 pub(super) async fn list_templates(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant_id: &str,
 ) -> StoreResult<Vec<TemplateRecord>> {
-    sqlx::query("SELECT * FROM templates WHERE tenant_id = ? ORDER BY created_at, id")
+    sqlx::query("SELECT * FROM templates WHERE tenant_id = $1 ORDER BY created_at, id")
         .bind(tenant_id)
         .fetch_all(pool)
         .await?
@@ -62,7 +60,7 @@ pub(super) async fn list_templates(
         .collect()
 }
 
-pub(super) async fn insert_build(pool: &SqlitePool, b: &BuildRecord) -> StoreResult<u32> {
+pub(super) async fn insert_build(pool: &DbPool, b: &BuildRecord) -> StoreResult<u32> {
     let spec = serde_json::to_string(&b.spec).map_err(|e| StoreError::Corrupt {
         what: "build spec",
         source: Some(e),
@@ -71,9 +69,9 @@ pub(super) async fn insert_build(pool: &SqlitePool, b: &BuildRecord) -> StoreRes
     let version: i64 = sqlx::query_scalar(
         "INSERT INTO template_builds \
          (id, template_id, tenant_id, version, state, spec, error, created_at, started_at, finished_at) \
-         VALUES (?, ?, ?, \
-         (SELECT COALESCE(MAX(version), 0) + 1 FROM template_builds WHERE template_id = ?), \
-         ?, ?, ?, ?, ?, ?) RETURNING version",
+         VALUES ($1, $2, $3, \
+         (SELECT COALESCE(MAX(version), 0) + 1 FROM template_builds WHERE template_id = $4), \
+         $5, $6, $7, $8, $9, $10) RETURNING version",
     )
     .bind(&b.id)
     .bind(&b.template_id)
@@ -90,10 +88,10 @@ pub(super) async fn insert_build(pool: &SqlitePool, b: &BuildRecord) -> StoreRes
     Ok(version as u32)
 }
 
-pub(super) async fn update_build(pool: &SqlitePool, b: &BuildRecord) -> StoreResult<()> {
+pub(super) async fn update_build(pool: &DbPool, b: &BuildRecord) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE template_builds SET state = ?, error = ?, started_at = ?, finished_at = ? \
-         WHERE id = ?",
+        "UPDATE template_builds SET state = $1, error = $2, started_at = $3, finished_at = $4 \
+         WHERE id = $5",
     )
     .bind(b.state.as_str())
     .bind(&b.error)
@@ -105,8 +103,8 @@ pub(super) async fn update_build(pool: &SqlitePool, b: &BuildRecord) -> StoreRes
     Ok(())
 }
 
-pub(super) async fn get_build(pool: &SqlitePool, id: &str) -> StoreResult<Option<BuildRecord>> {
-    sqlx::query("SELECT * FROM template_builds WHERE id = ?")
+pub(super) async fn get_build(pool: &DbPool, id: &str) -> StoreResult<Option<BuildRecord>> {
+    sqlx::query("SELECT * FROM template_builds WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await?
@@ -115,11 +113,8 @@ pub(super) async fn get_build(pool: &SqlitePool, id: &str) -> StoreResult<Option
         .transpose()
 }
 
-pub(super) async fn list_builds(
-    pool: &SqlitePool,
-    template_id: &str,
-) -> StoreResult<Vec<BuildRecord>> {
-    sqlx::query("SELECT * FROM template_builds WHERE template_id = ? ORDER BY version DESC")
+pub(super) async fn list_builds(pool: &DbPool, template_id: &str) -> StoreResult<Vec<BuildRecord>> {
+    sqlx::query("SELECT * FROM template_builds WHERE template_id = $1 ORDER BY version DESC")
         .bind(template_id)
         .fetch_all(pool)
         .await?
@@ -129,12 +124,12 @@ pub(super) async fn list_builds(
 }
 
 pub(super) async fn fail_unfinished_builds(
-    pool: &SqlitePool,
+    pool: &DbPool,
     error: &str,
     now: i64,
 ) -> StoreResult<u64> {
     let r = sqlx::query(
-        "UPDATE template_builds SET state = 'failed', error = ?, finished_at = ? \
+        "UPDATE template_builds SET state = 'failed', error = $1, finished_at = $2 \
          WHERE state NOT IN ('ready', 'failed')",
     )
     .bind(error)

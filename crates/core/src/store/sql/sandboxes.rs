@@ -2,13 +2,14 @@
 //! the live ones re-adopted at start; the `Store` impl in `mod.rs` calls
 //! them.
 
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use super::{Db, DbPool, DIALECT};
+use sqlx::QueryBuilder;
 
 use super::rows::*;
 use crate::model::{Page, SandboxFilter, SandboxRecord};
 use crate::store::{StoreError, StoreResult};
 
-pub(super) async fn insert_sandbox(pool: &SqlitePool, s: &SandboxRecord) -> StoreResult<()> {
+pub(super) async fn insert_sandbox(pool: &DbPool, s: &SandboxRecord) -> StoreResult<()> {
     let mut b = QueryBuilder::new(format!(
         "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ("
     ));
@@ -20,30 +21,33 @@ pub(super) async fn insert_sandbox(pool: &SqlitePool, s: &SandboxRecord) -> Stor
     }
 }
 
-pub(super) async fn update_sandbox(pool: &SqlitePool, s: &SandboxRecord) -> StoreResult<()> {
-    // REPLACE keeps one statement for every field; the row is the record.
+pub(super) async fn update_sandbox(pool: &DbPool, s: &SandboxRecord) -> StoreResult<()> {
+    // One statement for every field: the row is the record.
     let mut b = QueryBuilder::new(format!(
-        "REPLACE INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ("
+        "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ("
     ));
     push_sandbox_values(&mut b, s);
-    b.push(")");
+    b.push(format!(
+        ") ON CONFLICT (id) DO UPDATE SET {}",
+        upsert_set(SANDBOX_COLUMNS)
+    ));
     match b.build().execute(pool).await {
         Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate("sandbox name")),
         r => r.map(|_| ()).map_err(StoreError::from),
     }
 }
 
-pub(super) async fn touch_sandbox(pool: &SqlitePool, id: &str, at: i64) -> StoreResult<()> {
-    sqlx::query("UPDATE sandboxes SET last_activity_at = MAX(last_activity_at, ?) WHERE id = ?")
-        .bind(at)
-        .bind(id)
-        .execute(pool)
-        .await?;
+pub(super) async fn touch_sandbox(pool: &DbPool, id: &str, at: i64) -> StoreResult<()> {
+    let sql = format!(
+        "UPDATE sandboxes SET last_activity_at = {}(last_activity_at, $1) WHERE id = $2",
+        DIALECT.greatest()
+    );
+    sqlx::query(&sql).bind(at).bind(id).execute(pool).await?;
     Ok(())
 }
 
-pub(super) async fn get_sandbox(pool: &SqlitePool, id: &str) -> StoreResult<Option<SandboxRecord>> {
-    sqlx::query("SELECT * FROM sandboxes WHERE id = ?")
+pub(super) async fn get_sandbox(pool: &DbPool, id: &str) -> StoreResult<Option<SandboxRecord>> {
+    sqlx::query("SELECT * FROM sandboxes WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await?
@@ -53,12 +57,12 @@ pub(super) async fn get_sandbox(pool: &SqlitePool, id: &str) -> StoreResult<Opti
 }
 
 pub(super) async fn sandbox_by_name(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant_id: &str,
     name: &str,
 ) -> StoreResult<Option<SandboxRecord>> {
     sqlx::query(
-        "SELECT * FROM sandboxes WHERE tenant_id = ? AND name = ? \
+        "SELECT * FROM sandboxes WHERE tenant_id = $1 AND name = $2 \
          ORDER BY state = 'destroyed', created_at DESC LIMIT 1",
     )
     .bind(tenant_id)
@@ -71,16 +75,12 @@ pub(super) async fn sandbox_by_name(
 }
 
 pub(super) async fn list_sandboxes(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant_id: &str,
     f: &SandboxFilter,
     page: Page,
 ) -> StoreResult<(Vec<SandboxRecord>, u64)> {
-    fn filtered<'a>(
-        head: &str,
-        tenant_id: &'a str,
-        f: &'a SandboxFilter,
-    ) -> QueryBuilder<'a, Sqlite> {
+    fn filtered<'a>(head: &str, tenant_id: &'a str, f: &'a SandboxFilter) -> QueryBuilder<'a, Db> {
         let mut b = QueryBuilder::new(head);
         b.push(" FROM sandboxes WHERE tenant_id = ")
             .push_bind(tenant_id);
@@ -106,15 +106,18 @@ pub(super) async fn list_sandboxes(
                 b.push(" AND deployment_id = ").push_bind(d.as_str());
             }
         }
+        let (elements, end) = DIALECT.json_elements();
         if let Some(ids) = &f.ids {
-            b.push(" AND id IN (SELECT value FROM json_each(")
+            b.push(format!(" AND id IN (SELECT value FROM {elements}"))
                 .push_bind(json(ids))
-                .push("))");
+                .push(format!("{end})"));
         }
         for tag in &f.tags {
-            b.push(" AND EXISTS (SELECT 1 FROM json_each(sandboxes.tags) WHERE value = ")
-                .push_bind(tag.as_str())
-                .push(")");
+            b.push(format!(
+                " AND EXISTS (SELECT 1 FROM {elements}sandboxes.tags{end} WHERE value = "
+            ))
+            .push_bind(tag.as_str())
+            .push(")");
         }
         b
     }
@@ -135,7 +138,7 @@ pub(super) async fn list_sandboxes(
     Ok((list, total as u64))
 }
 
-pub(super) async fn live_sandboxes(pool: &SqlitePool) -> StoreResult<Vec<SandboxRecord>> {
+pub(super) async fn live_sandboxes(pool: &DbPool) -> StoreResult<Vec<SandboxRecord>> {
     sqlx::query("SELECT * FROM sandboxes WHERE state != 'destroyed' ORDER BY created_at")
         .fetch_all(pool)
         .await?

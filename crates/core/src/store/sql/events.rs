@@ -1,7 +1,7 @@
 //! Event retention: the oldest events go first, in batches, so that a large
 //! prune never holds the database's write lock for long.
 
-use sqlx::SqlitePool;
+use super::DbPool;
 
 use crate::store::StoreResult;
 
@@ -14,7 +14,7 @@ fn count(n: u64) -> i64 {
 
 /// Runs `sql` (a `DELETE ... LIMIT ?` in a subquery, with `args` before the
 /// limit) until it deletes less than a batch; how many rows went.
-async fn delete_batched(pool: &SqlitePool, sql: &str, args: &[Arg<'_>]) -> StoreResult<u64> {
+async fn delete_batched(pool: &DbPool, sql: &str, args: &[Arg<'_>]) -> StoreResult<u64> {
     let mut total = 0;
     loop {
         let mut q = sqlx::query(sql);
@@ -39,13 +39,13 @@ enum Arg<'a> {
 
 /// The sequence number of the newest event past the `keep` newest (of one
 /// tenant, when given): it and everything older go.
-async fn cutoff(pool: &SqlitePool, tenant: Option<&str>, keep: u64) -> StoreResult<Option<i64>> {
+async fn cutoff(pool: &DbPool, tenant: Option<&str>, keep: u64) -> StoreResult<Option<i64>> {
     let q = match tenant {
         Some(t) => sqlx::query_scalar(
-            "SELECT seq FROM events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+            "SELECT seq FROM events WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2",
         )
         .bind(t),
-        None => sqlx::query_scalar("SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?"),
+        None => sqlx::query_scalar("SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET $1"),
     };
     Ok(q.bind(count(keep)).fetch_optional(pool).await?)
 }
@@ -54,7 +54,7 @@ async fn cutoff(pool: &SqlitePool, tenant: Option<&str>, keep: u64) -> StoreResu
 /// past `max_per_tenant` of any tenant, then the oldest past `max_rows` in
 /// all (a limit of 0 is none); how many went.
 pub(super) async fn prune(
-    pool: &SqlitePool,
+    pool: &DbPool,
     before_ts: Option<i64>,
     max_rows: u64,
     max_per_tenant: u64,
@@ -63,14 +63,14 @@ pub(super) async fn prune(
     if let Some(ts) = before_ts {
         n += delete_batched(
             pool,
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < ? LIMIT ?)",
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < $1 LIMIT $2)",
             &[Arg::Int(ts)],
         )
         .await?;
     }
     if max_per_tenant > 0 {
         let tenants: Vec<String> = sqlx::query_scalar(
-            "SELECT tenant_id FROM events GROUP BY tenant_id HAVING COUNT(*) > ?",
+            "SELECT tenant_id FROM events GROUP BY tenant_id HAVING COUNT(*) > $1",
         )
         .bind(count(max_per_tenant))
         .fetch_all(pool)
@@ -80,7 +80,7 @@ pub(super) async fn prune(
                 n += delete_batched(
                     pool,
                     "DELETE FROM events WHERE seq IN \
-                     (SELECT seq FROM events WHERE tenant_id = ? AND seq <= ? LIMIT ?)",
+                     (SELECT seq FROM events WHERE tenant_id = $1 AND seq <= $2 LIMIT $3)",
                     &[Arg::Text(t), Arg::Int(seq)],
                 )
                 .await?;
@@ -91,7 +91,7 @@ pub(super) async fn prune(
         if let Some(seq) = cutoff(pool, None, max_rows).await? {
             n += delete_batched(
                 pool,
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq <= ? LIMIT ?)",
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq <= $1 LIMIT $2)",
                 &[Arg::Int(seq)],
             )
             .await?;

@@ -1,14 +1,15 @@
 //! Secrets and bindings: the vault's queries (values only ever sealed);
 //! the `Store` impl in `mod.rs` calls them.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use super::DbRow;
+use super::{DbPool, DIALECT};
+use sqlx::Row;
 
 use super::rows::{from_json, is_unique_violation, json};
 use crate::model::{SecretBindingRecord, SecretRecord};
 use crate::store::{SecretFilter, StoreError, StoreResult};
 
-fn secret_from_row(r: &SqliteRow) -> StoreResult<SecretRecord> {
+fn secret_from_row(r: &DbRow) -> StoreResult<SecretRecord> {
     let metadata: String = r.try_get("metadata")?;
     Ok(SecretRecord {
         id: r.try_get("id")?,
@@ -29,7 +30,7 @@ fn secret_from_row(r: &SqliteRow) -> StoreResult<SecretRecord> {
     })
 }
 
-fn binding_from_row(r: &SqliteRow) -> StoreResult<SecretBindingRecord> {
+fn binding_from_row(r: &DbRow) -> StoreResult<SecretBindingRecord> {
     Ok(SecretBindingRecord {
         id: r.try_get("id")?,
         tenant_id: r.try_get("tenant_id")?,
@@ -41,11 +42,11 @@ fn binding_from_row(r: &SqliteRow) -> StoreResult<SecretBindingRecord> {
     })
 }
 
-pub(super) async fn insert(pool: &SqlitePool, s: &SecretRecord) -> StoreResult<()> {
+pub(super) async fn insert(pool: &DbPool, s: &SecretRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO secrets (id, tenant_id, name, kind, scope, sealed, value_prefix, last4, \
          expose_as_env, resource_id, resource_type, metadata, created_at, rotated_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(&s.id)
     .bind(&s.tenant_id)
@@ -72,11 +73,11 @@ pub(super) async fn insert(pool: &SqlitePool, s: &SecretRecord) -> StoreResult<(
 }
 
 pub(super) async fn get(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant: &str,
     id: &str,
 ) -> StoreResult<Option<SecretRecord>> {
-    sqlx::query("SELECT * FROM secrets WHERE tenant_id = ? AND id = ?")
+    sqlx::query("SELECT * FROM secrets WHERE tenant_id = $1 AND id = $2")
         .bind(tenant)
         .bind(id)
         .fetch_optional(pool)
@@ -87,7 +88,7 @@ pub(super) async fn get(
 }
 
 pub(super) async fn named(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant: &str,
     names: &[String],
 ) -> StoreResult<Vec<SecretRecord>> {
@@ -110,16 +111,16 @@ pub(super) async fn named(
 }
 
 pub(super) async fn list(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant: &str,
     f: &SecretFilter,
     limit: u32,
 ) -> StoreResult<Vec<SecretRecord>> {
     sqlx::query(
-        "SELECT * FROM secrets WHERE tenant_id = ?1 \
-         AND (?2 IS NULL OR resource_id = ?2) AND (?3 IS NULL OR resource_type = ?3) \
-         AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR scope = ?5) \
-         ORDER BY created_at, id LIMIT ?6",
+        "SELECT * FROM secrets WHERE tenant_id = $1 \
+         AND ($2 IS NULL OR resource_id = $2) AND ($3 IS NULL OR resource_type = $3) \
+         AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR scope = $5) \
+         ORDER BY created_at, id LIMIT $6",
     )
     .bind(tenant)
     .bind(&f.resource_id)
@@ -134,10 +135,10 @@ pub(super) async fn list(
     .collect()
 }
 
-pub(super) async fn update(pool: &SqlitePool, s: &SecretRecord) -> StoreResult<()> {
+pub(super) async fn update(pool: &DbPool, s: &SecretRecord) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE secrets SET sealed = ?, value_prefix = ?, last4 = ?, rotated_at = ?, \
-         expires_at = ? WHERE tenant_id = ? AND id = ?",
+        "UPDATE secrets SET sealed = $1, value_prefix = $2, last4 = $3, rotated_at = $4, \
+         expires_at = $5 WHERE tenant_id = $6 AND id = $7",
     )
     .bind(&s.sealed)
     .bind(&s.value_prefix)
@@ -151,14 +152,14 @@ pub(super) async fn update(pool: &SqlitePool, s: &SecretRecord) -> StoreResult<(
     Ok(())
 }
 
-pub(super) async fn delete(pool: &SqlitePool, tenant: &str, id: &str) -> StoreResult<bool> {
+pub(super) async fn delete(pool: &DbPool, tenant: &str, id: &str) -> StoreResult<bool> {
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM secret_bindings WHERE tenant_id = ? AND secret_id = ?")
+    sqlx::query("DELETE FROM secret_bindings WHERE tenant_id = $1 AND secret_id = $2")
         .bind(tenant)
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let n = sqlx::query("DELETE FROM secrets WHERE tenant_id = ? AND id = ?")
+    let n = sqlx::query("DELETE FROM secrets WHERE tenant_id = $1 AND id = $2")
         .bind(tenant)
         .bind(id)
         .execute(&mut *tx)
@@ -168,18 +169,18 @@ pub(super) async fn delete(pool: &SqlitePool, tenant: &str, id: &str) -> StoreRe
     Ok(n > 0)
 }
 
-pub(super) async fn count(pool: &SqlitePool, tenant: &str) -> StoreResult<u64> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secrets WHERE tenant_id = ?")
+pub(super) async fn count(pool: &DbPool, tenant: &str) -> StoreResult<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secrets WHERE tenant_id = $1")
         .bind(tenant)
         .fetch_one(pool)
         .await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-pub(super) async fn insert_binding(pool: &SqlitePool, b: &SecretBindingRecord) -> StoreResult<()> {
+pub(super) async fn insert_binding(pool: &DbPool, b: &SecretBindingRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO secret_bindings (id, tenant_id, secret_id, resource_id, resource_type, \
-         expose_as_env, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+         expose_as_env, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&b.id)
     .bind(&b.tenant_id)
@@ -198,15 +199,15 @@ pub(super) async fn insert_binding(pool: &SqlitePool, b: &SecretBindingRecord) -
 }
 
 pub(super) async fn list_bindings(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant: &str,
     f: &SecretFilter,
     limit: u32,
 ) -> StoreResult<Vec<SecretBindingRecord>> {
     sqlx::query(
-        "SELECT * FROM secret_bindings WHERE tenant_id = ?1 \
-         AND (?2 IS NULL OR resource_id = ?2) AND (?3 IS NULL OR resource_type = ?3) \
-         AND (?4 IS NULL OR secret_id = ?4) ORDER BY created_at, id LIMIT ?5",
+        "SELECT * FROM secret_bindings WHERE tenant_id = $1 \
+         AND ($2 IS NULL OR resource_id = $2) AND ($3 IS NULL OR resource_type = $3) \
+         AND ($4 IS NULL OR secret_id = $4) ORDER BY created_at, id LIMIT $5",
     )
     .bind(tenant)
     .bind(&f.resource_id)
@@ -220,8 +221,8 @@ pub(super) async fn list_bindings(
     .collect()
 }
 
-pub(super) async fn delete_binding(pool: &SqlitePool, tenant: &str, id: &str) -> StoreResult<bool> {
-    let n = sqlx::query("DELETE FROM secret_bindings WHERE tenant_id = ? AND id = ?")
+pub(super) async fn delete_binding(pool: &DbPool, tenant: &str, id: &str) -> StoreResult<bool> {
+    let n = sqlx::query("DELETE FROM secret_bindings WHERE tenant_id = $1 AND id = $2")
         .bind(tenant)
         .bind(id)
         .execute(pool)
@@ -231,7 +232,7 @@ pub(super) async fn delete_binding(pool: &SqlitePool, tenant: &str, id: &str) ->
 }
 
 pub(super) async fn bound(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant: &str,
     resource_type: &str,
     resource_id: &str,
@@ -251,16 +252,18 @@ pub(super) async fn bound(
         return Ok(Vec::new());
     }
     let ids: Vec<&str> = bindings.iter().map(|b| b.secret_id.as_str()).collect();
-    let secrets: Vec<SecretRecord> = sqlx::query(
-        "SELECT * FROM secrets WHERE tenant_id = ? AND id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(tenant)
-    .bind(json(&ids))
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(secret_from_row)
-    .collect::<StoreResult<_>>()?;
+    let (elements, end) = DIALECT.json_elements();
+    let sql = format!(
+        "SELECT * FROM secrets WHERE tenant_id = $1 AND id IN (SELECT value FROM {elements}$2{end})"
+    );
+    let secrets: Vec<SecretRecord> = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(json(&ids))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(secret_from_row)
+        .collect::<StoreResult<_>>()?;
     Ok(bindings
         .into_iter()
         .filter_map(|b| {

@@ -1,6 +1,7 @@
 //! Usage intervals (metering); the `Store` impl in `mod.rs` calls them.
 
-use sqlx::{QueryBuilder, SqlitePool};
+use super::{DbPool, DIALECT};
+use sqlx::QueryBuilder;
 
 use super::rows::usage_from_row;
 use crate::model::UsageInterval;
@@ -8,26 +9,28 @@ use crate::store::StoreResult;
 
 /// Closes the sandbox's open interval at `at` and opens `next`.
 pub(super) async fn switch(
-    pool: &SqlitePool,
+    pool: &DbPool,
     sandbox_id: &str,
     at: i64,
     next: Option<&UsageInterval>,
 ) -> StoreResult<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "UPDATE usage_intervals SET ended_at = MAX(?, started_at) \
-         WHERE sandbox_id = ? AND ended_at IS NULL",
-    )
-    .bind(at)
-    .bind(sandbox_id)
-    .execute(&mut *tx)
-    .await?;
+    let sql = format!(
+        "UPDATE usage_intervals SET ended_at = {}($1, started_at) \
+         WHERE sandbox_id = $2 AND ended_at IS NULL",
+        DIALECT.greatest()
+    );
+    sqlx::query(&sql)
+        .bind(at)
+        .bind(sandbox_id)
+        .execute(&mut *tx)
+        .await?;
     if let Some(u) = next {
         sqlx::query(
             "INSERT INTO usage_intervals (sandbox_id, tenant_id, state, cpu_count, memory_mb, \
              disk_size_mb, external_workspace_id, external_user_id, external_project_id, \
              template_id, deployment_id, started_at, ended_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL)",
         )
         .bind(&u.sandbox_id)
         .bind(&u.tenant_id)
@@ -50,7 +53,7 @@ pub(super) async fn switch(
 
 /// A tenant's (or one sandbox's) intervals overlapping `[from, to)`.
 pub(super) async fn intervals(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant_id: &str,
     sandbox_id: Option<&str>,
     from: i64,

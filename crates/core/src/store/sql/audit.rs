@@ -2,14 +2,15 @@
 //! cursor, and drop those past retention; the `Store` impl in `mod.rs`
 //! calls them.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use super::DbPool;
+use super::DbRow;
+use sqlx::Row;
 
 use super::rows::{from_json, json};
 use crate::model::AuditRecord;
 use crate::store::{AuditFilter, StoreResult};
 
-fn from_row(r: &SqliteRow) -> StoreResult<AuditRecord> {
+fn from_row(r: &DbRow) -> StoreResult<AuditRecord> {
     let details: String = r.try_get("details")?;
     Ok(AuditRecord {
         seq: r.try_get("seq")?,
@@ -29,11 +30,11 @@ fn from_row(r: &SqliteRow) -> StoreResult<AuditRecord> {
     })
 }
 
-pub(super) async fn append(pool: &SqlitePool, e: &AuditRecord) -> StoreResult<i64> {
-    let seq = sqlx::query(
+pub(super) async fn append(pool: &DbPool, e: &AuditRecord) -> StoreResult<i64> {
+    let seq = sqlx::query_scalar(
         "INSERT INTO audit_log (id, tenant_id, kind, actor_type, actor_id, resource_type, \
          resource_id, request_id, ip, at, outcome, error_code, details) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING seq",
     )
     .bind(&e.id)
     .bind(&e.tenant_id)
@@ -48,24 +49,23 @@ pub(super) async fn append(pool: &SqlitePool, e: &AuditRecord) -> StoreResult<i6
     .bind(&e.outcome)
     .bind(&e.error_code)
     .bind(json(&e.details))
-    .execute(pool)
-    .await?
-    .last_insert_rowid();
+    .fetch_one(pool)
+    .await?;
     Ok(seq)
 }
 
 pub(super) async fn after(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant: &str,
     f: &AuditFilter,
     after_seq: i64,
     limit: u32,
 ) -> StoreResult<Vec<AuditRecord>> {
     sqlx::query(
-        "SELECT * FROM audit_log WHERE tenant_id = ?1 AND seq > ?2 \
-         AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR actor_id = ?4) \
-         AND (?5 IS NULL OR resource_type = ?5) AND (?6 IS NULL OR resource_id = ?6) \
-         ORDER BY seq LIMIT ?7",
+        "SELECT * FROM audit_log WHERE tenant_id = $1 AND seq > $2 \
+         AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR actor_id = $4) \
+         AND ($5 IS NULL OR resource_type = $5) AND ($6 IS NULL OR resource_id = $6) \
+         ORDER BY seq LIMIT $7",
     )
     .bind(tenant)
     .bind(after_seq)
@@ -81,8 +81,8 @@ pub(super) async fn after(
     .collect()
 }
 
-pub(super) async fn prune(pool: &SqlitePool, before: i64) -> StoreResult<u64> {
-    Ok(sqlx::query("DELETE FROM audit_log WHERE at < ?")
+pub(super) async fn prune(pool: &DbPool, before: i64) -> StoreResult<u64> {
+    Ok(sqlx::query("DELETE FROM audit_log WHERE at < $1")
         .bind(before)
         .execute(pool)
         .await?

@@ -1,14 +1,15 @@
 //! Quota queries: a tenant's overrides, and what it holds now (one pass
 //! per table); the `Store` impl in `mod.rs` calls them.
 
-use sqlx::{Row, SqlitePool};
+use super::DbPool;
+use sqlx::Row;
 
 use crate::quotas::{QuotaOverrides, Quotas};
 use crate::store::{StoreError, StoreResult};
 
-pub(super) async fn get(pool: &SqlitePool, tenant: &str) -> StoreResult<Option<QuotaOverrides>> {
+pub(super) async fn get(pool: &DbPool, tenant: &str) -> StoreResult<Option<QuotaOverrides>> {
     let row: Option<String> =
-        sqlx::query_scalar("SELECT overrides FROM tenant_quotas WHERE tenant_id = ?")
+        sqlx::query_scalar("SELECT overrides FROM tenant_quotas WHERE tenant_id = $1")
             .bind(tenant)
             .fetch_optional(pool)
             .await?;
@@ -22,7 +23,7 @@ pub(super) async fn get(pool: &SqlitePool, tenant: &str) -> StoreResult<Option<Q
 }
 
 pub(super) async fn put(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant: &str,
     o: &QuotaOverrides,
     now: i64,
@@ -32,8 +33,8 @@ pub(super) async fn put(
         source: Some(e),
     })?;
     sqlx::query(
-        "INSERT INTO tenant_quotas (tenant_id, overrides, updated_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (tenant_id) DO UPDATE SET overrides = ?2, updated_at = ?3",
+        "INSERT INTO tenant_quotas (tenant_id, overrides, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant_id) DO UPDATE SET overrides = $2, updated_at = $3",
     )
     .bind(tenant)
     .bind(json)
@@ -43,36 +44,36 @@ pub(super) async fn put(
     Ok(())
 }
 
-pub(super) async fn usage(pool: &SqlitePool, tenant: &str) -> StoreResult<Quotas> {
+pub(super) async fn usage(pool: &DbPool, tenant: &str) -> StoreResult<Quotas> {
     let s = sqlx::query(
         "SELECT COUNT(*) AS n, \
-           COALESCE(SUM(CASE WHEN state != 'paused' THEN cpu_count END), 0) AS vcpus, \
-           COALESCE(SUM(CASE WHEN state != 'paused' THEN memory_mb END), 0) AS mem, \
-           COALESCE(SUM(disk_size_mb), 0) AS disk \
-         FROM sandboxes WHERE tenant_id = ? AND state != 'destroyed'",
+           CAST(COALESCE(SUM(CASE WHEN state != 'paused' THEN cpu_count END), 0) AS BIGINT) AS vcpus, \
+           CAST(COALESCE(SUM(CASE WHEN state != 'paused' THEN memory_mb END), 0) AS BIGINT) AS mem, \
+           CAST(COALESCE(SUM(disk_size_mb), 0) AS BIGINT) AS disk \
+         FROM sandboxes WHERE tenant_id = $1 AND state != 'destroyed'",
     )
     .bind(tenant)
     .fetch_one(pool)
     .await?;
     let count = |sql: &'static str| count(pool, sql, tenant);
     let snapshots = count(
-        "SELECT COUNT(*) FROM snapshots WHERE tenant_id = ? AND status IN ('creating', 'ready')",
+        "SELECT COUNT(*) FROM snapshots WHERE tenant_id = $1 AND status IN ('creating', 'ready')",
     )
     .await?;
     let previews = count(
         "SELECT COUNT(*) FROM previews p JOIN sandboxes s ON s.id = p.sandbox_id \
-         WHERE p.tenant_id = ? AND s.state != 'destroyed'",
+         WHERE p.tenant_id = $1 AND s.state != 'destroyed'",
     )
     .await?;
     let api_keys =
-        count("SELECT COUNT(*) FROM api_keys WHERE tenant_id = ? AND revoked_at IS NULL").await?;
+        count("SELECT COUNT(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL").await?;
     let builds = count(
-        "SELECT COUNT(*) FROM template_builds WHERE tenant_id = ? \
+        "SELECT COUNT(*) FROM template_builds WHERE tenant_id = $1 \
          AND state IN ('queued', 'building', 'snapshotting')",
     )
     .await?;
     let replicas =
-        count("SELECT COALESCE(MAX(replicas), 0) FROM deployments WHERE tenant_id = ?").await?;
+        count("SELECT COALESCE(MAX(replicas), 0) FROM deployments WHERE tenant_id = $1").await?;
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(Quotas {
         sandboxes: n(s.try_get("n")?),
@@ -88,6 +89,6 @@ pub(super) async fn usage(pool: &SqlitePool, tenant: &str) -> StoreResult<Quotas
     })
 }
 
-async fn count(pool: &SqlitePool, sql: &'static str, tenant: &str) -> sqlx::Result<i64> {
+async fn count(pool: &DbPool, sql: &'static str, tenant: &str) -> sqlx::Result<i64> {
     sqlx::query_scalar(sql).bind(tenant).fetch_one(pool).await
 }

@@ -1,14 +1,15 @@
 //! Deployments and their versions; the `Store` impl in `mod.rs` calls
 //! them.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use super::DbPool;
+use super::DbRow;
+use sqlx::Row;
 
 use super::rows::{from_json, is_unique_violation, json};
 use crate::model::{DeploymentListFilter, DeploymentRecord, DeploymentVersionRecord, DomainRecord};
 use crate::store::{StoreError, StoreResult};
 
-fn deployment_from_row(r: &SqliteRow) -> StoreResult<DeploymentRecord> {
+fn deployment_from_row(r: &DbRow) -> StoreResult<DeploymentRecord> {
     let metadata: String = r.try_get("metadata")?;
     Ok(DeploymentRecord {
         id: r.try_get("id")?,
@@ -32,7 +33,7 @@ fn deployment_from_row(r: &SqliteRow) -> StoreResult<DeploymentRecord> {
     })
 }
 
-fn version_from_row(r: &SqliteRow) -> StoreResult<DeploymentVersionRecord> {
+fn version_from_row(r: &DbRow) -> StoreResult<DeploymentVersionRecord> {
     let port: i64 = r.try_get("runtime_port")?;
     Ok(DeploymentVersionRecord {
         id: r.try_get("id")?,
@@ -55,14 +56,14 @@ fn version_from_row(r: &SqliteRow) -> StoreResult<DeploymentVersionRecord> {
 }
 
 /// Inserts or replaces a deployment (the row is the record).
-pub(super) async fn put(pool: &SqlitePool, d: &DeploymentRecord) -> StoreResult<()> {
+pub(super) async fn put(pool: &DbPool, d: &DeploymentRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO deployments (id, tenant_id, name, slug, state, active_version_id, \
          instance_ids, metadata, created_at, updated_at, replicas, env, external_workspace_id, \
          external_user_id, external_project_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-         ON CONFLICT (id) DO UPDATE SET name = ?3, state = ?5, active_version_id = ?6, \
-         instance_ids = ?7, metadata = ?8, updated_at = ?10, replicas = ?11, env = ?12",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (id) DO UPDATE SET name = $3, state = $5, active_version_id = $6, \
+         instance_ids = $7, metadata = $8, updated_at = $10, replicas = $11, env = $12",
     )
     .bind(&d.id)
     .bind(&d.tenant_id)
@@ -88,8 +89,8 @@ pub(super) async fn put(pool: &SqlitePool, d: &DeploymentRecord) -> StoreResult<
     Ok(())
 }
 
-pub(super) async fn get(pool: &SqlitePool, id: &str) -> StoreResult<Option<DeploymentRecord>> {
-    sqlx::query("SELECT * FROM deployments WHERE id = ?")
+pub(super) async fn get(pool: &DbPool, id: &str) -> StoreResult<Option<DeploymentRecord>> {
+    sqlx::query("SELECT * FROM deployments WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await?
@@ -98,11 +99,8 @@ pub(super) async fn get(pool: &SqlitePool, id: &str) -> StoreResult<Option<Deplo
         .transpose()
 }
 
-pub(super) async fn by_slug(
-    pool: &SqlitePool,
-    slug: &str,
-) -> StoreResult<Option<DeploymentRecord>> {
-    sqlx::query("SELECT * FROM deployments WHERE slug = ?")
+pub(super) async fn by_slug(pool: &DbPool, slug: &str) -> StoreResult<Option<DeploymentRecord>> {
+    sqlx::query("SELECT * FROM deployments WHERE slug = $1")
         .bind(slug)
         .fetch_optional(pool)
         .await?
@@ -112,14 +110,14 @@ pub(super) async fn by_slug(
 }
 
 pub(super) async fn list(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant: &str,
     f: &DeploymentListFilter,
 ) -> StoreResult<Vec<DeploymentRecord>> {
     sqlx::query(
-        "SELECT * FROM deployments WHERE tenant_id = ?1 AND (?2 IS NULL OR state = ?2) \
-         AND (?3 IS NULL OR external_workspace_id = ?3) AND (?4 IS NULL OR external_user_id = ?4) \
-         AND (?5 IS NULL OR external_project_id = ?5) \
+        "SELECT * FROM deployments WHERE tenant_id = $1 AND ($2 IS NULL OR state = $2) \
+         AND ($3 IS NULL OR external_workspace_id = $3) AND ($4 IS NULL OR external_user_id = $4) \
+         AND ($5 IS NULL OR external_project_id = $5) \
          ORDER BY created_at DESC, id DESC LIMIT 1000",
     )
     .bind(tenant)
@@ -134,7 +132,7 @@ pub(super) async fn list(
     .collect()
 }
 
-pub(super) async fn running(pool: &SqlitePool) -> StoreResult<Vec<DeploymentRecord>> {
+pub(super) async fn running(pool: &DbPool) -> StoreResult<Vec<DeploymentRecord>> {
     sqlx::query("SELECT * FROM deployments WHERE state = 'running' ORDER BY created_at")
         .fetch_all(pool)
         .await?
@@ -143,15 +141,15 @@ pub(super) async fn running(pool: &SqlitePool) -> StoreResult<Vec<DeploymentReco
         .collect()
 }
 
-pub(super) async fn delete(pool: &SqlitePool, id: &str) -> StoreResult<()> {
+pub(super) async fn delete(pool: &DbPool, id: &str) -> StoreResult<()> {
     let mut tx = pool.begin().await?;
     for table in ["deployment_versions", "deployment_domains"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE deployment_id = ?"))
+        sqlx::query(&format!("DELETE FROM {table} WHERE deployment_id = $1"))
             .bind(id)
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("DELETE FROM deployments WHERE id = ?")
+    sqlx::query("DELETE FROM deployments WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -159,21 +157,17 @@ pub(super) async fn delete(pool: &SqlitePool, id: &str) -> StoreResult<()> {
     Ok(())
 }
 
-pub(super) async fn settle_interrupted(
-    pool: &SqlitePool,
-    error: &str,
-    now: i64,
-) -> StoreResult<u64> {
+pub(super) async fn settle_interrupted(pool: &DbPool, error: &str, now: i64) -> StoreResult<u64> {
     let mut tx = pool.begin().await?;
     let n = sqlx::query(
-        "UPDATE deployment_versions SET state = 'failed', error = ? WHERE state = 'building'",
+        "UPDATE deployment_versions SET state = 'failed', error = $1 WHERE state = 'building'",
     )
     .bind(error)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     sqlx::query(
-        "UPDATE deployments SET state = 'failed', updated_at = ? \
+        "UPDATE deployments SET state = 'failed', updated_at = $1 \
          WHERE state IN ('pending', 'building') AND active_version_id IS NULL",
     )
     .bind(now)
@@ -185,12 +179,12 @@ pub(super) async fn settle_interrupted(
 
 /// Inserts a version numbered one past the deployment's last; returns it.
 pub(super) async fn insert_version(
-    pool: &SqlitePool,
+    pool: &DbPool,
     v: &DeploymentVersionRecord,
 ) -> StoreResult<DeploymentVersionRecord> {
     let mut tx = pool.begin().await?;
     let n: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(version_number), 0) + 1 FROM deployment_versions WHERE deployment_id = ?",
+        "SELECT COALESCE(MAX(version_number), 0) + 1 FROM deployment_versions WHERE deployment_id = $1",
     )
     .bind(&v.deployment_id)
     .fetch_one(&mut *tx)
@@ -201,7 +195,7 @@ pub(super) async fn insert_version(
         "INSERT INTO deployment_versions (id, deployment_id, tenant_id, version_number, state, \
          source_sandbox_id, snapshot_id, runtime_command, runtime_port, health_check_path, error, \
          promoted_at, created_at, build_command, build_log, output_path) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(&v.id)
     .bind(&v.deployment_id)
@@ -227,13 +221,10 @@ pub(super) async fn insert_version(
 
 /// Writes a version's state, snapshot, build log, error and promotion
 /// time.
-pub(super) async fn update_version(
-    pool: &SqlitePool,
-    v: &DeploymentVersionRecord,
-) -> StoreResult<()> {
+pub(super) async fn update_version(pool: &DbPool, v: &DeploymentVersionRecord) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE deployment_versions SET state = ?, snapshot_id = ?, build_log = ?, error = ?, \
-         promoted_at = ? WHERE id = ?",
+        "UPDATE deployment_versions SET state = $1, snapshot_id = $2, build_log = $3, error = $4, \
+         promoted_at = $5 WHERE id = $6",
     )
     .bind(&v.state)
     .bind(&v.snapshot_id)
@@ -247,11 +238,11 @@ pub(super) async fn update_version(
 }
 
 pub(super) async fn versions(
-    pool: &SqlitePool,
+    pool: &DbPool,
     deployment_id: &str,
 ) -> StoreResult<Vec<DeploymentVersionRecord>> {
     sqlx::query(
-        "SELECT * FROM deployment_versions WHERE deployment_id = ? ORDER BY version_number DESC",
+        "SELECT * FROM deployment_versions WHERE deployment_id = $1 ORDER BY version_number DESC",
     )
     .bind(deployment_id)
     .fetch_all(pool)
@@ -261,7 +252,7 @@ pub(super) async fn versions(
     .collect()
 }
 
-fn domain_from_row(r: &SqliteRow) -> StoreResult<DomainRecord> {
+fn domain_from_row(r: &DbRow) -> StoreResult<DomainRecord> {
     Ok(DomainRecord {
         id: r.try_get("id")?,
         deployment_id: r.try_get("deployment_id")?,
@@ -276,13 +267,13 @@ fn domain_from_row(r: &SqliteRow) -> StoreResult<DomainRecord> {
     })
 }
 
-pub(super) async fn put_domain(pool: &SqlitePool, d: &DomainRecord) -> StoreResult<()> {
+pub(super) async fn put_domain(pool: &DbPool, d: &DomainRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO deployment_domains (id, deployment_id, tenant_id, domain, state, \
          verification_token, certificate_pem, sealed_key, created_at, verified_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-         ON CONFLICT (id) DO UPDATE SET state = ?5, certificate_pem = ?7, sealed_key = ?8, \
-         verified_at = ?10",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (id) DO UPDATE SET state = $5, certificate_pem = $7, sealed_key = $8, \
+         verified_at = $10",
     )
     .bind(&d.id)
     .bind(&d.deployment_id)
@@ -303,8 +294,8 @@ pub(super) async fn put_domain(pool: &SqlitePool, d: &DomainRecord) -> StoreResu
     Ok(())
 }
 
-pub(super) async fn delete_domain(pool: &SqlitePool, id: &str) -> StoreResult<()> {
-    sqlx::query("DELETE FROM deployment_domains WHERE id = ?")
+pub(super) async fn delete_domain(pool: &DbPool, id: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM deployment_domains WHERE id = $1")
         .bind(id)
         .execute(pool)
         .await?;
@@ -313,7 +304,7 @@ pub(super) async fn delete_domain(pool: &SqlitePool, id: &str) -> StoreResult<()
 
 /// Domains matching `cond` (a condition with one `?1`, bound to `arg`).
 pub(super) async fn domains(
-    pool: &SqlitePool,
+    pool: &DbPool,
     cond: &'static str,
     arg: &str,
 ) -> StoreResult<Vec<DomainRecord>> {

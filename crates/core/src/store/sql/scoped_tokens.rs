@@ -1,14 +1,15 @@
 //! Scoped tokens: stored by hash, listed and revoked per tenant, revoked
 //! with the key that minted them; the `Store` impl in `mod.rs` calls them.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use super::DbPool;
+use super::DbRow;
+use sqlx::Row;
 
 use super::rows::{from_json, json};
 use crate::model::ScopedTokenRecord;
 use crate::store::StoreResult;
 
-fn from_row(r: &SqliteRow) -> StoreResult<ScopedTokenRecord> {
+fn from_row(r: &DbRow) -> StoreResult<ScopedTokenRecord> {
     let scopes: String = r.try_get("scopes")?;
     let sandbox_ids: Option<String> = r.try_get("sandbox_ids")?;
     Ok(ScopedTokenRecord {
@@ -29,11 +30,11 @@ fn from_row(r: &SqliteRow) -> StoreResult<ScopedTokenRecord> {
     })
 }
 
-pub(super) async fn insert(pool: &SqlitePool, t: &ScopedTokenRecord) -> StoreResult<()> {
+pub(super) async fn insert(pool: &DbPool, t: &ScopedTokenRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO scoped_tokens (id, tenant_id, minted_by, user_id, workspace_id, scopes, \
          sandbox_ids, hash, prefix, created_at, expires_at, revoked_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&t.id)
     .bind(&t.tenant_id)
@@ -52,11 +53,8 @@ pub(super) async fn insert(pool: &SqlitePool, t: &ScopedTokenRecord) -> StoreRes
     Ok(())
 }
 
-pub(super) async fn by_hash(
-    pool: &SqlitePool,
-    hash: &str,
-) -> StoreResult<Option<ScopedTokenRecord>> {
-    sqlx::query("SELECT * FROM scoped_tokens WHERE hash = ?")
+pub(super) async fn by_hash(pool: &DbPool, hash: &str) -> StoreResult<Option<ScopedTokenRecord>> {
+    sqlx::query("SELECT * FROM scoped_tokens WHERE hash = $1")
         .bind(hash)
         .fetch_optional(pool)
         .await?
@@ -66,11 +64,11 @@ pub(super) async fn by_hash(
 }
 
 pub(super) async fn get(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant: &str,
     id: &str,
 ) -> StoreResult<Option<ScopedTokenRecord>> {
-    sqlx::query("SELECT * FROM scoped_tokens WHERE tenant_id = ? AND id = ?")
+    sqlx::query("SELECT * FROM scoped_tokens WHERE tenant_id = $1 AND id = $2")
         .bind(tenant)
         .bind(id)
         .fetch_optional(pool)
@@ -81,12 +79,12 @@ pub(super) async fn get(
 }
 
 pub(super) async fn list(
-    pool: &SqlitePool,
+    pool: &DbPool,
     tenant: &str,
     limit: u32,
 ) -> StoreResult<Vec<ScopedTokenRecord>> {
     sqlx::query(
-        "SELECT * FROM scoped_tokens WHERE tenant_id = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+        "SELECT * FROM scoped_tokens WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
     )
     .bind(tenant)
     .bind(i64::from(limit))
@@ -97,15 +95,10 @@ pub(super) async fn list(
     .collect()
 }
 
-pub(super) async fn revoke(
-    pool: &SqlitePool,
-    tenant: &str,
-    id: &str,
-    now: i64,
-) -> StoreResult<bool> {
+pub(super) async fn revoke(pool: &DbPool, tenant: &str, id: &str, now: i64) -> StoreResult<bool> {
     let n = sqlx::query(
-        "UPDATE scoped_tokens SET revoked_at = COALESCE(revoked_at, ?) \
-         WHERE tenant_id = ? AND id = ?",
+        "UPDATE scoped_tokens SET revoked_at = COALESCE(revoked_at, $1) \
+         WHERE tenant_id = $2 AND id = $3",
     )
     .bind(now)
     .bind(tenant)
@@ -116,13 +109,9 @@ pub(super) async fn revoke(
     Ok(n > 0)
 }
 
-pub(super) async fn revoke_minted_by(
-    pool: &SqlitePool,
-    key_id: &str,
-    now: i64,
-) -> StoreResult<u64> {
+pub(super) async fn revoke_minted_by(pool: &DbPool, key_id: &str, now: i64) -> StoreResult<u64> {
     Ok(sqlx::query(
-        "UPDATE scoped_tokens SET revoked_at = ? WHERE minted_by = ? AND revoked_at IS NULL",
+        "UPDATE scoped_tokens SET revoked_at = $1 WHERE minted_by = $2 AND revoked_at IS NULL",
     )
     .bind(now)
     .bind(key_id)
