@@ -26,7 +26,6 @@ pub use config::ServerConfig;
 use crate::core::clock::SystemClock;
 use crate::core::templates::ImageTemplates;
 use crate::core::Core;
-use crate::store::SqliteStore;
 
 /// What `serve` reports once it listens.
 #[derive(Debug, Clone)]
@@ -53,7 +52,7 @@ pub async fn serve_until(
     config.validate()?;
     crate::core::private_dir(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
-    let store = Arc::new(SqliteStore::open(&config.database_path()).await?);
+    let store = crate::store::open(&config).await?;
     let vmm = hearth_vmm::open(&config.vmm).context("open the VMM driver")?;
     let templates = Arc::new(ImageTemplates::new(&config.images_dir()));
     let core = Core::new(

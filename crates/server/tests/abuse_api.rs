@@ -220,11 +220,19 @@ async fn credentials_never_rest_in_plain_text_and_the_data_directory_is_private(
 
     let data = srv.core.data_dir().to_path_buf();
     let files = files_under(&data);
-    assert!(
-        files.iter().any(|(p, _)| p.ends_with("hearth.db")),
-        "{files:?}"
-    );
-    for (path, bytes) in &files {
+    // The database: SQLite's file is among them; PostgreSQL's rows are
+    // read back raw, every column of every table.
+    let rows = match &srv.core.config.database_url {
+        Some(url) => common::postgres_rows(url).await,
+        None => {
+            assert!(
+                files.iter().any(|(p, _)| p.ends_with("hearth.db")),
+                "{files:?}"
+            );
+            vec![]
+        }
+    };
+    for (path, bytes) in files.iter().chain(&rows) {
         for (what, needle) in [
             ("secret_env value", secret),
             ("new API key", new_key.as_str()),

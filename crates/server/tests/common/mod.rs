@@ -21,7 +21,6 @@ use hearth_server::config::ServerConfig;
 use hearth_server::core::clock::{Clock, SystemClock};
 use hearth_server::core::templates::{ResolvedTemplate, TemplateError, Templates};
 use hearth_server::core::Core;
-use hearth_server::store::SqliteStore;
 use hearth_vmm::{
     Accel, Capabilities, JailRecord, SnapshotInfo, SnapshotOptions, SnapshotSummary, Vm, VmSpec,
     VmState, Vmm, VmmError, VmmFuture,
@@ -55,6 +54,40 @@ pub fn agent_binary() -> PathBuf {
 }
 
 /// Polls `check` until it yields a value or `timeout` passes.
+/// Every value in every table of the PostgreSQL store at `url`, raw (as
+/// the server sent it), one entry per table: what a reader of the
+/// database sees.
+pub async fn postgres_rows(url: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    use sqlx::{Connection, Row, ValueRef};
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("tables");
+    assert!(tables.iter().any(|t| t == "sandboxes"), "{tables:?}");
+    let mut out = vec![];
+    for table in tables {
+        let rows = sqlx::query(&format!("SELECT * FROM {table}"))
+            .fetch_all(&mut conn)
+            .await
+            .expect("rows");
+        let mut bytes = vec![];
+        for row in &rows {
+            for i in 0..row.len() {
+                let v = row.try_get_raw(i).expect("value");
+                if !v.is_null() {
+                    bytes.extend_from_slice(v.as_bytes().unwrap_or_default());
+                    bytes.push(b'\n');
+                }
+            }
+        }
+        out.push((std::path::PathBuf::from(format!("postgres:{table}")), bytes));
+    }
+    out
+}
+
 pub async fn wait_until<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -442,13 +475,17 @@ impl TestServer {
         // domain starts its own server (`dns::start`); others ask a port
         // where nothing listens.
         config.deployments.dns_servers = vec!["127.0.0.1:9".parse().expect("addr")];
+        // `HEARTH_TEST_STORE=postgres`: the same tests on the PostgreSQL
+        // store, a schema of their own on the test server.
+        if std::env::var("HEARTH_TEST_STORE").as_deref() == Ok("postgres") {
+            let url = hearth_test_support::postgres::schema_url()
+                .await
+                .expect("a PostgreSQL schema");
+            config.database_url = Some(url);
+        }
         tweak(&mut config);
         std::fs::create_dir_all(&config.data_dir).expect("data dir");
-        let store = Arc::new(
-            SqliteStore::open(&config.database_path())
-                .await
-                .expect("store"),
-        );
+        let store = hearth_server::store::open(&config).await.expect("store");
         let knobs = Arc::new(FakeKnobs::default());
         let vmm = Arc::new(FakeVmm {
             knobs: knobs.clone(),
