@@ -34,6 +34,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path, port: u16) -> Server {
+        Self::start_with_env(data, port, &[])
+    }
+
+    /// [`Server::start`] with more environment (`HEARTH_DATABASE_URL`, ...).
+    pub fn start_with_env(data: &Path, port: u16, env: &[(&str, &str)]) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -46,6 +51,7 @@ impl Server {
             .arg("--images-dir")
             .arg(images_dir())
             .env("HEARTH_LOG", "info,sqlx=warn")
+            .envs(env.iter().copied())
             .env(
                 "HEARTH_PREVIEW_LISTEN",
                 format!("127.0.0.1:{}", free_port()),
