@@ -64,6 +64,7 @@ pub struct ServerConfig {
     pub preview: PreviewConfig,
     pub metrics: MetricsConfig,
     pub e2b: E2bConfig,
+    pub cluster: ClusterConfig,
     /// `[quotas]`: each tenant's limits unless an admin set its own.
     pub quotas: crate::quotas::Quotas,
 }
@@ -226,6 +227,43 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[cluster]`: this server as one node of several sharing a PostgreSQL
+/// store (with SQLite it is the only node, and all of this is
+/// bookkeeping). Capacity left at 0 is the host's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's id; default: made once and kept in `data/node.id`.
+    pub node_id: Option<String>,
+    /// How other nodes reach this one's API (`HEARTH_NODE_URL`); default
+    /// `public_url`, else `http://<listen>`.
+    pub node_url: Option<String>,
+    /// `region` and the like (`HEARTH_NODE_LABELS="region=eu,zone=a"`).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// How often the node says it is alive.
+    pub heartbeat_ms: u64,
+    /// A node silent this long is `lost`: what it ran goes to `error`.
+    pub lost_after_ms: u64,
+    pub vcpus: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: None,
+            node_url: None,
+            labels: Default::default(),
+            heartbeat_ms: 2_000,
+            lost_after_ms: 15_000,
+            vcpus: 0,
+            memory_mb: 0,
+            disk_mb: 0,
+        }
+    }
+}
+
 /// `[e2b]`: E2B's control API is always at `/e2b` on the API listener;
 /// `listen` also serves it at the root of a listener of its own (so
 /// `E2B_API_URL` is that address, as tools that take only a host expect).
@@ -289,6 +327,7 @@ impl Default for ServerConfig {
             preview: PreviewConfig::default(),
             metrics: MetricsConfig::default(),
             e2b: E2bConfig::default(),
+            cluster: ClusterConfig::default(),
             quotas: crate::quotas::Quotas::defaults(),
         }
     }
@@ -339,7 +378,7 @@ impl ServerConfig {
     }
 
     /// Applies `HEARTH_LISTEN`, `HEARTH_DATA_DIR`, `HEARTH_DATABASE`,
-    /// `HEARTH_DATABASE_URL`,
+    /// `HEARTH_DATABASE_URL`, `HEARTH_NODE_URL`, `HEARTH_NODE_LABELS`,
     /// `HEARTH_IMAGES_DIR`, `HEARTH_PUBLIC_URL`, `HEARTH_PREVIEW_LISTEN`,
     /// `HEARTH_PREVIEW_DOMAIN`, `HEARTH_SECRETS_KEY_FILE`, `HEARTH_E2B_LISTEN`
     /// and `HEARTH_ACCEL` (auto|kvm|tcg).
@@ -372,6 +411,23 @@ impl ServerConfig {
                 value: v.clone(),
                 reason: format!("{e}"),
             })?;
+        }
+        if let Some(v) = get("HEARTH_NODE_URL").filter(|v| !v.is_empty()) {
+            self.cluster.node_url = Some(v);
+        }
+        if let Some(v) = get("HEARTH_NODE_LABELS") {
+            for pair in v.split(',').filter(|p| !p.trim().is_empty()) {
+                let Some((k, val)) = pair.split_once('=') else {
+                    return Err(ConfigError::Env {
+                        name: "HEARTH_NODE_LABELS",
+                        value: v.clone(),
+                        reason: "expected key=value pairs separated by commas".into(),
+                    });
+                };
+                self.cluster
+                    .labels
+                    .insert(k.trim().to_string(), val.trim().to_string());
+            }
         }
         if let Some(v) = get("HEARTH_E2B_LISTEN") {
             self.e2b.listen = Some(v.parse().map_err(|e| ConfigError::Env {
@@ -408,6 +464,12 @@ impl ServerConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut bad = Vec::new();
+        let c = &self.cluster;
+        if c.heartbeat_ms == 0 || c.lost_after_ms < 2 * c.heartbeat_ms {
+            bad.push(
+                "cluster.heartbeat_ms must be positive and lost_after_ms at least twice it".into(),
+            );
+        }
         if let Some(u) = &self.database_url {
             if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
                 bad.push("database_url must be a postgres:// URL".to_string());

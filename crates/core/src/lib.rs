@@ -42,6 +42,7 @@ pub mod keys;
 pub mod locks;
 pub mod metrics;
 pub mod model;
+pub mod nodes;
 pub mod previews;
 pub mod quotas;
 pub mod sandboxes;
@@ -112,6 +113,8 @@ pub struct Core {
     sealer: seal::Sealer,
     /// Absolute data directory.
     data_dir: PathBuf,
+    /// This server's id among the nodes sharing the store.
+    node_id: String,
     shutdown: CancellationToken,
 }
 
@@ -133,7 +136,9 @@ impl Core {
         };
         let sealer = seal::Sealer::open_or_create(&key_file)?;
         let events = EventBus::new(store.clone(), clock.clone());
+        let node_id = nodes::node_id(&config, &data_dir)?;
         Ok(Arc::new(Core {
+            node_id,
             events,
             timers: Timers::new(clock.clone()),
             metrics: crate::metrics::Metrics::default(),
@@ -163,6 +168,7 @@ impl Core {
 
     /// Re-adopts what was running before, then starts the timer wheel.
     pub async fn start(self: &Arc<Core>) -> Result<(), crate::store::StoreError> {
+        self.join_cluster().await?;
         sandboxes::recovery::recover(self).await?;
         sandboxes::timers::spawn_wheel(self.clone(), self.shutdown.clone());
         self.load_domains().await?;

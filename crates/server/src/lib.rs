@@ -147,6 +147,7 @@ pub async fn serve_until(
         })
         .await?;
     core.shutdown();
+    core.leave_cluster().await;
     // Pooled VMs and template build VMs belong to no sandbox: they go
     // with the server.
     core.drain_pool().await;

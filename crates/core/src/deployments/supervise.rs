@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Rollout, HEALTH_DEADLINE};
 use crate::keys::Caller;
-use crate::model::{DeploymentRecord, SandboxState};
+use crate::model::{DeploymentRecord, NodeRecord, NodeState, SandboxState};
 use crate::Core;
 
 /// How often serving instances are checked.
@@ -53,7 +53,7 @@ pub(crate) async fn settle_after_restart(core: &Arc<Core>) -> crate::store::Stor
     if n > 0 {
         tracing::warn!(versions = n, "publishes cut short by a restart failed");
     }
-    for rec in core.store.live_sandboxes().await? {
+    for rec in core.store.live_sandboxes(core.node_id()).await? {
         let build = rec.deployment_id.is_some()
             && rec.metadata.get("role").and_then(|r| r.as_str()) == Some("build");
         if build {
@@ -85,7 +85,11 @@ pub(crate) fn spawn(core: Arc<Core>, stop: CancellationToken) {
                 }
             };
             watches.retain(|id, _| deps.iter().any(|d| &d.id == id));
+            let nodes = core.store.list_nodes().await.unwrap_or_default();
             for dep in deps {
+                if !core.supervises(&dep, &nodes).await {
+                    continue;
+                }
                 let w = watches.entry(dep.id.clone()).or_default();
                 core.supervise_one(dep, w).await;
             }
@@ -94,6 +98,30 @@ pub(crate) fn spawn(core: Arc<Core>, stop: CancellationToken) {
 }
 
 impl Core {
+    /// Whether this node supervises `dep`: the node that runs its
+    /// instances does (it alone can see them), and when none of them runs
+    /// on a live node, the longest-running active node (it starts new
+    /// ones). Alone, a node supervises everything.
+    async fn supervises(&self, dep: &DeploymentRecord, nodes: &[NodeRecord]) -> bool {
+        let live = |id: &str| {
+            nodes
+                .iter()
+                .any(|n| n.id == id && matches!(n.state, NodeState::Active | NodeState::Draining))
+        };
+        for inst in &dep.instances {
+            if let Ok(Some(rec)) = self.store.get_sandbox(inst).await {
+                if let Some(node) = rec.node_id.as_deref().filter(|n| live(n)) {
+                    return node == self.node_id();
+                }
+            }
+        }
+        let leader = nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Active)
+            .min_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        leader.is_none_or(|n| n.id == self.node_id())
+    }
+
     async fn supervise_one(self: &Arc<Core>, dep: DeploymentRecord, w: &mut Watch) {
         if w.next_try.is_some_and(|t| tokio::time::Instant::now() < t) {
             return;

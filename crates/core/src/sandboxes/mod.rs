@@ -137,6 +137,7 @@ impl Core {
             deadline_at: None,
             last_activity_at: now,
             deployment_id: None,
+            node_id: None,
         };
         if wait {
             if let Some(pooled) = self.pooled_for(&rec).await {
@@ -156,7 +157,7 @@ impl Core {
                 snapshot: None,
                 reply: None,
             });
-            Ok(rec)
+            Ok(h.record())
         }
     }
 
@@ -220,13 +221,16 @@ impl Core {
         self.take_pooled(&shape, &tpl)
     }
 
-    /// Stores a new sandbox record and starts its actor (owning `vm`, a
-    /// warm-pool VM, when given).
+    /// Stores a new sandbox record (run by this node) and starts its actor
+    /// (owning `vm`, a warm-pool VM, when given).
     async fn register_new(
         self: &Arc<Core>,
         rec: &SandboxRecord,
         vm: Option<Box<dyn hearth_vmm::Vm>>,
     ) -> Result<Arc<SandboxHandle>> {
+        let mut rec = rec.clone();
+        rec.node_id = Some(self.node_id().to_string());
+        let rec = &rec;
         let need = crate::quotas::Quotas {
             sandboxes: 1,
             vcpus: u64::from(rec.cpu_count),

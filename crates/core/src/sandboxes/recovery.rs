@@ -13,12 +13,17 @@ use crate::store::StoreResult;
 use crate::Core;
 
 pub(crate) async fn recover(core: &Arc<Core>) -> StoreResult<()> {
-    let live = core.store.live_sandboxes().await?;
+    let live = core.store.live_sandboxes(core.node_id()).await?;
     reap_orphans(core, &live).await;
     core.fail_interrupted_builds().await;
     let mut adopted = 0usize;
     let mut failed = 0usize;
-    for rec in live {
+    for mut rec in live {
+        // Made before nodes existed: this (the only) node's from now on.
+        if rec.node_id.is_none() {
+            rec.node_id = Some(core.node_id().to_string());
+            core.store.update_sandbox(&rec).await?;
+        }
         let id = rec.id.clone();
         match recover_one(core, rec).await {
             Ok(true) => adopted += 1,
@@ -137,6 +142,13 @@ async fn recover_one(core: &Arc<Core>, mut rec: SandboxRecord) -> StoreResult<bo
         (SandboxState::Snapshotting, false) if paused_ok => {
             rec.state = SandboxState::Paused;
             rec.paused_at = Some(core.now_ms());
+        }
+        // Others gave this node up while it was away, and the VM ran on.
+        (SandboxState::Error, true) if rec.metadata.contains_key(crate::nodes::LOST_NODE) => {
+            keep_vm = true;
+            rec.state = SandboxState::Running;
+            rec.metadata.remove("last_error");
+            rec.metadata.remove(crate::nodes::LOST_NODE);
         }
         (SandboxState::Running | SandboxState::Snapshotting, false) => {
             error = Some("the sandbox's VM did not survive a server restart".into());

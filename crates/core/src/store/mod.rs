@@ -288,7 +288,37 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         page: Page,
     ) -> StoreResult<(Vec<SandboxRecord>, u64)>;
     /// Every sandbox not destroyed, of every tenant (recovery at start).
-    async fn live_sandboxes(&self) -> StoreResult<Vec<SandboxRecord>>;
+    /// The sandboxes not destroyed that `node` runs, and those made before
+    /// nodes existed (recovery at start adopts them).
+    async fn live_sandboxes(&self, node: &str) -> StoreResult<Vec<SandboxRecord>>;
+    /// The sandboxes not destroyed that `node` runs.
+    async fn node_sandboxes(&self, node: &str) -> StoreResult<Vec<SandboxRecord>>;
+
+    // Nodes.
+    /// Registers a node or replaces what it says of itself.
+    async fn put_node(&self, n: &crate::model::NodeRecord) -> StoreResult<()>;
+    /// Records a heartbeat; the node's state (`None`: not registered).
+    async fn node_heartbeat(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> StoreResult<Option<crate::model::NodeState>>;
+    async fn list_nodes(&self) -> StoreResult<Vec<crate::model::NodeRecord>>;
+    /// Moves a node from one of `from` (at most four) to `to`; false when
+    /// it was in none of them.
+    async fn set_node_state(
+        &self,
+        id: &str,
+        from: &[crate::model::NodeState],
+        to: crate::model::NodeState,
+    ) -> StoreResult<bool>;
+    /// Marks `lost` the active or draining nodes whose heartbeat is older
+    /// than `cutoff`, and answers them (each to exactly one caller).
+    async fn mark_lost_nodes(&self, cutoff: i64) -> StoreResult<Vec<crate::model::NodeRecord>>;
+    /// What each node's sandboxes take, by node id.
+    async fn node_loads(
+        &self,
+    ) -> StoreResult<std::collections::BTreeMap<String, crate::model::NodeLoad>>;
 
     // Snapshots.
     /// Inserts or replaces a snapshot record.

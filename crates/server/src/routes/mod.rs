@@ -13,6 +13,7 @@ pub mod files;
 pub mod idempotency;
 pub mod keys;
 pub mod network;
+pub mod nodes;
 pub mod openapi;
 pub mod previews;
 pub mod processes;
@@ -70,6 +71,7 @@ pub fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .merge(tokens::routes())
         .merge(audit::routes())
         .merge(deployments::routes())
+        .merge(nodes::routes())
         .merge(system::authed_routes());
     (api, system::public_routes())
 }

@@ -457,6 +457,31 @@ impl TestServer {
         tweak: impl FnOnce(&mut ServerConfig),
         clock: Arc<dyn Clock>,
     ) -> TestServer {
+        Self::start_inner(tweak, clock, None).await
+    }
+
+    /// Another node on `first`'s store (its SQLite file or PostgreSQL
+    /// schema), with a data directory of its own; the admin key is the
+    /// first node's (keys live in the shared store).
+    pub async fn join(first: &TestServer, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let url = first.core.config.database_url.clone();
+        let file = first.core.config.database_path();
+        let tweak = move |c: &mut ServerConfig| {
+            match url {
+                Some(u) => c.database_url = Some(u),
+                None => c.database = Some(file),
+            }
+            tweak(c);
+        };
+        let key = first.admin_key.clone();
+        Self::start_inner(tweak, Arc::new(SystemClock), Some(key)).await
+    }
+
+    async fn start_inner(
+        tweak: impl FnOnce(&mut ServerConfig),
+        clock: Arc<dyn Clock>,
+        shared_key: Option<String>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = ServerConfig {
             data_dir: dir.path().join("data"),
@@ -492,11 +517,11 @@ impl TestServer {
         });
         let core =
             Core::new(config.clone(), store, vmm, Arc::new(FakeTemplates), clock).expect("core");
-        let admin_key = core
+        let made = core
             .bootstrap_admin_key(&core.data_dir().join("admin.key"))
             .await
-            .expect("admin key")
-            .expect("first start makes a key");
+            .expect("admin key");
+        let admin_key = made.or(shared_key).expect("first start makes a key");
         core.start().await.expect("start");
         let app = hearth_server::routes::router(core.clone());
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();

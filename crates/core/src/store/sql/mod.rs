@@ -17,11 +17,14 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{Db, DbPool, DbRow, ThisStore, DIALECT};
+use std::collections::BTreeMap;
+
 use crate::model::{
     ApiKeyRecord, AuditRecord, BuildRecord, DeploymentRecord, DeploymentVersionRecord, EventRecord,
     PreviewRecord, PreviewTokenRecord, SandboxRecord, ScopedTokenRecord, SecretBindingRecord,
     SecretRecord, SnapshotRecord, TemplateRecord, UsageInterval,
 };
+use crate::model::{NodeLoad, NodeRecord, NodeState};
 use crate::store::{
     AuditFilter, IdempotentResponse, NewEvent, Page, SandboxFilter, SecretFilter, Store,
     StoreError, StoreResult,
@@ -30,6 +33,7 @@ use crate::store::{
 mod audit;
 mod deployments;
 mod events;
+mod nodes;
 mod quotas;
 mod rows;
 mod sandboxes;
@@ -359,8 +363,41 @@ impl Store for ThisStore {
         sandboxes::list_sandboxes(&self.pool, tenant_id, f, page).await
     }
 
-    async fn live_sandboxes(&self) -> StoreResult<Vec<SandboxRecord>> {
-        sandboxes::live_sandboxes(&self.pool).await
+    async fn live_sandboxes(&self, node: &str) -> StoreResult<Vec<SandboxRecord>> {
+        sandboxes::live_sandboxes(&self.pool, node, true).await
+    }
+
+    async fn node_sandboxes(&self, node: &str) -> StoreResult<Vec<SandboxRecord>> {
+        sandboxes::live_sandboxes(&self.pool, node, false).await
+    }
+
+    async fn put_node(&self, n: &NodeRecord) -> StoreResult<()> {
+        nodes::put(&self.pool, n).await
+    }
+
+    async fn node_heartbeat(&self, id: &str, now: i64) -> StoreResult<Option<NodeState>> {
+        nodes::heartbeat(&self.pool, id, now).await
+    }
+
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        nodes::list(&self.pool).await
+    }
+
+    async fn set_node_state(
+        &self,
+        id: &str,
+        from: &[NodeState],
+        to: NodeState,
+    ) -> StoreResult<bool> {
+        nodes::set_state(&self.pool, id, from, to).await
+    }
+
+    async fn mark_lost_nodes(&self, cutoff: i64) -> StoreResult<Vec<NodeRecord>> {
+        nodes::mark_lost(&self.pool, cutoff).await
+    }
+
+    async fn node_loads(&self) -> StoreResult<BTreeMap<String, NodeLoad>> {
+        nodes::loads(&self.pool).await
     }
 
     async fn put_snapshot(&self, s: &SnapshotRecord) -> StoreResult<()> {

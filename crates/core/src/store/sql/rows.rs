@@ -72,6 +72,7 @@ pub(super) fn sandbox_from_row(r: &DbRow) -> StoreResult<SandboxRecord> {
         deadline_at: r.try_get("deadline_at")?,
         last_activity_at: r.try_get("last_activity_at")?,
         deployment_id: r.try_get("deployment_id")?,
+        node_id: r.try_get("node_id")?,
     })
 }
 
@@ -202,7 +203,7 @@ pub(super) const SANDBOX_COLUMNS: &str =
     cpu_count, memory_mb, disk_size_mb, timeout_sec, idle_timeout_sec, always_on, persistent, \
     egress, env, secret_env, metadata, tags, external_workspace_id, external_user_id, \
     external_project_id, boot_ms, boot_path, created_at, started_at, paused_at, destroyed_at, \
-    deadline_at, last_activity_at, egress_policy, egress_policy_updated_at, deployment_id";
+    deadline_at, last_activity_at, egress_policy, egress_policy_updated_at, deployment_id, node_id";
 
 /// `col = excluded.col` for every column of `columns` but `id`: an upsert
 /// that makes the row the record.
@@ -249,5 +250,6 @@ pub(super) fn push_sandbox_values(b: &mut QueryBuilder<'_, Db>, s: &SandboxRecor
         .push_bind(s.last_activity_at)
         .push_bind(s.egress_policy.as_ref().map(json))
         .push_bind(s.egress_policy_updated_at)
-        .push_bind(s.deployment_id.clone());
+        .push_bind(s.deployment_id.clone())
+        .push_bind(s.node_id.clone());
 }

@@ -138,11 +138,22 @@ pub(super) async fn list_sandboxes(
     Ok((list, total as u64))
 }
 
-pub(super) async fn live_sandboxes(pool: &DbPool) -> StoreResult<Vec<SandboxRecord>> {
-    sqlx::query("SELECT * FROM sandboxes WHERE state != 'destroyed' ORDER BY created_at")
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(sandbox_from_row)
-        .collect()
+/// The sandboxes not destroyed that `node` runs, and (`unassigned`) those
+/// made before nodes existed.
+pub(super) async fn live_sandboxes(
+    pool: &DbPool,
+    node: &str,
+    unassigned: bool,
+) -> StoreResult<Vec<SandboxRecord>> {
+    sqlx::query(
+        "SELECT * FROM sandboxes WHERE state != 'destroyed' \
+         AND (node_id = $1 OR ($2 AND node_id IS NULL)) ORDER BY created_at",
+    )
+    .bind(node)
+    .bind(unassigned)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(sandbox_from_row)
+    .collect()
 }

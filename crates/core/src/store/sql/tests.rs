@@ -1,7 +1,10 @@
 //! The store's queries, run by each backend against its test database.
 
 use super::*;
-use crate::model::{BootPath, BuildState, DeploymentRecord, DeploymentVersionRecord, SandboxState};
+use crate::model::{
+    BootPath, BuildState, DeploymentRecord, DeploymentVersionRecord, NodeRecord, NodeState,
+    SandboxState,
+};
 use std::collections::BTreeMap;
 
 fn sandbox(id: &str, tenant: &str, created_at: i64) -> SandboxRecord {
@@ -38,6 +41,7 @@ fn sandbox(id: &str, tenant: &str, created_at: i64) -> SandboxRecord {
         deadline_at: Some(created_at + 300_000),
         last_activity_at: created_at,
         deployment_id: None,
+        node_id: Some("node_a".into()),
     }
 }
 
@@ -561,5 +565,82 @@ store_test! {
             listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
             ["dep_old"]
         );
+    }
+}
+
+fn node(id: &str, heartbeat_at: i64) -> NodeRecord {
+    NodeRecord {
+        id: id.into(),
+        api_url: format!("http://{id}:7070"),
+        proxy_url: None,
+        vcpus: 8,
+        memory_mb: 16_384,
+        disk_mb: 100_000,
+        labels: BTreeMap::from([("region".into(), "eu".into())]),
+        state: NodeState::Active,
+        started_at: 1,
+        heartbeat_at,
+    }
+}
+
+store_test! {
+    async fn nodes_register_beat_drain_and_are_found_lost_once() {
+        let store = super::super::test_store().await;
+        store.put_node(&node("node_a", 100)).await.expect("put a");
+        store.put_node(&node("node_b", 100)).await.expect("put b");
+        assert_eq!(
+            store.node_heartbeat("node_a", 5_000).await.expect("beat"),
+            Some(NodeState::Active)
+        );
+        assert_eq!(store.node_heartbeat("node_x", 5_000).await.expect("beat"), None);
+        let listed = store.list_nodes().await.expect("list");
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].labels["region"], "eu");
+
+        let from = [NodeState::Active, NodeState::Draining];
+        assert!(store.set_node_state("node_a", &from, NodeState::Draining).await.expect("drain"));
+        assert!(!store
+            .set_node_state("node_a", &[NodeState::Active], NodeState::Draining)
+            .await
+            .expect("not active"));
+
+        // node_b beat last at 100: lost at a cutoff past it, exactly once.
+        let lost = store.mark_lost_nodes(1_000).await.expect("sweep");
+        assert_eq!(lost.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["node_b"]);
+        assert_eq!(store.mark_lost_nodes(1_000).await.expect("again"), vec![]);
+        assert_eq!(
+            store.node_heartbeat("node_b", 6_000).await.expect("back"),
+            Some(NodeState::Lost)
+        );
+    }
+}
+
+store_test! {
+    async fn sandboxes_are_found_by_node_and_load_is_summed_per_node() {
+        let store = super::super::test_store().await;
+        let mut mine = sandbox("sbx_mine", "t", 1);
+        mine.node_id = Some("node_a".into());
+        let mut paused = sandbox("sbx_paused", "t", 2);
+        paused.node_id = Some("node_a".into());
+        paused.state = SandboxState::Paused;
+        let mut theirs = sandbox("sbx_theirs", "t", 3);
+        theirs.node_id = Some("node_b".into());
+        let mut old = sandbox("sbx_old", "t", 4);
+        old.node_id = None;
+        for s in [&mine, &paused, &theirs, &old] {
+            store.insert_sandbox(s).await.expect("insert");
+        }
+        let ids = |v: Vec<SandboxRecord>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.live_sandboxes("node_a").await.expect("live")),
+            ["sbx_mine", "sbx_paused", "sbx_old"]
+        );
+        assert_eq!(ids(store.node_sandboxes("node_b").await.expect("b")), ["sbx_theirs"]);
+        let loads = store.node_loads().await.expect("loads");
+        let a = loads["node_a"];
+        // The paused one keeps its disk, gives back vCPUs and memory.
+        assert_eq!((a.sandboxes, a.vcpus, a.memory_mb, a.disk_mb), (2, 1, 256, 1024));
+        assert_eq!(loads["node_b"].sandboxes, 1);
+        assert!(!loads.contains_key(""), "unassigned sandboxes belong to no node");
     }
 }

@@ -79,6 +79,7 @@ pub const SECRETS: &str = "Secrets";
 pub const TOKENS: &str = "Scoped tokens";
 pub const AUDIT: &str = "Audit log";
 pub const DEPLOY: &str = "Deployments";
+pub const NODES: &str = "Nodes";
 pub const SYSTEM: &str = "System";
 
 /// What the document says besides the operations: info, tags in order,
@@ -111,6 +112,8 @@ pub const SYSTEM: &str = "System";
         (name = USAGE, description = "Metered usage."),
         (name = KEYS, description = "API keys."),
         (name = QUOTAS, description = "Per-tenant limits and their use; admins set them."),
+        (name = NODES, description = "The `hearth serve` processes sharing the store, their \
+            capacity, load and heartbeats; draining (admin keys)."),
         (name = DEPLOY, description = "Sandboxes published as long-lived services: versions \
             (snapshots), runtime instances, health-checked promotion and rollback."),
         (name = AUDIT, description = "Every mutating action and denied attempt of the tenant: \

@@ -93,6 +93,9 @@ pub struct SandboxView {
     /// Until the timeout fires; `null` unless running with a timeout.
     #[schema(required = true)]
     timeout_remaining_ms: Option<i64>,
+    /// The node that runs it (see `GET /nodes`).
+    #[schema(required = true)]
+    node_id: Option<String>,
 }
 
 /// `network` of a sandbox as sent (built in [`SandboxView::new`]).
@@ -118,6 +121,7 @@ impl SandboxView {
             started_at: r.started_at.map(rfc3339),
             paused_at: r.paused_at.map(rfc3339),
             destroyed_at: r.destroyed_at.map(rfc3339),
+            node_id: r.node_id,
             id: r.id,
             template_id: r.template_id,
             template_version: r.template_version,
