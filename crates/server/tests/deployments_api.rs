@@ -361,17 +361,8 @@ async fn publish_stop_redeploy_rename_and_read_logs() {
 
 /// The ids of a deployment's runtime instances that serve it.
 async fn serving(srv: &TestServer, dep: &str) -> Vec<String> {
-    let (st, v) = srv
-        .call(
-            "GET",
-            &format!("/deployments/{dep}/runtime-instances"),
-            None,
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    v["data"]
-        .as_array()
-        .expect("instances")
+    srv.deployment_instances(dep)
+        .await
         .iter()
         .filter(|i| i["active"] == true)
         .filter_map(|i| i["id"].as_str().map(str::to_string))
@@ -382,10 +373,7 @@ async fn serving(srv: &TestServer, dep: &str) -> Vec<String> {
 
 /// How many runtime instances the deployment has (serving or draining).
 async fn instance_count(srv: &TestServer, dep: &str) -> usize {
-    let path = format!("/deployments/{dep}/runtime-instances");
-    srv.call("GET", &path, None).await.1["data"]
-        .as_array()
-        .map_or(0, Vec::len)
+    srv.deployment_instances(dep).await.len()
 }
 
 #[tokio::test]

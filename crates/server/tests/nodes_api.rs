@@ -146,17 +146,9 @@ async fn nodes_drain_and_a_silent_one_is_lost_with_its_sandboxes_in_error() {
 
 /// The deployment's instance ids, from the store (any node answers).
 async fn instances(srv: &TestServer, dep: &str) -> Vec<String> {
-    let (st, v) = srv
-        .call(
-            "GET",
-            &format!("/deployments/{dep}/runtime-instances"),
-            None,
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let mut ids: Vec<String> = v["data"]
-        .as_array()
-        .expect("instances")
+    let mut ids: Vec<String> = srv
+        .deployment_instances(dep)
+        .await
         .iter()
         .filter_map(|i| i["id"].as_str().map(str::to_string))
         .collect();

@@ -560,6 +560,15 @@ impl TestServer {
         }
     }
 
+    /// A deployment's runtime instances as `GET .../runtime-instances`
+    /// lists them.
+    pub async fn deployment_instances(&self, dep: &str) -> Vec<serde_json::Value> {
+        let path = format!("/deployments/{dep}/runtime-instances");
+        let (st, v) = self.call("GET", &path, None).await;
+        assert_eq!(st, 200, "{v}");
+        v["data"].as_array().expect("instances").clone()
+    }
+
     /// `path` is `/api/v1/...` (or any path on the server).
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
