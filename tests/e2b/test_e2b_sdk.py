@@ -196,6 +196,37 @@ def test_pty_session_takes_input_resizes_and_is_killed(sbx):
     assert h.pid not in [p.pid for p in sbx.commands.list()]
 
 
+def test_a_pty_runs_on_after_its_client_leaves_takes_input_and_a_new_client(sbx):
+    from e2b.sandbox.commands.command_handle import PtySize
+    done = "/tmp/pty-done-" + RUN
+    h = sbx.pty.create(PtySize(rows=24, cols=80))
+    # Far more output than any buffer holds, then a mark; nobody reads it.
+    sbx.pty.send_stdin(h.pid, ("seq 1 200000; touch %s\n" % done).encode())
+    h.disconnect()
+    for _ in range(300):
+        if sbx.files.exists(done):
+            break
+        time.sleep(0.1)
+    assert sbx.files.exists(done), "the shell blocked on output nobody read"
+    assert h.pid in [p.pid for p in sbx.commands.list()]
+    # Input still reaches it with no client attached, as on E2B.
+    typed = "/tmp/pty-typed-" + RUN
+    sbx.pty.send_stdin(h.pid, ("echo typed > %s\n" % typed).encode())
+    for _ in range(100):
+        if sbx.files.exists(typed):
+            break
+        time.sleep(0.1)
+    assert sbx.files.read(typed) == "typed\n"
+    again = sbx.pty.connect(h.pid)
+    seen, ended, t = follow(again)
+    sbx.pty.send_stdin(h.pid, b"echo reattached-$((40+2))\n")
+    wait_for(b"reattached-42", seen)
+    sbx.pty.resize(h.pid, PtySize(rows=30, cols=90))
+    assert sbx.pty.kill(h.pid)
+    t.join(30)
+    assert h.pid not in [p.pid for p in sbx.commands.list()]
+
+
 def test_pty_shell_exit_code_reaches_the_client(sbx):
     from e2b.sandbox.commands.command_handle import PtySize
     h = sbx.pty.create(PtySize(rows=24, cols=80))

@@ -58,6 +58,10 @@ impl Guest {
         Ok(self.agent.pty_open(&req).await?)
     }
 
+    pub async fn terminal_list(&self) -> Result<Vec<PtyInfo>> {
+        Ok(self.agent.pty_list().await?)
+    }
+
     pub async fn terminal_get(&self, id: &str) -> Result<PtyInfo> {
         Ok(self.agent.pty_get(id).await?)
     }

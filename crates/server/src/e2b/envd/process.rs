@@ -196,7 +196,7 @@ pub async fn connect(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
         let req: ConnectRequest = call.request(&body)?;
         let guest = envd.guest(true).await?;
         let pid = pid_of(&guest, req.process).await?;
-        if let Some(pty) = envd.pty(pid) {
+        if let Some(pty) = super::pty::find(&envd, &guest, pid).await? {
             let terminal = pty.terminal().to_string();
             let stream = super::pty::attach(&envd, guest, terminal, pid)
                 .await?
@@ -254,12 +254,14 @@ pub async fn list(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
             .map(|p| info("/bin/sh", vec!["-c".into(), p.command], p.pid, p.name))
             .collect();
         let login = vec!["-i".to_string(), "-l".to_string()];
+        // PTYs, attached or not (Hearth's own terminals are PTYs too).
         processes.extend(
-            envd.state
-                .ptys
-                .pids(&envd.sandbox_id)
+            guest
+                .terminal_list()
+                .await?
                 .into_iter()
-                .map(|pid| info("/bin/bash", login.clone(), pid, None)),
+                .filter(|t| !t.exited)
+                .map(|t| info("/bin/bash", login.clone(), t.pid, None)),
         );
         Ok(ListResponse { processes })
     })
@@ -288,10 +290,17 @@ async fn write_input(
         Some(process_input::Input::Pty(d)) => (d, true),
         None => return Ok(()),
     };
-    match envd.pty(pid) {
-        Some(pty) => return pty.write(&data).await,
-        None if for_pty => return Err(no_pty(pid)),
-        None => {}
+    // Stdin goes to a PTY this server holds, else to the process; `pty`
+    // input to a PTY wherever it is.
+    if let Some(pty) = envd.pty(pid) {
+        return pty.write(&data).await;
+    }
+    if for_pty {
+        let pty = super::pty::find(envd, guest, pid).await?;
+        return pty
+            .ok_or_else(|| no_pty(pid))?
+            .write(envd, guest, pid, &data)
+            .await;
     }
     guest
         .process_stdin(
@@ -351,7 +360,7 @@ pub async fn send_signal(envd: Envd, headers: HeaderMap, body: Bytes) -> Respons
     unary(&headers, &body, move |req: SendSignalRequest| async move {
         let guest = envd.guest(true).await?;
         let pid = pid_of(&guest, req.process).await?;
-        if let Some(pty) = envd.pty(pid) {
+        if let Some(pty) = super::pty::find(&envd, &guest, pid).await? {
             // A PTY's shell is hung up whatever the signal: its jobs go too.
             pty.kill(&guest).await?;
             return Ok(SendSignalResponse {});
@@ -394,7 +403,9 @@ pub async fn update(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
     unary(&headers, &body, move |req: UpdateRequest| async move {
         let guest = envd.guest(false).await?;
         let pid = pid_of(&guest, req.process).await?;
-        let pty = envd.pty(pid).ok_or_else(|| no_pty(pid))?;
+        let pty = super::pty::find(&envd, &guest, pid)
+            .await?
+            .ok_or_else(|| no_pty(pid))?;
         let size = req
             .pty
             .ok_or_else(|| RpcError::new(Code::InvalidArgument, "pty is required"))?;

@@ -44,15 +44,6 @@ impl Ptys {
         self.lock().get(&(sandbox.to_string(), pid)).cloned()
     }
 
-    /// The pids of `sandbox`'s PTYs.
-    pub fn pids(&self, sandbox: &str) -> Vec<u32> {
-        self.lock()
-            .keys()
-            .filter(|(s, _)| s == sandbox)
-            .map(|(_, pid)| *pid)
-            .collect()
-    }
-
     /// Forgets `session` unless a newer attachment replaced it.
     fn forget(&self, sandbox: &str, pid: u32, session: &Arc<Session>) {
         let mut map = self.lock();
@@ -156,14 +147,39 @@ pub async fn attach(
             })
             .map_err(|e| RpcError::new(Code::Unavailable, format!("terminal output: {e}")))
     });
+    // Dropped with the stream, at its end or when the client goes away
+    // first: the session is forgotten, its input half with it, so the
+    // agent sees the attachment gone and the shell runs on, detached
+    // (instead of blocking on output nobody reads).
+    let attached = Attached {
+        state,
+        sandbox,
+        pid,
+        session,
+    };
     let end = futures_util::stream::once(async move {
-        let end = finish(&guest, &session).await;
-        state.ptys.forget(&sandbox, pid, &session);
-        end
+        let attached = attached;
+        finish(&guest, &attached.session).await
     });
     Ok(futures_util::stream::once(async move { Ok(start) })
         .chain(data)
         .chain(end))
+}
+
+/// One attachment's place in [`Ptys`], given up when dropped.
+struct Attached {
+    state: std::sync::Arc<super::EnvdState>,
+    sandbox: String,
+    pid: u32,
+    session: Arc<Session>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.state
+            .ptys
+            .forget(&self.sandbox, self.pid, &self.session);
+    }
 }
 
 /// The end of an attachment's output: the shell's exit (and the terminal
@@ -195,29 +211,106 @@ fn ended(exit_code: i32, status: &str) -> ProcessEvent {
     }))
 }
 
-impl Session {
-    pub fn terminal(&self) -> &str {
-        &self.terminal
-    }
+/// The PTY whose shell is `pid`.
+#[derive(Debug)]
+pub enum Found {
+    /// A client of this server is attached.
+    Attached(Arc<Session>),
+    /// Its terminal runs with no client attached (the last one went away).
+    Detached(String),
+}
 
-    pub async fn write(&self, data: &[u8]) -> Result<(), RpcError> {
-        let mut input = self.input.lock().await;
-        let sent = input.write_all(data).await;
-        sent.and(input.flush().await)
-            .map_err(|e| RpcError::new(Code::Unavailable, format!("terminal input: {e}")))
+impl Found {
+    pub fn terminal(&self) -> &str {
+        match self {
+            Found::Attached(s) => &s.terminal,
+            Found::Detached(t) => t,
+        }
     }
 
     pub async fn resize(&self, guest: &Guest, pty: &Pty) -> Result<(), RpcError> {
         let (cols, rows) = size_of(pty)?;
-        guest.terminal_resize(&self.terminal, cols, rows).await?;
+        guest.terminal_resize(self.terminal(), cols, rows).await?;
         Ok(())
     }
 
     /// Hangs the terminal up (its shell and jobs get SIGHUP, then SIGKILL).
     pub async fn kill(&self, guest: &Guest) -> Result<(), RpcError> {
-        self.killed.store(true, Ordering::SeqCst);
-        guest.terminal_close(&self.terminal).await?;
+        if let Found::Attached(s) = self {
+            s.killed.store(true, Ordering::SeqCst);
+        }
+        guest.terminal_close(self.terminal()).await?;
         Ok(())
+    }
+
+    /// Input for the terminal. A detached one gets an attachment for
+    /// input, whose output is read and dropped (the shell never waits on
+    /// it) until a client connects or the shell ends.
+    pub async fn write(
+        &self,
+        envd: &Envd,
+        guest: &Guest,
+        pid: u32,
+        data: &[u8],
+    ) -> Result<(), RpcError> {
+        match self {
+            Found::Attached(s) => s.write(data).await,
+            Found::Detached(t) => input_only(envd, guest, t, pid).await?.write(data).await,
+        }
+    }
+}
+
+/// Attaches to terminal `terminal` for input only (see [`Found::write`]).
+async fn input_only(
+    envd: &Envd,
+    guest: &Guest,
+    terminal: &str,
+    pid: u32,
+) -> Result<Arc<Session>, RpcError> {
+    let pipe = guest.terminal_attach(terminal).await?;
+    let (mut output, input) = tokio::io::split(pipe);
+    let session = Arc::new(Session {
+        terminal: terminal.to_string(),
+        input: tokio::sync::Mutex::new(input),
+        killed: AtomicBool::new(false),
+    });
+    let attached = Attached {
+        state: envd.state.clone(),
+        sandbox: envd.sandbox_id.clone(),
+        pid,
+        session: session.clone(),
+    };
+    attached
+        .state
+        .ptys
+        .lock()
+        .insert((attached.sandbox.clone(), pid), session.clone());
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut output, &mut tokio::io::sink()).await;
+        drop(attached);
+    });
+    Ok(session)
+}
+
+/// The PTY whose shell is `pid` in the sandbox: attached here, or found
+/// among the guest's live terminals.
+pub async fn find(envd: &Envd, guest: &Guest, pid: u32) -> Result<Option<Found>, RpcError> {
+    if let Some(s) = envd.state.ptys.get(&envd.sandbox_id, pid) {
+        return Ok(Some(Found::Attached(s)));
+    }
+    let live = guest.terminal_list().await?;
+    Ok(live
+        .into_iter()
+        .find(|t| t.pid == pid && !t.exited)
+        .map(|t| Found::Detached(t.id)))
+}
+
+impl Session {
+    pub async fn write(&self, data: &[u8]) -> Result<(), RpcError> {
+        let mut input = self.input.lock().await;
+        let sent = input.write_all(data).await;
+        sent.and(input.flush().await)
+            .map_err(|e| RpcError::new(Code::Unavailable, format!("terminal input: {e}")))
     }
 }
 
