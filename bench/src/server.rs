@@ -62,6 +62,10 @@ fn bench_config_pool(
             listen: "127.0.0.1:0".parse()?,
             ..Default::default()
         },
+        // `HEARTH_DATABASE_URL`: the same bench on the PostgreSQL store.
+        database_url: std::env::var("HEARTH_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty()),
         ..Default::default()
     };
     Ok((data_dir, config))

@@ -1,6 +1,8 @@
 //! `GET /api/v1/sandboxes/{id}` under load from `wrk` (64 connections, 2
 //! threads, loopback) vs `GET /healthz` of the same in-process server (no
 //! key, no store), in one run. Target: >= 10,000 req/s with p99 < 10 ms.
+//! A running sandbox is answered from memory; `GET /api/v1/sandboxes` (the
+//! list, one page) reads the store, and is measured too.
 //!
 //! Usage: `api-load [SECONDS]` (default 10). Needs `wrk` on PATH (Debian
 //! package `wrk`), or `WRK=/path/to/wrk`.
@@ -44,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
 
     let srv = &BenchServer::start().await?;
     let t = Instant::now();
-    let (floor, get) = srv
+    let (floor, get, list) = srv
         .with_sandbox(|id| async move {
             eprintln!(
                 "sandbox {id} running after {:.1} s",
@@ -69,12 +71,17 @@ async fn main() -> anyhow::Result<()> {
             run_wrk(&wrk, &sandbox, Some(&auth), WARMUP_SECONDS).await?;
             let floor = run_wrk(&wrk, &healthz, None, seconds).await?;
             let get = run_wrk(&wrk, &sandbox, Some(&auth), seconds).await?;
-            Ok((floor, get))
+            let list = run_wrk(&wrk, &srv.api("/sandboxes"), Some(&auth), seconds).await?;
+            Ok((floor, get, list))
         })
         .await?;
 
     println!("{version}: {THREADS} threads, {CONNECTIONS} connections, {seconds} s each, loopback");
-    for (name, r) in [("GET /healthz      ", &floor), ("GET /sandboxes/id ", &get)] {
+    for (name, r) in [
+        ("GET /healthz      ", &floor),
+        ("GET /sandboxes/id ", &get),
+        ("GET /sandboxes    ", &list),
+    ] {
         println!(
             "  {name} {:9.0} req/s   p50 {:6.2} ms   p99 {:6.2} ms",
             r.requests_per_sec,
@@ -87,6 +94,11 @@ async fn main() -> anyhow::Result<()> {
         get.requests_per_sec,
         ms(get.p99),
         get.requests_per_sec / floor.requests_per_sec
+    );
+    println!(
+        "  sandbox list: {:.0} req/s, p99 {:.2} ms (from the store)",
+        list.requests_per_sec,
+        ms(list.p99)
     );
     Ok(())
 }
