@@ -228,6 +228,18 @@ async fn the_control_api_answers_in_e2b_shapes_and_errors() {
         (201, Value::Null),
         "{v}"
     );
+    // Nor by the other ways to it: get answers none, connect (which
+    // needs sandboxes:write) is refused.
+    let made = v["sandboxID"].as_str().expect("id").to_string();
+    for (method, path, want) in [
+        ("GET", format!("/sandboxes/{made}"), 200),
+        ("POST", format!("/sandboxes/{made}/connect"), 403),
+        ("POST", format!("/v2/sandboxes/{made}/connect"), 403),
+    ] {
+        let (st, v) = e2b(&srv, Some(&creator), method, &path, None).await;
+        assert_eq!(st, want, "{method} {path}: {v}");
+        assert_eq!(v["envdAccessToken"], Value::Null, "{method} {path}: {v}");
+    }
     let worker = token(json!([
         "sandboxes:create",
         "sandboxes:read",
@@ -608,6 +620,23 @@ async fn snapshots_start_sandboxes_outlive_theirs_and_forks_answer_one_by_one() 
     let other = v["data"]["key"].as_str().expect("key").to_string();
     let (_, list) = e2b(&srv, Some(&other), "GET", "/snapshots", None).await;
     assert_eq!(list, json!([]));
+    // Nor snapshots, forks or rewires the sandbox that made it.
+    for (method, path, body) in [
+        ("POST", format!("/sandboxes/{started}/snapshots"), json!({})),
+        (
+            "POST",
+            format!("/sandboxes/{started}/fork"),
+            json!({"count": 1}),
+        ),
+        (
+            "PUT",
+            format!("/sandboxes/{started}/network"),
+            json!({"allowOut": ["203.0.113.9"]}),
+        ),
+    ] {
+        let (st, v) = e2b(&srv, Some(&other), method, &path, Some(body)).await;
+        assert_eq!(st, 404, "{method} {path}: {v}");
+    }
     let body = json!({"templateID": snap_id});
     let (st, _) = e2b(&srv, Some(&other), "POST", "/sandboxes", Some(body)).await;
     assert_eq!(st, 404);

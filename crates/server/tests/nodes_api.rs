@@ -68,6 +68,11 @@ async fn a_server_is_a_node_and_its_sandboxes_name_it() {
         .await
         .expect("get");
     assert_eq!(resp.status(), 403);
+    // Nor drain one: the node stays active.
+    let drain = format!("/api/v1/nodes/{}/drain", srv.core.node_id());
+    let resp = c.post(srv.url(&drain)).bearer_auth(&key).send().await;
+    assert_eq!(resp.expect("post").status(), 403);
+    assert_eq!(nodes(&srv).await[0]["state"], "active");
     // The id stays across restarts: it is kept in the data directory.
     let kept = std::fs::read_to_string(srv.core.data_dir().join("node.id")).expect("node.id");
     assert_eq!(kept.trim(), srv.core.node_id());

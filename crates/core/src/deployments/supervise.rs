@@ -108,6 +108,10 @@ impl Core {
                 .iter()
                 .any(|n| n.id == id && matches!(n.state, NodeState::Active | NodeState::Draining))
         };
+        // The usual case, with no store read: an instance runs here.
+        if dep.instances.iter().any(|i| self.handle(i).is_some()) {
+            return true;
+        }
         for inst in &dep.instances {
             if let Ok(Some(rec)) = self.store.get_sandbox(inst).await {
                 if let Some(node) = rec.node_id.as_deref().filter(|n| live(n)) {

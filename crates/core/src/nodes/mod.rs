@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+pub mod records;
+
 use crate::error::{Error, Kind, Result};
 use crate::events::EventKind;
 use crate::model::{NodeLoad, NodeRecord, NodeState, SandboxState};

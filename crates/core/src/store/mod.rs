@@ -304,8 +304,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> StoreResult<Option<crate::model::NodeState>>;
     async fn list_nodes(&self) -> StoreResult<Vec<crate::model::NodeRecord>>;
-    /// Moves a node from one of `from` (at most four) to `to`; false when
-    /// it was in none of them.
+    /// Moves a node from one of `from` to `to`; false when it was in none
+    /// of them.
     async fn set_node_state(
         &self,
         id: &str,

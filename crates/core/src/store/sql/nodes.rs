@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::rows::{from_json, json};
+use super::rows::{from_json, json, load_from_row, LOAD_SUMS};
 use super::{DbPool, DbRow};
 use sqlx::Row;
 
@@ -82,17 +82,20 @@ pub(super) async fn set_state(
     from: &[NodeState],
     to: NodeState,
 ) -> StoreResult<bool> {
-    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    let r = sqlx::query("UPDATE nodes SET state = $1 WHERE id = $2 AND state IN ($3, $4, $5, $6)")
-        .bind(to.as_str())
-        .bind(id)
-        .bind(from.first().copied())
-        .bind(from.get(1).copied())
-        .bind(from.get(2).copied())
-        .bind(from.get(3).copied())
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected() == 1)
+    if from.is_empty() {
+        return Ok(false);
+    }
+    let mut b = sqlx::QueryBuilder::new("UPDATE nodes SET state = ");
+    b.push_bind(to.as_str())
+        .push(" WHERE id = ")
+        .push_bind(id)
+        .push(" AND state IN (");
+    let mut states = b.separated(", ");
+    for s in from {
+        states.push_bind(s.as_str());
+    }
+    b.push(")");
+    Ok(b.build().execute(pool).await?.rows_affected() == 1)
 }
 
 /// Marks `lost` every active or draining node whose last heartbeat is
@@ -113,24 +116,13 @@ pub(super) async fn mark_lost(pool: &DbPool, cutoff: i64) -> StoreResult<Vec<Nod
 
 /// What each node's sandboxes take, by node id.
 pub(super) async fn loads(pool: &DbPool) -> StoreResult<BTreeMap<String, NodeLoad>> {
-    let rows = sqlx::query(
-        "SELECT node_id, COUNT(*) AS n, \
-           CAST(COALESCE(SUM(CASE WHEN state != 'paused' THEN cpu_count END), 0) AS BIGINT) AS vcpus, \
-           CAST(COALESCE(SUM(CASE WHEN state != 'paused' THEN memory_mb END), 0) AS BIGINT) AS mem, \
-           CAST(COALESCE(SUM(disk_size_mb), 0) AS BIGINT) AS disk \
-         FROM sandboxes WHERE state != 'destroyed' AND node_id IS NOT NULL GROUP BY node_id",
-    )
-    .fetch_all(pool)
-    .await?;
+    let sql = format!(
+        "SELECT node_id, {LOAD_SUMS} FROM sandboxes \
+         WHERE state != 'destroyed' AND node_id IS NOT NULL GROUP BY node_id"
+    );
     let mut out = BTreeMap::new();
-    for r in &rows {
-        let load = NodeLoad {
-            sandboxes: r.try_get::<i64, _>("n")? as u64,
-            vcpus: r.try_get::<i64, _>("vcpus")? as u64,
-            memory_mb: r.try_get::<i64, _>("mem")? as u64,
-            disk_mb: r.try_get::<i64, _>("disk")? as u64,
-        };
-        out.insert(r.try_get("node_id")?, load);
+    for r in &sqlx::query(&sql).fetch_all(pool).await? {
+        out.insert(r.try_get("node_id")?, load_from_row(r)?);
     }
     Ok(out)
 }

@@ -1,8 +1,8 @@
 //! Quota queries: a tenant's overrides, and what it holds now (one pass
 //! per table); the `Store` impl in `mod.rs` calls them.
 
+use super::rows::{load_from_row, LOAD_SUMS};
 use super::DbPool;
-use sqlx::Row;
 
 use crate::quotas::{QuotaOverrides, Quotas};
 use crate::store::{StoreError, StoreResult};
@@ -45,16 +45,9 @@ pub(super) async fn put(
 }
 
 pub(super) async fn usage(pool: &DbPool, tenant: &str) -> StoreResult<Quotas> {
-    let s = sqlx::query(
-        "SELECT COUNT(*) AS n, \
-           CAST(COALESCE(SUM(CASE WHEN state != 'paused' THEN cpu_count END), 0) AS BIGINT) AS vcpus, \
-           CAST(COALESCE(SUM(CASE WHEN state != 'paused' THEN memory_mb END), 0) AS BIGINT) AS mem, \
-           CAST(COALESCE(SUM(disk_size_mb), 0) AS BIGINT) AS disk \
-         FROM sandboxes WHERE tenant_id = $1 AND state != 'destroyed'",
-    )
-    .bind(tenant)
-    .fetch_one(pool)
-    .await?;
+    let sql =
+        format!("SELECT {LOAD_SUMS} FROM sandboxes WHERE tenant_id = $1 AND state != 'destroyed'");
+    let load = load_from_row(&sqlx::query(&sql).bind(tenant).fetch_one(pool).await?)?;
     let count = |sql: &'static str| count(pool, sql, tenant);
     let snapshots = count(
         "SELECT COUNT(*) FROM snapshots WHERE tenant_id = $1 AND status IN ('creating', 'ready')",
@@ -76,10 +69,10 @@ pub(super) async fn usage(pool: &DbPool, tenant: &str) -> StoreResult<Quotas> {
         count("SELECT COALESCE(MAX(replicas), 0) FROM deployments WHERE tenant_id = $1").await?;
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(Quotas {
-        sandboxes: n(s.try_get("n")?),
-        vcpus: n(s.try_get("vcpus")?),
-        memory_mb: n(s.try_get("mem")?),
-        disk_mb: n(s.try_get("disk")?),
+        sandboxes: load.sandboxes,
+        vcpus: load.vcpus,
+        memory_mb: load.memory_mb,
+        disk_mb: load.disk_mb,
         snapshots: n(snapshots),
         previews: n(previews),
         api_keys: n(api_keys),

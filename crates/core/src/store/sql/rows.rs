@@ -26,6 +26,25 @@ pub(super) fn from_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// What sandboxes take, summed over a `FROM sandboxes ... WHERE state !=
+/// 'destroyed'` (paused ones keep their disk and give back vCPUs and
+/// memory): a tenant's quota use and a node's load. Read by [`load_from_row`].
+pub(super) const LOAD_SUMS: &str = "COUNT(*) AS n, \
+    CAST(COALESCE(SUM(CASE WHEN state != 'paused' THEN cpu_count END), 0) AS BIGINT) AS vcpus, \
+    CAST(COALESCE(SUM(CASE WHEN state != 'paused' THEN memory_mb END), 0) AS BIGINT) AS mem, \
+    CAST(COALESCE(SUM(disk_size_mb), 0) AS BIGINT) AS disk";
+
+pub(super) fn load_from_row(r: &DbRow) -> StoreResult<crate::model::NodeLoad> {
+    let n =
+        |c: &str| -> StoreResult<u64> { Ok(u64::try_from(r.try_get::<i64, _>(c)?).unwrap_or(0)) };
+    Ok(crate::model::NodeLoad {
+        sandboxes: n("n")?,
+        vcpus: n("vcpus")?,
+        memory_mb: n("mem")?,
+        disk_mb: n("disk")?,
+    })
+}
+
 pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }

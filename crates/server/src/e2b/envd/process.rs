@@ -196,14 +196,23 @@ pub async fn connect(envd: Envd, headers: HeaderMap, body: Bytes) -> Response {
         let req: ConnectRequest = call.request(&body)?;
         let guest = envd.guest(true).await?;
         let pid = pid_of(&guest, req.process).await?;
-        if let Some(pty) = super::pty::find(&envd, &guest, pid).await? {
-            let terminal = pty.terminal().to_string();
-            let stream = super::pty::attach(&envd, guest, terminal, pid)
-                .await?
-                .map(|e| e.map(|event| ConnectResponse { event: Some(event) }));
-            return Ok(call.stream(stream));
-        }
-        let stream = process_stream(&guest, pid)
+        // A process first (one agent call); a PTY when it is none.
+        let terminal = match envd.pty(pid) {
+            Some(s) => super::pty::Found::Attached(s).terminal().to_string(),
+            None => match process_stream(&guest, pid).await {
+                Ok(stream) => {
+                    let stream =
+                        stream.map(|e| e.map(|event| ConnectResponse { event: Some(event) }));
+                    return Ok(call.stream(stream));
+                }
+                Err(e) if e.code == Code::NotFound => {
+                    let found = super::pty::find(&envd, &guest, pid).await?;
+                    found.ok_or(e)?.terminal().to_string()
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let stream = super::pty::attach(&envd, guest, terminal, pid)
             .await?
             .map(|e| e.map(|event| ConnectResponse { event: Some(event) }));
         Ok::<_, RpcError>(call.stream(stream))
@@ -360,17 +369,30 @@ pub async fn send_signal(envd: Envd, headers: HeaderMap, body: Bytes) -> Respons
     unary(&headers, &body, move |req: SendSignalRequest| async move {
         let guest = envd.guest(true).await?;
         let pid = pid_of(&guest, req.process).await?;
-        if let Some(pty) = super::pty::find(&envd, &guest, pid).await? {
-            // A PTY's shell is hung up whatever the signal: its jobs go too.
-            pty.kill(&guest).await?;
-            return Ok(SendSignalResponse {});
-        }
         let signal = match Signal::try_from(req.signal) {
             Ok(Signal::Sigkill) => "SIGKILL",
             Ok(Signal::Sigterm) => "SIGTERM",
             _ => return Err(RpcError::new(Code::InvalidArgument, "unsupported signal")),
         };
-        guest.process_signal(pid, signal).await?;
+        // A PTY's shell is hung up whatever the signal: its jobs go too.
+        if let Some(s) = envd.pty(pid) {
+            super::pty::Found::Attached(s).kill(&guest).await?;
+            return Ok(SendSignalResponse {});
+        }
+        // A process first (one agent call); a detached PTY when it is none.
+        match guest
+            .process_signal(pid, signal)
+            .await
+            .map_err(RpcError::from)
+        {
+            Err(e) if e.code == Code::NotFound => {
+                let pty = super::pty::find(&envd, &guest, pid).await?;
+                pty.ok_or(e)?.kill(&guest).await?;
+            }
+            r => {
+                r?;
+            }
+        }
         Ok(SendSignalResponse {})
     })
     .await
