@@ -198,12 +198,19 @@ def test_pty_session_takes_input_resizes_and_is_killed(sbx):
 
 def test_a_pty_runs_on_after_its_client_leaves_takes_input_and_a_new_client(sbx):
     from e2b.sandbox.commands.command_handle import PtySize
-    done = "/tmp/pty-done-" + RUN
+    started, done = "/tmp/pty-started-" + RUN, "/tmp/pty-done-" + RUN
     h = sbx.pty.create(PtySize(rows=24, cols=80))
     # Far more output than any buffer holds, then a mark; nobody reads it.
-    sbx.pty.send_stdin(h.pid, ("seq 1 200000; touch %s\n" % done).encode())
-    h.disconnect()
+    # The client leaves once the shell has the command (input still in
+    # flight when a client drops its stream is not promised to arrive).
+    sbx.pty.send_stdin(h.pid, ("touch %s; seq 1 200000; touch %s\n" % (started, done)).encode())
     for _ in range(300):
+        if sbx.files.exists(started):
+            break
+        time.sleep(0.1)
+    assert sbx.files.exists(started), "the shell never got the command"
+    h.disconnect()
+    for _ in range(600):
         if sbx.files.exists(done):
             break
         time.sleep(0.1)
