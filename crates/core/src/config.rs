@@ -238,6 +238,10 @@ pub struct ClusterConfig {
     /// How other nodes reach this one's API (`HEARTH_NODE_URL`); default
     /// `public_url`, else `http://<listen>`.
     pub node_url: Option<String>,
+    /// How other nodes reach this one's preview proxy
+    /// (`HEARTH_NODE_PROXY_URL`); default: `node_url`'s host at the preview
+    /// listener's port, else `http://<preview.listen>`.
+    pub node_proxy_url: Option<String>,
     /// `region` and the like (`HEARTH_NODE_LABELS="region=eu,zone=a"`).
     pub labels: std::collections::BTreeMap<String, String>,
     /// How often the node says it is alive.
@@ -254,6 +258,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             node_id: None,
             node_url: None,
+            node_proxy_url: None,
             labels: Default::default(),
             heartbeat_ms: 2_000,
             lost_after_ms: 15_000,
@@ -378,7 +383,8 @@ impl ServerConfig {
     }
 
     /// Applies `HEARTH_LISTEN`, `HEARTH_DATA_DIR`, `HEARTH_DATABASE`,
-    /// `HEARTH_DATABASE_URL`, `HEARTH_NODE_URL`, `HEARTH_NODE_LABELS`,
+    /// `HEARTH_DATABASE_URL`, `HEARTH_NODE_URL`, `HEARTH_NODE_PROXY_URL`,
+    /// `HEARTH_NODE_LABELS`,
     /// `HEARTH_IMAGES_DIR`, `HEARTH_PUBLIC_URL`, `HEARTH_PREVIEW_LISTEN`,
     /// `HEARTH_PREVIEW_DOMAIN`, `HEARTH_SECRETS_KEY_FILE`, `HEARTH_E2B_LISTEN`
     /// and `HEARTH_ACCEL` (auto|kvm|tcg).
@@ -414,6 +420,9 @@ impl ServerConfig {
         }
         if let Some(v) = get("HEARTH_NODE_URL").filter(|v| !v.is_empty()) {
             self.cluster.node_url = Some(v);
+        }
+        if let Some(v) = get("HEARTH_NODE_PROXY_URL").filter(|v| !v.is_empty()) {
+            self.cluster.node_proxy_url = Some(v);
         }
         if let Some(v) = get("HEARTH_NODE_LABELS") {
             for pair in v.split(',').filter(|p| !p.trim().is_empty()) {

@@ -115,6 +115,8 @@ pub struct Core {
     data_dir: PathBuf,
     /// This server's id among the nodes sharing the store.
     node_id: String,
+    /// nodes/peers.rs: the other nodes, to reach what they run.
+    peers: nodes::peers::Peers,
     shutdown: CancellationToken,
 }
 
@@ -139,6 +141,7 @@ impl Core {
         let node_id = nodes::node_id(&config, &data_dir)?;
         Ok(Arc::new(Core {
             node_id,
+            peers: Default::default(),
             events,
             timers: Timers::new(clock.clone()),
             metrics: crate::metrics::Metrics::default(),

@@ -5,6 +5,7 @@
 //! Layout: [`routes`] translate HTTP, [`core`] holds every operation,
 //! [`store`] persists, [`model`] names the domain objects.
 
+pub mod cluster;
 pub mod e2b;
 pub mod error;
 pub mod proxy;

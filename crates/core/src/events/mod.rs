@@ -252,7 +252,9 @@ impl super::Core {
     }
 
     /// Every event after `after` that `filter` wants: the stored ones,
-    /// then live ones as they happen.
+    /// then live ones as they happen. With other nodes on the store (whose
+    /// events this node's bus never carries), the store is also read every
+    /// [`CLUSTER_POLL`].
     pub fn follow_events(&self, filter: EventFilter, after: i64) -> EventFollower {
         EventFollower {
             store: self.store.clone(),
@@ -261,6 +263,7 @@ impl super::Core {
             last: after,
             ready: VecDeque::new(),
             replaying: true,
+            poll: self.has_peers().then_some(CLUSTER_POLL),
         }
     }
 }
@@ -276,7 +279,12 @@ pub struct EventFollower {
     last: i64,
     ready: VecDeque<EventRecord>,
     replaying: bool,
+    /// How often to read the store for other nodes' events.
+    poll: Option<std::time::Duration>,
 }
+
+/// How often a follower reads other nodes' events from the store.
+pub const CLUSTER_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl EventFollower {
     /// The next event; `None` when the store fails or the bus closed.
@@ -312,7 +320,17 @@ impl EventFollower {
                 }
                 continue;
             }
-            match self.live.recv().await {
+            let received = match self.poll {
+                None => self.live.recv().await,
+                Some(every) => match tokio::time::timeout(every, self.live.recv()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.replaying = true;
+                        continue;
+                    }
+                },
+            };
+            match received {
                 Ok(e) if e.seq > self.last && self.filter.wants(&e) => {
                     self.last = e.seq;
                     return Some(e);

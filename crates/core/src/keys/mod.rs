@@ -180,6 +180,13 @@ impl Core {
         Ok(())
     }
 
+    /// Empties the key cache (another node revoked a key).
+    pub(crate) fn forget_all_keys(&self) {
+        let mut cache = self.keys.0.write();
+        cache.epoch += 1;
+        cache.keys.clear();
+    }
+
     fn forget_key(&self, id: &str) {
         let mut cache = self.keys.0.write();
         cache.epoch += 1;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+pub mod peers;
 pub mod records;
 
 use crate::error::{Error, Kind, Result};
@@ -71,6 +72,18 @@ fn capacity(config: &crate::config::ServerConfig, data_dir: &Path) -> (u32, u64,
     (vcpus, memory_mb, disk_mb)
 }
 
+/// The host of `scheme://host[:port][/...]` (an IPv6 host keeps its
+/// brackets).
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host = match authority.rfind(']') {
+        Some(end) => &authority[..=end],
+        None => authority.split(':').next()?,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
 fn host_memory_mb() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
@@ -83,6 +96,19 @@ impl Core {
         &self.node_id
     }
 
+    /// How other nodes reach this node's preview proxy: as configured,
+    /// else the API's host at the proxy's port.
+    fn proxy_url(&self) -> String {
+        let c = &self.config;
+        if let Some(u) = &c.cluster.node_proxy_url {
+            return u.clone();
+        }
+        match c.cluster.node_url.as_deref().and_then(url_host) {
+            Some(h) => format!("http://{h}:{}", c.preview.listen.port()),
+            None => format!("http://{}", c.preview.listen),
+        }
+    }
+
     /// This node as it registers: address, capacity, labels.
     fn node_record(&self, state: NodeState) -> NodeRecord {
         let (vcpus, memory_mb, disk_mb) = capacity(&self.config, &self.data_dir);
@@ -93,11 +119,7 @@ impl Core {
             .clone()
             .or_else(|| self.config.public_url.clone())
             .unwrap_or_else(|| format!("http://{}", self.config.listen));
-        let proxy_url = self
-            .config
-            .preview
-            .enabled
-            .then(|| format!("http://{}", self.config.preview.listen));
+        let proxy_url = self.config.preview.enabled.then(|| self.proxy_url());
         let now = self.now_ms();
         NodeRecord {
             id: self.node_id.clone(),
@@ -128,6 +150,9 @@ impl Core {
             false => NodeState::Active,
         };
         self.store.put_node(&self.node_record(state)).await?;
+        self.refresh_peers().await?;
+        // Revocations before this start are in the store already.
+        self.catch_up_revocations().await?;
         tracing::info!(node_id = %self.node_id, state = state.as_str(), "node registered");
         let core = self.clone();
         let stop = self.shutdown.clone();
@@ -159,6 +184,12 @@ impl Core {
             }
             Ok(Some(_)) => {}
             Err(e) => tracing::warn!(error = %e, "node heartbeat failed"),
+        }
+        if let Err(e) = self.refresh_peers().await {
+            tracing::warn!(error = %e, "node list refresh failed");
+        }
+        if let Err(e) = self.catch_up_revocations().await {
+            tracing::warn!(error = %e, "revocation check failed");
         }
         let cutoff = now - self.config.cluster.lost_after_ms as i64;
         match self.store.mark_lost_nodes(cutoff).await {
@@ -276,5 +307,17 @@ impl Core {
             ));
         }
         Ok(node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_proxy_is_reached_at_the_api_host() {
+        let h = super::url_host;
+        assert_eq!(h("http://10.1.2.3:7070"), Some("10.1.2.3"));
+        assert_eq!(h("http://node-a.internal/api"), Some("node-a.internal"));
+        assert_eq!(h("https://[fd00::1]:7070"), Some("[fd00::1]"));
+        assert_eq!(h("http://"), None);
     }
 }

@@ -143,6 +143,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Marks a key revoked; false when the tenant has no such live key.
     async fn revoke_api_key(&self, tenant_id: &str, id: &str, now: i64) -> StoreResult<bool>;
     async fn count_api_keys(&self) -> StoreResult<u64>;
+    /// When the last API key, scoped token or share token was revoked
+    /// (unix ms; 0 for never): other nodes' revocations, for this node's
+    /// caches and open connections.
+    async fn latest_revocation(&self) -> StoreResult<i64>;
 
     // Quotas.
     /// The admin's overrides for `tenant`, if any.

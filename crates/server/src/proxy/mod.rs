@@ -31,8 +31,9 @@ use axum::response::Response;
 use hyper_util::rt::TokioIo;
 
 use crate::core::keys::Caller;
+use crate::core::nodes::peers::Owner;
 use crate::core::Core;
-use crate::model::{PreviewRecord, Visibility};
+use crate::model::{NodeRecord, PreviewRecord, Visibility};
 use crate::ratelimit::RateLimiter;
 
 pub use credentials::TOKEN_COOKIE;
@@ -207,7 +208,7 @@ fn host_name(host: &str) -> String {
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), and any the Connection header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -244,6 +245,14 @@ async fn handle(
     mut req: Request,
 ) -> Response {
     let core = &proxy.core;
+    // A request another node's proxy sent on: its client, and never sent
+    // on again.
+    let forwarded = crate::cluster::accept(core, &mut req);
+    let peer = match forwarded.as_ref().and_then(|f| f.client_ip) {
+        Some(ip) => SocketAddr::new(ip, peer.port()),
+        None => peer,
+    };
+    let here = forwarded.is_some();
     let host = req
         .headers()
         .get(header::HOST)
@@ -252,6 +261,9 @@ async fn handle(
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
     if let Some((sandbox_id, port)) = e2b_target(&proxy, &req, &host) {
+        if let Some(node) = elsewhere(core, &sandbox_id, here).await {
+            return to_owner(core, &node, peer, req).await;
+        }
         return serve_e2b(&proxy, peer, &host, sandbox_id, port, req).await;
     }
     let Some(slug) = slug_of(&host, &proxy.suffix) else {
@@ -271,6 +283,9 @@ async fn handle(
             return pages::bad_gateway("the preview could not be looked up");
         }
     };
+    if let Some(node) = elsewhere(core, &preview.sandbox_id, here).await {
+        return to_owner(core, &node, peer, req).await;
+    }
     let presented = credentials::take(&mut req);
     if preview.visibility == Visibility::Public && !proxy.limiter.allow(peer.ip(), Instant::now()) {
         return pages::rate_limited();
@@ -289,6 +304,31 @@ async fn handle(
         forward(core, &preview, peer, &host, req, held).await
     };
     finish(core, resp, set_cookie)
+}
+
+/// The node whose proxy serves `sandbox_id`, when another node runs it
+/// and this request did not come from a node already.
+async fn elsewhere(core: &Core, sandbox_id: &str, here: bool) -> Option<NodeRecord> {
+    if here {
+        return None;
+    }
+    match core.sandbox_owner(sandbox_id).await {
+        Ok(Owner::Node(n)) if n.proxy_url.is_some() => Some(n),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(%sandbox_id, error = %e, "sandbox owner lookup");
+            None
+        }
+    }
+}
+
+/// The request, untouched (its credentials, cookies and host), to the
+/// proxy of the node that runs its sandbox.
+async fn to_owner(core: &Core, node: &NodeRecord, peer: SocketAddr, req: Request) -> Response {
+    let base = node.proxy_url.as_deref().unwrap_or_default();
+    crate::cluster::forward::to_node(core, node, base, Some(peer.ip()), req, true)
+        .await
+        .unwrap_or_else(|why| pages::bad_gateway(&why))
 }
 
 /// A deployment's public URL (or a verified custom domain of it): one of

@@ -5,10 +5,8 @@
 //! what only it knows (the id it created, a command) as an [`AuditNote`]
 //! in its answer's extensions.
 
-use std::net::SocketAddr;
-
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -170,16 +168,21 @@ pub async fn layer(State(core): State<AppState>, req: Request, next: Next) -> Re
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     let path = req.uri().path().to_string();
-    let ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    let ip = crate::cluster::client_ip(&req).map(|ip| ip.to_string());
     let request_id = super::request_id::current();
     let mut resp = next.run(req).await;
     let Some(caller) = resp.extensions_mut().remove::<Caller>() else {
         // Not authenticated (401): no tenant to file it under.
         return resp;
     };
+    if resp
+        .extensions()
+        .get::<crate::cluster::ForwardedOut>()
+        .is_some()
+    {
+        // The node that served it recorded it.
+        return resp;
+    }
     let route = full.strip_prefix("/api/v1").unwrap_or(&full).to_string();
     let status = resp.status().as_u16();
     if !recorded(&method, &route, status) {

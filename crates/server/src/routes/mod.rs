@@ -87,16 +87,27 @@ pub fn router(core: AppState) -> Router {
             MAX_LIMITED_KEYS,
         )),
     };
+    // Inside out: idempotency, forwarding to the node that runs the
+    // sandbox (the owner keeps the one idempotency record), authentication
+    // (a bad key never leaves this node).
     let api = api
         .route_layer(middleware::from_fn_with_state(
             core.clone(),
             idempotency::layer,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            core.clone(),
+            crate::cluster::api_layer,
         ))
         .route_layer(middleware::from_fn_with_state(limits.clone(), authenticate));
     // Outermost: it sees the caller the authentication layer found.
     let api = api.route_layer(middleware::from_fn_with_state(core.clone(), audit::layer));
     // E2B's control API: the same keys, limits and audit log.
     let e2b = crate::e2b::control::router()
+        .route_layer(middleware::from_fn_with_state(
+            core.clone(),
+            crate::cluster::api_layer,
+        ))
         .route_layer(middleware::from_fn_with_state(limits, authenticate))
         .route_layer(middleware::from_fn_with_state(core.clone(), audit::layer));
     let (app, _) = OpenApiRouter::new()
@@ -107,6 +118,12 @@ pub fn router(core: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(core.clone(), observe))
         .layer(middleware::from_fn(request_id::layer))
+        // Outermost: a forwarding node's header is checked and stripped
+        // before anything reads the request.
+        .layer(middleware::from_fn_with_state(
+            core.clone(),
+            crate::cluster::accept_layer,
+        ))
         // Bodies are limited where they are read (ApiJson, raw uploads).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(core)
@@ -168,7 +185,12 @@ async fn authenticate(
                 Ok(r) => r,
                 Err(e) => return ApiError::from(e).into_response(),
             };
-            if rate.per_sec > 0 {
+            // A forwarded request was counted by the node it came to.
+            let forwarded = req
+                .extensions()
+                .get::<crate::cluster::Forwarded>()
+                .is_some();
+            if rate.per_sec > 0 && !forwarded {
                 let now = Instant::now();
                 let taken = limiter.take_with(caller.key_id.clone(), rate.per_sec, rate.burst, now);
                 if let Err(wait) = taken {

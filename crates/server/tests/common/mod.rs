@@ -461,16 +461,24 @@ impl TestServer {
     }
 
     /// Another node on `first`'s store (its SQLite file or PostgreSQL
-    /// schema), with a data directory of its own; the admin key is the
+    /// schema), with a data directory of its own and the first node's
+    /// sealing key (as `secrets_key_file` shares it); the admin key is the
     /// first node's (keys live in the shared store).
     pub async fn join(first: &TestServer, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let url = first.core.config.database_url.clone();
         let file = first.core.config.database_path();
+        let key_file = first
+            .core
+            .config
+            .secrets_key_file
+            .clone()
+            .unwrap_or_else(|| first.core.data_dir().join("secrets.key"));
         let tweak = move |c: &mut ServerConfig| {
             match url {
                 Some(u) => c.database_url = Some(u),
                 None => c.database = Some(file),
             }
+            c.secrets_key_file = Some(key_file);
             tweak(c);
         };
         let key = first.admin_key.clone();
@@ -494,6 +502,12 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         config.listen = addr;
         config.public_url = Some(format!("http://{addr}"));
+        // Bound before the node registers, which names its proxy's address.
+        let previews = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind previews");
+        let preview_addr = previews.local_addr().expect("addr");
+        config.preview.listen = preview_addr;
         // Tests hammer the API on purpose; the per-key limit has its own.
         config.api_rps = 0;
         // No DNS question leaves the machine: a test that verifies a
@@ -528,10 +542,6 @@ impl TestServer {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let previews = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind previews");
-        let preview_addr = previews.local_addr().expect("addr");
         tokio::spawn(hearth_server::proxy::serve(
             core.clone(),
             previews,

@@ -123,6 +123,19 @@ impl Store for ThisStore {
         Ok(n as u64)
     }
 
+    async fn latest_revocation(&self) -> StoreResult<i64> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(at) FROM (
+                SELECT MAX(revoked_at) AS at FROM api_keys
+                UNION ALL SELECT MAX(revoked_at) FROM scoped_tokens
+                UNION ALL SELECT MAX(revoked_at) FROM preview_tokens
+            ) AS revocations",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at.unwrap_or(0))
+    }
+
     async fn tenant_quotas(
         &self,
         tenant: &str,
