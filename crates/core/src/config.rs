@@ -251,6 +251,12 @@ pub struct ClusterConfig {
     pub vcpus: u32,
     pub memory_mb: u64,
     pub disk_mb: u64,
+    /// What placement may promise of each, in percent of the capacity:
+    /// idle sandboxes use a fraction of their vCPUs, memory they never
+    /// touched and sparse disks. With one node nothing is placed.
+    pub cpu_overcommit_percent: u32,
+    pub memory_overcommit_percent: u32,
+    pub disk_overcommit_percent: u32,
 }
 
 impl Default for ClusterConfig {
@@ -265,6 +271,9 @@ impl Default for ClusterConfig {
             vcpus: 0,
             memory_mb: 0,
             disk_mb: 0,
+            cpu_overcommit_percent: 800,
+            memory_overcommit_percent: 200,
+            disk_overcommit_percent: 400,
         }
     }
 }

@@ -503,7 +503,7 @@ pub struct UsageInterval {
     pub ended_at: Option<i64>,
 }
 
-pub use crate::nodes::records::{NodeLoad, NodeRecord, NodeState};
+pub use crate::nodes::records::{NodeLoad, NodeRecord, NodeState, PlacementRecord};
 
 pub use crate::deployments::records::{
     DeploymentListFilter, DeploymentRecord, DeploymentVersionRecord, DomainRecord,

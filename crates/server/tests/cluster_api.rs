@@ -24,11 +24,19 @@ fn fast(c: &mut ServerConfig) {
     c.cluster.lost_after_ms = 5_000;
 }
 
+/// A node labelled `region=<name>`, so that a create can ask for it.
+fn in_region(name: &'static str) -> impl FnOnce(&mut ServerConfig) {
+    move |c| {
+        fast(c);
+        c.cluster.labels.insert("region".into(), name.into());
+    }
+}
+
 /// Two nodes on one store and a sandbox that B runs.
 async fn two_nodes() -> (TestServer, TestServer, String) {
     let a = TestServer::start_with(fast).await;
-    let b = TestServer::join(&a, fast).await;
-    let sbx = b.create_sandbox(json!({})).await;
+    let b = TestServer::join(&a, in_region("b")).await;
+    let sbx = b.create_sandbox(json!({"region": "b"})).await;
     let id = sbx["id"].as_str().expect("id").to_string();
     assert_eq!(sbx["node_id"].as_str(), Some(b.core.node_id()));
     assert!(a.core.handle(&id).is_none(), "A must not run it");
@@ -304,11 +312,11 @@ async fn a_node_that_cannot_be_reached_is_named() {
     let a = TestServer::start_with(fast).await;
     // C advertises an address where nothing listens.
     let c = TestServer::join(&a, |c| {
-        fast(c);
+        in_region("c")(c);
         c.cluster.node_url = Some("http://127.0.0.1:9".into());
     })
     .await;
-    let sbx = c.create_sandbox(json!({})).await;
+    let sbx = c.create_sandbox(json!({"region": "c"})).await;
     let id = sbx["id"].as_str().expect("id");
     let (st, v) = a
         .call(
@@ -321,4 +329,129 @@ async fn a_node_that_cannot_be_reached_is_named() {
     assert_eq!(v["error"]["code"], "node_unreachable");
     let msg = v["error"]["message"].as_str().expect("message");
     assert!(msg.contains(c.core.node_id()), "{msg}");
+}
+
+/// Small nodes with no overcommit, so that placement shows.
+fn small(c: &mut ServerConfig) {
+    fast(c);
+    c.cluster.vcpus = 4;
+    c.cluster.memory_mb = 8_192;
+    c.cluster.disk_mb = 100_000;
+    c.cluster.cpu_overcommit_percent = 100;
+    c.cluster.memory_overcommit_percent = 100;
+    c.cluster.disk_overcommit_percent = 100;
+}
+
+async fn create_via(srv: &TestServer, body: Value) -> (u16, Value) {
+    let mut body = body;
+    body["template_id"] = json!("minimal");
+    body["disk_size_mb"] = json!(1024);
+    srv.call("POST", "/sandboxes", Some(body)).await
+}
+
+#[tokio::test]
+async fn creates_spread_across_nodes_and_never_overcommit_one() {
+    let a = TestServer::start_with(small).await;
+    let b = TestServer::join(&a, small).await;
+    let c = TestServer::join(&a, |cfg| {
+        small(cfg);
+        cfg.cluster.labels.insert("region".into(), "eu-test".into());
+    })
+    .await;
+    let ids = [a.core.node_id(), b.core.node_id(), c.core.node_id()];
+
+    // Six creates through A: two on each node.
+    let mut on = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..6 {
+        let (st, v) = create_via(&a, json!({"cpu_count": 1, "memory_mb": 512})).await;
+        assert_eq!(st, 201, "{v}");
+        *on.entry(v["data"]["node_id"].as_str().expect("node").into())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        on.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{on:?}"
+    );
+    assert!(ids.iter().all(|id| on.contains_key(*id)), "{on:?}");
+
+    // The region asked for wins while it has room.
+    let (st, v) = create_via(
+        &a,
+        json!({"cpu_count": 1, "memory_mb": 512, "region": "eu-test"}),
+    )
+    .await;
+    assert_eq!(
+        (st, v["data"]["node_id"].as_str()),
+        (201, Some(ids[2])),
+        "{v}"
+    );
+
+    // A placed create is idempotent where it came in: the replay names the
+    // same sandbox, and no second one is made.
+    let create = |key: &'static str| {
+        a.client
+            .post(a.url("/api/v1/sandboxes"))
+            .header("idempotency-key", key)
+            .json(&json!({"template_id": "minimal", "cpu_count": 1, "memory_mb": 512, "disk_size_mb": 1024}))
+            .send()
+    };
+    let first: Value = create("place-once")
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let again = create("place-once").await.expect("create");
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(first["data"]["id"], again["data"]["id"]);
+
+    // 8 vCPUs used of 12: eight concurrent 1-vCPU creates, four fit.
+    let racers = (0..8).map(|_| create_via(&b, json!({"cpu_count": 1, "memory_mb": 512})));
+    let results = futures_util::future::join_all(racers).await;
+    let made = results.iter().filter(|(st, _)| *st == 201).count();
+    let refused: Vec<&Value> = results
+        .iter()
+        .filter(|(st, _)| *st == 503)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!((made, refused.len()), (4, 4), "{results:?}");
+    let e = &refused[0]["error"];
+    assert_eq!(e["code"], "no_capacity");
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains("1 vCPUs")),
+        "{e}"
+    );
+    let (_, v) = a.call("GET", "/nodes", None).await;
+    for n in v["data"].as_array().expect("nodes") {
+        assert_eq!(n["load"]["vcpus"], 4, "a node overcommitted: {n}");
+    }
+
+    // A drained node takes nothing: with B drained and a sandbox gone
+    // from it, the next create still cannot land there.
+    let (st, _) = a
+        .call("POST", &format!("/nodes/{}/drain", ids[1]), None)
+        .await;
+    assert_eq!(st, 200);
+    let (_, list) = a.call("GET", "/sandboxes?page_size=100", None).await;
+    let on_b = list["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|s| s["node_id"] == ids[1])
+        .expect("a sandbox on B")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (st, _) = a.call("DELETE", &format!("/sandboxes/{on_b}"), None).await;
+    assert_eq!(st, 200);
+    let (st, v) = create_via(&a, json!({"cpu_count": 1, "memory_mb": 512})).await;
+    assert_eq!(st, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("vCPUs")),
+        "{v}"
+    );
 }

@@ -81,7 +81,11 @@ async fn a_server_is_a_node_and_its_sandboxes_name_it() {
 #[tokio::test]
 async fn nodes_drain_and_a_silent_one_is_lost_with_its_sandboxes_in_error() {
     let a = TestServer::start_with(fast).await;
-    let b = TestServer::join(&a, fast).await;
+    let b = TestServer::join(&a, |c| {
+        fast(c);
+        c.cluster.labels.insert("region".into(), "b".into());
+    })
+    .await;
     let listed = nodes(&a).await;
     assert_eq!(listed.len(), 2, "{listed:?}");
     let b_id = b.core.node_id().to_string();
@@ -106,7 +110,7 @@ async fn nodes_drain_and_a_silent_one_is_lost_with_its_sandboxes_in_error() {
     assert_eq!(st, 404);
 
     // B runs a sandbox, then falls silent (its heartbeat stops).
-    let sbx = b.create_sandbox(json!({})).await;
+    let sbx = b.create_sandbox(json!({"region": "b"})).await;
     let id = sbx["id"].as_str().expect("id").to_string();
     assert_eq!(sbx["node_id"].as_str(), Some(b_id.as_str()));
     b.core.shutdown();

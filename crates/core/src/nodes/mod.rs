@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::json;
 
 pub mod peers;
+pub mod placement;
 pub mod records;
 
 use crate::error::{Error, Kind, Result};
@@ -129,6 +130,7 @@ impl Core {
             memory_mb,
             disk_mb,
             labels: self.config.cluster.labels.clone(),
+            templates: self.warm_templates(),
             state,
             started_at: now,
             heartbeat_at: now,
@@ -172,7 +174,12 @@ impl Core {
 
     async fn heartbeat(self: &Arc<Core>) {
         let now = self.now_ms();
-        match self.store.node_heartbeat(&self.node_id, now).await {
+        let templates = self.warm_templates();
+        match self
+            .store
+            .node_heartbeat(&self.node_id, now, &templates)
+            .await
+        {
             Ok(Some(NodeState::Lost | NodeState::Gone)) | Ok(None) => {
                 // Others gave this node up while it was away (a long
                 // pause, a partition): it is back.

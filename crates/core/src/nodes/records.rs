@@ -17,6 +17,8 @@ pub struct NodeRecord {
     pub disk_mb: u64,
     /// `region` and the like, from its config.
     pub labels: BTreeMap<String, String>,
+    /// The template snapshots it holds (`<template>/<version>/<shape>`).
+    pub templates: Vec<String>,
     pub state: NodeState,
     pub started_at: i64,
     pub heartbeat_at: i64,
@@ -67,4 +69,16 @@ pub struct NodeLoad {
     pub memory_mb: u64,
     /// Of every sandbox not destroyed.
     pub disk_mb: u64,
+}
+
+/// Room a create was promised on a node: counted in its load until the
+/// sandbox's record is stored there, or until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementRecord {
+    pub id: String,
+    pub node_id: String,
+    pub vcpus: u64,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub expires_at: i64,
 }

@@ -45,6 +45,9 @@ pub struct CreateParams {
     pub external_workspace_id: Option<String>,
     pub external_user_id: Option<String>,
     pub external_project_id: Option<String>,
+    /// The room placement promised this create (`nodes/placement.rs`),
+    /// released once its record is stored.
+    pub placement: Option<String>,
 }
 
 /// A validated PATCH.
@@ -71,6 +74,50 @@ impl Core {
     /// Creates a sandbox and starts booting it. With `wait`, answers once
     /// it runs (or failed); without, at once in `provisioning`.
     pub async fn create_sandbox(
+        self: &Arc<Core>,
+        caller: &Caller,
+        p: CreateParams,
+        wait: bool,
+    ) -> Result<SandboxRecord> {
+        let promise = p.placement.clone();
+        let made = self.create_placed(caller, p, wait).await;
+        // Stored or failed: the sandbox's own record counts now, if any.
+        if let Some(id) = promise {
+            self.release_placement(&id).await;
+        }
+        made
+    }
+
+    /// What a create needs of a node, for placement: its shape, the
+    /// region asked for, and the template snapshot that would boot it warm.
+    pub async fn placement_need(
+        &self,
+        p: &CreateParams,
+        region: Option<String>,
+    ) -> crate::nodes::placement::Need {
+        let template = match self.templates.canonical(&p.template_id) {
+            Some(id) => self.resolve_template(&id).await.ok().map(|t| {
+                crate::warm::Shape {
+                    template_id: t.id,
+                    version: t.version,
+                    cpu_count: p.cpu_count,
+                    memory_mb: p.memory_mb,
+                    disk_size_mb: p.disk_size_mb,
+                }
+                .key()
+            }),
+            None => None,
+        };
+        crate::nodes::placement::Need {
+            vcpus: u64::from(p.cpu_count),
+            memory_mb: u64::from(p.memory_mb),
+            disk_mb: u64::from(p.disk_size_mb),
+            region,
+            template,
+        }
+    }
+
+    async fn create_placed(
         self: &Arc<Core>,
         caller: &Caller,
         p: CreateParams,

@@ -22,6 +22,14 @@ pub async fn open(config: &crate::config::ServerConfig) -> StoreResult<std::sync
     })
 }
 
+/// How a placement picks its node (see [`Store::place`]).
+pub type PlacementChoice<'a> = dyn Fn(
+        &[(crate::model::NodeRecord, crate::model::NodeLoad)],
+    ) -> Option<crate::model::PlacementRecord>
+    + Send
+    + Sync
+    + 'a;
+
 /// Where the SQL of the two stores differs; each backend names its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
@@ -44,6 +52,15 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "MAX",
             Dialect::Postgres => "GREATEST",
+        }
+    }
+
+    /// The statement that makes placements one at a time, first in their
+    /// transaction (SQLite: none, the transaction's first write does).
+    pub(crate) fn placement_lock(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some("SELECT pg_advisory_xact_lock(7205559101)"),
         }
     }
 
@@ -301,11 +318,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // Nodes.
     /// Registers a node or replaces what it says of itself.
     async fn put_node(&self, n: &crate::model::NodeRecord) -> StoreResult<()>;
-    /// Records a heartbeat; the node's state (`None`: not registered).
+    /// Promises room on a node, one placement at a time across the
+    /// cluster: `choose` sees every node with its load (its stored
+    /// sandboxes and unexpired promises) and picks; its pick is stored.
+    async fn place(
+        &self,
+        now: i64,
+        choose: &PlacementChoice<'_>,
+    ) -> StoreResult<Option<crate::model::PlacementRecord>>;
+    /// The promise kept: the sandbox's record now counts instead.
+    async fn release_placement(&self, id: &str) -> StoreResult<()>;
+    /// Records a heartbeat and the template snapshots the node holds; the
+    /// node's state (`None`: not registered).
     async fn node_heartbeat(
         &self,
         id: &str,
         now: i64,
+        templates: &[String],
     ) -> StoreResult<Option<crate::model::NodeState>>;
     async fn list_nodes(&self) -> StoreResult<Vec<crate::model::NodeRecord>>;
     /// Moves a node from one of `from` to `to`; false when it was in none

@@ -34,14 +34,16 @@ pub struct Shape {
 
 impl Shape {
     pub(crate) fn dir(&self, data_dir: &Path) -> PathBuf {
-        data_dir
-            .join("templates")
-            .join(&self.template_id)
-            .join(&self.version)
-            .join(format!(
-                "{}c-{}m-{}d",
-                self.cpu_count, self.memory_mb, self.disk_size_mb
-            ))
+        data_dir.join("templates").join(self.key())
+    }
+
+    /// `<template>/<version>/<vCPUs>c-<memory>m-<disk>d`: where its
+    /// snapshot lives under `templates/`, and how nodes say they hold it.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}/{}c-{}m-{}d",
+            self.template_id, self.version, self.cpu_count, self.memory_mb, self.disk_size_mb
+        )
     }
 }
 
@@ -115,6 +117,36 @@ impl Core {
             })
             .filter_map(|shape| shape.file_name().into_string().ok())
             .collect()
+    }
+
+    /// Every template snapshot written whole on this node, as
+    /// `<template>/<version>/<shape>` ([`Shape::key`]): what placement
+    /// prefers a node for.
+    pub fn warm_templates(&self) -> Vec<String> {
+        let root = self.data_dir().join("templates");
+        let dirs = |p: &Path| -> Vec<std::fs::DirEntry> {
+            std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .collect()
+        };
+        let mut out = Vec::new();
+        for t in dirs(&root) {
+            for v in dirs(&t.path()) {
+                for s in dirs(&v.path()) {
+                    let p = s.path();
+                    if p.extension().is_some_and(|e| e == STAGING) || !self.vmm.snapshot_exists(&p)
+                    {
+                        continue;
+                    }
+                    let name = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().into_owned();
+                    out.push(format!("{}/{}/{}", name(&t), name(&v), name(&s)));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Starts building `shape`'s template snapshot unless it exists or is

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{OriginalUri, Request};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -49,8 +49,12 @@ pub async fn to_node(
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
+    // Routers nested under `/api/v1` and `/e2b` see the path without it.
+    let full = match parts.extensions.get::<OriginalUri>() {
+        Some(o) => o.0.clone(),
+        None => parts.uri.clone(),
+    };
+    let path = full
         .path_and_query()
         .map_or("/", |pq| pq.as_str())
         .to_string();

@@ -11,6 +11,7 @@
 //! again, and it is stripped before anything else reads the request.
 
 pub mod forward;
+pub mod place;
 pub mod signature;
 
 use std::net::{IpAddr, SocketAddr};
@@ -76,9 +77,9 @@ pub fn sandbox_of(path: &str) -> Option<String> {
 }
 
 /// Sends a request about another node's sandbox to that node, inside
-/// authentication (a bad key never leaves this node) and outside
-/// idempotency (the owner keeps the one record).
-pub async fn api_layer(State(core): State<AppState>, mut req: Request, next: Next) -> Response {
+/// authentication (a bad key never leaves this node) and idempotency (this
+/// node keeps the record).
+pub async fn api_layer(State(core): State<AppState>, req: Request, next: Next) -> Response {
     if req.extensions().get::<Forwarded>().is_some() {
         return next.run(req).await;
     }
@@ -94,7 +95,6 @@ pub async fn api_layer(State(core): State<AppState>, mut req: Request, next: Nex
         Ok(Owner::Here) => next.run(req).await,
         Ok(Owner::Node(node)) => {
             let ip = client_ip(&req);
-            *req.uri_mut() = full;
             let mut resp = forward::to_node(&core, &node, &node.api_url, ip, req, false)
                 .await
                 .unwrap_or_else(forward::unreachable_api);

@@ -1,6 +1,8 @@
 //! The `Idempotency-Key` layer (also `idempotency_key` in a JSON body) on
 //! every POST, PATCH and DELETE. Streamed uploads and event-stream answers
-//! pass through untouched: neither can be replayed from a stored copy.
+//! pass through untouched: neither can be replayed from a stored copy. The
+//! node a request came to keeps its record; a node it was forwarded to
+//! does not keep another.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -17,7 +19,11 @@ use crate::core::keys::Caller;
 const MAX_STORED_RESPONSE: usize = 4 << 20;
 
 pub async fn layer(State(core): State<AppState>, req: Request, next: Next) -> Response {
-    if !matches!(*req.method(), Method::POST | Method::PATCH | Method::DELETE) {
+    let forwarded = req
+        .extensions()
+        .get::<crate::cluster::Forwarded>()
+        .is_some();
+    if forwarded || !matches!(*req.method(), Method::POST | Method::PATCH | Method::DELETE) {
         return next.run(req).await;
     }
     let Some(caller) = req.extensions().get::<Caller>().cloned() else {

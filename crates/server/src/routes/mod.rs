@@ -87,17 +87,17 @@ pub fn router(core: AppState) -> Router {
             MAX_LIMITED_KEYS,
         )),
     };
-    // Inside out: idempotency, forwarding to the node that runs the
-    // sandbox (the owner keeps the one idempotency record), authentication
+    // Inside out: forwarding to the node that runs the sandbox,
+    // idempotency (kept by the node the request came to), authentication
     // (a bad key never leaves this node).
     let api = api
         .route_layer(middleware::from_fn_with_state(
             core.clone(),
-            idempotency::layer,
+            crate::cluster::api_layer,
         ))
         .route_layer(middleware::from_fn_with_state(
             core.clone(),
-            crate::cluster::api_layer,
+            idempotency::layer,
         ))
         .route_layer(middleware::from_fn_with_state(limits.clone(), authenticate));
     // Outermost: it sees the caller the authentication layer found.

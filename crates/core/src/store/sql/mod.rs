@@ -388,8 +388,25 @@ impl Store for ThisStore {
         nodes::put(&self.pool, n).await
     }
 
-    async fn node_heartbeat(&self, id: &str, now: i64) -> StoreResult<Option<NodeState>> {
-        nodes::heartbeat(&self.pool, id, now).await
+    async fn place(
+        &self,
+        now: i64,
+        choose: &crate::store::PlacementChoice<'_>,
+    ) -> StoreResult<Option<crate::model::PlacementRecord>> {
+        nodes::place(&self.pool, now, choose).await
+    }
+
+    async fn release_placement(&self, id: &str) -> StoreResult<()> {
+        nodes::release(&self.pool, id).await
+    }
+
+    async fn node_heartbeat(
+        &self,
+        id: &str,
+        now: i64,
+        templates: &[String],
+    ) -> StoreResult<Option<NodeState>> {
+        nodes::heartbeat(&self.pool, id, now, templates).await
     }
 
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {

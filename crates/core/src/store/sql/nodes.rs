@@ -4,15 +4,17 @@
 use std::collections::BTreeMap;
 
 use super::rows::{from_json, json, load_from_row, LOAD_SUMS};
-use super::{DbPool, DbRow};
+use super::{Db, DbPool, DbRow, DIALECT};
 use sqlx::Row;
 
-use crate::model::{NodeLoad, NodeRecord, NodeState};
+use crate::model::{NodeLoad, NodeRecord, NodeState, PlacementRecord};
+use crate::store::PlacementChoice;
 use crate::store::{StoreError, StoreResult};
 
 fn from_row(r: &DbRow) -> StoreResult<NodeRecord> {
     let state: String = r.try_get("state")?;
     let labels: BTreeMap<String, String> = from_json(r.try_get("labels")?, "node labels")?;
+    let templates: Vec<String> = from_json(r.try_get("templates")?, "node templates")?;
     Ok(NodeRecord {
         id: r.try_get("id")?,
         api_url: r.try_get("api_url")?,
@@ -21,6 +23,7 @@ fn from_row(r: &DbRow) -> StoreResult<NodeRecord> {
         memory_mb: r.try_get::<i64, _>("memory_mb")? as u64,
         disk_mb: r.try_get::<i64, _>("disk_mb")? as u64,
         labels,
+        templates,
         state: NodeState::parse(&state).ok_or(StoreError::Corrupt {
             what: "node state",
             source: None,
@@ -34,10 +37,11 @@ fn from_row(r: &DbRow) -> StoreResult<NodeRecord> {
 pub(super) async fn put(pool: &DbPool, n: &NodeRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO nodes (id, api_url, proxy_url, vcpus, memory_mb, disk_mb, labels, state, \
-         started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         started_at, heartbeat_at, templates) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (id) DO UPDATE SET api_url = $2, proxy_url = $3, vcpus = $4, \
          memory_mb = $5, disk_mb = $6, labels = $7, state = $8, started_at = $9, \
-         heartbeat_at = $10",
+         heartbeat_at = $10, templates = $11",
     )
     .bind(&n.id)
     .bind(&n.api_url)
@@ -49,6 +53,7 @@ pub(super) async fn put(pool: &DbPool, n: &NodeRecord) -> StoreResult<()> {
     .bind(n.state.as_str())
     .bind(n.started_at)
     .bind(n.heartbeat_at)
+    .bind(json(&n.templates))
     .execute(pool)
     .await?;
     Ok(())
@@ -56,19 +61,28 @@ pub(super) async fn put(pool: &DbPool, n: &NodeRecord) -> StoreResult<()> {
 
 /// Records a heartbeat; the node's state as the cluster sees it (`None`:
 /// not registered).
-pub(super) async fn heartbeat(pool: &DbPool, id: &str, now: i64) -> StoreResult<Option<NodeState>> {
-    let state: Option<String> =
-        sqlx::query_scalar("UPDATE nodes SET heartbeat_at = $1 WHERE id = $2 RETURNING state")
-            .bind(now)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+pub(super) async fn heartbeat(
+    pool: &DbPool,
+    id: &str,
+    now: i64,
+    templates: &[String],
+) -> StoreResult<Option<NodeState>> {
+    let state: Option<String> = sqlx::query_scalar(
+        "UPDATE nodes SET heartbeat_at = $1, templates = $2 WHERE id = $3 RETURNING state",
+    )
+    .bind(now)
+    .bind(json(&templates))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     Ok(state.as_deref().and_then(NodeState::parse))
 }
 
-pub(super) async fn list(pool: &DbPool) -> StoreResult<Vec<NodeRecord>> {
+pub(super) async fn list<'e>(
+    ex: impl sqlx::Executor<'e, Database = Db>,
+) -> StoreResult<Vec<NodeRecord>> {
     sqlx::query("SELECT * FROM nodes ORDER BY started_at, id")
-        .fetch_all(pool)
+        .fetch_all(ex)
         .await?
         .iter()
         .map(from_row)
@@ -115,14 +129,84 @@ pub(super) async fn mark_lost(pool: &DbPool, cutoff: i64) -> StoreResult<Vec<Nod
 }
 
 /// What each node's sandboxes take, by node id.
-pub(super) async fn loads(pool: &DbPool) -> StoreResult<BTreeMap<String, NodeLoad>> {
+pub(super) async fn loads<'e>(
+    ex: impl sqlx::Executor<'e, Database = Db>,
+) -> StoreResult<BTreeMap<String, NodeLoad>> {
     let sql = format!(
         "SELECT node_id, {LOAD_SUMS} FROM sandboxes \
          WHERE state != 'destroyed' AND node_id IS NOT NULL GROUP BY node_id"
     );
     let mut out = BTreeMap::new();
-    for r in &sqlx::query(&sql).fetch_all(pool).await? {
+    for r in &sqlx::query(&sql).fetch_all(ex).await? {
         out.insert(r.try_get("node_id")?, load_from_row(r)?);
     }
     Ok(out)
+}
+
+/// One placement at a time (the dialect's lock, or SQLite's write lock
+/// that the first statement, a write, takes): expired promises go, every
+/// node is seen with its sandboxes' load plus its live promises, and the
+/// promise `choose` makes is stored before the lock is let go.
+pub(super) async fn place(
+    pool: &DbPool,
+    now: i64,
+    choose: &PlacementChoice<'_>,
+) -> StoreResult<Option<PlacementRecord>> {
+    let mut tx = pool.begin().await?;
+    if let Some(lock) = DIALECT.placement_lock() {
+        sqlx::query(lock).execute(&mut *tx).await?;
+    }
+    sqlx::query("DELETE FROM placements WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let mut loads = loads(&mut *tx).await?;
+    let promised = sqlx::query(
+        "SELECT node_id, COUNT(*) AS n, CAST(SUM(vcpus) AS BIGINT) AS vcpus, \
+         CAST(SUM(memory_mb) AS BIGINT) AS mem, CAST(SUM(disk_mb) AS BIGINT) AS disk \
+         FROM placements GROUP BY node_id",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for r in &promised {
+        let p = load_from_row(r)?;
+        let l = loads.entry(r.try_get("node_id")?).or_default();
+        l.sandboxes += p.sandboxes;
+        l.vcpus += p.vcpus;
+        l.memory_mb += p.memory_mb;
+        l.disk_mb += p.disk_mb;
+    }
+    let nodes: Vec<(NodeRecord, NodeLoad)> = list(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|n| {
+            let load = loads.get(&n.id).copied().unwrap_or_default();
+            (n, load)
+        })
+        .collect();
+    let chosen = choose(&nodes);
+    if let Some(p) = &chosen {
+        sqlx::query(
+            "INSERT INTO placements (id, node_id, vcpus, memory_mb, disk_mb, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&p.id)
+        .bind(&p.node_id)
+        .bind(p.vcpus as i64)
+        .bind(p.memory_mb as i64)
+        .bind(p.disk_mb as i64)
+        .bind(p.expires_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(chosen)
+}
+
+pub(super) async fn release(pool: &DbPool, id: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM placements WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

@@ -577,6 +577,7 @@ fn node(id: &str, heartbeat_at: i64) -> NodeRecord {
         memory_mb: 16_384,
         disk_mb: 100_000,
         labels: BTreeMap::from([("region".into(), "eu".into())]),
+        templates: vec![],
         state: NodeState::Active,
         started_at: 1,
         heartbeat_at,
@@ -589,13 +590,14 @@ store_test! {
         store.put_node(&node("node_a", 100)).await.expect("put a");
         store.put_node(&node("node_b", 100)).await.expect("put b");
         assert_eq!(
-            store.node_heartbeat("node_a", 5_000).await.expect("beat"),
+            store.node_heartbeat("node_a", 5_000, &["minimal/v1/1c".into()]).await.expect("beat"),
             Some(NodeState::Active)
         );
-        assert_eq!(store.node_heartbeat("node_x", 5_000).await.expect("beat"), None);
+        assert_eq!(store.node_heartbeat("node_x", 5_000, &[]).await.expect("beat"), None);
         let listed = store.list_nodes().await.expect("list");
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].labels["region"], "eu");
+        assert_eq!(listed[0].templates, ["minimal/v1/1c"]);
 
         let from = [NodeState::Active, NodeState::Draining];
         assert!(store.set_node_state("node_a", &from, NodeState::Draining).await.expect("drain"));
@@ -609,7 +611,7 @@ store_test! {
         assert_eq!(lost.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["node_b"]);
         assert_eq!(store.mark_lost_nodes(1_000).await.expect("again"), vec![]);
         assert_eq!(
-            store.node_heartbeat("node_b", 6_000).await.expect("back"),
+            store.node_heartbeat("node_b", 6_000, &[]).await.expect("back"),
             Some(NodeState::Lost)
         );
     }
@@ -642,5 +644,43 @@ store_test! {
         assert_eq!((a.sandboxes, a.vcpus, a.memory_mb, a.disk_mb), (2, 1, 256, 1024));
         assert_eq!(loads["node_b"].sandboxes, 1);
         assert!(!loads.contains_key(""), "unassigned sandboxes belong to no node");
+    }
+}
+
+store_test! {
+    async fn placements_count_in_the_next_choice_until_released_or_expired() {
+        use crate::model::PlacementRecord;
+        let store = super::super::test_store().await;
+        store.put_node(&node("node_a", 100)).await.expect("put a");
+        store.put_node(&node("node_b", 100)).await.expect("put b");
+        // Each choice takes the node with the fewest vCPUs promised.
+        let pick = |id: &'static str, expires_at: i64| {
+            move |nodes: &[(NodeRecord, crate::model::NodeLoad)]| {
+                let (n, _) = nodes.iter().min_by_key(|(n, l)| (l.vcpus, n.id.clone()))?;
+                Some(PlacementRecord {
+                    id: id.into(),
+                    node_id: n.id.clone(),
+                    vcpus: 2,
+                    memory_mb: 512,
+                    disk_mb: 1024,
+                    expires_at,
+                })
+            }
+        };
+        let first = store.place(1_000, &pick("plc_1", 5_000)).await.expect("place");
+        assert_eq!(first.map(|p| p.node_id).as_deref(), Some("node_a"));
+        let second = store.place(1_000, &pick("plc_2", 5_000)).await.expect("place");
+        assert_eq!(second.map(|p| p.node_id).as_deref(), Some("node_b"), "A's promise counts");
+        let seen = std::sync::Mutex::new(Vec::new());
+        let look = |nodes: &[(NodeRecord, crate::model::NodeLoad)]| {
+            *seen.lock().expect("lock") = nodes.iter().map(|(n, l)| (n.id.clone(), l.vcpus)).collect();
+            None
+        };
+        assert_eq!(store.place(1_000, &look).await.expect("look"), None);
+        assert_eq!(*seen.lock().expect("lock"), [("node_a".to_string(), 2), ("node_b".to_string(), 2)]);
+        // Released, A's promise no longer counts; past its time, B's goes.
+        store.release_placement("plc_1").await.expect("release");
+        assert_eq!(store.place(6_000, &look).await.expect("look"), None);
+        assert_eq!(*seen.lock().expect("lock"), [("node_a".to_string(), 0), ("node_b".to_string(), 0)]);
     }
 }

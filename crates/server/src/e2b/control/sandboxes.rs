@@ -68,8 +68,10 @@ fn template_of(name: Option<String>) -> String {
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    body: axum::body::Bytes,
+    req: axum::extract::Request,
 ) -> E2bResult<Response> {
+    let (parts, body) = req.into_parts();
+    let body = crate::routes::read_limited(body, state.config.max_json_body_bytes).await?;
     let b: NewSandbox = body_of(&body)?;
     if let Some(field) = b.unsupported() {
         return Err(E2bError::not_supported(&format!("{field} on create")));
@@ -115,7 +117,11 @@ pub async fn create(
         }),
         ..CreateBody::default()
     };
-    let params = create.validate()?;
+    let mut params = create.validate()?;
+    let placed = crate::cluster::place::create(&state, &mut params, None, parts, body).await?;
+    if let Some(forwarded) = placed {
+        return Ok(forwarded);
+    }
     let rec = state.create_sandbox(&caller, params, true).await?;
     if rec.state != SandboxState::Running {
         return Err(E2bError {

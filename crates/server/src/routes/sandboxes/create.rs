@@ -33,6 +33,11 @@ pub struct CreateBody {
     /// Alias of `template_id`.
     #[schema(deprecated, max_length = 128)]
     pub template: Option<String>,
+    /// With several nodes: prefer one whose `region` label is this (a
+    /// preference: another node takes the sandbox when none there has
+    /// room). With one node it changes nothing.
+    #[schema(max_length = 128)]
+    pub region: Option<String>,
     /// Shorthand for `cpu_count`, `memory_mb` and `disk_size_mb`
     /// (explicit fields win). Sizes beyond the host's limits are 422.
     #[schema(value_type = Option<crate::routes::openapi::SandboxSize>)]
@@ -227,6 +232,7 @@ impl CreateBody {
             external_workspace_id: self.external_workspace_id,
             external_user_id: self.external_user_id,
             external_project_id: self.external_project_id,
+            placement: None,
         })
     }
 }
@@ -257,14 +263,27 @@ pub(super) async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiQuery(q): ApiQuery<CreateQuery>,
-    ApiJson(body): ApiJson<CreateBody>,
-) -> ApiResult<impl IntoResponse> {
+    req: axum::extract::Request,
+) -> ApiResult<axum::response::Response> {
     let wait = match q.wait.as_deref().map(str::trim) {
         None | Some("" | "true" | "1" | "yes") => true,
         Some("false" | "0" | "no") => false,
         Some(_) => return Err(ApiError::field("wait", "must be true or false")),
     };
-    let params = body.validate()?;
+    let (parts, raw) = req.into_parts();
+    let raw = crate::routes::read_limited(raw, state.config.max_json_body_bytes).await?;
+    let body: CreateBody = crate::routes::parse_json(&raw)?;
+    let region = match body.region.clone().filter(|r| !r.is_empty()) {
+        Some(r) if r.len() > 128 => {
+            return Err(ApiError::field("region", "must be at most 128 bytes"))
+        }
+        r => r,
+    };
+    let mut params = body.validate()?;
+    let placed = crate::cluster::place::create(&state, &mut params, region, parts, raw).await?;
+    if let Some(forwarded) = placed {
+        return Ok(forwarded);
+    }
     let rec = state.create_sandbox(&caller, params, wait).await?;
     let status = if wait {
         StatusCode::CREATED
@@ -272,5 +291,5 @@ pub(super) async fn create(
         StatusCode::ACCEPTED
     };
     let note = crate::routes::audit::AuditNote::created("sandbox", rec.id.clone());
-    Ok((status, axum::Extension(note), data(view(&state, rec))))
+    Ok((status, axum::Extension(note), data(view(&state, rec))).into_response())
 }
