@@ -170,7 +170,7 @@ impl Core {
     }
 
     /// Re-adopts what was running before, then starts the timer wheel.
-    pub async fn start(self: &Arc<Core>) -> Result<(), crate::store::StoreError> {
+    pub async fn start(self: &Arc<Core>) -> anyhow::Result<()> {
         self.join_cluster().await?;
         sandboxes::recovery::recover(self).await?;
         sandboxes::timers::spawn_wheel(self.clone(), self.shutdown.clone());

@@ -107,7 +107,7 @@ fn reflink(source: &File, dest: &File) -> bool {
 
 /// The data extents of `file` as `(start, end)` ranges. Without SEEK_DATA
 /// support the whole file counts as one extent.
-fn data_extents(file: &File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+pub fn data_extents(file: &File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
     let fd = file.as_raw_fd();
     let mut extents = Vec::new();
     let mut offset = 0u64;

@@ -329,6 +329,13 @@ async fn a_node_that_cannot_be_reached_is_named() {
     assert_eq!(v["error"]["code"], "node_unreachable");
     let msg = v["error"]["message"].as_str().expect("message");
     assert!(msg.contains(c.core.node_id()), "{msg}");
+    // A read is answered from the store meanwhile.
+    let (st, v) = a.call("GET", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(
+        (st, v["data"]["state"].clone()),
+        (200, json!("running")),
+        "{v}"
+    );
 }
 
 /// Small nodes with no overcommit, so that placement shows.
@@ -453,5 +460,86 @@ async fn creates_spread_across_nodes_and_never_overcommit_one() {
             .as_str()
             .is_some_and(|m| m.contains("vCPUs")),
         "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_sandbox_on_a_draining_node_resumes_on_another() {
+    let (a, b, id) = two_nodes().await;
+    let (st, v) = a
+        .call("POST", &format!("/sandboxes/{id}/pause"), None)
+        .await;
+    assert_eq!(
+        (st, v["data"]["state"].clone()),
+        (200, json!("paused")),
+        "{v}"
+    );
+    assert!(b.core.paused_dir(&id).exists());
+
+    // The snapshot routes answer nodes only: a tenant's key, or none, sees
+    // nothing there.
+    let internal = format!("/internal/v1/sandboxes/{id}/paused");
+    for client in [&b.client, &reqwest::Client::new()] {
+        let resp = client.get(b.url(&internal)).send().await.expect("get");
+        assert_eq!(resp.status(), 404);
+    }
+
+    let (st, _) = a
+        .call("POST", &format!("/nodes/{}/drain", b.core.node_id()), None)
+        .await;
+    assert_eq!(st, 200);
+    let (st, v) = a
+        .call("POST", &format!("/sandboxes/{id}/resume"), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["state"], "running");
+    assert_eq!(v["data"]["node_id"].as_str(), Some(a.core.node_id()), "{v}");
+    assert!(a.core.handle(&id).is_some(), "A runs it now");
+    assert!(b.core.handle(&id).is_none(), "B let it go");
+    assert!(!b.core.paused_dir(&id).exists(), "B's copy is deleted");
+    // It answers through B too (forwarded to A now).
+    let (st, v) = b
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/exec"),
+            Some(json!({"command": "echo moved"})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["data"]["stdout"].clone()),
+        (200, json!("moved\n")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_with_another_sealing_key_refuses_to_join() {
+    let a = TestServer::start_with(fast).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = a.core.config.clone();
+    config.data_dir = dir.path().join("data");
+    config.secrets_key_file = None;
+    config.cluster.node_id = None;
+    if config.database_url.is_none() {
+        config.database = Some(a.core.config.database_path());
+    }
+    std::fs::create_dir_all(&config.data_dir).expect("data dir");
+    let store = hearth_server::store::open(&config).await.expect("store");
+    let vmm = std::sync::Arc::new(common::FakeVmm {
+        knobs: std::sync::Arc::default(),
+    });
+    let core = hearth_server::core::Core::new(
+        config,
+        store,
+        vmm,
+        std::sync::Arc::new(common::FakeTemplates),
+        std::sync::Arc::new(hearth_server::core::clock::SystemClock),
+    )
+    .expect("core");
+    let e = core.start().await.expect_err("a stranger's key");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("sealing key") && msg.contains(a.core.node_id()),
+        "{msg}"
     );
 }

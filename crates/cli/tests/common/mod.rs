@@ -30,6 +30,8 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub data: PathBuf,
+    /// Where its preview proxy listens.
+    pub preview_port: u16,
 }
 
 impl Server {
@@ -44,6 +46,7 @@ impl Server {
             .append(true)
             .open(data.with_extension("log"))
             .expect("log");
+        let preview_port = free_port();
         let child = Command::new(HEARTH)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -52,10 +55,7 @@ impl Server {
             .arg(images_dir())
             .env("HEARTH_LOG", "info,sqlx=warn")
             .envs(env.iter().copied())
-            .env(
-                "HEARTH_PREVIEW_LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
+            .env("HEARTH_PREVIEW_LISTEN", format!("127.0.0.1:{preview_port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -65,6 +65,7 @@ impl Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
             data: data.to_path_buf(),
+            preview_port,
         }
     }
 

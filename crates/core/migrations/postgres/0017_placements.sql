@@ -12,3 +12,7 @@ CREATE TABLE placements (
 -- The template snapshots a node holds ("<template>/<version>/<shape>", a
 -- JSON array): placement prefers a node that can boot the create warm.
 ALTER TABLE nodes ADD COLUMN templates TEXT NOT NULL DEFAULT '[]';
+-- A digest of the node's sealing key: every node must share one
+-- (forwarded requests are signed with it), and a node whose key differs
+-- refuses to join.
+ALTER TABLE nodes ADD COLUMN key_check TEXT NOT NULL DEFAULT '';

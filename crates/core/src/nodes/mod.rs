@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+pub mod moves;
 pub mod peers;
 pub mod placement;
 pub mod records;
@@ -131,21 +132,42 @@ impl Core {
             disk_mb,
             labels: self.config.cluster.labels.clone(),
             templates: self.warm_templates(),
+            key_check: self.key_check(),
             state,
             started_at: now,
             heartbeat_at: now,
         }
     }
 
+    /// A digest of this node's sealing key (not the key: a hash of a
+    /// secret derived from it), to find a node that does not share it.
+    fn key_check(&self) -> String {
+        let d = self.derive_secret("hearth-node-key-check", "");
+        d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Registers this node (active again after a restart, even if others
-    /// had found it lost) and starts its heartbeat and sweep.
-    pub(crate) async fn join_cluster(self: &Arc<Core>) -> crate::store::StoreResult<()> {
+    /// had found it lost) and starts its heartbeat and sweep. A node whose
+    /// sealing key differs from a live node's refuses to join: nodes sign
+    /// what they send each other with it.
+    pub(crate) async fn join_cluster(self: &Arc<Core>) -> anyhow::Result<()> {
+        let nodes = self.store.list_nodes().await?;
+        let mine = self.key_check();
+        if let Some(other) = nodes.iter().find(|n| {
+            n.id != self.node_id
+                && matches!(n.state, NodeState::Active | NodeState::Draining)
+                && !n.key_check.is_empty()
+                && n.key_check != mine
+        }) {
+            anyhow::bail!(
+                "this node's sealing key differs from node {}'s: every node sharing the \
+                 database needs the same secrets_key_file (HEARTH_SECRETS_KEY_FILE)",
+                other.id
+            );
+        }
         // A draining node stays draining across a restart.
-        let draining = self
-            .store
-            .list_nodes()
-            .await?
-            .into_iter()
+        let draining = nodes
+            .iter()
             .any(|n| n.id == self.node_id && n.state == NodeState::Draining);
         let state = match draining {
             true => NodeState::Draining,
@@ -294,6 +316,7 @@ impl Core {
             false => ([NodeState::Draining, NodeState::Active], NodeState::Active),
         };
         let moved = self.store.set_node_state(id, &from, to).await?;
+        self.refresh_peers().await?;
         let node = self
             .store
             .list_nodes()

@@ -32,6 +32,10 @@ impl Peers {
         self.nodes.read().get(id).cloned()
     }
 
+    pub(crate) fn state_of(&self, id: &str) -> Option<NodeState> {
+        self.nodes.read().get(id).map(|n| n.state)
+    }
+
     fn others_live(&self, me: &str) -> bool {
         self.nodes
             .read()

@@ -210,6 +210,7 @@ mod tests {
             disk_mb: 100_000,
             labels: BTreeMap::from([("region".into(), region.into())]),
             templates: templates.iter().map(|t| t.to_string()).collect(),
+            key_check: String::new(),
             state: NodeState::Active,
             started_at: 0,
             heartbeat_at: 1_000,

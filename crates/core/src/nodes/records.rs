@@ -19,6 +19,8 @@ pub struct NodeRecord {
     pub labels: BTreeMap<String, String>,
     /// The template snapshots it holds (`<template>/<version>/<shape>`).
     pub templates: Vec<String>,
+    /// A digest of its sealing key, which every node must share.
+    pub key_check: String,
     pub state: NodeState,
     pub started_at: i64,
     pub heartbeat_at: i64,

@@ -326,6 +326,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
         choose: &PlacementChoice<'_>,
     ) -> StoreResult<Option<crate::model::PlacementRecord>>;
+    /// Hands paused sandbox `id` from node `from` to node `to`; false when
+    /// it is no longer paused there (another node or a resume got it).
+    async fn move_paused(&self, id: &str, from: &str, to: &str) -> StoreResult<bool>;
     /// The promise kept: the sandbox's record now counts instead.
     async fn release_placement(&self, id: &str) -> StoreResult<()>;
     /// Records a heartbeat and the template snapshots the node holds; the

@@ -48,6 +48,45 @@ pub async fn to_node(
 ) -> Result<Response, String> {
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    if keep_host {
+        req.extensions_mut().insert(KeepHost);
+    }
+    let mut resp = send(core, node, base, client, req).await?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client) = client_upgrade {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client, upstream) {
+                    Ok((c, u)) => {
+                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "forwarded upgrade"),
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(parts, Body::empty()));
+        }
+    }
+    strip_hop_by_hop(resp.headers_mut(), false);
+    Ok(resp.map(Body::new))
+}
+
+/// On a request [`send`] passes on with its `Host` as it is.
+#[derive(Debug, Clone, Copy)]
+struct KeepHost;
+
+/// Sends `req` to `base` signed as forwarded by this node for `client`,
+/// and answers the node's response as it comes.
+pub async fn send(
+    core: &Core,
+    node: &NodeRecord,
+    base: &str,
+    client: Option<IpAddr>,
+    req: Request,
+) -> Result<http::Response<hyper::body::Incoming>, String> {
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let keep_host = req.extensions().get::<KeepHost>().is_some();
     let (mut parts, body) = req.into_parts();
     // Routers nested under `/api/v1` and `/e2b` see the path without it.
     let full = match parts.extensions.get::<OriginalUri>() {
@@ -79,28 +118,10 @@ pub async fn to_node(
     );
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    let mut resp = match CLIENT.request(Request::from_parts(parts, body)).await {
-        Ok(r) => r,
-        Err(e) => return Err(unreachable(node, e.to_string())),
-    };
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client) = client_upgrade {
-            let upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::try_join!(client, upstream) {
-                    Ok((c, u)) => {
-                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "forwarded upgrade"),
-                }
-            });
-            let (parts, _) = resp.into_parts();
-            return Ok(Response::from_parts(parts, Body::empty()));
-        }
-    }
-    strip_hop_by_hop(resp.headers_mut(), false);
-    Ok(resp.map(Body::new))
+    CLIENT
+        .request(Request::from_parts(parts, body))
+        .await
+        .map_err(|e| unreachable(node, e.to_string()))
 }
 
 fn unreachable(node: &NodeRecord, why: String) -> String {

@@ -11,8 +11,10 @@
 //! again, and it is stripped before anything else reads the request.
 
 pub mod forward;
+pub mod moves;
 pub mod place;
 pub mod signature;
+pub mod transfer;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -95,11 +97,26 @@ pub async fn api_layer(State(core): State<AppState>, req: Request, next: Next) -
         Ok(Owner::Here) => next.run(req).await,
         Ok(Owner::Node(node)) => {
             let ip = client_ip(&req);
-            let mut resp = forward::to_node(&core, &node, &node.api_url, ip, req, false)
-                .await
-                .unwrap_or_else(forward::unreachable_api);
-            resp.extensions_mut().insert(ForwardedOut);
-            resp
+            // A read the owner cannot answer (it may be dying: not lost
+            // yet) is answered from the store here; `GET /sandboxes/{id}`
+            // then says what the store knows.
+            let (local, req) = if req.method() == http::Method::GET {
+                let (parts, body) = req.into_parts();
+                let copy = Request::from_parts(parts.clone(), axum::body::Body::empty());
+                (Some(copy), Request::from_parts(parts, body))
+            } else {
+                (None, req)
+            };
+            match forward::to_node(&core, &node, &node.api_url, ip, req, false).await {
+                Ok(mut resp) => {
+                    resp.extensions_mut().insert(ForwardedOut);
+                    resp
+                }
+                Err(why) => match local {
+                    Some(copy) => next.run(copy).await,
+                    None => forward::unreachable_api(why),
+                },
+            }
         }
         Err(e) => ApiError::from(crate::core::error::Error::from(e)).into_response(),
     }

@@ -115,6 +115,7 @@ pub fn router(core: AppState) -> Router {
         .merge(public)
         .split_for_parts();
     app.nest("/e2b", e2b)
+        .merge(crate::cluster::transfer::router())
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(core.clone(), observe))
         .layer(middleware::from_fn(request_id::layer))

@@ -88,6 +88,11 @@ pub enum Op {
         policy: Option<EgressPolicy>,
         reply: Option<Reply>,
     },
+    /// A paused sandbox goes to another node: the actor ends, its files
+    /// stay for that node to copy (`nodes/moves.rs`).
+    Release {
+        reply: Option<Reply>,
+    },
 }
 
 /// What the rest of the server holds of a live sandbox.
@@ -312,6 +317,25 @@ async fn run(
                 crate::sandboxes::network::apply(&core, &h, vm.as_deref(), policy).await,
                 reply,
             ),
+            Op::Release { reply } => {
+                let rec = h.record();
+                if vm.is_some() || rec.state != SandboxState::Paused {
+                    if let Some(tx) = reply {
+                        let _ = tx.send(Err(Error::invalid_state(&h.id, rec.state, "move")));
+                    }
+                    continue;
+                }
+                core.remove_handle(&h.id);
+                core.timers.schedule(&h.id, None);
+                if let Some(tx) = reply {
+                    let _ = tx.send(Ok(rec));
+                }
+                // Queued operations are for the node it went to.
+                while let Ok(op) = rx.try_recv() {
+                    answer_moved(&h, op);
+                }
+                return;
+            }
             Op::Destroy { reason, reply } => {
                 let r = destroy(&core, &h, &mut vm, reason).await;
                 let done = r.is_ok();
@@ -353,12 +377,35 @@ fn answer_destroyed(h: &SandboxHandle, op: Op) {
         Op::Pause { reply, .. } => (reply, "pause"),
         Op::Resume { reply } => (reply, "resume"),
         Op::SetEgressPolicy { reply, .. } => (reply, "change the network policy of"),
+        Op::Release { reply } => (reply, "move"),
     };
     if let Some(tx) = reply {
         let _ = tx.send(Err(Error::invalid_state(
             &h.id,
             SandboxState::Destroyed,
             what,
+        )));
+    }
+}
+
+/// Answers an operation queued behind a move to another node: retry, it
+/// is served there now.
+fn answer_moved(h: &SandboxHandle, op: Op) {
+    let reply = match op {
+        Op::Boot { reply, .. }
+        | Op::Destroy { reply, .. }
+        | Op::Snapshot { reply, .. }
+        | Op::Restore { reply, .. }
+        | Op::Pause { reply, .. }
+        | Op::Resume { reply }
+        | Op::SetEgressPolicy { reply, .. }
+        | Op::Release { reply } => reply,
+    };
+    if let Some(tx) = reply {
+        let _ = tx.send(Err(Error::new(
+            crate::error::Kind::Unavailable,
+            "sandbox_moving",
+            format!("sandbox {} is moving to another node; retry", h.id),
         )));
     }
 }

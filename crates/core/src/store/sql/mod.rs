@@ -396,6 +396,19 @@ impl Store for ThisStore {
         nodes::place(&self.pool, now, choose).await
     }
 
+    async fn move_paused(&self, id: &str, from: &str, to: &str) -> StoreResult<bool> {
+        let moved = sqlx::query(
+            "UPDATE sandboxes SET node_id = $3 \
+             WHERE id = $1 AND node_id = $2 AND state = 'paused'",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .execute(&self.pool)
+        .await?;
+        Ok(moved.rows_affected() == 1)
+    }
+
     async fn release_placement(&self, id: &str) -> StoreResult<()> {
         nodes::release(&self.pool, id).await
     }

@@ -24,6 +24,7 @@ fn from_row(r: &DbRow) -> StoreResult<NodeRecord> {
         disk_mb: r.try_get::<i64, _>("disk_mb")? as u64,
         labels,
         templates,
+        key_check: r.try_get("key_check")?,
         state: NodeState::parse(&state).ok_or(StoreError::Corrupt {
             what: "node state",
             source: None,
@@ -37,11 +38,11 @@ fn from_row(r: &DbRow) -> StoreResult<NodeRecord> {
 pub(super) async fn put(pool: &DbPool, n: &NodeRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO nodes (id, api_url, proxy_url, vcpus, memory_mb, disk_mb, labels, state, \
-         started_at, heartbeat_at, templates) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         started_at, heartbeat_at, templates, key_check) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (id) DO UPDATE SET api_url = $2, proxy_url = $3, vcpus = $4, \
          memory_mb = $5, disk_mb = $6, labels = $7, state = $8, started_at = $9, \
-         heartbeat_at = $10, templates = $11",
+         heartbeat_at = $10, templates = $11, key_check = $12",
     )
     .bind(&n.id)
     .bind(&n.api_url)
@@ -54,6 +55,7 @@ pub(super) async fn put(pool: &DbPool, n: &NodeRecord) -> StoreResult<()> {
     .bind(n.started_at)
     .bind(n.heartbeat_at)
     .bind(json(&n.templates))
+    .bind(&n.key_check)
     .execute(pool)
     .await?;
     Ok(())

@@ -578,6 +578,7 @@ fn node(id: &str, heartbeat_at: i64) -> NodeRecord {
         disk_mb: 100_000,
         labels: BTreeMap::from([("region".into(), "eu".into())]),
         templates: vec![],
+        key_check: "k1".into(),
         state: NodeState::Active,
         started_at: 1,
         heartbeat_at,

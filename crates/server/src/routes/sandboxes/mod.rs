@@ -424,9 +424,14 @@ async fn resume(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
+    req: axum::extract::Request,
+) -> ApiResult<axum::response::Response> {
+    // A draining node sends its paused sandboxes elsewhere to resume.
+    if let Some(moved) = crate::cluster::moves::resume(&state, &caller, &id, req).await? {
+        return Ok(moved);
+    }
     let rec = state.resume_sandbox(&caller, &id).await?;
-    Ok(data(view(&state, rec)))
+    Ok(data(view(&state, rec)).into_response())
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
