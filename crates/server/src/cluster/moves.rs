@@ -31,11 +31,7 @@ pub async fn resume(
     if rec.state != SandboxState::Paused || core.handle(id).is_none() {
         return Ok(None);
     }
-    if !core
-        .is_draining()
-        .await
-        .map_err(crate::core::error::Error::from)?
-    {
+    if !core.is_draining().await? {
         return Ok(None);
     }
     let need = Need {
