@@ -161,31 +161,44 @@ impl BenchServer {
     ///
     /// [`Core`]: hearth_server::core::Core
     pub async fn start_with_core() -> anyhow::Result<BenchServer> {
+        Self::start_with_core_and(|_| {}).await
+    }
+
+    /// [`BenchServer::start_with_core`] with the config changed first (a
+    /// second node on the first one's store, labels).
+    pub async fn start_with_core_and(
+        tweak: impl FnOnce(&mut hearth_server::ServerConfig),
+    ) -> anyhow::Result<BenchServer> {
         use hearth_server::core::{clock::SystemClock, templates::ImageTemplates, Core};
-        let (data_dir, config) = bench_config(false)?;
+        let (data_dir, mut config) = bench_config(false)?;
+        tweak(&mut config);
         config.validate()?;
-        let store =
-            Arc::new(hearth_server::store::SqliteStore::open(&config.database_path()).await?);
-        let vmm = hearth_vmm::open(&config.vmm)?;
-        let templates = Arc::new(ImageTemplates::new(&config.images_dir()));
-        let core = Core::new(config.clone(), store, vmm, templates, Arc::new(SystemClock))?;
-        let admin_key = core
-            .bootstrap_admin_key(&core.data_dir().join("admin.key"))
-            .await?
-            .context("a fresh data dir must make an admin key")?;
-        core.start().await?;
+        // Bound first: the node registers its addresses at start.
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
+        config.listen = listener.local_addr()?;
+        let previews = tokio::net::TcpListener::bind(config.preview.listen).await?;
+        config.preview.listen = previews.local_addr()?;
+        let store = hearth_server::store::open(&config).await?;
+        let vmm = hearth_vmm::open(&config.vmm)?;
+        let templates = Arc::new(ImageTemplates::new(&config.images_dir()));
+        let core = Core::new(config.clone(), store, vmm, templates, Arc::new(SystemClock))?;
+        // A second node on a store that has keys makes none: its callers
+        // use the first node's (empty here).
+        let admin_key = core
+            .bootstrap_admin_key(&core.data_dir().join("admin.key"))
+            .await?
+            .unwrap_or_default();
+        core.start().await?;
+        let addr = config.listen;
         let app = hearth_server::routes::router(core.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("server stopped: {e}");
             }
         });
-        let previews = tokio::net::TcpListener::bind(config.preview.listen).await?;
-        let preview_addr = previews.local_addr()?;
+        let preview_addr = config.preview.listen;
         tokio::spawn(hearth_server::proxy::serve(
             core.clone(),
             previews,
@@ -199,6 +212,13 @@ impl BenchServer {
             core: Some(core),
             _data_dir: data_dir,
         })
+    }
+
+    /// The core behind a server started with [`BenchServer::start_with_core`].
+    pub fn core(&self) -> anyhow::Result<&Arc<hearth_server::core::Core>> {
+        self.core
+            .as_ref()
+            .context("start the server with start_with_core to reach its core")
     }
 
     /// The server's own agent client of a running sandbox (the connection
@@ -224,16 +244,25 @@ impl BenchServer {
 
     /// Creates a `minimal` sandbox and waits for it to run; its id.
     pub async fn create_sandbox(&self) -> anyhow::Result<String> {
+        self.create_sandbox_with(json!({})).await
+    }
+
+    /// [`BenchServer::create_sandbox`] with more fields in the body.
+    pub async fn create_sandbox_with(&self, extra: serde_json::Value) -> anyhow::Result<String> {
+        let mut body = json!({
+            "template_id": "minimal",
+            "memory_mb": 256,
+            "disk_size_mb": 512,
+            "timeout_sec": 600,
+        });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
         let resp = self
             .http
             .post(self.api("/sandboxes"))
             .bearer_auth(&self.admin_key)
-            .json(&json!({
-                "template_id": "minimal",
-                "memory_mb": 256,
-                "disk_size_mb": 512,
-                "timeout_sec": 600,
-            }))
+            .json(&body)
             .timeout(Duration::from_secs(600))
             .send()
             .await

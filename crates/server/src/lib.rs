@@ -51,8 +51,25 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let mut config = config;
     crate::core::private_dir(&config.data_dir)
         .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
+    // Bound before the node registers, which names its addresses (a port
+    // of 0 becomes the one bound); requests wait in the backlog meanwhile.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen on {}", config.listen))?;
+    config.listen = listener.local_addr()?;
+    let previews = match config.preview.enabled {
+        true => {
+            let l = tokio::net::TcpListener::bind(config.preview.listen)
+                .await
+                .with_context(|| format!("preview proxy: listen on {}", config.preview.listen))?;
+            config.preview.listen = l.local_addr()?;
+            Some(l)
+        }
+        false => None,
+    };
     let store = crate::store::open(&config).await?;
     let vmm = hearth_vmm::open(&config.vmm).context("open the VMM driver")?;
     let templates = Arc::new(ImageTemplates::new(&config.images_dir()));
@@ -66,10 +83,7 @@ pub async fn serve_until(
     let key_file = core.data_dir().join("admin.key");
     let admin_key = core.bootstrap_admin_key(&key_file).await?;
     core.start().await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = config.listen;
     tracing::info!(%addr, data_dir = %core.data_dir().display(), "hearth serving");
     on_started(&Started {
         url: format!("http://{addr}"),
@@ -77,13 +91,10 @@ pub async fn serve_until(
         admin_key_file: key_file,
     });
     spawn_housekeeping(core.clone());
-    if config.preview.enabled {
+    if let Some(previews) = previews {
         if let (Some(cert), Some(key)) = (&config.preview.tls_cert, &config.preview.tls_key) {
             proxy::listener::tls_config(cert, key, None).context("preview proxy TLS")?;
         }
-        let previews = tokio::net::TcpListener::bind(config.preview.listen)
-            .await
-            .with_context(|| format!("preview proxy: listen on {}", config.preview.listen))?;
         tracing::info!(addr = %previews.local_addr()?, domain = %config.preview.domain, "preview proxy serving");
         let (core, stop) = (core.clone(), core.shutdown_token());
         tokio::spawn(async move {
