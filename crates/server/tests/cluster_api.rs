@@ -543,3 +543,72 @@ async fn a_node_with_another_sealing_key_refuses_to_join() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn forks_snapshots_and_deployments_work_through_any_node() {
+    let (a, b, id) = two_nodes().await;
+    let b_id = b.core.node_id().to_string();
+
+    // A fork asked of A runs where its source's snapshot is: on B.
+    let (st, v) = a.call("POST", &format!("/sandboxes/{id}/fork"), None).await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["data"]["node_id"].as_str(), Some(b_id.as_str()), "{v}");
+
+    // A snapshot outlives its sandbox on B's disk; an E2B create from it
+    // through A starts on B.
+    let (st, v) = a
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/snapshots"),
+            Some(json!({"name": "keep"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let snap = v["data"]["id"].as_str().expect("snapshot id").to_string();
+    let (st, _) = a.call("DELETE", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(st, 200);
+    let resp = a
+        .client
+        .post(a.url("/e2b/sandboxes"))
+        .json(&json!({"templateID": snap}))
+        .send()
+        .await
+        .expect("e2b create");
+    let status = resp.status();
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(status, 201, "{v}");
+    let started = v["sandboxID"]
+        .as_str()
+        .expect("sandboxID")
+        .replace('-', "_");
+    assert!(b.core.handle(&started).is_some(), "not started on B: {v}");
+
+    // A deployment of B's sandbox, through A: its instance runs on B, and
+    // its URL answers through A's proxy as well as B's.
+    let (port, _) = start_app().await;
+    let (st, v) = a
+        .call(
+            "POST",
+            &format!("/sandboxes/{started}/deploy"),
+            Some(json!({"name": "web", "port": port, "start_command": "true", "health_check_path": "/healthz"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let url = v["data"]["deployment"]["public_url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    let host = host_of(&url);
+    for proxy in [a.preview_addr, b.preview_addr] {
+        let resp = client_for(&host, proxy)
+            .get(format!("http://{host}:{}/page", proxy.port()))
+            .send()
+            .await
+            .expect("app");
+        assert_eq!(resp.status(), 200, "through {proxy}");
+        assert_eq!(
+            resp.text().await.expect("body"),
+            "app saw GET /page with 0 body bytes"
+        );
+    }
+}

@@ -47,8 +47,8 @@ impl Peers {
 /// Who answers for a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
-    /// This node: it runs the sandbox, or nobody does (unknown, destroyed,
-    /// or its node is lost or gone), and the answer comes from the store.
+    /// This node: it runs the sandbox, or nobody does (unknown, or its
+    /// node is lost or gone), and the answer comes from the store.
     Here,
     /// Another live node runs it: requests go there.
     Node(NodeRecord),
@@ -65,11 +65,20 @@ impl Core {
         let Some(rec) = self.store.get_sandbox(id).await? else {
             return Ok(Owner::Here);
         };
+        // A destroyed sandbox's node still holds its snapshots.
         let node = match rec.node_id {
-            Some(n) if n != self.node_id && !rec.state.is_terminal() => n,
+            Some(n) if n != self.node_id => n,
             _ => return Ok(Owner::Here),
         };
         self.live_node(&node).await
+    }
+
+    /// Who holds snapshot `id`'s files: the node of its sandbox.
+    pub async fn snapshot_owner(&self, id: &str) -> StoreResult<Owner> {
+        match self.store.get_snapshot(id).await? {
+            Some(s) => self.sandbox_owner(&s.sandbox_id).await,
+            None => Ok(Owner::Here),
+        }
     }
 
     /// `Owner::Node` when node `id` is another node that answers

@@ -60,3 +60,32 @@ pub async fn create(
     resp.extensions_mut().insert(ForwardedOut);
     Ok(Some(resp))
 }
+
+/// A create from snapshot `snapshot_id` (E2B's `templateID: snap_...`):
+/// the answer of the node that holds the snapshot's files when that is
+/// another node, else `None` to start it here.
+pub async fn to_snapshot_node(
+    core: &Core,
+    snapshot_id: &str,
+    parts: Parts,
+    body: Bytes,
+) -> Result<Option<Response>, ApiError> {
+    if parts.extensions.get::<Forwarded>().is_some() {
+        return Ok(None);
+    }
+    let node = match core
+        .snapshot_owner(snapshot_id)
+        .await
+        .map_err(crate::core::error::Error::from)?
+    {
+        crate::core::nodes::peers::Owner::Node(n) => n,
+        crate::core::nodes::peers::Owner::Here => return Ok(None),
+    };
+    let req = Request::from_parts(parts, Body::from(body));
+    let ip = client_ip(&req);
+    let mut resp = forward::to_node(core, &node, &node.api_url, ip, req, false)
+        .await
+        .unwrap_or_else(forward::unreachable_api);
+    resp.extensions_mut().insert(ForwardedOut);
+    Ok(Some(resp))
+}

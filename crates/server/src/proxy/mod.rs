@@ -271,7 +271,7 @@ async fn handle(
             .map(str::to_string)
             .or_else(|| core.domain_route(&host_name(&host)).map(|d| d.slug));
         return match app {
-            Some(app) => serve_app(&proxy, peer, &host, &app, req).await,
+            Some(app) => serve_app(&proxy, peer, &host, &app, here, req).await,
             None => pages::not_found(),
         };
     };
@@ -339,6 +339,7 @@ async fn serve_app(
     peer: SocketAddr,
     host: &str,
     slug: &str,
+    here: bool,
     mut req: Request,
 ) -> Response {
     let core = &proxy.core;
@@ -355,6 +356,12 @@ async fn serve_app(
     }
     let candidates = core.instance_order(&app);
     if candidates.is_empty() {
+        // Its instances run on another node: that node's proxy serves it.
+        for instance in &app.instances {
+            if let Some(node) = elsewhere(core, instance, here).await {
+                return to_owner(core, &node, peer, req).await;
+            }
+        }
         return pages::not_found();
     }
     credentials::take(&mut req);

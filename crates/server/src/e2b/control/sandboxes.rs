@@ -83,6 +83,12 @@ pub async fn create(
     });
     let timeout = b.timeout.unwrap_or(DEFAULT_TIMEOUT_SEC);
     if let Some(snapshot) = b.template_id.as_deref().filter(|t| t.starts_with("snap_")) {
+        // It starts where the snapshot's files are.
+        if let Some(there) =
+            crate::cluster::place::to_snapshot_node(&state, snapshot, parts, body).await?
+        {
+            return Ok(there);
+        }
         if b.env_vars.as_ref().is_some_and(|e| !e.is_empty()) {
             return Err(E2bError::bad_request(
                 "envVars: a sandbox started from a snapshot keeps the snapshot's environment",
