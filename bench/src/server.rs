@@ -191,6 +191,7 @@ impl BenchServer {
             .await?
             .unwrap_or_default();
         core.start().await?;
+        hearth_server::cluster::replicas::spawn(core.clone());
         let addr = config.listen;
         let app = hearth_server::routes::router(core.clone());
         tokio::spawn(async move {

@@ -190,20 +190,25 @@ async fn three_nodes_answer_as_one_api_on_real_vms() {
     std::fs::write(
         &conf,
         "[cluster]\nheartbeat_ms = 200\nlost_after_ms = 3000\nvcpus = 2\n\
-         cpu_overcommit_percent = 100\n",
+         cpu_overcommit_percent = 100\nreplicate_paused = true\n",
     )
     .expect("conf");
     let conf = conf.to_string_lossy().to_string();
     let key_file = tmp.path().join("cluster.key").to_string_lossy().to_string();
-    let env = [
-        ("HEARTH_DATABASE_URL", url.as_str()),
-        ("HEARTH_CONFIG", conf.as_str()),
-        ("HEARTH_SECRETS_KEY_FILE", key_file.as_str()),
-    ];
-    let dirs: Vec<_> = ["a", "b", "c"].iter().map(|n| tmp.path().join(n)).collect();
+    let names = ["a", "b", "c"];
+    let labels: Vec<String> = names.iter().map(|n| format!("region={n}")).collect();
+    let env = |i: usize| {
+        [
+            ("HEARTH_DATABASE_URL", url.as_str()),
+            ("HEARTH_CONFIG", conf.as_str()),
+            ("HEARTH_SECRETS_KEY_FILE", key_file.as_str()),
+            ("HEARTH_NODE_LABELS", labels[i].as_str()),
+        ]
+    };
+    let dirs: Vec<_> = names.iter().map(|n| tmp.path().join(n)).collect();
     let mut servers = Vec::new();
-    for dir in &dirs {
-        let s = Server::start_with_env(dir, free_port(), &env);
+    for (i, dir) in dirs.iter().enumerate() {
+        let s = Server::start_with_env(dir, free_port(), &env(i));
         s.wait_healthy().await;
         servers.push(s);
     }
@@ -427,6 +432,59 @@ async fn three_nodes_answer_as_one_api_on_real_vms() {
         .find(|(_, n)| index_of(n) == victim)
         .cloned()
         .expect("one on the victim");
+    // A second sandbox on the victim, paused: its snapshot is copied to
+    // another node (replicate_paused), where it resumes once the victim
+    // is lost.
+    let (st, v) = via
+        .call(
+            "POST",
+            "/sandboxes",
+            Some(json!({"template_id": "minimal", "cpu_count": 1, "memory_mb": 256, "timeout_sec": 900, "region": names[victim]})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["data"]["node_id"].as_str().map(index_of)),
+        (201, Some(victim)),
+        "{v}"
+    );
+    let paused_id = v["data"]["id"].as_str().expect("id").to_string();
+    let (st, v) = via
+        .call(
+            "POST",
+            &format!("/sandboxes/{paused_id}/processes"),
+            Some(json!({"command": "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p0 = count(via, &paused_id).await;
+    let (st, v) = via
+        .call("POST", &format!("/sandboxes/{paused_id}/pause"), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let copied = Instant::now();
+    let replica_dir = loop {
+        let found = dirs
+            .iter()
+            .map(|d| d.join("replicas").join(&paused_id))
+            .find(|p| p.exists());
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            copied.elapsed() < Duration::from_secs(60),
+            "no copy of the paused snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "paused snapshot copied to {} within {} ms",
+        replica_dir.display(),
+        copied.elapsed().as_millis()
+    );
+    // Recorded just after the copy lands.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
     let port = servers[victim]
         .base
         .rsplit(':')
@@ -447,9 +505,25 @@ async fn three_nodes_answer_as_one_api_on_real_vms() {
         via.exec(&id, "echo unaffected").await["stdout"],
         "unaffected\n"
     );
+    let started = Instant::now();
+    let (st, v) = via
+        .call("POST", &format!("/sandboxes/{paused_id}/resume"), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    eprintln!(
+        "the lost node's paused sandbox resumed from its copy on {} in {} ms",
+        v["data"]["node_id"],
+        started.elapsed().as_millis()
+    );
+    assert_ne!(v["data"]["node_id"].as_str().map(index_of), Some(victim));
+    let p1 = count(via, &paused_id).await;
+    assert!(
+        p0 >= 5 && p1 >= p0,
+        "the copy lost its memory: {p0} then {p1}"
+    );
     // The killed `Server` stays alive to the end: dropping it would kill
     // the VMs of its data directory, which the new one must re-adopt.
-    let restarted = Server::start_with_env(&dirs[victim], port, &env);
+    let restarted = Server::start_with_env(&dirs[victim], port, &env(victim));
     let killed_server = std::mem::replace(&mut servers[victim], restarted);
     servers[victim].wait_healthy().await;
     via.wait_state(&lost_id, "running", Duration::from_secs(60))
@@ -459,6 +533,8 @@ async fn three_nodes_answer_as_one_api_on_real_vms() {
     for (sid, _) in &placed {
         via.call("DELETE", &format!("/sandboxes/{sid}"), None).await;
     }
+    via.call("DELETE", &format!("/sandboxes/{paused_id}"), None)
+        .await;
     for mut s in servers {
         s.term();
     }

@@ -257,6 +257,10 @@ pub struct ClusterConfig {
     pub cpu_overcommit_percent: u32,
     pub memory_overcommit_percent: u32,
     pub disk_overcommit_percent: u32,
+    /// Copy every paused sandbox's snapshot to another node, so that it
+    /// can resume there if its own node is lost (costs the copy's disk and
+    /// transfer on every pause).
+    pub replicate_paused: bool,
 }
 
 impl Default for ClusterConfig {
@@ -274,6 +278,7 @@ impl Default for ClusterConfig {
             cpu_overcommit_percent: 800,
             memory_overcommit_percent: 200,
             disk_overcommit_percent: 400,
+            replicate_paused: false,
         }
     }
 }

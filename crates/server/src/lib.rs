@@ -83,6 +83,7 @@ pub async fn serve_until(
     let key_file = core.data_dir().join("admin.key");
     let admin_key = core.bootstrap_admin_key(&key_file).await?;
     core.start().await?;
+    cluster::replicas::spawn(core.clone());
     let addr = config.listen;
     tracing::info!(%addr, data_dir = %core.data_dir().display(), "hearth serving");
     on_started(&Started {

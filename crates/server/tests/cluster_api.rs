@@ -612,3 +612,85 @@ async fn forks_snapshots_and_deployments_work_through_any_node() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_lost_nodes_paused_sandbox_resumes_from_its_copy() {
+    let copies = |region: Option<&'static str>| {
+        move |c: &mut ServerConfig| {
+            c.cluster.heartbeat_ms = 100;
+            c.cluster.lost_after_ms = 800;
+            c.cluster.replicate_paused = true;
+            if let Some(r) = region {
+                c.cluster.labels.insert("region".into(), r.into());
+            }
+        }
+    };
+    let a = TestServer::start_with(copies(None)).await;
+    let b = TestServer::join(&a, copies(Some("b"))).await;
+    let a_id = a.core.node_id().to_string();
+    let on_b = |v: Value| v["id"].as_str().expect("id").to_string();
+    let id = on_b(b.create_sandbox(json!({"region": "b"})).await);
+    let other = on_b(b.create_sandbox(json!({"region": "b"})).await);
+
+    // Each pause is copied to A; a resume forgets the copy.
+    for sbx in [&id, &other] {
+        let (st, v) = a
+            .call("POST", &format!("/sandboxes/{sbx}/pause"), None)
+            .await;
+        assert_eq!(st, 200, "{v}");
+        wait_until(Duration::from_secs(10), "the copy on A", || async {
+            (a.core.replica_of(sbx).await.expect("replica").as_deref() == Some(a_id.as_str()))
+                .then_some(())
+        })
+        .await;
+        assert!(a.core.replica_dir(sbx).exists());
+    }
+    let (st, v) = a
+        .call("POST", &format!("/sandboxes/{other}/resume"), None)
+        .await;
+    assert_eq!(
+        (st, v["data"]["node_id"].as_str()),
+        (200, Some(b.core.node_id()))
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the stale copy deleted",
+        || async { (!a.core.replica_dir(&other).exists()).then_some(()) },
+    )
+    .await;
+    assert_eq!(a.core.replica_of(&other).await.expect("replica"), None);
+
+    // B falls silent: its paused sandbox resumes on A, from the copy.
+    b.core.shutdown();
+    wait_until(Duration::from_secs(10), "A sees B lost", || async {
+        use hearth_server::core::nodes::peers::Owner;
+        (a.core.sandbox_owner(&id).await.expect("owner") == Owner::Here).then_some(())
+    })
+    .await;
+    let (_, v) = a.call("GET", "/nodes", None).await;
+    assert!(
+        v["data"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .any(|n| n["id"] == b.core.node_id() && n["state"] == "lost"),
+        "{v}"
+    );
+    let (st, v) = a
+        .call("POST", &format!("/sandboxes/{id}/resume"), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["data"]["state"].clone(), v["data"]["node_id"].as_str()),
+        (json!("running"), Some(a_id.as_str())),
+        "{v}"
+    );
+    assert!(a.core.handle(&id).is_some());
+    assert!(
+        !a.core.replica_dir(&id).exists(),
+        "the copy became its snapshot"
+    );
+    // B's running sandbox went to error, as lost nodes' do.
+    let (_, v) = a.call("GET", &format!("/sandboxes/{other}"), None).await;
+    assert_eq!(v["data"]["state"], "error", "{v}");
+}

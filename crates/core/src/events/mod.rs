@@ -251,6 +251,11 @@ impl super::Core {
         Ok(list.into_iter().filter(|e| filter.wants(e)).collect())
     }
 
+    /// Every event this node emits from now on, of every tenant.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<EventRecord> {
+        self.events.subscribe()
+    }
+
     /// Every event after `after` that `filter` wants: the stored ones,
     /// then live ones as they happen. With other nodes on the store (whose
     /// events this node's bus never carries), the store is also read every

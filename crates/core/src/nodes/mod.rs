@@ -20,6 +20,7 @@ pub mod moves;
 pub mod peers;
 pub mod placement;
 pub mod records;
+pub mod replicas;
 
 use crate::error::{Error, Kind, Result};
 use crate::events::EventKind;
@@ -214,12 +215,6 @@ impl Core {
             Ok(Some(_)) => {}
             Err(e) => tracing::warn!(error = %e, "node heartbeat failed"),
         }
-        if let Err(e) = self.refresh_peers().await {
-            tracing::warn!(error = %e, "node list refresh failed");
-        }
-        if let Err(e) = self.catch_up_revocations().await {
-            tracing::warn!(error = %e, "revocation check failed");
-        }
         let cutoff = now - self.config.cluster.lost_after_ms as i64;
         match self.store.mark_lost_nodes(cutoff).await {
             Ok(lost) => {
@@ -228,6 +223,13 @@ impl Core {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "lost-node sweep failed"),
+        }
+        // After the sweep, so that a node it found lost is seen lost here.
+        if let Err(e) = self.refresh_peers().await {
+            tracing::warn!(error = %e, "node list refresh failed");
+        }
+        if let Err(e) = self.catch_up_revocations().await {
+            tracing::warn!(error = %e, "revocation check failed");
         }
     }
 

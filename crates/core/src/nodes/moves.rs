@@ -60,16 +60,26 @@ impl Core {
     /// if it is still `from`'s and paused), the snapshot becomes its
     /// paused snapshot here, and an actor answers for it.
     pub async fn adopt_moved(self: &Arc<Core>, id: &str, from: &str) -> Result<SandboxRecord> {
-        let incoming = self.incoming_dir(id);
+        self.take_over(id, from, &self.incoming_dir(id)).await
+    }
+
+    /// Takes over paused sandbox `id` from node `from` with the snapshot
+    /// in `snapshot` (made its paused snapshot here).
+    pub(crate) async fn take_over(
+        self: &Arc<Core>,
+        id: &str,
+        from: &str,
+        snapshot: &std::path::Path,
+    ) -> Result<SandboxRecord> {
         self.vmm
-            .inspect_snapshot(&incoming)
+            .inspect_snapshot(snapshot)
             .map_err(|e| Error::from_snapshot_error(&e, "the move"))?;
         let dest = self.paused_dir(id);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(Error::internal)?;
         }
         let _ = std::fs::remove_dir_all(&dest);
-        std::fs::rename(&incoming, &dest).map_err(Error::internal)?;
+        std::fs::rename(snapshot, &dest).map_err(Error::internal)?;
         if !self.store.move_paused(id, from, &self.node_id).await? {
             let _ = std::fs::remove_dir_all(&dest);
             return Err(Error::conflict(
@@ -83,6 +93,8 @@ impl Core {
             .await?
             .ok_or_else(|| Error::not_found("sandbox"))?;
         debug_assert_eq!(rec.state, SandboxState::Paused);
+        // A copy elsewhere is of a pause this node now answers for.
+        let _ = self.store.drop_replica(id).await;
         let next = rec.next_deadline();
         self.spawn_actor(rec.clone(), None);
         self.timers.schedule(id, next);

@@ -70,7 +70,14 @@ impl Core {
             Some(n) if n != self.node_id => n,
             _ => return Ok(Owner::Here),
         };
-        self.live_node(&node).await
+        let owner = self.live_node(&node).await?;
+        // A lost node's paused sandbox: the node with its copy, if any.
+        if owner == Owner::Here && rec.state == crate::model::SandboxState::Paused {
+            if let Some(copy) = self.store.replica_of(id).await? {
+                return self.live_node(&copy).await;
+            }
+        }
+        Ok(owner)
     }
 
     /// Who holds snapshot `id`'s files: the node of its sandbox.

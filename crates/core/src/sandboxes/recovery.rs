@@ -40,8 +40,18 @@ pub(crate) async fn recover(core: &Arc<Core>) -> StoreResult<()> {
 
 /// VM directories no live sandbox owns (warm-pool VMs and template build
 /// VMs of an earlier run, a destroy cut short): their VMMs are stopped and
-/// the directories removed.
+/// the directories removed. So are paused snapshots of sandboxes this node
+/// no longer answers for (another node took them over while it was away).
 async fn reap_orphans(core: &Arc<Core>, live: &[SandboxRecord]) {
+    if let Ok(paused) = std::fs::read_dir(core.data_dir().join("paused")) {
+        for entry in paused.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("sbx_") && !live.iter().any(|r| r.id == name) {
+                tracing::info!(sandbox_id = %name, "paused snapshot of a sandbox no longer here removed");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
     let Ok(entries) = std::fs::read_dir(core.sandboxes_dir()) else {
         return;
     };

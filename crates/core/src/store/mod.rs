@@ -329,6 +329,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Hands paused sandbox `id` from node `from` to node `to`; false when
     /// it is no longer paused there (another node or a resume got it).
     async fn move_paused(&self, id: &str, from: &str, to: &str) -> StoreResult<bool>;
+    /// Records that node `node` holds a copy of paused sandbox `id`'s
+    /// snapshot of the pause at `paused_at`; false (nothing recorded) when
+    /// the sandbox is no longer paused from that pause.
+    async fn put_replica(&self, id: &str, node: &str, paused_at: i64) -> StoreResult<bool>;
+    /// The node holding a copy of paused sandbox `id`'s snapshot.
+    async fn replica_of(&self, id: &str) -> StoreResult<Option<String>>;
+    async fn drop_replica(&self, id: &str) -> StoreResult<()>;
     /// The promise kept: the sandbox's record now counts instead.
     async fn release_placement(&self, id: &str) -> StoreResult<()>;
     /// Records a heartbeat and the template snapshots the node holds; the

@@ -13,6 +13,7 @@
 pub mod forward;
 pub mod moves;
 pub mod place;
+pub mod replicas;
 pub mod signature;
 pub mod transfer;
 

@@ -28,6 +28,10 @@ pub async fn resume(
 ) -> Result<Option<Response>, ApiError> {
     // The caller's own sandbox, paused here, on a draining node.
     let rec = core.get_sandbox(caller, id).await?;
+    // Paused on a lost node whose copy is here: this node takes it over.
+    if rec.state == SandboxState::Paused && core.handle(id).is_none() {
+        core.adopt_replica(id).await?;
+    }
     if rec.state != SandboxState::Paused || core.handle(id).is_none() {
         return Ok(None);
     }

@@ -64,6 +64,10 @@ pub fn router() -> Router<AppState> {
         .route("/internal/v1/sandboxes/{id}/paused", get(manifest))
         .route("/internal/v1/sandboxes/{id}/paused/{name}", get(file))
         .route("/internal/v1/sandboxes/{id}/adopt", post(adopt))
+        .route(
+            "/internal/v1/sandboxes/{id}/replica",
+            post(copy_replica).delete(delete_replica),
+        )
         .layer(axum::middleware::from_fn(nodes_only))
 }
 
@@ -208,6 +212,34 @@ async fn adopt(
         axum::Json(serde_json::json!({ "id": rec.id, "state": rec.state.as_str() }))
             .into_response(),
     )
+}
+
+/// Copies paused sandbox `id`'s snapshot from node `from` as a replica
+/// (`cluster::replicas`).
+async fn copy_replica(
+    State(core): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<AdoptQuery>,
+) -> Result<Response, ApiError> {
+    let node = match core.live_node(&q.from).await.map_err(Error::from)? {
+        Owner::Node(n) => n,
+        Owner::Here => return Err(ApiError::not_found("node")),
+    };
+    let incoming = core.incoming_dir(&id);
+    let path = format!("/internal/v1/sandboxes/{id}/paused");
+    pull(&core, &node, &path, &incoming).await?;
+    let dest = core.replica_dir(&id);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(internal)?;
+    }
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::rename(&incoming, &dest).map_err(internal)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_replica(State(core): State<AppState>, UrlPath(id): UrlPath<String>) -> Response {
+    let _ = std::fs::remove_dir_all(core.replica_dir(&id));
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// A signed GET to another node, its answer's status checked.

@@ -537,6 +537,7 @@ impl TestServer {
             .expect("admin key");
         let admin_key = made.or(shared_key).expect("first start makes a key");
         core.start().await.expect("start");
+        hearth_server::cluster::replicas::spawn(core.clone());
         let app = hearth_server::routes::router(core.clone());
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = tokio::spawn(async move {

@@ -409,6 +409,27 @@ impl Store for ThisStore {
         Ok(moved.rows_affected() == 1)
     }
 
+    async fn put_replica(&self, id: &str, node: &str, paused_at: i64) -> StoreResult<bool> {
+        nodes::put_replica(&self.pool, id, node, paused_at).await
+    }
+
+    async fn replica_of(&self, id: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT node_id FROM replicas WHERE sandbox_id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn drop_replica(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM replicas WHERE sandbox_id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn release_placement(&self, id: &str) -> StoreResult<()> {
         nodes::release(&self.pool, id).await
     }

@@ -212,3 +212,24 @@ pub(super) async fn release(pool: &DbPool, id: &str) -> StoreResult<()> {
         .await?;
     Ok(())
 }
+
+/// Records a replica, only while the sandbox is paused from that pause.
+pub(super) async fn put_replica(
+    pool: &DbPool,
+    id: &str,
+    node: &str,
+    paused_at: i64,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "INSERT INTO replicas (sandbox_id, node_id, paused_at) SELECT $1, $2, $3 \
+         WHERE EXISTS (SELECT 1 FROM sandboxes WHERE id = $1 AND state = 'paused' \
+         AND paused_at = $3) \
+         ON CONFLICT (sandbox_id) DO UPDATE SET node_id = $2, paused_at = $3",
+    )
+    .bind(id)
+    .bind(node)
+    .bind(paused_at)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
