@@ -420,6 +420,26 @@ async fn three_nodes_answer_as_one_api_on_real_vms() {
         c0 >= 5 && c1 >= c0 && c2 > c1,
         "the counter restarted or stopped: {c0} before the pause, then {c1}, {c2}"
     );
+    // A fork asked of B (which no longer runs the sandbox) has its file.
+    let started = Instant::now();
+    let (st, v) = apis[1]
+        .call("POST", &format!("/sandboxes/{id}/fork"), None)
+        .await;
+    assert_eq!(st, 201, "{v}");
+    eprintln!(
+        "fork through B of the moved sandbox, on {}: {} ms",
+        v["data"]["node_id"],
+        started.elapsed().as_millis()
+    );
+    let fork = v["data"]["id"].as_str().expect("fork id").to_string();
+    assert_eq!(
+        apis[1].exec(&fork, "cat /workspace/www/index.html").await["stdout"],
+        "hello-from-b"
+    );
+    let (st, _) = apis[1]
+        .call("DELETE", &format!("/sandboxes/{fork}"), None)
+        .await;
+    assert_eq!(st, 200);
 
     // kill -9 of the node that runs the sandbox created on it but not the
     // moved one: that sandbox goes to error within the bound, the moved

@@ -694,3 +694,45 @@ async fn a_lost_nodes_paused_sandbox_resumes_from_its_copy() {
     let (_, v) = a.call("GET", &format!("/sandboxes/{other}"), None).await;
     assert_eq!(v["data"]["state"], "error", "{v}");
 }
+
+#[tokio::test]
+async fn a_paused_sandbox_resumes_where_there_is_room() {
+    let in_b = |c: &mut ServerConfig| {
+        small(c);
+        c.cluster.labels.insert("region".into(), "b".into());
+    };
+    let a = TestServer::start_with(small).await;
+    let b = TestServer::join(&a, in_b).await;
+    let two_on_b = json!({"cpu_count": 2, "memory_mb": 512, "region": "b"});
+    let (st, v) = create_via(&a, two_on_b.clone()).await;
+    assert_eq!(
+        (st, v["data"]["node_id"].as_str()),
+        (201, Some(b.core.node_id())),
+        "{v}"
+    );
+    let x = v["data"]["id"].as_str().expect("id").to_string();
+    let (st, _) = a.call("POST", &format!("/sandboxes/{x}/pause"), None).await;
+    assert_eq!(st, 200);
+    // Its vCPUs given back, B fills up again.
+    for _ in 0..2 {
+        let (st, v) = create_via(&a, two_on_b.clone()).await;
+        assert_eq!(
+            (st, v["data"]["node_id"].as_str()),
+            (201, Some(b.core.node_id())),
+            "{v}"
+        );
+    }
+    let (st, v) = a
+        .call("POST", &format!("/sandboxes/{x}/resume"), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["data"]["state"].clone(), v["data"]["node_id"].as_str()),
+        (json!("running"), Some(a.core.node_id())),
+        "B is full: the sandbox moves to A"
+    );
+    let (_, v) = a.call("GET", "/nodes", None).await;
+    for n in v["data"].as_array().expect("nodes") {
+        assert!(n["load"]["vcpus"].as_u64() <= Some(4), "overcommitted: {n}");
+    }
+}

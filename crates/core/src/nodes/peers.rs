@@ -94,15 +94,18 @@ impl Core {
         if id == self.node_id {
             return Ok(Owner::Here);
         }
+        let live = |n: &NodeRecord| matches!(n.state, NodeState::Active | NodeState::Draining);
+        // Not seen yet, or not live as last read (it may be back since):
+        // read the list again.
         let known = match self.peers.get(id) {
-            Some(n) => Some(n),
-            None => {
+            Some(n) if live(&n) => Some(n),
+            _ => {
                 self.refresh_peers().await?;
                 self.peers.get(id)
             }
         };
         Ok(match known {
-            Some(n) if matches!(n.state, NodeState::Active | NodeState::Draining) => Owner::Node(n),
+            Some(n) if live(&n) => Owner::Node(n),
             _ => Owner::Here,
         })
     }

@@ -140,6 +140,11 @@ impl Core {
     /// Where a create needing `need` runs (see the module). Alone on the
     /// store, here with no promise.
     pub async fn place(&self, need: Need) -> Result<Placement> {
+        // A node that joined since the last heartbeat counts at once (one
+        // read of the small node list per create on a lone node).
+        if !self.has_peers() {
+            self.refresh_peers().await?;
+        }
         if !self.has_peers() {
             return Ok(Placement::Here(None));
         }
@@ -184,6 +189,20 @@ impl Core {
                 format!("node {} left as the create was placed", promise.node_id),
             )),
         }
+    }
+
+    /// Whether this node has room for `need` now (its capacity times the
+    /// overcommit, less what its sandboxes and promises take).
+    pub async fn room_here(&self, need: &Need) -> Result<bool> {
+        let nodes = self.nodes().await?;
+        let Some((me, load)) = nodes.iter().find(|(n, _)| n.id == self.node_id) else {
+            return Ok(true);
+        };
+        let all = allowance(me, &self.config.cluster);
+        let used = taken(load);
+        let want = [need.vcpus, need.memory_mb, need.disk_mb];
+        // A paused sandbox's disk is in the load already.
+        Ok((0..2).all(|i| all[i].saturating_sub(used[i]) >= want[i]))
     }
 
     /// A promise kept (its sandbox is stored) or given up.

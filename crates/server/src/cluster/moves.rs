@@ -1,7 +1,9 @@
-//! A resume on a draining node moves the paused sandbox first: placed on
-//! a node that takes new sandboxes, let go of here, copied and taken over
-//! there ([`super::transfer`]), then the resume is sent there. A move that
-//! fails leaves the sandbox paused here, as it was.
+//! A resume on a draining node, or on one without room for the sandbox's
+//! vCPUs and memory, moves the paused sandbox first: placed on a node that
+//! takes new sandboxes, let go of here, copied and taken over there
+//! ([`super::transfer`]), then the resume is sent there. A move that fails
+//! leaves the sandbox paused here, as it was. (With no room anywhere, a
+//! node that is not draining resumes it itself.)
 
 use std::sync::Arc;
 
@@ -35,7 +37,7 @@ pub async fn resume(
     if rec.state != SandboxState::Paused || core.handle(id).is_none() {
         return Ok(None);
     }
-    if !core.is_draining().await? {
+    if !core.has_peers() {
         return Ok(None);
     }
     let need = Need {
@@ -45,7 +47,16 @@ pub async fn resume(
         region: None,
         template: None,
     };
-    let (node, promise) = match core.place(need).await? {
+    let draining = core.is_draining().await?;
+    if !draining && core.room_here(&need).await? {
+        return Ok(None);
+    }
+    let placed = match core.place(need).await {
+        Ok(p) => p,
+        Err(e) if !draining && e.code == "no_capacity" => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let (node, promise) = match placed {
         Placement::Here(p) => {
             if let Some(p) = p {
                 core.release_placement(&p).await;
