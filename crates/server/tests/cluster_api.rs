@@ -16,7 +16,6 @@ use common::{wait_until, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use hearth_server::ServerConfig;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 fn fast(c: &mut ServerConfig) {
@@ -117,26 +116,7 @@ async fn any_node_answers_for_a_sandbox_another_runs() {
     assert!(text.contains("\"exit_code\":0"), "{text}");
 
     // A terminal's WebSocket through A.
-    let (st, v) = a
-        .call(
-            "POST",
-            &format!("/sandboxes/{id}/terminals"),
-            Some(json!({"cols": 80, "rows": 24, "shell": "/bin/sh"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    let tid = v["data"]["id"].as_str().expect("terminal id");
-    let url = a
-        .url(&format!("/api/v1/sandboxes/{id}/terminals/{tid}/ws"))
-        .replacen("http://", "ws://", 1);
-    let mut req = url.into_client_request().expect("ws request");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", a.admin_key).parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("ws through A");
+    let (_, mut ws) = a.terminal_ws(&id, &a.admin_key).await;
     ws.send(Message::binary(b"echo $((6*7))-over-ws\n".to_vec()))
         .await
         .expect("send");

@@ -150,26 +150,7 @@ async fn streams_and_terminals_opened_with_a_key_end_when_it_is_revoked() {
 
     let doomed_events = event_stream(&srv, &doomed).await;
     let kept_events = event_stream(&srv, &kept).await;
-    let (st, v) = srv
-        .call(
-            "POST",
-            &format!("/sandboxes/{id}/terminals"),
-            Some(json!({"cols": 80, "rows": 24, "shell": "/bin/sh"})),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
-    let tid = v["data"]["id"].as_str().expect("terminal id");
-    let ws_url = srv
-        .url(&format!("/api/v1/sandboxes/{id}/terminals/{tid}/ws"))
-        .replacen("http://", "ws://", 1);
-    let mut req = ws_url.into_client_request().expect("request");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {doomed}").parse().expect("header"),
-    );
-    let (mut term, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("terminal socket");
+    let (tid, mut term) = srv.terminal_ws(&id, &doomed).await;
     term.send(Message::binary(b"echo alive\n".to_vec()))
         .await
         .expect("type");

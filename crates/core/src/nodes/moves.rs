@@ -93,8 +93,10 @@ impl Core {
             .await?
             .ok_or_else(|| Error::not_found("sandbox"))?;
         debug_assert_eq!(rec.state, SandboxState::Paused);
-        // A copy elsewhere is of a pause this node now answers for.
+        // A copy elsewhere is of a pause this node now answers for (one
+        // here is the snapshot itself now, or stale).
         let _ = self.store.drop_replica(id).await;
+        let _ = std::fs::remove_dir_all(self.replica_dir(id));
         let next = rec.next_deadline();
         self.spawn_actor(rec.clone(), None);
         self.timers.schedule(id, next);

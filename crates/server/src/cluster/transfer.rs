@@ -71,9 +71,15 @@ pub fn router() -> Router<AppState> {
         .layer(axum::middleware::from_fn(nodes_only))
 }
 
-/// Only another node (a request it signed) sees these routes.
+/// Only another node (a request it signed) sees these routes, and only
+/// for a sandbox id (never a path out of its directory).
 async fn nodes_only(req: Request, next: Next) -> Response {
-    if req.extensions().get::<Forwarded>().is_none() {
+    let sandbox = req.uri().path().split('/').nth(4).unwrap_or_default();
+    let id_ok = sandbox.starts_with("sbx_")
+        && sandbox
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if req.extensions().get::<Forwarded>().is_none() || !id_ok {
         return ApiError::not_found("route").into_response();
     }
     next.run(req).await
@@ -193,6 +199,18 @@ struct AdoptQuery {
     from: String,
 }
 
+/// Copies paused sandbox `id`'s snapshot from node `from` into
+/// [`Core::incoming_dir`]; that node.
+async fn pull_paused(core: &Core, id: &str, from: &str) -> Result<NodeRecord, ApiError> {
+    let node = match core.live_node(from).await.map_err(Error::from)? {
+        Owner::Node(n) => n,
+        Owner::Here => return Err(ApiError::not_found("node")),
+    };
+    let path = format!("/internal/v1/sandboxes/{id}/paused");
+    pull(core, &node, &path, &core.incoming_dir(id)).await?;
+    Ok(node)
+}
+
 /// Copies paused sandbox `id`'s snapshot from node `from` and takes the
 /// sandbox over.
 async fn adopt(
@@ -200,13 +218,7 @@ async fn adopt(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<AdoptQuery>,
 ) -> Result<Response, ApiError> {
-    let node = match core.live_node(&q.from).await.map_err(Error::from)? {
-        Owner::Node(n) => n,
-        Owner::Here => return Err(ApiError::not_found("node")),
-    };
-    let dest = core.incoming_dir(&id);
-    let path = format!("/internal/v1/sandboxes/{id}/paused");
-    pull(&core, &node, &path, &dest).await?;
+    let node = pull_paused(&core, &id, &q.from).await?;
     let rec = core.adopt_moved(&id, &node.id).await?;
     Ok(
         axum::Json(serde_json::json!({ "id": rec.id, "state": rec.state.as_str() }))
@@ -221,13 +233,8 @@ async fn copy_replica(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<AdoptQuery>,
 ) -> Result<Response, ApiError> {
-    let node = match core.live_node(&q.from).await.map_err(Error::from)? {
-        Owner::Node(n) => n,
-        Owner::Here => return Err(ApiError::not_found("node")),
-    };
+    pull_paused(&core, &id, &q.from).await?;
     let incoming = core.incoming_dir(&id);
-    let path = format!("/internal/v1/sandboxes/{id}/paused");
-    pull(&core, &node, &path, &incoming).await?;
     let dest = core.replica_dir(&id);
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(internal)?;
@@ -428,6 +435,42 @@ async fn fetch_piece(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn internal_routes_take_sandbox_ids_only() {
+        use tower::ServiceExt;
+        let app = Router::new()
+            .route("/internal/v1/sandboxes/{id}/paused", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(nodes_only));
+        let call = |path: &str, signed: bool| {
+            let mut req = Request::builder()
+                .uri(path)
+                .body(Body::empty())
+                .expect("request");
+            if signed {
+                req.extensions_mut().insert(Forwarded {
+                    node_id: "node_x".into(),
+                    client_ip: None,
+                });
+            }
+            app.clone().oneshot(req)
+        };
+        let status = |r: Result<Response, std::convert::Infallible>| r.expect("answer").status();
+        assert_eq!(
+            status(call("/internal/v1/sandboxes/sbx_ab12/paused", true).await),
+            200
+        );
+        assert_eq!(
+            status(call("/internal/v1/sandboxes/sbx_ab12/paused", false).await),
+            404
+        );
+        for bad in [
+            "/internal/v1/sandboxes/%2E%2E/paused",
+            "/internal/v1/sandboxes/..%2Fx/paused",
+        ] {
+            assert_eq!(status(call(bad, true).await), 404, "{bad}");
+        }
+    }
 
     #[test]
     fn pieces_cover_the_extents_and_names_stay_in_their_directory() {

@@ -652,6 +652,42 @@ impl TestServer {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// Opens an 80x24 `/bin/sh` terminal in sandbox `id` and its
+    /// WebSocket, with `key`: the terminal's id and the socket.
+    pub async fn terminal_ws(
+        &self,
+        id: &str,
+        key: &str,
+    ) -> (
+        String,
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    ) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let (st, v) = self
+            .call(
+                "POST",
+                &format!("/sandboxes/{id}/terminals"),
+                Some(serde_json::json!({"cols": 80, "rows": 24, "shell": "/bin/sh"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        let tid = v["data"]["id"].as_str().expect("terminal id").to_string();
+        let url = self
+            .url(&format!("/api/v1/sandboxes/{id}/terminals/{tid}/ws"))
+            .replacen("http://", "ws://", 1);
+        let mut req = url.into_client_request().expect("ws request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {key}").parse().expect("header"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("terminal socket");
+        (tid, ws)
+    }
+
     /// A client of another tenant (`ten_other`), with a key the admin
     /// made for it: what it must never see is the caller's.
     pub async fn stranger(&self) -> reqwest::Client {
