@@ -199,15 +199,21 @@ struct AdoptQuery {
     from: String,
 }
 
-/// Copies paused sandbox `id`'s snapshot from node `from` into
-/// [`Core::incoming_dir`]; that node.
-async fn pull_paused(core: &Core, id: &str, from: &str) -> Result<NodeRecord, ApiError> {
+/// Copies paused sandbox `id`'s snapshot from node `from` into `dest`
+/// (a move's and a copy's each their own, as both may run at once); that
+/// node.
+async fn pull_paused(
+    core: &Core,
+    id: &str,
+    from: &str,
+    dest: &Path,
+) -> Result<NodeRecord, ApiError> {
     let node = match core.live_node(from).await.map_err(Error::from)? {
         Owner::Node(n) => n,
         Owner::Here => return Err(ApiError::not_found("node")),
     };
     let path = format!("/internal/v1/sandboxes/{id}/paused");
-    pull(core, &node, &path, &core.incoming_dir(id)).await?;
+    pull(core, &node, &path, dest).await?;
     Ok(node)
 }
 
@@ -218,7 +224,7 @@ async fn adopt(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<AdoptQuery>,
 ) -> Result<Response, ApiError> {
-    let node = pull_paused(&core, &id, &q.from).await?;
+    let node = pull_paused(&core, &id, &q.from, &core.incoming_dir(&id)).await?;
     let rec = core.adopt_moved(&id, &node.id).await?;
     Ok(
         axum::Json(serde_json::json!({ "id": rec.id, "state": rec.state.as_str() }))
@@ -233,8 +239,8 @@ async fn copy_replica(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<AdoptQuery>,
 ) -> Result<Response, ApiError> {
-    pull_paused(&core, &id, &q.from).await?;
-    let incoming = core.incoming_dir(&id);
+    let incoming = core.replica_dir(&id).with_extension("partial");
+    pull_paused(&core, &id, &q.from, &incoming).await?;
     let dest = core.replica_dir(&id);
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(internal)?;
