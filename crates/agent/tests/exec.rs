@@ -297,10 +297,17 @@ async fn fifty_concurrent_execs_share_one_connection() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(
-        agent_sockets(),
-        sockets_before,
-        "all 50 calls used the one connection"
+    // The agent may hold one short-lived socket at either count (1 run in
+    // 15 had one more before the calls, gone 500 ms later). More sockets
+    // after than before that do not go away would be new connections.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while agent_sockets() > sockets_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = agent_sockets();
+    assert!(
+        after <= sockets_before,
+        "all 50 calls used the one connection: {after} sockets after, {sockets_before} before"
     );
 }
 

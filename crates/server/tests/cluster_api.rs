@@ -309,11 +309,20 @@ async fn a_node_that_cannot_be_reached_is_named() {
     assert_eq!(v["error"]["code"], "node_unreachable");
     let msg = v["error"]["message"].as_str().expect("message");
     assert!(msg.contains(c.core.node_id()), "{msg}");
-    // A read is answered from the store meanwhile.
+    // The sandbox's record is answered from the store meanwhile; reads of
+    // the guest are not.
     let (st, v) = a.call("GET", &format!("/sandboxes/{id}"), None).await;
     assert_eq!(
         (st, v["data"]["state"].clone()),
         (200, json!("running")),
+        "{v}"
+    );
+    let (st, v) = a
+        .call("GET", &format!("/sandboxes/{id}/files?path=/tmp"), None)
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (502, json!("node_unreachable")),
         "{v}"
     );
 }

@@ -98,10 +98,16 @@ pub async fn api_layer(State(core): State<AppState>, req: Request, next: Next) -
         Ok(Owner::Here) => next.run(req).await,
         Ok(Owner::Node(node)) => {
             let ip = client_ip(&req);
-            // A read the owner cannot answer (it may be dying: not lost
-            // yet) is answered from the store here; `GET /sandboxes/{id}`
-            // then says what the store knows.
-            let (local, req) = if req.method() == http::Method::GET {
+            // The sandbox's record, when its node cannot answer (it may be
+            // dying, not lost yet), comes from the store here.
+            let record = full
+                .path()
+                .trim_end_matches('/')
+                .ends_with(&format!("/{id}"))
+                || full
+                    .path()
+                    .ends_with(&format!("/{}", crate::e2b::to_e2b(&id)));
+            let (local, req) = if req.method() == http::Method::GET && record {
                 let (parts, body) = req.into_parts();
                 let copy = Request::from_parts(parts.clone(), axum::body::Body::empty());
                 (Some(copy), Request::from_parts(parts, body))
