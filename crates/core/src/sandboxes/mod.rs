@@ -81,8 +81,8 @@ impl Core {
     ) -> Result<SandboxRecord> {
         let promise = p.placement.clone();
         let made = self.create_placed(caller, p, wait).await;
-        // Stored or failed: the sandbox's own record counts now, if any.
-        if let Some(id) = promise {
+        // Released once the record is stored; here too when it never was.
+        if let (Err(_), Some(id)) = (&made, promise) {
             self.release_placement(&id).await;
         }
         made
@@ -124,6 +124,7 @@ impl Core {
         wait: bool,
     ) -> Result<SandboxRecord> {
         let mut p = p;
+        let promise = p.placement.take();
         // A token's sandboxes carry its user and workspace: what it sees.
         if let Some(t) = &caller.scope {
             p.external_user_id = Some(t.user_id.clone());
@@ -186,26 +187,31 @@ impl Core {
             deployment_id: None,
             node_id: None,
         };
-        if wait {
-            if let Some(pooled) = self.pooled_for(&rec).await {
-                rec.id = pooled.id;
-                let h = self.register_new(&rec, Some(pooled.vm)).await?;
-                return h
-                    .call(|tx| Op::Boot {
-                        snapshot: None,
-                        reply: Some(tx),
-                    })
-                    .await;
-            }
-            self.start_new(rec, None).await
-        } else {
-            let h = self.register_new(&rec, None).await?;
+        let pooled = match wait {
+            true => self.pooled_for(&rec).await,
+            false => None,
+        };
+        if let Some(p) = &pooled {
+            rec.id = p.id.clone();
+        }
+        let h = self.register_new(&rec, pooled.map(|p| p.vm)).await?;
+        // Its record counts on the node now: the promise goes at once,
+        // not after the boot (placements meanwhile would count both).
+        if let Some(promise) = &promise {
+            self.release_placement(promise).await;
+        }
+        if !wait {
             h.send(Op::Boot {
                 snapshot: None,
                 reply: None,
             });
-            Ok(h.record())
+            return Ok(h.record());
         }
+        h.call(|tx| Op::Boot {
+            snapshot: None,
+            reply: Some(tx),
+        })
+        .await
     }
 
     /// The id of custom template `p.template_id` (an id or a name), whose

@@ -162,21 +162,27 @@ pub(super) async fn place(
         .bind(now)
         .execute(&mut *tx)
         .await?;
-    let mut loads = loads(&mut *tx).await?;
-    let promised = sqlx::query(
-        "SELECT node_id, COUNT(*) AS n, CAST(SUM(vcpus) AS BIGINT) AS vcpus, \
-         CAST(SUM(memory_mb) AS BIGINT) AS mem, CAST(SUM(disk_mb) AS BIGINT) AS disk \
-         FROM placements GROUP BY node_id",
+    // Sandboxes and promises in one statement, so one snapshot: a create
+    // that stores its sandbox and then drops its promise between two
+    // reads would otherwise be counted by neither (PostgreSQL's read
+    // committed), and its room promised again.
+    let rows = sqlx::query(
+        "SELECT node_id, COUNT(*) AS n, CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) AS vcpus, \
+         CAST(COALESCE(SUM(mem), 0) AS BIGINT) AS mem, \
+         CAST(COALESCE(SUM(disk), 0) AS BIGINT) AS disk FROM ( \
+           SELECT node_id, CASE WHEN state != 'paused' THEN cpu_count ELSE 0 END AS vcpus, \
+             CASE WHEN state != 'paused' THEN memory_mb ELSE 0 END AS mem, \
+             disk_size_mb AS disk \
+           FROM sandboxes WHERE state != 'destroyed' AND node_id IS NOT NULL \
+           UNION ALL \
+           SELECT node_id, vcpus, memory_mb, disk_mb FROM placements \
+         ) AS taken GROUP BY node_id",
     )
     .fetch_all(&mut *tx)
     .await?;
-    for r in &promised {
-        let p = load_from_row(r)?;
-        let l = loads.entry(r.try_get("node_id")?).or_default();
-        l.sandboxes += p.sandboxes;
-        l.vcpus += p.vcpus;
-        l.memory_mb += p.memory_mb;
-        l.disk_mb += p.disk_mb;
+    let mut loads = BTreeMap::new();
+    for r in &rows {
+        loads.insert(r.try_get::<String, _>("node_id")?, load_from_row(r)?);
     }
     let nodes: Vec<(NodeRecord, NodeLoad)> = list(&mut *tx)
         .await?
