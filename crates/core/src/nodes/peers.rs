@@ -95,10 +95,12 @@ impl Core {
             return Ok(Owner::Here);
         }
         let live = |n: &NodeRecord| matches!(n.state, NodeState::Active | NodeState::Draining);
-        // Not seen yet, or not live as last read (it may be back since):
-        // read the list again.
+        // Not seen yet, not live as last read (it may be back since), or
+        // silent for longer than a node may be (another node may have
+        // found it lost since): read the list again.
+        let silent_after = self.now_ms() - self.config.cluster.lost_after_ms as i64;
         let known = match self.peers.get(id) {
-            Some(n) if live(&n) => Some(n),
+            Some(n) if live(&n) && n.heartbeat_at >= silent_after => Some(n),
             _ => {
                 self.refresh_peers().await?;
                 self.peers.get(id)
