@@ -502,8 +502,25 @@ async fn three_nodes_answer_as_one_api_on_real_vms() {
         replica_dir.display(),
         copied.elapsed().as_millis()
     );
-    // Recorded just after the copy lands.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Recorded (in the shared database) just after the copy lands.
+    {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let holder: Option<String> =
+                sqlx::query_scalar("SELECT node_id FROM replicas WHERE sandbox_id = $1")
+                    .bind(&paused_id)
+                    .fetch_optional(&mut db)
+                    .await
+                    .expect("replicas");
+            if holder.is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the copy was never recorded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     let port = servers[victim]
         .base

@@ -124,16 +124,7 @@ impl Store for ThisStore {
     }
 
     async fn latest_revocation(&self) -> StoreResult<i64> {
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(at) FROM (
-                SELECT MAX(revoked_at) AS at FROM api_keys
-                UNION ALL SELECT MAX(revoked_at) FROM scoped_tokens
-                UNION ALL SELECT MAX(revoked_at) FROM preview_tokens
-            ) AS revocations",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(at.unwrap_or(0))
+        nodes::latest_revocation(&self.pool).await
     }
 
     async fn tenant_quotas(
@@ -397,16 +388,7 @@ impl Store for ThisStore {
     }
 
     async fn move_paused(&self, id: &str, from: &str, to: &str) -> StoreResult<bool> {
-        let moved = sqlx::query(
-            "UPDATE sandboxes SET node_id = $3 \
-             WHERE id = $1 AND node_id = $2 AND state = 'paused'",
-        )
-        .bind(id)
-        .bind(from)
-        .bind(to)
-        .execute(&self.pool)
-        .await?;
-        Ok(moved.rows_affected() == 1)
+        nodes::move_paused(&self.pool, id, from, to).await
     }
 
     async fn put_replica(&self, id: &str, node: &str, paused_at: i64) -> StoreResult<bool> {
@@ -414,20 +396,11 @@ impl Store for ThisStore {
     }
 
     async fn replica_of(&self, id: &str) -> StoreResult<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT node_id FROM replicas WHERE sandbox_id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        nodes::replica_of(&self.pool, id).await
     }
 
     async fn drop_replica(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM replicas WHERE sandbox_id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        nodes::drop_replica(&self.pool, id).await
     }
 
     async fn release_placement(&self, id: &str) -> StoreResult<()> {

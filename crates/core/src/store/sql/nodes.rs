@@ -239,3 +239,54 @@ pub(super) async fn put_replica(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// When the last key or token was revoked (0: never), on any node.
+pub(super) async fn latest_revocation(pool: &DbPool) -> StoreResult<i64> {
+    let at: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(at) FROM (
+            SELECT MAX(revoked_at) AS at FROM api_keys
+            UNION ALL SELECT MAX(revoked_at) FROM scoped_tokens
+            UNION ALL SELECT MAX(revoked_at) FROM preview_tokens
+        ) AS revocations",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(at.unwrap_or(0))
+}
+
+/// Hands a paused sandbox from one node to another, only while it is
+/// still paused on the first.
+pub(super) async fn move_paused(
+    pool: &DbPool,
+    id: &str,
+    from: &str,
+    to: &str,
+) -> StoreResult<bool> {
+    let moved = sqlx::query(
+        "UPDATE sandboxes SET node_id = $3 \
+         WHERE id = $1 AND node_id = $2 AND state = 'paused'",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(to)
+    .execute(pool)
+    .await?;
+    Ok(moved.rows_affected() == 1)
+}
+
+pub(super) async fn replica_of(pool: &DbPool, id: &str) -> StoreResult<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT node_id FROM replicas WHERE sandbox_id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+pub(super) async fn drop_replica(pool: &DbPool, id: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM replicas WHERE sandbox_id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
