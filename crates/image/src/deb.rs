@@ -12,11 +12,32 @@ use crate::progress::Step;
 use crate::staging::{lock_artifact, Staging};
 use crate::Layout;
 
+/// Where a package comes from: the host's own package sources, or another
+/// Debian suite from the host's Debian mirror (with an index of its own
+/// under `<data>/cache/apt-<suite>/`; the host's apt setup is untouched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Host,
+    Suite(&'static str),
+}
+
 /// The cached `.deb` of `package`, downloading it when the cache has none.
 /// A cached file is used as is (so builds work offline); the recipes hash
 /// what they take out of it, not the package version.
 pub(crate) fn fetch(layout: &Layout, package: &str) -> Result<PathBuf, ImageError> {
-    let cache_dir = &layout.deb_cache();
+    fetch_from(layout, package, Source::Host)
+}
+
+/// [`fetch`] from `source`.
+pub(crate) fn fetch_from(
+    layout: &Layout,
+    package: &str,
+    source: Source,
+) -> Result<PathBuf, ImageError> {
+    let cache_dir = &match source {
+        Source::Host => layout.deb_cache(),
+        Source::Suite(suite) => layout.deb_cache().join(suite),
+    };
     if let Some(cached) = cached(cache_dir, package)? {
         return Ok(cached);
     }
@@ -26,9 +47,14 @@ pub(crate) fn fetch(layout: &Layout, package: &str) -> Result<PathBuf, ImageErro
     }
     let step = Step::start(format!("downloading {package}"));
     let staging = Staging::new(&layout.tmp(), "download")?;
+    let options = match source {
+        Source::Host => Vec::new(),
+        Source::Suite(suite) => suite_options(layout, suite)?,
+    };
     let download = || {
         cmd::run(
             Command::new("apt-get")
+                .args(&options)
                 // As root apt would otherwise warn that `_apt` cannot write here.
                 .args(["-o", "APT::Sandbox::User=root", "-q", "download", package])
                 .current_dir(staging.path()),
@@ -37,7 +63,13 @@ pub(crate) fn fetch(layout: &Layout, package: &str) -> Result<PathBuf, ImageErro
     if let Err(first) = download() {
         // An empty or stale package index is the usual cause; refresh it once.
         step.set_message("apt-get update");
-        apt_update().map_err(|_| ImageError::Download {
+        let updated = cmd::run(Command::new("apt-get").args(&options).args([
+            "-o",
+            "APT::Sandbox::User=root",
+            "-q",
+            "update",
+        ]));
+        updated.map_err(|_| ImageError::Download {
             package: package.to_owned(),
             source: first,
         })?;
@@ -60,6 +92,62 @@ pub(crate) fn fetch(layout: &Layout, package: &str) -> Result<PathBuf, ImageErro
     fs::rename(&deb, &dest).map_err(ImageError::io(&dest))?;
     step.done();
     Ok(dest)
+}
+
+/// apt options that make `apt-get update` and `download` see only
+/// `suite` (main) of the host's Debian mirror, with the index kept under
+/// the data directory.
+fn suite_options(layout: &Layout, suite: &str) -> Result<Vec<String>, ImageError> {
+    let root = layout
+        .deb_cache()
+        .parent()
+        .map_or_else(|| layout.deb_cache(), |c| c.join(format!("apt-{suite}")));
+    let parts = root.join("sources.list.d");
+    for dir in [
+        &parts,
+        &root.join("lists/partial"),
+        &root.join("archives/partial"),
+    ] {
+        fs::create_dir_all(dir).map_err(ImageError::io(dir))?;
+    }
+    let mirror = host_mirror(&read_host_sources());
+    let sources = parts.join(format!("{suite}.sources"));
+    let text = format!(
+        "Types: deb\nURIs: {mirror}\nSuites: {suite}\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    );
+    fs::write(&sources, text).map_err(ImageError::io(&sources))?;
+    let opt = |k: &str, v: &Path| ["-o".to_owned(), format!("{k}={}", v.display())];
+    let mut o = Vec::new();
+    o.extend(opt("Dir::Etc::SourceList", Path::new("/dev/null")));
+    o.extend(opt("Dir::Etc::SourceParts", &parts));
+    o.extend(opt("Dir::State::Lists", &root.join("lists")));
+    o.extend(opt("Dir::Cache", &root));
+    Ok(o)
+}
+
+/// The host's apt source files' text (one-line and deb822 formats).
+fn read_host_sources() -> String {
+    let mut text = fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        for entry in dir.flatten() {
+            text.push('\n');
+            text.push_str(&fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    text
+}
+
+/// The first Debian archive (not security) mirror in the host's apt
+/// sources, or `deb.debian.org`.
+fn host_mirror(sources: &str) -> String {
+    sources
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .map(|w| w.trim_end_matches('/'))
+        .find(|w| (w.starts_with("http://") || w.starts_with("https://")) && w.ends_with("/debian"))
+        .unwrap_or("http://deb.debian.org/debian")
+        .to_owned()
 }
 
 fn cached(cache_dir: &Path, package: &str) -> Result<Option<PathBuf>, ImageError> {
@@ -161,6 +249,15 @@ mod tests {
             first_dependency("x\n  Depends: libc6\n", "linux-image-"),
             None
         );
+    }
+
+    #[test]
+    fn the_hosts_debian_mirror_is_found() {
+        let deb822 = "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n\nTypes: deb\nURIs: http://deb.debian.org/debian-security\n";
+        assert_eq!(host_mirror(deb822), "http://mirror.example/debian");
+        let one_line = "# deb http://old.example/debian bookworm main\ndeb http://deb.debian.org/debian-security bookworm-security main\ndeb https://m.example/debian bookworm main\n";
+        assert_eq!(host_mirror(one_line), "https://m.example/debian");
+        assert_eq!(host_mirror(""), "http://deb.debian.org/debian");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! and routed from the host, holding:
 //! - "the internet": a server on a public TEST-NET address
 //!   ([`INTERNET`], port [`HELLO_PORT`] says hello, [`BULK_PORT`] streams
-//!   [`BULK_BYTES`]);
+//!   [`BULK_BYTES`], [`HTTP_PORT`] answers HTTP);
 //! - "the metadata service": the same server on `169.254.169.254`;
 //! - "a LAN host": the same server on a private address ([`LAN`]);
 //! - a DNS server answering `internet.test` and `lan.test`.
@@ -27,6 +27,8 @@ pub const LAN: Ipv4Addr = Ipv4Addr::new(10, 215, 0, 10);
 pub const HELLO_PORT: u16 = 8080;
 pub const BULK_PORT: u16 = 8081;
 pub const BULK_BYTES: u64 = 32 << 20;
+/// An HTTP/1.0 server answering every request with `hello http <addr>`.
+pub const HTTP_PORT: u16 = 8082;
 /// Names the lab's DNS server answers.
 pub const INTERNET_NAME: &str = "internet.test";
 pub const LAN_NAME: &str = "lan.test";
@@ -54,6 +56,15 @@ def bulk(c):
     chunk = b"\0" * 65536
     for _ in range(int(sys.argv[2]) // 65536):
         c.sendall(chunk)
+def http(c):
+    got = b""
+    while b"\r\n\r\n" not in got:
+        more = c.recv(4096)
+        if not more:
+            return
+        got += more
+    body = ("hello http %s\n" % c.getsockname()[0]).encode()
+    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 ANSWERS = {"internet.test": sys.argv[3], "lan.test": sys.argv[4]}
 def dns():
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((sys.argv[1], 53))
@@ -74,6 +85,7 @@ def dns():
             pass
 threading.Thread(target=tcp, args=(8080, hello), daemon=True).start()
 threading.Thread(target=tcp, args=(8081, bulk), daemon=True).start()
+threading.Thread(target=tcp, args=(8082, http), daemon=True).start()
 threading.Thread(target=dns, daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()

@@ -667,3 +667,108 @@ async fn a_fork_bomb_and_memory_hog_do_not_slow_a_neighbour() -> anyhow::Result<
     victim.destroy().await?;
     Ok(())
 }
+
+/// Runs `command` as `user` and returns (exit code, stdout, stderr).
+async fn run_as(
+    agent: &AgentClient,
+    user: &str,
+    command: &str,
+) -> anyhow::Result<(i32, String, String)> {
+    let r = agent
+        .exec(&ExecRequest {
+            command: command.into(),
+            user: Some(user.into()),
+            timeout_ms: Some(30_000),
+            ..Default::default()
+        })
+        .await?;
+    Ok((
+        r.exit_code,
+        String::from_utf8_lossy(r.stdout.as_slice()).into_owned(),
+        String::from_utf8_lossy(r.stderr.as_slice()).into_owned(),
+    ))
+}
+
+/// The `minimal` image's network tools, as a new user tries them: `wget`
+/// by address and by name (it crashed with `Segmentation fault` in the
+/// static busybox's name lookup), `nslookup`, `nc`, and clean failures
+/// for a refused port and an unknown name.
+#[tokio::test]
+async fn the_minimal_images_network_tools_work() -> anyhow::Result<()> {
+    let w = setup().await?;
+    let vm = w.boot("tools").await?;
+    let inet = netlab::INTERNET;
+    let port = netlab::HTTP_PORT;
+    let hello = format!("hello http {inet}\n");
+    for user in ["root", "sandbox"] {
+        for url in [
+            format!("http://{inet}:{port}/"),
+            format!("http://{}:{port}/x", netlab::INTERNET_NAME),
+        ] {
+            let (code, out, err) = run_as(&vm.agent(), user, &format!("wget -q -O- {url}")).await?;
+            assert_eq!(
+                (code, out.as_str()),
+                (0, hello.as_str()),
+                "{user} {url}: {err}"
+            );
+        }
+        let (code, out, err) = run_as(
+            &vm.agent(),
+            user,
+            &format!("cd /tmp && wget -q -O got-{user} http://{inet}:{port}/ && cat got-{user}"),
+        )
+        .await?;
+        assert_eq!((code, out.as_str()), (0, hello.as_str()), "{user}: {err}");
+        // Failures are errors, not crashes; `-T` (which crashed Debian 12's
+        // busybox) bounds a transfer to a blocked address.
+        for (flags, url, says) in [
+            ("", format!("http://{inet}:9/"), "Connection refused"),
+            ("", "http://nosuch.test/".to_string(), "bad address"),
+            ("-T 3", format!("http://{inet}:9/"), "Connection refused"),
+            (
+                "-T 2",
+                format!("http://{}:{port}/", netlab::LAN),
+                "timed out",
+            ),
+            (
+                "-T 2",
+                format!("http://{}:{port}/", netlab::METADATA),
+                "timed out",
+            ),
+        ] {
+            let started = std::time::Instant::now();
+            let (code, _, err) =
+                run_as(&vm.agent(), user, &format!("wget -q {flags} -O- {url}")).await?;
+            assert_eq!(code, 1, "{user} wget {flags} {url}: {err}");
+            assert!(err.contains(says), "{user} wget {flags} {url}: {err}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(15));
+        }
+        let (code, out, err) = run_as(
+            &vm.agent(),
+            user,
+            &format!("wget -T 5 -q -O- http://{inet}:{port}/"),
+        )
+        .await?;
+        assert_eq!((code, out.as_str()), (0, hello.as_str()), "{user}: {err}");
+        let (code, out, err) = run_as(
+            &vm.agent(),
+            user,
+            &format!("nslookup {}", netlab::INTERNET_NAME),
+        )
+        .await?;
+        assert!(code == 0 && out.contains(&inet.to_string()), "{out} {err}");
+        let (code, out, err) = run_as(
+            &vm.agent(),
+            user,
+            &format!("echo | nc -w 3 {inet} {}", netlab::HELLO_PORT),
+        )
+        .await?;
+        assert_eq!(
+            (code, out.trim()),
+            (0, format!("world {inet}").as_str()),
+            "{err}"
+        );
+    }
+    vm.destroy().await?;
+    Ok(())
+}

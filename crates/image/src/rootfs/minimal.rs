@@ -1,4 +1,4 @@
-//! The `minimal` recipe: busybox-static and the agent in a hand-made tree;
+//! The `minimal` recipe: busybox-static (Debian 13's) and the agent in a hand-made tree;
 //! builds offline in seconds.
 
 use std::collections::BTreeMap;
@@ -19,17 +19,27 @@ use crate::staging::Staging;
 use crate::util::sha256_file;
 use crate::Layout;
 
+/// Where busybox comes from: Debian 13's static build. Debian 12's
+/// (1.35) is built without wget's timeout, so `wget -T` crashes it
+/// (`Segmentation fault`) and a connection to a silent address waits
+/// forever; the binary is static, so it needs nothing else from trixie.
+const BUSYBOX_SOURCE: deb::Source = deb::Source::Suite("trixie");
+
 pub(super) fn ensure_minimal(layout: &Layout, agent: &Path) -> Result<PathBuf, ImageError> {
     if !agent.is_file() {
         return Err(ImageError::AgentMissing {
             path: agent.to_owned(),
         });
     }
-    let deb = deb::fetch(layout, "busybox-static")?;
+    let deb = deb::fetch_from(layout, "busybox-static", BUSYBOX_SOURCE)?;
     let staging = Staging::new(&layout.tmp(), "rootfs-minimal")?;
     let unpacked = staging.join("busybox-deb");
     deb::unpack(&deb, &unpacked)?;
-    let busybox = unpacked.join("bin/busybox");
+    let busybox = ["usr/bin/busybox", "bin/busybox"]
+        .map(|p| unpacked.join(p))
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| unpacked.join("usr/bin/busybox"));
     let inputs = BTreeMap::from([
         ("busybox".to_owned(), sha256_file(&busybox)?),
         ("hearth-agent".to_owned(), sha256_file(agent)?),

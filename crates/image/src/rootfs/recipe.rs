@@ -33,14 +33,14 @@ impl Recipe {
     /// Bumped whenever the build steps change, so cached images are rebuilt.
     fn version(self) -> &'static str {
         match self {
-            Recipe::Minimal => "1",
+            Recipe::Minimal => "2 busybox from trixie",
             Recipe::Debian => "2 bookworm minbase+apt",
         }
     }
 
     fn packages(self) -> Vec<String> {
         let list: &[&str] = match self {
-            Recipe::Minimal => &["busybox-static"],
+            Recipe::Minimal => &["busybox-static/trixie"],
             Recipe::Debian => DEBIAN_PACKAGES,
         };
         list.iter().map(|s| (*s).to_owned()).collect()
@@ -136,7 +136,7 @@ mod tests {
         assert_eq!(a.digest().len(), 64);
         // Pinned: changing the encoding would silently orphan every cached image.
         let pinned = sha256_hex(
-            br#"{"recipe":"minimal","recipe_version":"1","packages":["busybox-static"],"inputs":{"busybox":"aa","hearth-agent":"bb"}}"#,
+            br#"{"recipe":"minimal","recipe_version":"2 busybox from trixie","packages":["busybox-static/trixie"],"inputs":{"busybox":"aa","hearth-agent":"bb"}}"#,
         );
         assert_eq!(a.digest(), pinned);
     }
