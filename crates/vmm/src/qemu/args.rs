@@ -76,6 +76,30 @@ fn netdev(egress: bool) -> String {
     )
 }
 
+/// The `-accel` value: TCG's translation cache bounded when configured.
+pub(crate) fn accel_arg(accel: Accel, tcg_tb_size_mb: Option<u32>) -> String {
+    match (accel, tcg_tb_size_mb) {
+        (Accel::Tcg, Some(mb)) => format!("tcg,tb-size={mb}"),
+        (a, _) => a.as_str().to_string(),
+    }
+}
+
+/// The value after `flag`, if any.
+pub(crate) fn value_of<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.windows(2)
+        .find(|w| w[0] == flag)
+        .map(|w| w[1].as_str())
+}
+
+/// Sets the value after every `flag` to `value`.
+pub(crate) fn set_value(args: &mut [String], flag: &str, value: &str) {
+    for i in 1..args.len() {
+        if args[i - 1] == flag {
+            args[i] = value.to_string();
+        }
+    }
+}
+
 /// Arguments of a cold boot.
 pub(crate) fn build(
     spec: &VmSpec,
@@ -91,10 +115,7 @@ pub(crate) fn build(
             share: true,
         },
     };
-    let accel_arg = match (accel, tcg_tb_size_mb) {
-        (Accel::Tcg, Some(mb)) => format!("tcg,tb-size={mb}"),
-        (a, _) => a.as_str().to_string(),
-    };
+    let accel_arg = accel_arg(accel, tcg_tb_size_mb);
     let machine_arg = match machine {
         MachineKind::Microvm => "microvm,acpi=on,rtc=on,memory-backend=mem",
         MachineKind::Q35 => "q35,memory-backend=mem",

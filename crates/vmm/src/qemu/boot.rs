@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use super::args;
 use super::layout::QemuLayout;
 use super::process::QemuProcess;
 use super::record::{prepare_dir, write_atomic, VmRecord, RECORD_FORMAT};
@@ -75,11 +76,15 @@ impl QemuVmm {
         if !spec.disk.starts_with(&layout.dir) {
             read_write.push(&spec.disk);
         }
+        // A restore names the kernel's stub (`kernel_stub`), not the kernel.
+        let kernel = args::value_of(&args, "-kernel").map(Path::new);
+        let mut read_only = vec![spec.kernel.as_path(), &spec.initrd, &spec.base_image];
+        read_only.extend(kernel.filter(|k| *k != spec.kernel));
         let jailed = self
             .jailer()?
             .prepare(&JailSpec {
                 dir: &layout.dir,
-                read_only: vec![&spec.kernel, &spec.initrd, &spec.base_image],
+                read_only,
                 read_write,
                 disk: &spec.disk,
                 egress: spec.egress,
@@ -93,19 +98,24 @@ impl QemuVmm {
             Some((h, p)) => (Some(h), Some(p)),
             None => (None, None),
         };
-        let process =
-            match QemuProcess::spawn(&self.config.binary, &args, &layout.vmm_log, pre_exec) {
-                Ok(p) => p,
-                Err(source) => {
-                    if let Some(j) = jail.as_mut() {
-                        j.release().await;
-                    }
-                    return Err(QemuError::Spawn {
-                        binary: self.config.binary.clone(),
-                        source,
-                    });
+        let process = match QemuProcess::spawn(
+            &self.config.binary,
+            &args,
+            &layout.vmm_log,
+            pre_exec,
+            self.host_memory(),
+        ) {
+            Ok(p) => p,
+            Err(source) => {
+                if let Some(j) = jail.as_mut() {
+                    j.release().await;
                 }
-            };
+                return Err(QemuError::Spawn {
+                    binary: self.config.binary.clone(),
+                    source,
+                });
+            }
+        };
         let record = VmRecord {
             format: RECORD_FORMAT,
             spec,

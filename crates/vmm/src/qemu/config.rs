@@ -33,6 +33,15 @@ pub struct QemuConfig {
     pub migrate_timeout_ms: u64,
     /// TCG translation cache size (QEMU's default is 1 GiB of address space).
     pub tcg_tb_size_mb: Option<u32>,
+    /// Transparent huge pages for the VMM process (guest RAM, the
+    /// translation cache). Off by default: every page a guest or the
+    /// translator touches would cost 2 MiB instead of 4 KiB of host
+    /// memory. On hosts with KVM and few, large VMs, turning it on speeds
+    /// up guest memory access a little.
+    pub transparent_huge_pages: bool,
+    /// glibc's `MALLOC_ARENA_MAX` for the VMM process: how many heaps
+    /// QEMU's threads allocate from (none: glibc's default).
+    pub malloc_arenas: Option<u32>,
     /// The jail each QEMU process runs in.
     pub jail: JailConfig,
 }
@@ -46,6 +55,8 @@ impl Default for QemuConfig {
             qmp_timeout_ms: 10_000,
             migrate_timeout_ms: 300_000,
             tcg_tb_size_mb: None,
+            transparent_huge_pages: false,
+            malloc_arenas: Some(2),
             jail: JailConfig::default(),
         }
     }

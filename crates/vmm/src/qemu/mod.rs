@@ -18,6 +18,7 @@ mod boot;
 mod config;
 pub mod console;
 mod error;
+mod kernel_stub;
 mod layout;
 mod manifest;
 mod migration;
@@ -98,6 +99,13 @@ impl QemuVmm {
 
     pub fn config(&self) -> &QemuConfig {
         &self.config
+    }
+
+    fn host_memory(&self) -> process::HostMemory {
+        process::HostMemory {
+            huge_pages: self.config.transparent_huge_pages,
+            malloc_arenas: self.config.malloc_arenas,
+        }
     }
 
     fn qmp_timeout(&self) -> Duration {

@@ -16,6 +16,15 @@ use crate::jail::PreExec;
 /// How often an adopted (non-child) process is checked for exit.
 const ADOPTED_POLL: Duration = Duration::from_millis(100);
 
+/// How a VMM process uses the host's memory ([`super::QemuConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostMemory {
+    /// Transparent huge pages allowed.
+    pub huge_pages: bool,
+    /// glibc's `MALLOC_ARENA_MAX` (none: glibc's default, 8 per core).
+    pub malloc_arenas: Option<u32>,
+}
+
 /// A running (or finished) QEMU process.
 #[derive(Debug, Clone)]
 pub(crate) struct QemuProcess {
@@ -31,6 +40,7 @@ impl QemuProcess {
         args: &[String],
         log: &Path,
         jail: Option<PreExec>,
+        memory: HostMemory,
     ) -> io::Result<QemuProcess> {
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -43,6 +53,10 @@ impl QemuProcess {
             .stdout(out)
             .stderr(err)
             .kill_on_drop(false);
+        if let Some(n) = memory.malloc_arenas {
+            cmd.env("MALLOC_ARENA_MAX", n.to_string());
+        }
+        let no_huge_pages = !memory.huge_pages;
         // SAFETY: setsid is async-signal-safe and touches no memory of the
         // parent; it only makes the child a session (and group) leader so a
         // signal to the driver's group or terminal never reaches the VM.
@@ -51,6 +65,13 @@ impl QemuProcess {
         unsafe {
             cmd.pre_exec(move || {
                 nix::unistd::setsid().map_err(io::Error::from)?;
+                // PR_SET_THP_DISABLE only changes this process (and what it
+                // execs): no transparent huge pages, so memory the guest or
+                // the translator touches is counted a 4 KiB page at a time,
+                // not rounded up to 2 MiB.
+                if no_huge_pages && libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
                 match &jail {
                     Some(j) => j.apply(),
                     None => Ok(()),
@@ -175,6 +196,10 @@ mod tests {
             &["-c".into(), "echo hi; exec sleep 30".into()],
             &log,
             None,
+            HostMemory {
+                huge_pages: false,
+                malloc_arenas: Some(2),
+            },
         )
         .unwrap();
         let sid = nix::unistd::getsid(Some(Pid::from_raw(p.pid()))).unwrap();
@@ -190,6 +215,13 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "child never exec'd");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        // No huge pages, and glibc's arenas bounded, in what it exec'd.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
+        assert!(status.contains("THP_enabled:\t0"), "{status}");
+        let environ = std::fs::read(format!("/proc/{}/environ", p.pid())).unwrap();
+        assert!(environ
+            .split(|b| *b == 0)
+            .any(|kv| kv == b"MALLOC_ARENA_MAX=2"));
         // stdout goes to the log: wait for the line before stopping it.
         for _ in 0..500 {
             if std::fs::read_to_string(&log).unwrap() == "hi\n" {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::args::{self, Ram, Rewrite};
+use super::kernel_stub;
 use super::layout::QemuLayout;
 use super::manifest::{SnapshotManifest, MEMORY_FILE};
 use super::record::{prepare_dir, remove_disk_and_dir};
@@ -177,6 +178,20 @@ impl QemuVmm {
             self.jailed(),
             self.config.jail.unfiltered_network_unjailed,
         );
+        // The guest never boots again: QEMU gets the kernel's stub, and
+        // this driver's translation cache bound (a snapshot keeps the
+        // arguments of the driver that took it).
+        let kernel = spec.kernel.clone();
+        let kernel = blocking(move || Ok(kernel_stub::for_restore(&kernel)))
+            .await
+            .unwrap_or_else(|_| spec.kernel.clone());
+        args::set_value(&mut args, "-kernel", &kernel.display().to_string());
+        if args::value_of(&args, "-accel").is_some_and(|a| a.starts_with("tcg")) {
+            let accel = args::accel_arg(self.accel, self.config.tcg_tb_size_mb);
+            if accel.starts_with("tcg") {
+                args::set_value(&mut args, "-accel", &accel);
+            }
+        }
         let template_ram = (manifest.kind == SnapshotKind::Template).then(|| memory_path.clone());
 
         prepare_dir(&new_layout).map_err(restore_err)?;
