@@ -38,6 +38,14 @@ pub struct ServerConfig {
     /// Create from a template snapshot (built in the background after the
     /// first cold boot of each template and VM shape).
     pub warm_boot: bool,
+    /// Write the template snapshot of each built-in template's default
+    /// shape, and of each `warm_shapes` entry, at start (in the
+    /// background), so the first create is warm too.
+    pub warm_prebuild: bool,
+    /// More shapes whose template snapshot is written at start:
+    /// `[[warm_shapes]]` with `template_id` and any of `cpu_count`,
+    /// `memory_mb`, `disk_size_mb` (default 1, 1024, 3072).
+    pub warm_shapes: Vec<crate::warm::ShapeConfig>,
     /// VMs per template and shape kept cloned and warmed up ahead of
     /// creates (each holds its memory while it waits). 0 = off.
     pub warm_pool_size: usize,
@@ -331,6 +339,8 @@ impl Default for ServerConfig {
             boot_timeout_ms: 120_000,
             sse_heartbeat_ms: 15_000,
             warm_boot: true,
+            warm_prebuild: true,
+            warm_shapes: Vec::new(),
             warm_pool_size: 0,
             template_build_timeout_sec: 3600,
             idempotency_ttl_sec: 24 * 3600,

@@ -177,6 +177,7 @@ impl Core {
         self.load_domains().await?;
         deployments::supervise::settle_after_restart(self).await?;
         deployments::supervise::spawn(self.clone(), self.shutdown.clone());
+        self.prebuild_warm().await;
         Ok(())
     }
 

@@ -24,7 +24,8 @@ async fn create_exec_destroy() {
     assert!(id.starts_with("sbx_"));
     assert_eq!(sbx["state"], "running");
     assert_eq!(sbx["status"], "running");
-    assert_eq!(sbx["boot_path"], "cold");
+    // The default shape's template snapshot is written at start.
+    assert_eq!(sbx["boot_path"], "snapshot");
     assert!(sbx["boot_ms"].as_u64().is_some());
     assert_eq!(sbx["env_keys"], json!(["GREETING"]));
     let remaining = sbx["timeout_remaining_ms"].as_i64().expect("remaining");

@@ -184,34 +184,96 @@ async fn second_create_of_a_shape_boots_warm() {
     let first = srv.create_sandbox(json!({"memory_mb": 512})).await;
     assert_eq!(first["boot_path"], "cold");
     // The template snapshot is built in the background after a cold boot.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, v) = srv.call("GET", "/sandbox-templates/minimal", None).await;
-        if !v["data"]["warm_shapes"]
-            .as_array()
-            .expect("shapes")
-            .is_empty()
-        {
-            assert_eq!(v["data"]["warm_shapes"][0], "1c-512m-3072d");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no warm snapshot: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_warm_shape(&srv, "minimal", "1c-512m-3072d").await;
     let second = srv.create_sandbox(json!({"memory_mb": 512})).await;
     assert_eq!(second["boot_path"], "snapshot");
-    let other_shape = srv.create_sandbox(json!({"memory_mb": 1024})).await;
+    let other_shape = srv.create_sandbox(json!({"memory_mb": 768})).await;
     assert_eq!(other_shape["boot_path"], "cold", "a new shape boots cold");
     let (_, v) = srv.call("GET", "/sandbox-templates", None).await;
     assert_eq!(v["default_template_id"], "default");
 }
 
+/// Waits until template `id` lists `shape` among its ready snapshots.
+async fn wait_warm_shape(srv: &TestServer, id: &str, shape: &str) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = srv
+            .call("GET", &format!("/sandbox-templates/{id}"), None)
+            .await;
+        if v["data"]["warm_shapes"]
+            .as_array()
+            .expect("shapes")
+            .contains(&json!(shape))
+        {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no warm snapshot {shape}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The default shape of each built-in template is written at start, so
+/// the very first create is warm; the config adds shapes, or turns it off.
+#[tokio::test]
+async fn the_first_create_after_start_is_warm() {
+    let srv = TestServer::start().await;
+    // Asked at once, the first create waits for the snapshot being
+    // written (sooner than a cold boot) instead of booting cold.
+    let first = srv.create_sandbox(json!({})).await;
+    assert_eq!(first["boot_path"], "snapshot", "{first}");
+    for id in ["minimal", "default"] {
+        let v = wait_warm_shape(&srv, id, "1c-1024m-3072d").await;
+        let snaps = &v["data"]["snapshots"];
+        assert!(
+            snaps
+                .as_array()
+                .expect("snapshots")
+                .iter()
+                .any(|s| s["shape"] == "1c-1024m-3072d" && s["state"] == "ready"),
+            "{v}"
+        );
+    }
+    let (_, d) = srv
+        .call(
+            "POST",
+            "/sandboxes",
+            Some(json!({"template_id": "default"})),
+        )
+        .await;
+    assert_eq!(d["data"]["boot_path"], "snapshot", "{d}");
+
+    let extra = TestServer::start_with(|c| {
+        c.warm_shapes = vec![hearth_core::warm::ShapeConfig {
+            template_id: "minimal".into(),
+            cpu_count: 2,
+            memory_mb: 512,
+            disk_size_mb: 3072,
+        }]
+    })
+    .await;
+    wait_warm_shape(&extra, "minimal", "2c-512m-3072d").await;
+    let v = extra
+        .create_sandbox(json!({"cpu_count": 2, "memory_mb": 512}))
+        .await;
+    assert_eq!(v["boot_path"], "snapshot");
+
+    let off = TestServer::start_with(|c| c.warm_prebuild = false).await;
+    let (_, v) = off.call("GET", "/sandbox-templates/minimal", None).await;
+    assert_eq!(v["data"]["snapshots"], json!([]), "{v}");
+    let v = off.create_sandbox(json!({})).await;
+    assert_eq!(v["boot_path"], "cold");
+}
+
 #[tokio::test]
 async fn warm_pool_hands_out_precloned_vms_with_the_creates_env() {
-    let srv = TestServer::start_with(|c| c.warm_pool_size = 1).await;
+    let srv = TestServer::start_with(|c| {
+        c.warm_pool_size = 1;
+        c.warm_prebuild = false;
+    })
+    .await;
     let first = srv.create_sandbox(json!({})).await;
     assert_eq!(first["boot_path"], "cold");
     // The template snapshot, then one pooled clone of it.

@@ -46,6 +46,12 @@ pub trait Templates: Send + Sync + std::fmt::Debug {
     fn canonical(&self, id: &str) -> Option<String>;
     /// The files of `id`, built if missing (may take minutes the first time).
     async fn resolve(&self, id: &str) -> Result<ResolvedTemplate, TemplateError>;
+
+    /// Whether [`Templates::resolve`] of `id` takes seconds, not the
+    /// minutes of an image build: what the server warms at start unasked.
+    fn is_quick(&self, _id: &str) -> bool {
+        true
+    }
 }
 
 /// Templates backed by the image store's built-in recipes.
@@ -95,6 +101,14 @@ impl Templates for ImageTemplates {
             Recipe::Minimal => "minimal".to_string(),
             _ => "default".to_string(),
         })
+    }
+
+    fn is_quick(&self, id: &str) -> bool {
+        match Self::recipe(id) {
+            Some(Recipe::Minimal) => true,
+            Some(_) => self.store.debian_is_built(),
+            None => false,
+        }
     }
 
     async fn resolve(&self, id: &str) -> Result<ResolvedTemplate, TemplateError> {

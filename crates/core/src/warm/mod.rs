@@ -12,15 +12,47 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex as SyncMutex;
-use std::time::Instant;
+use serde::{Deserialize, Serialize};
 
 use hearth_vmm::{AfterSnapshot, MemoryBacking, SnapshotOptions, Vm};
 
 use super::templates::ResolvedTemplate;
 use super::Core;
+
+/// The shape a create gets when it names none: 1 vCPU, 1 GiB of memory,
+/// 3 GiB of disk.
+pub const DEFAULT_SHAPE: (u32, u32, u32) = (1, 1024, 3072);
+
+/// The built-in templates whose default shape is written at start.
+pub const BUILT_IN: [&str; 2] = ["minimal", "default"];
+
+/// A shape the config asks to have written at start (`[[warm_shapes]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapeConfig {
+    pub template_id: String,
+    #[serde(default = "default_cpus")]
+    pub cpu_count: u32,
+    #[serde(default = "default_memory")]
+    pub memory_mb: u32,
+    #[serde(default = "default_disk")]
+    pub disk_size_mb: u32,
+}
+
+fn default_cpus() -> u32 {
+    DEFAULT_SHAPE.0
+}
+fn default_memory() -> u32 {
+    DEFAULT_SHAPE.1
+}
+fn default_disk() -> u32 {
+    DEFAULT_SHAPE.2
+}
 
 /// What a template snapshot is keyed by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,9 +100,47 @@ async fn prewarm(agent: &hearth_agent_client::AgentClient) {
     }
 }
 
-/// Builds in flight, so a shape is built once at a time.
+/// Template snapshots being written (a shape once at a time), the last
+/// failure of each shape, and how long writing one and booting cold took
+/// here last: what a create weighs when it decides to wait.
 #[derive(Debug, Default)]
-pub struct WarmBuilds(SyncMutex<HashSet<Shape>>);
+pub struct WarmBuilds {
+    running: SyncMutex<HashMap<Shape, InFlight>>,
+    failed: SyncMutex<HashMap<Shape, String>>,
+    last_build_ms: AtomicU64,
+    last_cold_ms: AtomicU64,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    started: Instant,
+    started_at_ms: i64,
+    /// Dropped when the build ends, which wakes every waiter.
+    _done: tokio::sync::watch::Sender<()>,
+    done: tokio::sync::watch::Receiver<()>,
+}
+
+/// A cold boot's and a template snapshot's length before one was measured
+/// here (TCG: about 4 s each). Equal, so a fresh node's first creates wait
+/// for the snapshot being written: a clone ends up as fast to first
+/// command (a cold-booted guest's first exec is slow), and costs a sixth
+/// of a cold-booted VM's host memory for as long as it runs.
+const GUESS_MS: u64 = 5_000;
+
+/// How a template snapshot of one shape stands, for `GET
+/// /sandbox-templates`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotStatus {
+    /// `<vCPUs>c-<memory>m-<disk>d`.
+    pub shape: String,
+    /// `ready`, `building` or `failed`.
+    pub state: &'static str,
+    /// When the build started (`building`), as Unix ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
 
 /// A VM already cloned from a template snapshot and warmed up (its first
 /// exec, the slow one under TCG, is done), waiting for a create. Its id is
@@ -152,23 +222,47 @@ impl Core {
     /// Starts building `shape`'s template snapshot unless it exists or is
     /// being built.
     pub fn ensure_warm(self: &Arc<Core>, shape: Shape, tpl: ResolvedTemplate) {
+        if let Some(done) = self.start_warm(shape, tpl) {
+            drop(done);
+        }
+    }
+
+    /// [`Core::ensure_warm`], and a receiver that reports the end of the
+    /// build it started or found running (none: nothing to build).
+    fn start_warm(
+        self: &Arc<Core>,
+        shape: Shape,
+        tpl: ResolvedTemplate,
+    ) -> Option<tokio::sync::watch::Receiver<()>> {
         if !self.config.warm_boot {
-            return;
+            return None;
         }
         if self.warm_snapshot(&shape).is_some() {
             self.refill_pool(shape, tpl);
-            return;
+            return None;
         }
         if tpl.custom {
             // Only a build makes a custom template's snapshot.
-            return;
+            return None;
         }
-        {
-            let mut building = self.warm_builds.0.lock();
-            if !building.insert(shape.clone()) {
-                return;
+        let done = {
+            let mut running = self.warm_builds.running.lock();
+            if let Some(b) = running.get(&shape) {
+                return Some(b.done.clone());
             }
-        }
+            let (tx, rx) = tokio::sync::watch::channel(());
+            running.insert(
+                shape.clone(),
+                InFlight {
+                    started: Instant::now(),
+                    started_at_ms: self.now_ms(),
+                    _done: tx,
+                    done: rx.clone(),
+                },
+            );
+            rx
+        };
+        tracing::info!(template = %shape.template_id, shape = %shape.key(), "writing the template snapshot");
         let core = self.clone();
         let stop = self.shutdown_token();
         tokio::spawn(async move {
@@ -179,22 +273,164 @@ impl Core {
                 res = core.build_warm(&shape, &tpl) => res,
                 _ = stop.cancelled() => Err(anyhow::anyhow!("the server is shutting down")),
             };
-            core.warm_builds.0.lock().remove(&shape);
-            match res {
+            let ms = started.elapsed().as_millis() as u64;
+            match &res {
                 Ok(dir) => {
+                    core.warm_builds.last_build_ms.store(ms, Ordering::Relaxed);
+                    core.warm_builds.failed.lock().remove(&shape);
                     tracing::info!(
                         template = %shape.template_id,
                         dir = %dir.display(),
-                        ms = started.elapsed().as_millis() as u64,
+                        ms,
                         "template snapshot ready"
                     );
-                    core.refill_pool(shape.clone(), tpl.clone());
                 }
                 Err(e) => {
-                    tracing::warn!(template = %shape.template_id, error = %format!("{e:#}"), "template snapshot failed")
+                    let msg = format!("{e:#}");
+                    tracing::warn!(template = %shape.template_id, error = %msg, "template snapshot failed");
+                    core.warm_builds.failed.lock().insert(shape.clone(), msg);
                 }
             }
+            // Wakes the creates waiting for it.
+            core.warm_builds.running.lock().remove(&shape);
+            if res.is_ok() {
+                core.refill_pool(shape.clone(), tpl.clone());
+            }
         });
+        Some(done)
+    }
+
+    /// Starts writing the template snapshot of each built-in template's
+    /// default shape (those whose image is built) and of each
+    /// `[[warm_shapes]]` entry (server start).
+    /// Templates whose files are at hand start before this returns, so a
+    /// create that comes right after finds their builds and waits for
+    /// them; one whose image must be built first starts when it is. A
+    /// template whose files cannot be had is logged and skipped.
+    pub async fn prebuild_warm(self: &Arc<Core>) {
+        if !self.config.warm_boot || !self.config.warm_prebuild {
+            return;
+        }
+        let (cpus, memory, disk) = DEFAULT_SHAPE;
+        let mut wanted: Vec<ShapeConfig> = BUILT_IN
+            .iter()
+            .filter(|t| {
+                let quick = self.templates.is_quick(t);
+                if !quick {
+                    tracing::info!(template = %t, "its image is not built: no template snapshot at start (the first create builds both)");
+                }
+                quick
+            })
+            .map(|t| ShapeConfig {
+                template_id: (*t).to_string(),
+                cpu_count: cpus,
+                memory_mb: memory,
+                disk_size_mb: disk,
+            })
+            .collect();
+        wanted.extend(self.config.warm_shapes.iter().cloned());
+        for want in wanted {
+            let core = self.clone();
+            let start = async move {
+                match core.resolve_template(&want.template_id).await {
+                    Ok(tpl) => {
+                        let shape = Shape {
+                            template_id: tpl.id.clone(),
+                            version: tpl.version.clone(),
+                            cpu_count: want.cpu_count,
+                            memory_mb: want.memory_mb,
+                            disk_size_mb: want.disk_size_mb,
+                        };
+                        core.ensure_warm(shape, tpl);
+                    }
+                    Err(e) => {
+                        tracing::warn!(template = %want.template_id, error = %format!("{e:#}"), "no template snapshot written at start")
+                    }
+                }
+            };
+            let mut start = Box::pin(start);
+            // Files at hand resolve in milliseconds; an image to build
+            // (minutes) goes on in the background.
+            if tokio::time::timeout(Duration::from_secs(2), &mut start)
+                .await
+                .is_err()
+            {
+                tokio::spawn(start);
+            }
+        }
+    }
+
+    /// Waits for `shape`'s template snapshot when it is being written and
+    /// should be ready sooner than a cold boot would be; true when it is
+    /// ready.
+    pub async fn wait_warm(&self, shape: &Shape) -> bool {
+        let measured = |a: &AtomicU64| match a.load(Ordering::Relaxed) {
+            0 => GUESS_MS,
+            ms => ms,
+        };
+        let cold = measured(&self.warm_builds.last_cold_ms);
+        let build = measured(&self.warm_builds.last_build_ms);
+        let wait = {
+            let running = self.warm_builds.running.lock();
+            let Some(b) = running.get(shape) else {
+                return false;
+            };
+            let elapsed = b.started.elapsed().as_millis() as u64;
+            let left = build.saturating_sub(elapsed);
+            // A restore costs a fraction of a cold boot; waiting for a
+            // build whose end is past the cold boot's only loses time.
+            if left >= cold {
+                return false;
+            }
+            Some(b.done.clone())
+        };
+        if let Some(mut done) = wait {
+            let _ = tokio::time::timeout(Duration::from_millis(cold), done.changed()).await;
+        }
+        self.warm_snapshot(shape).is_some()
+    }
+
+    /// A cold boot took `ms` here: what [`Core::wait_warm`] weighs.
+    pub(crate) fn observe_cold_boot(&self, ms: u64) {
+        self.warm_builds.last_cold_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Every template snapshot of template `id` (any version) that is
+    /// ready, being written, or failed last time, for the API.
+    pub fn warm_status(&self, id: &str) -> Vec<SnapshotStatus> {
+        let mut out: Vec<SnapshotStatus> = self
+            .warm_shapes(id)
+            .into_iter()
+            .map(|shape| SnapshotStatus {
+                shape,
+                state: "ready",
+                started_at_ms: None,
+                error: None,
+            })
+            .collect();
+        let short = |s: &Shape| format!("{}c-{}m-{}d", s.cpu_count, s.memory_mb, s.disk_size_mb);
+        for (s, b) in self.warm_builds.running.lock().iter() {
+            if s.template_id == id {
+                out.push(SnapshotStatus {
+                    shape: short(s),
+                    state: "building",
+                    started_at_ms: Some(b.started_at_ms),
+                    error: None,
+                });
+            }
+        }
+        for (s, e) in self.warm_builds.failed.lock().iter() {
+            if s.template_id == id && !out.iter().any(|o| o.shape == short(s)) {
+                out.push(SnapshotStatus {
+                    shape: short(s),
+                    state: "failed",
+                    started_at_ms: None,
+                    error: Some(e.clone()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.shape.cmp(&b.shape));
+        out
     }
 
     /// A pooled VM of `shape`, if one is ready; the pool refills itself.

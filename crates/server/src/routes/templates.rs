@@ -386,6 +386,7 @@ fn built_in_view(state: &AppState, id: &str) -> Option<serde_json::Value> {
         "aliases": aliases,
         "built_in": true,
         "warm_shapes": warm,
+        "snapshots": state.warm_status(id),
     }))
 }
 

@@ -21,11 +21,16 @@ pub async fn run(
     template: &str,
     extra: Option<&str>,
     warm_boot: bool,
+    prebuilt: bool,
 ) -> anyhow::Result<()> {
+    if prebuilt {
+        // The server writes it at start: the first sandbox restores it.
+        let step = Spinner::start(format!("writing the `{template}` template snapshot"));
+        step.message("once per template version, at server start; every sandbox restores it");
+        wait_warm(api, template, Duration::from_secs(300)).await?;
+        step.done();
+    }
     let step = Spinner::start(format!("creating a `{template}` sandbox"));
-    step.message(
-        "the first run boots its VM cold and writes a template snapshot; later runs restore it",
-    );
     let (id, boot) = create(api, template).await?;
     let took = step.done();
     println!(

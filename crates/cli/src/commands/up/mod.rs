@@ -116,6 +116,7 @@ async fn serve_and_demo(cfg: hearth_server::ServerConfig, args: Args) -> anyhow:
     };
     let (no_demo, exit_after, run) = (args.no_demo, args.exit_after_demo, args.run.clone());
     let warm_boot = cfg.warm_boot;
+    let prebuilt = cfg.warm_boot && cfg.warm_prebuild;
     let demo = tokio::spawn(async move {
         let Ok((url, key, key_file)) = started_rx.await else {
             return Ok(()); // the server did not start; its error says why
@@ -123,7 +124,14 @@ async fn serve_and_demo(cfg: hearth_server::ServerConfig, args: Args) -> anyhow:
         let result = if no_demo {
             Ok(())
         } else {
-            demo::run(&Api::with(&url, &key), &template, run.as_deref(), warm_boot).await
+            demo::run(
+                &Api::with(&url, &key),
+                &template,
+                run.as_deref(),
+                warm_boot,
+                prebuilt,
+            )
+            .await
         };
         match &result {
             Ok(()) if !exit_after => {

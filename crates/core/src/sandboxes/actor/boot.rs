@@ -96,7 +96,10 @@ pub(super) async fn boot(
     // is of it), must restore: booting the base image would be wrong.
     let forked = fork_from.is_some();
     let must_restore = forked || tpl.custom;
-    let from = fork_from.or_else(|| core.warm_snapshot(&shape));
+    let mut from = fork_from.or_else(|| core.warm_snapshot(&shape));
+    if from.is_none() && !tpl.custom && core.wait_warm(&shape).await {
+        from = core.warm_snapshot(&shape);
+    }
     if from.is_none() && tpl.custom {
         let msg = format!(
             "template {} {} has no snapshot for {} vCPU, {} MiB, {} MiB disk",
@@ -125,6 +128,7 @@ pub(super) async fn boot(
         }
         None => match cold_boot(core, &spec, rec.disk_size_mb).await {
             Ok(v) => {
+                core.observe_cold_boot(started.elapsed().as_millis() as u64);
                 core.ensure_warm(shape, tpl.clone());
                 (v, BootPath::Cold)
             }

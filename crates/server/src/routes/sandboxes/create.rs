@@ -152,7 +152,7 @@ impl CreateBody {
             .or(self.template)
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| "default".into());
-        let (mut cpu, mut mem, mut disk) = (1, 1024, 3072);
+        let (mut cpu, mut mem, mut disk) = hearth_core::warm::DEFAULT_SHAPE;
         if let Some(size) = &self.size {
             match size_preset(size) {
                 Some((c, m, d)) => (cpu, mem, disk) = (c, m, d),
