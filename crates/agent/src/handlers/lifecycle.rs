@@ -72,10 +72,9 @@ async fn init(
         }
     }
     if let Some(entropy) = req.entropy.as_ref().filter(|e| !e.0.is_empty()) {
-        let bytes = entropy.0.clone();
-        resp.entropy_added = tokio::task::spawn_blocking(move || add_entropy(&bytes, manage))
-            .await
-            .map_err(|e| HandlerError::internal(format!("entropy task: {e}")))?
+        // Inline: two ioctls that never block. A blocking-pool task would
+        // start a thread in a just-restored guest, on every create.
+        resp.entropy_added = add_entropy(&entropy.0, manage)
             .map_err(|e| HandlerError::internal(format!("add entropy: {e}")))?;
     }
     let mut identity = agent.identity.write();
@@ -87,7 +86,7 @@ async fn init(
         }
     }
     identity.env = env;
-    tracing::info!(sandbox_id = %req.sandbox_id, ?resp, "initialized");
+    tracing::debug!(sandbox_id = %req.sandbox_id, ?resp, "initialized");
     Ok(Json(resp))
 }
 
