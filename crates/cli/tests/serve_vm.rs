@@ -46,6 +46,7 @@ async fn serve_creates_execs_pauses_times_out_and_readopts_real_vms() {
         key,
     };
 
+    forget_warm_shape("1c-256m-512d");
     let spec = json!({"template_id": "minimal", "memory_mb": 256, "disk_size_mb": 512, "timeout_sec": 900});
     let (st, v) = api.call("POST", "/sandboxes", Some(spec.clone())).await;
     assert_eq!(st, 201, "create: {v}\n{}", server.log());
@@ -278,6 +279,7 @@ fn count(v: &Value) -> u64 {
 async fn snapshots_restore_fork_and_warm_templates_on_real_vms() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (server, api) = fresh_server(tmp.path()).await;
+    forget_warm_shape("1c-256m-512d");
     let spec = json!({"template_id": "minimal", "memory_mb": 256, "disk_size_mb": 512, "timeout_sec": 900});
     let (st, v) = api.call("POST", "/sandboxes", Some(spec.clone())).await;
     assert_eq!(st, 201, "create: {v}\n{}", server.log());

@@ -214,6 +214,7 @@ async fn a_stopped_server_stops_its_template_build_vm_and_keeps_sandboxes() {
     let data = tmp.path().join("data");
     // The first sandbox of a shape boots cold and starts the background
     // build of that shape's template snapshot.
+    forget_warm_shape("1c-256m-512d");
     let (st, v) = api
         .call(
             "POST",

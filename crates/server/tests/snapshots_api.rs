@@ -437,3 +437,27 @@ async fn operations_queued_behind_a_destroy_fail_cleanly() {
         assert_eq!(ready, 0, "no snapshot is ready after {op}: {list}");
     }
 }
+
+/// A built-in template's snapshots live beside its images: a server whose
+/// data directory is new but whose image directory another server filled
+/// starts warm, writing nothing.
+#[tokio::test]
+async fn built_in_template_snapshots_are_shared_through_the_image_directory() {
+    let images = tempfile::tempdir().expect("tmp");
+    let dir = images.path().to_path_buf();
+    let shared = dir.clone();
+    let a = TestServer::start_with(move |c| c.images_dir = Some(shared)).await;
+    wait_warm_shape(&a, "minimal", "1c-1024m-3072d").await;
+    assert!(dir.join("templates/minimal").is_dir());
+    assert!(!a.core.data_dir().join("templates/minimal").exists());
+
+    let b = TestServer::start_with(move |c| {
+        c.images_dir = Some(dir);
+        c.warm_prebuild = false;
+    })
+    .await;
+    let v = b.create_sandbox(json!({})).await;
+    assert_eq!(v["boot_path"], "snapshot", "{v}");
+    let (_, t) = b.call("GET", "/sandbox-templates/minimal", None).await;
+    assert_eq!(t["data"]["warm_shapes"], json!(["1c-1024m-3072d"]), "{t}");
+}

@@ -19,6 +19,29 @@ pub fn images_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data"))
 }
 
+/// Removes every built-in template snapshot of `shape` (`1c-256m-512d`)
+/// from the shared image cache, where servers sharing it keep them, so a
+/// test's first create of that shape boots cold. VM tests run one at a
+/// time: no other test is cloning it meanwhile.
+pub fn forget_warm_shape(shape: &str) {
+    let dirs = |p: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    };
+    for template in dirs(&images_dir().join("templates")) {
+        for version in dirs(&template) {
+            let dir = version.join(shape);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).expect("remove a template snapshot");
+            }
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -1,7 +1,10 @@
 //! Warm boot: one template snapshot (the fast-clone form: RAM in a file
 //! every clone maps privately, device state saved with `x-ignore-shared`)
 //! per template version and VM shape, in
-//! `<data>/templates/<template>/<version>/<cpus>c-<memory>m-<disk>d/`. A
+//! `<templates>/<template>/<version>/<cpus>c-<memory>m-<disk>d/`, where
+//! `<templates>` is `templates/` of the image directory for a built-in
+//! template (shared by every server sharing the images) and of the data
+//! directory for a custom one. A
 //! create whose shape has a ready snapshot clones it instead of booting;
 //! the first create of a new shape boots cold and builds the snapshot in the
 //! background from a separate build VM.
@@ -65,10 +68,6 @@ pub struct Shape {
 }
 
 impl Shape {
-    pub(crate) fn dir(&self, data_dir: &Path) -> PathBuf {
-        data_dir.join("templates").join(self.key())
-    }
-
     /// `<template>/<version>/<vCPUs>c-<memory>m-<disk>d`: where its
     /// snapshot lives under `templates/`, and how nodes say they hold it.
     pub fn key(&self) -> String {
@@ -76,6 +75,22 @@ impl Shape {
             "{}/{}/{}c-{}m-{}d",
             self.template_id, self.version, self.cpu_count, self.memory_mb, self.disk_size_mb
         )
+    }
+}
+
+/// Removes staging directories in `parent` that a crashed writer left.
+fn remove_stale_staging(parent: &Path) {
+    for e in entries(parent) {
+        let p = e.path();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_STAGING);
+        if is_staging(&p) && old {
+            let _ = std::fs::remove_dir_all(&p);
+        }
     }
 }
 
@@ -161,57 +176,96 @@ pub struct WarmPool {
     filling: SyncMutex<HashSet<Shape>>,
 }
 
-/// The extension of a template snapshot directory while it is written.
+/// What a template snapshot directory's name holds while it is written
+/// (`<shape>.partial-<writer>`): several servers may write one shape into
+/// a shared image directory at once, and the first rename wins.
 const STAGING: &str = "partial";
 
+/// A writer's staging directory older than this was left by a crash.
+const STALE_STAGING: Duration = Duration::from_secs(3600);
+
+fn is_staging(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains(&format!(".{STAGING}")))
+}
+
+fn entries(p: &Path) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect()
+}
+
 impl Core {
+    /// Where template `id`'s snapshots live. A built-in template's are a
+    /// pure function of its images (the version names them), so they sit
+    /// beside the images and every server sharing the image directory
+    /// shares them: a fresh data directory starts warm. A custom
+    /// template's are the tenant's, in the data directory.
+    pub(crate) fn templates_root(&self, id: &str) -> PathBuf {
+        if id.starts_with("tpl_") {
+            self.data_dir().join("templates")
+        } else {
+            self.config.images_dir().join("templates")
+        }
+    }
+
+    /// The directory of `shape`'s template snapshot.
+    pub(crate) fn shape_dir(&self, shape: &Shape) -> PathBuf {
+        self.templates_root(&shape.template_id).join(shape.key())
+    }
+
     /// The ready template snapshot of `shape`, if any.
     pub fn warm_snapshot(&self, shape: &Shape) -> Option<PathBuf> {
-        let dir = shape.dir(self.data_dir());
+        let dir = self.shape_dir(shape);
         self.vmm.snapshot_exists(&dir).then_some(dir)
     }
 
-    /// The shapes of built-in template `id` (any version) whose template
-    /// snapshot is written whole; one being written is staged beside them
-    /// and does not count.
+    /// The shapes of template `id` (any version) whose template snapshot
+    /// is written whole; one being written is staged beside them and does
+    /// not count.
     pub fn warm_shapes(&self, id: &str) -> Vec<String> {
-        let Ok(versions) = std::fs::read_dir(self.data_dir().join("templates").join(id)) else {
-            return Vec::new();
-        };
-        versions
-            .flatten()
-            .flat_map(|v| std::fs::read_dir(v.path()).into_iter().flatten().flatten())
+        let mut out: Vec<String> = entries(&self.templates_root(id).join(id))
+            .iter()
+            .flat_map(|v| entries(&v.path()))
             .filter(|shape| {
                 let p = shape.path();
-                p.extension().is_none_or(|e| e != STAGING) && self.vmm.snapshot_exists(&p)
+                !is_staging(&p) && self.vmm.snapshot_exists(&p)
             })
             .filter_map(|shape| shape.file_name().into_string().ok())
-            .collect()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
-    /// Every template snapshot written whole on this node, as
+    /// Every template snapshot written whole that this node can clone, as
     /// `<template>/<version>/<shape>` ([`Shape::key`]): what placement
     /// prefers a node for.
     pub fn warm_templates(&self) -> Vec<String> {
-        let root = self.data_dir().join("templates");
-        let dirs = |p: &Path| -> Vec<std::fs::DirEntry> {
-            std::fs::read_dir(p)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .collect()
-        };
+        let mut roots = vec![
+            self.data_dir().join("templates"),
+            self.config.images_dir().join("templates"),
+        ];
+        roots.dedup();
         let mut out = Vec::new();
-        for t in dirs(&root) {
-            for v in dirs(&t.path()) {
-                for s in dirs(&v.path()) {
-                    let p = s.path();
-                    if p.extension().is_some_and(|e| e == STAGING) || !self.vmm.snapshot_exists(&p)
-                    {
-                        continue;
+        for root in roots {
+            for t in entries(&root) {
+                let name = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().into_owned();
+                // Each root holds its own kind (built-in or custom) only.
+                if self.templates_root(&name(&t)) != root {
+                    continue;
+                }
+                for v in entries(&t.path()) {
+                    for s in entries(&v.path()) {
+                        let p = s.path();
+                        if is_staging(&p) || !self.vmm.snapshot_exists(&p) {
+                            continue;
+                        }
+                        out.push(format!("{}/{}/{}", name(&t), name(&v), name(&s)));
                     }
-                    let name = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().into_owned();
-                    out.push(format!("{}/{}/{}", name(&t), name(&v), name(&s)));
                 }
             }
         }
@@ -577,7 +631,7 @@ impl Core {
         vm: Box<dyn Vm>,
         shape: &Shape,
     ) -> anyhow::Result<PathBuf> {
-        let dest = shape.dir(self.data_dir());
+        let dest = self.shape_dir(shape);
         self.save_template(vm, &dest).await?;
         Ok(dest)
     }
@@ -586,10 +640,13 @@ impl Core {
     /// in `dest`, which appears whole or not at all; the VM is gone
     /// afterwards either way.
     pub(crate) async fn save_template(&self, vm: Box<dyn Vm>, dest: &Path) -> anyhow::Result<()> {
-        let staging = dest.with_extension(STAGING);
-        let _ = std::fs::remove_dir_all(&staging);
+        let staging = dest.with_extension(format!(
+            "{STAGING}-{}",
+            super::ids::new_id("w").replace('_', "-")
+        ));
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
+            remove_stale_staging(parent);
         }
         prewarm(&vm.agent()).await;
         let snap = vm
@@ -604,7 +661,13 @@ impl Core {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e.into());
         }
-        std::fs::rename(&staging, dest)?;
+        if let Err(e) = std::fs::rename(&staging, dest) {
+            let _ = std::fs::remove_dir_all(&staging);
+            // Another server sharing the directory wrote it first.
+            if !self.vmm.snapshot_exists(dest) {
+                return Err(e.into());
+            }
+        }
         Ok(())
     }
 

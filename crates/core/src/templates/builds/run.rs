@@ -142,7 +142,7 @@ impl Core {
         let shape = build_shape(&b.template_id, b.version, &spec);
         let vm = match spec.from_version {
             Some(v) => {
-                let parent = build_shape(&spec.from, v, &spec).dir(self.data_dir());
+                let parent = self.shape_dir(&build_shape(&spec.from, v, &spec));
                 sys(format!("restoring {} v{v}", spec.from));
                 self.restore_shared(&parent, &base, &shape, &spec.env, true)
                     .await
