@@ -181,7 +181,13 @@ fn a_different_agent_gives_a_different_image() {
 fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
     std::fs::create_dir_all(dst).expect("create copy destination");
     for entry in std::fs::read_dir(src).expect("read copy source").flatten() {
-        std::fs::copy(entry.path(), dst.join(entry.file_name())).expect("copy file");
+        let to = dst.join(entry.file_name());
+        if entry.path().is_dir() {
+            // The debs of another suite (busybox from trixie).
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).expect("copy file");
+        }
     }
 }
 
