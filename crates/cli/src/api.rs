@@ -144,11 +144,15 @@ pub fn error_line(status: reqwest::StatusCode, v: &Value) -> String {
     };
     if let Some(details) = e["details"].as_array() {
         for d in details {
-            msg.push_str(&format!(
-                "; {}: {}",
+            let detail = format!(
+                "{}: {}",
                 d["field"].as_str().unwrap_or("?"),
                 d["message"].as_str().unwrap_or("")
-            ));
+            );
+            // A one-field error's message is already that detail.
+            if !msg.contains(&detail) {
+                msg.push_str(&format!("; {detail}"));
+            }
         }
     }
     format!(
@@ -186,5 +190,37 @@ impl Events {
                 None => return Ok(None),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_error_line_says_each_detail_once() {
+        let one = json!({"error": {
+            "code": "validation_failed",
+            "message": "template_id: unknown template \"nosuch\"",
+            "details": [{"field": "template_id", "message": "unknown template \"nosuch\""}],
+            "request_id": "req_1",
+        }});
+        assert_eq!(
+            error_line(reqwest::StatusCode::UNPROCESSABLE_ENTITY, &one),
+            "template_id: unknown template \"nosuch\" (422 Unprocessable Entity, validation_failed, request req_1)"
+        );
+        let two = json!({"error": {
+            "code": "validation_failed",
+            "message": "2 fields are invalid",
+            "details": [
+                {"field": "cpu_count", "message": "must be 1-8"},
+                {"field": "memory_mb", "message": "must be 128-8192"},
+            ],
+        }});
+        assert_eq!(
+            error_line(reqwest::StatusCode::UNPROCESSABLE_ENTITY, &two),
+            "2 fields are invalid; cpu_count: must be 1-8; memory_mb: must be 128-8192 (422 Unprocessable Entity, validation_failed, request -)"
+        );
     }
 }

@@ -477,10 +477,18 @@ async fn replicas_scale_env_builds_external_ids_and_usage() {
         second.iter().all(|i| !first.contains(i)),
         "{first:?} {second:?}"
     );
-    let (_, logs) = srv
-        .call("GET", &format!("/deployments/{dep}/logs"), None)
-        .await;
-    assert_eq!(logs["data"]["stdout"], "GREETING=hello in /tmp", "{logs}");
+    // A new instance's start command prints once it runs, which may be
+    // just after it is first listed as serving.
+    let logs_path = format!("/deployments/{dep}/logs");
+    wait_until(
+        Duration::from_secs(10),
+        "the new instances' start-command output",
+        || async {
+            let (_, logs) = srv.call("GET", &logs_path, None).await;
+            (logs["data"]["stdout"] == "GREETING=hello in /tmp").then_some(())
+        },
+    )
+    .await;
     // The replaced ones drain, then go.
     wait_until(
         Duration::from_secs(15),

@@ -112,21 +112,33 @@ pub enum SandboxCommand {
 }
 
 fn print_table(rows: &[Value]) {
-    println!(
-        "{:<22} {:<12} {:<10} {:>4} {:>7}  NAME",
+    print!("{}", table(rows));
+}
+
+/// The sandbox list as aligned columns. Numbers are rendered to text
+/// first: a JSON value ignores a format's width.
+fn table(rows: &[Value]) -> String {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "{:<22} {:<12} {:<10} {:>4} {:>7}  NAME\n",
         "ID", "STATE", "TEMPLATE", "CPU", "MEM_MB"
     );
     for r in rows {
-        println!(
-            "{:<22} {:<12} {:<10} {:>4} {:>7}  {}",
-            r["id"].as_str().unwrap_or(""),
-            r["state"].as_str().unwrap_or(""),
-            r["template_id"].as_str().unwrap_or(""),
-            r["cpu_count"],
-            r["memory_mb"],
-            r["name"].as_str().unwrap_or("")
-        );
+        out.push_str(&format!(
+            "{:<22} {:<12} {:<10} {:>4} {:>7}  {}\n",
+            text(&r["id"]),
+            text(&r["state"]),
+            text(&r["template_id"]),
+            text(&r["cpu_count"]),
+            text(&r["memory_mb"]),
+            text(&r["name"])
+        ));
     }
+    out
 }
 
 fn show(json_out: bool, v: &Value) {
@@ -316,4 +328,36 @@ async fn exec(api: &Api, id: &str, command: &[String], json_out: bool) -> anyhow
     }
     let code = code.context("the output stream ended without an exit code")?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_list_lines_up_under_its_headers() {
+        let rows = [
+            json!({"id": "sbx_0123456789abcdef", "state": "running", "template_id": "minimal",
+                   "cpu_count": 1, "memory_mb": 1024, "name": null}),
+            json!({"id": "sbx_fedcba9876543210", "state": "paused", "template_id": "default",
+                   "cpu_count": 8, "memory_mb": 256, "name": "web"}),
+        ];
+        let t = table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        // Every column ends where its header ends.
+        let end = |line: &str, word: &str| line.find(word).map(|i| i + word.len());
+        let cpu = end(lines[0], "CPU").expect("CPU");
+        let mem = end(lines[0], "MEM_MB").expect("MEM_MB");
+        assert_eq!(end(lines[1], " 1 "), Some(cpu + 1), "{t}");
+        assert_eq!(end(lines[1], "1024"), Some(mem), "{t}");
+        assert_eq!(end(lines[2], " 8 "), Some(cpu + 1), "{t}");
+        assert_eq!(end(lines[2], " 256"), Some(mem), "{t}");
+        assert!(lines[2].ends_with("  web"), "{t}");
+        assert!(
+            lines[1].ends_with("  "),
+            "no `null` for a missing name: {t}"
+        );
+    }
 }
