@@ -233,7 +233,11 @@ impl SandboxRecord {
             });
         }
         if self.idle_deadline().is_some_and(|d| d <= now) {
-            return Some(Expiry::IdlePause);
+            return Some(if self.persistent {
+                Expiry::IdlePause
+            } else {
+                Expiry::IdleDestroy
+            });
         }
         None
     }
@@ -250,7 +254,10 @@ pub enum Expiry {
     TimeoutDestroy,
     /// `timeout_sec` ran out on a persistent sandbox.
     TimeoutPause,
-    /// `idle_timeout_sec` passed without activity.
+    /// `idle_timeout_sec` passed without activity on a non-persistent
+    /// sandbox: abandoned sessions clean themselves up.
+    IdleDestroy,
+    /// `idle_timeout_sec` passed without activity on a persistent sandbox.
     IdlePause,
 }
 
@@ -592,7 +599,10 @@ mod tests {
         let mut r = record(0);
         r.idle_timeout_sec = 10;
         assert_eq!(r.next_deadline(), Some(10_000));
+        assert_eq!(r.due(10_000), Some(Expiry::IdleDestroy));
+        r.persistent = true;
         assert_eq!(r.due(10_000), Some(Expiry::IdlePause));
+        r.persistent = false;
         r.last_activity_at = 5_000;
         assert_eq!(r.due(10_000), None);
         assert_eq!(r.next_deadline(), Some(15_000));

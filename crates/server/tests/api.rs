@@ -451,28 +451,35 @@ async fn timeouts_and_idle_timeouts_fire() {
     let d = srv
         .create_sandbox(json!({"timeout_sec": 1, "always_on": true}))
         .await;
+    let e = srv
+        .create_sandbox(json!({"idle_timeout_sec": 2, "timeout_sec": 600, "persistent": true}))
+        .await;
     let id = |v: &Value| v["id"].as_str().expect("id").to_string();
     clock.advance(1_000);
     srv.core.poke_timers();
     wait_state(&srv, &id(&a), "destroyed", Duration::from_secs(5)).await;
     let paused = wait_state(&srv, &id(&b), "paused", Duration::from_secs(5)).await;
     assert!(paused["paused_at"].is_string());
-    // Activity keeps c awake past its idle timeout: 4 x 0.7 s > 2 s.
+    // Activity keeps c (and e) awake past the idle timeout: 4 x 0.7 s > 2 s.
     for _ in 0..4 {
         clock.advance(700);
         srv.core.poke_timers();
-        let (st, _) = srv
-            .call(
-                "POST",
-                &format!("/sandboxes/{}/exec", id(&c)),
-                Some(json!({"command": "true"})),
-            )
-            .await;
-        assert_eq!(st, 200, "idle timeout fired despite activity");
+        for s in [&c, &e] {
+            let (st, _) = srv
+                .call(
+                    "POST",
+                    &format!("/sandboxes/{}/exec", id(s)),
+                    Some(json!({"command": "true"})),
+                )
+                .await;
+            assert_eq!(st, 200, "idle timeout fired despite activity");
+        }
     }
+    // Then idle: c, abandoned, is destroyed; e, persistent, is paused.
     clock.advance(2_000);
     srv.core.poke_timers();
-    wait_state(&srv, &id(&c), "paused", Duration::from_secs(5)).await;
+    wait_state(&srv, &id(&c), "destroyed", Duration::from_secs(5)).await;
+    wait_state(&srv, &id(&e), "paused", Duration::from_secs(5)).await;
     let (_, v) = srv
         .call("GET", &format!("/sandboxes/{}", id(&d)), None)
         .await;
@@ -493,6 +500,8 @@ async fn timeouts_and_idle_timeouts_fire() {
         .collect();
     assert!(system.contains(&("sandbox.destroy".into(), id(&a))), "{v}");
     assert!(system.contains(&("sandbox.pause".into(), id(&b))), "{v}");
+    assert!(system.contains(&("sandbox.destroy".into(), id(&c))), "{v}");
+    assert!(system.contains(&("sandbox.pause".into(), id(&e))), "{v}");
 
     // Resume a paused sandbox: snapshot boot path, exec works again.
     let (st, v) = srv
@@ -534,7 +543,8 @@ async fn timeouts_and_idle_timeouts_fire() {
     );
     let (st, v) = srv.call("GET", "/usage?group_by=sandbox_id", None).await;
     assert_eq!(st, 200, "{v}");
-    assert_eq!(v["data"]["groups"].as_array().expect("groups").len(), 4);
+    // a, b, c, d and e each have their usage.
+    assert_eq!(v["data"]["groups"].as_array().expect("groups").len(), 5);
 }
 
 #[tokio::test]
@@ -645,7 +655,7 @@ async fn timers_follow_a_controlled_clock() {
     let srv = TestServer::start_with_clock(clock.clone() as std::sync::Arc<dyn Clock>).await;
     let a = srv.create_sandbox(json!({"timeout_sec": 3600})).await;
     let b = srv
-        .create_sandbox(json!({"timeout_sec": 3600, "idle_timeout_sec": 600}))
+        .create_sandbox(json!({"timeout_sec": 3600, "idle_timeout_sec": 600, "persistent": true}))
         .await;
     let id = |v: &Value| v["id"].as_str().expect("id").to_string();
     assert_eq!(a["timeout_remaining_ms"], 3_600_000, "exact at creation");

@@ -152,6 +152,7 @@ async fn fire(core: &Arc<Core>, id: &str) {
     let (kind, data) = match expiry {
         Expiry::TimeoutDestroy => (EventKind::SandboxTimeout, json!({"action": "destroy"})),
         Expiry::TimeoutPause => (EventKind::SandboxTimeout, json!({"action": "pause"})),
+        Expiry::IdleDestroy => (EventKind::SandboxIdle, json!({"action": "destroy"})),
         Expiry::IdlePause => (EventKind::SandboxIdle, json!({"action": "pause"})),
     };
     tracing::info!(sandbox_id = id, ?expiry, "timer fired");
@@ -167,6 +168,10 @@ async fn fire(core: &Arc<Core>, id: &str) {
             reason: PauseReason::Timeout,
             reply: None,
         },
+        Expiry::IdleDestroy => Op::Destroy {
+            reason: "idle",
+            reply: None,
+        },
         Expiry::IdlePause => Op::Pause {
             reason: PauseReason::Idle,
             reply: None,
@@ -177,6 +182,7 @@ async fn fire(core: &Arc<Core>, id: &str) {
     let (kind, action) = match expiry {
         Expiry::TimeoutDestroy => ("sandbox.destroy", "timeout"),
         Expiry::TimeoutPause => ("sandbox.pause", "timeout"),
+        Expiry::IdleDestroy => ("sandbox.destroy", "idle"),
         Expiry::IdlePause => ("sandbox.pause", "idle"),
     };
     core.record_audit(
