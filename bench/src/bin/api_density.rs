@@ -28,16 +28,18 @@
 //! default `./data`). Run it under `flock /tmp/hearth-vm.lock` beside other
 //! VM tests.
 
+#[path = "../child.rs"]
+#[allow(dead_code)] // each bench uses part of it
+mod child;
 #[path = "../common.rs"]
 #[allow(dead_code)] // each bench uses part of it
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use serde_json::{json, Value};
+use child::{kib_field, Api, Server};
+use serde_json::json;
 
 const DEFAULT_N: usize = 50;
 const DEFAULT_TEMPLATES: [&str; 2] = ["minimal", "default"];
@@ -80,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
             .prefix("hearth-density-")
             .tempdir()
             .context("temp dir")?;
-        let server = Server::start(tmp.path(), n)?;
+        let server = Server::start(tmp.path(), &config(n), "density")?;
         let report = on_fresh_server(&server, template, n).await;
         if report.is_err() {
             server.print_log_tail(40);
@@ -445,21 +447,6 @@ fn smaps_rollup(pid: i32) -> anyhow::Result<Mem> {
     })
 }
 
-/// The `kB` value of the line starting with `name`, in bytes.
-fn kib_field(text: &str, name: &str) -> anyhow::Result<u64> {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(name))
-        .with_context(|| format!("no {name} line"))?;
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .with_context(|| format!("no value in {line:?}"))?
-        .parse()
-        .with_context(|| format!("value of {line:?}"))?;
-    Ok(kib * 1024)
-}
-
 fn mem_available() -> anyhow::Result<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
     kib_field(&text, "MemAvailable:").context("/proc/meminfo")
@@ -475,256 +462,19 @@ fn drop_caches() {
     }
 }
 
-/// `hearth serve` as a child process on a fresh data directory.
-struct Server {
-    child: Child,
-    data: PathBuf,
-    base: String,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Warm boot on (the server's default); no API rate limit, and quotas
-    /// with room for `n` sandboxes and the warm-up.
-    fn start(tmp: &Path, n: usize) -> anyhow::Result<Server> {
-        let bin = match std::env::var_os("HEARTH_BIN") {
-            Some(b) => PathBuf::from(b),
-            None => std::env::current_exe()?
-                .parent()
-                .context("bench dir")?
-                .join("hearth"),
-        };
-        ensure!(
-            bin.exists(),
-            "{} missing: `bench/run density` builds it",
-            bin.display()
-        );
-        let data = tmp.join("data");
-        let log = tmp.join("server.log");
-        let config = tmp.join("hearth.toml");
-        let room = n as u64 + 10;
-        std::fs::write(
-            &config,
-            format!(
-                "api_rps = 0\n\
-                 [preview]\nenabled = false\n\
-                 [quotas]\nsandboxes = {room}\nvcpus = {}\nmemory_mb = {}\ndisk_mb = {}\n",
-                room * 16,
-                room * MEMORY_MB * 2,
-                room * 64 * 1024,
-            ),
-        )?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(&bin)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--images-dir")
-            .arg(images_dir())
-            .env("HEARTH_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
-        Ok(Server {
-            child,
-            data,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        })
-    }
-
-    fn rss(&self) -> anyhow::Result<u64> {
-        let path = format!("/proc/{}/status", self.child.id());
-        let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-        kib_field(&text, "VmRSS:").context("server status")
-    }
-
-    /// The QEMU process of sandbox `id` (the VMM's pidfile).
-    fn vmm_pid(&self, id: &str) -> anyhow::Result<i32> {
-        let path = self.data.join("sandboxes").join(id).join("vmm.pid");
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        text.trim()
-            .parse()
-            .with_context(|| format!("{}: {text:?}", path.display()))
-    }
-
-    /// Template build VMs running (their `tpl-` directories).
-    fn build_vms(&self) -> usize {
-        self.dirs("tpl-").len()
-    }
-
-    /// The VM directories under `sandboxes/` whose names start with `prefix`.
-    fn dirs(&self, prefix: &str) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(self.data.join("sandboxes")) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-            .map(|e| e.path())
-            .collect()
-    }
-
-    /// The server's last `lines` log lines, on stderr (its directory is
-    /// removed when the bench ends).
-    fn print_log_tail(&self, lines: usize) {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        eprintln!("server log, last {lines} lines:");
-        for l in &all[all.len().saturating_sub(lines)..] {
-            eprintln!("  {l}");
-        }
-    }
-
-    /// Waits until the server answers; its admin API.
-    async fn api(&self) -> anyhow::Result<Api> {
-        let http = http_client()?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http.get(format!("{}/healthz", self.base)).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            ensure!(Instant::now() < deadline, "the server never answered");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(Api {
-            http,
-            base: self.base.clone(),
-            key: self.admin_key()?,
-        })
-    }
-
-    fn admin_key(&self) -> anyhow::Result<String> {
-        let path = self.data.join("admin.key");
-        Ok(std::fs::read_to_string(&path)
-            .with_context(|| format!("read {}", path.display()))?
-            .trim()
-            .to_string())
-    }
-
-    /// Destroys, through the API, every sandbox whose directory is still
-    /// here (a run cut short): a sandbox's VM outlives its server. On a
-    /// thread of its own, as this runs in `Drop`.
-    fn destroy_leftovers(&self) {
-        let ids: Vec<String> = self
-            .dirs("sbx_")
-            .iter()
-            .filter_map(|d| d.file_name()?.to_str().map(String::from))
-            .collect();
-        if ids.is_empty() {
-            return;
-        }
-        let Ok(key) = self.admin_key() else {
-            return;
-        };
-        eprintln!("destroying {} sandboxes left behind", ids.len());
-        let base = self.base.clone();
-        let destroyed = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let api = Api {
-                    http: http_client()?,
-                    base,
-                    key,
-                };
-                for id in ids {
-                    if let Err(e) = api.destroy(&id).await {
-                        eprintln!("destroy {id}: {e:#}");
-                    }
-                }
-                anyhow::Ok(())
-            })
-        })
-        .join();
-        if let Ok(Err(e)) = destroyed {
-            eprintln!("destroying the sandboxes left behind: {e:#}");
-        }
-    }
-}
-
-impl Drop for Server {
-    /// Sandboxes left destroyed through the API, then SIGTERM (build VMs
-    /// go with the server), then as a last resort any VMM left under the
-    /// data directory killed: a bench's VMs must not outlive it.
-    fn drop(&mut self) {
-        self.destroy_leftovers();
-        // SAFETY: kill only sends a signal to our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for d in self.dirs("") {
-            let pid = std::fs::read_to_string(d.join("vmm.pid")).unwrap_or_default();
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                // SAFETY: killpg only sends a signal; the VMM leads its own
-                // process group.
-                unsafe {
-                    libc::killpg(pid, libc::SIGKILL);
-                }
-            }
-        }
-        kill_qemu_under(&self.data);
-    }
-}
-
-/// SIGKILLs every QEMU process whose command line names `dir`.
-fn kill_qemu_under(dir: &Path) {
-    let dir = dir.to_string_lossy();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for p in procs.flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(p.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmdline.contains("qemu") && cmdline.contains(dir.as_ref()) {
-            eprintln!("killing QEMU pid {pid} left under {dir}");
-            // SAFETY: kill only sends a signal to a process of this bench's
-            // data directory.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// Kernels and images: `HEARTH_DATA_DIR`, else the workspace's `./data`.
-fn images_dir() -> PathBuf {
-    std::env::var_os("HEARTH_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data"))
-}
-
-fn http_client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .http1_only()
-        .tcp_nodelay(true)
-        .build()?)
+/// The server's config: warm boot on (the server's default), no API rate
+/// limit, no preview proxy, and quotas with room for `n` sandboxes and the
+/// warm-up.
+fn config(n: usize) -> String {
+    let room = n as u64 + 10;
+    format!(
+        "api_rps = 0\n\
+         [preview]\nenabled = false\n\
+         [quotas]\nsandboxes = {room}\nvcpus = {}\nmemory_mb = {}\ndisk_mb = {}\n",
+        room * 16,
+        room * MEMORY_MB * 2,
+        room * 64 * 1024,
+    )
 }
 
 /// A created sandbox.
@@ -734,41 +484,7 @@ struct Created {
     boot_ms: u64,
 }
 
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-}
-
 impl Api {
-    fn url(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.base)
-    }
-
-    /// The answer of `method path`, which must succeed.
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method.parse()?, self.url(path))
-            .bearer_auth(&self.key)
-            .timeout(Duration::from_secs(900));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        ensure!(
-            status.is_success(),
-            "{method} {path} answered {status}: {v}"
-        );
-        Ok(v)
-    }
-
     async fn create(&self, template: &str) -> anyhow::Result<Created> {
         let v = self
             .call(
@@ -791,12 +507,6 @@ impl Api {
             boot_path: d["boot_path"].as_str().unwrap_or("?").into(),
             boot_ms: d["boot_ms"].as_u64().unwrap_or(0),
         })
-    }
-
-    async fn destroy(&self, id: &str) -> anyhow::Result<()> {
-        self.call("DELETE", &format!("/sandboxes/{id}"), None)
-            .await
-            .map(drop)
     }
 
     /// Fails unless every sandbox of `ids` still runs, with the state and

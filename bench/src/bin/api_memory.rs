@@ -23,13 +23,16 @@
 //! memory` builds both; `HEARTH_BIN` measures another build; VM images
 //! from `HEARTH_DATA_DIR`, default `./data`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "../child.rs"]
+#[allow(dead_code)] // each bench uses part of it
+mod child;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
+use child::{Api, Server};
 use serde_json::{json, Value};
 
 /// What one flood may add to the server's idle RSS.
@@ -75,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
             .prefix("hearth-bench-mem-")
             .tempdir()
             .context("temp dir")?;
-        let server = Server::start(tmp.path())?;
+        let server = Server::start(tmp.path(), CONFIG, "memory")?;
         let row = on_fresh_server(&server, flood).await;
         if row.is_err() {
             eprintln!("server log: {}", server.log.display());
@@ -116,7 +119,7 @@ async fn on_fresh_server(srv: &Server, flood: Flood) -> anyhow::Result<Row> {
         prepare(&api, &id, flood).await?;
         // Let the server settle before the floor is taken.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let idle = srv.status()?.rss;
+        let idle = status_of(srv.pid())?.rss;
         println!("  idle: server RSS {} with one sandbox running", mib(idle));
         measure(srv, idle, flood.name(), run_flood(&api, &id, flood)).await
     }
@@ -246,8 +249,8 @@ async fn measure(
     name: &'static str,
     flood: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<Row> {
-    srv.reset_peak();
-    let before = srv.status()?.rss;
+    reset_peak(srv.pid());
+    let before = status_of(srv.pid())?.rss;
     let stop = Arc::new(AtomicBool::new(false));
     let sampled = Arc::new(AtomicU64::new(before));
     let sampler = {
@@ -266,7 +269,7 @@ async fn measure(
     let _ = sampler.await;
     result.with_context(|| format!("flood {name:?}"))?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let s = srv.status()?;
+    let s = status_of(srv.pid())?;
     let peak = s.hwm.max(sampled.load(Ordering::Relaxed));
     println!(
         "  RSS before {}, peak {}, after {}",
@@ -304,173 +307,18 @@ fn status_of(pid: u32) -> anyhow::Result<Status> {
     })
 }
 
-/// `hearth serve` as a child process on a fresh data directory.
-struct Server {
-    child: Child,
-    data: PathBuf,
-    base: String,
-    log: PathBuf,
-}
+/// The server's config. No warm boot: its background template snapshot
+/// would add a VM and the server's part of writing it to every
+/// measurement.
+const CONFIG: &str = "warm_boot = false\n[preview]\nenabled = false\n";
 
-impl Server {
-    fn start(tmp: &Path) -> anyhow::Result<Server> {
-        let bin = match std::env::var_os("HEARTH_BIN") {
-            Some(b) => PathBuf::from(b),
-            None => std::env::current_exe()?
-                .parent()
-                .context("bench dir")?
-                .join("hearth"),
-        };
-        ensure!(
-            bin.exists(),
-            "{} missing: `bench/run memory` builds it",
-            bin.display()
-        );
-        let data = tmp.join("data");
-        let log = tmp.join("server.log");
-        let config = tmp.join("hearth.toml");
-        // No warm boot: its background template snapshot would add a VM
-        // and the server's part of writing it to every measurement.
-        std::fs::write(&config, "warm_boot = false\n[preview]\nenabled = false\n")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(&bin)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--images-dir")
-            .arg(images_dir())
-            .env("HEARTH_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
-        Ok(Server {
-            child,
-            data,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn status(&self) -> anyhow::Result<Status> {
-        status_of(self.pid())
-    }
-
-    /// Resets `VmHWM` to the current RSS (Linux's `clear_refs` 5); the
-    /// 20 ms sampling still catches the peak where that is not allowed.
-    fn reset_peak(&self) {
-        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
-    }
-
-    /// Waits until the server answers; its admin API.
-    async fn api(&self) -> anyhow::Result<Api> {
-        let http = reqwest::Client::builder().http1_only().build()?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http.get(format!("{}/healthz", self.base)).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            ensure!(Instant::now() < deadline, "the server never answered");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let key = std::fs::read_to_string(self.data.join("admin.key"))?
-            .trim()
-            .to_string();
-        Ok(Api {
-            http,
-            base: self.base.clone(),
-            key,
-        })
-    }
-}
-
-impl Drop for Server {
-    /// SIGTERM (build VMs go with the server), then any VMM left under
-    /// the data directory: a bench's VMs must not outlive it.
-    fn drop(&mut self) {
-        // SAFETY: kill only sends a signal to our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let Ok(dirs) = std::fs::read_dir(self.data.join("sandboxes")) else {
-            return;
-        };
-        for d in dirs.flatten() {
-            let pid = std::fs::read_to_string(d.path().join("vmm.pid")).unwrap_or_default();
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                // SAFETY: killpg only sends a signal; the VMM leads its own
-                // process group.
-                unsafe {
-                    libc::killpg(pid, libc::SIGKILL);
-                }
-            }
-        }
-    }
-}
-
-/// Kernels and images: `HEARTH_DATA_DIR`, else the workspace's `./data`.
-fn images_dir() -> PathBuf {
-    std::env::var_os("HEARTH_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data"))
-}
-
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    key: String,
+/// Resets `VmHWM` of `pid` to its current RSS (Linux's `clear_refs` 5);
+/// the 20 ms sampling still catches the peak where that is not allowed.
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
 
 impl Api {
-    fn url(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.base)
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method.parse()?, self.url(path))
-            .bearer_auth(&self.key)
-            .timeout(Duration::from_secs(900));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        ensure!(
-            status.is_success(),
-            "{method} {path} answered {status}: {v}"
-        );
-        Ok(v)
-    }
-
     async fn create_sandbox(&self) -> anyhow::Result<String> {
         let v = self
             .call(
