@@ -276,33 +276,21 @@ impl Core {
     /// Starts building `shape`'s template snapshot unless it exists or is
     /// being built.
     pub fn ensure_warm(self: &Arc<Core>, shape: Shape, tpl: ResolvedTemplate) {
-        if let Some(done) = self.start_warm(shape, tpl) {
-            drop(done);
-        }
-    }
-
-    /// [`Core::ensure_warm`], and a receiver that reports the end of the
-    /// build it started or found running (none: nothing to build).
-    fn start_warm(
-        self: &Arc<Core>,
-        shape: Shape,
-        tpl: ResolvedTemplate,
-    ) -> Option<tokio::sync::watch::Receiver<()>> {
         if !self.config.warm_boot {
-            return None;
+            return;
         }
         if self.warm_snapshot(&shape).is_some() {
             self.refill_pool(shape, tpl);
-            return None;
+            return;
         }
         if tpl.custom {
             // Only a build makes a custom template's snapshot.
-            return None;
+            return;
         }
-        let done = {
+        {
             let mut running = self.warm_builds.running.lock();
-            if let Some(b) = running.get(&shape) {
-                return Some(b.done.clone());
+            if running.contains_key(&shape) {
+                return;
             }
             let (tx, rx) = tokio::sync::watch::channel(());
             running.insert(
@@ -311,11 +299,10 @@ impl Core {
                     started: Instant::now(),
                     started_at_ms: self.now_ms(),
                     _done: tx,
-                    done: rx.clone(),
+                    done: rx,
                 },
             );
-            rx
-        };
+        }
         tracing::info!(template = %shape.template_id, shape = %shape.key(), "writing the template snapshot");
         let core = self.clone();
         let stop = self.shutdown_token();
@@ -351,7 +338,6 @@ impl Core {
                 core.refill_pool(shape.clone(), tpl.clone());
             }
         });
-        Some(done)
     }
 
     /// Starts writing the template snapshot of each built-in template's

@@ -118,6 +118,7 @@ pub(super) async fn boot(
         },
         None => None,
     };
+    let cold_started = Instant::now();
     let (new_vm, path) = match restored {
         Some(v) => {
             if !forked {
@@ -128,7 +129,8 @@ pub(super) async fn boot(
         }
         None => match cold_boot(core, &spec, rec.disk_size_mb).await {
             Ok(v) => {
-                core.observe_cold_boot(started.elapsed().as_millis() as u64);
+                // The boot alone: not the template or a wait for a snapshot.
+                core.observe_cold_boot(cold_started.elapsed().as_millis() as u64);
                 core.ensure_warm(shape, tpl.clone());
                 (v, BootPath::Cold)
             }
