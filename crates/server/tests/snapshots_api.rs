@@ -195,24 +195,19 @@ async fn second_create_of_a_shape_boots_warm() {
 
 /// Waits until template `id` lists `shape` among its ready snapshots.
 async fn wait_warm_shape(srv: &TestServer, id: &str, shape: &str) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, v) = srv
-            .call("GET", &format!("/sandbox-templates/{id}"), None)
-            .await;
-        if v["data"]["warm_shapes"]
-            .as_array()
-            .expect("shapes")
-            .contains(&json!(shape))
-        {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no warm snapshot {shape}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let path = format!("/sandbox-templates/{id}");
+    wait_until(
+        Duration::from_secs(10),
+        &format!("a warm snapshot {shape} of {id}"),
+        || async {
+            let (_, v) = srv.call("GET", &path, None).await;
+            let ready = v["data"]["warm_shapes"]
+                .as_array()
+                .is_some_and(|s| s.contains(&json!(shape)));
+            ready.then_some(v)
+        },
+    )
+    .await
 }
 
 /// The default shape of each built-in template is written at start, so
