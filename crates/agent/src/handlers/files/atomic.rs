@@ -14,11 +14,14 @@ use bytes::Bytes;
 use hearth_agent_protocol::{ErrorCode, WriteFileRequest, WriteResult};
 use tokio::sync::mpsc;
 
+use super::owner::{create_dirs, owner_in, NewOwner};
 use super::{check_mode, coded, json_path, last_component};
 use crate::error::{HandlerError, HandlerResult};
 
 /// Mode of a new file when the request names none and nothing is replaced.
 const DEFAULT_FILE_MODE: u32 = 0o644;
+/// Mode of a directory created when the request names none.
+pub(super) const DEFAULT_DIR_MODE: u32 = 0o755;
 /// Writes of a raw upload are batched this large: few syscalls, no fsync
 /// (the host calls `/v1/sync` before snapshots).
 const RAW_WRITE_BUFFER: usize = 1024 * 1024;
@@ -32,10 +35,13 @@ fn running_as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-pub(super) fn write_one(req: &WriteFileRequest) -> HandlerResult<WriteResult> {
+pub(super) fn write_one(
+    req: &WriteFileRequest,
+    user: Option<NewOwner>,
+) -> HandlerResult<WriteResult> {
     let path = json_path(&req.path)?;
     let mode = check_mode(req.mode)?;
-    let (pending, mut file) = PendingWrite::create(&path, mode)?;
+    let (pending, mut file) = PendingWrite::create(&path, mode, user)?;
     file.write_all(req.content.as_slice())
         .map_err(|e| HandlerError::io_op(&e, "write", &path))?;
     pending.commit(file)?;
@@ -97,8 +103,13 @@ pub(super) struct PendingWrite {
 
 impl PendingWrite {
     /// Creates parents and the temp file, and decides the final mode and
-    /// owner from the file being replaced, if any.
-    pub(super) fn create(path: &Path, mode: Option<u32>) -> HandlerResult<(PendingWrite, File)> {
+    /// owner: the replaced file's, if any; else `user`'s where that user
+    /// could have written the file (see `owner`).
+    pub(super) fn create(
+        path: &Path,
+        mode: Option<u32>,
+        user: Option<NewOwner>,
+    ) -> HandlerResult<(PendingWrite, File)> {
         let last = last_component(path);
         if last.is_empty()
             || last == b"."
@@ -119,7 +130,7 @@ impl PendingWrite {
                 "names a directory, not a file",
             ));
         };
-        create_parents(parent)?;
+        create_parents(parent, user)?;
         let existing = match fs::metadata(&target) {
             Ok(m) => Some(m),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -132,10 +143,10 @@ impl PendingWrite {
             .or(existing.as_ref().map(|m| m.mode() & 0o7777))
             .unwrap_or(DEFAULT_FILE_MODE);
         // Root replacing a user's file must not hand it to root.
-        let owner = existing
-            .as_ref()
-            .filter(|_| running_as_root())
-            .map(|m| (m.uid(), m.gid()));
+        let owner = match &existing {
+            Some(m) => running_as_root().then(|| (m.uid(), m.gid())),
+            None => owner_in(user, parent),
+        };
         let (temp, file) = create_temp(parent, name)?;
         Ok((
             PendingWrite {
@@ -188,16 +199,10 @@ fn resolve_symlink(path: &Path) -> PathBuf {
     }
 }
 
-/// `mkdir -p` for the parents of a file being written or renamed.
-pub(super) fn create_parents(dir: &Path) -> HandlerResult<()> {
-    fs::create_dir_all(dir).map_err(|e| {
-        if e.kind() == io::ErrorKind::AlreadyExists {
-            // create_dir_all reports a file where a directory should be this way.
-            coded(ErrorCode::NotADirectory, dir, "not a directory")
-        } else {
-            HandlerError::io_op(&e, "create parent", dir)
-        }
-    })
+/// `mkdir -p` for the parents of a file being written or renamed; each
+/// directory made is `user`'s where that user could have made it.
+pub(super) fn create_parents(dir: &Path, user: Option<NewOwner>) -> HandlerResult<()> {
+    create_dirs(dir, DEFAULT_DIR_MODE, user)
 }
 
 fn create_temp(dir: &Path, name: &OsStr) -> HandlerResult<(PathBuf, File)> {
@@ -239,7 +244,7 @@ mod tests {
     fn failed_write_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("f");
-        let (pending, _file) = PendingWrite::create(&target, None).unwrap();
+        let (pending, _file) = PendingWrite::create(&target, None, None).unwrap();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         drop(pending);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -2,20 +2,18 @@
 //! refuses to remove or rename `/` and the kernel filesystems.
 
 use std::fs;
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use hearth_agent_protocol::paths::lexical_normalize;
 use hearth_agent_protocol::{ErrorCode, FileEntry};
 
-use super::atomic::create_parents;
+use super::atomic::{create_parents, DEFAULT_DIR_MODE};
 use super::listing::entry_for;
+use super::owner::{create_dirs, NewOwner};
 use super::{coded, last_component};
 use crate::error::{HandlerError, HandlerResult};
 
-/// Mode of a directory created by `mkdir` when the request names none.
-const DEFAULT_DIR_MODE: u32 = 0o755;
 /// Paths no `..` spelling or symlinked parent may remove or rename.
 const PROTECTED: [&str; 5] = ["/", "/proc", "/sys", "/dev", "/dev/pts"];
 
@@ -57,7 +55,13 @@ fn refuse_protected(path: &Path, op: &str) -> HandlerResult<()> {
     }
     Ok(())
 }
-pub(super) fn make_dir(path: &Path, mode: Option<u32>) -> HandlerResult<FileEntry> {
+/// `mkdir -p`; each directory made is `user`'s where that user could have
+/// made it.
+pub(super) fn make_dir(
+    path: &Path,
+    mode: Option<u32>,
+    user: Option<NewOwner>,
+) -> HandlerResult<FileEntry> {
     match fs::metadata(path) {
         Ok(m) if m.is_dir() => {
             let meta = fs::symlink_metadata(path).map_err(|e| HandlerError::io(&e, path))?;
@@ -72,21 +76,17 @@ pub(super) fn make_dir(path: &Path, mode: Option<u32>) -> HandlerResult<FileEntr
         }
         Err(_) => {}
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode.unwrap_or(DEFAULT_DIR_MODE))
-        .create(path)
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                coded(
-                    ErrorCode::NotADirectory,
-                    path,
-                    "a parent is not a directory",
-                )
-            } else {
-                HandlerError::io_op(&e, "mkdir", path)
-            }
-        })?;
+    create_dirs(path, mode.unwrap_or(DEFAULT_DIR_MODE), user).map_err(|e| {
+        if e.code == ErrorCode::NotADirectory {
+            coded(
+                ErrorCode::NotADirectory,
+                path,
+                "a parent is not a directory",
+            )
+        } else {
+            e
+        }
+    })?;
     if let Some(m) = mode {
         // The builder's mode went through the umask; the caller asked for exact bits.
         fs::set_permissions(path, fs::Permissions::from_mode(m))
@@ -111,12 +111,16 @@ pub(super) fn remove_path(path: &Path, recursive: bool) -> HandlerResult<()> {
     result.map_err(|e| HandlerError::io_op(&e, "remove", path))
 }
 
-pub(super) fn rename_path(from: &Path, to: &Path) -> HandlerResult<FileEntry> {
+pub(super) fn rename_path(
+    from: &Path,
+    to: &Path,
+    user: Option<NewOwner>,
+) -> HandlerResult<FileEntry> {
     refuse_protected(from, "rename")?;
     refuse_protected(to, "replace")?;
     fs::symlink_metadata(from).map_err(|e| HandlerError::io(&e, from))?;
     if let Some(parent) = to.parent() {
-        create_parents(parent)?;
+        create_parents(parent, user)?;
     }
     fs::rename(from, to)
         .map_err(|e| HandlerError::io_op(&e, &format!("rename {} to", from.display()), to))?;

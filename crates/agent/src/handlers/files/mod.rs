@@ -8,6 +8,7 @@
 mod atomic;
 mod entries;
 mod listing;
+mod owner;
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -27,7 +28,7 @@ use hearth_agent_protocol::{
 };
 use tokio::sync::mpsc;
 
-use super::AgentRouter;
+use super::{AgentRouter, AgentState};
 use crate::error::{HandlerError, HandlerResult};
 use crate::extract::{JsonBody, QueryArgs, QueryPath};
 use crate::stream::file_response;
@@ -35,6 +36,7 @@ use atomic::{write_one, write_stream, PendingWrite, RawChunk};
 pub(crate) use entries::is_protected;
 use entries::{make_dir, remove_path, rename_path};
 use listing::{entry_for, list_entries, tree_node};
+use owner::NewOwner;
 
 /// Deepest `list`/`tree` walk accepted.
 const MAX_DEPTH: u32 = 10;
@@ -80,20 +82,26 @@ async fn read(QueryPath(path): QueryPath) -> HandlerResult<Response> {
     Ok(file_response(file, len, OCTET_STREAM))
 }
 
-async fn write(JsonBody(req): JsonBody<WriteFileRequest>) -> HandlerResult<Json<WriteResult>> {
-    blocking(move || write_one(&req)).await.map(Json)
+async fn write(
+    agent: AgentState,
+    JsonBody(req): JsonBody<WriteFileRequest>,
+) -> HandlerResult<Json<WriteResult>> {
+    let user = NewOwner::of(&agent);
+    blocking(move || write_one(&req, user)).await.map(Json)
 }
 
 async fn write_raw(
+    agent: AgentState,
     QueryPath(path): QueryPath,
     QueryArgs(query): QueryArgs<RawWriteQuery>,
     body: Body,
 ) -> HandlerResult<Json<WriteResult>> {
     let mode = query.mode.as_deref().map(parse_octal_mode).transpose()?;
     let shown = display(&path);
+    let user = NewOwner::of(&agent);
     let (pending, file) = {
         let path = path.clone();
-        blocking(move || PendingWrite::create(&path, mode)).await?
+        blocking(move || PendingWrite::create(&path, mode, user)).await?
     };
     let (tx, rx) = mpsc::channel(RAW_CHANNEL_DEPTH);
     // The writer owns the temp file; if this handler is dropped (the client
@@ -156,10 +164,16 @@ async fn stat(QueryPath(path): QueryPath) -> HandlerResult<Json<FileEntry>> {
     .map(Json)
 }
 
-async fn mkdir(JsonBody(req): JsonBody<MkdirRequest>) -> HandlerResult<Json<FileEntry>> {
+async fn mkdir(
+    agent: AgentState,
+    JsonBody(req): JsonBody<MkdirRequest>,
+) -> HandlerResult<Json<FileEntry>> {
     let path = json_path(&req.path)?;
     let mode = check_mode(req.mode)?;
-    blocking(move || make_dir(&path, mode)).await.map(Json)
+    let user = NewOwner::of(&agent);
+    blocking(move || make_dir(&path, mode, user))
+        .await
+        .map(Json)
 }
 
 async fn remove(JsonBody(req): JsonBody<RemoveRequest>) -> HandlerResult<Json<serde_json::Value>> {
@@ -168,10 +182,16 @@ async fn remove(JsonBody(req): JsonBody<RemoveRequest>) -> HandlerResult<Json<se
     Ok(Json(serde_json::json!({})))
 }
 
-async fn rename(JsonBody(req): JsonBody<RenameRequest>) -> HandlerResult<Json<FileEntry>> {
+async fn rename(
+    agent: AgentState,
+    JsonBody(req): JsonBody<RenameRequest>,
+) -> HandlerResult<Json<FileEntry>> {
     let from = json_path(&req.from)?;
     let to = json_path(&req.to)?;
-    blocking(move || rename_path(&from, &to)).await.map(Json)
+    let user = NewOwner::of(&agent);
+    blocking(move || rename_path(&from, &to, user))
+        .await
+        .map(Json)
 }
 
 async fn tree(
@@ -189,13 +209,15 @@ async fn tree(
 }
 
 async fn write_many(
+    agent: AgentState,
     JsonBody(req): JsonBody<WriteManyRequest>,
 ) -> HandlerResult<Json<WriteManyResponse>> {
+    let user = NewOwner::of(&agent);
     blocking(move || {
         let mut written = Vec::new();
         let mut failed = Vec::new();
         for file in req.files {
-            match write_one(&file) {
+            match write_one(&file, user) {
                 Ok(r) => written.push(r),
                 Err(e) => failed.push(WriteFailure {
                     path: file.path,
