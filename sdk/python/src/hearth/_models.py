@@ -59,6 +59,13 @@ class SandboxInfo:
     def status(self) -> Optional[str]:
         return self.state
 
+    @property
+    def data(self) -> Dict[str, Any]:
+        """The sandbox's object as the server last sent it, as the MIOSA
+        SDK's ``sbx.data``: ``sbx.data["metadata"]["last_error"]`` says why
+        a sandbox is in state ``error``."""
+        return self.raw
+
     def _update(self, d: Dict[str, Any]) -> None:
         fresh = from_dict(SandboxInfo, d)
         for f in dataclasses.fields(SandboxInfo):

@@ -59,6 +59,16 @@ def test_create_sends_only_given_fields_and_an_idempotency_key(make_client):
     assert sbx.raw["extra_field"] == 7
 
 
+def test_data_is_the_object_as_last_sent_like_the_miosa_sdk(make_client):
+    failed = dict(SBX, state="error", metadata={"last_error": "vmm exited unexpectedly"})
+    c, _ = make_client(ok(SBX, 201), ok(failed))
+    sbx = c.sandboxes.create(template_id="minimal")
+    assert sbx.data["state"] == "running" and sbx.data["metadata"] == {}
+    sbx.refresh()
+    assert sbx.data["metadata"]["last_error"] == "vmm exited unexpectedly"
+    assert sbx.data is sbx.raw
+
+
 def test_create_uses_given_idempotency_key(make_client):
     c, rec = make_client(ok(SBX, 201))
     c.sandboxes.create(idempotency_key="my-key")
