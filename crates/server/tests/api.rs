@@ -420,6 +420,34 @@ async fn idempotency_replays_and_conflicts() {
     assert_eq!(a["data"]["id"], c["data"]["id"]);
 }
 
+/// The documentation: "The platform deduplicates creates with the same key
+/// within a 24-hour window": a retry just inside the window replays the
+/// first create; one just past it creates anew (on a controlled clock).
+#[tokio::test]
+async fn idempotency_keys_last_24_hours() {
+    use hearth_server::core::clock::{Clock, ManualClock};
+    let clock = std::sync::Arc::new(ManualClock::new(1_700_000_000_000));
+    let srv = TestServer::start_with_clock(clock.clone() as std::sync::Arc<dyn Clock>).await;
+    async fn create(srv: &TestServer, key: &str) -> String {
+        let body = json!({"template_id": "minimal", "idempotency_key": key, "always_on": true});
+        let (st, v) = srv.call("POST", "/sandboxes", Some(body)).await;
+        assert_eq!(st, 201, "{v}");
+        v["data"]["id"].as_str().expect("id").to_string()
+    }
+    let first = create(&srv, "day").await;
+    clock.advance(24 * 3600 * 1000 - 1_000);
+    assert_eq!(
+        create(&srv, "day").await,
+        first,
+        "a retry inside 24 h replays"
+    );
+    clock.advance(2_000);
+    let later = create(&srv, "day").await;
+    assert_ne!(later, first, "a key older than 24 h creates a new sandbox");
+    // And the new create is what the key replays from now on.
+    assert_eq!(create(&srv, "day").await, later);
+}
+
 async fn wait_state(srv: &TestServer, id: &str, want: &str, within: Duration) -> Value {
     let deadline = tokio::time::Instant::now() + within;
     loop {

@@ -56,7 +56,8 @@ pub struct CreateBody {
     /// Seconds until the sandbox is destroyed (paused when `persistent`).
     #[schema(minimum = 1, maximum = 86400, default = 300)]
     pub timeout_sec: Option<i64>,
-    /// Seconds without activity until the sandbox is paused; 0 = off.
+    /// Seconds without activity until the sandbox is destroyed (paused
+    /// when `persistent`); 0 = off.
     #[schema(minimum = 0, maximum = 86400, default = 0)]
     pub idle_timeout_sec: Option<i64>,
     /// No timeout applies.
