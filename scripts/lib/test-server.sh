@@ -6,6 +6,7 @@
 #   HEARTH_TEST_PREVIEW  the proxy, http://127.0.0.1:PORT
 #   HEARTH_TEST_KEY      the admin key
 #   HEARTH_TEST_LOG      the server's log file
+#   HEARTH_TEST_DATA     its data directory (the sandboxes' files on the host)
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -44,4 +45,5 @@ start_test_server() {
   HEARTH_TEST_PREVIEW="http://127.0.0.1:$pport"
   HEARTH_TEST_KEY=$(cat "$hearth_test_work/data/admin.key")
   HEARTH_TEST_LOG="$hearth_test_work/server.log"
+  HEARTH_TEST_DATA="$hearth_test_work/data"
 }
