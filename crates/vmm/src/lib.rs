@@ -27,6 +27,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod snapshot;
 pub mod spec;
+pub mod tsc;
 
 use std::future::Future;
 use std::path::Path;
@@ -145,6 +146,18 @@ pub trait Vmm: Send + Sync + std::fmt::Debug {
     /// description is there and readable). Cheap, for deciding whether to
     /// use one; [`Vmm::inspect_snapshot`] checks its files too.
     fn snapshot_exists(&self, dir: &Path) -> bool;
+
+    /// What a guest this driver boots here depends on besides its files
+    /// and shape, as a short tag, when a snapshot of it restored where the
+    /// tag differs would run wrong; `None` when nothing is. The QEMU driver
+    /// under TCG: the TSC rate its guests are told, in MHz (`tsc2596`), for
+    /// a restored guest keeps the rate it booted with. What a server
+    /// writes of its own accord (built-in templates' snapshots) carries it
+    /// in its identity, so one written for another rate is rebuilt, not
+    /// cloned.
+    fn guest_clock_tag(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One running VM and the VMM process behind it.

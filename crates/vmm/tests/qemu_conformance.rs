@@ -38,4 +38,5 @@ conformance!(
     a_snapshot_on_a_full_disk_is_no_space_and_the_vm_runs_on,
     inspect_refuses_a_snapshot_with_any_file_cut_short,
     an_oversized_spec_is_refused_before_anything_starts,
+    guest_clock_runs_at_host_rate_booted_and_restored,
 );

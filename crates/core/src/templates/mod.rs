@@ -18,7 +18,8 @@ pub struct ResolvedTemplate {
     /// Canonical id (`default`, `minimal`).
     pub id: String,
     /// Content version: digest prefixes of the root filesystem and the
-    /// initramfs.
+    /// initramfs (and, through `Core::resolve_template`, the driver's
+    /// guest clock tag); `v<n>` for a custom template.
     pub version: String,
     pub kernel: PathBuf,
     pub initrd: PathBuf,

@@ -36,18 +36,39 @@ impl MachineKind {
 
 /// Kernel command line words the driver always sets. `root=`/`rw` stay out:
 /// the initramfs (the agent in init mode) mounts the disks itself.
-pub(crate) fn kernel_cmdline(spec: &VmSpec, accel: Accel) -> String {
-    let mut words = vec!["console=ttyS0", "reboot=k", "panic=-1", "quiet"];
-    if accel == Accel::Tcg {
-        // TSC calibration hangs at random under TCG without it (DESIGN.md 4).
-        words.push("tsc_early_khz=2000000");
+///
+/// `tsc_early_khz` (TCG only): the TSC rate the guest is told instead of
+/// calibrating it (which hangs at random under TCG, DESIGN.md 4). It must
+/// be the host's ([`crate::tsc`]): the guest's TSC is the host's, and it is
+/// the guest's only clocksource. With it goes `tsc=reliable`: a guest
+/// whose vCPU the host leaves waiting misses timer ticks, and the kernel's
+/// clocksource watchdog, comparing the TSC with that tick count during
+/// boot, would take the TSC for the broken clock and switch to jiffies,
+/// a clock that then loses every tick missed (measured here on a loaded
+/// host: 2% slow). QEMU keeps the TSC it hands out monotonic across vCPUs.
+pub(crate) fn kernel_cmdline(spec: &VmSpec, tsc_early_khz: Option<u32>) -> String {
+    let mut s = "console=ttyS0 reboot=k panic=-1 quiet".to_string();
+    if let Some(khz) = tsc_early_khz {
+        s.push_str(&format!(" {TSC_EARLY_KHZ}={khz} tsc=reliable"));
     }
-    let mut s = words.join(" ");
     for w in &spec.kernel_args {
         s.push(' ');
         s.push_str(w);
     }
     s
+}
+
+const TSC_EARLY_KHZ: &str = "tsc_early_khz";
+
+/// The TSC rate (kHz) the guest that ran with `args` was told on its
+/// kernel command line, if it was told one: what its clocks were
+/// calibrated for, for as long as it and its snapshots run.
+pub(crate) fn tsc_early_khz(args: &[String]) -> Option<u32> {
+    value_of(args, "-append")?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(TSC_EARLY_KHZ)?.strip_prefix('='))?
+        .parse()
+        .ok()
 }
 
 /// How a restore backs guest RAM.
@@ -100,13 +121,14 @@ pub(crate) fn set_value(args: &mut [String], flag: &str, value: &str) {
     }
 }
 
-/// Arguments of a cold boot.
+/// Arguments of a cold boot; `tsc_early_khz` as in [`kernel_cmdline`].
 pub(crate) fn build(
     spec: &VmSpec,
     layout: &QemuLayout,
     accel: Accel,
     machine: MachineKind,
     tcg_tb_size_mb: Option<u32>,
+    tsc_early_khz: Option<u32>,
 ) -> Vec<String> {
     let ram = match spec.memory {
         MemoryBacking::Anonymous => Ram::Anonymous,
@@ -147,7 +169,7 @@ pub(crate) fn build(
     ]);
     push(&["-object", &memory_object(ram, spec.memory_mb)]);
     push(&["-kernel", &p(&spec.kernel), "-initrd", &p(&spec.initrd)]);
-    push(&["-append", &kernel_cmdline(spec, accel)]);
+    push(&["-append", &kernel_cmdline(spec, tsc_early_khz)]);
     push(&[
         "-chardev",
         &console_chardev(layout),
@@ -369,6 +391,9 @@ fn set_option(arg: &str, key: &str, value: &str) -> String {
 mod tests {
     use super::*;
 
+    /// What a TCG guest is told on a host whose TSC runs at 2596.136 MHz.
+    const TSC: Option<u32> = Some(2_596_136);
+
     fn spec(dir: &str, id: &str) -> VmSpec {
         let mut s = VmSpec::new(
             id,
@@ -397,6 +422,7 @@ mod tests {
             Accel::Tcg,
             MachineKind::Microvm,
             None,
+            TSC,
         );
         assert_eq!(value_after(&a, "-accel"), ["tcg"]);
         assert_eq!(
@@ -405,7 +431,8 @@ mod tests {
         );
         let append = value_after(&a, "-append")[0];
         assert!(append.contains("console=ttyS0 reboot=k panic=-1 quiet"));
-        assert!(append.contains("tsc_early_khz=2000000"));
+        assert!(append.contains("tsc_early_khz=2596136 tsc=reliable"));
+        assert_eq!(tsc_early_khz(&a), TSC);
         assert!(!append.contains("root=") && !append.contains(" rw"));
         let devices = value_after(&a, "-device");
         assert_eq!(devices[0], "virtio-blk-device,drive=base");
@@ -429,9 +456,11 @@ mod tests {
             Accel::Kvm,
             MachineKind::Q35,
             None,
+            None,
         );
         assert_eq!(value_after(&a2, "-netdev"), ["user,id=net0,restrict=on"]);
-        assert!(!value_after(&a2, "-append")[0].contains("tsc_early_khz"));
+        assert!(!value_after(&a2, "-append")[0].contains("tsc"));
+        assert_eq!(tsc_early_khz(&a2), None);
         assert_eq!(value_after(&a2, "-device")[0], "virtio-blk-pci,drive=base");
     }
 
@@ -445,6 +474,7 @@ mod tests {
             Accel::Tcg,
             MachineKind::Microvm,
             None,
+            TSC,
         );
         let mut new = spec("/d/sandboxes", "b");
         new.egress = false;
@@ -476,6 +506,8 @@ mod tests {
             ["memory-backend-file,id=mem,mem-path=/d/templates/t/memory.ram,size=256M,share=off"]
         );
         assert_eq!(value_after(&out, "-netdev"), ["user,id=net0,restrict=on"]);
+        // The clone's kernel is the snapshot's: so is the rate it was told.
+        assert_eq!(tsc_early_khz(&out), TSC);
         // Everything else is identical, in the same order.
         let expected = build(
             &new,
@@ -483,6 +515,7 @@ mod tests {
             Accel::Tcg,
             MachineKind::Microvm,
             None,
+            TSC,
         );
         for (i, (o, e)) in out.iter().zip(expected.iter()).enumerate() {
             if value_after(&out, "-object")[0] == o.as_str() {
@@ -518,6 +551,7 @@ mod tests {
             Accel::Tcg,
             MachineKind::Microvm,
             None,
+            TSC,
         );
         let (ol, nl, od, nd) = rw(&a, &b);
         let restored = rewrite_for_restore(
@@ -581,6 +615,7 @@ mod tests {
             Accel::Tcg,
             MachineKind::Microvm,
             None,
+            TSC,
         );
         confine(&mut a, true, false);
         confine(&mut a, true, false);
@@ -592,6 +627,7 @@ mod tests {
             Accel::Tcg,
             MachineKind::Microvm,
             None,
+            TSC,
         );
         confine(&mut b, false, false);
         assert_eq!(value_after(&b, "-netdev"), ["user,id=net0,restrict=on"]);
@@ -607,6 +643,7 @@ mod tests {
             Accel::Tcg,
             MachineKind::Microvm,
             None,
+            TSC,
         );
         for a in args.iter_mut() {
             if a.starts_with("socket,id=console,") {

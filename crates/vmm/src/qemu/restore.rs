@@ -16,6 +16,7 @@ use super::{blocking, io_err, QemuError, QemuVm, QemuVmm};
 use crate::host::HostInfo;
 use crate::snapshot::{self, AfterSnapshot, SnapshotKind, SnapshotOptions};
 use crate::spec::{MemoryBacking, VmSpec};
+use crate::tsc;
 use crate::{VmState, VmmError};
 
 /// Where, inside the new VM's directory, a template restored into shared
@@ -88,6 +89,28 @@ impl QemuVmm {
         }
     }
 
+    /// A restored guest keeps the TSC rate it booted with: one told
+    /// another rate than this host's (a snapshot from another host, or
+    /// from before the rate was measured) runs its clocks that much fast
+    /// or slow. It is still restored, since refusing would strand a user's
+    /// snapshot, but said; the snapshots a server rebuilds itself carry
+    /// the rate in their identity ([`crate::Vmm::guest_clock_tag`]).
+    fn warn_if_clock_differs(&self, snap: &Path, stored_args: &[String]) {
+        let (Some(was), Some(host)) = (args::tsc_early_khz(stored_args), self.guest_tsc_khz) else {
+            return;
+        };
+        if tsc::mhz(was) != tsc::mhz(host) {
+            tracing::warn!(
+                snapshot = %snap.display(),
+                snapshot_tsc_khz = was,
+                host_tsc_khz = host,
+                clock_rate = format!("{:.3}", f64::from(host) / f64::from(was)),
+                "the snapshot's guest was told another TSC rate than this host's: \
+                 its clocks run at clock_rate times the host's until it is booted anew here"
+            );
+        }
+    }
+
     pub(super) async fn restore_inner(
         &self,
         snap: &Path,
@@ -107,6 +130,7 @@ impl QemuVmm {
             })
         };
         let manifest = SnapshotManifest::load_checked(snap).map_err(|e| bad(e.to_string()))?;
+        self.warn_if_clock_differs(snap, &manifest.vmm_args);
         let old = &manifest.spec;
         let mut mismatch = Vec::new();
         if spec.vcpus != old.vcpus {

@@ -24,9 +24,11 @@ use hearth_vmm::{
 
 use crate::common::{self, sh, Sandboxes};
 
+mod clock;
 mod lifecycle;
 mod snapshots;
 
+pub use clock::*;
 pub use lifecycle::*;
 pub use snapshots::*;
 

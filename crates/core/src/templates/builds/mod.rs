@@ -202,9 +202,21 @@ impl Core {
 
     /// Any template id to what its sandboxes boot from: a built-in one, or
     /// a custom template's newest ready version.
+    ///
+    /// A built-in template's version also names what its guests depend on
+    /// on this host ([`hearth_vmm::Vmm::guest_clock_tag`]: under TCG, the
+    /// TSC rate they are told): its snapshots are written on demand, so
+    /// one written for another rate (another host sharing the image
+    /// directory, or one from before the rate was measured) is left alone
+    /// and a new one written, not cloned into guests whose clocks would
+    /// run fast or slow.
     pub async fn resolve_template(&self, id: &str) -> Result<ResolvedTemplate, TemplateError> {
         if !id.starts_with("tpl_") {
-            return self.templates.resolve(id).await;
+            let mut tpl = self.templates.resolve(id).await?;
+            if let Some(tag) = self.vmm.guest_clock_tag() {
+                tpl.version = format!("{}-{tag}", tpl.version);
+            }
+            return Ok(tpl);
         }
         let unknown = || TemplateError::Unknown(id.to_string());
         let builds = self
