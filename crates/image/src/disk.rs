@@ -135,7 +135,10 @@ fn data_extent_bytes(file: &File, len: u64) -> std::io::Result<u64> {
     Ok(data_extents(file, len)?.iter().map(|(s, e)| e - s).sum())
 }
 
-fn copy_data_extents(source: &File, dest: &File, len: u64) -> std::io::Result<u64> {
+/// Writes the non-zero 4 KiB blocks of `source`'s first `len` bytes into
+/// `dest` at the same offsets (holes and zero blocks stay holes); returns
+/// the bytes written.
+pub fn copy_data_extents(source: &File, dest: &File, len: u64) -> std::io::Result<u64> {
     const CHUNK: usize = 1 << 20;
     let mut buf = vec![0u8; CHUNK];
     let mut written = 0u64;

@@ -38,7 +38,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 pub use agent::{static_agent_binary, AGENT_ENV};
-pub use disk::{create_sparse_ext4, data_extents, sparse_copy, SANDBOX_DISK_LABEL};
+pub use disk::{
+    copy_data_extents, create_sparse_ext4, data_extents, sparse_copy, SANDBOX_DISK_LABEL,
+};
 pub use error::{CommandError, ImageError};
 pub use initramfs::{KERNEL_VERSION_FILE, MODULES_LIST};
 pub use kernel::{Kernel, KERNEL_METAPACKAGE};

@@ -403,6 +403,140 @@ fn in_vm_cgroup(dirs: &[std::path::PathBuf], script: &str) -> anyhow::Result<std
         .output()?)
 }
 
+/// What a VMM gone rogue tries against the template its VM was cloned
+/// from, run in that VMM's mount namespace with its uid, gid and groups:
+/// open the template's RAM file, then change the RAM it maps through every
+/// descriptor of it the VMM holds. Prints what each attempt got, as JSON.
+const ROGUE_VMM: &str = r#"
+import errno, json, mmap, os, sys
+qemu, uid, gid, groups, ram = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+os.setgroups([int(g) for g in groups.split()])
+os.setgid(gid)
+os.setuid(uid)
+out = {}
+def attempt(name, f):
+    try:
+        f()
+        out[name] = "done"
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, str(e.errno))
+attempt("open the template's file", lambda: os.close(os.open(ram, os.O_RDWR)))
+pids = [p for p in os.listdir("/proc") if p.isdigit()]
+out["pids"] = sorted(int(p) for p in pids)
+out["uids"] = sorted({os.stat("/proc/" + p).st_uid for p in pids})
+fds = ["/proc/%d/fd/%s" % (qemu, n) for n in os.listdir("/proc/%d/fd" % qemu)]
+sealed = [p for p in fds if "hearth-template-ram" in os.readlink(p)]
+out["sealed"] = len(sealed)
+for i, p in enumerate(sealed):
+    fd = os.open(p, os.O_RDWR)
+    attempt("write %d" % i, lambda: os.pwrite(fd, b"EVIL", 4096))
+    attempt("truncate %d" % i, lambda: os.ftruncate(fd, 4096))
+    attempt("grow %d" % i, lambda: os.ftruncate(fd, 1 << 40))
+    attempt("map shared %d" % i, lambda: mmap.mmap(fd, 4096, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE))
+print(json.dumps(out))
+"#;
+
+/// A template's clones cannot change what later clones start from: the
+/// RAM file stays root's and outside every jail, and the sealed copy a
+/// clone maps refuses every write its VMM (gone rogue) tries, while the
+/// clone's own writes stay private. The jail's `/proc`, there to name that
+/// copy, shows the VMM nothing but itself.
+#[tokio::test]
+async fn a_rogue_vmm_cannot_change_the_template_its_clones_start_from() -> anyhow::Result<()> {
+    use hearth_vmm::{AfterSnapshot, MemoryBacking, SnapshotOptions};
+    let w = setup().await?;
+    let mut spec = w.sb.spec("tmpl");
+    spec.memory = MemoryBacking::SharedFile;
+    let vm = w.vmm.boot_vm(spec).await?;
+    w.sb.track(vm.pid());
+    // In the guest's RAM (tmpfs), so it comes from the template's RAM.
+    sh(&vm.agent(), "echo from-template > /dev/shm/mark").await?;
+    let snap = w.sb.path().join("template");
+    vm.snapshot(&snap, SnapshotOptions::template().then(AfterSnapshot::Exit))
+        .await?;
+    vm.destroy().await?;
+    let ram = snap.join("memory.ram");
+    let meta = std::fs::metadata(&ram)?;
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (0, 0, 0o600));
+    let ram_before = std::fs::read(&ram)?;
+
+    let mut clones = Vec::new();
+    for id in ["clone-a", "clone-b"] {
+        let c = w.vmm.restore_vm(&snap, w.sb.restore_spec(id)).await?;
+        w.sb.track(c.pid());
+        clones.push(c);
+    }
+    let (a, b) = (&clones[0], &clones[1]);
+    let jail = a.jail().expect("jailed").clone();
+    sh(&a.agent(), "echo clone-a > /dev/shm/mark").await?;
+    let groups = status_field(a.pid(), "Groups");
+    let rogue = std::process::Command::new("nsenter")
+        .arg(format!("--mount=/proc/{}/ns/mnt", a.pid()))
+        .args(["--", "/usr/bin/python3", "-c", ROGUE_VMM])
+        .args([
+            a.pid().to_string(),
+            jail.uid.to_string(),
+            jail.gid.to_string(),
+            groups,
+            ram.display().to_string(),
+        ])
+        .output()?;
+    assert!(rogue.status.success(), "{rogue:?}");
+    let got: HashMap<String, serde_json::Value> = serde_json::from_slice(&rogue.stdout)?;
+    eprintln!("rogue VMM: {got:?}");
+    assert_eq!(
+        got["open the template's file"], "ENOENT",
+        "the file is outside the jail"
+    );
+    assert!(
+        got["sealed"].as_u64() >= Some(1),
+        "no sealed RAM found: {got:?}"
+    );
+    for (name, result) in &got {
+        if ["write", "truncate", "grow", "map shared"]
+            .iter()
+            .any(|w| name.starts_with(w))
+        {
+            assert_eq!(result, "EPERM", "{name}");
+        }
+    }
+    let pids: Vec<u64> = serde_json::from_value(got["pids"].clone())?;
+    assert!(pids.contains(&u64::from(a.pid())));
+    assert!(
+        !pids.contains(&u64::from(b.pid())),
+        "another VMM is visible"
+    );
+    assert!(
+        !pids.contains(&u64::from(std::process::id())),
+        "the driver is visible"
+    );
+    assert_eq!(got["uids"], serde_json::json!([jail.uid]));
+
+    // Nothing changed: the file, the other clone, and a clone made now.
+    assert!(
+        std::fs::read(&ram)? == ram_before,
+        "the template's RAM file changed"
+    );
+    assert_eq!(
+        sh(&b.agent(), "cat /dev/shm/mark").await?,
+        "from-template\n"
+    );
+    assert_eq!(sh(&a.agent(), "cat /dev/shm/mark").await?, "clone-a\n");
+    let c = w
+        .vmm
+        .restore_vm(&snap, w.sb.restore_spec("clone-c"))
+        .await?;
+    w.sb.track(c.pid());
+    assert_eq!(
+        sh(&c.agent(), "cat /dev/shm/mark").await?,
+        "from-template\n"
+    );
+    for v in [a, b, &c] {
+        v.destroy().await?;
+    }
+    Ok(())
+}
+
 fn rule(effect: Effect, dest: &str, ports: Option<&str>, protocol: Option<Protocol>) -> EgressRule {
     EgressRule {
         effect,

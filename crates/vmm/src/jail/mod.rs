@@ -3,7 +3,9 @@
 //! - uid and gid `uid_base + 1 + slot`, no capabilities, `no_new_privs`;
 //! - a private mount namespace whose root is an empty tmpfs holding only
 //!   the VM's own files (its directory, its kernel, initramfs and base
-//!   image read-only) plus read-only `/usr`, at their host paths;
+//!   image read-only) plus read-only `/usr`, at their host paths; a clone
+//!   of a template gets the template's RAM as a sealed descriptor, named
+//!   through a `/proc` that shows it only itself;
 //! - a network namespace `hearth-<slot>` whose only way out is a veth
 //!   that the host filters with nftables: never to the host, other
 //!   sandboxes, private, link-local or multicast ranges;
@@ -24,7 +26,7 @@ mod record;
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -53,8 +55,7 @@ pub(crate) fn resolv_conf(slot: u32) -> PathBuf {
 pub struct JailConfig {
     /// On, off, or (unset) on when the driver runs as root.
     pub enabled: Option<bool>,
-    /// VM uids and gids are `uid_base + 1 + slot`; `uid_base` itself is the
-    /// group that may map template RAM files.
+    /// VM uids and gids are `uid_base + 1 + slot`.
     pub uid_base: u32,
     /// Host-side addressing of the per-VM veth pairs (a /30 each). Must not
     /// overlap a network the host uses.
@@ -129,9 +130,12 @@ pub struct JailSpec<'a> {
     pub dir: &'a Path,
     /// Read-only files (kernel, initramfs, base image).
     pub read_only: Vec<&'a Path>,
-    /// Read-write files outside `dir` (a disk elsewhere; a template's RAM
-    /// file, which QEMU 7.2 opens read-write even for a private mapping).
+    /// Read-write files outside `dir` (a disk elsewhere).
     pub read_write: Vec<&'a Path>,
+    /// A descriptor the VMM inherits, at the same number, and names as
+    /// `/proc/self/fd/N`: a template's sealed RAM (`qemu::sealed_ram`).
+    /// The jail then has a `/proc` that shows the VMM only itself.
+    pub inherit: Option<RawFd>,
     /// The guest's disk (handed to the VM's uid).
     pub disk: &'a Path,
     pub egress: bool,
@@ -367,12 +371,6 @@ impl Jailer {
         };
         own(spec.dir, 0, gid, 0o1770)?;
         own(spec.disk, uid, gid, 0o600)?;
-        let shared_gid = self.config.uid_base;
-        for p in &spec.read_write {
-            if !p.starts_with(spec.dir) && *p != spec.disk {
-                own(p, 0, shared_gid, 0o660)?;
-            }
-        }
 
         let root = Path::new(JAIL_ROOT);
         std::fs::create_dir_all(root).map_err(io_err("create", root))?;
@@ -422,6 +420,9 @@ impl Jailer {
             plan.bind(p, mounts::Access::ReadWrite)
                 .map_err(plan_err(p))?;
         }
+        if spec.inherit.is_some() {
+            plan.proc_of_self_only();
+        }
         let mounts = plan.build().map_err(plan_err(root))?;
 
         let ns_path = netns::ns_path(slot);
@@ -436,7 +437,7 @@ impl Jailer {
             .into_iter()
             .map(OwnedFd::from)
             .collect();
-        let mut groups = vec![nix::unistd::Gid::from_raw(shared_gid)];
+        let mut groups = Vec::new();
         if spec.kvm {
             use std::os::unix::fs::MetadataExt;
             if let Ok(m) = std::fs::metadata("/dev/kvm") {
@@ -450,6 +451,7 @@ impl Jailer {
             uid,
             gid,
             groups,
+            inherit: spec.inherit,
         })
     }
 

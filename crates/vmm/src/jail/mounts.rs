@@ -44,6 +44,8 @@ pub(crate) struct MountPlan {
     files: Vec<CString>,
     links: Vec<(CString, CString)>,
     binds: Vec<Bind>,
+    /// Where a `/proc` that shows the VMM only itself is mounted, if one is.
+    proc: Option<CString>,
 }
 
 /// Collects what goes into the root; [`PlanBuilder::build`] turns it into
@@ -53,6 +55,7 @@ pub(crate) struct PlanBuilder {
     root: PathBuf,
     entries: Vec<(PathBuf, PathBuf, Kind, Access)>,
     links: Vec<(PathBuf, PathBuf)>,
+    proc: bool,
 }
 
 fn cstr(p: &Path) -> io::Result<CString> {
@@ -87,7 +90,17 @@ impl PlanBuilder {
             root: root.to_path_buf(),
             entries: Vec::new(),
             links: Vec::new(),
+            proc: false,
         }
+    }
+
+    /// Mounts a `/proc` in which the VMM sees no process but its own
+    /// (`hidepid=invisible`: every other VMM has another uid) and nothing
+    /// of the host's kernel (`subset=pid`): enough to name an inherited
+    /// descriptor as `/proc/self/fd/N`.
+    pub(crate) fn proc_of_self_only(&mut self) -> &mut Self {
+        self.proc = true;
+        self
     }
 
     /// Binds host path `p` at the same path inside the jail.
@@ -180,6 +193,10 @@ impl PlanBuilder {
                 dirs.insert(a.to_path_buf());
             }
         }
+        let proc = self.root.join("proc");
+        if self.proc {
+            dirs.insert(proc.clone());
+        }
         // BTreeSet order puts every parent before its children.
         let dirs = dirs
             .iter()
@@ -196,6 +213,7 @@ impl PlanBuilder {
             files,
             links,
             binds,
+            proc: self.proc.then(|| cstr(&proc)).transpose()?,
         })
     }
 }
@@ -245,6 +263,15 @@ impl MountPlan {
                 Access::Device => {}
             }
             mount(none, b.dst.as_c_str(), none, re, none)?;
+        }
+        if let Some(proc) = &self.proc {
+            mount(
+                Some(OsStr::new("proc")),
+                proc.as_c_str(),
+                Some(OsStr::new("proc")),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some(OsStr::new("hidepid=invisible,subset=pid")),
+            )?;
         }
         nix::unistd::chdir(self.root.as_c_str())?;
         // pivot_root(".", "."): the old root ends up stacked on the new
@@ -315,5 +342,11 @@ mod tests {
         );
         let (at, _) = under(Path::new("/run/j"), Path::new("/../../etc"));
         assert_eq!(at, Path::new("/run/j/etc"), "never above the root");
+        // No /proc unless asked for.
+        assert!(plan.proc.is_none());
+        assert!(!dirs.iter().any(|d| d.ends_with("/proc")));
+        let plan = b.proc_of_self_only().build().unwrap();
+        assert_eq!(plan.proc.unwrap().to_bytes(), b"/run/j/proc");
+        assert!(plan.dirs.iter().any(|d| d.to_bytes() == b"/run/j/proc"));
     }
 }

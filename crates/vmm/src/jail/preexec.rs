@@ -1,6 +1,7 @@
 //! The part of a jail that runs in the VMM's child process between `fork`
 //! and `exec`: join the network namespace and cgroup, enter the private
-//! mount namespace, drop every capability and switch to the VM's ids.
+//! mount namespace, keep the one descriptor the VMM inherits, drop every
+//! capability and switch to the VM's ids.
 //! Only system calls on data prepared before `fork` happen here.
 
 use std::os::fd::OwnedFd;
@@ -15,6 +16,8 @@ pub struct PreExec {
     pub(super) uid: u32,
     pub(super) gid: u32,
     pub(super) groups: Vec<nix::unistd::Gid>,
+    /// A descriptor the VMM keeps across `exec`.
+    pub(super) inherit: Option<std::os::fd::RawFd>,
 }
 
 impl PreExec {
@@ -26,6 +29,12 @@ impl PreExec {
         nix::sched::setns(&self.netns, CloneFlags::CLONE_NEWNET)?;
         for fd in &self.cgroup_procs {
             nix::unistd::write(fd, b"0")?;
+        }
+        if let Some(fd) = self.inherit {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )?;
         }
         nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
         self.mounts.enter()?;

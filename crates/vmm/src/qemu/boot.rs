@@ -1,6 +1,7 @@
 //! Cold boot, and the launch every start shares: spawn QEMU in its jail,
 //! record what a later driver needs to adopt it, wait for QMP.
 
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -62,17 +63,18 @@ impl QemuVmm {
     }
 
     /// Spawns QEMU for `spec` with `args` in its jail and waits for its
-    /// QMP socket. `template_ram` is a template's RAM file the VM maps.
+    /// QMP socket. `template_ram` is a template's sealed RAM the VM maps
+    /// (`sealed_ram`), which its arguments name as `/proc/self/fd/N`.
     pub(super) async fn launch(
         &self,
         spec: VmSpec,
         args: Vec<String>,
         owns_disk: bool,
-        template_ram: Option<&Path>,
+        template_ram: Option<RawFd>,
     ) -> Result<QemuVm, QemuError> {
         let layout = QemuLayout::of(&spec);
         prepare_dir(&layout)?;
-        let mut read_write: Vec<&Path> = template_ram.into_iter().collect();
+        let mut read_write: Vec<&Path> = Vec::new();
         if !spec.disk.starts_with(&layout.dir) {
             read_write.push(&spec.disk);
         }
@@ -86,6 +88,7 @@ impl QemuVmm {
                 dir: &layout.dir,
                 read_only,
                 read_write,
+                inherit: template_ram,
                 disk: &spec.disk,
                 egress: spec.egress,
                 policy: spec.egress_policy.as_ref(),

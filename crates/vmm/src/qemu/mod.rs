@@ -9,7 +9,7 @@
 //! every start shares), `restore`, `adopt`, `snapshot` and `migration`,
 //! `agent` (the first handshake), `vm` (a running VM and the `Vm` trait),
 //! `record` (the VM directory's files), `args` (the command line),
-//! `process` and `console`.
+//! `process` and `console`; `sealed_ram` (templates' RAM as clones map it).
 
 mod adopt;
 mod agent;
@@ -25,6 +25,7 @@ mod migration;
 mod process;
 mod record;
 mod restore;
+mod sealed_ram;
 mod snapshot;
 mod vm;
 
@@ -66,6 +67,8 @@ pub struct QemuVmm {
     version: tokio::sync::OnceCell<String>,
     /// The jail builder, or why the jail config is unusable.
     jailer: Result<Jailer, String>,
+    /// Templates' RAM as jailed clones map it.
+    sealed_rams: std::sync::Arc<sealed_ram::SealedRams>,
 }
 
 impl QemuVmm {
@@ -99,6 +102,7 @@ impl QemuVmm {
             host,
             version: tokio::sync::OnceCell::new(),
             jailer,
+            sealed_rams: Default::default(),
         }
     }
 

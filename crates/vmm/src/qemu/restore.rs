@@ -2,7 +2,8 @@
 //! QEMU arguments rewritten for the new VM's paths and RAM backing; and
 //! the detour QEMU needs to bring a template back into shared memory.
 
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -171,10 +172,27 @@ impl QemuVmm {
         }
         let new_layout = QemuLayout::of(&spec);
         let memory_path = snap.join(manifest.memory_file.as_deref().unwrap_or(MEMORY_FILE));
+        // A jailed clone maps the template's RAM through a sealed copy it
+        // cannot change; an unjailed one runs as root and maps the file.
+        let sealed = if manifest.kind == SnapshotKind::Template && self.jailed() {
+            let rams = self.sealed_rams.clone();
+            let path = memory_path.clone();
+            Some(
+                blocking(move || rams.get(&path))
+                    .await
+                    .map_err(io_err("seal template RAM", &memory_path))
+                    .map_err(restore_err)?,
+            )
+        } else {
+            None
+        };
+        let sealed_path = sealed
+            .as_ref()
+            .map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
         let ram = match (manifest.kind, shared) {
             (SnapshotKind::Full, false) => Ram::Anonymous,
             (SnapshotKind::Template, false) => Ram::File {
-                path: &memory_path,
+                path: sealed_path.as_deref().unwrap_or(&memory_path),
                 share: false,
             },
             (SnapshotKind::Full, true) => Ram::File {
@@ -216,7 +234,6 @@ impl QemuVmm {
                 args::set_value(&mut args, "-accel", &accel);
             }
         }
-        let template_ram = (manifest.kind == SnapshotKind::Template).then(|| memory_path.clone());
 
         prepare_dir(&new_layout).map_err(restore_err)?;
         let disk_src = snap.join(&manifest.disk_file);
@@ -230,7 +247,8 @@ impl QemuVmm {
 
         let disk = spec.disk.clone();
         let launch_started = Instant::now();
-        let vm = match self.launch(spec, args, true, template_ram.as_deref()).await {
+        let template_ram = sealed.as_ref().map(|fd| fd.as_raw_fd());
+        let vm = match self.launch(spec, args, true, template_ram).await {
             Ok(vm) => vm,
             Err(e) => {
                 remove_disk_and_dir(&new_layout, &disk, true);

@@ -2,6 +2,7 @@
 //! a file, copy the disk sparsely (and a template's RAM file), write the
 //! manifest, then continue or exit.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -168,6 +169,16 @@ impl QemuVm {
                 blocking(move || snapshot::sparse_copy(&src, &dst))
                     .await
                     .map_err(io_err("copy memory file", &self.layout.memory_file))?;
+            }
+            // The file QEMU wrote is its uid's: a template's RAM is the
+            // driver's alone (clones map a sealed copy, `sealed_ram`).
+            let ram = dest.join(MEMORY_FILE);
+            if nix::unistd::geteuid().is_root() {
+                std::os::unix::fs::chown(&ram, Some(0), Some(0))
+                    .and_then(|()| {
+                        std::fs::set_permissions(&ram, std::fs::Permissions::from_mode(0o600))
+                    })
+                    .map_err(io_err("make root's", &ram))?;
             }
             memory_bytes = Some(
                 std::fs::metadata(dest.join(MEMORY_FILE))
