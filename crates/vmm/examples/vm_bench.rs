@@ -244,15 +244,9 @@ async fn raw_pause_resume(
         .collect();
     let (mut first, mut lines, mut w) = raw_spawn(&args, dir).await?;
     let mut pids = vec![first.id()];
-    // A cold boot (untimed): the port may reset while the guest comes up.
-    let booting = Instant::now();
-    while let Err(e) = raw_probe(&dir.join("agent.sock")).await {
-        anyhow::ensure!(
-            booting.elapsed() < Duration::from_secs(60),
-            "raw boot never answered: {e:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    raw_probe(&dir.join("agent.sock"))
+        .await
+        .context("probe of the raw boot")?;
     exec_true(&AgentClient::new(Connector::Unix(dir.join("agent.sock"))))
         .await
         .context("exec on the raw boot")?;

@@ -165,6 +165,23 @@ mod tests {
         buf
     }
 
+    /// A read-write mapping of `file`'s first `len` bytes (`MAP_FAILED`
+    /// when refused); the caller unmaps it.
+    fn map_rw(file: &File, len: usize, flags: libc::c_int) -> *mut libc::c_void {
+        // SAFETY: a new mapping of an open descriptor at an address the
+        // kernel picks; nothing else refers to it yet.
+        unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                file.as_raw_fd(),
+                0,
+            )
+        }
+    }
+
     #[test]
     fn the_copy_holds_the_template_and_nothing_can_change_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -203,36 +220,14 @@ mod tests {
         assert_eq!(rw.set_len(1 << 20).map_err(errno), Err(Some(libc::EPERM)));
         assert_eq!(rw.set_len(16 << 20).map_err(errno), Err(Some(libc::EPERM)));
         assert!(fcntl(rw.as_raw_fd(), FcntlArg::F_ADD_SEALS(SealFlag::empty())).is_err());
-        // SAFETY: a shared writable mapping of a valid descriptor; it must
-        // fail, and is unmapped if it does not.
-        let shared = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                rw.as_raw_fd(),
-                0,
-            )
-        };
+        let shared = map_rw(&rw, 4096, libc::MAP_SHARED);
         assert_eq!(
             shared,
             libc::MAP_FAILED,
             "a shared writable mapping was allowed"
         );
         // A private mapping is writable, and its writes stay its own.
-        // SAFETY: as above; the mapping is 8 KiB of an 8 MiB file and is
-        // unmapped below.
-        let private = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                8192,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE,
-                rw.as_raw_fd(),
-                0,
-            )
-        };
+        let private = map_rw(&rw, 8192, libc::MAP_PRIVATE);
         assert_ne!(private, libc::MAP_FAILED);
         // SAFETY: `private` maps 8192 bytes read-write.
         unsafe {
