@@ -205,13 +205,11 @@ mod tests {
         let sid = nix::unistd::getsid(Some(Pid::from_raw(p.pid()))).unwrap();
         assert_eq!(sid.as_raw(), p.pid());
         assert!(is_alive(p.pid()));
-        // Right after fork the child still shows the parent's command line.
+        // Right after fork the child still shows the parent's command line,
+        // then the shell's (which names sleep too), and during each exec
+        // an empty one: wait for the last exec, sleep's own argv.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !cmdline(p.pid())
-            .unwrap_or_default()
-            .iter()
-            .any(|a| a.contains("sleep"))
-        {
+        while cmdline(p.pid()).unwrap_or_default() != ["sleep", "30"] {
             assert!(std::time::Instant::now() < deadline, "child never exec'd");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
