@@ -29,6 +29,7 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+#[derive(Clone)]
 pub struct Api {
     pub http: reqwest::Client,
     pub base: String,

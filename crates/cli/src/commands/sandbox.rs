@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Args as ClapArgs, Subcommand};
 use serde_json::{json, Value};
 
-use crate::api::{Api, ClientArgs};
+use crate::api::{Api, ClientArgs, Events};
 
 #[derive(Debug, ClapArgs)]
 #[command(
@@ -66,10 +66,11 @@ pub enum SandboxCommand {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
-    /// An interactive shell in the sandbox (a PTY; raw mode when stdin is
-    /// a terminal, resized with the window); ends when the shell exits.
+    /// An interactive shell in the sandbox (a terminal in raw mode,
+    /// resized with the window); with piped input, the shell runs it as
+    /// a script without a terminal, as ssh does, and exits with its code.
     #[command(
-        after_help = "Examples:\n  hearth sandbox shell sbx_123\n  hearth sandbox shell sbx_123 --shell /bin/sh\n  printf 'ls /\\nexit\\n' | hearth sandbox shell sbx_123"
+        after_help = "Examples:\n  hearth sandbox shell sbx_123\n  hearth sandbox shell sbx_123 --shell /bin/sh\n  printf 'ls /\\nexit 3\\n' | hearth sandbox shell sbx_123; echo $?"
     )]
     Shell {
         id: String,
@@ -287,16 +288,7 @@ async fn cp(api: &Api, from: &str, to: &str) -> anyhow::Result<()> {
 async fn exec(api: &Api, id: &str, command: &[String], json_out: bool) -> anyhow::Result<u8> {
     let cmd = command
         .iter()
-        .map(|a| {
-            if a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
-                && !a.is_empty()
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
+        .map(|a| shell_quote(a))
         .collect::<Vec<_>>()
         .join(" ");
     let mut events = api
@@ -306,6 +298,25 @@ async fn exec(api: &Api, id: &str, command: &[String], json_out: bool) -> anyhow
                 .json(&json!({ "command": cmd, "timeout": 86_400 })),
         )
         .await?;
+    print_output(&mut events, json_out).await
+}
+
+/// `a` as one word of a `/bin/sh` command line (quoted only when needed).
+pub(crate) fn shell_quote(a: &str) -> String {
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', r"'\''"))
+    }
+}
+
+/// Copies a process's output events (`exec/stream`, a process's
+/// `stream`) to stdout and stderr, or prints each as a JSON line; the
+/// process's exit status: its code, or 128 + the signal that ended it.
+pub(crate) async fn print_output(events: &mut Events, json_out: bool) -> anyhow::Result<u8> {
     let mut code = None;
     while let Some((kind, v)) = events.next().await? {
         if json_out {
@@ -322,18 +333,49 @@ async fn exec(api: &Api, id: &str, command: &[String], json_out: bool) -> anyhow
                 let _ = e.write_all(v["data"].as_str().unwrap_or("").as_bytes());
                 let _ = e.flush();
             }
-            "exit" => code = v["exit_code"].as_i64(),
+            "exit" => {
+                code = Some(exit_status(&v));
+                break;
+            }
             _ => {}
         }
     }
-    let code = code.context("the output stream ended without an exit code")?;
-    Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+    code.context("the output stream ended without an exit code")
+}
+
+/// The status a local shell would report for an `exit` event: the exit
+/// code, 128 + the signal for a killed process, 1 when neither is known.
+fn exit_status(exit: &Value) -> u8 {
+    match (exit["exit_code"].as_i64(), exit["signal"].as_i64()) {
+        (Some(code), _) if code >= 0 => u8::try_from(code.min(255)).unwrap_or(1),
+        (_, Some(sig)) if (1..128).contains(&sig) => 128 + sig as u8,
+        _ => 1,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_killed_process_is_not_a_success() {
+        assert_eq!(exit_status(&json!({"exit_code": 0, "signal": null})), 0);
+        assert_eq!(exit_status(&json!({"exit_code": 5, "signal": null})), 5);
+        assert_eq!(exit_status(&json!({"exit_code": -1, "signal": 9})), 137);
+        assert_eq!(exit_status(&json!({"exit_code": -1, "signal": 15})), 143);
+        assert_eq!(exit_status(&json!({"exit_code": -1, "signal": null})), 1);
+        assert_eq!(exit_status(&json!({})), 1);
+    }
+
+    #[test]
+    fn words_are_quoted_only_when_the_shell_would_split_them() {
+        assert_eq!(shell_quote("/bin/sh"), "/bin/sh");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$HOME"), "'$HOME'");
+    }
 
     #[test]
     fn the_list_lines_up_under_its_headers() {

@@ -4,11 +4,11 @@
 //! are bytes both ways, a text frame resizes), and closes it when the shell
 //! exits.
 //!
-//! With a terminal on stdin the local terminal goes into raw mode for the
-//! session (restored on every way out, panics included) and follows window
-//! size changes. With piped stdin the bytes are forwarded as they come; at
-//! the end of input the shell gets one end-of-file character (^D) and the
-//! output is read until the shell exits, so a script's `exit` ends it.
+//! The local terminal goes into raw mode for the session (restored on
+//! every way out, panics included) and follows window size changes. Input
+//! that is not a terminal takes no terminal at all ([`piped`]).
+
+mod piped;
 
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsFd;
@@ -25,20 +25,21 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::api::{error_line, Api};
 
-/// Terminal size when neither stdin nor stdout is a terminal.
+/// Terminal size when the terminal reports none.
 const DEFAULT_SIZE: (u16, u16) = (80, 24);
 /// Largest dimension the server accepts.
 const MAX_DIMENSION: u16 = 1000;
 /// Largest chunk of stdin sent as one frame.
 const READ_CHUNK: usize = 16 * 1024;
-/// The terminal's end-of-file character, sent when piped input ends.
-const EOT: u8 = 0x04;
 
 /// Runs an interactive shell (`shell`, else the sandbox's login shell) in
 /// sandbox `id`; the exit status: the shell's exit code (the server puts
 /// it in the close frame's reason), or 128 + the signal for a session
 /// ended here by SIGINT, SIGTERM or SIGHUP.
 pub async fn run(api: &Api, id: &str, shell: Option<&str>) -> anyhow::Result<u8> {
+    if !std::io::stdin().is_terminal() {
+        return piped::run(api, id, shell).await;
+    }
     let (cols, rows) = local_size().unwrap_or(DEFAULT_SIZE);
     let mut body = json!({ "cols": cols, "rows": rows });
     if let Some(shell) = shell {
@@ -62,13 +63,8 @@ async fn session(api: &Api, id: &str, tid: &str) -> anyhow::Result<u8> {
     let ws = connect(api, id, tid).await?;
     let (mut sink, mut frames) = ws.split();
 
-    let interactive = std::io::stdin().is_terminal();
     // Dropped (restoring the terminal) on every way out of this function.
-    let raw = if interactive {
-        Some(RawMode::enter().context("put the terminal into raw mode")?)
-    } else {
-        None
-    };
+    let raw = RawMode::enter().context("put the terminal into raw mode")?;
 
     let (tx, mut input) = mpsc::channel::<Vec<u8>>(16);
     spawn_stdin_reader(tx)?;
@@ -88,7 +84,7 @@ async fn session(api: &Api, id: &str, tid: &str) -> anyhow::Result<u8> {
                         break 0;
                     }
                 }
-                Some(Ok(Message::Text(text))) => notice(text.as_str(), raw.is_some(), &mut stdout),
+                Some(Ok(Message::Text(text))) => notice(text.as_str(), &mut stdout),
                 Some(Ok(Message::Close(frame))) => {
                     break frame.as_ref().and_then(|f| exit_code(&f.reason)).unwrap_or(0)
                 }
@@ -108,16 +104,8 @@ async fn session(api: &Api, id: &str, tid: &str) -> anyhow::Result<u8> {
                         input_open = false;
                     }
                 }
-                None => {
-                    input_open = false;
-                    if interactive {
-                        // The terminal hung up: nobody is left to type.
-                        break 0;
-                    }
-                    // End of piped input: the shell sees end of file once
-                    // it has read everything before it.
-                    let _ = sink.send(Message::Binary(vec![EOT].into())).await;
-                }
+                // The terminal hung up: nobody is left to type.
+                None => break 0,
             },
             Some(()) = next_signal(&mut winch) => {
                 if let Some((cols, rows)) = local_size() {
@@ -211,12 +199,12 @@ async fn close(api: &Api, id: &str, tid: &str) {
 
 /// A server text frame: an error notice goes to stderr, anything else is
 /// shown as output.
-fn notice(text: &str, raw: bool, stdout: &mut std::io::Stdout) {
+fn notice(text: &str, stdout: &mut std::io::Stdout) {
     match serde_json::from_str::<Value>(text) {
         Ok(v) if v["type"] == "error" => {
             let msg = v["message"].as_str().unwrap_or(text);
-            let end = if raw { "\r\n" } else { "\n" };
-            eprint!("hearth: terminal: {msg}{end}");
+            // The terminal is raw: a line ends with a carriage return too.
+            eprint!("hearth: terminal: {msg}\r\n");
         }
         Ok(v) if v.get("type").is_some() => {}
         _ => {
