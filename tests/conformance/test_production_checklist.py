@@ -1,6 +1,6 @@
 """Documentation section "Production checklist": the items that are
 behaviours of the platform. (Idempotency's 24-hour window on a controlled
-clock: crates/server/tests/api.rs::idempotency_keys_last_24_hours.)"""
+clock: crates/server/tests/api/idempotency.rs::idempotency_keys_last_24_hours.)"""
 
 import uuid
 
