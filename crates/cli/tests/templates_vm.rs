@@ -251,3 +251,89 @@ async fn a_stopped_server_stops_its_template_build_vm_and_keeps_sandboxes() {
     assert!(qemu_running_for(&id), "the sandbox's VM keeps running");
     kill_vms(&data);
 }
+
+/// A template version directory with one shape, last touched `age` ago.
+fn plant_version(root: &std::path::Path, name: &str, age: Duration) -> std::path::PathBuf {
+    let dir = root.join(name);
+    let shape = dir.join("1c-256m-512d");
+    std::fs::create_dir_all(&shape).expect("plant a version");
+    std::fs::write(shape.join("memory.ram"), vec![7u8; 1 << 20]).expect("plant its RAM");
+    let then = std::time::SystemTime::now() - age;
+    for p in [&shape, &dir] {
+        std::fs::File::open(p)
+            .and_then(|f| f.set_modified(then))
+            .expect("age it");
+    }
+    dir
+}
+
+/// Every upgrade leaves the old version of each built-in template's
+/// snapshots behind (hundreds of MB a shape). A server removes the
+/// versions nobody has used for a week when it starts on its own version;
+/// a recent one (another server sharing the images may be on it) stays,
+/// and the version in use is marked used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots real VMs; run with --run-ignored (scripts/test does)"]
+async fn old_versions_of_a_built_in_templates_snapshots_go_and_the_one_in_use_stays() {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let root = images_dir().join("templates/minimal");
+    let tag = std::process::id();
+    let old = plant_version(&root, &format!("zz-old-{tag}"), 8 * DAY);
+    let recent = plant_version(&root, &format!("zz-recent-{tag}"), DAY);
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (server, api) = fresh_server(tmp.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while old.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "a week-old version was not removed\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        server.log().contains("old template versions removed"),
+        "{}",
+        server.log()
+    );
+    assert!(recent.exists(), "a version used yesterday was removed");
+
+    // A sandbox of the template: its version is there, and marked used.
+    let (st, v) = api
+        .call(
+            "POST",
+            "/sandboxes",
+            Some(json!({"template_id": "minimal", "timeout_sec": 300})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}\n{}", server.log());
+    let id = v["data"]["id"].as_str().expect("id").to_string();
+    let running = api
+        .wait_state(&id, "running", Duration::from_secs(120))
+        .await;
+    let version = running["template_version"]
+        .as_str()
+        .expect("template_version")
+        .to_string();
+    // Marked when the sandbox cloned the template's snapshot, or, had it
+    // booted cold meanwhile, once the snapshot it builds is found ready.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let marked = loop {
+        match std::fs::metadata(root.join(&version).join("last-used")).and_then(|m| m.modified()) {
+            Ok(t) => break t,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "version {version} in use is not marked: {e}\n{}",
+                server.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        marked.elapsed().expect("mark in the past") < Duration::from_secs(2 * 3600),
+        "the mark of version {version} is stale"
+    );
+    assert!(root.join(&version).exists());
+    std::fs::remove_dir_all(&recent).expect("clean up");
+}

@@ -27,6 +27,8 @@ use hearth_vmm::{AfterSnapshot, MemoryBacking, SnapshotOptions, Vm};
 use super::templates::ResolvedTemplate;
 use super::Core;
 
+mod prune;
+
 /// The shape a create gets when it names none: 1 vCPU, 1 GiB of memory,
 /// 3 GiB of disk.
 pub const DEFAULT_SHAPE: (u32, u32, u32) = (1, 1024, 3072);
@@ -124,6 +126,8 @@ pub struct WarmBuilds {
     failed: SyncMutex<HashMap<Shape, String>>,
     last_build_ms: AtomicU64,
     last_cold_ms: AtomicU64,
+    /// (template, version) whose old versions were pruned here.
+    pruned: SyncMutex<HashSet<(String, String)>>,
 }
 
 #[derive(Debug)]
@@ -184,6 +188,16 @@ const STAGING: &str = "partial";
 /// A writer's staging directory older than this was left by a crash.
 const STALE_STAGING: Duration = Duration::from_secs(3600);
 
+/// A custom template's id (built from a BuildSpec); the rest are built in.
+fn is_custom(template_id: &str) -> bool {
+    template_id.starts_with("tpl_")
+}
+
+/// A name starting with a dot: a version being removed ([`prune`]).
+fn is_hidden(e: &std::fs::DirEntry) -> bool {
+    e.file_name().to_string_lossy().starts_with('.')
+}
+
 fn is_staging(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
@@ -205,7 +219,7 @@ impl Core {
     /// shares them: a fresh data directory starts warm. A custom
     /// template's are the tenant's, in the data directory.
     pub(crate) fn templates_root(&self, id: &str) -> PathBuf {
-        if id.starts_with("tpl_") {
+        if is_custom(id) {
             self.data_dir().join("templates")
         } else {
             self.config.images_dir().join("templates")
@@ -217,10 +231,49 @@ impl Core {
         self.templates_root(&shape.template_id).join(shape.key())
     }
 
-    /// The ready template snapshot of `shape`, if any.
+    /// The ready template snapshot of `shape`, if any. Asking is using:
+    /// a built-in template's version is marked used ([`prune`]).
     pub fn warm_snapshot(&self, shape: &Shape) -> Option<PathBuf> {
         let dir = self.shape_dir(shape);
-        self.vmm.snapshot_exists(&dir).then_some(dir)
+        if !self.vmm.snapshot_exists(&dir) {
+            return None;
+        }
+        if !is_custom(&shape.template_id) {
+            if let Some(version) = dir.parent() {
+                prune::mark_used(version);
+            }
+        }
+        Some(dir)
+    }
+
+    /// Once per built-in template version and server: removes the
+    /// template's other versions no server has used for
+    /// [`prune::RETENTION`], in the background.
+    fn prune_template_versions(&self, shape: &Shape) {
+        if is_custom(&shape.template_id)
+            || !self
+                .warm_builds
+                .pruned
+                .lock()
+                .insert((shape.template_id.clone(), shape.version.clone()))
+        {
+            return;
+        }
+        let dir = self
+            .templates_root(&shape.template_id)
+            .join(&shape.template_id);
+        let current = shape.version.clone();
+        tokio::task::spawn_blocking(move || {
+            let removed = prune::prune_versions(
+                &dir,
+                &current,
+                prune::RETENTION,
+                std::time::SystemTime::now(),
+            );
+            if !removed.is_empty() {
+                tracing::info!(dir = %dir.display(), ?removed, "old template versions removed");
+            }
+        });
     }
 
     /// The shapes of template `id` (any version) whose template snapshot
@@ -229,6 +282,7 @@ impl Core {
     pub fn warm_shapes(&self, id: &str) -> Vec<String> {
         let mut out: Vec<String> = entries(&self.templates_root(id).join(id))
             .iter()
+            .filter(|v| !is_hidden(v))
             .flat_map(|v| entries(&v.path()))
             .filter(|shape| {
                 let p = shape.path();
@@ -258,13 +312,13 @@ impl Core {
                 if self.templates_root(&name(&t)) != root {
                     continue;
                 }
-                for v in entries(&t.path()) {
+                for v in entries(&t.path()).iter().filter(|v| !is_hidden(v)) {
                     for s in entries(&v.path()) {
                         let p = s.path();
                         if is_staging(&p) || !self.vmm.snapshot_exists(&p) {
                             continue;
                         }
-                        out.push(format!("{}/{}/{}", name(&t), name(&v), name(&s)));
+                        out.push(format!("{}/{}/{}", name(&t), name(v), name(&s)));
                     }
                 }
             }
@@ -279,6 +333,7 @@ impl Core {
         if !self.config.warm_boot {
             return;
         }
+        self.prune_template_versions(&shape);
         if self.warm_snapshot(&shape).is_some() {
             self.refill_pool(shape, tpl);
             return;
