@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::Value;
 
 /// Runs a client command's future on a fresh runtime.
@@ -84,8 +84,8 @@ impl Api {
         }
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        bail!(error_line(status, &v))
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Err(ApiError { status, body }.into())
     }
 
     /// Sends `req` and returns the JSON answer.
@@ -131,6 +131,29 @@ impl Api {
         })
     }
 }
+
+/// A request the server answered with an error; shown as
+/// [`error_line`], and its code is there for a caller that handles one.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: reqwest::StatusCode,
+    pub body: Value,
+}
+
+impl ApiError {
+    /// The error's `code` (`not_found`, `validation_error`, ...).
+    pub fn code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&error_line(self.status, &self.body))
+    }
+}
+
+impl std::error::Error for ApiError {}
 
 /// One line for a failed request: the server's message and field details,
 /// then the status, the error code and the request id.

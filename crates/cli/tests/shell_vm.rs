@@ -77,14 +77,17 @@ fn piped_into(api: &Api, args: &[&str], script: &[u8]) -> (Option<i32>, String, 
         s
     });
     // End of input comes before the shell has even started: the CLI must
-    // keep reading until the shell exits and the server closes the socket.
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script)
-        .expect("write the script");
+    // keep reading until the shell exits. Written from a thread, so a CLI
+    // that stops reading cannot hold the test past its deadline; one that
+    // exits before reading it all (the shell ended first) is fine.
+    let mut stdin = child.stdin.take().expect("stdin");
+    let script = script.to_vec();
+    let writer = std::thread::spawn(move || match stdin.write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("write the script: {e}"),
+        _ => {}
+    });
     let status = wait_exit(&mut child, STEP, "piped shell");
+    writer.join().expect("script writer");
     let out = out.join().expect("stdout reader");
     let err = err.join().expect("stderr reader");
     (
@@ -120,6 +123,25 @@ async fn a_piped_shell_runs_the_script_and_ends_with_its_exit() {
     let (code, out, err) =
         tokio::task::block_in_place(|| piped(&api, &id, b"echo no-$((1+1))-exit\n"));
     assert_eq!(out, "no-2-exit\n", "stderr: {err}");
+    assert_eq!(code, Some(0), "stdout: {out:?}\nstderr: {err}");
+
+    // A shell that exits with input left unread (more than a pipe holds,
+    // so writes after its exit fail) ends with its own code, and that is
+    // no error.
+    let mut script = b"echo early\nexit 3\n".to_vec();
+    script.extend(b"echo unread\n".repeat(20_000));
+    let (code, out, err) = tokio::task::block_in_place(|| piped(&api, &id, &script));
+    assert_eq!(out, "early\n", "stderr: {err}");
+    assert_eq!(err, "", "stdout: {out:?}");
+    assert_eq!(code, Some(3), "stdout: {out:?}\nstderr: {err}");
+
+    // A shell that closes its stdin and goes on working is let be: the
+    // input it refuses is not a failure to stop it for.
+    let mut script = b"exec 0<&-; sleep 3; echo done-$((4*5)); exit\n".to_vec();
+    script.extend(b"echo unread\n".repeat(20_000));
+    let (code, out, err) = tokio::task::block_in_place(|| piped(&api, &id, &script));
+    assert_eq!(out, "done-20\n", "stderr: {err}");
+    assert!(!err.contains("hearth"), "stdout: {out:?}\nstderr: {err}");
     assert_eq!(code, Some(0), "stdout: {out:?}\nstderr: {err}");
 
     // The sandbox is still fine for the next caller.

@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::{next_signal, spawn_stdin_reader};
-use crate::api::Api;
+use crate::api::{Api, ApiError};
 use crate::commands::sandbox::{print_output, shell_quote};
 
 /// The sandbox's login shell, chosen as its terminals choose it: bash
@@ -79,33 +79,60 @@ async fn session(api: &Api, process: &str) -> anyhow::Result<Ending> {
 }
 
 /// Writes each chunk of input to the process's stdin, in order, then
-/// closes it. A write the process cannot take any more (it exited) ends
-/// the feeding quietly; any other failure is reported and stops the
-/// shell, which would otherwise wait for the rest of its input forever.
+/// closes it. A process that takes no more input (it exited, or closed its
+/// stdin) ends the feeding quietly; any other failure is reported and
+/// stops the shell, which would otherwise wait for the rest of its input
+/// forever.
 async fn feed(api: Api, process: String, mut input: mpsc::Receiver<Vec<u8>>) {
     let stdin = format!("{process}/stdin");
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut result = Ok(());
+    let mut result = Ok(Fed::Taken);
     while let Some(bytes) = input.recv().await {
-        result = api
-            .post(&stdin, json!({ "data_base64": b64.encode(&bytes) }))
-            .await
-            .map(drop);
-        if result.is_err() {
+        result = write(&api, &stdin, json!({ "data_base64": b64.encode(&bytes) })).await;
+        if !matches!(result, Ok(Fed::Taken)) {
             break;
         }
     }
-    if result.is_ok() {
-        result = api.post(&stdin, json!({ "eof": true })).await.map(drop);
+    if matches!(result, Ok(Fed::Taken)) {
+        result = write(&api, &stdin, json!({ "eof": true })).await;
     }
     let Err(e) = result else { return };
-    let exited = api
-        .get(&process)
-        .await
-        .is_ok_and(|v| v["data"]["state"] == "exited");
-    if !exited {
-        eprintln!("hearth: could not pass the input on to the shell: {e:#}; stopping it");
-        stop(&api, &process).await;
+    // A shell that has just exited (its exit is on its way in the output
+    // stream) needs no stopping, and what it left unread is no error.
+    for _ in 0..20 {
+        let exited = api
+            .get(&process)
+            .await
+            .is_ok_and(|v| v["data"]["state"] == "exited");
+        if exited {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    eprintln!("hearth: could not pass the input on to the shell: {e:#}; stopping it");
+    stop(&api, &process).await;
+}
+
+/// What became of a write to a process's stdin.
+enum Fed {
+    Taken,
+    /// The process's stdin is closed or broken: it takes no more input.
+    Refused,
+}
+
+/// One write (or the close) of a process's stdin.
+async fn write(api: &Api, stdin: &str, body: serde_json::Value) -> anyhow::Result<Fed> {
+    match api.post(stdin, body).await {
+        Ok(_) => Ok(Fed::Taken),
+        // The agent refuses a write to a closed or broken pipe as an
+        // invalid request (422); ours are always well formed.
+        Err(e)
+            if e.downcast_ref::<ApiError>()
+                .is_some_and(|a| a.code() == Some("validation_error")) =>
+        {
+            Ok(Fed::Refused)
+        }
+        Err(e) => Err(e),
     }
 }
 
