@@ -270,12 +270,14 @@ impl Jailer {
         if !self.enabled {
             return Ok(None);
         }
-        if spec.egress {
-            self.ensure_base().await?;
-        }
+        // Jails a crashed server left go first: the host's networks are
+        // then judged without their links half torn down.
         self.reaped
             .get_or_init(|| async { self.reap_stale().await })
             .await;
+        if spec.egress {
+            self.ensure_base().await?;
+        }
         let capacity = netns::capacity(self.subnet);
         let slot = netns::claim(self.next_slot.load(Ordering::Relaxed), capacity).await?;
         self.next_slot

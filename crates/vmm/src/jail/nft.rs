@@ -17,6 +17,7 @@
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 use ipnet::Ipv4Net;
 use tokio::io::AsyncWriteExt;
@@ -227,10 +228,15 @@ pub(crate) async fn host_networks() -> Vec<Ipv4Net> {
         Ok(o) if o.status.success() => o.stdout,
         _ => return Vec::new(),
     };
-    parse_host_networks(&out)
+    parse_host_networks(&out, |dev| Path::new("/sys/class/net").join(dev).exists())
 }
 
-fn parse_host_networks(json: &[u8]) -> Vec<Ipv4Net> {
+/// The LANs in `ip -j route` output, `exists` telling which interfaces
+/// are there. A route on an interface that is gone is no LAN: `ip` names
+/// an interface deleted while it listed the routes `if<index>` (a VM's
+/// veth being torn down), and taking that for a LAN inside the VM subnet
+/// refused every new VM with "overlaps the host network".
+fn parse_host_networks(json: &[u8], exists: impl Fn(&str) -> bool) -> Vec<Ipv4Net> {
     let Ok(routes) = serde_json::from_slice::<Vec<serde_json::Value>>(json) else {
         return Vec::new();
     };
@@ -240,7 +246,7 @@ fn parse_host_networks(json: &[u8]) -> Vec<Ipv4Net> {
         .filter(|r| {
             r.get("dev")
                 .and_then(|d| d.as_str())
-                .is_some_and(|d| !d.starts_with("hv") && d != "lo")
+                .is_some_and(|d| !d.starts_with("hv") && d != "lo" && exists(d))
         })
         .filter_map(|r| r.get("dst")?.as_str())
         .filter(|d| *d != "default")
@@ -301,15 +307,18 @@ mod tests {
             {"dst":"192.0.2.0/24","dev":"eth0","protocol":"kernel"},
             {"dst":"10.213.0.0/30","dev":"hv0"},
             {"dst":"203.0.113.0/24","gateway":"10.9.0.2","dev":"eth1"},
-            {"dst":"198.51.100.7","dev":"eth1"}]"#;
+            {"dst":"198.51.100.7","dev":"eth1"},
+            {"dst":"10.213.0.8/30","dev":"if42","protocol":"kernel"}]"#;
+        // if42: a VM's veth deleted while `ip` listed the routes.
+        let exists = |d: &str| d != "if42";
         assert_eq!(
-            parse_host_networks(json),
+            parse_host_networks(json, exists),
             vec![
                 "192.0.2.0/24".parse::<Ipv4Net>().unwrap(),
                 "198.51.100.7/32".parse().unwrap()
             ]
         );
-        assert!(parse_host_networks(b"not json").is_empty());
+        assert!(parse_host_networks(b"not json", exists).is_empty());
     }
 
     #[test]
