@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use hearth_test_support::wait_until;
 use serde_json::{json, Value};
 
 /// Polls a template build until it is `ready` or `failed`.
@@ -283,15 +284,13 @@ async fn old_versions_of_a_built_in_templates_snapshots_go_and_the_one_in_use_st
 
     let tmp = tempfile::tempdir().expect("tmp");
     let (server, api) = fresh_server(tmp.path()).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while old.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "a week-old version was not removed\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let removed = wait_until(
+        Duration::from_secs(60),
+        "the week-old version removed",
+        || async { (!old.exists()).then_some(()) },
+    )
+    .await;
+    assert!(removed.is_ok(), "{removed:?}\n{}", server.log());
     assert!(
         server.log().contains("old template versions removed"),
         "{}",
@@ -318,18 +317,14 @@ async fn old_versions_of_a_built_in_templates_snapshots_go_and_the_one_in_use_st
         .to_string();
     // Marked when the sandbox cloned the template's snapshot, or, had it
     // booted cold meanwhile, once the snapshot it builds is found ready.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let marked = loop {
-        match std::fs::metadata(root.join(&version).join("last-used")).and_then(|m| m.modified()) {
-            Ok(t) => break t,
-            Err(e) => assert!(
-                Instant::now() < deadline,
-                "version {version} in use is not marked: {e}\n{}",
-                server.log()
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let marker = root.join(&version).join("last-used");
+    let marked = wait_until(
+        Duration::from_secs(120),
+        "the version in use marked",
+        || async { std::fs::metadata(&marker).and_then(|m| m.modified()).ok() },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("version {version}: {e}\n{}", server.log()));
     assert!(
         marked.elapsed().expect("mark in the past") < Duration::from_secs(2 * 3600),
         "the mark of version {version} is stale"

@@ -85,19 +85,7 @@ async fn raw_clone(snap: &Path, dir: &Path) -> Result<(u32, Duration)> {
         .await??;
     // The floor is QEMU alone: no seccomp filter (its `exec:` migration
     // spawns `cat`, which the jail's filter forbids).
-    let unsandboxed: Vec<&String> = {
-        let mut out = Vec::new();
-        let mut it = manifest.vmm_args.iter();
-        while let Some(a) = it.next() {
-            if a == "-sandbox" {
-                it.next();
-                continue;
-            }
-            out.push(a);
-        }
-        out
-    };
-    let mut args: Vec<String> = unsandboxed
+    let mut args: Vec<String> = without_flags(&manifest.vmm_args, &["-sandbox"])
         .into_iter()
         .map(|a| {
             if a.starts_with("memory-backend-file") {
@@ -180,6 +168,20 @@ async fn raw_clone(snap: &Path, dir: &Path) -> Result<(u32, Duration)> {
     let mut child = child;
     let _ = child.wait();
     Ok((pid, took))
+}
+
+/// `args` without each of `flags` and the value that follows it.
+fn without_flags(args: &[String], flags: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if flags.contains(&a.as_str()) {
+            it.next();
+            continue;
+        }
+        out.push(a.clone());
+    }
+    out
 }
 
 type QmpLines = tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>;
@@ -519,30 +521,13 @@ async fn main() -> Result<()> {
         let restored_spec = r.spec().clone();
         r.destroy().await?;
         // The floor runs the arguments of a cold boot of the same VM: no
-        // `-incoming`, and the whole kernel (a restore names its stub).
-        // Nor `-sandbox`: its seccomp filter denies the fork of the
-        // `exec:cat` migration the floor uses (QEMU 7.2 has no `file:`),
-        // and the driver, which passes descriptors instead, keeps it.
-        let args: Vec<String> = {
-            let mut out: Vec<String> = Vec::new();
-            let mut skip = false;
-            for a in args {
-                if skip {
-                    skip = false;
-                    continue;
-                }
-                if a == "-incoming" || a == "-sandbox" {
-                    skip = true;
-                    continue;
-                }
-                if out.last().is_some_and(|p| p == "-kernel") {
-                    out.push(restored_spec.kernel.display().to_string());
-                    continue;
-                }
-                out.push(a);
-            }
-            out
-        };
+        // `-incoming`, the whole kernel (a restore names its stub), and no
+        // `-sandbox` (as `raw_clone`: the driver passes descriptors, the
+        // floor migrates through `exec:cat`).
+        let mut args = without_flags(&args, &["-incoming", "-sandbox"]);
+        if let Some(k) = args.iter().position(|a| a == "-kernel") {
+            args[k + 1] = restored_spec.kernel.display().to_string();
+        }
         let dir = sb.path().join(format!("rawpr{i}"));
         let (pids, took) = raw_pause_resume(&args, &restored_spec, &dir)
             .await

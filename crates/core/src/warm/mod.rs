@@ -84,13 +84,7 @@ impl Shape {
 fn remove_stale_staging(parent: &Path) {
     for e in entries(parent) {
         let p = e.path();
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_STAGING);
-        if is_staging(&p) && old {
+        if is_staging(&p) && age(&p).is_some_and(|a| a > STALE_STAGING) {
             let _ = std::fs::remove_dir_all(&p);
         }
     }
@@ -191,6 +185,11 @@ const STALE_STAGING: Duration = Duration::from_secs(3600);
 /// A custom template's id (built from a BuildSpec); the rest are built in.
 fn is_custom(template_id: &str) -> bool {
     template_id.starts_with("tpl_")
+}
+
+/// How long ago `p` was last modified.
+fn age(p: &Path) -> Option<Duration> {
+    std::fs::metadata(p).ok()?.modified().ok()?.elapsed().ok()
 }
 
 /// A name starting with a dot: a version being removed ([`prune`]).

@@ -19,6 +19,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use super::{age, entries};
+
 /// How long an unused built-in template version is kept.
 pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -36,12 +38,7 @@ const PRUNING: &str = ".pruning-";
 /// Marks the template version directory `version_dir` used now.
 pub(super) fn mark_used(version_dir: &Path) {
     let marker = version_dir.join(LAST_USED);
-    let fresh = std::fs::metadata(&marker)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age < MARK_EVERY);
-    if fresh {
+    if age(&marker).is_some_and(|a| a < MARK_EVERY) {
         return;
     }
     let now = SystemTime::now();
@@ -61,10 +58,8 @@ pub(super) fn mark_used(version_dir: &Path) {
 /// counts).
 fn last_used(version_dir: &Path) -> Option<SystemTime> {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let shapes = std::fs::read_dir(version_dir)
+    let shapes = entries(version_dir)
         .into_iter()
-        .flatten()
-        .flatten()
         .filter_map(|e| modified(&e.path()));
     modified(version_dir)
         .into_iter()
@@ -83,11 +78,7 @@ pub(super) fn prune_versions(
     now: SystemTime,
 ) -> Vec<String> {
     let mut removed = Vec::new();
-    for e in std::fs::read_dir(template_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    for e in entries(template_dir) {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
         if name == current || !path.is_dir() {

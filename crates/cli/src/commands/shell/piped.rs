@@ -97,17 +97,14 @@ async fn feed(api: Api, process: String, mut input: mpsc::Receiver<Vec<u8>>) {
         result = write(&api, &stdin, json!({ "eof": true })).await;
     }
     let Err(e) = result else { return };
-    // A shell that has just exited (its exit is on its way in the output
-    // stream) needs no stopping, and what it left unread is no error.
-    for _ in 0..20 {
-        let exited = api
-            .get(&process)
-            .await
-            .is_ok_and(|v| v["data"]["state"] == "exited");
-        if exited {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // A shell that has exited needs no stopping (its exit is on its way
+    // in the output stream).
+    let exited = api
+        .get(&process)
+        .await
+        .is_ok_and(|v| v["data"]["state"] == "exited");
+    if exited {
+        return;
     }
     eprintln!("hearth: could not pass the input on to the shell: {e:#}; stopping it");
     stop(&api, &process).await;
